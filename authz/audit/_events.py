@@ -1,0 +1,184 @@
+"""Audit events: OCSF API Activity (class 6003) naming plus a ``tessera`` object (ARCHITECTURE §9).
+
+An event is plain JSON (what is hashed is its RFC 8785 form). Argument *values* never enter an event:
+a decision carries only the argument keys and the SHA-256 of the canonical arguments.
+
+The ``tessera`` object of a decision event always has the same keys (null when unknown):
+``decision`` (allow|deny|escalate), ``check``, ``code``, ``reason``, ``decision_id``, ``tenant``
+(null for gateway-level decisions), ``agent``, ``token_id``, ``jti``, ``tool``, ``rpc_method``,
+``argument_keys``, ``argument_keys_truncated``, ``arguments_sha256``, ``prompt_sha256``,
+``policy_version``, ``policy_hash``, ``approval_id``, ``latency_us``, ``data`` (the scalar extras of the
+denial: budget scope/limit/resets_at, approval expiry, retry_after_ms, protocol code).
+An admin event's ``tessera`` object has ``decision`` = ``admin``, ``tenant``, ``actor``, ``action``,
+``target``, ``details``, ``reason``, ``agent`` (null).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from authz import __version__
+from authz.audit._canonical import GATEWAY_TENANT, clean_text, json_safe
+
+if TYPE_CHECKING:  # no runtime import: the store imports this package, and must not pull in the pipeline
+    from authz.check.models import Decision
+
+OCSF_VERSION = "1.3.0"
+CLASS_UID = 6003  # API Activity
+CATEGORY_UID = 6  # Application Activity
+_ACTIVITIES = {"create": 1, "read": 2, "update": 3, "delete": 4}
+_ACTIVITY_NAMES = {0: "Unknown", 1: "Create", 2: "Read", 3: "Update", 4: "Delete", 99: "Other"}
+_ALLOW, _ESCALATE = "allow", "escalate"  # authz.check.models.Outcome values
+_SEVERITY_NAMES = {1: "Informational", 2: "Low", 3: "Medium", 4: "High"}
+
+#: At most this many argument keys are kept (each cut at 256 characters); the arguments hash covers all.
+MAX_ARGUMENT_KEYS = 256
+
+
+def chain_tenant(decision: Decision) -> str:
+    """The chain a decision belongs to: its tenant, or :data:`GATEWAY_TENANT` when none is known."""
+    return decision.tenant or GATEWAY_TENANT
+
+
+def _severity(decision: Decision) -> int:
+    if decision.outcome == _ALLOW:
+        return 1
+    if decision.outcome == _ESCALATE:
+        return 2
+    if decision.check is not None and decision.check.value == "unavailable":
+        return 4  # fail-closed: a dependency is down
+    return 3
+
+
+def _metadata(uid: str, tenant: str) -> dict[str, Any]:
+    return {
+        "version": OCSF_VERSION,
+        "uid": uid,
+        "tenant_uid": tenant,
+        "product": {"name": "Tessera", "vendor_name": "Tessera", "version": __version__},
+    }
+
+
+def _base(activity_id: int, severity_id: int, time_ms: int, success: bool) -> dict[str, Any]:
+    return {
+        "class_uid": CLASS_UID,
+        "class_name": "API Activity",
+        "category_uid": CATEGORY_UID,
+        "category_name": "Application Activity",
+        "activity_id": activity_id,
+        "activity_name": _ACTIVITY_NAMES[activity_id],
+        "type_uid": CLASS_UID * 100 + activity_id,
+        "type_name": f"API Activity: {_ACTIVITY_NAMES[activity_id]}",
+        "time": int(time_ms),
+        "severity_id": severity_id,
+        "severity": _SEVERITY_NAMES[severity_id],
+        "status_id": 1 if success else 2,
+        "status": "Success" if success else "Failure",
+    }
+
+
+def event_from_decision(decision: Decision, *, time_ms: int) -> dict[str, Any]:
+    """The audit event of one decision, ``time_ms`` being when it was recorded (epoch milliseconds)."""
+    d = decision
+    tenant = chain_tenant(d)
+    operation = clean_text(d.tool or d.rpc_method or "unknown", 256)
+    agent = clean_text(d.agent, 256) if d.agent is not None else None
+    code = d.code
+    reason = clean_text(d.reason)
+    keys = [clean_text(k, 256) for k in d.argument_keys[:MAX_ARGUMENT_KEYS]]
+    event = _base(99, _severity(d), time_ms, d.outcome == _ALLOW)
+    event["activity_name"] = "Authorize"  # OCSF "Other" (99) with a descriptive name
+    event["message"] = f"{d.outcome.value} {operation}" + (f": {reason}" if reason else "")
+    if code is not None:
+        event["status_code"] = str(code)
+    if reason:
+        event["status_detail"] = reason
+    event["api"] = {"operation": operation, "request": {"uid": d.decision_id}}
+    if code is not None:
+        event["api"]["response"] = {
+            "code": code,
+            "error": d.check.value if d.check else "",
+            "message": reason,
+        }
+    user: dict[str, Any] = {"name": agent or "unknown", "type": "Agent"}
+    if agent is not None:
+        user["uid"] = agent
+    event["actor"] = {"user": user}
+    event["metadata"] = _metadata(d.decision_id, tenant)
+    event["tessera"] = {
+        "decision": d.outcome.value,
+        "check": d.check.value if d.check is not None else None,
+        "code": code,
+        "reason": reason,
+        "decision_id": d.decision_id,
+        "tenant": clean_text(d.tenant, 256) if d.tenant is not None else None,
+        "agent": agent,
+        "token_id": json_safe(d.token_id, max_len=256),
+        "jti": json_safe(d.jti, max_len=256),
+        "tool": clean_text(d.tool, 256) if d.tool is not None else None,
+        "rpc_method": clean_text(d.rpc_method, 256) if d.rpc_method is not None else None,
+        "argument_keys": keys,
+        "argument_keys_truncated": len(d.argument_keys) > MAX_ARGUMENT_KEYS,
+        "arguments_sha256": json_safe(d.arguments_sha256, max_len=128),
+        "prompt_sha256": json_safe(d.prompt_sha256, max_len=128),
+        "policy_version": json_safe(d.policy_version),
+        "policy_hash": json_safe(d.policy_hash, max_len=256),
+        "approval_id": json_safe(d.approval_id, max_len=256),
+        "latency_us": json_safe(d.latency_us),
+        "data": _scalar_data(d.data),
+    }
+    return event
+
+
+def _scalar_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The denial extras, scalars only (nested values are dropped: they have no stable audit meaning)."""
+    out: dict[str, Any] = {}
+    for key, value in list(data.items())[:32]:
+        if value is None or isinstance(value, (str, int, float, bool)):
+            out[clean_text(str(key), 64)] = json_safe(value, max_len=512)
+    return out
+
+
+def admin_event(
+    tenant: str,
+    actor: str,
+    action: str,
+    target: str,
+    details: Mapping[str, Any] | None = None,
+    *,
+    time_ms: int,
+    uid: str | None = None,
+) -> dict[str, Any]:
+    """The audit event of an admin mutation (same chain as the tenant's decisions).
+
+    ``action`` is a verb-first name such as ``policy.promote`` or ``token.revoke``; its OCSF activity is
+    Create/Read/Update/Delete when the verb part says so (``create``, ``delete``, ...), else Other.
+    ``details`` must not hold secrets (it is stored verbatim, after :func:`json_safe`).
+    """
+    actor_name = clean_text(actor, 256)
+    action = clean_text(action, 128)
+    target = clean_text(target, 512)
+    verb = action.rsplit(".", 1)[-1].lower()
+    activity_id = _ACTIVITIES.get(verb, 99)
+    uid = uid or f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"  # like decision ids
+    reason = f"{action} {target} by {actor_name}"
+    event = _base(activity_id, 1, time_ms, True)
+    event["message"] = reason
+    event["api"] = {"operation": action, "request": {"uid": uid}}
+    event["actor"] = {"user": {"name": actor_name, "uid": actor_name, "type": "Admin"}}
+    event["resources"] = [{"uid": target}]
+    event["metadata"] = _metadata(uid, tenant)
+    event["tessera"] = {
+        "decision": "admin",
+        "tenant": tenant,
+        "agent": None,
+        "actor": actor_name,
+        "action": action,
+        "target": target,
+        "details": json_safe(dict(details or {})),
+        "reason": reason,
+    }
+    return event

@@ -1,0 +1,184 @@
+"""The check path's :class:`~authz.check.DecisionRecorder`: decisions → audit chain, with group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from authz.audit._events import chain_tenant, event_from_decision
+from authz.errors import ConfigError, StorageError, StoreUnavailable
+from authz.storage.protocols import AuditStore
+
+if TYPE_CHECKING:
+    from authz.check.models import Decision
+
+log = logging.getLogger("tessera.audit")
+
+#: Upper bound of events per transaction; one record() call is never split across transactions.
+DEFAULT_MAX_BATCH = 1024
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class RecorderStats:
+    """Counters for metrics and tests."""
+
+    transactions: int = 0
+    events: int = 0
+    failed_transactions: int = 0
+    largest_batch: int = 0
+
+
+class _Waiter:
+    __slots__ = ("events", "future")
+
+    def __init__(self, events: list[tuple[str, dict[str, Any]]], future: asyncio.Future[None]):
+        self.events = events
+        self.future = future
+
+
+class ChainRecorder:
+    """Writes every decision to its tenant's audit chain before the decision may be answered.
+
+    Group commit: ``record()`` queues its events and waits; one writer task drains the queue, writing
+    everything queued so far in ONE ``append_events`` transaction and then resolving every waiter of that
+    transaction. Calls that arrive in the same event-loop turn, or while a write is in progress, share
+    the next transaction, so throughput grows with load while each caller still returns only after its
+    events are committed. When a write fails, every ``record()`` waiting on it raises
+    :class:`~authz.errors.StorageError` (the check service then denies); later calls try again.
+    """
+
+    def __init__(
+        self,
+        store: AuditStore,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        clock_ms: Callable[[], int] = _now_ms,
+    ):
+        if max_batch < 1:
+            raise ConfigError("the audit batch size must be at least 1")
+        self._store = store
+        self._max_batch = max_batch
+        self._clock_ms = clock_ms
+        self._queue: list[_Waiter] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self.stats = RecorderStats()
+
+    async def record(self, decisions: Sequence[Decision]) -> None:
+        """Append the decisions' events; return once they are committed, raise if they are not."""
+        if not decisions:
+            return
+        if self._closed:
+            raise StorageError("the audit recorder is closed")
+        time_ms = self._clock_ms()
+        events = [(chain_tenant(d), event_from_decision(d, time_ms=time_ms)) for d in decisions]
+        await self._submit(events)
+
+    async def record_events(self, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Append ready-made ``(tenant, event)`` pairs (e.g. :func:`admin_event`) through the same queue."""
+        if not events:
+            return
+        if self._closed:
+            raise StorageError("the audit recorder is closed")
+        await self._submit(list(events))
+
+    async def _submit(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(events, loop.create_future())
+        self._queue.append(waiter)
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._drain(), name="audit-group-commit")
+        # If this caller is cancelled its events may still be written; that is harmless (the decision
+        # was never answered), whereas dropping them from a batch already sent is impossible.
+        await waiter.future
+
+    async def _drain(self) -> None:
+        # The task first runs after every callback already scheduled in this loop turn, so concurrent
+        # record() calls of the same turn are in the queue by then.
+        while self._queue:
+            batch = self._take_batch()
+            events = [event for waiter in batch for event in waiter.events]
+            try:
+                await self._store.append_events(events)
+            except BaseException as exc:
+                self.stats.failed_transactions += 1
+                log.error("audit write of %d events failed: %s", len(events), exc)
+                for waiter in batch:
+                    if not waiter.future.done():
+                        waiter.future.set_exception(_failure(exc))
+                if not isinstance(exc, Exception):  # cancelled or interpreter exit: fail the rest too
+                    self._fail_queue(exc)
+                    raise
+                continue
+            self.stats.transactions += 1
+            self.stats.events += len(events)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(events))
+            for waiter in batch:
+                if not waiter.future.done():
+                    waiter.future.set_result(None)
+
+    def _take_batch(self) -> list[_Waiter]:
+        count, taken = 0, 0
+        for waiter in self._queue:
+            if taken and count + len(waiter.events) > self._max_batch:
+                break
+            count += len(waiter.events)
+            taken += 1
+        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        return batch
+
+    def _fail_queue(self, exc: BaseException) -> None:
+        queue, self._queue = self._queue, []
+        for waiter in queue:
+            if not waiter.future.done():
+                waiter.future.set_exception(_failure(exc))
+
+    async def aclose(self) -> None:
+        """Refuse new records and wait until everything queued has been written (or has failed)."""
+        self._closed = True
+        writer = self._writer
+        if writer is not None and not writer.done():
+            await asyncio.shield(writer)
+
+
+def _failure(exc: BaseException) -> StorageError:
+    """A fresh exception per waiter (one shared instance would collect every waiter's traceback)."""
+    kind = StoreUnavailable if isinstance(exc, StoreUnavailable | asyncio.CancelledError) else StorageError
+    error = kind(f"the audit chain write failed: {exc or type(exc).__name__}")
+    error.__cause__ = exc
+    return error
+
+
+def make_recorder(config: Any, store: Any) -> ChainRecorder:
+    """The recorder a check service uses (called by :mod:`authz.server.app`)."""
+    if not callable(getattr(store, "append_events", None)):
+        raise ConfigError(f"{type(store).__name__} does not implement the audit store")
+    return ChainRecorder(store)
+
+
+async def append_admin_event(
+    store: AuditStore,
+    tenant: str,
+    actor: str,
+    action: str,
+    target: str,
+    details: Any = None,
+    *,
+    time_ms: int | None = None,
+) -> tuple[str, int, str]:
+    """Audit one admin mutation in the tenant's chain (committed on return); ``(tenant, seq, hash)``."""
+    from authz.audit._events import admin_event
+
+    event = admin_event(
+        tenant, actor, action, target, details, time_ms=_now_ms() if time_ms is None else time_ms
+    )
+    (written,) = await store.append_events([(tenant, event)])
+    return written

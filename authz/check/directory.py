@@ -1,0 +1,112 @@
+"""What the check path knows about each tenant, kept in memory and refreshed when the store changes.
+
+The hot path reads an immutable snapshot (settings, intent extractor, compiled policy); a background
+task swaps in a new snapshot when the store's change counters move (SQLite: a cheap poll; PostgreSQL:
+LISTEN/NOTIFY wakes the same refresh). Readers never lock: a swap is one attribute assignment.
+Compiled policies are reused by content hash, so a refresh compiles only what changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from authz.storage import PolicyVersion, Store, StoreVersions, TenantSettings
+
+log = logging.getLogger("tessera.directory")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantView:
+    name: str
+    settings: TenantSettings
+    policy: Any | None  # authz.policy.CompiledPolicy
+    policy_version: PolicyVersion | None
+    extractor: Any | None  # intent extractor for this tenant (None: intent off)
+
+
+class TenantDirectory:
+    """Snapshot of every tenant; ``refresh()`` reloads what changed, ``run()`` keeps it fresh."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        compile_policy: Callable[[str, int], Any],
+        build_extractor: Callable[[str, TenantSettings], Any | None],
+        poll_interval_s: float = 0.5,
+    ):
+        self._store = store
+        self._compile = compile_policy
+        self._build_extractor = build_extractor
+        self._poll_interval_s = poll_interval_s
+        self._tenants: MappingProxyType[str, TenantView] = MappingProxyType({})
+        self._compiled: dict[str, Any] = {}  # content hash -> CompiledPolicy
+        self._versions: StoreVersions | None = None
+        self.last_error: str | None = None
+
+    def get(self, tenant: str) -> TenantView | None:
+        return self._tenants.get(tenant)
+
+    @property
+    def versions(self) -> StoreVersions | None:
+        return self._versions
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Reload when the store's counters moved; True when a new snapshot was installed."""
+        versions = await self._store.versions()
+        if not force and versions == self._versions:
+            return False
+        settings = await self._store.list_tenants()
+        policies = await self._store.active_policies()
+        views: dict[str, TenantView] = {}
+        old = self._tenants
+        compiled: dict[str, Any] = {}
+        for name, tenant_settings in settings.items():
+            version = policies.get(name)
+            policy = None
+            if version is not None:
+                policy = self._compiled.get(version.content_hash)
+                if policy is None:
+                    try:
+                        policy = self._compile(version.source, version.version)
+                    except Exception as exc:  # a stored policy that no longer compiles: the tenant denies
+                        log.error("tenant %s policy v%s does not compile: %s", name, version.version, exc)
+                        policy = None
+                if policy is not None:
+                    compiled[version.content_hash] = policy
+            previous = old.get(name)
+            if previous is not None and previous.settings == tenant_settings:
+                extractor = previous.extractor
+            else:
+                extractor = self._build_extractor(name, tenant_settings)
+            views[name] = TenantView(name, tenant_settings, policy, version, extractor)
+        self._compiled = compiled
+        self._tenants = MappingProxyType(views)
+        self._versions = versions
+        return True
+
+    async def run(self) -> None:
+        """Refresh until cancelled. A failed refresh keeps the last good snapshot and retries.
+
+        A store with ``wait_for_change`` (PostgreSQL: LISTEN/NOTIFY) wakes the refresh as soon as another
+        replica commits a change, and at least every poll interval anyway; other stores are polled.
+        """
+        wait_for_change = getattr(self._store, "wait_for_change", None)
+        while True:
+            if wait_for_change is None:
+                await asyncio.sleep(self._poll_interval_s)
+            else:
+                await wait_for_change(self._poll_interval_s)  # returns True/False, never raises
+            try:
+                await self.refresh()
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = str(exc)
+                log.warning("tenant refresh failed: %s", exc)

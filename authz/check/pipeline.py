@@ -1,0 +1,339 @@
+"""The check pipeline: capability → intent → provenance → policy → budget (ARCHITECTURE §4).
+
+The first stage that does not pass decides; later stages do not run. The budget stage runs last and
+reserves atomically, so a call denied earlier consumes nothing. :meth:`Pipeline.check` is the one
+place where an exception, a timeout or a cancellation inside a stage becomes a deny (-32018): no
+error path can produce an allow. After the stages, a passed deadline still turns the answer into a deny.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+from authz.check.directory import TenantDirectory, TenantView
+from authz.check.models import Check, CheckInput, Decision, Outcome, new_decision_id
+from authz.intent import judge_intent
+from authz.provenance import NOT_PRESENTED, ProvenanceResult, verify_entries
+from authz.storage import Approval, Reservation, Store
+
+log = logging.getLogger("tessera.check")
+
+#: Retry hint for -32018 denials.
+RETRY_AFTER_MS = 1000
+
+
+@dataclass(slots=True)
+class CallState:
+    """What the stages learn about one call, in order. Lives for one ``Pipeline.check``."""
+
+    input: CheckInput
+    decision_id: str
+    now: datetime
+    stage: str = "capability"
+    token: Any = None  # authz.token.AuthenticatedToken
+    tenant: TenantView | None = None
+    arguments_sha256: str | None = None
+    prompt_sha256: str | None = None
+    intent: Any = None  # authz.intent.Intent
+    provenance: ProvenanceResult = NOT_PRESENTED
+    approval: Approval | None = None
+    approval_status: str | None = None
+    approval_to_consume: bool = False
+    escalation: Decision | None = None
+    audit: dict[str, Any] = field(default_factory=dict)
+
+
+Stage = Callable[[CallState], Awaitable[Decision | None]]
+
+
+class Pipeline:
+    """Runs the stages for one call and returns a :class:`Decision`. No gRPC in here."""
+
+    def __init__(
+        self,
+        *,
+        authenticator: Any,
+        store: Store,
+        directory: TenantDirectory,
+        memory_key: Callable[[str], bytes],
+        approval_ttl_s: int = 900,
+        approval_quorum: int = 1,
+        default_deadline_s: float = 0.45,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._auth = authenticator
+        self._store = store
+        self._directory = directory
+        self._memory_key = memory_key
+        self._approval_ttl_s = approval_ttl_s
+        self._approval_quorum = approval_quorum
+        self._default_deadline_s = default_deadline_s
+        self._clock = clock
+        self._full: tuple[tuple[str, Stage], ...] = (
+            ("capability", self._capability),
+            ("intent", self._intent),
+            ("provenance", self._provenance),
+            ("policy", self._policy),
+            ("budget", self._budget),
+        )
+        self._session: tuple[tuple[str, Stage], ...] = (("capability", self._capability),)
+
+    # -- the one fail-closed boundary --------------------------------------------------------------------
+    async def check(self, inp: CheckInput) -> Decision:
+        started = time.perf_counter()
+        state = CallState(inp, new_decision_id(), datetime.fromtimestamp(self._clock(), UTC))
+        deadline = inp.deadline if inp.deadline is not None else time.monotonic() + self._default_deadline_s
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                decision = await self._run(state)
+        except TimeoutError:
+            decision = self._unavailable(state, f"check deadline exceeded during the {state.stage} stage")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the caller went away; there is nobody to answer
+            decision = self._unavailable(state, f"the {state.stage} stage was cancelled")
+        except Exception as exc:
+            log.warning("%s stage failed for decision %s: %s", state.stage, state.decision_id, exc)
+            decision = self._unavailable(state, f"the {state.stage} stage failed: {_describe(exc)}")
+        if decision.allowed and time.monotonic() > deadline:
+            decision = self._unavailable(state, "check deadline exceeded before the answer")
+        return replace(decision, latency_us=int((time.perf_counter() - started) * 1e6))
+
+    async def _run(self, state: CallState) -> Decision:
+        stages = self._full if state.input.full_pipeline else self._session
+        for name, stage in stages:
+            state.stage = name
+            denial = await stage(state)
+            if denial is not None:
+                return denial
+        state.stage = "done"
+        return self._decide(state, Outcome.ALLOW)
+
+    # -- decisions -------------------------------------------------------------------------------------
+    def _decide(
+        self, state: CallState, outcome: Outcome, check: Check | None = None, reason: str = "", **data: Any
+    ) -> Decision:
+        token, tenant, policy = state.token, state.tenant, None
+        if tenant is not None and tenant.policy_version is not None:
+            policy = tenant.policy_version
+        inp = state.input
+        return Decision(
+            decision_id=state.decision_id,
+            outcome=outcome,
+            check=check,
+            reason=reason,
+            data=data,
+            tenant=token.tenant if token is not None else inp.pinned_tenant,
+            agent=token.agent if token is not None else None,
+            token_id=token.token_id if token is not None else None,
+            jti=token.jti if token is not None else None,
+            tool=inp.tool,
+            rpc_method=inp.rpc_method,
+            arguments_sha256=state.arguments_sha256,
+            argument_keys=tuple(sorted(inp.arguments)) if inp.tool is not None else (),
+            prompt_sha256=state.prompt_sha256,
+            policy_version=policy.version if policy is not None and state.stage in ("policy", "budget", "done") else None,
+            policy_hash=policy.content_hash if policy is not None and state.stage in ("policy", "budget", "done") else None,
+            approval_id=state.approval.approval_id if state.approval is not None else inp.approval_id,
+        )
+
+    def _deny(self, state: CallState, check: Check, reason: str, **data: Any) -> Decision:
+        return self._decide(state, Outcome.DENY, check, reason, **data)
+
+    def _unavailable(self, state: CallState, reason: str) -> Decision:
+        return self._deny(state, Check.UNAVAILABLE, reason, retry_after_ms=RETRY_AFTER_MS)
+
+    # -- stages ----------------------------------------------------------------------------------------
+    async def _capability(self, state: CallState) -> Decision | None:
+        inp = state.input
+        if not inp.token:
+            return self._deny(state, Check.CAPABILITY, "capability token missing (Authorization: Bearer <token>)")
+        authenticated = self._auth.authenticate(inp.token)
+        if not hasattr(authenticated, "token_id"):  # a TokenRejection
+            return self._deny(state, Check.CAPABILITY, authenticated.reason)
+        rejection = authenticated.check(
+            now=state.now,
+            tool=inp.tool,
+            arguments=inp.arguments if inp.tool is not None else None,
+            prompt=inp.intent_prompt,
+            expected_tenant=inp.pinned_tenant,
+        )
+        if rejection is not None:
+            return self._deny(state, Check.CAPABILITY, rejection.reason)
+        state.token = authenticated
+        tenant = self._directory.get(authenticated.tenant)
+        if tenant is None:
+            return self._deny(state, Check.CAPABILITY, f"unknown tenant {authenticated.tenant!r}")
+        state.tenant = tenant
+        if await self._store.is_revoked(authenticated.tenant, authenticated.jti, authenticated.ancestor_ids):
+            return self._deny(state, Check.CAPABILITY, "token revoked")
+        if inp.tool is not None:
+            state.arguments_sha256 = hashlib.sha256(rfc8785.dumps(dict(inp.arguments))).hexdigest()
+        if inp.intent_prompt is not None:
+            state.prompt_sha256 = hashlib.sha256(inp.intent_prompt.encode()).hexdigest()
+        return None
+
+    async def _intent(self, state: CallState) -> Decision | None:
+        tenant, inp = state.tenant, state.input
+        assert tenant is not None and inp.tool is not None
+        settings = tenant.settings
+        if settings.intent_mode == "off":
+            return None
+        if inp.intent_prompt and tenant.extractor is not None:
+            state.intent = await tenant.extractor.extract(tenant.name, state.token.agent, inp.intent_prompt)
+        verdict = judge_intent(
+            mode=settings.intent_mode,
+            require_prompt=settings.require_prompt,
+            prompt=inp.intent_prompt,
+            intent=state.intent,
+            tool=inp.tool,
+        )
+        if not verdict.allowed:
+            return self._deny(state, Check.INTENT, verdict.reason)
+        return None
+
+    async def _provenance(self, state: CallState) -> Decision | None:
+        tenant, inp = state.tenant, state.input
+        assert tenant is not None
+        if inp.provenance is not None:
+            state.provenance = verify_entries(self._memory_key(tenant.name), inp.provenance)
+            if state.provenance.error is not None:
+                return self._deny(state, Check.PROVENANCE, state.provenance.error)
+        elif inp.tool in tenant.settings.provenance_required_tools:
+            return self._deny(state, Check.PROVENANCE, f"tool {inp.tool!r} requires memory provenance and none was presented")
+        return None
+
+    async def _policy(self, state: CallState) -> Decision | None:
+        tenant, inp, token = state.tenant, state.input, state.token
+        assert tenant is not None and inp.tool is not None
+        if inp.approval_id:
+            denial = await self._load_approval(state)
+            if denial is not None:
+                return denial
+        if tenant.policy is None:
+            return self._deny(state, Check.POLICY, f"tenant {tenant.name!r} has no active policy")
+        result = tenant.policy.evaluate(self._policy_input(state))
+        if result.outcome == "deny":
+            return self._deny(state, Check.POLICY, result.reason or "denied by policy")
+        approved = state.approval is not None and state.approval_status == "approved"
+        if result.outcome == "escalate" and not approved:
+            if state.approval is not None:  # still pending: answer with the same approval
+                return self._escalation(state, state.approval)
+            approval = Approval(
+                approval_id=str(uuid.uuid4()),
+                tenant=tenant.name,
+                agent=token.agent,
+                tool=inp.tool,
+                arguments_sha256=state.arguments_sha256 or "",
+                reason=result.reason or "policy requires human approval",
+                status="pending",
+                quorum=max(1, result.quorum or self._approval_quorum),
+                created_at=self._clock(),
+                expires_at=self._clock() + self._approval_ttl_s,
+                decision_id=state.decision_id,
+            )
+            await self._store.create_approval(approval)
+            state.approval = approval
+            return self._escalation(state, approval)
+        state.approval_to_consume = approved
+        return None
+
+    async def _load_approval(self, state: CallState) -> Decision | None:
+        inp, token = state.input, state.token
+        approval = await self._store.get_approval(token.tenant, inp.approval_id)
+        if approval is None:
+            return self._deny(state, Check.POLICY, f"unknown approval {inp.approval_id!r}")
+        if (approval.agent, approval.tool, approval.arguments_sha256) != (token.agent, inp.tool, state.arguments_sha256):
+            return self._deny(state, Check.POLICY, f"approval {approval.approval_id} was granted for a different call")
+        status = approval.effective_status(self._clock())
+        if status in ("rejected", "expired", "consumed"):
+            return self._deny(state, Check.POLICY, f"approval {approval.approval_id} is {status}")
+        state.approval, state.approval_status = approval, status
+        return None
+
+    def _escalation(self, state: CallState, approval: Approval) -> Decision:
+        expires = datetime.fromtimestamp(approval.expires_at, UTC).isoformat().replace("+00:00", "Z")
+        return self._decide(
+            state,
+            Outcome.ESCALATE,
+            Check.APPROVAL,
+            approval.reason,
+            approval_id=approval.approval_id,
+            expires_at=expires,
+            resume_header="X-Approval-Id",
+        )
+
+    def _policy_input(self, state: CallState) -> dict[str, Any]:
+        inp, token = state.input, state.token
+        return {
+            "tenant": token.tenant,
+            "agent": token.agent,
+            "token": {"id": token.token_id, "jti": token.jti, "caveats": [str(c) for c in token.caveats]},
+            "request": {
+                "transport": inp.transport,
+                "method": inp.http_method,
+                "path": inp.path,
+                "source_ip": inp.source_ip,
+            },
+            "tool": inp.tool,
+            "arguments": dict(inp.arguments),
+            "intent": state.intent.to_policy_input() if state.intent is not None else None,
+            "provenance": state.provenance.to_policy_input(),
+            "approval": (
+                {"id": state.approval.approval_id, "status": state.approval_status} if state.approval else None
+            ),
+            "time": {"now": state.now.isoformat().replace("+00:00", "Z"), "unix": int(state.now.timestamp())},
+        }
+
+    async def _budget(self, state: CallState) -> Decision | None:
+        token, tenant, inp = state.token, state.tenant, state.input
+        assert tenant is not None and inp.tool is not None
+        cost = tenant.settings.tool_costs.get(inp.tool, 1.0)
+        reservations = [
+            Reservation(
+                key=f"{token.tenant}/token/{counter.kind}/{counter.key}",
+                window_start=0,
+                amount=1.0 if counter.kind == "calls" else cost,
+                limit=float(counter.limit),
+                scope=f"token:max_{counter.kind}",
+            )
+            for counter in token.budget_counters
+        ]
+        if reservations:
+            result = await self._store.reserve(reservations)
+            if not result.ok:
+                exhausted = result.exhausted
+                assert exhausted is not None
+                return self._deny(
+                    state,
+                    Check.BUDGET,
+                    f"budget exhausted: {exhausted.scope} limit {_num(exhausted.limit)} reached",
+                    scope=exhausted.scope,
+                    limit=_num(exhausted.limit),
+                    used=_num(result.used),
+                    resets_at=exhausted.resets_at,
+                )
+        if state.approval_to_consume and state.approval is not None:
+            if not await self._store.consume_approval(token.tenant, state.approval.approval_id, self._clock()):
+                return self._deny(state, Check.POLICY, f"approval {state.approval.approval_id} was already used")
+        return None
+
+
+def _num(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,20 @@
+"""Where decisions go once made: the audit chain (authz.audit) implements this Protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from authz.check.models import Decision
+
+
+class DecisionRecorder(Protocol):
+    async def record(self, decisions: Sequence[Decision]) -> None:
+        """Durably record the decisions; return only once they are committed. Raise if they are not."""
+
+
+class DiscardingRecorder:
+    """Records nothing. Only for benchmarks that isolate the pipeline; never the default."""
+
+    async def record(self, decisions: Sequence[Decision]) -> None:
+        return None

@@ -1,0 +1,300 @@
+"""``tessera``: run the services and the local stack, and manage tokens from a shell.
+
+Exit codes: 0 success, 1 the operation failed (e.g. verification), 2 bad usage or input.
+Secrets are never printed, except a freshly minted token, which is the command's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from authz import config as config_mod
+from authz.errors import TesseraError
+
+
+def _config(args: argparse.Namespace):
+    overrides = {
+        "database_url": getattr(args, "database_url", None),
+        "tenants_file": getattr(args, "tenants_file", None),
+        "check_port": getattr(args, "check_port", None),
+        "metrics_port": getattr(args, "metrics_port", None),
+        "var_dir": getattr(args, "var_dir", None),
+    }
+    return config_mod.load(**overrides)
+
+
+def _keyring(cfg):
+    from authz.token import KeyRing
+
+    return KeyRing(cfg.keys.master_key, active_kid=cfg.keys.active_kid, live_kids=cfg.keys.live_kids)
+
+
+def _read_token(value: str) -> str:
+    return sys.stdin.readline().strip() if value == "-" else value.strip()
+
+
+def _parse_when(text: str) -> datetime:
+    """An RFC 3339 time or a duration from now: 30s, 15m, 2h, 7d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return datetime.now(UTC) + timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time or duration: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"time needs a timezone (Z or +hh:mm): {text!r}")
+    return moment
+
+
+def _caveat_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent", help="bind the token to this agent id")
+    parser.add_argument("--tools", help="comma-separated tools the token may call")
+    parser.add_argument("--expires", type=_parse_when, help="RFC 3339 time or duration (e.g. 1h)")
+    parser.add_argument("--not-before", type=_parse_when, help="RFC 3339 time or duration")
+    parser.add_argument("--max-calls", type=int, help="cap on tool calls (shared with descendants)")
+    parser.add_argument("--max-cost", help="cap on summed tool cost")
+    parser.add_argument("--arg", action="append", default=[], metavar="NAME OP VALUE",
+                        help="argument constraint, e.g. 'amount <= 1000' (repeatable)")
+    parser.add_argument("--prompt", help="bind the token to this exact user prompt (stores its SHA-256)")
+    parser.add_argument("--caveat", action="append", default=[], help="a raw caveat (repeatable)")
+
+
+def _caveats_from(args: argparse.Namespace) -> list[str]:
+    from authz.token import format_time, hash_prompt
+
+    caveats: list[str] = []
+    if args.agent:
+        caveats.append(f"agent = {args.agent}")
+    if args.tools:
+        caveats.append(f"tools = {args.tools}")
+    if args.expires:
+        caveats.append(f"expires < {format_time(args.expires)}")
+    if args.not_before:
+        caveats.append(f"not_before > {format_time(args.not_before)}")
+    if args.max_calls is not None:
+        caveats.append(f"max_calls = {args.max_calls}")
+    if args.max_cost is not None:
+        caveats.append(f"max_cost = {args.max_cost}")
+    caveats += [a if a.startswith("arg:") else f"arg:{a}" for a in args.arg]
+    if args.prompt:
+        caveats.append(f"prompt_sha256 = {hash_prompt(args.prompt)}")
+    return caveats + list(args.caveat)
+
+
+def cmd_token_mint(args: argparse.Namespace) -> int:
+    from authz.token import hash_prompt, mint
+
+    cfg = _config(args)
+    token = mint(
+        _keyring(cfg),
+        tenant=args.tenant,
+        agent=args.agent,
+        tools=args.tools.split(",") if args.tools else None,
+        expires=args.expires,
+        not_before=args.not_before,
+        max_calls=args.max_calls,
+        max_cost=args.max_cost,
+        args=[a if a.startswith("arg:") else f"arg:{a}" for a in args.arg],
+        prompt_sha256=hash_prompt(args.prompt) if args.prompt else None,
+        extra_caveats=list(args.caveat),
+    )
+    print(token)
+    return 0
+
+
+def cmd_token_attenuate(args: argparse.Namespace) -> int:
+    from authz.token import attenuate
+
+    caveats = _caveats_from(args)
+    if not caveats:
+        print("tessera: attenuate needs at least one caveat", file=sys.stderr)
+        return 2
+    print(attenuate(_read_token(args.token), caveats))
+    return 0
+
+
+def cmd_token_inspect(args: argparse.Namespace) -> int:
+    from authz.token import inspect
+
+    info = inspect(_read_token(args.token))
+    out: dict[str, Any] = {
+        "version": info.version,
+        "tenant": info.tenant,
+        "kid": info.kid,
+        "jti": info.jti,
+        "token_id": info.token_id,
+        "agent": info.agent,
+        "tools": sorted(info.tools) if info.tools is not None else None,
+        "expires": info.expires.isoformat() if info.expires else None,
+        "not_before": info.not_before.isoformat() if info.not_before else None,
+        "caveats": list(info.caveats),
+        "problems": list(info.problems),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from authz.storage import Revocation, open_store
+    from authz.token import inspect
+
+    cfg = _config(args)
+    if args.token:
+        info = inspect(_read_token(args.token))
+        tenant = info.tenant
+        kind, value = ("jti", info.jti) if args.family else ("token_id", info.token_id)
+    else:
+        if not args.tenant:
+            print("tessera: --tenant is required with --jti or --token-id", file=sys.stderr)
+            return 2
+        tenant = args.tenant
+        kind, value = ("jti", args.jti) if args.jti else ("token_id", args.token_id)
+
+    async def revoke() -> None:
+        store = open_store(cfg.store.database_url)
+        try:
+            await store.revoke(Revocation(tenant, kind, value, args.reason, time.time(), "cli"))
+        finally:
+            await store.close()
+
+    asyncio.run(revoke())
+    print(json.dumps({"tenant": tenant, "kind": kind, "value": value, "revoked": True}))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from authz.server.app import serve_check
+
+    cfg = _config(args)
+    asyncio.run(serve_check(cfg), loop_factory=uvloop.new_event_loop)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The whole local stack on its defaults: Envoy, check service, demo MCP server, SQLite in ./var."""
+    from authz.stack import Stack, StackPorts
+    from authz.token import mint
+
+    var_dir = Path(args.var_dir or "var").resolve()
+    cfg = config_mod.load(var_dir=str(var_dir))  # creates var/master.key on first start
+    stack = Stack(var_dir, StackPorts(listen=args.port))
+    print("starting Tessera: demo MCP server, check service, Envoy ...", flush=True)
+    with stack:
+        token = mint(_keyring(cfg), tenant="demo", agent="demo-agent", expires=datetime.now(UTC) + timedelta(days=1))
+        print(
+            f"""
+Tessera is running.
+  MCP endpoint      {stack.url}/v1/mcp          (POST, MCP streamable HTTP)
+  tool-call         {stack.url}/v1/tool-call    (POST {{"tool": ..., "arguments": {{...}}}})
+  Envoy admin       http://127.0.0.1:{stack.ports.envoy_admin}/
+  check service     127.0.0.1:{stack.ports.check} (gRPC ext_authz), metrics http://127.0.0.1:{stack.ports.metrics}/metrics
+  demo upstream     {stack.upstream_url}/mcp
+  state             {var_dir} (SQLite, master key, logs)
+
+Demo token (tenant demo, agent demo-agent, valid 24h):
+  export TOKEN={token}
+
+Try:
+  curl -s {stack.url}/v1/tool-call -H "Authorization: Bearer $TOKEN" \\
+       -d '{{"tool": "read_invoice", "arguments": {{"invoice_id": "INV-001"}}}}'
+
+Ctrl-C stops everything.""",
+            flush=True,
+        )
+        try:
+            while all(p.proc is not None and p.proc.poll() is None for p in stack.checks):
+                time.sleep(0.5)
+            print("a check service exited; see var/check-0.log", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nstopping", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tessera", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database-url", help="sqlite:///path or postgresql://... (TESSERA_DATABASE_URL)")
+        p.add_argument("--var-dir", help="state directory (TESSERA_VAR_DIR, default ./var)")
+
+    serve = sub.add_parser("serve", help="run the check service (ext_authz gRPC)")
+    common(serve)
+    serve.add_argument("--tenants-file", help="tenants YAML applied at startup (TESSERA_TENANTS_FILE)")
+    serve.add_argument("--check-port", type=int)
+    serve.add_argument("--metrics-port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", help="run the whole local stack (Envoy, check service, demo MCP server)")
+    run.add_argument("--var-dir")
+    run.add_argument("--port", type=int, default=8080, help="Envoy listener port (default 8080)")
+    run.set_defaults(func=cmd_run)
+
+    token = sub.add_parser("token", help="mint, attenuate, inspect and revoke capability tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    m = tsub.add_parser("mint", help="mint a token (needs the master key)")
+    common(m)
+    m.add_argument("--tenant", required=True)
+    _caveat_flags(m)
+    m.set_defaults(func=cmd_token_mint)
+    a = tsub.add_parser("attenuate", help="append caveats to a token (offline, no key needed)")
+    a.add_argument("token", help="the token, or - to read it from stdin")
+    _caveat_flags(a)
+    a.set_defaults(func=cmd_token_attenuate)
+    i = tsub.add_parser("inspect", help="show a token's identifier and caveats (offline, unverified)")
+    i.add_argument("token", help="the token, or - to read it from stdin")
+    i.set_defaults(func=cmd_token_inspect)
+    r = tsub.add_parser("revoke", help="revoke one token (and descendants) or a whole family (jti)")
+    common(r)
+    who = r.add_mutually_exclusive_group(required=True)
+    who.add_argument("--token", help="the token to revoke, or - for stdin")
+    who.add_argument("--jti")
+    who.add_argument("--token-id")
+    r.add_argument("--family", action="store_true", help="with --token: revoke its whole jti family")
+    r.add_argument("--tenant", help="required with --jti/--token-id")
+    r.add_argument("--reason", default="revoked from the CLI")
+    r.set_defaults(func=cmd_token_revoke)
+
+    try:
+        from authz.audit.cli import add_audit_commands
+    except ImportError:
+        pass
+    else:
+        def open_runtime(args: argparse.Namespace):
+            from authz.storage import open_store
+
+            cfg = _config(args)
+            return cfg, open_store(cfg.store.database_url), _keyring(cfg)
+
+        add_audit_commands(sub, open_runtime)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except TesseraError as exc:
+        print(f"tessera: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

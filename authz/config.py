@@ -1,0 +1,221 @@
+"""Tessera's configuration: frozen dataclasses, one per concern, loaded once at startup.
+
+Every field comes from a ``TESSERA_*`` environment variable; CLI flags override the environment
+(see :mod:`authz.cli`). Secrets are held in :class:`authz.secrets.Secret`, whose repr is redacted.
+Nothing here is module-level state: :func:`load` builds a new :class:`TesseraConfig` each call.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from authz.errors import ConfigError
+from authz.secrets import Secret
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    """Where the services listen. The check port is for Envoy only; admin and metrics are separate."""
+
+    host: str = "127.0.0.1"
+    #: ext_authz gRPC (envoy.service.auth.v3.Authorization + grpc.health.v1).
+    check_port: int = 9191
+    #: admin gRPC (authz.api.admin.v1.*, reflection, health).
+    admin_port: int = 9192
+    #: plain HTTP: /healthz, /readyz, /metrics.
+    metrics_port: int = 9464
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """``database_url``: ``sqlite:///path/to/file.db`` (default, embedded) or ``postgresql://...``."""
+
+    database_url: str = "sqlite:///var/tessera.db"
+    #: How often a replica asks the store whether policies, revocations or settings changed (SQLite).
+    poll_interval_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class KeyConfig:
+    """The master secret every per-tenant key is derived from (HKDF-SHA256)."""
+
+    master_key: Secret
+    #: Key id used to mint new tokens.
+    active_kid: str = "k1"
+    #: Key ids whose tokens still verify (rotation: add the new kid, mint with it, retire the old one).
+    live_kids: tuple[str, ...] = ("k1",)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckConfig:
+    """The check path."""
+
+    #: Upper bound for one Check, also when Envoy sends no deadline (Envoy's own timeout is 0.5 s).
+    deadline_ms: int = 450
+    #: Capability-token authentication cache (entries, keyed by token bytes).
+    token_cache_size: int = 10_000
+    #: Default approval lifetime and quorum when a policy escalates (ARCHITECTURE §7).
+    approval_ttl_s: int = 900
+    approval_quorum: int = 1
+    #: Strip the Authorization header before forwarding to the upstream.
+    strip_authorization: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class IntentConfig:
+    """Intent extraction. With ``http_url`` set, the HTTP extractor replaces the built-in catalog one."""
+
+    http_url: str | None = None
+    http_timeout_s: float = 0.2
+    cache_size: int = 10_000
+    cache_ttl_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class TesseraConfig:
+    keys: KeyConfig
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
+    intent: IntentConfig = field(default_factory=IntentConfig)
+    #: Tenants file (YAML) applied at startup: settings, tool catalog, policy. See README.
+    tenants_file: Path | None = None
+    #: Directory for embedded state (SQLite database, generated dev master key).
+    var_dir: Path = Path("var")
+
+
+def default_tenants_file() -> Path:
+    """The demo tenants file shipped with the package."""
+    return _PACKAGE_DIR / "demo" / "tenants.yaml"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _load_master_key(env: Mapping[str, str], var_dir: Path) -> Secret:
+    """TESSERA_MASTER_KEY, else TESSERA_MASTER_KEY_FILE, else a dev key generated once in var_dir."""
+    if env.get("TESSERA_MASTER_KEY"):
+        return Secret(env["TESSERA_MASTER_KEY"])
+    key_file = env.get("TESSERA_MASTER_KEY_FILE")
+    if key_file:
+        path = Path(key_file)
+        try:
+            data = path.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read TESSERA_MASTER_KEY_FILE {path}: {exc.strerror}") from None
+        if len(data) < 16:
+            raise ConfigError(f"master key file {path} holds fewer than 16 bytes")
+        return Secret(data)
+    path = var_dir / "master.key"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(_secrets.token_urlsafe(48))
+    return Secret(path.read_bytes().strip())
+
+
+def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfig:
+    """Build the configuration from ``env`` (default: ``os.environ``) and keyword overrides.
+
+    Overrides use the flat names of the CLI flags (``check_port``, ``database_url``, ...).
+    """
+    env = dict(os.environ if env is None else env)
+    for key, value in overrides.items():
+        if value is not None:
+            env["TESSERA_" + key.upper()] = str(value)
+    var_dir = Path(env.get("TESSERA_VAR_DIR", "var"))
+    live = tuple(k.strip() for k in env.get("TESSERA_LIVE_KIDS", "").split(",") if k.strip())
+    active_kid = env.get("TESSERA_ACTIVE_KID", "k1")
+    keys = KeyConfig(
+        master_key=_load_master_key(env, var_dir),
+        active_kid=active_kid,
+        live_kids=live or (active_kid,),
+    )
+    if keys.active_kid not in keys.live_kids:
+        raise ConfigError("TESSERA_ACTIVE_KID must be one of TESSERA_LIVE_KIDS")
+    listen = ListenConfig(
+        host=env.get("TESSERA_HOST", "127.0.0.1"),
+        check_port=_int(env, "TESSERA_CHECK_PORT", 9191),
+        admin_port=_int(env, "TESSERA_ADMIN_PORT", 9192),
+        metrics_port=_int(env, "TESSERA_METRICS_PORT", 9464),
+    )
+    default_db = f"sqlite:///{var_dir / 'tessera.db'}"
+    store = StoreConfig(
+        database_url=env.get("TESSERA_DATABASE_URL") or default_db,
+        poll_interval_s=_float(env, "TESSERA_POLL_INTERVAL_S", 0.5),
+    )
+    check = CheckConfig(
+        deadline_ms=_int(env, "TESSERA_DEADLINE_MS", 450),
+        token_cache_size=_int(env, "TESSERA_TOKEN_CACHE_SIZE", 10_000),
+        approval_ttl_s=_int(env, "TESSERA_APPROVAL_TTL_S", 900),
+        approval_quorum=_int(env, "TESSERA_APPROVAL_QUORUM", 1),
+        strip_authorization=_bool(env, "TESSERA_STRIP_AUTHORIZATION", True),
+    )
+    if check.deadline_ms <= 0 or check.approval_ttl_s <= 0 or check.approval_quorum < 1:
+        raise ConfigError("deadline, approval TTL and quorum must be positive")
+    intent = IntentConfig(
+        http_url=env.get("TESSERA_INTENT_URL") or None,
+        http_timeout_s=_float(env, "TESSERA_INTENT_TIMEOUT_S", 0.2),
+        cache_size=_int(env, "TESSERA_INTENT_CACHE_SIZE", 10_000),
+        cache_ttl_s=_float(env, "TESSERA_INTENT_CACHE_TTL_S", 300.0),
+    )
+    tenants = env.get("TESSERA_TENANTS_FILE")
+    return TesseraConfig(
+        keys=keys,
+        listen=listen,
+        store=store,
+        check=check,
+        intent=intent,
+        tenants_file=Path(tenants) if tenants else default_tenants_file(),
+        var_dir=var_dir,
+    )
+
+
+__all__ = [
+    "CheckConfig",
+    "IntentConfig",
+    "KeyConfig",
+    "ListenConfig",
+    "StoreConfig",
+    "TesseraConfig",
+    "default_tenants_file",
+    "load",
+    "replace",
+]

@@ -1,0 +1,53 @@
+"""Intent: what the user's prompt asked the agent to do, in tool names (ARCHITECTURE §5).
+
+An extractor turns the prompt (``X-Intent-Prompt`` or ``params._meta["tessera/intent-prompt"]``) into an
+:class:`Intent` ``{allowed_tools, forbidden_tools, confidence, rationale, source, summary}``:
+
+* :class:`CatalogExtractor` — built in, deterministic lexical matching against each tenant's
+  :class:`ToolCatalog` (verbs, keywords, phrases; loaded with :func:`load_catalogs`), no network;
+* :class:`HttpExtractor` — ``POST {url}/v1/extract`` to an external service, cached, with a timeout,
+  failing with :class:`authz.errors.DependencyError` (the pipeline denies: fail closed).
+
+:func:`judge_intent` is the pipeline's intent stage as a pure function of the tenant's
+:class:`IntentSettings` (``off`` | ``advisory`` | ``enforce``, ``require_prompt``), the prompt, the
+intent and the tool. In every mode but ``off`` the intent also reaches the policy as ``input.intent``
+(:meth:`Intent.to_policy_input`).
+"""
+
+from importlib import resources
+
+from authz.intent._catalog import CatalogTool, ToolCatalog, load_catalogs, parse_catalogs
+from authz.intent._catalog_extractor import DEFAULT_NEGATIONS, CatalogExtractor
+from authz.intent._http import HttpExtractor
+from authz.intent._model import (
+    INTENT_MODES,
+    INTENT_SOURCES,
+    Intent,
+    IntentExtractor,
+    IntentSettings,
+    IntentVerdict,
+    judge_intent,
+)
+
+__all__ = [
+    "DEFAULT_NEGATIONS",
+    "INTENT_MODES",
+    "INTENT_SOURCES",
+    "CatalogExtractor",
+    "CatalogTool",
+    "HttpExtractor",
+    "Intent",
+    "IntentExtractor",
+    "IntentSettings",
+    "IntentVerdict",
+    "ToolCatalog",
+    "demo_catalog_path",
+    "judge_intent",
+    "load_catalogs",
+    "parse_catalogs",
+]
+
+
+def demo_catalog_path() -> str:
+    """Filesystem path of the shipped demo catalog (``authz/intent/examples/demo_catalog.yaml``)."""
+    return str(resources.files("authz.intent").joinpath("examples").joinpath("demo_catalog.yaml"))

@@ -1,0 +1,179 @@
+"""The intent value, the extractor protocol, per-tenant settings and the pure judging function."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from authz.errors import InvalidArgument
+
+__all__ = [
+    "INTENT_MODES",
+    "INTENT_SOURCES",
+    "Intent",
+    "IntentExtractor",
+    "IntentSettings",
+    "IntentVerdict",
+    "judge_intent",
+]
+
+#: ``off``: no intent stage. ``advisory``: the intent only goes to the policy input.
+#: ``enforce``: the intent stage can deny (-32011).
+INTENT_MODES = ("off", "advisory", "enforce")
+#: Where an intent came from.
+INTENT_SOURCES = ("catalog", "http")
+
+
+def _tool_set(value: Iterable[str], field: str) -> frozenset[str]:
+    if isinstance(value, str):
+        raise InvalidArgument(f"intent {field} must be a collection of tool names, not a string")
+    tools = frozenset(value)
+    for tool in tools:
+        if not isinstance(tool, str) or not tool:
+            raise InvalidArgument(f"intent {field} must contain non-empty strings, got {tool!r}")
+    return tools
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What the user's prompt asked for, in tool names.
+
+    ``forbidden_tools`` wins over ``allowed_tools``: a tool named in both is removed from
+    ``allowed_tools`` on construction, so the two sets are always disjoint. ``confidence`` is in
+    [0, 1] (0: nothing understood). ``source`` is ``"catalog"`` or ``"http"``.
+    """
+
+    allowed_tools: frozenset[str]
+    forbidden_tools: frozenset[str]
+    confidence: float
+    rationale: str
+    source: str
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        allowed = _tool_set(self.allowed_tools, "allowed_tools")
+        forbidden = _tool_set(self.forbidden_tools, "forbidden_tools")
+        object.__setattr__(self, "allowed_tools", allowed - forbidden)
+        object.__setattr__(self, "forbidden_tools", forbidden)
+        confidence = self.confidence
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float) or math.isnan(confidence):
+            raise InvalidArgument(f"intent confidence must be a number, got {confidence!r}")
+        if not 0.0 <= confidence <= 1.0:
+            raise InvalidArgument(f"intent confidence must be in [0, 1], got {confidence}")
+        object.__setattr__(self, "confidence", float(confidence))
+        if self.source not in INTENT_SOURCES:
+            raise InvalidArgument(
+                f"intent source must be one of {', '.join(INTENT_SOURCES)}, got {self.source!r}"
+            )
+        if not isinstance(self.rationale, str) or not isinstance(self.summary, str):
+            raise InvalidArgument("intent rationale and summary must be strings")
+
+    @classmethod
+    def empty(cls, source: str, rationale: str, summary: str = "") -> Intent:
+        """An intent that allows and forbids nothing, with confidence 0."""
+        return cls(frozenset(), frozenset(), 0.0, rationale, source, summary)
+
+    def to_policy_input(self) -> dict[str, Any]:
+        """The ``input.intent`` object the policy sees (tool lists sorted, so the input is stable)."""
+        return {
+            "allowed_tools": sorted(self.allowed_tools),
+            "forbidden_tools": sorted(self.forbidden_tools),
+            "confidence": self.confidence,
+            "rationale": self.rationale,
+            "source": self.source,
+            "summary": self.summary,
+        }
+
+
+@runtime_checkable
+class IntentExtractor(Protocol):
+    """Turns a prompt into an :class:`Intent`.
+
+    Implementations raise :class:`authz.errors.DependencyError` when they cannot answer (the pipeline
+    denies with -32018: fail closed); they never return a guess on failure.
+    """
+
+    async def extract(self, tenant: str, agent: str | None, prompt: str) -> Intent: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IntentVerdict:
+    """The intent stage's answer for one call: ``allowed`` or not, and why."""
+
+    allowed: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntentSettings:
+    """A tenant's intent settings.
+
+    ``require_prompt`` only has an effect in ``enforce`` mode (a missing prompt then denies); it is
+    accepted in the other modes so a tenant can switch modes without losing it.
+    Raises :class:`authz.errors.InvalidArgument` for an unknown mode or a non-boolean flag.
+    """
+
+    mode: str = "off"
+    require_prompt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in INTENT_MODES:
+            raise InvalidArgument(f"intent mode must be one of {', '.join(INTENT_MODES)}, got {self.mode!r}")
+        if not isinstance(self.require_prompt, bool):
+            raise InvalidArgument(f"intent require_prompt must be a boolean, got {self.require_prompt!r}")
+
+    @property
+    def extracts(self) -> bool:
+        """Whether calls with a prompt need an extraction at all (not in ``off`` mode)."""
+        return self.mode != "off"
+
+    def judge(self, *, prompt: str | None, intent: Intent | None, tool: str) -> IntentVerdict:
+        return judge_intent(
+            mode=self.mode, require_prompt=self.require_prompt, prompt=prompt, intent=intent, tool=tool
+        )
+
+
+def _tool_list(tools: frozenset[str]) -> str:
+    return ", ".join(sorted(tools)) if tools else "none"
+
+
+def judge_intent(
+    *, mode: str, require_prompt: bool, prompt: str | None, intent: Intent | None, tool: str
+) -> IntentVerdict:
+    """The intent stage's rule (ARCHITECTURE §5), as a pure function.
+
+    * ``off`` and ``advisory``: allowed (in ``advisory`` the intent only feeds the policy input).
+    * ``enforce``:
+
+      1. no prompt (``None`` or only whitespace): denied when ``require_prompt``, otherwise allowed;
+      2. a prompt but no intent: denied (the caller should have extracted one; never fail open);
+      3. the tool is in ``forbidden_tools``: denied (forbidden wins);
+      4. the tool is not in ``allowed_tools``: denied. This includes an **empty** allow list: the
+         prompt asked for nothing this tool does, so in enforce mode nothing may run on its behalf;
+      5. otherwise allowed.
+
+    Raises :class:`authz.errors.InvalidArgument` for an unknown mode.
+    """
+    if mode == "off":
+        return IntentVerdict(True, "intent check is off")
+    if mode == "advisory":
+        return IntentVerdict(True, "intent is advisory (passed to the policy only)")
+    if mode != "enforce":
+        raise InvalidArgument(f"intent mode must be one of {', '.join(INTENT_MODES)}, got {mode!r}")
+    if prompt is None or not prompt.strip():
+        if require_prompt:
+            return IntentVerdict(False, "intent prompt required but missing")
+        return IntentVerdict(True, "no intent prompt given and none is required")
+    if intent is None:
+        return IntentVerdict(False, "an intent prompt was given but no intent was extracted from it")
+    if tool in intent.forbidden_tools:
+        return IntentVerdict(False, f"tool {tool!r} is forbidden by the intent extracted from the prompt")
+    if tool not in intent.allowed_tools:
+        return IntentVerdict(
+            False,
+            f"tool {tool!r} is absent from the intent extracted from the prompt "
+            f"(allowed: {_tool_list(intent.allowed_tools)})",
+        )
+    return IntentVerdict(True, f"tool {tool!r} matches the intent extracted from the prompt")

@@ -1,0 +1,144 @@
+"""Builds and runs a check service process from a :class:`authz.config.TesseraConfig`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from authz.check import DecisionRecorder, Pipeline, TenantDirectory
+from authz.config import TesseraConfig
+from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
+from authz.observability import Metrics, serve_http
+from authz.policy import compile_policy
+from authz.server.check_service import AuthorizationService
+from authz.storage import Store, TenantSettings, open_store
+from authz.tenants import apply_tenants_file
+from authz.token import KeyRing, TokenAuthenticator
+
+log = logging.getLogger("tessera")
+
+CHECK_SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+
+
+@dataclass
+class CheckRuntime:
+    """Everything a running check service holds; built by :func:`build_runtime`."""
+
+    config: TesseraConfig
+    store: Store
+    keyring: KeyRing
+    directory: TenantDirectory
+    pipeline: Pipeline
+    recorder: DecisionRecorder
+    metrics: Metrics
+
+
+def _extractor_factory(config: TesseraConfig):
+    http = None
+    if config.intent.http_url:
+        http = HttpExtractor(
+            config.intent.http_url,
+            timeout=config.intent.http_timeout_s,
+            cache_size=config.intent.cache_size,
+            cache_ttl=config.intent.cache_ttl_s,
+        )
+
+    def build(tenant: str, settings: TenantSettings) -> Any | None:
+        if settings.intent_mode == "off":
+            return None
+        if http is not None:
+            return http
+        return CatalogExtractor({tenant: ToolCatalog.from_mapping(settings.catalog)})
+
+    return build
+
+
+def _make_recorder(config: TesseraConfig, store: Store) -> DecisionRecorder:
+    from authz.audit import make_recorder  # the audit chain
+
+    return make_recorder(config, store)
+
+
+async def build_runtime(config: TesseraConfig) -> CheckRuntime:
+    store = open_store(config.store.database_url)
+    if config.tenants_file is not None:
+        for change in await apply_tenants_file(store, config.tenants_file, validate_policy=compile_policy):
+            log.info("%s", change)
+    keyring = KeyRing(config.keys.master_key, active_kid=config.keys.active_kid, live_kids=config.keys.live_kids)
+    directory = TenantDirectory(
+        store,
+        compile_policy=lambda source, version: compile_policy(source, version=version),
+        build_extractor=_extractor_factory(config),
+        poll_interval_s=config.store.poll_interval_s,
+    )
+    await directory.refresh(force=True)
+    pipeline = Pipeline(
+        authenticator=TokenAuthenticator(keyring, cache_size=config.check.token_cache_size),
+        store=store,
+        directory=directory,
+        memory_key=lambda tenant: keyring.derive_subkey("memory", tenant),
+        approval_ttl_s=config.check.approval_ttl_s,
+        approval_quorum=config.check.approval_quorum,
+        default_deadline_s=config.check.deadline_ms / 1000,
+    )
+    return CheckRuntime(config, store, keyring, directory, pipeline, _make_recorder(config, store), Metrics())
+
+
+async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = None) -> None:
+    """Run the check service until SIGTERM/SIGINT: ext_authz + health on the check port, metrics HTTP."""
+    runtime = await build_runtime(config)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 1000)])
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationService(
+            runtime.pipeline,
+            runtime.recorder,
+            deadline_cap_s=config.check.deadline_ms / 1000,
+            strip_authorization=config.check.strip_authorization,
+            metrics=runtime.metrics,
+        ),
+        server,
+    )
+    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"{config.listen.host}:{config.listen.check_port}"
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address}")
+    async with AsyncExitStack() as stack:
+        # Exit callbacks run last-in-first-out: stop the server (drain in-flight checks), then flush the
+        # audit recorder, then close the store.
+        stack.push_async_callback(runtime.store.close)
+        closer = getattr(runtime.recorder, "aclose", None)
+        if closer is not None:
+            stack.push_async_callback(closer)
+        await server.start()
+        stack.push_async_callback(server.stop, 2.0)
+        for name in ("", CHECK_SERVICE_NAME):
+            result = health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            if asyncio.iscoroutine(result):
+                await result
+        http = await serve_http(
+            config.listen.host,
+            config.listen.metrics_port,
+            runtime.metrics,
+            ready=lambda: runtime.directory.versions is not None and runtime.directory.last_error is None,
+        )
+        stack.callback(http.close)
+        refresher = asyncio.create_task(runtime.directory.run(), name="tenant-refresh")
+        stack.callback(refresher.cancel)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("check service listening on %s (metrics on :%s)", address, config.listen.metrics_port)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("check service stopping")

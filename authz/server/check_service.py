@@ -1,0 +1,96 @@
+"""The ext_authz servicer: transport only. Parses, runs the pipeline per message, records, answers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from authz.check import Check, Decision, DecisionRecorder, Outcome, Pipeline, new_decision_id
+from authz.server import wire
+
+log = logging.getLogger("tessera.check")
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+    """``envoy.service.auth.v3.Authorization/Check``. Never raises: every failure is a deny reply."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        recorder: DecisionRecorder,
+        *,
+        deadline_cap_s: float,
+        strip_authorization: bool = True,
+        metrics: Any = None,
+    ):
+        self._pipeline = pipeline
+        self._recorder = recorder
+        self._deadline_cap_s = deadline_cap_s
+        self._strip_authorization = strip_authorization
+        self._metrics = metrics
+
+    async def Check(  # noqa: N802 (gRPC method name)
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        try:
+            return await self._check(request, context)
+        except Exception as exc:  # fail closed: a bug here must still be a deny
+            log.exception("check failed unexpectedly")
+            decision = Decision(
+                decision_id=new_decision_id(),
+                outcome=Outcome.DENY,
+                check=Check.UNAVAILABLE,
+                reason=f"internal error: {type(exc).__name__}",
+                data={"retry_after_ms": 1000},
+            )
+            self._count([decision])
+            return wire.denied_response(503, {"jsonrpc": "2.0", "id": None, "error": wire.decision_error(decision)},
+                                        decision.decision_id)
+
+    async def _check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext):
+        deadline = wire.monotonic_deadline(context.time_remaining(), self._deadline_cap_s)
+        parsed = wire.parse_request(request, deadline=deadline)
+        if parsed.protocol_error is not None:
+            reply, decision = wire.protocol_denial(parsed)
+            await self._record([decision])
+            return reply
+        decisions: list[Decision] = []
+        for message in parsed.messages:
+            decision = await self._pipeline.check(message.input)
+            decisions.append(decision)
+            if not decision.allowed:
+                break
+        if not await self._record(decisions) and decisions[-1].allowed:
+            failed = Decision(
+                decision_id=decisions[-1].decision_id,
+                outcome=Outcome.DENY,
+                check=Check.UNAVAILABLE,
+                reason="the decision could not be written to the audit chain",
+                data={"retry_after_ms": 1000},
+                tenant=decisions[-1].tenant,
+                agent=decisions[-1].agent,
+                tool=decisions[-1].tool,
+            )
+            decisions[-1] = failed
+        last = decisions[-1]
+        if last.allowed:
+            return wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
+        return wire.deny_for(parsed, last, parsed.messages)
+
+    async def _record(self, decisions: list[Decision]) -> bool:
+        """Durably record before answering; False (and the caller denies) when that failed."""
+        self._count(decisions)
+        try:
+            await self._recorder.record(decisions)
+            return True
+        except Exception:
+            log.exception("audit write failed")
+            return False
+
+    def _count(self, decisions: list[Decision]) -> None:
+        if self._metrics is not None:
+            for decision in decisions:
+                self._metrics.observe(decision)

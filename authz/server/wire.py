@@ -1,0 +1,329 @@
+"""The agent-facing wire contract (ARCHITECTURE §2): Envoy CheckRequest in, CheckResponse out.
+
+:func:`parse_request` turns a CheckRequest into the calls to authorize (or a protocol error);
+:func:`ok_response` and :func:`denied_response` build what Envoy needs. No policy decisions here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from authz.check.models import Check, CheckInput, Code, Decision, Outcome
+
+TESSERA_HEADER_PREFIX = "x-tessera-"
+DECISION_HEADER = "x-tessera-decision-id"
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+#: HTTP status of a /v1/tool-call denial by check (ARCHITECTURE §2).
+TOOL_CALL_STATUS = {
+    Check.CAPABILITY: 401,
+    Check.INTENT: 403,
+    Check.POLICY: 403,
+    Check.PROVENANCE: 403,
+    Check.BUDGET: 429,
+    Check.APPROVAL: 202,
+    Check.UNAVAILABLE: 503,
+    Check.PROTOCOL: 400,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One JSON-RPC message of an MCP body (or the one call of a /v1/tool-call body)."""
+
+    input: CheckInput
+    request_id: Any = None
+    is_notification: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    """Either the messages to authorize or a protocol error to answer at once."""
+
+    transport: str
+    messages: tuple[Message, ...] = ()
+    batch: bool = False
+    protocol_error: tuple[int, str, Any] | None = None  # (code, message, id)
+    client_tessera_headers: tuple[str, ...] = ()
+
+
+class _Headers:
+    """Lower-cased request headers; keeps repeats so an ambiguous credential can be refused."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, http: Any):
+        values: dict[str, list[str]] = {}
+        if http.header_map.headers:
+            for h in http.header_map.headers:
+                raw = h.raw_value if h.raw_value else h.value.encode()
+                values.setdefault(h.key.lower(), []).append(raw.decode("utf-8", "surrogateescape"))
+        else:
+            for key, value in http.headers.items():
+                values.setdefault(key.lower(), []).append(value)
+        self.values = values
+
+    def one(self, name: str) -> str | None:
+        found = self.values.get(name)
+        if not found:
+            return None
+        if len(found) > 1:
+            raise _ProtocolError(Code.INVALID_REQUEST, f"header {name} was sent more than once")
+        return found[0]
+
+
+class _ProtocolError(Exception):
+    def __init__(self, code: int, message: str, request_id: Any = None, check: Check = Check.PROTOCOL):
+        super().__init__(message)
+        self.code, self.message, self.request_id, self.check = int(code), message, request_id, check
+
+
+def _bearer(headers: _Headers) -> str | None:
+    value = headers.one("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return ""  # present but unusable: the capability stage denies "missing"
+    return token.strip()
+
+
+def _prompt(headers: _Headers) -> str | None:
+    raw = headers.one("x-intent-prompt")
+    if raw is None:
+        return None
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _ProtocolError(Code.INVALID_REQUEST, "X-Intent-Prompt is not percent-encoded UTF-8") from None
+
+
+def _provenance_header(headers: _Headers) -> Any:
+    raw = headers.one("x-memory-provenance")
+    if raw is None:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError):
+        return {"malformed": "X-Memory-Provenance is not base64url JSON"}
+
+
+def parse_request(request: external_auth_pb2.CheckRequest, *, deadline: float | None) -> ParsedRequest:
+    attrs = request.attributes
+    http = attrs.request.http
+    ext = attrs.context_extensions
+    route = ext.get("route") or ("tool-call" if http.path.startswith("/v1/tool-call") else "mcp")
+    try:
+        headers = _Headers(http)
+        spoofed = tuple(name for name in headers.values if name.startswith(TESSERA_HEADER_PREFIX))
+        base = {
+            "transport": route,
+            "http_method": http.method,
+            "path": http.path,
+            "source_ip": attrs.source.address.socket_address.address,
+            "token": _bearer(headers),
+            "intent_prompt": _prompt(headers),
+            "approval_id": headers.one("x-approval-id"),
+            "provenance": _provenance_header(headers),
+            "pinned_tenant": ext.get("tenant") or None,
+            "deadline": deadline,
+        }
+        body = http.raw_body if http.raw_body else http.body.encode()
+        if route == "tool-call":
+            return ParsedRequest(route, (_tool_call_message(body, base),), client_tessera_headers=spoofed)
+        if http.method != "POST":  # GET opens the SSE stream, DELETE ends a session: token only
+            return ParsedRequest(route, (Message(CheckInput(**base)),), client_tessera_headers=spoofed)
+        messages, batch = _mcp_messages(body, base)
+        return ParsedRequest(route, messages, batch=batch, client_tessera_headers=spoofed)
+    except _ProtocolError as exc:
+        return ParsedRequest(route, protocol_error=(exc.code, exc.message, exc.request_id))
+
+
+def _tool_call_message(body: bytes, base: dict[str, Any]) -> Message:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise _ProtocolError(Code.PARSE_ERROR, "request body is not valid JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("tool"), str) or not doc["tool"]:
+        raise _ProtocolError(Code.INVALID_REQUEST, 'body must be {"tool": "<name>", "arguments": {...}}')
+    arguments = doc.get("arguments", {})
+    if not isinstance(arguments, dict):
+        raise _ProtocolError(Code.INVALID_PARAMS, "arguments must be a JSON object")
+    return Message(CheckInput(**base, rpc_method="tools/call", tool=doc["tool"], arguments=arguments))
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+
+
+def _mcp_messages(body: bytes, base: dict[str, Any]) -> tuple[tuple[Message, ...], bool]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise _ProtocolError(Code.PARSE_ERROR, "parse error: request body is not valid JSON") from None
+    batch = isinstance(doc, list)
+    items = doc if batch else [doc]
+    if not items:
+        raise _ProtocolError(Code.INVALID_REQUEST, "empty JSON-RPC batch")
+    return tuple(_mcp_message(item, base) for item in items), batch
+
+
+def _mcp_message(item: Any, base: dict[str, Any]) -> Message:
+    if not isinstance(item, dict):
+        raise _ProtocolError(Code.INVALID_REQUEST, "invalid request: a JSON-RPC message must be an object")
+    request_id = item.get("id")
+    if not _valid_id(request_id):
+        raise _ProtocolError(Code.INVALID_REQUEST, "invalid request: id must be a string, number or null")
+    if item.get("jsonrpc") != "2.0":
+        raise _ProtocolError(Code.INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"', request_id)
+    method = item.get("method")
+    if method is None:
+        if "result" in item or "error" in item:  # the client answering a server request: token only
+            return Message(CheckInput(**base, rpc_method="response"), request_id)
+        raise _ProtocolError(Code.INVALID_REQUEST, "invalid request: method missing", request_id)
+    if not isinstance(method, str):
+        raise _ProtocolError(Code.INVALID_REQUEST, "invalid request: method must be a string", request_id)
+    notification = "id" not in item
+    params = item.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict | list):
+        raise _ProtocolError(Code.INVALID_REQUEST, "invalid request: params must be an object or array", request_id)
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    fields = dict(base)
+    if isinstance(meta, dict):
+        if isinstance(meta.get("tessera/intent-prompt"), str):
+            fields["intent_prompt"] = meta["tessera/intent-prompt"]
+        if isinstance(meta.get("tessera/approval-id"), str):
+            fields["approval_id"] = meta["tessera/approval-id"]
+        if "tessera/provenance" in meta:
+            fields["provenance"] = meta["tessera/provenance"]
+    if method != "tools/call":
+        return Message(CheckInput(**fields, rpc_method=method), request_id, notification)
+    if not isinstance(params, dict) or not isinstance(params.get("name"), str) or not params["name"]:
+        raise _ProtocolError(Code.INVALID_PARAMS, "invalid params: tools/call needs a tool name", request_id)
+    arguments = params.get("arguments", {})
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise _ProtocolError(Code.INVALID_PARAMS, "invalid params: arguments must be an object", request_id)
+    return Message(CheckInput(**fields, rpc_method=method, tool=params["name"], arguments=arguments), request_id, notification)
+
+
+# -- responses --------------------------------------------------------------------------------------------
+
+
+def _header(name: str, value: str, *, overwrite: bool = False) -> base_pb2.HeaderValueOption:
+    option = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value))
+    if overwrite:
+        option.append_action = _OVERWRITE
+    return option
+
+
+def ok_response(
+    decision: Decision, parsed: ParsedRequest, *, strip_authorization: bool
+) -> external_auth_pb2.CheckResponse:
+    """Forward: set x-tessera-* for the upstream, drop the bearer token and any client-sent x-tessera-*."""
+    ours = {DECISION_HEADER: decision.decision_id}
+    if decision.tenant:
+        ours["x-tessera-tenant"] = decision.tenant
+    if decision.agent:
+        ours["x-tessera-agent"] = decision.agent
+    remove = [name for name in parsed.client_tessera_headers if name not in ours]
+    if strip_authorization:
+        remove.append("authorization")
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK),
+        ok_response=external_auth_pb2.OkHttpResponse(
+            headers=[_header(k, v, overwrite=True) for k, v in ours.items()],
+            headers_to_remove=remove,
+            response_headers_to_add=[_header(DECISION_HEADER, decision.decision_id, overwrite=True)],
+        ),
+    )
+
+
+def error_object(code: int, message: str, data: dict[str, Any] | None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data:
+        error["data"] = data
+    return error
+
+
+def decision_error(decision: Decision) -> dict[str, Any]:
+    """The JSON-RPC ``error`` member for a non-allow decision."""
+    data = {"check": str(decision.check), "reason": decision.reason, "decision_id": decision.decision_id}
+    data.update({k: v for k, v in decision.data.items() if v is not None and k != "code"})
+    return error_object(decision.code or int(Code.INVALID_REQUEST), _MESSAGES.get(decision.check, "denied"), data)
+
+
+_MESSAGES = {
+    Check.CAPABILITY: "capability check failed",
+    Check.INTENT: "intent check failed",
+    Check.POLICY: "denied by policy",
+    Check.BUDGET: "budget exhausted",
+    Check.PROVENANCE: "provenance check failed",
+    Check.UNAVAILABLE: "authorization unavailable",
+    Check.APPROVAL: "approval required",
+    Check.PROTOCOL: "invalid request",
+}
+
+
+def denied_response(
+    http_status: int, body: Any, decision_id: str | None
+) -> external_auth_pb2.CheckResponse:
+    headers = [_header("content-type", "application/json")]
+    if decision_id:
+        headers.append(_header(DECISION_HEADER, decision_id))
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status),
+            headers=headers,
+            body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        ),
+    )
+
+
+def deny_for(parsed: ParsedRequest, denial: Decision, messages: Sequence[Message]) -> external_auth_pb2.CheckResponse:
+    """The local reply for a denied (or escalated) call, in the transport's own shape."""
+    error = decision_error(denial)
+    if parsed.transport == "tool-call":
+        return denied_response(TOOL_CALL_STATUS.get(denial.check, 403), {"error": error}, denial.decision_id)
+    requests = [m for m in messages if not m.is_notification and m.input.rpc_method != "response"]
+    if not requests:  # a denied notification (or client response): 403 with an error without id
+        return denied_response(403, {"jsonrpc": "2.0", "error": error}, denial.decision_id)
+    replies = [{"jsonrpc": "2.0", "id": m.request_id, "error": error} for m in requests]
+    return denied_response(200, replies if parsed.batch else replies[0], denial.decision_id)
+
+
+def protocol_denial(parsed: ParsedRequest) -> tuple[external_auth_pb2.CheckResponse, Decision]:
+    """Answer a malformed body; returns the reply and the decision to audit."""
+    assert parsed.protocol_error is not None
+    code, message, request_id = parsed.protocol_error
+    from authz.check.models import new_decision_id
+
+    decision = Decision(
+        decision_id=new_decision_id(), outcome=Outcome.DENY, check=Check.PROTOCOL, reason=message, data={"code": code}
+    )
+    error = error_object(code, message, {"check": "protocol", "reason": message, "decision_id": decision.decision_id})
+    if parsed.transport == "tool-call":
+        return denied_response(400, {"error": error}, decision.decision_id), decision
+    return denied_response(200, {"jsonrpc": "2.0", "id": request_id, "error": error}, decision.decision_id), decision
+
+
+def monotonic_deadline(time_remaining: float | None, cap_s: float) -> float:
+    """Deadline for the pipeline: Envoy's remaining time less a margin for the reply, capped."""
+    budget = cap_s if time_remaining is None else min(cap_s, max(0.0, time_remaining - 0.02))
+    return time.monotonic() + budget

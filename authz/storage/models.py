@@ -1,0 +1,130 @@
+"""Records the stores hold. Plain frozen values: no behaviour, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSettings:
+    """Per-tenant settings the check path reads (ARCHITECTURE §5, §8, budgets).
+
+    ``catalog`` maps tool name to ``{description, verbs, keywords}`` for the built-in intent extractor.
+    ``tool_costs`` gives each tool's cost for ``max_cost`` caveats and cost budgets (default 1).
+    """
+
+    intent_mode: str = "off"  # off | advisory | enforce
+    require_prompt: bool = False
+    provenance_required_tools: tuple[str, ...] = ()
+    catalog: dict[str, Any] = field(default_factory=dict)
+    tool_costs: dict[str, float] = field(default_factory=dict)
+    budget_rules: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "intent_mode": self.intent_mode,
+            "require_prompt": self.require_prompt,
+            "provenance_required_tools": list(self.provenance_required_tools),
+            "catalog": self.catalog,
+            "tool_costs": self.tool_costs,
+            "budget_rules": list(self.budget_rules),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TenantSettings:
+        return cls(
+            intent_mode=data.get("intent_mode", "off"),
+            require_prompt=bool(data.get("require_prompt", False)),
+            provenance_required_tools=tuple(data.get("provenance_required_tools", ())),
+            catalog=dict(data.get("catalog", {})),
+            tool_costs={k: float(v) for k, v in dict(data.get("tool_costs", {})).items()},
+            budget_rules=tuple(data.get("budget_rules", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    """One promoted policy of a tenant. Versions count from 1 per tenant; ``active`` marks the live one."""
+
+    tenant: str
+    version: int
+    source: str
+    content_hash: str
+    created_at: float
+    created_by: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """``kind`` is ``jti`` (a whole token family) or ``token_id`` (one token and its descendants)."""
+
+    tenant: str
+    kind: str
+    value: str
+    reason: str
+    revoked_at: float
+    revoked_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """One counter a call must charge. All reservations of a call succeed together or none does.
+
+    ``window_start`` is 0 for lifetime counters (token caveats) or the UTC epoch second where a fixed
+    window (minute/hour/day) began; ``scope`` names the counter for denials (e.g. ``token:max_calls``).
+    """
+
+    key: str
+    window_start: int
+    amount: float
+    limit: float
+    scope: str
+    resets_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    """``ok`` when every reservation was charged; otherwise ``exhausted`` names the first that would overrun."""
+
+    ok: bool
+    exhausted: Reservation | None = None
+    used: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A pending human decision (ARCHITECTURE §7), bound to tenant, agent, tool and argument hash.
+
+    ``status``: pending | approved | rejected | expired | consumed. ``decisions`` lists
+    ``{"operator", "verdict", "note", "at"}``; approval needs ``quorum`` distinct approving operators.
+    """
+
+    approval_id: str
+    tenant: str
+    agent: str | None
+    tool: str
+    arguments_sha256: str
+    reason: str
+    status: str
+    quorum: int
+    created_at: float
+    expires_at: float
+    decision_id: str
+    decisions: tuple[dict[str, Any], ...] = ()
+
+    def effective_status(self, now: float) -> str:
+        """``expired`` once past ``expires_at`` unless already decided for good."""
+        if self.status in ("pending", "approved") and now >= self.expires_at:
+            return "expired"
+        return self.status
+
+
+@dataclass(frozen=True, slots=True)
+class StoreVersions:
+    """Change counters a replica polls (SQLite) or is notified of (PostgreSQL) to refresh its caches."""
+
+    policies: int
+    revocations: int
+    settings: int

@@ -1,0 +1,184 @@
+"""The store Protocols: the only way Tessera reaches persistent state.
+
+Two implementations (SQLite, embedded default; PostgreSQL, several replicas) pass one conformance suite
+(``tests/storage``). Every method is a coroutine. Errors: :class:`authz.errors.NotFound`,
+:class:`authz.errors.AlreadyExists`, :class:`authz.errors.FailedPrecondition` for the caller's mistakes,
+:class:`authz.errors.StoreUnavailable` when the database cannot be reached (the check path denies with
+-32018), :class:`authz.errors.StorageError` for anything else. Driver exceptions never escape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from authz.storage.models import (
+    Approval,
+    PolicyVersion,
+    ReserveResult,
+    Reservation,
+    Revocation,
+    StoreVersions,
+    TenantSettings,
+)
+
+
+class TenantStore(Protocol):
+    async def put_tenant(self, tenant: str, settings: TenantSettings) -> None:
+        """Create the tenant or replace its settings; bumps the settings version."""
+
+    async def get_tenant(self, tenant: str) -> TenantSettings | None: ...
+
+    async def list_tenants(self) -> dict[str, TenantSettings]: ...
+
+
+class PolicyStore(Protocol):
+    async def promote_policy(self, tenant: str, source: str, content_hash: str, actor: str) -> PolicyVersion:
+        """Store ``source`` as the tenant's next version and make it active, atomically."""
+
+    async def activate_policy(self, tenant: str, version: int, actor: str) -> PolicyVersion:
+        """Make an earlier version active again (rollback). NotFound for an unknown version."""
+
+    async def active_policies(self) -> dict[str, PolicyVersion]:
+        """The active version of every tenant that has one."""
+
+    async def policy_history(self, tenant: str) -> list[PolicyVersion]:
+        """Every version of the tenant, newest first."""
+
+
+class RevocationStore(Protocol):
+    async def revoke(self, revocation: Revocation) -> None:
+        """Idempotent: revoking the same (tenant, kind, value) twice keeps the first record."""
+
+    async def is_revoked(self, tenant: str, jti: str, token_ids: Sequence[str]) -> bool:
+        """True when the jti or any of ``token_ids`` (a token and its ancestors) is revoked."""
+
+    async def list_revocations(self, tenant: str | None = None) -> list[Revocation]: ...
+
+
+class BudgetStore(Protocol):
+    async def reserve(self, reservations: Sequence[Reservation]) -> ReserveResult:
+        """Charge every reservation or none, atomically, never letting a counter pass its limit."""
+
+    async def usage(self, key: str, window_start: int) -> float:
+        """What a counter has used (0 when it was never charged)."""
+
+
+class ApprovalStore(Protocol):
+    async def create_approval(self, approval: Approval) -> None: ...
+
+    async def get_approval(self, tenant: str, approval_id: str) -> Approval | None: ...
+
+    async def list_approvals(self, tenant: str | None = None, status: str | None = None) -> list[Approval]: ...
+
+    async def record_approval_decision(
+        self, tenant: str, approval_id: str, operator: str, verdict: str, note: str, now: float
+    ) -> Approval:
+        """Add one operator's verdict (approve|reject); a reject decides, ``quorum`` approvals approve.
+
+        FailedPrecondition when the approval is no longer pending (decided, consumed or expired) or the
+        operator already decided it; NotFound for an unknown id.
+        """
+
+    async def consume_approval(self, tenant: str, approval_id: str, now: float) -> bool:
+        """Atomically move an approved, unexpired approval to consumed. False if it was not approved."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One stored audit event: the chain link (``prev_hash``, ``hash``, lowercase hex) and the event.
+
+    ``event`` is the RFC 8785 canonical JSON of the event exactly as hashed (UTF-8 text);
+    ``time_ms``, ``decision`` and ``agent`` are index columns copied from it (see
+    :func:`authz.audit.event_index`) so filters need not parse JSON.
+    """
+
+    tenant: str
+    seq: int
+    time_ms: int
+    decision: str
+    agent: str | None
+    event: str
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheckpoint:
+    """A signed statement "tenant's chain had ``hash`` at ``seq``" (Ed25519, see :mod:`authz.audit`).
+
+    ``created_at`` is RFC 3339 UTC; ``public_key`` (raw 32 bytes) and ``signature`` are base64url without
+    padding. The store keeps it opaque: signing and checking live in :mod:`authz.audit`.
+    """
+
+    tenant: str
+    seq: int
+    hash: str
+    created_at: str
+    public_key: str
+    signature: str
+
+
+class AuditStore(Protocol):
+    """The per-tenant audit hash chains (ARCHITECTURE §9).
+
+    Each tenant has a contiguous sequence starting at 1 and a head row ``(seq, hash)`` that is updated in
+    the same transaction as the events, so verification can tell a truncated chain from a short one.
+    """
+
+    async def append_events(self, events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, int, str]]:
+        """Append ``(tenant, event)`` pairs, in order, in ONE transaction; return ``(tenant, seq, hash)``
+        for each.
+
+        Inside the transaction, per tenant: read the head (``seq`` 0 and
+        :data:`authz.audit.GENESIS_HASH` when there is none) while holding a write lock on it, then for
+        each of its events ``canonical = authz.audit.canonical_event(event)``,
+        ``hash = authz.audit.chain_hash(prev_hash, canonical)``, insert the row with ``seq = head + 1``,
+        and finally write the new head. The lock is what keeps several writers (processes, replicas) one
+        linear chain: SQLite takes it with ``BEGIN IMMEDIATE``; PostgreSQL must take it per tenant with
+        ``INSERT ... ON CONFLICT DO NOTHING`` on the head row followed by ``SELECT ... FOR UPDATE``.
+        Either every event is committed or none is (the error is raised); events of one call never
+        interleave with another writer's in a tenant's chain.
+        """
+
+    def iter_events(
+        self,
+        tenant: str,
+        *,
+        after_seq: int = 0,
+        batch: int = 1000,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        agent: str | None = None,
+        decision: str | None = None,
+    ) -> AsyncIterator[AuditRecord]:
+        """The tenant's events with ``seq > after_seq`` in ascending seq order, filtered by
+        ``since_ms <= time_ms < until_ms``, ``agent`` and ``decision`` when given.
+
+        An async iterator (an ``async def`` generator in implementations) that fetches ``batch`` rows
+        per query (keyset pagination on seq), so no caller holds the whole chain in memory and no read
+        transaction stays open between batches.
+        """
+
+    async def audit_head(self, tenant: str) -> tuple[int, str] | None:
+        """The tenant's stored head ``(seq, hash)``, None when the tenant has no events."""
+
+    async def audit_tenants(self) -> list[str]:
+        """Every tenant with a head row (including ``_gateway``), sorted."""
+
+    async def put_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Store a signed checkpoint. One per ``(tenant, seq)``: a second one at the same seq is ignored."""
+
+    async def list_checkpoints(self, tenant: str) -> list[AuditCheckpoint]:
+        """The tenant's stored checkpoints, ascending seq."""
+
+
+@runtime_checkable
+class Store(TenantStore, PolicyStore, RevocationStore, BudgetStore, ApprovalStore, AuditStore, Protocol):
+    """Everything a Tessera process needs from its database."""
+
+    async def versions(self) -> StoreVersions:
+        """Cheap change counters for cache refresh."""
+
+    async def close(self) -> None: ...

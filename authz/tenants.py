@@ -1,0 +1,111 @@
+"""The tenants file: per-tenant settings, tool catalog and policy, applied to the store at startup.
+
+Format (YAML)::
+
+    tenants:
+      demo:
+        intent: {mode: enforce, require_prompt: false}   # off | advisory | enforce
+        catalog: catalog.yaml        # path (relative to this file) or an inline {tools: {...}} mapping
+        policy: policy.rego          # path (relative to this file); promoted when its hash changed
+        tool_costs: {transfer_funds: 5}
+        provenance_required_tools: []
+
+Applying is idempotent: settings are written only when they differ, and a policy is promoted only when
+its content hash differs from the tenant's active one, so restarts do not grow the policy history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from authz.errors import ConfigError
+from authz.storage import Store, TenantSettings
+from authz.token import valid_name
+
+_INTENT_MODES = ("off", "advisory", "enforce")
+
+
+def valid_tenant_name(name: object) -> bool:
+    """Tenant names key derivation and audit chains; ``_``-prefixed names are Tessera's own (``_gateway``)."""
+    return valid_name(name) and not str(name).startswith("_")
+
+
+def policy_hash(source: str) -> str:
+    return "sha256:" + hashlib.sha256(source.encode()).hexdigest()
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+
+
+def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None]]:
+    """Tenant name → (settings, policy source or None)."""
+    doc = _load_yaml(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("tenants"), dict):
+        raise ConfigError(f"{path}: expected a top-level 'tenants' mapping")
+    result: dict[str, tuple[TenantSettings, str | None]] = {}
+    for name, spec in doc["tenants"].items():
+        where = f"{path}: tenant {name!r}"
+        if not valid_tenant_name(name):
+            raise ConfigError(f"{where}: tenant names are 1-128 characters without whitespace, '|' or ',', "
+                              "and names starting with '_' are reserved")
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        intent = spec.get("intent") or {}
+        mode = intent.get("mode", "off")
+        if mode not in _INTENT_MODES:
+            raise ConfigError(f"{where}: intent.mode must be one of {', '.join(_INTENT_MODES)}")
+        catalog = spec.get("catalog") or {}
+        if isinstance(catalog, str):
+            catalog = _load_yaml(path.parent / catalog)
+        if not isinstance(catalog, dict):
+            raise ConfigError(f"{where}: catalog must be a mapping or a path to one")
+        if "tenants" in catalog:  # a shared catalog file: take this tenant's part
+            catalog = (catalog["tenants"] or {}).get(name, {})
+        policy_source = None
+        if spec.get("policy"):
+            try:
+                policy_source = (path.parent / spec["policy"]).read_text()
+            except OSError as exc:
+                raise ConfigError(f"{where}: cannot read policy {spec['policy']}: {exc.strerror}") from None
+        try:
+            settings = TenantSettings(
+                intent_mode=mode,
+                require_prompt=bool(intent.get("require_prompt", False)),
+                provenance_required_tools=tuple(spec.get("provenance_required_tools") or ()),
+                catalog=catalog,
+                tool_costs={str(k): float(v) for k, v in (spec.get("tool_costs") or {}).items()},
+                budget_rules=tuple(spec.get("budget_rules") or ()),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        result[str(name)] = (settings, policy_source)
+    return result
+
+
+async def apply_tenants_file(store: Store, path: Path, *, validate_policy: Any = None) -> list[str]:
+    """Write the file's tenants to the store; returns what changed, for the startup log."""
+    changes: list[str] = []
+    active = await store.active_policies()
+    for name, (settings, source) in parse_tenants_file(path).items():
+        if await store.get_tenant(name) != settings:
+            await store.put_tenant(name, settings)
+            changes.append(f"tenant {name}: settings applied")
+        if source is not None:
+            digest = policy_hash(source)
+            current = active.get(name)
+            if current is None or current.content_hash != digest:
+                if validate_policy is not None:
+                    validate_policy(source)
+                version = await store.promote_policy(name, source, digest, actor="tenants-file")
+                changes.append(f"tenant {name}: policy v{version.version} promoted")
+    return changes

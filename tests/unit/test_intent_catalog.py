@@ -1,0 +1,320 @@
+"""authz.intent: tokenizing, tool catalogs and the catalog extractor."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from authz.errors import ConfigError, InvalidArgument
+from authz.intent import (
+    CatalogExtractor,
+    CatalogTool,
+    ToolCatalog,
+    demo_catalog_path,
+    judge_intent,
+    load_catalogs,
+    parse_catalogs,
+)
+from authz.intent._text import stem, tokenize
+
+# --- text ----------------------------------------------------------------------------------------------
+
+
+def test_tokenize_is_unicode_aware_and_keeps_clause_punctuation():
+    assert tokenize("Don\u2019t DELETE invoice no. 42; pay 10,000.50 € to O'Brien!") == [
+        "don't",
+        "delete",
+        "invoice",
+        "no",
+        ".",
+        "42",
+        ";",
+        "pay",
+        "10,000.50",
+        "€",
+        "to",
+        "o'brien",
+        "!",
+    ]
+    assert tokenize("ÜBERWEISUNG Straße \uff21\uff22\uff23") == ["überweisung", "strasse", "abc"]
+    assert tokenize("read_invoice") == ["read", "invoice"]
+    assert tokenize("") == []
+
+
+@pytest.mark.parametrize(
+    "forms",
+    [
+        ("invoice", "invoices", "invoicing"),
+        ("delete", "deleted", "deleting", "deletes"),
+        ("transfer", "transferred", "transferring", "transfers"),
+        ("list", "lists", "listing", "listed"),
+        ("pay", "pays", "paying"),
+        ("bill", "bills", "billing"),
+        ("company", "companies"),
+    ],
+)
+def test_stemming_brings_forms_together(forms):
+    assert len({stem(f) for f in forms}) == 1, {f: stem(f) for f in forms}
+
+
+def test_stemming_leaves_short_words_numbers_and_contractions_alone():
+    assert stem("is") == "is" and stem("42") == "42" and stem("don't") == "don't"
+    assert stem("status") == "status" and stem("access") == "access" and stem("accessed") == "access"
+
+
+# --- catalogs ------------------------------------------------------------------------------------------
+
+
+def test_demo_catalog_loads():
+    catalogs = load_catalogs(demo_catalog_path())
+    assert set(catalogs) == {"demo"}
+    demo = catalogs["demo"]
+    assert demo.tool_names == {"read_invoice", "list_invoices", "transfer_funds", "delete_invoice"}
+    assert "invoice" in demo.tools["read_invoice"].keywords
+    assert demo.tools["delete_invoice"].description
+
+
+def test_json_catalog_and_round_trip(tmp_path):
+    data = {
+        "tenants": {
+            "acme": {
+                "negations": ["nie"],
+                "tools": {"search_docs": {"description": "Search", "verbs": ["search"], "keywords": ["doc"]}},
+            }
+        }
+    }
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(data))
+    catalogs = load_catalogs(path)
+    assert catalogs["acme"].negations == ("nie",)
+    assert (
+        parse_catalogs({"tenants": {"acme": catalogs["acme"].to_mapping()}})["acme"].tools
+        == catalogs["acme"].tools
+    )
+
+
+BAD_FILES = [
+    ("tenants: [a, b]\n", "tenants: expected a mapping, got list"),
+    ("other: 1\n", "unknown key(s) 'other'"),
+    ("version: 2\ntenants: {}\n", "unsupported catalog version 2"),
+    ("tenants:\n  demo: {}\n", "tenants.demo.tools: expected a mapping, got nothing"),
+    ("tenants:\n  demo:\n    tools:\n      t: {verbs: [read], keyword: [x]}\n", "unknown key(s) 'keyword'"),
+    (
+        "tenants:\n  demo:\n    tools:\n      t: {verbs: read, keywords: [x]}\n",
+        "tenants.demo.tools.t.verbs: expected a list",
+    ),
+    ("tenants:\n  demo:\n    tools:\n      t: {verbs: [no], keywords: [x]}\n", "quote YAML words"),
+    (
+        "tenants:\n  demo:\n    tools:\n      t: {verbs: [read]}\n",
+        "needs 'phrases', or both 'verbs' and 'keywords'",
+    ),
+    ("tenants:\n  demo:\n    tools:\n      t: {verbs: [read], keywords: ['!!']}\n", "contains no word"),
+    ("tenants:\n  demo:\n    tools:\n      'bad name': {phrases: [x]}\n", "without whitespace"),
+    (
+        "tenants:\n  demo:\n    tools:\n      t: {phrases: [x], description: 5}\n",
+        "description must be a string",
+    ),
+    (
+        "tenants:\n  demo:\n    negations: not\n    tools:\n      t: {phrases: [x]}\n",
+        "negations: expected a list",
+    ),
+    ("tenants: {demo: {tools: {t: {phrases: [x]}}\n", "invalid YAML at line"),
+    ("- just\n- a list\n", "expected a mapping, got list"),
+]
+
+
+@pytest.mark.parametrize(("text", "problem"), BAD_FILES)
+def test_bad_catalog_files_raise_config_error_with_path(tmp_path, text, problem):
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_catalogs(path)
+    assert str(path) in str(caught.value)
+    assert problem in str(caught.value)
+
+
+def test_unreadable_and_invalid_json_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read tool catalog"):
+        load_catalogs(tmp_path / "missing.yaml")
+    bad = tmp_path / "c.json"
+    bad.write_text('{"tenants": ')
+    with pytest.raises(ConfigError, match=r"c\.json: invalid JSON at line 1"):
+        load_catalogs(bad)
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_catalogs(binary)
+
+
+def test_catalog_built_in_code():
+    tool = CatalogTool("t", verbs=["read"], keywords=["x"])  # type: ignore[arg-type]
+    assert tool.verbs == ("read",)
+    with pytest.raises(ConfigError, match="appears twice"):
+        ToolCatalog([tool, tool])
+    with pytest.raises(ConfigError):
+        CatalogTool("t", verbs="read", keywords=("x",))  # type: ignore[arg-type]
+
+
+# --- the catalog extractor -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def extractor() -> CatalogExtractor:
+    return CatalogExtractor(load_catalogs(demo_catalog_path()))
+
+
+# (prompt, allowed, forbidden)
+PROMPTS = [
+    ("Show me invoice INV-2024-0042", {"read_invoice"}, set()),
+    ("Can you open the bill from ACME and tell me the total?", {"read_invoice"}, set()),
+    ("List all my unpaid invoices from March", {"list_invoices"}, set()),
+    ("Which invoices are overdue? Give me the invoice list.", {"list_invoices"}, set()),
+    ("Transfer 12,500 EUR to DE89 3704 0044 0532 0130 00 for invoice 17", {"transfer_funds"}, set()),
+    ("Send $300 to Alice", {"transfer_funds"}, set()),
+    ("I need a wire transfer of 20000 USD to ACME Corp.", {"transfer_funds"}, set()),
+    ("Please delete invoice 9, it was a duplicate", {"delete_invoice"}, set()),
+    (
+        "Show me invoice 42 and pay it: send 500 EUR to the supplier",
+        {"read_invoice", "transfer_funds"},
+        set(),
+    ),
+    # negation
+    ("Don't delete any invoices, just show me invoice 42.", {"read_invoice"}, {"delete_invoice"}),
+    ("Read invoice 7 without deleting anything", {"read_invoice"}, {"delete_invoice"}),
+    ("Never transfer funds or delete invoices", set(), {"transfer_funds", "delete_invoice"}),
+    ("Do not, under any circumstances, send money", set(), {"transfer_funds"}),
+    ("Don't delete invoices and transfer 500 EUR to Bob", {"transfer_funds"}, {"delete_invoice"}),
+    ("Show the invoice instead of deleting it", {"read_invoice"}, {"delete_invoice"}),
+    ("Don't pay yet, just show me the invoice", {"read_invoice"}, {"transfer_funds"}),
+    ("List invoices but do not pay any of them", {"list_invoices"}, {"transfer_funds"}),
+    # nothing asked
+    ("What's the weather like in Lisbon?", set(), set()),
+    ("Summarize the invoice", set(), set()),
+]
+
+
+@pytest.mark.parametrize(("prompt", "allowed", "forbidden"), PROMPTS)
+async def test_catalog_matches_realistic_prompts(extractor, prompt, allowed, forbidden):
+    result = await extractor.extract("demo", "invoice-bot", prompt)
+    assert result.allowed_tools == allowed, result.rationale
+    assert result.forbidden_tools == forbidden, result.rationale
+    assert result.source == "catalog"
+    assert 0.0 <= result.confidence <= 1.0
+    if allowed or forbidden:
+        assert result.confidence >= 0.5
+        assert result.rationale and result.summary
+
+
+async def test_confidence_reflects_match_strength(extractor):
+    phrase = await extractor.extract("demo", None, "I need a wire transfer of 20000 USD")
+    verb_keyword = await extractor.extract("demo", None, "Show me invoice 42")
+    fragment = await extractor.extract("demo", None, "Summarize the invoice")
+    nothing = await extractor.extract("demo", None, "Hello there")
+    assert phrase.confidence == 1.0
+    assert verb_keyword.confidence == 0.85
+    assert fragment.confidence == 0.2
+    assert nothing.confidence == 0.0
+    assert "phrase 'wire transfer'" in phrase.rationale
+    assert "verb 'show' + keyword 'invoice'" in verb_keyword.rationale
+
+
+async def test_forbidden_rationale_names_the_cue(extractor):
+    result = await extractor.extract("demo", None, "Never delete invoices")
+    assert "delete_invoice forbidden ('never' before 'delete')" in result.rationale
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Zeig mir bitte die Rechnung 42 und lösche nichts",
+        "请显示发票42\uff0c不要删除任何东西",
+        "Покажи счёт 42",
+        "عرض الفاتورة 42",
+        "🧾🧾 ⁉️ \u202e\u0000\ud800",
+        "x" * 50_000,
+    ],
+)
+async def test_other_languages_and_odd_text_do_not_crash(extractor, prompt):
+    result = await extractor.extract("demo", None, prompt)
+    assert result.allowed_tools == frozenset()
+    assert 0.0 <= result.confidence <= 1.0
+
+
+async def test_a_tenant_catalog_in_german_with_its_own_negations():
+    catalogs = parse_catalogs(
+        {
+            "tenants": {
+                "de": {
+                    "negations": ["nicht", "nie", "niemals", "kein", "keine", "ohne"],
+                    "tools": {
+                        "read_invoice": {
+                            "verbs": ["zeig", "zeige", "anzeigen"],
+                            "keywords": ["rechnung", "rechnungen"],
+                        },
+                        "delete_invoice": {
+                            "verbs": ["lösche", "löschen"],
+                            "keywords": ["rechnung", "rechnungen"],
+                        },
+                    },
+                }
+            }
+        }
+    )
+    extractor = CatalogExtractor(catalogs)
+    result = await extractor.extract(
+        "de", None, "Zeige mir die RECHNUNG 42, aber niemals Rechnungen löschen!"
+    )
+    assert result.allowed_tools == {"read_invoice"}
+    assert result.forbidden_tools == {"delete_invoice"}
+
+
+async def test_unknown_tenant_gets_an_empty_intent(extractor):
+    result = await extractor.extract("nobody", None, "Show me invoice 42")
+    assert (result.allowed_tools, result.forbidden_tools, result.confidence) == (
+        frozenset(),
+        frozenset(),
+        0.0,
+    )
+    assert "no tool catalog" in result.rationale
+
+
+async def test_empty_prompt(extractor):
+    result = await extractor.extract("demo", None, "  ")
+    assert result.confidence == 0.0 and not result.allowed_tools
+
+
+async def test_catalog_intent_feeds_judge_intent(extractor):
+    value = await extractor.extract("demo", None, "Don't delete any invoices, just show me invoice 42.")
+
+    def judge(tool):
+        return judge_intent(mode="enforce", require_prompt=True, prompt="p", intent=value, tool=tool)
+
+    assert judge("read_invoice").allowed
+    assert not judge("delete_invoice").allowed and "forbidden" in judge("delete_invoice").reason
+    assert not judge("transfer_funds").allowed and "absent" in judge("transfer_funds").reason
+
+
+async def test_cache_and_catalog_swap():
+    tool = CatalogTool("search_docs", verbs=("search",), keywords=("doc",))
+    extractor = CatalogExtractor({"t": ToolCatalog([tool])}, cache_size=2)
+    first = await extractor.extract("t", None, "search the docs")
+    assert first.allowed_tools == {"search_docs"}
+    assert await extractor.extract("t", None, "search the docs") is first  # cached
+    extractor.set_catalog("t", ToolCatalog([CatalogTool("find_docs", verbs=("search",), keywords=("doc",))]))
+    assert (await extractor.extract("t", None, "search the docs")).allowed_tools == {"find_docs"}
+    extractor.set_catalog("t", None)
+    assert extractor.tenants == frozenset()
+    assert (await extractor.extract("t", None, "search the docs")).allowed_tools == frozenset()
+    for i in range(5):  # the LRU stays bounded
+        extractor.extract_now("t", f"prompt {i}")
+    assert len(extractor._cache) <= 2
+
+
+def test_extractor_argument_checks():
+    with pytest.raises(InvalidArgument):
+        CatalogExtractor({}, cache_size=-1)
+    with pytest.raises(InvalidArgument):
+        CatalogExtractor({"t": {"tools": {}}})  # type: ignore[dict-item]
+    with pytest.raises(InvalidArgument):
+        CatalogExtractor({}).extract_now("t", None)  # type: ignore[arg-type]
