@@ -62,8 +62,13 @@ def _caveat_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--not-before", type=_parse_when, help="RFC 3339 time or duration")
     parser.add_argument("--max-calls", type=int, help="cap on tool calls (shared with descendants)")
     parser.add_argument("--max-cost", help="cap on summed tool cost")
-    parser.add_argument("--arg", action="append", default=[], metavar="NAME OP VALUE",
-                        help="argument constraint, e.g. 'amount <= 1000' (repeatable)")
+    parser.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="NAME OP VALUE",
+        help="argument constraint, e.g. 'amount <= 1000' (repeatable)",
+    )
     parser.add_argument("--prompt", help="bind the token to this exact user prompt (stores its SHA-256)")
     parser.add_argument("--caveat", action="append", default=[], help="a raw caveat (repeatable)")
 
@@ -177,7 +182,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from authz.server.app import serve_check
 
     cfg = _config(args)
-    asyncio.run(serve_check(cfg), loop_factory=uvloop.new_event_loop)
+    uvloop.run(serve_check(cfg))
     return 0
 
 
@@ -191,7 +196,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     stack = Stack(var_dir, StackPorts(listen=args.port))
     print("starting Tessera: demo MCP server, check service, Envoy ...", flush=True)
     with stack:
-        token = mint(_keyring(cfg), tenant="demo", agent="demo-agent", expires=datetime.now(UTC) + timedelta(days=1))
+        token = mint(
+            _keyring(cfg), tenant="demo", agent="demo-agent", expires=datetime.now(UTC) + timedelta(days=1)
+        )
         print(
             f"""
 Tessera is running.
@@ -273,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     else:
+
         def open_runtime(args: argparse.Namespace):
             from authz.storage import open_store
 
@@ -286,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except TesseraError as exc:

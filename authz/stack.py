@@ -37,7 +37,9 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(args: list[str], *, env: Mapping[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+def spawn(
+    args: list[str], *, env: Mapping[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen:
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (lives with the child)
     return subprocess.Popen(
         args,
@@ -146,7 +148,15 @@ class Stack:
         try:
             if self.start_upstream:
                 self.upstream = spawn(
-                    [sys.executable, "-m", "authz.demo", "--host", "127.0.0.1", "--port", str(self.ports.upstream)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "authz.demo",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.ports.upstream),
+                    ],
                     log=self.workdir / "upstream.log",
                 )
             for index in range(self.replicas):
@@ -172,7 +182,9 @@ class Stack:
                     max_request_bytes=self.max_request_bytes,
                 )
             )
-            self.envoy = EnvoyProcess(config_path, admin_port=self.ports.envoy_admin, log_path=self.workdir / "envoy.log")
+            self.envoy = EnvoyProcess(
+                config_path, admin_port=self.ports.envoy_admin, log_path=self.workdir / "envoy.log"
+            )
             self.envoy.start()
             self.envoy.wait_ready(30)
             if self.upstream is not None:

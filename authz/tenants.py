@@ -56,12 +56,16 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
     for name, spec in doc["tenants"].items():
         where = f"{path}: tenant {name!r}"
         if not valid_tenant_name(name):
-            raise ConfigError(f"{where}: tenant names are 1-128 characters without whitespace, '|' or ',', "
-                              "and names starting with '_' are reserved")
+            raise ConfigError(
+                f"{where}: tenant names are 1-128 characters without whitespace, '|' or ',', "
+                "and names starting with '_' are reserved"
+            )
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: expected a mapping")
         intent = spec.get("intent") or {}
         mode = intent.get("mode", "off")
+        if mode is False:  # YAML 1.1 reads a bare `off` as false
+            mode = "off"
         if mode not in _INTENT_MODES:
             raise ConfigError(f"{where}: intent.mode must be one of {', '.join(_INTENT_MODES)}")
         catalog = spec.get("catalog") or {}

@@ -21,6 +21,7 @@ Binaries: ``$TESSERA_PG_BINDIR``, else ``initdb``/``pg_ctl`` on ``PATH``, else D
 as root: under root the cluster runs as ``$TESSERA_PG_USER``, else ``postgres``, else ``nobody``, in a
 data directory that user owns. The data directory goes to ``$TESSERA_PG_TMPDIR``, else ``/dev/shm`` when it
 has 1 GiB free, else the temp dir. Settings favour speed over durability (``fsync=off``): test data only.
+Cleanup is certain: on exit, and by a watchdog process if the test process is killed (SIGKILL, timeout).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import json
 import os
 import pwd
 import re
@@ -35,17 +37,27 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 SUPERUSER = "postgres"
+
+
+# Run by the watchdog process (see PostgresCluster._start_watchdog) with one JSON argument.
+_WATCHDOG = """
+import json, shutil, subprocess, sys
+spec = json.loads(sys.argv[1])
+sys.stdin.buffer.read()  # EOF: the test process closed the pipe or died
+subprocess.run([spec["pg_ctl"], "-D", spec["datadir"], "-m", "immediate", "-w", "stop"], env=spec["env"],
+               user=spec["user"], group=spec["group"], extra_groups=[] if spec["user"] is not None else None,
+               capture_output=True, timeout=60, check=False)
+shutil.rmtree(spec["tmp"], ignore_errors=True)
+"""
 
 
 class PostgresNotInstalled(RuntimeError):
@@ -139,6 +151,7 @@ class PostgresCluster:
         self._running = False
         self._lock = threading.Lock()
         self._counter = 0
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # -- paths and commands ----------------------------------------------------------------------------
     @property
@@ -158,13 +171,18 @@ class PostgresCluster:
     def url(self) -> str:
         return self.url_for("postgres")
 
-    def _run(self, *args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def _user_env(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """Environment and ``subprocess`` user switch for PostgreSQL's own programs."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(LC_ALL="C", LANG="C")
         kwargs: dict[str, Any] = {}
         if self._account is not None:
             kwargs = {"user": self._account.pw_uid, "group": self._account.pw_gid, "extra_groups": []}
             env["HOME"] = str(self._tmp)
+        return env, kwargs
+
+    def _run(self, *args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        env, kwargs = self._user_env()
         # pg_ctl start detaches the server with its output sent to the log file (-l), so the pipes close.
         return subprocess.run(
             [str(a) for a in args],
@@ -174,6 +192,22 @@ class PostgresCluster:
             timeout=timeout,
             check=False,
             **kwargs,
+        )
+
+    def _start_watchdog(self) -> None:
+        """A helper process that stops the server and removes the files when this process goes away,
+        however it goes (SIGKILL, a CI timeout): it waits for EOF on a pipe only this process holds."""
+        env, kwargs = self._user_env()
+        spec = json.dumps({
+            "pg_ctl": str(self.bindir / "pg_ctl"), "datadir": str(self.datadir), "tmp": str(self._tmp),
+            "env": env, "user": kwargs.get("user"), "group": kwargs.get("group"),
+        })  # fmt: skip
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, spec],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal must not kill it before it has cleaned up
         )
 
     def _make_tmp(self) -> Path:
@@ -195,6 +229,7 @@ class PostgresCluster:
         """``initdb`` a new cluster (trust auth, C locale, UTF8) into a fresh temp dir."""
         self._tmp = self._make_tmp()
         atexit.register(self.cleanup)
+        self._start_watchdog()
         result = self._run(
             self.bindir / "initdb", "-D", self.datadir, "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
             "--no-locale", "--no-sync", "--no-instructions",
@@ -273,6 +308,11 @@ class PostgresCluster:
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
         atexit.unregister(self.cleanup)
+        if self._watchdog is not None:
+            watchdog, self._watchdog = self._watchdog, None
+            watchdog.stdin.close()  # type: ignore[union-attr]  # nothing left for it to do: let it exit
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                watchdog.wait(timeout=10)
 
     def _log_tail(self, lines: int = 30) -> str:
         try:
@@ -294,6 +334,8 @@ class PostgresCluster:
     # -- databases -------------------------------------------------------------------------------------
     def execute(self, sql: str, database: str = "postgres") -> None:
         """Run one statement as the superuser, in autocommit mode."""
+        import psycopg  # here, so that importing this helper needs no PostgreSQL driver
+
         with psycopg.connect(self.url_for(database), autocommit=True, connect_timeout=10) as conn:
             conn.execute(sql)  # type: ignore[arg-type]
 
@@ -318,6 +360,8 @@ class PostgresCluster:
         self.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def server_version(self) -> int:
+        import psycopg
+
         with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
             return conn.info.server_version
 
@@ -376,17 +420,7 @@ def pg_fixtures(cluster_name: str = "pg_cluster", url_name: str = "pg_url") -> t
         url = cluster.create_database()
         yield url
         if cluster._running:
-            with contextlib.suppress(psycopg.Error):
+            with contextlib.suppress(Exception):  # best effort: the whole cluster goes at session end
                 cluster.drop_database(url)
 
     return _cluster, _url
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -143,8 +143,12 @@ class Pipeline:
             arguments_sha256=state.arguments_sha256,
             argument_keys=tuple(sorted(inp.arguments)) if inp.tool is not None else (),
             prompt_sha256=state.prompt_sha256,
-            policy_version=policy.version if policy is not None and state.stage in ("policy", "budget", "done") else None,
-            policy_hash=policy.content_hash if policy is not None and state.stage in ("policy", "budget", "done") else None,
+            policy_version=policy.version
+            if policy is not None and state.stage in ("policy", "budget", "done")
+            else None,
+            policy_hash=policy.content_hash
+            if policy is not None and state.stage in ("policy", "budget", "done")
+            else None,
             approval_id=state.approval.approval_id if state.approval is not None else inp.approval_id,
         )
 
@@ -158,7 +162,9 @@ class Pipeline:
     async def _capability(self, state: CallState) -> Decision | None:
         inp = state.input
         if not inp.token:
-            return self._deny(state, Check.CAPABILITY, "capability token missing (Authorization: Bearer <token>)")
+            return self._deny(
+                state, Check.CAPABILITY, "capability token missing (Authorization: Bearer <token>)"
+            )
         authenticated = self._auth.authenticate(inp.token)
         if not hasattr(authenticated, "token_id"):  # a TokenRejection
             return self._deny(state, Check.CAPABILITY, authenticated.reason)
@@ -211,7 +217,11 @@ class Pipeline:
             if state.provenance.error is not None:
                 return self._deny(state, Check.PROVENANCE, state.provenance.error)
         elif inp.tool in tenant.settings.provenance_required_tools:
-            return self._deny(state, Check.PROVENANCE, f"tool {inp.tool!r} requires memory provenance and none was presented")
+            return self._deny(
+                state,
+                Check.PROVENANCE,
+                f"tool {inp.tool!r} requires memory provenance and none was presented",
+            )
         return None
 
     async def _policy(self, state: CallState) -> Decision | None:
@@ -254,8 +264,14 @@ class Pipeline:
         approval = await self._store.get_approval(token.tenant, inp.approval_id)
         if approval is None:
             return self._deny(state, Check.POLICY, f"unknown approval {inp.approval_id!r}")
-        if (approval.agent, approval.tool, approval.arguments_sha256) != (token.agent, inp.tool, state.arguments_sha256):
-            return self._deny(state, Check.POLICY, f"approval {approval.approval_id} was granted for a different call")
+        if (approval.agent, approval.tool, approval.arguments_sha256) != (
+            token.agent,
+            inp.tool,
+            state.arguments_sha256,
+        ):
+            return self._deny(
+                state, Check.POLICY, f"approval {approval.approval_id} was granted for a different call"
+            )
         status = approval.effective_status(self._clock())
         if status in ("rejected", "expired", "consumed"):
             return self._deny(state, Check.POLICY, f"approval {approval.approval_id} is {status}")
@@ -291,7 +307,9 @@ class Pipeline:
             "intent": state.intent.to_policy_input() if state.intent is not None else None,
             "provenance": state.provenance.to_policy_input(),
             "approval": (
-                {"id": state.approval.approval_id, "status": state.approval_status} if state.approval else None
+                {"id": state.approval.approval_id, "status": state.approval_status}
+                if state.approval
+                else None
             ),
             "time": {"now": state.now.isoformat().replace("+00:00", "Z"), "unix": int(state.now.timestamp())},
         }
@@ -324,9 +342,11 @@ class Pipeline:
                     used=_num(result.used),
                     resets_at=exhausted.resets_at,
                 )
-        if state.approval_to_consume and state.approval is not None:
-            if not await self._store.consume_approval(token.tenant, state.approval.approval_id, self._clock()):
-                return self._deny(state, Check.POLICY, f"approval {state.approval.approval_id} was already used")
+        approval = state.approval if state.approval_to_consume else None
+        if approval is not None and not await self._store.consume_approval(
+            token.tenant, approval.approval_id, self._clock()
+        ):
+            return self._deny(state, Check.POLICY, f"approval {approval.approval_id} was already used")
         return None
 
 

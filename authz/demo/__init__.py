@@ -7,7 +7,15 @@ requests it receives at ``GET /_demo/requests`` so tests can see what the gatewa
 ``demo`` extra (``mcp``, ``starlette``, ``uvicorn``).
 """
 
-from authz.demo._app import DEFAULT_PORT, MCP_PATH, PORT_ENV, RequestRecorder, build_app, build_mcp_server, main
+from authz.demo._app import (
+    DEFAULT_PORT,
+    MCP_PATH,
+    PORT_ENV,
+    RequestRecorder,
+    build_app,
+    build_mcp_server,
+    main,
+)
 from authz.demo._book import (
     DeletionReceipt,
     InvalidToolArgument,

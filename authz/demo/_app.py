@@ -4,7 +4,8 @@ Routes:
 
 ``/mcp``
     MCP streamable HTTP (official SDK), stateless with JSON responses: every POST is self-contained
-    (no session id, no SSE), which is what a gateway that authorizes each request needs.
+    (no session id, no SSE), which is what a gateway that authorizes each request needs. GET answers
+    405 (no standalone stream); DELETE answers 405 from the SDK (no session to end).
 ``POST /v1/tool-call``
     ``{"tool": name, "arguments": {...}}`` → ``200 {"result": <structured result>}``. Errors are
     ``{"error": {"code", "message", "data"}}`` with 400 (malformed body, unknown tool, bad arguments),
@@ -28,7 +29,7 @@ from typing import Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
+from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -89,6 +90,32 @@ class _RecordHeaders:
         await self.app(scope, receive, send)
 
 
+class _NoStandaloneStream:
+    """Answer ``GET /mcp`` with 405, as the MCP spec allows for a server that offers no SSE stream.
+
+    In stateless mode the SDK would open a standalone SSE stream on GET that can never carry anything
+    (there is no session to push to) and stays open until a proxy's timeout cuts it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") == MCP_PATH:
+            response = JSONResponse(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {"code": -32600, "message": "no SSE stream: POST only"},
+                },
+                status_code=405,
+                headers={"allow": "POST, DELETE"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def build_mcp_server(book: InvoiceBook) -> MCPServer:
     """The MCP server with the four invoice tools bound to ``book``."""
     server = MCPServer(
@@ -145,7 +172,9 @@ def build_app(
             return _error(400, "invalid_request", '"arguments" must be an object', {"tool": name})
         known = {tool.name for tool in await server.list_tools()}
         if name not in known:
-            return _error(400, "unknown_tool", f"unknown tool {name!r}", {"tool": name, "tools": sorted(known)})
+            return _error(
+                400, "unknown_tool", f"unknown tool {name!r}", {"tool": name, "tools": sorted(known)}
+            )
         try:
             result = await server.call_tool(name, arguments)
         except ToolError as exc:
@@ -153,8 +182,8 @@ def build_app(
             if isinstance(cause, ValidationError):
                 # Locations and messages only: the rejected values are the caller's data.
                 errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in cause.errors()]
-                return _error(400, "invalid_arguments", "arguments do not match the tool's input schema",
-                              {"tool": name, "errors": errors})  # fmt: skip
+                message = "arguments do not match the tool's input schema"
+                return _error(400, "invalid_arguments", message, {"tool": name, "errors": errors})
             if isinstance(cause, InvalidToolArgument):
                 return _error(400, "invalid_arguments", str(cause), {"tool": name})
             if isinstance(cause, InvoiceNotFound):
@@ -185,7 +214,8 @@ def build_app(
         json_response=True,
         host=host,
     )
-    app.add_middleware(_RecordHeaders, recorder=recorder)
+    app.add_middleware(_NoStandaloneStream)
+    app.add_middleware(_RecordHeaders, recorder=recorder)  # added last = outermost: sees every request
     app.state.book = book
     app.state.recorder = recorder
     app.state.mcp_server = server
@@ -193,16 +223,12 @@ def build_app(
 
 
 def _default_port() -> int:
-    raw = os.environ.get(PORT_ENV)
+    raw = os.environ.get(PORT_ENV, "").strip()
     if not raw:
         return DEFAULT_PORT
-    try:
-        port = int(raw)
-    except ValueError:
-        raise SystemExit(f"{PORT_ENV} must be a port number, got {raw!r}") from None
-    if not 0 < port < 65536:
-        raise SystemExit(f"{PORT_ENV} must be a port number, got {raw!r}")
-    return port
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"{PORT_ENV} must be a TCP port number, got {raw!r}")
+    return int(raw)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,7 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     args = parser.parse_args(argv)
-    port = args.port if args.port is not None else _default_port()
+    try:
+        port = args.port if args.port is not None else _default_port()
+    except ValueError as exc:
+        parser.error(str(exc))
     uvicorn.run(
         build_app(host=args.host),
         host=args.host,

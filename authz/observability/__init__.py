@@ -42,7 +42,7 @@ class Metrics:
 
 
 async def serve_http(host: str, port: int, metrics: Metrics, ready: Callable[[], bool]) -> asyncio.Server:
-    """A minimal HTTP/1.1 responder: GET /healthz (alive), /readyz (store reachable, tenants loaded), /metrics."""
+    """Minimal HTTP/1.1: GET /healthz (alive), /readyz (store reachable, tenants loaded), /metrics."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -55,7 +55,9 @@ async def serve_http(host: str, port: int, metrics: Metrics, ready: Callable[[],
                 status, body, ctype = 200, "ok\n", "text/plain"
             elif path == "/readyz":
                 ok = ready()
-                status, body, ctype = (200, "ready\n", "text/plain") if ok else (503, "not ready\n", "text/plain")
+                status, body, ctype = (
+                    (200, "ready\n", "text/plain") if ok else (503, "not ready\n", "text/plain")
+                )
             elif path == "/metrics":
                 status, body, ctype = 200, metrics.render(), "text/plain; version=0.0.4"
             else:

@@ -43,9 +43,16 @@ def content_digest(content: str | bytes) -> str:
     return hashlib.sha256(content.encode() if isinstance(content, str) else content).hexdigest()
 
 
-def sign_entry(memory_key: bytes, *, entry_id: str, content: str | bytes, source: str, written_at: str) -> dict:
+def sign_entry(
+    memory_key: bytes, *, entry_id: str, content: str | bytes, source: str, written_at: str
+) -> dict:
     """Sign one memory entry; returns the entry as an agent presents it (with content hash and tag)."""
-    entry = {"id": entry_id, "content_sha256": content_digest(content), "source": source, "written_at": written_at}
+    entry = {
+        "id": entry_id,
+        "content_sha256": content_digest(content),
+        "source": source,
+        "written_at": written_at,
+    }
     entry["tag"] = hmac.new(memory_key, _signed_payload(entry), hashlib.sha256).hexdigest()
     return entry
 
@@ -64,10 +71,14 @@ def verify_entries(memory_key: bytes, raw: Any) -> ProvenanceResult:
         if "content" in entry:
             content = entry.pop("content")
             if not isinstance(content, str):
-                return ProvenanceResult(True, False, error=f"provenance entry {index}: content must be a string")
+                return ProvenanceResult(
+                    True, False, error=f"provenance entry {index}: content must be a string"
+                )
             digest = content_digest(content)
             if entry.setdefault("content_sha256", digest) != digest:
-                return ProvenanceResult(True, False, error=f"provenance entry {index}: content does not match its hash")
+                return ProvenanceResult(
+                    True, False, error=f"provenance entry {index}: content does not match its hash"
+                )
         missing = [name for name in (*_SIGNED_FIELDS, "tag") if not isinstance(entry.get(name), str)]
         if missing:
             what = "unsigned" if "tag" in missing else "incomplete"

@@ -72,7 +72,9 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     if config.tenants_file is not None:
         for change in await apply_tenants_file(store, config.tenants_file, validate_policy=compile_policy):
             log.info("%s", change)
-    keyring = KeyRing(config.keys.master_key, active_kid=config.keys.active_kid, live_kids=config.keys.live_kids)
+    keyring = KeyRing(
+        config.keys.master_key, active_kid=config.keys.active_kid, live_kids=config.keys.live_kids
+    )
     directory = TenantDirectory(
         store,
         compile_policy=lambda source, version: compile_policy(source, version=version),

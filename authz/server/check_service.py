@@ -32,7 +32,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._strip_authorization = strip_authorization
         self._metrics = metrics
 
-    async def Check(  # noqa: N802 (gRPC method name)
+    async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         try:
@@ -47,8 +47,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 data={"retry_after_ms": 1000},
             )
             self._count([decision])
-            return wire.denied_response(503, {"jsonrpc": "2.0", "id": None, "error": wire.decision_error(decision)},
-                                        decision.decision_id)
+            return wire.denied_response(
+                503,
+                {"jsonrpc": "2.0", "id": None, "error": wire.decision_error(decision)},
+                decision.decision_id,
+            )
 
     async def _check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext):
         deadline = wire.monotonic_deadline(context.time_remaining(), self._deadline_cap_s)

@@ -200,7 +200,9 @@ def _mcp_message(item: Any, base: dict[str, Any]) -> Message:
     if params is None:
         params = {}
     if not isinstance(params, dict | list):
-        raise _ProtocolError(Code.INVALID_REQUEST, "invalid request: params must be an object or array", request_id)
+        raise _ProtocolError(
+            Code.INVALID_REQUEST, "invalid request: params must be an object or array", request_id
+        )
     meta = params.get("_meta") if isinstance(params, dict) else None
     fields = dict(base)
     if isinstance(meta, dict):
@@ -219,7 +221,11 @@ def _mcp_message(item: Any, base: dict[str, Any]) -> Message:
         arguments = {}
     if not isinstance(arguments, dict):
         raise _ProtocolError(Code.INVALID_PARAMS, "invalid params: arguments must be an object", request_id)
-    return Message(CheckInput(**fields, rpc_method=method, tool=params["name"], arguments=arguments), request_id, notification)
+    return Message(
+        CheckInput(**fields, rpc_method=method, tool=params["name"], arguments=arguments),
+        request_id,
+        notification,
+    )
 
 
 # -- responses --------------------------------------------------------------------------------------------
@@ -265,7 +271,9 @@ def decision_error(decision: Decision) -> dict[str, Any]:
     """The JSON-RPC ``error`` member for a non-allow decision."""
     data = {"check": str(decision.check), "reason": decision.reason, "decision_id": decision.decision_id}
     data.update({k: v for k, v in decision.data.items() if v is not None and k != "code"})
-    return error_object(decision.code or int(Code.INVALID_REQUEST), _MESSAGES.get(decision.check, "denied"), data)
+    return error_object(
+        decision.code or int(Code.INVALID_REQUEST), _MESSAGES.get(decision.check, "denied"), data
+    )
 
 
 _MESSAGES = {
@@ -280,9 +288,7 @@ _MESSAGES = {
 }
 
 
-def denied_response(
-    http_status: int, body: Any, decision_id: str | None
-) -> external_auth_pb2.CheckResponse:
+def denied_response(http_status: int, body: Any, decision_id: str | None) -> external_auth_pb2.CheckResponse:
     headers = [_header("content-type", "application/json")]
     if decision_id:
         headers.append(_header(DECISION_HEADER, decision_id))
@@ -296,7 +302,9 @@ def denied_response(
     )
 
 
-def deny_for(parsed: ParsedRequest, denial: Decision, messages: Sequence[Message]) -> external_auth_pb2.CheckResponse:
+def deny_for(
+    parsed: ParsedRequest, denial: Decision, messages: Sequence[Message]
+) -> external_auth_pb2.CheckResponse:
     """The local reply for a denied (or escalated) call, in the transport's own shape."""
     error = decision_error(denial)
     if parsed.transport == "tool-call":
@@ -315,12 +323,20 @@ def protocol_denial(parsed: ParsedRequest) -> tuple[external_auth_pb2.CheckRespo
     from authz.check.models import new_decision_id
 
     decision = Decision(
-        decision_id=new_decision_id(), outcome=Outcome.DENY, check=Check.PROTOCOL, reason=message, data={"code": code}
+        decision_id=new_decision_id(),
+        outcome=Outcome.DENY,
+        check=Check.PROTOCOL,
+        reason=message,
+        data={"code": code},
     )
-    error = error_object(code, message, {"check": "protocol", "reason": message, "decision_id": decision.decision_id})
+    error = error_object(
+        code, message, {"check": "protocol", "reason": message, "decision_id": decision.decision_id}
+    )
     if parsed.transport == "tool-call":
         return denied_response(400, {"error": error}, decision.decision_id), decision
-    return denied_response(200, {"jsonrpc": "2.0", "id": request_id, "error": error}, decision.decision_id), decision
+    return denied_response(
+        200, {"jsonrpc": "2.0", "id": request_id, "error": error}, decision.decision_id
+    ), decision
 
 
 def monotonic_deadline(time_remaining: float | None, cap_s: float) -> float:

@@ -6,8 +6,8 @@ from authz.errors import ConfigError
 from authz.storage.models import (
     Approval,
     PolicyVersion,
-    ReserveResult,
     Reservation,
+    ReserveResult,
     Revocation,
     StoreVersions,
     TenantSettings,
@@ -34,8 +34,8 @@ def open_store(database_url: str) -> Store:
 __all__ = [
     "Approval",
     "PolicyVersion",
-    "ReserveResult",
     "Reservation",
+    "ReserveResult",
     "Revocation",
     "Store",
     "StoreVersions",

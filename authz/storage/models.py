@@ -86,7 +86,7 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class ReserveResult:
-    """``ok`` when every reservation was charged; otherwise ``exhausted`` names the first that would overrun."""
+    """``ok`` when every reservation was charged; else ``exhausted`` names the first that would overrun."""
 
     ok: bool
     exhausted: Reservation | None = None

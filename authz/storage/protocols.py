@@ -16,8 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 from authz.storage.models import (
     Approval,
     PolicyVersion,
-    ReserveResult,
     Reservation,
+    ReserveResult,
     Revocation,
     StoreVersions,
     TenantSettings,
@@ -70,7 +70,9 @@ class ApprovalStore(Protocol):
 
     async def get_approval(self, tenant: str, approval_id: str) -> Approval | None: ...
 
-    async def list_approvals(self, tenant: str | None = None, status: str | None = None) -> list[Approval]: ...
+    async def list_approvals(
+        self, tenant: str | None = None, status: str | None = None
+    ) -> list[Approval]: ...
 
     async def record_approval_decision(
         self, tenant: str, approval_id: str, operator: str, verdict: str, note: str, now: float

@@ -23,8 +23,8 @@ from authz.errors import AlreadyExists, FailedPrecondition, NotFound, StorageErr
 from authz.storage.models import (
     Approval,
     PolicyVersion,
-    ReserveResult,
     Reservation,
+    ReserveResult,
     Revocation,
     StoreVersions,
     TenantSettings,
@@ -60,7 +60,9 @@ class SQLiteDatabase:
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)"
+            )
             done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
             for name, script in _migrations():
                 if name in done:
@@ -137,7 +139,8 @@ class SQLiteStore(SQLiteAuditStore):
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO tenants (tenant, settings, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (tenant) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
+                "ON CONFLICT (tenant) DO UPDATE SET settings = excluded.settings, "
+                "updated_at = excluded.updated_at",
                 (tenant, json.dumps(settings.to_json(), sort_keys=True), time.time()),
             )
             _bump(conn, "settings")
@@ -159,7 +162,8 @@ class SQLiteStore(SQLiteAuditStore):
             ).fetchone()
             conn.execute("UPDATE policies SET active = 0 WHERE tenant = ? AND active = 1", (tenant,))
             conn.execute(
-                "INSERT INTO policies (tenant, version, source, content_hash, created_at, created_by, active) "
+                "INSERT INTO policies "
+                "(tenant, version, source, content_hash, created_at, created_by, active) "
                 "VALUES (?, ?, ?, ?, ?, ?, 1)",
                 (tenant, latest + 1, source, content_hash, now, actor),
             )
@@ -182,7 +186,8 @@ class SQLiteStore(SQLiteAuditStore):
 
     async def active_policies(self) -> dict[str, PolicyVersion]:
         rows = self.db.query(
-            "SELECT tenant, version, source, content_hash, created_at, created_by FROM policies WHERE active = 1"
+            "SELECT tenant, version, source, content_hash, created_at, created_by "
+            "FROM policies WHERE active = 1"
         )
         return {r[0]: PolicyVersion(*r, active=True) for r in rows}
 
@@ -219,8 +224,10 @@ class SQLiteStore(SQLiteAuditStore):
 
     async def list_revocations(self, tenant: str | None = None) -> list[Revocation]:
         sql = "SELECT tenant, kind, value, reason, revoked_at, revoked_by FROM revocations"
-        rows = self.db.query(sql + (" WHERE tenant = ?" if tenant else "") + " ORDER BY revoked_at",
-                             (tenant,) if tenant else ())
+        rows = self.db.query(
+            sql + (" WHERE tenant = ?" if tenant else "") + " ORDER BY revoked_at",
+            (tenant,) if tenant else (),
+        )
         return [Revocation(*r) for r in rows]
 
     # -- budgets ---------------------------------------------------------------------------------------
@@ -270,9 +277,22 @@ class SQLiteStore(SQLiteAuditStore):
         a = approval
         with self.db.transaction() as conn:
             conn.execute(
-                f"INSERT INTO approvals ({self._APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (a.approval_id, a.tenant, a.agent, a.tool, a.arguments_sha256, a.reason, a.status, a.quorum,
-                 a.created_at, a.expires_at, a.decision_id, json.dumps(list(a.decisions))),
+                f"INSERT INTO approvals ({self._APPROVAL_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    a.approval_id,
+                    a.tenant,
+                    a.agent,
+                    a.tool,
+                    a.arguments_sha256,
+                    a.reason,
+                    a.status,
+                    a.quorum,
+                    a.created_at,
+                    a.expires_at,
+                    a.decision_id,
+                    json.dumps(list(a.decisions)),
+                ),
             )
 
     async def get_approval(self, tenant: str, approval_id: str) -> Approval | None:
@@ -313,8 +333,13 @@ class SQLiteStore(SQLiteAuditStore):
             if status != "pending":
                 raise FailedPrecondition(f"approval {approval_id!r} is {status}, not pending")
             if any(d["operator"] == operator for d in approval.decisions):
-                raise FailedPrecondition(f"operator {operator!r} has already decided approval {approval_id!r}")
-            decisions = [*approval.decisions, {"operator": operator, "verdict": verdict, "note": note, "at": now}]
+                raise FailedPrecondition(
+                    f"operator {operator!r} has already decided approval {approval_id!r}"
+                )
+            decisions = [
+                *approval.decisions,
+                {"operator": operator, "verdict": verdict, "note": note, "at": now},
+            ]
             approvals = sum(1 for d in decisions if d["verdict"] == "approve")
             if verdict == "reject":
                 new_status = "rejected"

@@ -48,20 +48,37 @@ class Gateway:
         content = raw if raw is not None else json.dumps(body).encode()
         return httpx.post(f"{self.url}/v1/mcp", content=content, headers=h, timeout=10)
 
-    def call(self, tool: str, arguments: dict | None = None, token: str | None = None, request_id: Any = 1,
-             headers: dict[str, str] | None = None, meta: dict | None = None) -> httpx.Response:
+    def call(
+        self,
+        tool: str,
+        arguments: dict | None = None,
+        token: str | None = None,
+        request_id: Any = 1,
+        headers: dict[str, str] | None = None,
+        meta: dict | None = None,
+    ) -> httpx.Response:
         params: dict[str, Any] = {"name": tool, "arguments": arguments or {}}
         if meta:
             params["_meta"] = meta
-        return self.mcp({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params},
-                        token, headers)
+        return self.mcp(
+            {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}, token, headers
+        )
 
-    def tool_call(self, tool: str, arguments: dict | None = None, token: str | None = None,
-                  headers: dict[str, str] | None = None) -> httpx.Response:
+    def tool_call(
+        self,
+        tool: str,
+        arguments: dict | None = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         h = {"authorization": f"Bearer {token}"} if token else {}
         h.update(headers or {})
-        return httpx.post(f"{self.url}/v1/tool-call", json={"tool": tool, "arguments": arguments or {}},
-                          headers=h, timeout=10)
+        return httpx.post(
+            f"{self.url}/v1/tool-call",
+            json={"tool": tool, "arguments": arguments or {}},
+            headers=h,
+            timeout=10,
+        )
 
     def upstream_requests(self, path: str | None = None) -> list[dict]:
         params = {"path": path} if path else {}

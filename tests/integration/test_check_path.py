@@ -31,8 +31,16 @@ def test_allowed_tool_call_reaches_upstream_and_returns_its_result(gateway: Gate
 def test_initialize_and_tools_list_need_only_a_valid_token(gateway: Gateway):
     token = gateway.token(tools=["read_invoice"])
     init = gateway.mcp(
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
         token,
     )
     assert init.status_code == 200 and "result" in init.json(), init.text
@@ -50,21 +58,47 @@ def test_each_failing_check_returns_its_code_and_reason(gateway: Gateway):
     cases.append((gateway.call(*READ, token=None, request_id=7), -32010, "capability", "missing"))
     # intent: the prompt asks to read, the call transfers money
     prompt = quote("Please show me invoice INV-001")
-    cases.append((
-        gateway.call("transfer_funds", {"amount": 5, "iban": "DE89370400440532013000"}, gateway.token(),
-                     request_id=8, headers={"x-intent-prompt": prompt}),
-        -32011, "intent", "transfer_funds",
-    ))
+    cases.append(
+        (
+            gateway.call(
+                "transfer_funds",
+                {"amount": 5, "iban": "DE89370400440532013000"},
+                gateway.token(),
+                request_id=8,
+                headers={"x-intent-prompt": prompt},
+            ),
+            -32011,
+            "intent",
+            "transfer_funds",
+        )
+    )
     # policy: deletes are denied by the demo policy
-    cases.append((gateway.call("delete_invoice", {"invoice_id": "INV-001"}, gateway.token(), request_id=9),
-                  -32012, "policy", "delet"))
+    cases.append(
+        (
+            gateway.call("delete_invoice", {"invoice_id": "INV-001"}, gateway.token(), request_id=9),
+            -32012,
+            "policy",
+            "delet",
+        )
+    )
     # budget: max_calls = 1, second call refused
     once = gateway.token(max_calls=1)
     assert gateway.call(*READ, token=once).status_code == 200
     cases.append((gateway.call(*READ, token=once, request_id=10), -32013, "budget", "max_calls"))
     # approval: a large transfer escalates
-    cases.append((gateway.call("transfer_funds", {"amount": 25000, "iban": "DE89370400440532013000"},
-                               gateway.token(), request_id=11), -32019, "approval", "10000"))
+    cases.append(
+        (
+            gateway.call(
+                "transfer_funds",
+                {"amount": 25000, "iban": "DE89370400440532013000"},
+                gateway.token(),
+                request_id=11,
+            ),
+            -32019,
+            "approval",
+            "10000",
+        )
+    )
     for response, code, check, reason_part in cases:
         error = rpc_error(response)
         request_id = response.json()["id"]
@@ -111,7 +145,9 @@ def test_revoked_token_and_its_descendants_are_denied(gateway: Gateway, tmp_path
     env = {**gateway.stack.service_env(), "TESSERA_MASTER_KEY": "unused-for-revocation-0123456789"}
     subprocess.run(
         [sys.executable, "-m", "authz.cli", "token", "revoke", "--token", parent, "--reason", "test"],
-        env=env, check=True, capture_output=True,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     # SQLite replicas see revocations at once (no cache); allow for the poll anyway
     for token in (parent, child):
@@ -121,8 +157,20 @@ def test_revoked_token_and_its_descendants_are_denied(gateway: Gateway, tmp_path
     assert gateway.call(*READ, token=sibling).status_code == 200
     family = gateway.token()
     subprocess.run(
-        [sys.executable, "-m", "authz.cli", "token", "revoke", "--tenant", "demo", "--jti", inspect(family).jti],
-        env=env, check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "authz.cli",
+            "token",
+            "revoke",
+            "--tenant",
+            "demo",
+            "--jti",
+            inspect(family).jti,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
     )
     assert rpc_error(gateway.call(*READ, token=attenuate(family, ["max_calls = 5"])))["code"] == -32010
 
@@ -130,7 +178,9 @@ def test_revoked_token_and_its_descendants_are_denied(gateway: Gateway, tmp_path
 def test_attenuated_tokens_cannot_exceed_their_parent(gateway: Gateway):
     parent = gateway.token(tools=["read_invoice", "list_invoices"])
     # a holder widens the tools list with plain pymacaroons: the parent's caveat still binds
-    macaroon = pymacaroons.Macaroon.deserialize(parent + "=" * (-len(parent) % 4), serializer=BinarySerializer())
+    macaroon = pymacaroons.Macaroon.deserialize(
+        parent + "=" * (-len(parent) % 4), serializer=BinarySerializer()
+    )
     macaroon.add_first_party_caveat("tools = read_invoice,delete_invoice,transfer_funds")
     widened = macaroon.serialize(serializer=BinarySerializer()).rstrip("=")
     assert gateway.call(*READ, token=widened).status_code == 200
@@ -138,7 +188,10 @@ def test_attenuated_tokens_cannot_exceed_their_parent(gateway: Gateway):
     assert error["code"] == -32010 and "transfer_funds" in error["data"]["reason"]
     # removing the parent's caveat from the chain breaks the signature
     stripped = pymacaroons.Macaroon(
-        location=macaroon.location, identifier=macaroon.identifier, key="guess", version=pymacaroons.MACAROON_V2
+        location=macaroon.location,
+        identifier=macaroon.identifier,
+        key="guess",
+        version=pymacaroons.MACAROON_V2,
     )
     stripped.signature = macaroon.signature
     forged = stripped.serialize(serializer=BinarySerializer()).rstrip("=")
@@ -150,9 +203,13 @@ def test_argument_caveats_allow_and_deny_as_written(gateway: Gateway):
     iban = "DE89370400440532013000"
     ok = gateway.call("transfer_funds", {"amount": 1000, "iban": iban, "currency": "EUR"}, token)
     assert ok.status_code == 200 and "result" in ok.json(), ok.text
-    too_much = rpc_error(gateway.call("transfer_funds", {"amount": 1000.5, "iban": iban, "currency": "EUR"}, token))
+    too_much = rpc_error(
+        gateway.call("transfer_funds", {"amount": 1000.5, "iban": iban, "currency": "EUR"}, token)
+    )
     assert too_much["code"] == -32010 and "amount" in too_much["data"]["reason"]
-    wrong_currency = rpc_error(gateway.call("transfer_funds", {"amount": 5, "iban": iban, "currency": "GBP"}, token))
+    wrong_currency = rpc_error(
+        gateway.call("transfer_funds", {"amount": 5, "iban": iban, "currency": "GBP"}, token)
+    )
     assert wrong_currency["code"] == -32010 and "currency" in wrong_currency["data"]["reason"]
     missing = rpc_error(gateway.call("transfer_funds", {"amount": 5, "iban": iban}, token))
     assert missing["code"] == -32010
@@ -176,14 +233,20 @@ def test_protocol_errors(gateway: Gateway):
     assert parse["code"] == -32700
     not_rpc = gateway.mcp({"hello": "world"}, token)
     assert rpc_error(not_rpc)["code"] == -32600
-    bad_params = rpc_error(gateway.mcp({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"arguments": {}}}, token))
+    bad_params = rpc_error(
+        gateway.mcp({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"arguments": {}}}, token)
+    )
     assert bad_params["code"] == -32602
 
 
 def test_body_over_the_limit_gets_413_and_never_reaches_upstream(gateway: Gateway):
     gateway.clear_upstream()
-    big = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-           "params": {"name": "read_invoice", "arguments": {"invoice_id": "x" * (1024 * 1024 + 10)}}}
+    big = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "read_invoice", "arguments": {"invoice_id": "x" * (1024 * 1024 + 10)}},
+    }
     response = gateway.mcp(big, gateway.token())
     assert response.status_code == 413
     assert gateway.upstream_requests("/mcp") == []
@@ -192,10 +255,16 @@ def test_body_over_the_limit_gets_413_and_never_reaches_upstream(gateway: Gatewa
 def test_upstream_never_sees_the_bearer_token_or_client_tessera_headers(gateway: Gateway):
     gateway.clear_upstream()
     token = gateway.token(agent="agent-7")
-    response = gateway.call(*READ, token=token, headers={
-        "x-tessera-tenant": "evil", "x-tessera-agent": "root", "x-tessera-decision-id": "forged",
-        "x-tessera-extra": "spoof",
-    })
+    response = gateway.call(
+        *READ,
+        token=token,
+        headers={
+            "x-tessera-tenant": "evil",
+            "x-tessera-agent": "root",
+            "x-tessera-decision-id": "forged",
+            "x-tessera-extra": "spoof",
+        },
+    )
     assert response.status_code == 200 and "result" in response.json(), response.text
     (seen,) = gateway.upstream_requests("/mcp")
     headers = seen["headers"]
@@ -217,7 +286,9 @@ def test_tool_call_transport_statuses(gateway: Gateway):
     escalated = gateway.tool_call("transfer_funds", {"amount": 20000, "iban": "X"}, gateway.token())
     assert escalated.status_code == 202
     assert escalated.json()["error"]["code"] == -32019
-    bad = __import__("httpx").post(f"{gateway.url}/v1/tool-call", content=b"{", headers={"authorization": f"Bearer {token}"})
+    bad = __import__("httpx").post(
+        f"{gateway.url}/v1/tool-call", content=b"{", headers={"authorization": f"Bearer {token}"}
+    )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == -32700
 
 
@@ -231,8 +302,18 @@ def test_notification_denied_gets_403(gateway: Gateway):
 def test_batch_is_denied_when_one_element_is_denied(gateway: Gateway):
     token = gateway.token()
     batch = [
-        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "read_invoice", "arguments": {"invoice_id": "INV-001"}}},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "delete_invoice", "arguments": {"invoice_id": "INV-001"}}},
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "read_invoice", "arguments": {"invoice_id": "INV-001"}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "delete_invoice", "arguments": {"invoice_id": "INV-001"}},
+        },
     ]
     response = gateway.mcp(batch, token)
     assert response.status_code == 200
@@ -243,8 +324,13 @@ def test_batch_is_denied_when_one_element_is_denied(gateway: Gateway):
 
 def test_memory_provenance_is_verified(gateway: Gateway):
     key = gateway.keyring.derive_subkey("memory", "demo")
-    entry = sign_entry(key, entry_id="m1", content="IBAN DE89370400440532013000", source="crm",
-                       written_at="2026-11-01T00:00:00Z")
+    entry = sign_entry(
+        key,
+        entry_id="m1",
+        content="IBAN DE89370400440532013000",
+        source="crm",
+        written_at="2026-11-01T00:00:00Z",
+    )
     header = base64.urlsafe_b64encode(json.dumps([entry]).encode()).decode().rstrip("=")
     ok = gateway.call(*READ, token=gateway.token(), headers={"x-memory-provenance": header})
     assert ok.status_code == 200 and "result" in ok.json(), ok.text

@@ -31,11 +31,24 @@ class SlowExtractor:
 
         async def extract(request):
             await asyncio.sleep(self.delay)
-            return JSONResponse({"intent": {"summary": "read", "allowed_tools": ["read_invoice"],
-                                            "forbidden_tools": [], "confidence": 0.9, "rationale": "slow"}})
+            return JSONResponse(
+                {
+                    "intent": {
+                        "summary": "read",
+                        "allowed_tools": ["read_invoice"],
+                        "forbidden_tools": [],
+                        "confidence": 0.9,
+                        "rationale": "slow",
+                    }
+                }
+            )
 
-        config = uvicorn.Config(Starlette(routes=[Route("/v1/extract", extract, methods=["POST"])]),
-                                host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(
+            Starlette(routes=[Route("/v1/extract", extract, methods=["POST"])]),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -91,11 +104,16 @@ def test_slow_dependency_past_the_deadline_denies_with_unavailable(tmp_path):
         stack, gw = start_gateway(
             tmp_path,
             check_timeout_ms=500,
-            env={"TESSERA_INTENT_URL": f"http://127.0.0.1:{extractor.port}", "TESSERA_INTENT_TIMEOUT_S": "10"},
+            env={
+                "TESSERA_INTENT_URL": f"http://127.0.0.1:{extractor.port}",
+                "TESSERA_INTENT_TIMEOUT_S": "10",
+            },
         )
         try:
             gw.clear_upstream()
-            response = gw.call(*READ, token=gw.token(), headers={"x-intent-prompt": quote("show invoice INV-001")})
+            response = gw.call(
+                *READ, token=gw.token(), headers={"x-intent-prompt": quote("show invoice INV-001")}
+            )
             error = rpc_error(response)
             assert error["code"] == -32018
             assert "deadline" in error["data"]["reason"] and "intent" in error["data"]["reason"]

