@@ -214,7 +214,7 @@ Demo token (tenant demo, agent demo-agent, valid 24h):
 
 Try:
   curl -s {stack.url}/v1/tool-call -H "Authorization: Bearer $TOKEN" \\
-       -d '{{"tool": "read_invoice", "arguments": {{"invoice_id": "INV-001"}}}}'
+       -d '{{"tool": "read_invoice", "arguments": {{"invoice_id": "INV-1001"}}}}'
 
 Ctrl-C stops everything.""",
             flush=True,

@@ -338,7 +338,8 @@ def inspect(token: str) -> TokenInfo:
         jti=str(ident["jti"]),
         version=ident["v"] if isinstance(ident["v"], int) else 0,
         location=macaroon.location or "",
-        token_id=hashlib.sha256(macaroon.signature_bytes).hexdigest(),
+        # pymacaroons keeps the signature hex-encoded; the gateway hashes the raw 32 bytes
+        token_id=hashlib.sha256(binascii.unhexlify(macaroon.signature_bytes)).hexdigest(),
         caveats=tuple(texts),
         agent=agent,
         tools=tools,
@@ -389,6 +390,9 @@ def attenuate(
     if tools is not None:
         if isinstance(tools, str) or not tools or not all(isinstance(t, str) for t in tools):
             raise ValueError("tools must be a non-empty sequence of tool names")
+        bad = [t for t in tools if not _TOOL_RE.fullmatch(t)]
+        if bad:
+            raise ValueError(f"invalid tool name {bad[0]!r} (1-128 characters, no whitespace or comma)")
         new.append("tools = " + ",".join(tools))
     if not_before is not None:
         new.append(f"not_before > {_format_time(not_before)}")

@@ -13,8 +13,9 @@ Routes:
 ``GET /healthz``
     200 ``{"status": "ok"}``.
 ``GET /_demo/requests`` (``?path=/mcp`` to filter), ``DELETE /_demo/requests``
-    The headers of the last 100 requests (lower-cased names, every value in order), oldest first, so
-    tests can prove what the gateway forwarded. ``/healthz`` and ``/_demo/*`` are not recorded.
+    ``{"requests": [...]}``: the last 100 requests, oldest first, each ``{"seq", "time", "method",
+    "path", "query", "headers": {lower-cased name: [every value, in order]}}``, so tests can prove what
+    the gateway forwarded. ``/healthz`` and ``/_demo/*`` are not recorded. DELETE empties it (204).
 """
 
 from __future__ import annotations

@@ -82,7 +82,9 @@ class Gateway:
 
     def upstream_requests(self, path: str | None = None) -> list[dict]:
         params = {"path": path} if path else {}
-        return httpx.get(f"{self.stack.upstream_url}/_demo/requests", params=params, timeout=5).json()
+        return httpx.get(f"{self.stack.upstream_url}/_demo/requests", params=params, timeout=5).json()[
+            "requests"
+        ]
 
     def clear_upstream(self) -> None:
         httpx.delete(f"{self.stack.upstream_url}/_demo/requests", timeout=5)

@@ -15,7 +15,7 @@ from authz.provenance import sign_entry
 from authz.token import attenuate, inspect
 from tests.integration.conftest import Gateway, rpc_error
 
-READ = ("read_invoice", {"invoice_id": "INV-001"})
+READ = ("read_invoice", {"invoice_id": "INV-1001"})
 
 
 def test_allowed_tool_call_reaches_upstream_and_returns_its_result(gateway: Gateway):
@@ -24,7 +24,7 @@ def test_allowed_tool_call_reaches_upstream_and_returns_its_result(gateway: Gate
     body = response.json()
     assert body["id"] == "abc"
     assert "result" in body and not body["result"].get("isError")
-    assert "INV-001" in json.dumps(body["result"])
+    assert "INV-1001" in json.dumps(body["result"])
     assert len(response.headers["x-tessera-decision-id"]) == 28
 
 
@@ -57,7 +57,7 @@ def test_each_failing_check_returns_its_code_and_reason(gateway: Gateway):
     # capability: no token
     cases.append((gateway.call(*READ, token=None, request_id=7), -32010, "capability", "missing"))
     # intent: the prompt asks to read, the call transfers money
-    prompt = quote("Please show me invoice INV-001")
+    prompt = quote("Please show me invoice INV-1001")
     cases.append(
         (
             gateway.call(
@@ -75,7 +75,7 @@ def test_each_failing_check_returns_its_code_and_reason(gateway: Gateway):
     # policy: deletes are denied by the demo policy
     cases.append(
         (
-            gateway.call("delete_invoice", {"invoice_id": "INV-001"}, gateway.token(), request_id=9),
+            gateway.call("delete_invoice", {"invoice_id": "INV-1001"}, gateway.token(), request_id=9),
             -32012,
             "policy",
             "delet",
@@ -279,10 +279,10 @@ def test_upstream_never_sees_the_bearer_token_or_client_tessera_headers(gateway:
 def test_tool_call_transport_statuses(gateway: Gateway):
     token = gateway.token(max_calls=1)
     ok = gateway.tool_call(*READ, token=token)
-    assert ok.status_code == 200 and "INV-001" in ok.text
+    assert ok.status_code == 200 and "INV-1001" in ok.text
     assert gateway.tool_call(*READ, token=None).status_code == 401
     assert gateway.tool_call(*READ, token=token).status_code == 429
-    assert gateway.tool_call("delete_invoice", {"invoice_id": "INV-001"}, gateway.token()).status_code == 403
+    assert gateway.tool_call("delete_invoice", {"invoice_id": "INV-1001"}, gateway.token()).status_code == 403
     escalated = gateway.tool_call("transfer_funds", {"amount": 20000, "iban": "X"}, gateway.token())
     assert escalated.status_code == 202
     assert escalated.json()["error"]["code"] == -32019
@@ -306,13 +306,13 @@ def test_batch_is_denied_when_one_element_is_denied(gateway: Gateway):
             "jsonrpc": "2.0",
             "id": 1,
             "method": "tools/call",
-            "params": {"name": "read_invoice", "arguments": {"invoice_id": "INV-001"}},
+            "params": {"name": "read_invoice", "arguments": {"invoice_id": "INV-1001"}},
         },
         {
             "jsonrpc": "2.0",
             "id": 2,
             "method": "tools/call",
-            "params": {"name": "delete_invoice", "arguments": {"invoice_id": "INV-001"}},
+            "params": {"name": "delete_invoice", "arguments": {"invoice_id": "INV-1001"}},
         },
     ]
     response = gateway.mcp(batch, token)

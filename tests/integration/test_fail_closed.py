@@ -19,7 +19,7 @@ from starlette.routing import Route
 from authz.stack import free_port
 from tests.integration.conftest import Gateway, rpc_error, start_gateway
 
-READ = ("read_invoice", {"invoice_id": "INV-001"})
+READ = ("read_invoice", {"invoice_id": "INV-1001"})
 
 
 class SlowExtractor:
@@ -112,7 +112,7 @@ def test_slow_dependency_past_the_deadline_denies_with_unavailable(tmp_path):
         try:
             gw.clear_upstream()
             response = gw.call(
-                *READ, token=gw.token(), headers={"x-intent-prompt": quote("show invoice INV-001")}
+                *READ, token=gw.token(), headers={"x-intent-prompt": quote("show invoice INV-1001")}
             )
             error = rpc_error(response)
             assert error["code"] == -32018
