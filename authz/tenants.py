@@ -9,6 +9,8 @@ Format (YAML)::
         policy: policy.rego          # path (relative to this file); promoted when its hash changed
         tool_costs: {transfer_funds: 5}
         provenance_required_tools: []
+        budget_rules:                # fixed UTC windows; see authz/budget
+          - {scope: agent, window: hour, max_calls: 100}
 
 Applying is idempotent: settings are written only when they differ, and a policy is promoted only when
 its content hash differs from the tenant's active one, so restarts do not grow the policy history.
@@ -22,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from authz.errors import ConfigError
+from authz.budget import parse_rules
+from authz.errors import ConfigError, InvalidArgument
 from authz.storage import Store, TenantSettings
 from authz.token import valid_name
 
@@ -90,8 +93,11 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
                 tool_costs={str(k): float(v) for k, v in (spec.get("tool_costs") or {}).items()},
                 budget_rules=tuple(spec.get("budget_rules") or ()),
             )
+            parse_rules(settings.budget_rules)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        except InvalidArgument as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
         result[str(name)] = (settings, policy_source)
     return result
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from authz.budget import BudgetRule, parse_rules
+from authz.errors import ConfigError, InvalidArgument
 from authz.storage import PolicyVersion, Store, StoreVersions, TenantSettings
 
 log = logging.getLogger("tessera.directory")
@@ -27,6 +29,10 @@ class TenantView:
     policy: Any | None  # authz.policy.CompiledPolicy
     policy_version: PolicyVersion | None
     extractor: Any | None  # intent extractor for this tenant (None: intent off)
+    budget_rules: tuple[BudgetRule, ...] = ()
+    #: Set when the stored settings cannot be used (e.g. a malformed budget rule): the tenant's
+    #: tool calls deny with -32018 until the settings are fixed, rather than running unbudgeted.
+    settings_error: str | None = None
 
 
 class TenantDirectory:
@@ -81,10 +87,25 @@ class TenantDirectory:
                     compiled[version.content_hash] = policy
             previous = old.get(name)
             if previous is not None and previous.settings == tenant_settings:
-                extractor = previous.extractor
-            else:
+                views[name] = TenantView(
+                    name,
+                    tenant_settings,
+                    policy,
+                    version,
+                    previous.extractor,
+                    previous.budget_rules,
+                    previous.settings_error,
+                )
+                continue
+            rules: tuple[BudgetRule, ...] = ()
+            settings_error = None
+            try:
+                rules = parse_rules(tenant_settings.budget_rules)
                 extractor = self._build_extractor(name, tenant_settings)
-            views[name] = TenantView(name, tenant_settings, policy, version, extractor)
+            except (InvalidArgument, ConfigError) as exc:
+                log.error("tenant %s settings are unusable: %s", name, exc.message)
+                extractor, settings_error = None, f"tenant settings are unusable: {exc.message}"
+            views[name] = TenantView(name, tenant_settings, policy, version, extractor, rules, settings_error)
         self._compiled = compiled
         self._tenants = MappingProxyType(views)
         self._versions = versions

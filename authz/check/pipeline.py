@@ -20,11 +20,12 @@ from typing import Any
 
 import rfc8785
 
+from authz.budget import rule_reservations, token_reservations, tool_cost
 from authz.check.directory import TenantDirectory, TenantView
 from authz.check.models import Check, CheckInput, Decision, Outcome, new_decision_id
 from authz.intent import judge_intent
 from authz.provenance import NOT_PRESENTED, ProvenanceResult, verify_entries
-from authz.storage import Approval, Reservation, Store
+from authz.storage import Approval, Store
 
 log = logging.getLogger("tessera.check")
 
@@ -182,6 +183,8 @@ class Pipeline:
         if tenant is None:
             return self._deny(state, Check.CAPABILITY, f"unknown tenant {authenticated.tenant!r}")
         state.tenant = tenant
+        if tenant.settings_error is not None and inp.tool is not None:
+            return self._unavailable(state, tenant.settings_error)
         if await self._store.is_revoked(authenticated.tenant, authenticated.jti, authenticated.ancestor_ids):
             return self._deny(state, Check.CAPABILITY, "token revoked")
         if inp.tool is not None:
@@ -279,7 +282,7 @@ class Pipeline:
         return None
 
     def _escalation(self, state: CallState, approval: Approval) -> Decision:
-        expires = datetime.fromtimestamp(approval.expires_at, UTC).isoformat().replace("+00:00", "Z")
+        expires = _rfc3339(approval.expires_at)
         return self._decide(
             state,
             Outcome.ESCALATE,
@@ -317,17 +320,12 @@ class Pipeline:
     async def _budget(self, state: CallState) -> Decision | None:
         token, tenant, inp = state.token, state.tenant, state.input
         assert tenant is not None and inp.tool is not None
-        cost = tenant.settings.tool_costs.get(inp.tool, 1.0)
-        reservations = [
-            Reservation(
-                key=f"{token.tenant}/token/{counter.kind}/{counter.key}",
-                window_start=0,
-                amount=1.0 if counter.kind == "calls" else cost,
-                limit=float(counter.limit),
-                scope=f"token:max_{counter.kind}",
+        cost = tool_cost(tenant.settings, inp.tool)
+        reservations = token_reservations(token.tenant, token.budget_counters, cost)
+        if tenant.budget_rules:
+            reservations += rule_reservations(
+                token.tenant, token.agent, tenant.budget_rules, cost, self._clock()
             )
-            for counter in token.budget_counters
-        ]
         if reservations:
             result = await self._store.reserve(reservations)
             if not result.ok:
@@ -340,7 +338,7 @@ class Pipeline:
                     scope=exhausted.scope,
                     limit=_num(exhausted.limit),
                     used=_num(result.used),
-                    resets_at=exhausted.resets_at,
+                    resets_at=_rfc3339(exhausted.resets_at) if exhausted.resets_at else None,
                 )
         approval = state.approval if state.approval_to_consume else None
         if approval is not None and not await self._store.consume_approval(
@@ -348,6 +346,10 @@ class Pipeline:
         ):
             return self._deny(state, Check.POLICY, f"approval {approval.approval_id} was already used")
         return None
+
+
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _num(value: float) -> int | float:
