@@ -275,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--reason", default="revoked from the CLI")
     r.set_defaults(func=cmd_token_revoke)
 
+    from authz.client.cli import add_call_command
+
+    add_call_command(sub)
+
     try:
         from authz.audit.cli import add_audit_commands
     except ImportError:

@@ -9,13 +9,13 @@ append transaction, after reading (and locking) the tenant's head.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-import rfc8785
+from authz.canonical import MAX_SAFE_INT as _MAX_SAFE_INT  # larger integers are exported as strings
+from authz.canonical import canonical_json
 
 #: The chain that holds decisions made before a tenant was known (malformed token, protocol error).
 #: Tenant creation must refuse this name (a leading underscore is reserved).
@@ -24,53 +24,14 @@ GATEWAY_TENANT = "_gateway"
 #: ``prev_hash`` of every tenant's first event: 32 zero bytes, hex.
 GENESIS_HASH = "00" * 32
 
-_MAX_SAFE_INT = 2**53 - 1  # RFC 8785 (I-JSON) numbers: larger integers are exported as strings
+
 _MAX_DEPTH = 8
 _MAX_ITEMS = 256
 
 
 def canonical_event(event: Mapping[str, Any]) -> bytes:
-    """RFC 8785 bytes of an event (what is hashed and what the store keeps, as UTF-8 text).
-
-    Fast path: for JSON made only of dicts with ASCII string keys, lists, strings, booleans, null and
-    integers within ±(2**53-1) (every decision event this package builds), RFC 8785 output is exactly
-    ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``: both escape only the quote,
-    the backslash and control characters (short forms for b, f, n, r, t; lowercase ``u00xx`` otherwise),
-    code-point order equals UTF-16 order for ASCII keys, and there are no floats to format. The C encoder
-    is about 7x faster than ``rfc8785``'s pure-Python one, which handles everything else (floats,
-    non-ASCII keys, lone surrogates). ``tests/unit/test_audit_chain.py`` cross-checks the two.
-    """
-    if type(event) is dict and _plain(event):
-        try:
-            return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        except UnicodeEncodeError:  # a lone surrogate: let rfc8785 decide
-            pass
-    return rfc8785.dumps(event)
-
-
-def _plain(root: Any) -> bool:
-    """True when ``root`` holds only what the fast path encodes exactly like RFC 8785 (iterative walk)."""
-    stack = [root]
-    while stack:
-        value = stack.pop()
-        kind = type(value)
-        if kind is dict:
-            try:
-                if not "".join(value).isascii():  # keys; a non-str key raises TypeError
-                    return False
-            except TypeError:
-                return False
-            stack.extend(value.values())
-        elif kind is list:
-            stack.extend(value)
-        elif kind is str or kind is bool or value is None:
-            continue
-        elif kind is int:
-            if not -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
-                return False
-        else:
-            return False
-    return True
+    """RFC 8785 bytes of an event (what is hashed and what the store keeps, as UTF-8 text)."""
+    return canonical_json(event)
 
 
 def chain_hash(prev_hash: str, canonical: bytes) -> str:

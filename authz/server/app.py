@@ -27,6 +27,10 @@ log = logging.getLogger("tessera")
 
 CHECK_SERVICE_NAME = "envoy.service.auth.v3.Authorization"
 
+#: Envoy multiplexes every Check on one HTTP/2 connection per worker: allow many concurrent streams, and
+#: no SO_REUSEPORT (several processes on one port would not share that one connection anyway).
+GRPC_SERVER_OPTIONS = [("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 1000)]
+
 
 @dataclass
 class CheckRuntime:
@@ -97,7 +101,7 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
 async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = None) -> None:
     """Run the check service until SIGTERM/SIGINT: ext_authz + health on the check port, metrics HTTP."""
     runtime = await build_runtime(config)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 1000)])
+    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         AuthorizationService(
             runtime.pipeline,

@@ -91,7 +91,10 @@ class Gateway:
 
 
 def start_gateway(workdir: Path, **stack_kwargs: Any) -> tuple[Stack, Gateway]:
-    env = {"TESSERA_MASTER_KEY": MASTER_KEY, "TESSERA_LOG_LEVEL": "WARNING"}
+    # Generous deadlines: the 2-core test machine runs Envoy, several Tessera processes and the load
+    # generator at once; tests that want a short deadline set their own.
+    env = {"TESSERA_MASTER_KEY": MASTER_KEY, "TESSERA_DEADLINE_MS": "4000"}
+    stack_kwargs.setdefault("check_timeout_ms", 5000)
     env.update(stack_kwargs.pop("env", {}))
     stack = Stack(workdir, ports=StackPorts.free(), env=env, **stack_kwargs)
     stack.start()

@@ -29,7 +29,7 @@ DELETE = {
 
 
 async def test_kill_9_under_load_loses_no_answered_decision(tmp_path):
-    stack, gw = start_gateway(tmp_path, check_timeout_ms=1000)
+    stack, gw = start_gateway(tmp_path)
     try:
         token = gw.token()
         answered: list[str] = []

@@ -103,10 +103,11 @@ def test_slow_dependency_past_the_deadline_denies_with_unavailable(tmp_path):
     with SlowExtractor(delay=2.0) as extractor:
         stack, gw = start_gateway(
             tmp_path,
-            check_timeout_ms=500,
+            check_timeout_ms=3000,
             env={
                 "TESSERA_INTENT_URL": f"http://127.0.0.1:{extractor.port}",
                 "TESSERA_INTENT_TIMEOUT_S": "10",
+                "TESSERA_DEADLINE_MS": "300",  # Tessera's own deadline passes long before Envoy's
             },
         )
         try:

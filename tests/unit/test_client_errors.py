@@ -35,7 +35,11 @@ ALL = [
 
 
 def rpc(code, message="denied", **data):
-    return {"code": code, "message": message, "data": {"check": "x", "reason": "why", "decision_id": "d1", **data}}
+    return {
+        "code": code,
+        "message": message,
+        "data": {"check": "x", "reason": "why", "decision_id": "d1", **data},
+    }
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,8 @@ from authz.client import (
     ProtocolError,
     ToolResult,
     UnavailableError,
+    _protocol,
 )
-from authz.client import _protocol
 
 URL = "http://gateway.test:8080"
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -107,7 +107,9 @@ async def test_tool_call_sends_json_rpc_with_token(kind):
     assert str(request.url) == f"{URL}/v1/mcp" and request.method == "POST"
     assert request.headers["authorization"] == "Bearer tok"
     assert request.headers["content-type"] == "application/json"
-    assert "text/event-stream" in request.headers["accept"] and "application/json" in request.headers["accept"]
+    assert (
+        "text/event-stream" in request.headers["accept"] and "application/json" in request.headers["accept"]
+    )
     assert "x-intent-prompt" not in request.headers and "x-approval-id" not in request.headers
     body = script.body()
     assert body == {
@@ -141,7 +143,9 @@ async def test_prompt_is_percent_encoded_and_round_trips(kind, prompt):
 
 async def test_request_id_approval_id_and_provenance_are_sent(kind):
     script = Script(result(TEXT))
-    entries = [{"id": "m1", "content_sha256": "ab" * 32, "source": "crm", "written_at": "2025-01-01T00:00:00Z"}]
+    entries = [
+        {"id": "m1", "content_sha256": "ab" * 32, "source": "crm", "written_at": "2025-01-01T00:00:00Z"}
+    ]
     res = await Client(kind, script).call(
         "tool_call", "t", None, request_id="req-7", approval_id="ap-9", provenance=entries
     )
@@ -198,7 +202,8 @@ async def test_event_stream_replies_are_read(kind):
         rid = json.loads(request.content)["id"]
         note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
         final = {"jsonrpc": "2.0", "id": rid, "result": TEXT}
-        text = f"event: message\ndata: {json.dumps(note)}\n\nid: 2\nevent: message\ndata: {json.dumps(final)}\n\n"
+        text = f"event: message\ndata: {json.dumps(note)}\n\n"
+        text += f"id: 2\nevent: message\ndata: {json.dumps(final)}\n\n"
         return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
 
     res = await Client(kind, Script(reply)).call("tool_call", "t")
@@ -209,15 +214,26 @@ async def test_event_stream_error_replies_raise_typed(kind):
     def reply(request):
         rid = json.loads(request.content)["id"]
         msg = {"jsonrpc": "2.0", "id": rid, "error": {"code": -32012, "message": "denied by policy"}}
-        return httpx.Response(200, text=f"data: {json.dumps(msg)}\r\n\r\n", headers={"content-type": "text/event-stream"})
+        return httpx.Response(
+            200, text=f"data: {json.dumps(msg)}\r\n\r\n", headers={"content-type": "text/event-stream"}
+        )
 
     with pytest.raises(PolicyError):
         await Client(kind, Script(reply)).call("tool_call", "t")
 
 
 async def test_denials_raise_typed_errors_with_gateway_data(kind):
-    script = Script(error(-32013, "budget exhausted", check="budget", reason="spent", decision_id="d9",
-                          scope="token:max_calls", limit=1))  # fmt: skip
+    script = Script(
+        error(
+            -32013,
+            "budget exhausted",
+            check="budget",
+            reason="spent",
+            decision_id="d9",
+            scope="token:max_calls",
+            limit=1,
+        )
+    )
     with pytest.raises(BudgetError) as info:
         await Client(kind, script).call("tool_call", "t")
     assert (info.value.check, info.value.reason, info.value.decision_id) == ("budget", "spent", "d9")
@@ -251,8 +267,14 @@ async def test_non_2xx_raises_gateway_error(kind, status, body, content_type):
 
 
 async def test_non_2xx_with_a_json_rpc_error_keeps_its_code(kind):
-    body = {"jsonrpc": "2.0", "error": {"code": -32010, "message": "capability check failed",
-                                        "data": {"check": "capability", "decision_id": "d2"}}}  # fmt: skip
+    body = {
+        "jsonrpc": "2.0",
+        "error": {
+            "code": -32010,
+            "message": "capability check failed",
+            "data": {"check": "capability", "decision_id": "d2"},
+        },
+    }
     with pytest.raises(GatewayError) as info:
         await Client(kind, Script(httpx.Response(403, json=body))).call("tool_call", "t")
     assert (info.value.http_status, info.value.code, info.value.check) == (403, -32010, "capability")
@@ -301,7 +323,9 @@ async def test_malformed_json_rpc_raises_protocol_error(kind, make):
 
 
 async def test_a_json_rpc_error_with_null_id_is_still_typed(kind):
-    reply = httpx.Response(200, json={"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse"}})
+    reply = httpx.Response(
+        200, json={"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse"}}
+    )
     with pytest.raises(ProtocolError) as info:
         await Client(kind, Script(reply)).call("tool_call", "t")
     assert info.value.code == -32700
@@ -345,7 +369,10 @@ async def test_wait_for_approval_repeats_the_call_with_the_approval_id(kind, fas
     for request in script.requests[1:]:
         assert request.headers["x-approval-id"] == "ap-1"
         assert unquote_to_bytes(request.headers["x-intent-prompt"]) == b"pay"
-        assert json.loads(request.content)["params"] == {"name": "transfer_funds", "arguments": {"amount": 20000}}
+        assert json.loads(request.content)["params"] == {
+            "name": "transfer_funds",
+            "arguments": {"amount": 20000},
+        }
 
 
 async def test_wait_for_approval_stops_on_rejection(kind, fast_polls):
