@@ -299,7 +299,7 @@ class Pipeline:
         return {
             "tenant": token.tenant,
             "agent": token.agent,
-            "token": {"id": token.token_id, "jti": token.jti, "caveats": [str(c) for c in token.caveats]},
+            "token": {"id": token.token_id, "jti": token.jti, "caveats": list(token.raw_caveats)},
             "request": {
                 "transport": inp.transport,
                 "method": inp.http_method,

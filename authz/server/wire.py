@@ -60,16 +60,19 @@ class ParsedRequest:
 
 
 class _Headers:
-    """Lower-cased request headers; keeps repeats so an ambiguous credential can be refused."""
+    """Lower-cased request headers; keeps repeats so an ambiguous credential can be refused.
+
+    Values stay as Envoy sent them (raw bytes with ``encode_raw_headers``) until a header is read:
+    only a handful of the dozen or so headers of a request are ever needed.
+    """
 
     __slots__ = ("values",)
 
     def __init__(self, http: Any):
-        values: dict[str, list[str]] = {}
+        values: dict[str, list[Any]] = {}
         if http.header_map.headers:
             for h in http.header_map.headers:
-                raw = h.raw_value if h.raw_value else h.value.encode()
-                values.setdefault(h.key.lower(), []).append(raw.decode("utf-8", "surrogateescape"))
+                values.setdefault(h.key.lower(), []).append(h)
         else:
             for key, value in http.headers.items():
                 values.setdefault(key.lower(), []).append(value)
@@ -81,7 +84,11 @@ class _Headers:
             return None
         if len(found) > 1:
             raise _ProtocolError(Code.INVALID_REQUEST, f"header {name} was sent more than once")
-        return found[0]
+        value = found[0]
+        if isinstance(value, str):
+            return value
+        raw = value.raw_value if value.raw_value else value.value.encode()
+        return raw.decode("utf-8", "surrogateescape")
 
 
 class _ProtocolError(Exception):
