@@ -167,16 +167,17 @@ def bench_envoy_config(workdir: Path, listen: int, admin: int, check_port: int) 
     mcp = next(r for r in routes if r.get("name") == "mcp")
     mcp.pop("route")
     mcp["direct_response"] = {"status": 200, "body": {"inline_string": "{}"}}
+    # /plain keeps every per-route filter setting of /v1/mcp but turns ext_authz off.
+    per_filter = dict(mcp.get("typed_per_filter_config", {}))
+    per_filter["envoy.filters.http.ext_authz"] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+        "disabled": True,
+    }
     plain = {
         "name": "plain",
         "match": {"path": "/plain"},
         "direct_response": {"status": 200, "body": {"inline_string": "{}"}},
-        "typed_per_filter_config": {
-            "envoy.filters.http.ext_authz": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-                "disabled": True,
-            }
-        },
+        "typed_per_filter_config": per_filter,
     }
     routes.insert(0, plain)
     path = workdir / "envoy-bench.yaml"

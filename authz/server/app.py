@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from contextlib import AsyncExitStack
@@ -30,6 +31,19 @@ CHECK_SERVICE_NAME = "envoy.service.auth.v3.Authorization"
 #: Envoy multiplexes every Check on one HTTP/2 connection per worker: allow many concurrent streams, and
 #: no SO_REUSEPORT (several processes on one port would not share that one connection anyway).
 GRPC_SERVER_OPTIONS = [("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 1000)]
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    A check allocates only short-lived, acyclic objects (freed by reference counting), yet the default
+    thresholds run a collection every 700 allocations, and each full collection walks every long-lived
+    object (compiled policies, token and intent caches): measured at ~90 µs per check. Objects alive
+    after startup are frozen out of collection, and collections become rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 @dataclass
@@ -101,6 +115,7 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
 async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = None) -> None:
     """Run the check service until SIGTERM/SIGINT: ext_authz + health on the check port, metrics HTTP."""
     runtime = await build_runtime(config)
+    tune_gc()
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         AuthorizationService(

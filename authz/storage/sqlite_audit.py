@@ -27,6 +27,8 @@ class SQLiteAuditStore:
     """Audit chains on ``self.db`` (a :class:`~authz.storage.sqlite.SQLiteDatabase`)."""
 
     db: SQLiteDatabase
+    #: Appends run to completion on the event-loop thread without suspending (see ChainRecorder).
+    appends_inline = True
 
     async def append_events(self, events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, int, str]]:
         if not events:

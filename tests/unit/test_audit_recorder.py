@@ -68,7 +68,7 @@ def committed(store: SQLiteStore) -> set[str]:
 
 
 async def test_concurrent_records_share_a_handful_of_transactions(store):
-    recorder = ChainRecorder(store)
+    recorder = ChainRecorder(store, inline=False)
     counter = TransactionCounter(store)
     decisions = [decision(i, ("acme", "globex", None)[i % 3]) for i in range(200)]
     done: list[str] = []
@@ -89,7 +89,7 @@ async def test_concurrent_records_share_a_handful_of_transactions(store):
 
 
 async def test_records_arriving_during_a_write_join_the_next_transaction(store):
-    recorder = ChainRecorder(store)
+    recorder = ChainRecorder(store, inline=False)
     counter = TransactionCounter(store)
 
     async def burst(n: int) -> None:
@@ -102,7 +102,7 @@ async def test_records_arriving_during_a_write_join_the_next_transaction(store):
 
 
 async def test_a_failing_write_fails_every_waiting_record_and_then_recovers(store):
-    recorder = ChainRecorder(store)
+    recorder = ChainRecorder(store, inline=False)
     await recorder.record([decision()])
     with sqlite3.connect(store.db.path) as conn:  # a real SQLite failure inside the transaction
         conn.execute(
@@ -124,7 +124,7 @@ async def test_a_failing_write_fails_every_waiting_record_and_then_recovers(stor
 
 
 async def test_a_locked_database_fails_the_waiters(store):
-    recorder = ChainRecorder(store)
+    recorder = ChainRecorder(store, inline=False)
     store.db.conn.execute("PRAGMA busy_timeout=50")
     blocker = sqlite3.connect(store.db.path, isolation_level=None)
     try:
@@ -152,7 +152,7 @@ async def test_aclose_flushes_and_then_refuses(store):
 
 
 async def test_one_record_call_with_several_decisions_is_atomic_and_ordered(store):
-    recorder = ChainRecorder(store, max_batch=4)
+    recorder = ChainRecorder(store, inline=False, max_batch=4)
     batch = [decision(i) for i in range(10)]  # larger than max_batch: still one transaction
     counter = TransactionCounter(store)
     await recorder.record(batch)
@@ -162,7 +162,7 @@ async def test_one_record_call_with_several_decisions_is_atomic_and_ordered(stor
 
 
 async def test_max_batch_splits_between_calls(store):
-    recorder = ChainRecorder(store, max_batch=16)
+    recorder = ChainRecorder(store, inline=False, max_batch=16)
     await asyncio.gather(*(recorder.record([decision(i)]) for i in range(64)))
     assert recorder.stats.transactions == 4 and recorder.stats.largest_batch == 16
 
@@ -246,7 +246,7 @@ async def test_append_throughput_in_batches_of_32(tmp_path, synchronous):
             f"\nappend_events, synchronous={synchronous}: {rate:,.0f} events/s ({per_txn_ms:.2f} ms per 32)"
         )
 
-        recorder = ChainRecorder(store)
+        recorder = ChainRecorder(store, inline=False)
         start = time.perf_counter()
         for _ in range(100):
             await asyncio.gather(*(recorder.record([decision(i)]) for i in range(32)))
@@ -259,3 +259,27 @@ async def test_append_throughput_in_batches_of_32(tmp_path, synchronous):
         assert (await verify_chain(store, "acme")).ok
     finally:
         await store.close()
+
+
+async def test_sqlite_records_are_written_inline_committed_and_never_suspend(store):
+    recorder = ChainRecorder(store)  # SQLite's preference: inline, one transaction per record()
+    decisions = [decision(i) for i in range(20)]
+    for d in decisions:
+        coroutine = recorder.record([d])
+        with pytest.raises(StopIteration):  # ran to completion in one step: no suspension
+            coroutine.send(None)
+        assert d.decision_id in committed(store)
+    assert recorder.stats.transactions == 20
+    assert (await verify_chain(store, "acme")).ok
+
+
+async def test_an_inline_write_failure_raises(store):
+    recorder = ChainRecorder(store)
+    store.db.conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    with pytest.raises(StorageError):
+        await recorder.record([decision(1)])
+    store.db.conn.execute("DROP TRIGGER refuse")
+    await recorder.record([decision(2)])
+    assert recorder.stats.failed_transactions == 1 and recorder.stats.transactions == 1
