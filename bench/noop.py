@@ -17,7 +17,7 @@ from authz.server.app import GRPC_SERVER_OPTIONS
 class NoopAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
     _OK = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
 
-    async def Check(self, request, context):  # noqa: N802
+    async def Check(self, request, context):
         return self._OK
 
 
