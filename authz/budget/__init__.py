@@ -113,7 +113,7 @@ def rule_reservations(
     tenant: str, agent: str | None, rules: Sequence[BudgetRule], cost: float, now: float
 ) -> list[Reservation]:
     """Reservations for the tenant/agent rules that apply to this call, in their current windows."""
-    reservations = []
+    reservations: dict[str, Reservation] = {}
     for rule in rules:
         if not rule.applies_to(agent):
             continue
@@ -121,17 +121,20 @@ def rule_reservations(
         for kind, limit, amount in (("calls", rule.max_calls, 1.0), ("cost", rule.max_cost, cost)):
             if limit is None:
                 continue
-            reservations.append(
-                Reservation(
-                    key=rule.counter_key(tenant, agent, kind),
-                    window_start=start,
-                    amount=amount,
-                    limit=limit,
-                    scope=rule.scope_name(kind),
-                    resets_at=float(end),
-                )
+            key = rule.counter_key(tenant, agent, kind)
+            # Two rules naming the same counter (same scope, agent and window) share it: the
+            # tighter limit applies, and a call is charged once.
+            if key in reservations and reservations[key].limit <= limit:
+                continue
+            reservations[key] = Reservation(
+                key=key,
+                window_start=start,
+                amount=amount,
+                limit=limit,
+                scope=rule.scope_name(kind),
+                resets_at=float(end),
             )
-    return reservations
+    return list(reservations.values())
 
 
 __all__ = [

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from authz.errors import ConfigError
 from authz.storage.models import (
+    AdminKey,
     Approval,
+    PolicyDraft,
     PolicyVersion,
     Reservation,
     ReserveResult,
@@ -32,7 +34,9 @@ def open_store(database_url: str) -> Store:
 
 
 __all__ = [
+    "AdminKey",
     "Approval",
+    "PolicyDraft",
     "PolicyVersion",
     "Reservation",
     "ReserveResult",

@@ -12,6 +12,8 @@ class TenantSettings:
 
     ``catalog`` maps tool name to ``{description, verbs, keywords}`` for the built-in intent extractor.
     ``tool_costs`` gives each tool's cost for ``max_cost`` caveats and cost budgets (default 1).
+    ``approval_webhook_url``: where the admin service posts pending approvals (None: no webhook); it is
+    written to JSON only when set, so settings stored before it existed read back unchanged.
     """
 
     intent_mode: str = "off"  # off | advisory | enforce
@@ -20,9 +22,10 @@ class TenantSettings:
     catalog: dict[str, Any] = field(default_factory=dict)
     tool_costs: dict[str, float] = field(default_factory=dict)
     budget_rules: tuple[dict[str, Any], ...] = ()
+    approval_webhook_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "intent_mode": self.intent_mode,
             "require_prompt": self.require_prompt,
             "provenance_required_tools": list(self.provenance_required_tools),
@@ -30,6 +33,9 @@ class TenantSettings:
             "tool_costs": self.tool_costs,
             "budget_rules": list(self.budget_rules),
         }
+        if self.approval_webhook_url:
+            data["approval_webhook_url"] = self.approval_webhook_url
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TenantSettings:
@@ -40,6 +46,7 @@ class TenantSettings:
             catalog=dict(data.get("catalog", {})),
             tool_costs={k: float(v) for k, v in dict(data.get("tool_costs", {})).items()},
             budget_rules=tuple(data.get("budget_rules", ())),
+            approval_webhook_url=data.get("approval_webhook_url") or None,
         )
 
 
@@ -128,3 +135,43 @@ class StoreVersions:
     policies: int
     revocations: int
     settings: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminKey:
+    """A credential of the admin API (ARCHITECTURE §11); the key itself is never stored.
+
+    The key a caller presents is ``tsk_<key_id>_<secret>``; ``secret_sha256`` is the SHA-256 hex of that
+    whole string. ``role``: viewer | operator | admin. ``tenant``: the one tenant the key may act on,
+    None for all tenants. ``revoked_at`` is None while the key is active.
+    """
+
+    key_id: str
+    name: str
+    role: str
+    tenant: str | None
+    secret_sha256: str
+    created_at: float
+    created_by: str
+    revoked_at: float | None = None
+    revoked_by: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDraft:
+    """An editable, not yet promoted policy source of a tenant (ARCHITECTURE §6), unique by name.
+
+    ``content_hash`` is ``"sha256:" + hex`` of the UTF-8 source, as a promotion of it would record.
+    """
+
+    tenant: str
+    name: str
+    source: str
+    content_hash: str
+    created_at: float
+    updated_at: float
+    updated_by: str

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from authz.storage.models import (
+    AdminKey,
     Approval,
+    PolicyDraft,
     PolicyVersion,
     Reservation,
     ReserveResult,
@@ -176,8 +178,90 @@ class AuditStore(Protocol):
         """The tenant's stored checkpoints, ascending seq."""
 
 
+class AdminStore(Protocol):
+    """What the admin service (ARCHITECTURE §11) needs beyond the check path's stores: its own keys,
+    policy drafts, the approval-webhook outbox, and a few read models over the audit chain and budgets.
+    """
+
+    # -- admin keys ------------------------------------------------------------------------------------
+    async def create_admin_key(self, key: AdminKey) -> None:
+        """Store a new key. AlreadyExists when ``key_id`` is taken."""
+
+    async def bootstrap_admin_key(self, key: AdminKey) -> bool:
+        """Store ``key`` only if there is no admin key at all (revoked ones count), atomically; True
+        when it was stored. Several admin replicas starting at once create exactly one first key."""
+
+    async def get_admin_key(self, key_id: str) -> AdminKey | None: ...
+
+    async def list_admin_keys(
+        self, tenant: str | None = None, include_revoked: bool = False
+    ) -> list[AdminKey]:
+        """Keys ordered by creation; ``tenant`` keeps only the keys scoped to that tenant."""
+
+    async def revoke_admin_key(self, key_id: str, revoked_by: str, now: float) -> AdminKey:
+        """Revoke a key; idempotent (a revoked key keeps its first revocation). NotFound for an unknown
+        id; FailedPrecondition when it is the last active admin key with the all-tenants scope (checked
+        in the same transaction, so two concurrent revocations cannot lock every administrator out)."""
+
+    # -- policy drafts ---------------------------------------------------------------------------------
+    async def create_draft(self, draft: PolicyDraft) -> None:
+        """AlreadyExists when the tenant has a draft of that name."""
+
+    async def update_draft(
+        self,
+        tenant: str,
+        name: str,
+        source: str,
+        content_hash: str,
+        actor: str,
+        now: float,
+        expected_hash: str | None = None,
+    ) -> PolicyDraft:
+        """Replace a draft's source. NotFound for an unknown draft; FailedPrecondition when
+        ``expected_hash`` is given and the stored draft's hash differs (compare-and-set)."""
+
+    async def get_draft(self, tenant: str, name: str) -> PolicyDraft | None: ...
+
+    async def list_drafts(self, tenant: str) -> list[PolicyDraft]:
+        """The tenant's drafts ordered by name (with their sources)."""
+
+    async def delete_draft(self, tenant: str, name: str) -> bool:
+        """True when a draft was deleted."""
+
+    # -- approval webhook outbox -----------------------------------------------------------------------
+    async def claim_approval_notifications(
+        self, tenants: Sequence[str], now: float, retry_s: float, limit: int = 100
+    ) -> list[Approval]:
+        """Pending, unexpired, not yet notified approvals of ``tenants`` whose next attempt is due,
+        oldest first; each one claimed is leased: its next attempt moves to
+        ``now + min(retry_s * 2**attempts, 300)`` and its attempt count grows, in one transaction, so
+        another replica polling at the same time does not claim it too and a failed delivery is retried
+        with backoff. At-least-once: a claimer that dies before :meth:`mark_approval_notified` leaves it
+        to be claimed again when the lease ends."""
+
+    async def mark_approval_notified(self, tenant: str, approval_id: str, now: float) -> None:
+        """Record a delivered notification; the approval is never claimed again."""
+
+    # -- read models -----------------------------------------------------------------------------------
+    async def decision_counts(self, tenants: Sequence[str], since_ms: int) -> dict[str, dict[str, int]]:
+        """Per tenant, how many audit events of each decision (allow, deny, escalate, admin) were
+        recorded at or after ``since_ms``; tenants without events map to ``{}``."""
+
+    async def latest_events(
+        self, tenant: str, limit: int, decisions: Sequence[str], before_seq: int | None = None
+    ) -> list[AuditRecord]:
+        """The tenant's last ``limit`` events whose decision is one of ``decisions`` (and whose seq is
+        below ``before_seq`` when given, for paging backwards), newest first."""
+
+    async def usage_counters(self, key_prefix: str, window_start: int) -> dict[str, float]:
+        """Every budget counter whose key starts with ``key_prefix`` in the window starting at
+        ``window_start``, key → used (e.g. every agent's counter of one per-agent rule)."""
+
+
 @runtime_checkable
-class Store(TenantStore, PolicyStore, RevocationStore, BudgetStore, ApprovalStore, AuditStore, Protocol):
+class Store(
+    TenantStore, PolicyStore, RevocationStore, BudgetStore, ApprovalStore, AuditStore, AdminStore, Protocol
+):
     """Everything a Tessera process needs from its database."""
 
     async def versions(self) -> StoreVersions:

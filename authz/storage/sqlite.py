@@ -30,6 +30,7 @@ from authz.storage.models import (
     StoreVersions,
     TenantSettings,
 )
+from authz.storage.sqlite_admin import SQLiteAdminStore
 from authz.storage.sqlite_audit import SQLiteAuditStore
 
 
@@ -173,7 +174,7 @@ def _bump(conn: sqlite3.Connection, column: str) -> None:
     conn.execute(f"UPDATE store_versions SET {column} = {column} + 1 WHERE id = 1")
 
 
-class SQLiteStore(SQLiteAuditStore):
+class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore):
     """Every store Protocol of :mod:`authz.storage.protocols` on one SQLite database."""
 
     def __init__(self, path: str | Path, *, synchronous: str | None = None):

@@ -180,9 +180,6 @@ def test_tool_call_statuses_per_check():
 
 
 def test_the_pipeline_package_imports_no_grpc():
-    code = (
-        "import sys, authz.check; "
-        "print([m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')])"
-    )
+    code = "import sys, authz.check; print([m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

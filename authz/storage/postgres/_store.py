@@ -50,6 +50,7 @@ from authz.storage.models import (
     StoreVersions,
     TenantSettings,
 )
+from authz.storage.postgres._admin import PostgresAdminStore
 from authz.storage.postgres._audit import PostgresAuditStore
 from authz.storage.postgres._migrate import migrate
 
@@ -112,7 +113,7 @@ class _Rollback(Exception):
         self.result = result
 
 
-class PostgresStore(PostgresAuditStore):
+class PostgresStore(PostgresAuditStore, PostgresAdminStore):
     """Every store Protocol on PostgreSQL (psycopg 3 async, ``psycopg_pool``).
 
     Construction does no I/O (:func:`authz.storage.open_store` is synchronous): the store opens on first

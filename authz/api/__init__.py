@@ -1,0 +1,1 @@
+"""Generated from proto/ by ``python -m authz.api.generate`` (``make proto``); do not edit."""

@@ -1,0 +1,1 @@
+"""The admin API (generated; see :mod:`authz.api.generate`)."""

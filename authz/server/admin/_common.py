@@ -1,0 +1,45 @@
+"""What every admin servicer shares: the runtime it works on, and auditing a mutation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from authz.admin.keys import ADMIN_CHAIN
+from authz.audit import append_admin_event
+from authz.errors import InvalidArgument, NotFound
+from authz.server.admin.auth import principal
+from authz.storage import Store
+from authz.tenants import valid_tenant_name
+from authz.token import KeyRing, TokenAuthenticator
+
+
+@dataclass
+class AdminRuntime:
+    """The admin service's dependencies (built by :func:`authz.server.admin.app.build_admin_runtime`)."""
+
+    store: Store
+    keyring: KeyRing
+    authenticator: TokenAuthenticator
+    clock: Callable[[], float] = time.time
+    #: The check services extract intent over HTTP (TESSERA_INTENT_URL), not from tenant catalogs.
+    intent_http: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def audit(self, tenant: str | None, action: str, target: str, details: Mapping[str, Any]) -> None:
+        """Record one mutation in the tenant's chain (``_admin`` when it belongs to no tenant), as the
+        calling key. ``details`` must hold no secret."""
+        await append_admin_event(
+            self.store, tenant or ADMIN_CHAIN, principal().identity, action, target, dict(details)
+        )
+
+    async def require_tenant(self, tenant: str) -> None:
+        """NotFound unless the tenant exists (InvalidArgument for a name that cannot be one)."""
+        if not valid_tenant_name(tenant):
+            raise InvalidArgument(f"invalid tenant name {tenant!r}", metadata={"field": "tenant"})
+        if await self.store.get_tenant(tenant) is None:
+            raise NotFound(
+                f"tenant {tenant!r} not found", reason="TENANT_NOT_FOUND", metadata={"tenant": tenant}
+            )

@@ -1,0 +1,265 @@
+"""Builds and runs the admin service process (``tessera serve-admin``), ARCHITECTURE §11.
+
+One ``grpc.aio`` server on the admin port (``TESSERA_ADMIN_PORT``, default 9192) with the six
+``authz.api.admin.v1`` services behind :class:`~.auth.AdminAuthInterceptor`, ``grpc.health.v1`` and
+server reflection (``grpc.reflection.v1alpha``, also answered under ``grpc.reflection.v1``). It shares
+the check service's store and master key (:func:`authz.config.load`) and runs the approval webhook
+notifier. Envoy serves the same services as REST through its gRPC-JSON transcoder.
+
+First start: when the store holds no admin key at all, an admin key with the all-tenants scope is
+created: ``TESSERA_BOOTSTRAP_ADMIN_KEY`` when set (only its hash is stored), else a generated one,
+printed once to standard output inside a banner and nowhere else (never logged).
+
+Environment (besides :mod:`authz.config`): ``TESSERA_BOOTSTRAP_ADMIN_KEY``,
+``TESSERA_WEBHOOK_POLL_S`` (default 2), ``TESSERA_WEBHOOK_RETRY_S`` (first retry delay, default 5),
+``TESSERA_WEBHOOK_TIMEOUT_S`` (default 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from authz.admin.keys import ADMIN_CHAIN, new_admin_key
+from authz.admin.webhook import KEY_PURPOSE, ApprovalNotifier
+from authz.api.admin.v1 import (
+    admin_key_service_pb2,
+    admin_key_service_pb2_grpc,
+    approval_service_pb2,
+    approval_service_pb2_grpc,
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    policy_service_pb2,
+    policy_service_pb2_grpc,
+    tenant_service_pb2,
+    tenant_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
+)
+from authz.audit import append_admin_event
+from authz.config import TesseraConfig
+from authz.errors import ConfigError
+from authz.secrets import Secret
+from authz.server.admin._common import AdminRuntime
+from authz.server.admin.approvals import ApprovalService
+from authz.server.admin.audit import AuditService
+from authz.server.admin.auth import AdminAuthInterceptor
+from authz.server.admin.keys import AdminKeyService
+from authz.server.admin.policies import PolicyService
+from authz.server.admin.tenants import TenantService
+from authz.server.admin.tokens import TokenService
+from authz.storage import Store, open_store
+from authz.token import KeyRing, TokenAuthenticator
+
+log = logging.getLogger("tessera.admin")
+
+_SERVICES = (
+    (
+        token_service_pb2,
+        "TokenService",
+        token_service_pb2_grpc.add_TokenServiceServicer_to_server,
+        TokenService,
+    ),
+    (
+        policy_service_pb2,
+        "PolicyService",
+        policy_service_pb2_grpc.add_PolicyServiceServicer_to_server,
+        PolicyService,
+    ),
+    (
+        approval_service_pb2,
+        "ApprovalService",
+        approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server,
+        ApprovalService,
+    ),
+    (
+        tenant_service_pb2,
+        "TenantService",
+        tenant_service_pb2_grpc.add_TenantServiceServicer_to_server,
+        TenantService,
+    ),
+    (
+        audit_service_pb2,
+        "AuditService",
+        audit_service_pb2_grpc.add_AuditServiceServicer_to_server,
+        AuditService,
+    ),
+    (
+        admin_key_service_pb2,
+        "AdminKeyService",
+        admin_key_service_pb2_grpc.add_AdminKeyServiceServicer_to_server,
+        AdminKeyService,
+    ),
+)
+#: Fully qualified names of the admin services, e.g. ``authz.api.admin.v1.TokenService``.
+SERVICE_NAMES = tuple(module.DESCRIPTOR.services_by_name[name].full_name for module, name, _, _ in _SERVICES)
+
+BANNER_RULE = "=" * 78
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin service's own settings (the rest comes from :class:`authz.config.TesseraConfig`)."""
+
+    bootstrap_key: Secret | None = None
+    webhook_poll_s: float = 2.0
+    webhook_retry_s: float = 5.0
+    webhook_timeout_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
+        env = os.environ if env is None else env
+
+        def number(name: str, default: float) -> float:
+            raw = env.get(name)
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive")
+            return value
+
+        key = env.get("TESSERA_BOOTSTRAP_ADMIN_KEY")
+        return cls(
+            bootstrap_key=Secret(key) if key else None,
+            webhook_poll_s=number("TESSERA_WEBHOOK_POLL_S", 2.0),
+            webhook_retry_s=number("TESSERA_WEBHOOK_RETRY_S", 5.0),
+            webhook_timeout_s=number("TESSERA_WEBHOOK_TIMEOUT_S", 5.0),
+        )
+
+
+async def bootstrap_admin_key(store: Store, given: Secret | None, out: TextIO | None = None) -> str | None:
+    """Create the first admin key when the store has none; returns the key when one was generated
+    (and printed to ``out``, default standard output), else None.
+
+    ``given`` (``TESSERA_BOOTSTRAP_ADMIN_KEY``) is used as is and never printed. Safe with several
+    replicas starting at once: the store creates at most one first key.
+    """
+    if await store.list_admin_keys(include_revoked=True):
+        return None
+    key = given.reveal().decode() if given is not None else None
+    record, secret = new_admin_key("bootstrap", "admin", None, "bootstrap", key=key)
+    if not await store.bootstrap_admin_key(record):
+        return None
+    await append_admin_event(
+        store,
+        ADMIN_CHAIN,
+        "bootstrap",
+        "admin_key.create",
+        f"admin_key:{record.key_id}",
+        {"name": record.name, "role": record.role, "tenant": None, "source": "env" if given else "generated"},
+    )
+    if given is not None:
+        log.info("created the first admin key %s from TESSERA_BOOTSTRAP_ADMIN_KEY", record.key_id)
+        return None
+    stream = out if out is not None else sys.stdout
+    stream.write(
+        f"\n{BANNER_RULE}\n"
+        "Tessera: first start, created an admin key (role admin, all tenants).\n"
+        "It is shown this once and stored only as a hash; keep it somewhere safe:\n\n"
+        f"    {secret}\n\n"
+        "Use it as: authorization: Bearer <key>   (create more keys with AdminKeyService)\n"
+        f"{BANNER_RULE}\n\n"
+    )
+    stream.flush()
+    return secret
+
+
+async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | None = None) -> AdminRuntime:
+    settings = settings or AdminSettings.from_env()
+    store = open_store(config.store.database_url)
+    keyring = KeyRing(
+        config.keys.master_key, active_kid=config.keys.active_kid, live_kids=config.keys.live_kids
+    )
+    runtime = AdminRuntime(
+        store=store,
+        keyring=keyring,
+        authenticator=TokenAuthenticator(keyring, cache_size=1000),
+        clock=time.time,
+        intent_http=bool(config.intent.http_url),
+    )
+    await bootstrap_admin_key(store, settings.bootstrap_key)
+    return runtime
+
+
+def build_server(runtime: AdminRuntime) -> tuple[grpc.aio.Server, Any]:
+    """The gRPC server with every admin service, health and reflection (not started, no port)."""
+    server = grpc.aio.server(
+        interceptors=[AdminAuthInterceptor(runtime.store)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+    )
+    for _module, _name, add, servicer in _SERVICES:
+        add(servicer(runtime), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    # grpc.reflection.v1 has the same messages as v1alpha: answer it too (newer grpcurl and buf curl
+    # ask for v1 first).
+    v1 = reflection.aio.ReflectionServicer(names)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "grpc.reflection.v1.ServerReflection",
+                {
+                    "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                        v1.ServerReflectionInfo,
+                        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+                    )
+                },
+            ),
+        )
+    )
+    return server, health_servicer
+
+
+async def serve_admin(
+    config: TesseraConfig, *, settings: AdminSettings | None = None, ready: asyncio.Event | None = None
+) -> None:
+    """Run the admin service until SIGTERM/SIGINT."""
+    settings = settings or AdminSettings.from_env()
+    runtime = await build_admin_runtime(config, settings)
+    server, health_servicer = build_server(runtime)
+    address = f"{config.listen.host}:{config.listen.admin_port}"
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address}")
+    notifier = ApprovalNotifier(
+        runtime.store,
+        lambda tenant: runtime.keyring.derive_subkey(KEY_PURPOSE, tenant),
+        poll_interval_s=settings.webhook_poll_s,
+        retry_s=settings.webhook_retry_s,
+        timeout_s=settings.webhook_timeout_s,
+    )
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(runtime.store.close)
+        await server.start()
+        stack.push_async_callback(server.stop, 2.0)
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        task = asyncio.create_task(notifier.run(), name="approval-webhook")
+        stack.callback(task.cancel)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("admin service listening on %s", address)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("admin service stopping")
