@@ -24,7 +24,7 @@ from authz.check.directory import TenantDirectory, TenantView
 from authz.check.models import Check, CheckInput, Decision, Outcome, new_decision_id
 from authz.intent import judge_intent
 from authz.provenance import NOT_PRESENTED, ProvenanceResult, verify_entries
-from authz.storage import Approval, Store
+from authz.storage import Approval, ApprovalClaim, Store
 
 log = logging.getLogger("tessera.check")
 
@@ -327,8 +327,13 @@ class Pipeline:
             reservations += rule_reservations(
                 token.tenant, token.agent, tenant.budget_rules, cost, self._clock()
             )
-        if reservations:
-            result = await self._store.reserve(reservations)
+        approval = state.approval if state.approval_to_consume else None
+        claim = ApprovalClaim(token.tenant, approval.approval_id, self._clock()) if approval else None
+        if reservations or claim is not None:
+            result = await self._store.reserve(reservations, consume=claim)
+            if result.approval_unavailable:
+                assert approval is not None
+                return self._deny(state, Check.POLICY, f"approval {approval.approval_id} was already used")
             if not result.ok:
                 exhausted = result.exhausted
                 assert exhausted is not None
@@ -341,11 +346,6 @@ class Pipeline:
                     used=_num(result.used),
                     resets_at=_rfc3339(exhausted.resets_at) if exhausted.resets_at else None,
                 )
-        approval = state.approval if state.approval_to_consume else None
-        if approval is not None and not await self._store.consume_approval(
-            token.tenant, approval.approval_id, self._clock()
-        ):
-            return self._deny(state, Check.POLICY, f"approval {approval.approval_id} was already used")
         return None
 
 

@@ -6,6 +6,7 @@ from authz.errors import ConfigError
 from authz.storage.models import (
     AdminKey,
     Approval,
+    ApprovalClaim,
     PolicyDraft,
     PolicyVersion,
     Reservation,
@@ -36,6 +37,7 @@ def open_store(database_url: str) -> Store:
 __all__ = [
     "AdminKey",
     "Approval",
+    "ApprovalClaim",
     "PolicyDraft",
     "PolicyVersion",
     "Reservation",

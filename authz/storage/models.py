@@ -93,11 +93,22 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class ReserveResult:
-    """``ok`` when every reservation was charged; else ``exhausted`` names the first that would overrun."""
+    """``ok`` when every reservation was charged; else ``exhausted`` names the first that would overrun,
+    or ``approval_unavailable`` says the approval to consume with them was no longer approved."""
 
     ok: bool
     exhausted: Reservation | None = None
     used: float = 0.0
+    approval_unavailable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalClaim:
+    """An approved approval a call consumes in the same transaction as its budget reservations."""
+
+    tenant: str
+    approval_id: str
+    now: float
 
 
 @dataclass(frozen=True, slots=True)

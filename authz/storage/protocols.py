@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from authz.storage.models import (
     AdminKey,
     Approval,
+    ApprovalClaim,
     PolicyDraft,
     PolicyVersion,
     Reservation,
@@ -60,8 +61,15 @@ class RevocationStore(Protocol):
 
 
 class BudgetStore(Protocol):
-    async def reserve(self, reservations: Sequence[Reservation]) -> ReserveResult:
-        """Charge every reservation or none, atomically, never letting a counter pass its limit."""
+    async def reserve(
+        self, reservations: Sequence[Reservation], *, consume: ApprovalClaim | None = None
+    ) -> ReserveResult:
+        """Charge every reservation or none, atomically, never letting a counter pass its limit.
+
+        With ``consume``, the approval moves from approved (and unexpired) to consumed in the same
+        transaction; if it cannot (already consumed, expired), nothing is charged and the result says
+        ``approval_unavailable``. So a call resumed twice is allowed once, and never charged twice.
+        """
 
     async def usage(self, key: str, window_start: int) -> float:
         """What a counter has used (0 when it was never charged)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from authz.errors import AlreadyExists, FailedPrecondition, NotFound, StorageError, StoreUnavailable
 from authz.storage.models import (
     Approval,
+    ApprovalClaim,
     PolicyVersion,
     Reservation,
     ReserveResult,
@@ -163,6 +164,15 @@ def _translate(exc: sqlite3.Error) -> StorageError:
     return StorageError(f"SQLite error: {exc}")
 
 
+def _consume(conn: sqlite3.Connection, claim: ApprovalClaim) -> bool:
+    cur = conn.execute(
+        "UPDATE approvals SET status = 'consumed' "
+        "WHERE tenant = ? AND approval_id = ? AND status = 'approved' AND expires_at > ?",
+        (claim.tenant, claim.approval_id, claim.now),
+    )
+    return cur.rowcount == 1
+
+
 class _Exhausted(Exception):
     """Unwinds a reservation transaction (rolling it back) when one counter would pass its limit."""
 
@@ -277,11 +287,15 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore):
         return [Revocation(*r) for r in rows]
 
     # -- budgets ---------------------------------------------------------------------------------------
-    async def reserve(self, reservations: Sequence[Reservation]) -> ReserveResult:
-        if not reservations:
+    async def reserve(
+        self, reservations: Sequence[Reservation], *, consume: ApprovalClaim | None = None
+    ) -> ReserveResult:
+        if not reservations and consume is None:
             return ReserveResult(ok=True)
         try:
             with self.db.transaction() as conn:
+                if consume is not None and not _consume(conn, consume):
+                    raise _Exhausted(ReserveResult(ok=False, approval_unavailable=True))
                 for r in reservations:
                     conn.execute(
                         "INSERT INTO budget_counters (counter_key, window_start, used) VALUES (?, ?, 0) "
@@ -401,12 +415,7 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore):
 
     async def consume_approval(self, tenant: str, approval_id: str, now: float) -> bool:
         with self.db.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE approvals SET status = 'consumed' "
-                "WHERE tenant = ? AND approval_id = ? AND status = 'approved' AND expires_at > ?",
-                (tenant, approval_id, now),
-            )
-            return cur.rowcount == 1
+            return _consume(conn, ApprovalClaim(tenant, approval_id, now))
 
     # -- change feed -----------------------------------------------------------------------------------
     async def versions(self) -> StoreVersions:

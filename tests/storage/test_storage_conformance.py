@@ -19,6 +19,7 @@ from authz.audit import GENESIS_HASH, admin_event, canonical_event, verify_chain
 from authz.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, StorageError
 from authz.storage import (
     Approval,
+    ApprovalClaim,
     PolicyVersion,
     Reservation,
     ReserveResult,
@@ -376,6 +377,40 @@ async def test_concurrent_consume_succeeds_exactly_once(backend: Backend):
     await stores[1].record_approval_decision("acme", "ap-1", "alice", "approve", "", NOW + 1)
     results = await spread(stores, 20, lambda s, i: s.consume_approval("acme", "ap-1", NOW + 2))
     assert results.count(True) == 1 and results.count(False) == 19, results
+
+
+async def test_reserve_consumes_an_approval_in_the_same_transaction(store: Store):
+    await store.create_approval(approval("ap-1"))
+    await store.record_approval_decision("acme", "ap-1", "alice", "approve", "", NOW + 1)
+    counter = Reservation("token:ap:max_calls", 0, 1, 1, "token:max_calls")
+    claim = ApprovalClaim("acme", "ap-1", NOW + 2)
+    assert (await store.reserve([counter], consume=claim)).ok
+    assert (await store.get_approval("acme", "ap-1")).status == "consumed"
+    again = await store.reserve([Reservation("token:other", 0, 1, 5, "token:max_calls")], consume=claim)
+    assert not again.ok and again.approval_unavailable
+    assert await store.usage("token:other", 0) == 0  # nothing charged without the approval
+    assert (await store.reserve([], consume=ApprovalClaim("acme", "missing", NOW))).approval_unavailable
+
+
+async def test_an_exhausted_budget_leaves_the_approval_approved(store: Store):
+    await store.create_approval(approval("ap-1"))
+    await store.record_approval_decision("acme", "ap-1", "alice", "approve", "", NOW + 1)
+    full = Reservation("token:full", 0, 1, 0, "token:max_calls")
+    result = await store.reserve([full], consume=ApprovalClaim("acme", "ap-1", NOW + 2))
+    assert not result.ok and result.exhausted == full and not result.approval_unavailable
+    assert (await store.get_approval("acme", "ap-1")).status == "approved"
+
+
+async def test_concurrent_resumes_consume_once_and_charge_once(backend: Backend):
+    stores = [await backend.open(), await backend.open()]
+    await stores[0].create_approval(approval("ap-1"))
+    await stores[1].record_approval_decision("acme", "ap-1", "alice", "approve", "", NOW + 1)
+    counter = Reservation("token:resume", 0, 1, 100, "token:max_calls")
+    results = await spread(
+        stores, 12, lambda s, i: s.reserve([counter], consume=ApprovalClaim("acme", "ap-1", NOW + 2))
+    )
+    assert sum(r.ok for r in results) == 1
+    assert await stores[0].usage("token:resume", 0) == 1
 
 
 async def test_concurrent_decisions_respect_the_quorum(backend: Backend):

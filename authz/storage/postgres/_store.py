@@ -43,6 +43,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRe
 from authz.errors import AlreadyExists, FailedPrecondition, NotFound, StorageError, StoreUnavailable
 from authz.storage.models import (
     Approval,
+    ApprovalClaim,
     PolicyVersion,
     Reservation,
     ReserveResult,
@@ -369,15 +370,23 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore):
     )
     _USED = "SELECT used FROM budget_counters WHERE counter_key = %s AND window_start = %s"
 
-    async def reserve(self, reservations: Sequence[Reservation]) -> ReserveResult:
-        if not reservations:
+    async def reserve(
+        self, reservations: Sequence[Reservation], *, consume: ApprovalClaim | None = None
+    ) -> ReserveResult:
+        if not reservations and consume is None:
             return ReserveResult(ok=True)
         async with self._connection() as conn:
-            if len(reservations) == 1:  # one statement is its own transaction: one round trip
+            if len(reservations) == 1 and consume is None:  # one statement, one round trip
                 failed = await _charge(conn, reservations[0], self._CHARGE, self._USED)
                 return failed or ReserveResult(ok=True)
             try:
                 async with conn.transaction():
+                    if consume is not None:
+                        cur = await conn.execute(
+                            self._CONSUME, (consume.tenant, consume.approval_id, consume.now)
+                        )
+                        if cur.rowcount != 1:
+                            raise _Rollback(ReserveResult(ok=False, approval_unavailable=True))
                     # Charge in key order so two calls sharing counters never wait on each other in a
                     # cycle; keep going after a failure to report the first one in the caller's order,
                     # as SQLite (which charges in the caller's order and stops there) does.
@@ -481,13 +490,14 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore):
             )
         return Approval(*row[:6], new_status, *row[7:11], decisions=tuple(decisions))
 
+    _CONSUME = (
+        "UPDATE approvals SET status = 'consumed' "
+        "WHERE tenant = %s AND approval_id = %s AND status = 'approved' AND expires_at > %s"
+    )
+
     async def consume_approval(self, tenant: str, approval_id: str, now: float) -> bool:
         async with self._connection() as conn:
-            cur = await conn.execute(
-                "UPDATE approvals SET status = 'consumed' "
-                "WHERE tenant = %s AND approval_id = %s AND status = 'approved' AND expires_at > %s",
-                (tenant, approval_id, now),
-            )
+            cur = await conn.execute(self._CONSUME, (tenant, approval_id, now))
             return cur.rowcount == 1
 
     # -- change feed -----------------------------------------------------------------------------------
