@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create the virtualenv and install Tessera with its dev tools
 
-run: $(STAMP) ## start the whole local stack: Envoy :8080, check service, demo MCP server, SQLite in ./var
-	$(BIN)/tessera run
+run: $(STAMP) ## start the whole local stack (SQLite in ./var); RUN_ARGS="--database-url postgresql://... --replicas 2"
+	$(BIN)/tessera run $(RUN_ARGS)
 
 test: $(STAMP) ## run every test (real Envoy, real PostgreSQL, real MCP client and server)
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -222,10 +223,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     from authz.token import mint
 
     var_dir = Path(args.var_dir or "var").resolve()
-    cfg = config_mod.load(var_dir=str(var_dir))  # creates var/master.key on first start
+    # creates var/master.key on first start (unless TESSERA_MASTER_KEY[_FILE] is set)
+    cfg = config_mod.load(var_dir=str(var_dir), database_url=args.database_url)
     bootstrap_key = _bootstrap_key_for_run(cfg)
     env = {"TESSERA_BOOTSTRAP_ADMIN_KEY": bootstrap_key} if bootstrap_key else {}
-    stack = Stack(var_dir, StackPorts(listen=args.port), env=env)
+    if args.database_url:
+        env["TESSERA_DATABASE_URL"] = args.database_url
+    if args.replicas < 1:
+        print("tessera: --replicas must be at least 1", file=sys.stderr)
+        return 2
+    # SIGTERM stops the stack as Ctrl-C does (children are stopped in order, not orphaned)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    ports = StackPorts(
+        listen=args.port,
+        envoy_admin=int(os.environ.get("TESSERA_ENVOY_ADMIN_PORT", "9901")),
+        check=cfg.listen.check_port,
+        admin=cfg.listen.admin_port,
+        metrics=cfg.listen.metrics_port,
+        upstream=int(os.environ.get("TESSERA_DEMO_PORT", "9000")),
+    )
+    stack = Stack(var_dir, ports, env=env, replicas=args.replicas)
     print("starting Tessera: demo MCP server, check service, admin service, Envoy ...", flush=True)
     with stack:
         token = mint(
@@ -237,11 +254,11 @@ Tessera is running.
   MCP endpoint      {stack.url}/v1/mcp          (POST, MCP streamable HTTP)
   tool-call         {stack.url}/v1/tool-call    (POST {{"tool": ..., "arguments": {{...}}}})
   Envoy admin       http://127.0.0.1:{stack.ports.envoy_admin}/
-  check service     127.0.0.1:{stack.ports.check} (gRPC ext_authz), metrics http://127.0.0.1:{stack.ports.metrics}/metrics
+  check service     {", ".join(f"127.0.0.1:{c.port}" for c in stack.checks)} (gRPC ext_authz), metrics http://127.0.0.1:{stack.ports.metrics}/metrics
   admin API (REST)  {stack.url}/v1/admin/...  e.g. GET {stack.url}/v1/admin/tenants
   admin API (gRPC)  127.0.0.1:{stack.ports.admin} (reflection on: buf curl / grpcurl)
   demo upstream     {stack.upstream_url}/mcp
-  state             {var_dir} (SQLite, master key, logs)
+  state             {var_dir} ({"PostgreSQL" if args.database_url else "SQLite"}, master key, logs)
 
 Demo token (tenant demo, agent demo-agent, valid 24h):
   export TOKEN={token}
@@ -302,6 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole local stack (Envoy, check service, demo MCP server)")
     run.add_argument("--var-dir")
     run.add_argument("--port", type=int, default=8080, help="Envoy listener port (default 8080)")
+    run.add_argument(
+        "--database-url",
+        help="postgresql://... to run on PostgreSQL instead of SQLite (TESSERA_DATABASE_URL)",
+    )
+    run.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="check service replicas, each its own Envoy endpoint (default 1)",
+    )
     run.set_defaults(func=cmd_run)
 
     token = sub.add_parser("token", help="mint, attenuate, inspect and revoke capability tokens")
