@@ -29,7 +29,14 @@ from authz.audit._checkpoint import (
     sign_checkpoint,
 )
 from authz.audit._events import MAX_ARGUMENT_KEYS, admin_event, chain_tenant, event_from_decision
-from authz.audit._export import CSV_COLUMNS, export_events, iter_audit_events
+from authz.audit._export import (
+    CSV_COLUMNS,
+    LineBuffer,
+    csv_row,
+    export_events,
+    iter_audit_events,
+    ndjson_line,
+)
 from authz.audit._recorder import ChainRecorder, RecorderStats, append_admin_event, make_recorder
 from authz.audit._verify import VerifyResult, verify_chain
 
@@ -40,6 +47,7 @@ __all__ = [
     "MAX_ARGUMENT_KEYS",
     "ChainRecorder",
     "Checkpoint",
+    "LineBuffer",
     "RecorderStats",
     "VerifyResult",
     "admin_event",
@@ -51,12 +59,14 @@ __all__ = [
     "checkpoint_signing_key",
     "clean_text",
     "create_checkpoint",
+    "csv_row",
     "event_from_decision",
     "event_index",
     "export_events",
     "iter_audit_events",
     "json_safe",
     "make_recorder",
+    "ndjson_line",
     "sign_checkpoint",
     "verify_chain",
 ]

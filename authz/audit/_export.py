@@ -84,7 +84,7 @@ async def iter_audit_events(
                 await close()
 
 
-def _ndjson_line(record: AuditRecord) -> str:
+def ndjson_line(record: AuditRecord) -> str:
     # The stored event text is spliced in verbatim: it is the exact RFC 8785 form that was hashed, so a
     # consumer can re-verify hash = SHA-256(prev_hash || JCS(event)) from the export alone.
     head = json.dumps(
@@ -101,7 +101,7 @@ def _cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def _csv_row(record: AuditRecord) -> list[str]:
+def csv_row(record: AuditRecord) -> list[str]:
     try:
         tessera = json.loads(record.event).get("tessera") or {}
     except (ValueError, AttributeError):
@@ -122,7 +122,7 @@ def _csv_row(record: AuditRecord) -> list[str]:
     ]
 
 
-class _Lines:
+class LineBuffer:
     """Collects csv.writer output so it can be handed to ``out.write`` in one piece per batch."""
 
     def __init__(self) -> None:
@@ -157,7 +157,7 @@ async def export_events(
     """
     if format not in FORMATS:
         raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
-    buffer = _Lines()
+    buffer = LineBuffer()
     writer = csv.writer(buffer, lineterminator="\r\n") if format == "csv" else None
     if writer is not None:
         writer.writerow(CSV_COLUMNS)
@@ -168,9 +168,9 @@ async def export_events(
     try:
         async for record in records:
             if writer is None:
-                buffer.write(_ndjson_line(record))
+                buffer.write(ndjson_line(record))
             else:
-                writer.writerow(_csv_row(record))
+                writer.writerow(csv_row(record))
             count += 1
             if count % batch == 0:
                 out.write(buffer.take())

@@ -158,11 +158,35 @@ def parse_request(request: external_auth_pb2.CheckRequest, *, deadline: float | 
         return ParsedRequest(route, protocol_error=(exc.code, exc.message, exc.request_id))
 
 
-def _tool_call_message(body: bytes, base: dict[str, Any]) -> Message:
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey(next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i])))
+    return obj
+
+
+def _load_body(body: bytes) -> Any:
+    """Parse a request body, refusing duplicate object keys.
+
+    Parsers disagree on which duplicate wins; were Tessera to read ``"method": "ping"`` while the
+    upstream reads a later ``"method": "tools/call"``, a tool call would pass as a token-only message.
+    """
     try:
-        doc = json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise _ProtocolError(
+            Code.INVALID_REQUEST, f"invalid request: duplicate key {exc.args[0]!r}"
+        ) from None
     except (ValueError, UnicodeDecodeError):
-        raise _ProtocolError(Code.PARSE_ERROR, "request body is not valid JSON") from None
+        raise _ProtocolError(Code.PARSE_ERROR, "parse error: request body is not valid JSON") from None
+
+
+def _tool_call_message(body: bytes, base: dict[str, Any]) -> Message:
+    doc = _load_body(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("tool"), str) or not doc["tool"]:
         raise _ProtocolError(Code.INVALID_REQUEST, 'body must be {"tool": "<name>", "arguments": {...}}')
     arguments = doc.get("arguments", {})
@@ -176,10 +200,7 @@ def _valid_id(value: Any) -> bool:
 
 
 def _mcp_messages(body: bytes, base: dict[str, Any]) -> tuple[tuple[Message, ...], bool]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise _ProtocolError(Code.PARSE_ERROR, "parse error: request body is not valid JSON") from None
+    doc = _load_body(body)
     batch = isinstance(doc, list)
     items = doc if batch else [doc]
     if not items:

@@ -86,6 +86,11 @@ def test_protocol_errors_have_their_codes_and_echo_ids():
         rpc(params={"arguments": {}}, id_=7): (-32602, 7),
         rpc(params={"name": "t", "arguments": [1]}, id_=8): (-32602, 8),
         b"\xff\xfe": (-32700, None),
+        b'{"jsonrpc": "2.0", "id": 9, "method": "ping", "method": "tools/call"}': (-32600, None),
+        b'{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "a", "name": "b"}}': (
+            -32600,
+            None,
+        ),
     }
     for body, (code, request_id) in cases.items():
         parsed = wire.parse_request(request(body), deadline=None)

@@ -9,8 +9,17 @@ from google.api import httpbody_pb2
 
 from authz.api.admin.v1 import audit_service_pb2 as pb
 from authz.api.admin.v1 import audit_service_pb2_grpc as pb_grpc
-from authz.audit import Checkpoint, checkpoint_public_key, create_checkpoint, iter_audit_events, verify_chain
-from authz.audit._export import CSV_COLUMNS, _csv_row, _ndjson_line  # the export's row formats
+from authz.audit import (
+    CSV_COLUMNS,
+    Checkpoint,
+    LineBuffer,
+    checkpoint_public_key,
+    create_checkpoint,
+    csv_row,
+    iter_audit_events,
+    ndjson_line,
+    verify_chain,
+)
 from authz.audit.cli import CHECKPOINT_KEY_PURPOSE
 from authz.errors import InvalidArgument, NotFound
 from authz.server.admin import convert
@@ -37,18 +46,6 @@ def _decision(value: int) -> str | None:
 def _ms(request, field: str) -> int | None:
     when = convert.datetime_of(request, field)
     return int(when.timestamp() * 1000) if when is not None else None
-
-
-class _Lines:
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-
-    def write(self, text: str) -> None:
-        self.parts.append(text)
-
-    def take(self) -> str:
-        text, self.parts = "".join(self.parts), []
-        return text
 
 
 class AuditService(pb_grpc.AuditServiceServicer):
@@ -147,7 +144,7 @@ class AuditService(pb_grpc.AuditServiceServicer):
         decision = _decision(request.decision)
         since, until = _ms(request, "since"), _ms(request, "until")
         chains = await self._chains(request.tenant)
-        buffer = _Lines()
+        buffer = LineBuffer()
         writer = csv.writer(buffer, lineterminator="\r\n") if fmt == "csv" else None
         if writer is not None:
             writer.writerow(CSV_COLUMNS)
@@ -166,9 +163,9 @@ class AuditService(pb_grpc.AuditServiceServicer):
             try:
                 async for record in records:
                     if writer is None:
-                        buffer.write(_ndjson_line(record))
+                        buffer.write(ndjson_line(record))
                     else:
-                        writer.writerow(_csv_row(record))
+                        writer.writerow(csv_row(record))
                     count += 1
                     if count % EXPORT_CHUNK == 0:
                         # The first message's content type is what a REST client sees.
