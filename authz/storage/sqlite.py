@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -60,12 +59,6 @@ class SQLiteDatabase:
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
-        self._checkpointer: _Checkpointer | None = None
-        if self.path != ":memory:":
-            # Checkpoints (copying the WAL into the database, with fsync) happen on a thread of their
-            # own, so no commit on the event-loop thread ever pays for one: that was the p99 tail.
-            self.conn.execute("PRAGMA wal_autocheckpoint=0")
-            self._checkpointer = _Checkpointer(self.path)
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
@@ -109,45 +102,7 @@ class SQLiteDatabase:
             raise _translate(exc) from exc
 
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
         self.conn.close()
-
-
-class _Checkpointer:
-    """A daemon thread that runs ``PRAGMA wal_checkpoint(PASSIVE)`` on its own connection.
-
-    PASSIVE never blocks writers or readers; sqlite3 releases the GIL while it works. If it falls
-    behind, the WAL grows a little and the next round catches up (TRUNCATE once it passes 64 MiB).
-    """
-
-    INTERVAL_S = 0.5
-    TRUNCATE_ABOVE_BYTES = 64 * 1024 * 1024
-
-    def __init__(self, path: str):
-        self._path = path
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=1.0)
-        except sqlite3.Error:
-            return
-        wal = Path(self._path + "-wal")
-        try:
-            while not self._stopped.wait(self.INTERVAL_S):
-                try:
-                    big = wal.exists() and wal.stat().st_size > self.TRUNCATE_ABOVE_BYTES
-                    conn.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if big else 'PASSIVE'})")
-                except (sqlite3.Error, OSError):
-                    continue  # busy or gone: try again next round
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        self._stopped.set()
 
 
 def _split_sql(script: str) -> list[str]:
