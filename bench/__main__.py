@@ -173,7 +173,9 @@ def wrk(url: str, script: Path, *, seconds: int, connections: int) -> dict:
 
 
 def bench_envoy_config(workdir: Path, listen: int, admin: int, check_port: int) -> Path:
-    """The shipped Envoy config, with /v1/mcp answered by Envoy itself and an unauthorized /plain."""
+    """The shipped Envoy config, with /v1/mcp answered by Envoy itself and an unauthorized /plain.
+
+    One file per check port: the no-op floor run and the Tessera run use different ones."""
     doc = yaml.safe_load(
         render_envoy_config(
             listen_port=listen,
@@ -201,7 +203,7 @@ def bench_envoy_config(workdir: Path, listen: int, admin: int, check_port: int) 
         "typed_per_filter_config": per_filter,
     }
     routes.insert(0, plain)
-    path = workdir / "envoy-bench.yaml"
+    path = workdir / f"envoy-bench-{check_port}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -305,11 +307,15 @@ def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], au
         by["direct gRPC, Tessera pipeline, 32 in flight"],
     )
     alone, tessera = by["Envoy alone, 1 in flight"], by["Envoy + Tessera, 1 in flight"]
+    floor = by["Envoy + no-op ext_authz, 1 in flight"]
     print()
     ratio = full["rps"] / noop["rps"]
     added = tessera["p50"] - alone["p50"]
     print(f"pipeline / no-op throughput, direct, 32 in flight:  {ratio:.2f}x  (target >= 0.6x)")
-    print(f"Tessera adds at 1 in flight through Envoy, p50:    {added:+.2f} ms (target <= 1 ms)")
+    print(
+        f"Tessera adds at 1 in flight through Envoy, p50:    {added:+.2f} ms (target <= 1 ms; "
+        f"any ext_authz server adds {floor['p50'] - alone['p50']:+.2f} ms: the no-op floor)"
+    )
     print(f"p99 at 1 in flight through Envoy with Tessera:      {tessera['p99']:.2f} ms (target <= 3 ms)")
     print(
         f"allowed calls/s through Envoy at 32 in flight:      "
@@ -364,6 +370,21 @@ def main(argv: list[str] | None = None) -> int:
         direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
         direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
         direct("direct gRPC, Tessera pipeline, 1 in flight", check_port, 1)
+        # The ext_authz floor: Envoy calling the no-op servicer, same filter settings and body buffering.
+        listen, admin = free_port(), free_port()
+        floor_config = bench_envoy_config(workdir, listen, admin, noop_port)
+        floor_envoy = EnvoyProcess(floor_config, admin_port=admin, log_path=workdir / "envoy-floor.log")
+        floor_envoy.start()
+        try:
+            floor_envoy.wait_ready(30)
+            for conns in (1, 32):
+                url = f"http://127.0.0.1:{listen}/v1/mcp"
+                rows.append(
+                    (f"Envoy + no-op ext_authz, {conns} in flight",
+                     wrk(url, script, seconds=seconds, connections=conns))
+                )  # fmt: skip
+        finally:
+            floor_envoy.stop()
         stop_process(noop)
         listen, admin = free_port(), free_port()
         config_path = bench_envoy_config(workdir, listen, admin, check_port)
