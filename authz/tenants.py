@@ -18,7 +18,6 @@ its content hash differs from the tenant's active one, so restarts do not grow t
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import yaml
 
 from authz.budget import parse_rules
 from authz.errors import ConfigError, InvalidArgument
+from authz.policy import policy_hash
 from authz.storage import Store, TenantSettings
 from authz.token import valid_name
 
@@ -35,10 +35,6 @@ _INTENT_MODES = ("off", "advisory", "enforce")
 def valid_tenant_name(name: object) -> bool:
     """Tenant names key derivation and audit chains; ``_``-prefixed names are Tessera's own (``_gateway``)."""
     return valid_name(name) and not str(name).startswith("_")
-
-
-def policy_hash(source: str) -> str:
-    return "sha256:" + hashlib.sha256(source.encode()).hexdigest()
 
 
 def _load_yaml(path: Path) -> Any:

@@ -21,9 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from authz.errors import CompileDiagnostic, InvalidArgument, PolicyCompileError
-from authz.policy import CompiledPolicy, PolicyResult, compile_policy
+from authz.policy import CompiledPolicy, PolicyResult, compile_policy, policy_hash
 from authz.storage.protocols import AuditRecord
-from authz.tenants import policy_hash
 
 #: Replay at most this many calls per dry-run.
 MAX_REPLAY = 1000

@@ -45,6 +45,7 @@ from authz.policy._compiled import (
     PolicySet,
     compile_policy,
     default_policy_source,
+    policy_hash,
 )
 from authz.policy._engine import ENTRYPOINT
 from authz.policy._result import DECISION_KEYS, OUTCOMES, PolicyResult
@@ -59,4 +60,5 @@ __all__ = [
     "PolicySet",
     "compile_policy",
     "default_policy_source",
+    "policy_hash",
 ]

@@ -103,7 +103,12 @@ def compile_policy(source: str, *, version: int = 0) -> CompiledPolicy:
         raise compile_error_from([CompileDiagnostic(line, column, "policy source contains a NUL character")])
     program = RegoProgram(source)
     _check_shape(source, raw)
-    return CompiledPolicy(source, version, "sha256:" + hashlib.sha256(raw).hexdigest(), program)
+    return CompiledPolicy(source, version, policy_hash(source), program)
+
+
+def policy_hash(source: str) -> str:
+    """A policy's content hash, ``"sha256:" + hex`` of its UTF-8 source: what promotions record."""
+    return "sha256:" + hashlib.sha256(source.encode()).hexdigest()
 
 
 def _check_shape(source: str, raw: bytes) -> None:

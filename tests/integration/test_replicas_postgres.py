@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from authz.audit import verify_chain
+from authz.policy import policy_hash
 from authz.storage import open_store
-from authz.tenants import policy_hash
 from tests.integration.conftest import Gateway, rpc_error, start_gateway
 from tests.pg import pg_fixtures
 

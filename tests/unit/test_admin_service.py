@@ -42,14 +42,13 @@ from authz.api.admin.v1 import token_service_pb2_grpc as tokens_grpc
 from authz.audit import event_from_decision
 from authz.budget import parse_rules, rule_reservations
 from authz.check.models import Check, Decision, Outcome, new_decision_id
-from authz.policy import default_policy_source
+from authz.policy import default_policy_source, policy_hash
 from authz.secrets import Secret
 from authz.server.admin._common import AdminRuntime
 from authz.server.admin.app import bootstrap_admin_key, build_server
 from authz.server.status import error_info
 from authz.storage import Approval, TenantSettings
 from authz.storage.sqlite import SQLiteStore
-from authz.tenants import policy_hash
 from authz.token import KeyRing, TokenAuthenticator, mint
 
 MASTER = "unit-admin-master-key-0123456789abcdef-0123"

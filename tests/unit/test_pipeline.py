@@ -10,11 +10,10 @@ import pytest
 
 from authz.check import Check, CheckInput, Outcome, Pipeline, TenantDirectory
 from authz.intent import CatalogExtractor, ToolCatalog
-from authz.policy import compile_policy, default_policy_source
+from authz.policy import compile_policy, default_policy_source, policy_hash
 from authz.secrets import Secret
 from authz.storage import TenantSettings
 from authz.storage.sqlite import SQLiteStore
-from authz.tenants import policy_hash
 from authz.token import KeyRing, TokenAuthenticator, mint
 
 KEYRING = KeyRing(Secret("unit-test-master-key-0123456789abcdef0123"))

@@ -9,12 +9,11 @@ from authz.admin import policies as logic
 from authz.api.admin.v1 import policy_service_pb2 as pb
 from authz.api.admin.v1 import policy_service_pb2_grpc as pb_grpc
 from authz.errors import FailedPrecondition, InvalidArgument, NotFound
-from authz.policy import MAX_POLICY_SOURCE_BYTES, compile_policy
+from authz.policy import MAX_POLICY_SOURCE_BYTES, compile_policy, policy_hash
 from authz.server.admin import convert
 from authz.server.admin._common import AdminRuntime
 from authz.server.admin.auth import principal
 from authz.storage import PolicyDraft
-from authz.tenants import policy_hash
 
 _DRAFT_NAME = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 
