@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -130,3 +130,15 @@ class Decision:
         if self.check in CODE_OF_CHECK:
             return int(CODE_OF_CHECK[self.check])
         return int(self.data.get("code", Code.INVALID_REQUEST))
+
+
+#: Retry hint sent with every -32018 denial.
+RETRY_AFTER_MS = 1000
+
+
+def unavailable(decision: Decision | None, reason: str) -> Decision:
+    """A -32018 deny: fail closed. From ``decision`` (keeping what it knew for the audit) or from scratch."""
+    data = {"retry_after_ms": RETRY_AFTER_MS}
+    if decision is None:
+        return Decision(new_decision_id(), Outcome.DENY, Check.UNAVAILABLE, reason, data)
+    return replace(decision, outcome=Outcome.DENY, check=Check.UNAVAILABLE, reason=reason, data=data)

@@ -21,15 +21,13 @@ from typing import Any
 from authz.budget import rule_reservations, token_reservations, tool_cost
 from authz.canonical import stable_json
 from authz.check.directory import TenantDirectory, TenantView
-from authz.check.models import Check, CheckInput, Decision, Outcome, new_decision_id
+from authz.check.models import RETRY_AFTER_MS, Check, CheckInput, Decision, Outcome, new_decision_id
 from authz.intent import judge_intent
 from authz.provenance import NOT_PRESENTED, ProvenanceResult, verify_entries
 from authz.storage import Approval, ApprovalClaim, Store
+from authz.token import AuthenticatedToken
 
 log = logging.getLogger("tessera.check")
-
-#: Retry hint for -32018 denials.
-RETRY_AFTER_MS = 1000
 
 
 @dataclass(slots=True)
@@ -126,10 +124,11 @@ class Pipeline:
     def _decide(
         self, state: CallState, outcome: Outcome, check: Check | None = None, reason: str = "", **data: Any
     ) -> Decision:
-        token, tenant, policy = state.token, state.tenant, None
-        if tenant is not None and tenant.policy_version is not None:
+        token, tenant, inp = state.token, state.tenant, state.input
+        # The policy version is recorded once the policy stage has run (it decided, or it let the call on).
+        policy = None
+        if tenant is not None and state.stage in ("policy", "budget", "done"):
             policy = tenant.policy_version
-        inp = state.input
         return Decision(
             decision_id=state.decision_id,
             outcome=outcome,
@@ -145,12 +144,8 @@ class Pipeline:
             arguments_sha256=state.arguments_sha256,
             argument_keys=tuple(sorted(inp.arguments)) if inp.tool is not None else (),
             prompt_sha256=state.prompt_sha256,
-            policy_version=policy.version
-            if policy is not None and state.stage in ("policy", "budget", "done")
-            else None,
-            policy_hash=policy.content_hash
-            if policy is not None and state.stage in ("policy", "budget", "done")
-            else None,
+            policy_version=policy.version if policy is not None else None,
+            policy_hash=policy.content_hash if policy is not None else None,
             approval_id=state.approval.approval_id if state.approval is not None else inp.approval_id,
         )
 
@@ -168,7 +163,7 @@ class Pipeline:
                 state, Check.CAPABILITY, "capability token missing (Authorization: Bearer <token>)"
             )
         authenticated = self._auth.authenticate(inp.token)
-        if not hasattr(authenticated, "token_id"):  # a TokenRejection
+        if not isinstance(authenticated, AuthenticatedToken):  # a TokenRejection
             return self._deny(state, Check.CAPABILITY, authenticated.reason)
         rejection = authenticated.check(
             now=state.now,
@@ -315,7 +310,7 @@ class Pipeline:
                 if state.approval
                 else None
             ),
-            "time": {"now": state.now.isoformat().replace("+00:00", "Z"), "unix": int(state.now.timestamp())},
+            "time": {"now": _rfc3339(state.now.timestamp()), "unix": int(state.now.timestamp())},
         }
 
     async def _budget(self, state: CallState) -> Decision | None:

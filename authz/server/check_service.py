@@ -8,7 +8,8 @@ from typing import Any
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from authz.check import Check, Decision, DecisionRecorder, Outcome, Pipeline, new_decision_id
+from authz.check import Decision, DecisionRecorder, Pipeline
+from authz.check.models import unavailable
 from authz.server import wire
 
 log = logging.getLogger("tessera.check")
@@ -39,13 +40,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             return await self._check(request, context)
         except Exception as exc:  # fail closed: a bug here must still be a deny
             log.exception("check failed unexpectedly")
-            decision = Decision(
-                decision_id=new_decision_id(),
-                outcome=Outcome.DENY,
-                check=Check.UNAVAILABLE,
-                reason=f"internal error: {type(exc).__name__}",
-                data={"retry_after_ms": 1000},
-            )
+            decision = unavailable(None, f"internal error: {type(exc).__name__}")
             self._count([decision])
             return wire.denied_response(
                 503,
@@ -59,6 +54,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         if parsed.protocol_error is not None:
             reply, decision = wire.protocol_denial(parsed)
             await self._record([decision])
+            self._count([decision])
             return reply
         decisions: list[Decision] = []
         for message in parsed.messages:
@@ -67,17 +63,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             if not decision.allowed:
                 break
         if not await self._record(decisions) and decisions[-1].allowed:
-            failed = Decision(
-                decision_id=decisions[-1].decision_id,
-                outcome=Outcome.DENY,
-                check=Check.UNAVAILABLE,
-                reason="the decision could not be written to the audit chain",
-                data={"retry_after_ms": 1000},
-                tenant=decisions[-1].tenant,
-                agent=decisions[-1].agent,
-                tool=decisions[-1].tool,
-            )
-            decisions[-1] = failed
+            decisions[-1] = unavailable(decisions[-1], "the decision could not be written to the audit chain")
+        self._count(decisions)
         last = decisions[-1]
         if last.allowed:
             return wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
@@ -85,7 +72,6 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
 
     async def _record(self, decisions: list[Decision]) -> bool:
         """Durably record before answering; False (and the caller denies) when that failed."""
-        self._count(decisions)
         try:
             await self._recorder.record(decisions)
             return True

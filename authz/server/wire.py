@@ -20,7 +20,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from authz.check.models import Check, CheckInput, Code, Decision, Outcome
+from authz.check.models import Check, CheckInput, Code, Decision, Outcome, new_decision_id
 
 TESSERA_HEADER_PREFIX = "x-tessera-"
 DECISION_HEADER = "x-tessera-decision-id"
@@ -348,8 +348,6 @@ def protocol_denial(parsed: ParsedRequest) -> tuple[external_auth_pb2.CheckRespo
     """Answer a malformed body; returns the reply and the decision to audit."""
     assert parsed.protocol_error is not None
     code, message, request_id = parsed.protocol_error
-    from authz.check.models import new_decision_id
-
     decision = Decision(
         decision_id=new_decision_id(),
         outcome=Outcome.DENY,
