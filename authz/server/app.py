@@ -14,6 +14,7 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from authz.audit import make_recorder
 from authz.check import DecisionRecorder, Pipeline, TenantDirectory
 from authz.config import TesseraConfig
 from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
@@ -79,12 +80,6 @@ def _extractor_factory(config: TesseraConfig):
     return build
 
 
-def _make_recorder(config: TesseraConfig, store: Store) -> DecisionRecorder:
-    from authz.audit import make_recorder  # the audit chain
-
-    return make_recorder(config, store)
-
-
 async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     store = open_store(config.store.database_url)
     if config.tenants_file is not None:
@@ -109,7 +104,7 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         approval_quorum=config.check.approval_quorum,
         default_deadline_s=config.check.deadline_ms / 1000,
     )
-    return CheckRuntime(config, store, keyring, directory, pipeline, _make_recorder(config, store), Metrics())
+    return CheckRuntime(config, store, keyring, directory, pipeline, make_recorder(config, store), Metrics())
 
 
 async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = None) -> None:
@@ -127,7 +122,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         ),
         server,
     )
-    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{config.listen.host}:{config.listen.check_port}"
     if server.add_insecure_port(address) == 0:
@@ -142,9 +137,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         await server.start()
         stack.push_async_callback(server.stop, 2.0)
         for name in ("", CHECK_SERVICE_NAME):
-            result = health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-            if asyncio.iscoroutine(result):
-                await result
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         http = await serve_http(
             config.listen.host,
             config.listen.metrics_port,
