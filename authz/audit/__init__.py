@@ -12,6 +12,7 @@ Activity (class 6003) naming plus a ``tessera`` object and never hold argument v
   every :class:`~authz.storage.protocols.AuditStore` implementation uses to extend a chain.
 """
 
+from authz.audit._aggregate import UnauthenticatedDenials
 from authz.audit._canonical import (
     GATEWAY_TENANT,
     GENESIS_HASH,
@@ -49,6 +50,7 @@ __all__ = [
     "Checkpoint",
     "LineBuffer",
     "RecorderStats",
+    "UnauthenticatedDenials",
     "VerifyResult",
     "admin_event",
     "append_admin_event",
