@@ -19,6 +19,7 @@ from authz.check import DecisionRecorder, Pipeline, TenantDirectory
 from authz.config import TesseraConfig
 from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
 from authz.observability import Metrics, serve_http
+from authz.outbound import policy_from_config
 from authz.policy import compile_policy
 from authz.server.check_service import AuthorizationService
 from authz.storage import Store, TenantSettings, open_store
@@ -68,6 +69,7 @@ def _extractor_factory(config: TesseraConfig):
             timeout=config.intent.http_timeout_s,
             cache_size=config.intent.cache_size,
             cache_ttl=config.intent.cache_ttl_s,
+            policy=policy_from_config(config),
         )
 
     def build(tenant: str, settings: TenantSettings) -> Any | None:

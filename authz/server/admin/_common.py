@@ -10,6 +10,7 @@ from typing import Any
 from authz.admin.keys import ADMIN_CHAIN
 from authz.audit import append_admin_event
 from authz.errors import InvalidArgument, NotFound
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.server.admin.auth import principal
 from authz.storage import Store
 from authz.tenants import valid_tenant_name
@@ -27,6 +28,10 @@ class AdminRuntime:
     #: The check services extract intent over HTTP (TESSERA_INTENT_URL), not from tenant catalogs.
     intent_http: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Vets URLs admins set (approval webhook) under the operator's outbound rules (authz.outbound).
+    outbound: OutboundClient = field(
+        default_factory=lambda: OutboundClient(OutboundPolicy(), purpose="approval webhook")
+    )
 
     async def audit(self, tenant: str | None, action: str, target: str, details: Mapping[str, Any]) -> None:
         """Record one mutation in the tenant's chain (``_admin`` when it belongs to no tenant), as the
