@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 
 from authz.admin.keys import Principal, authenticate
-from authz.errors import PermissionDenied
+from authz.errors import InvalidArgument, PermissionDenied
 from authz.server import status
 from authz.server.admin.access import PACKAGE, RULES, Rule
 
@@ -28,6 +30,33 @@ _PREFIX = f"/{PACKAGE}."
 def principal() -> Principal:
     """The authenticated caller of the RPC being handled."""
     return _PRINCIPAL.get()
+
+
+#: The tenant segment of a REST path (``/v1/admin/tenants/{tenant}/...``).
+_REST_TENANT = re.compile(r"^/v1/admin/tenants/([^/:?]+)")
+
+
+def check_path_tenant(context: grpc.aio.ServicerContext, request: Any) -> None:
+    """Refuse a REST call whose path names one tenant and whose body another.
+
+    Envoy's transcoder fills the request from the path and the body, and with ``body: "*"`` a body field
+    silently overrides the path's; Tessera would then act on the body's tenant while the URL (what logs,
+    proxies and reviewers see) names another. The transcoder passes the REST path on as
+    ``x-envoy-original-path``; a direct gRPC call has none and is not affected.
+    """
+    if "tenant" not in type(request).DESCRIPTOR.fields_by_name:
+        return
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() != "x-envoy-original-path":
+            continue
+        path = value.decode() if isinstance(value, bytes) else value
+        match = _REST_TENANT.match(path)
+        if match is not None and unquote(match.group(1)) != request.tenant:
+            raise InvalidArgument(
+                f"the path names tenant {unquote(match.group(1))!r} but the body names {request.tenant!r}",
+                reason="TENANT_MISMATCH",
+                metadata={"path_tenant": unquote(match.group(1)), "body_tenant": request.tenant},
+            )
 
 
 def bearer(context: grpc.aio.ServicerContext) -> str | None:
@@ -70,6 +99,7 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         return handler  # the admin API has no client-streaming RPC
 
     async def _admit(self, context: grpc.aio.ServicerContext, rule: Rule | None, name: str, request: Any):
+        check_path_tenant(context, request)
         caller = await authenticate(self._store, bearer(context))
         if rule is None:
             raise PermissionDenied(f"{name} has no access rule", reason="NO_ACCESS_RULE")
