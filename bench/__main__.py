@@ -5,6 +5,8 @@
 2. Through Envoy (wrk): Envoy + Tessera vs Envoy alone, both answering with a ``direct_response`` so
    the upstream does not count, at 1 and 32 requests in flight.
 3. Errors, and a check that every allowed call was durably audited (events in the chain vs allows).
+4. Hostile tokenless bodies (800 KB objects, deep nesting) beside legitimate calls through Envoy:
+   the legitimate success rate (target >= 99 %) and the check process's memory (bench/hostile.py).
 
 The load generators share the two cores with Envoy and Tessera; compare rows of one run as ratios.
 """
@@ -34,6 +36,7 @@ from authz.local.stack import CheckProcess, free_port, spawn, stop_process
 from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
+from bench.hostile import run_hostile_load
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = "bench-master-key-0123456789abcdef0123456789"
@@ -398,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
                     (f"{name}, {conns} in flight", wrk(url, script, seconds=seconds, connections=conns))
                 )
         authz_stats = envoy.stats("http.tessera_ingress.ext_authz")
+        # Hostile tokenless bodies beside legitimate calls (after the stats: its denials are not errors).
+        hostile = run_hostile_load(
+            f"http://127.0.0.1:{listen}/v1/mcp", token, MCP_BODY, tessera.proc.pid, seconds=seconds
+        )
     finally:
         if envoy is not None:
             envoy.stop()
@@ -414,11 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     breakdown = asyncio.run(_breakdown(workdir, body))
     _report(rows, breakdown, audit)
+    print(hostile.summary())
     if args.keep:
         print(f"work directory kept: {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if allows >= answered and all(r["errors"] == 0 for _, r in rows) else 1
+    hostile_ok = hostile.success_rate >= 0.99
+    return 0 if allows >= answered and hostile_ok and all(r["errors"] == 0 for _, r in rows) else 1
 
 
 if __name__ == "__main__":
