@@ -420,8 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         f"and calls in flight at each cut-off); Envoy ext_authz: {outcome}"
     )
     breakdown = asyncio.run(_breakdown(workdir, body))
-    _report(rows, breakdown, audit)
-    print(hostile.summary())
+    _report(rows, breakdown, audit + "\n" + hostile.summary())
     if args.keep:
         print(f"work directory kept: {workdir}")
     else:
