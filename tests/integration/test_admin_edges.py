@@ -37,3 +37,29 @@ def test_a_path_tenant_that_differs_from_the_body_tenant_is_refused(admin_gatewa
             timeout=30,
         )
         assert response.status_code == 200, response.text
+
+
+def test_a_webhook_on_envoys_admin_port_is_refused_even_with_loopback_allowed(
+    admin_gateway: AdminGateway,
+) -> None:
+    """The reported SSRF: a tenant-scoped admin pointed its webhook at Envoy's admin port. The local stack
+    allows loopback (TESSERA_OUTBOUND_ALLOW), yet Envoy's own ports stay refused."""
+    gw = admin_gateway
+    assert gw.rest("TenantService/CreateTenant", {"tenant": "edge-hook"}).http == 200
+    scoped = gw.new_key("admin", tenant="edge-hook")
+    for port in (gw.stack.ports.envoy_admin, gw.stack.ports.listen):
+        update = {
+            "tenant": "edge-hook",
+            "settings": {"approval_webhook_url": f"http://127.0.0.1:{port}/quitquitquit"},
+            "update_mask": "approvalWebhookUrl",
+        }
+        refused = gw.rest("TenantService/UpdateTenantSettings", update, scoped)
+        assert refused.http == 400, refused.raw
+        assert f"port {port} on 127.0.0.1 is one of Tessera's own ports" in refused.status.message
+        assert refused.reason == "OUTBOUND_REFUSED"
+    assert (
+        gw.rest(
+            "TenantService/GetTenant", {"tenant": "edge-hook"}
+        ).message.tenant.settings.approval_webhook_url
+        == ""
+    )
