@@ -18,6 +18,7 @@ import asyncio
 import json
 import re
 import shutil
+import socket
 import statistics
 import struct
 import subprocess
@@ -92,6 +93,20 @@ def _check_request(token: str) -> bytes:
     http.raw_body = json.dumps(MCP_BODY).encode()
     payload = request.SerializeToString()
     return struct.pack(">BI", 0, len(payload)) + payload
+
+
+def _wait_listening(port: int, timeout: float = 30.0) -> None:
+    """Until something accepts connections on 127.0.0.1:``port`` (a fixed sleep was too short under load,
+    and a run against a server not yet listening measured nothing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _percentiles(latencies_us: list[float]) -> tuple[float, float]:
@@ -368,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tessera.start()
         noop = spawn([sys.executable, "-m", "bench.noop", str(noop_port)], log=workdir / "noop.log")
-        time.sleep(1.0)
+        _wait_listening(noop_port)
         direct("direct gRPC, no-op servicer, 32 in flight", noop_port, 32)
         direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
         direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
