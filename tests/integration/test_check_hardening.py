@@ -84,3 +84,15 @@ def test_a_tokenless_flood_adds_one_event_per_source_not_one_per_request(gateway
             assert response.json()["error"]["code"] == -32010
     after = asyncio.run(count())
     assert after - before <= 2  # the first denial of the window (and at most a closing aggregate)
+
+
+def test_large_legitimate_bodies_still_pass_the_edge_buffer_limits(gateway: Gateway):
+    """The listener's 32 KiB per-connection buffer limit does not cap what ext_authz buffers for the
+    check (up to max_request_bytes, 1 MiB): a 600 KB authorized call is checked and forwarded."""
+    gateway.clear_upstream()
+    response = gateway.call(
+        "read_invoice", {"invoice_id": "INV-1001", "note": "x" * 600_000}, token=gateway.token()
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert "result" in response.json(), response.text[:300]
+    assert len(gateway.upstream_requests("/mcp")) == 1
