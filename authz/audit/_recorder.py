@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from authz.audit._events import chain_tenant, event_from_decision
 from authz.errors import ConfigError, StorageError, StoreUnavailable
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from authz.check.models import Decision
 
 log = logging.getLogger("tessera.audit")
+
+T = TypeVar("T")
 
 #: Upper bound of events per transaction; one record() call is never split across transactions.
 DEFAULT_MAX_BATCH = 1024
@@ -202,3 +204,27 @@ async def append_admin_event(
     )
     (written,) = await store.append_events([(tenant, event)])
     return written
+
+
+async def audited_mutation(
+    store: AuditStore,
+    mutation: Callable[[], Coroutine[Any, Any, T]],
+    tenant: str,
+    actor: str,
+    action: str,
+    target: str | Callable[[T], str],
+    details: Any = None,
+) -> T:
+    """Run a store mutation and audit it in ONE transaction (:meth:`AuditStore.run_audited`): when the
+    event cannot be written, the change does not stand. ``target`` and ``details`` may be functions of
+    the mutation's result (e.g. the version a promotion created)."""
+    from authz.audit._events import admin_event
+
+    time_ms = _now_ms()
+
+    def events(result: T) -> list[tuple[str, dict[str, Any]]]:
+        where = target(result) if callable(target) else target
+        what = details(result) if callable(details) else details
+        return [(tenant, admin_event(tenant, actor, action, where, what, time_ms=time_ms))]
+
+    return await store.run_audited(mutation, events)

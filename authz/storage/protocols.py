@@ -9,9 +9,9 @@ Two implementations (SQLite, embedded default; PostgreSQL, several replicas) pas
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from authz.storage.models import (
     AdminKey,
@@ -25,6 +25,8 @@ from authz.storage.models import (
     StoreVersions,
     TenantSettings,
 )
+
+T = TypeVar("T")
 
 
 class TenantStore(Protocol):
@@ -152,6 +154,19 @@ class AuditStore(Protocol):
         ``INSERT ... ON CONFLICT DO NOTHING`` on the head row followed by ``SELECT ... FOR UPDATE``.
         Either every event is committed or none is (the error is raised); events of one call never
         interleave with another writer's in a tenant's chain.
+        """
+
+    async def run_audited(
+        self,
+        mutation: Callable[[], Coroutine[Any, Any, T]],
+        events: Callable[[T], Sequence[tuple[str, dict[str, Any]]]],
+    ) -> T:
+        """Run ``mutation`` (one call of this store's own methods, e.g. ``lambda: store.put_tenant(...)``)
+        and append ``events(result)`` as :meth:`append_events` would, in ONE transaction.
+
+        If the mutation raises, or the events cannot be built or written, nothing of either stands and the
+        error is raised: an admin change never stands without its audit event (ARCHITECTURE §11). The
+        mutation's own transactions nest inside this one (savepoints); it must not call other stores.
         """
 
     def iter_events(

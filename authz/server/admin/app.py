@@ -48,7 +48,7 @@ from authz.api.admin.v1 import (
     token_service_pb2,
     token_service_pb2_grpc,
 )
-from authz.audit import append_admin_event
+from authz.audit import audited_mutation
 from authz.config import TesseraConfig
 from authz.errors import ConfigError
 from authz.secrets import Secret
@@ -143,6 +143,10 @@ class AdminSettings:
         )
 
 
+class _NotFirst(Exception):
+    """Unwinds the bootstrap transaction when an admin key exists already."""
+
+
 async def bootstrap_admin_key(store: Store, given: Secret | None, out: TextIO | None = None) -> str | None:
     """Create the first admin key when the store has none; returns the key when one was generated
     (and printed to ``out``, default standard output), else None.
@@ -154,16 +158,20 @@ async def bootstrap_admin_key(store: Store, given: Secret | None, out: TextIO | 
         return None
     key = given.reveal().decode() if given is not None else None
     record, secret = new_admin_key("bootstrap", "admin", None, "bootstrap", key=key)
-    if not await store.bootstrap_admin_key(record):
+    source = "env" if given else "generated"
+    details = {"name": record.name, "role": record.role, "tenant": None, "source": source}
+
+    async def create() -> bool:
+        if not await store.bootstrap_admin_key(record):
+            raise _NotFirst  # another replica created the first key: nothing to audit
+        return True
+
+    try:
+        await audited_mutation(
+            store, create, ADMIN_CHAIN, "bootstrap", "admin_key.create", f"admin_key:{record.key_id}", details
+        )
+    except _NotFirst:
         return None
-    await append_admin_event(
-        store,
-        ADMIN_CHAIN,
-        "bootstrap",
-        "admin_key.create",
-        f"admin_key:{record.key_id}",
-        {"name": record.name, "role": record.role, "tenant": None, "source": "env" if given else "generated"},
-    )
     if given is not None:
         log.info("created the first admin key %s from TESSERA_BOOTSTRAP_ADMIN_KEY", record.key_id)
         return None

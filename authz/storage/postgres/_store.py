@@ -52,7 +52,7 @@ from authz.storage.models import (
     TenantSettings,
 )
 from authz.storage.postgres._admin import PostgresAdminStore
-from authz.storage.postgres._audit import PostgresAuditStore
+from authz.storage.postgres._audit import AUDITED_CONNECTION, PostgresAuditStore
 from authz.storage.postgres._migrate import migrate
 
 log = logging.getLogger("tessera.storage.postgres")
@@ -214,7 +214,18 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore):
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        """A pooled connection; psycopg and pool errors raised in the block leave as Tessera errors."""
+        """A pooled connection; psycopg and pool errors raised in the block leave as Tessera errors.
+
+        Inside :meth:`run_audited` it is the audited transaction's connection, so the mutation and its
+        audit events commit together (its ``conn.transaction()`` blocks become savepoints).
+        """
+        audited = AUDITED_CONNECTION.get()
+        if audited is not None and audited[0] is self:
+            try:
+                yield audited[1]
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                raise _translate(exc) from exc
+            return
         if self._pool is None:
             await self.open()
         pool = self._pool
