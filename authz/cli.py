@@ -219,7 +219,7 @@ def _bootstrap_key_for_run(cfg) -> str | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole local stack on its defaults: Envoy, check service, demo MCP server, SQLite in ./var."""
-    from authz.stack import Stack, StackPorts
+    from authz.local.stack import Stack, StackPorts
     from authz.token import mint
 
     var_dir = Path(args.var_dir or "var").resolve()
