@@ -76,14 +76,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             await self._record([decision], source)
             self._count([decision])
             return reply
-        decisions: list[Decision] = []
-        for message in parsed.messages:
-            if decisions and time.monotonic() > deadline:
-                break  # the rest of a batch is not worth checking: the answer is a deny now
-            decision = await self._pipeline.check(message.input)
-            decisions.append(decision)
-            if not decision.allowed:
-                break
+        # A batch is all or nothing: one denial denies it and then charges no element's budget.
+        decisions = await self._pipeline.check_batch([m.input for m in parsed.messages])
         if time.monotonic() > deadline:
             # Envoy has given up on this request: nothing it carried was let through, and the audit
             # chain must not say otherwise.

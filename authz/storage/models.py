@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,15 @@ class ApprovalClaim:
     tenant: str
     approval_id: str
     now: float
+
+
+def claims_of(consume: ApprovalClaim | Sequence[ApprovalClaim] | None) -> tuple[ApprovalClaim, ...]:
+    """The approvals a reservation consumes: none, one, or one per element of a JSON-RPC batch."""
+    if consume is None:
+        return ()
+    if isinstance(consume, ApprovalClaim):
+        return (consume,)
+    return tuple(consume)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,13 +64,18 @@ class RevocationStore(Protocol):
 
 class BudgetStore(Protocol):
     async def reserve(
-        self, reservations: Sequence[Reservation], *, consume: ApprovalClaim | None = None
+        self,
+        reservations: Sequence[Reservation],
+        *,
+        consume: ApprovalClaim | Sequence[ApprovalClaim] | None = None,
     ) -> ReserveResult:
         """Charge every reservation or none, atomically, never letting a counter pass its limit.
 
-        With ``consume``, the approval moves from approved (and unexpired) to consumed in the same
-        transaction; if it cannot (already consumed, expired), nothing is charged and the result says
-        ``approval_unavailable``. So a call resumed twice is allowed once, and never charged twice.
+        A counter named by several reservations (elements of one JSON-RPC batch) is charged for each,
+        cumulatively. With ``consume`` (one claim, or several for a batch), each approval moves from
+        approved (and unexpired) to consumed in the same transaction; if one cannot (already consumed,
+        expired), nothing is charged and the result says ``approval_unavailable``. So a call resumed
+        twice is allowed once, and never charged twice.
         """
 
     async def usage(self, key: str, window_start: int) -> float:

@@ -50,6 +50,7 @@ from authz.storage.models import (
     Revocation,
     StoreVersions,
     TenantSettings,
+    claims_of,
 )
 from authz.storage.postgres._admin import PostgresAdminStore
 from authz.storage.postgres._audit import AUDITED_CONNECTION, PostgresAuditStore
@@ -382,20 +383,22 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore):
     _USED = "SELECT used FROM budget_counters WHERE counter_key = %s AND window_start = %s"
 
     async def reserve(
-        self, reservations: Sequence[Reservation], *, consume: ApprovalClaim | None = None
+        self,
+        reservations: Sequence[Reservation],
+        *,
+        consume: ApprovalClaim | Sequence[ApprovalClaim] | None = None,
     ) -> ReserveResult:
-        if not reservations and consume is None:
+        claims = claims_of(consume)
+        if not reservations and not claims:
             return ReserveResult(ok=True)
         async with self._connection() as conn:
-            if len(reservations) == 1 and consume is None:  # one statement, one round trip
+            if len(reservations) == 1 and not claims:  # one statement, one round trip
                 failed = await _charge(conn, reservations[0], self._CHARGE, self._USED)
                 return failed or ReserveResult(ok=True)
             try:
                 async with conn.transaction():
-                    if consume is not None:
-                        cur = await conn.execute(
-                            self._CONSUME, (consume.tenant, consume.approval_id, consume.now)
-                        )
+                    for claim in claims:
+                        cur = await conn.execute(self._CONSUME, (claim.tenant, claim.approval_id, claim.now))
                         if cur.rowcount != 1:
                             raise _Rollback(ReserveResult(ok=False, approval_unavailable=True))
                     # Charge in key order so two calls sharing counters never wait on each other in a

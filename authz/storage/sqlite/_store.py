@@ -26,6 +26,7 @@ from authz.storage.models import (
     Revocation,
     StoreVersions,
     TenantSettings,
+    claims_of,
 )
 from authz.storage.sqlite._admin import SQLiteAdminStore
 from authz.storage.sqlite._audit import SQLiteAuditStore
@@ -156,13 +157,17 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore):
 
     # -- budgets ---------------------------------------------------------------------------------------
     async def reserve(
-        self, reservations: Sequence[Reservation], *, consume: ApprovalClaim | None = None
+        self,
+        reservations: Sequence[Reservation],
+        *,
+        consume: ApprovalClaim | Sequence[ApprovalClaim] | None = None,
     ) -> ReserveResult:
-        if not reservations and consume is None:
+        claims = claims_of(consume)
+        if not reservations and not claims:
             return ReserveResult(ok=True)
         try:
             with self.db.transaction() as conn:
-                if consume is not None and not _consume(conn, consume):
+                if not all(_consume(conn, claim) for claim in claims):
                     raise _Exhausted(ReserveResult(ok=False, approval_unavailable=True))
                 for r in reservations:
                     conn.execute(
