@@ -90,6 +90,9 @@ class Reservation:
     limit: float
     scope: str
     resets_at: float | None = None
+    #: After this epoch second the counter can never be charged again (its window ended, or every token
+    #: sharing it expired), so pruning may delete it; None: never (a token counter without expiry).
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,14 @@ class ReserveResult:
     exhausted: Reservation | None = None
     used: float = 0.0
     approval_unavailable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What one :meth:`~authz.storage.protocols.BudgetStore.prune_expired` call deleted."""
+
+    counters: int = 0
+    approvals: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from authz.storage.models import (
     ApprovalClaim,
     PolicyDraft,
     PolicyVersion,
+    PruneResult,
     Reservation,
     ReserveResult,
     Revocation,
@@ -80,6 +81,23 @@ class BudgetStore(Protocol):
 
     async def usage(self, key: str, window_start: int) -> float:
         """What a counter has used (0 when it was never charged)."""
+
+    async def prune_expired(
+        self,
+        now: float,
+        *,
+        grace_s: float = 300.0,
+        approval_retention_s: float = 86400.0,
+        batch: int = 10_000,
+    ) -> PruneResult:
+        """Delete the state no call can use any more, in short transactions of at most ``batch`` rows.
+
+        Budget counters whose ``expires_at`` (see :class:`Reservation`) is before ``now - grace_s`` (the
+        grace covers clocks of other replicas that lag: a counter is never deleted while any replica
+        could still charge it, so pruning never resets a live window); counters without ``expires_at``
+        stay. Approvals whose ``expires_at`` is before ``now - approval_retention_s`` (whatever their
+        status: an expired approval can be neither decided nor consumed; the chain keeps its history).
+        """
 
 
 class ApprovalStore(Protocol):

@@ -61,6 +61,9 @@ class BudgetCounter:
     key: str
     kind: Literal["calls", "cost"]
     limit: int | Decimal
+    #: The earliest ``expires`` caveat *before* this counter's caveat: it binds every token that shares
+    #: the counter, so after it the counter can never be charged again (None: no such caveat).
+    expires: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +273,12 @@ class TokenAuthenticator:
         agent = check_consistency(ident.tenant, caveats)
         ids = tuple(hashlib.sha256(s).hexdigest() for s in sigs)
         counters = tuple(
-            BudgetCounter(ids[i + 1], "calls" if isinstance(c, MaxCallsCaveat) else "cost", c.limit)
+            BudgetCounter(
+                ids[i + 1],
+                "calls" if isinstance(c, MaxCallsCaveat) else "cost",
+                c.limit,
+                min((e.at for e in caveats[:i] if isinstance(e, ExpiresCaveat)), default=None),
+            )
             for i, c in enumerate(caveats)
             if isinstance(c, MaxCallsCaveat | MaxCostCaveat)
         )

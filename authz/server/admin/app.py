@@ -61,6 +61,7 @@ from authz.server.admin.policies import PolicyService
 from authz.server.admin.tenants import TenantService
 from authz.server.admin.tokens import TokenService
 from authz.storage import Store, open_store
+from authz.storage.pruning import StatePruner
 from authz.token import KeyRing, TokenAuthenticator
 
 log = logging.getLogger("tessera.admin")
@@ -117,6 +118,10 @@ class AdminSettings:
     webhook_poll_s: float = 2.0
     webhook_retry_s: float = 5.0
     webhook_timeout_s: float = 5.0
+    #: Scheduled pruning of expired budget counters and approvals (authz.storage.pruning).
+    prune_interval_s: float = 60.0
+    prune_grace_s: float = 300.0
+    approval_retention_s: float = 86400.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
@@ -140,6 +145,9 @@ class AdminSettings:
             webhook_poll_s=number("TESSERA_WEBHOOK_POLL_S", 2.0),
             webhook_retry_s=number("TESSERA_WEBHOOK_RETRY_S", 5.0),
             webhook_timeout_s=number("TESSERA_WEBHOOK_TIMEOUT_S", 5.0),
+            prune_interval_s=number("TESSERA_PRUNE_INTERVAL_S", 60.0),
+            prune_grace_s=number("TESSERA_PRUNE_GRACE_S", 300.0),
+            approval_retention_s=number("TESSERA_APPROVAL_RETENTION_S", 86400.0),
         )
 
 
@@ -262,6 +270,14 @@ async def serve_admin(
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         task = asyncio.create_task(notifier.run(), name="approval-webhook")
         stack.callback(task.cancel)
+        pruner = StatePruner(
+            runtime.store,
+            interval_s=settings.prune_interval_s,
+            grace_s=settings.prune_grace_s,
+            approval_retention_s=settings.approval_retention_s,
+        )
+        pruning = asyncio.create_task(pruner.run(), name="state-pruning")
+        stack.callback(pruning.cancel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

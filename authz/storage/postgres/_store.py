@@ -45,6 +45,7 @@ from authz.storage.models import (
     Approval,
     ApprovalClaim,
     PolicyVersion,
+    PruneResult,
     Reservation,
     ReserveResult,
     Revocation,
@@ -374,8 +375,9 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore):
     # One statement charges one counter: the INSERT arm creates it (when the amount fits at all), the
     # conflict arm locks the existing row and re-checks the limit against its latest committed value.
     _CHARGE = (
-        "INSERT INTO budget_counters AS c (counter_key, window_start, used) "
-        "SELECT %(key)s, %(window)s, %(amount)s::float8 WHERE %(amount)s::float8 <= %(limit)s::float8 "
+        "INSERT INTO budget_counters AS c (counter_key, window_start, used, expires_at) "
+        "SELECT %(key)s, %(window)s, %(amount)s::float8, %(expires)s::float8 "
+        "WHERE %(amount)s::float8 <= %(limit)s::float8 "
         "ON CONFLICT (counter_key, window_start) DO UPDATE SET used = c.used + excluded.used "
         "WHERE c.used + excluded.used <= %(limit)s::float8 "
         "RETURNING c.used"
@@ -418,6 +420,40 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore):
             except _Rollback as rollback:  # the transaction rolled back: nothing was charged
                 return rollback.result
         return ReserveResult(ok=True)
+
+    async def prune_expired(
+        self,
+        now: float,
+        *,
+        grace_s: float = 300.0,
+        approval_retention_s: float = 86400.0,
+        batch: int = 10_000,
+    ) -> PruneResult:
+        counters = await self._prune(
+            "DELETE FROM budget_counters WHERE ctid = ANY(ARRAY("
+            "SELECT ctid FROM budget_counters WHERE expires_at < %s LIMIT %s FOR UPDATE SKIP LOCKED))",
+            now - grace_s,
+            batch,
+        )
+        approvals = await self._prune(
+            "DELETE FROM approvals WHERE approval_id = ANY(ARRAY("
+            "SELECT approval_id FROM approvals WHERE expires_at < %s LIMIT %s FOR UPDATE SKIP LOCKED))",
+            now - approval_retention_s,
+            batch,
+        )
+        return PruneResult(counters, approvals)
+
+    async def _prune(self, sql: str, before: float, batch: int) -> int:
+        # Short transactions, and rows a reservation holds locked are skipped (they are taken next time):
+        # pruning never makes a check wait.
+        total = 0
+        while True:
+            async with self._connection() as conn:
+                cur = await conn.execute(sql, (before, batch))  # type: ignore[arg-type]
+                deleted = cur.rowcount
+            total += deleted
+            if deleted < batch:
+                return total
 
     async def usage(self, key: str, window_start: int) -> float:
         rows = await self._fetch(self._USED, (key, window_start))
@@ -604,7 +640,13 @@ async def _charge(
     """Charge one counter; None when charged, else the exhausted result (with what the counter used)."""
     cur = await conn.execute(
         charge_sql,  # type: ignore[arg-type]
-        {"key": r.key, "window": r.window_start, "amount": r.amount, "limit": r.limit},
+        {
+            "key": r.key,
+            "window": r.window_start,
+            "amount": r.amount,
+            "limit": r.limit,
+            "expires": r.expires_at,
+        },
     )
     if await cur.fetchone() is not None:
         return None

@@ -21,6 +21,7 @@ from authz.storage.models import (
     Approval,
     ApprovalClaim,
     PolicyVersion,
+    PruneResult,
     Reservation,
     ReserveResult,
     Revocation,
@@ -171,9 +172,9 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore):
                     raise _Exhausted(ReserveResult(ok=False, approval_unavailable=True))
                 for r in reservations:
                     conn.execute(
-                        "INSERT INTO budget_counters (counter_key, window_start, used) VALUES (?, ?, 0) "
-                        "ON CONFLICT DO NOTHING",
-                        (r.key, r.window_start),
+                        "INSERT INTO budget_counters (counter_key, window_start, used, expires_at) "
+                        "VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING",
+                        (r.key, r.window_start, r.expires_at),
                     )
                     cur = conn.execute(
                         "UPDATE budget_counters SET used = used + ? "
@@ -189,6 +190,38 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore):
         except _Exhausted as exhausted:  # the transaction rolled back: nothing was charged
             return exhausted.result
         return ReserveResult(ok=True)
+
+    async def prune_expired(
+        self,
+        now: float,
+        *,
+        grace_s: float = 300.0,
+        approval_retention_s: float = 86400.0,
+        batch: int = 10_000,
+    ) -> PruneResult:
+        counters = self._prune(
+            "DELETE FROM budget_counters WHERE rowid IN "
+            "(SELECT rowid FROM budget_counters WHERE expires_at < ? LIMIT ?)",
+            now - grace_s,
+            batch,
+        )
+        approvals = self._prune(
+            "DELETE FROM approvals WHERE approval_id IN "
+            "(SELECT approval_id FROM approvals WHERE expires_at < ? LIMIT ?)",
+            now - approval_retention_s,
+            batch,
+        )
+        return PruneResult(counters, approvals)
+
+    def _prune(self, sql: str, before: float, batch: int) -> int:
+        # Short transactions: the write lock is released between batches, so checks keep flowing.
+        total = 0
+        while True:
+            with self.db.transaction() as conn:
+                deleted = conn.execute(sql, (before, batch)).rowcount
+            total += deleted
+            if deleted < batch:
+                return total
 
     async def usage(self, key: str, window_start: int) -> float:
         rows = self.db.query(
