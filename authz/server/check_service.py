@@ -52,7 +52,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             # Audited like every answer; bounded, since whatever failed may be the store itself.
             try:
                 async with asyncio.timeout(self._deadline_cap_s):
-                    await self._record([decision])
+                    if not await self._record([decision]):
+                        self._unrecorded([decision])
             except TimeoutError:
                 log.error("internal-error decision %s could not be audited in time", decision.decision_id)
             self._count([decision])
@@ -73,7 +74,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         )
         if parsed.protocol_error is not None:
             reply, decision = wire.protocol_denial(parsed)
-            await self._record([decision], source)
+            if not await self._record([decision], source):
+                self._unrecorded([decision])
             self._count([decision])
             return reply
         # A batch is all or nothing: one denial denies it and then charges no element's budget.
@@ -85,8 +87,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 unavailable(d, "check deadline exceeded before the answer") if d.allowed else d
                 for d in decisions
             ]
-        if not await self._record(decisions, source) and decisions[-1].allowed:
-            decisions[-1] = unavailable(decisions[-1], "the decision could not be written to the audit chain")
+        if not await self._record(decisions, source):
+            if decisions[-1].allowed:
+                decisions[-1] = unavailable(
+                    decisions[-1], "the decision could not be written to the audit chain"
+                )
+            self._unrecorded(decisions)
         self._count(decisions)
         last = decisions[-1]
         if last.allowed:
@@ -104,6 +110,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         except Exception:
             log.exception("audit write failed")
             return False
+
+    def _unrecorded(self, decisions: list[Decision]) -> None:
+        """Answered without an audit event (the store is down): counted, logged, kept for later."""
+        self._recorder.defer(decisions)
+        if self._metrics is not None:
+            self._metrics.unrecorded += len(decisions)
 
     def _count(self, decisions: list[Decision]) -> None:
         if self._metrics is not None:
