@@ -22,6 +22,7 @@ from authz.budget import rule_reservations, token_reservations, tool_cost
 from authz.canonical import stable_json
 from authz.check.directory import TenantDirectory, TenantView
 from authz.check.models import RETRY_AFTER_MS, Check, CheckInput, Decision, Outcome, new_decision_id
+from authz.echo import bounded_reason, echo
 from authz.intent import judge_intent
 from authz.provenance import NOT_PRESENTED, ProvenanceResult, verify_entries
 from authz.storage import Approval, ApprovalClaim, Reservation, ReserveResult, Store
@@ -285,7 +286,7 @@ class Pipeline:
         state.token = authenticated
         tenant = self._directory.get(authenticated.tenant)
         if tenant is None:
-            return self._deny(state, Check.CAPABILITY, f"unknown tenant {authenticated.tenant!r}")
+            return self._deny(state, Check.CAPABILITY, f"unknown tenant {echo(authenticated.tenant)}")
         state.tenant = tenant
         if tenant.settings_error is not None and inp.tool is not None:
             return self._unavailable(state, tenant.settings_error)
@@ -342,7 +343,7 @@ class Pipeline:
             return self._deny(state, Check.POLICY, f"tenant {tenant.name!r} has no active policy")
         result = tenant.policy.evaluate(self._policy_input(state))
         if result.outcome == "deny":
-            return self._deny(state, Check.POLICY, result.reason or "denied by policy")
+            return self._deny(state, Check.POLICY, bounded_reason(result.reason) or "denied by policy")
         approved = state.approval is not None and state.approval_status == "approved"
         if result.outcome == "escalate" and not approved:
             if state.approval is not None:  # still pending: answer with the same approval
@@ -353,7 +354,7 @@ class Pipeline:
                 agent=token.agent,
                 tool=inp.tool,
                 arguments_sha256=state.arguments_sha256 or "",
-                reason=result.reason or "policy requires human approval",
+                reason=bounded_reason(result.reason) or "policy requires human approval",
                 status="pending",
                 quorum=max(1, result.quorum or self._approval_quorum),
                 created_at=self._clock(),
@@ -370,7 +371,7 @@ class Pipeline:
         inp, token = state.input, state.token
         approval = await self._store.get_approval(token.tenant, inp.approval_id)
         if approval is None:
-            return self._deny(state, Check.POLICY, f"unknown approval {inp.approval_id!r}")
+            return self._deny(state, Check.POLICY, f"unknown approval {echo(inp.approval_id)}")
         if (approval.agent, approval.tool, approval.arguments_sha256) != (
             token.agent,
             inp.tool,
