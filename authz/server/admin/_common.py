@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from authz.admin.keys import ADMIN_CHAIN
+from authz.admin.limiter import AuthFailureLimiter
 from authz.audit import append_admin_event, audited_mutation
 from authz.errors import InvalidArgument, NotFound
 from authz.server.admin.auth import principal
@@ -29,6 +30,8 @@ class AdminRuntime:
     #: The check services extract intent over HTTP (TESSERA_INTENT_URL), not from tenant catalogs.
     intent_http: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Failed admin authentications, per source and key id (see authz.admin.limiter).
+    auth_limiter: AuthFailureLimiter = field(default_factory=AuthFailureLimiter)
 
     async def audit(self, tenant: str | None, action: str, target: str, details: Mapping[str, Any]) -> None:
         """Record one mutation in the tenant's chain (``_admin`` when it belongs to no tenant), as the

@@ -33,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from authz.admin.keys import ADMIN_CHAIN, new_admin_key
+from authz.admin.limiter import AuthFailureLimiter
 from authz.admin.webhook import KEY_PURPOSE, ApprovalNotifier
 from authz.api.admin.v1 import (
     admin_key_service_pb2,
@@ -122,6 +123,10 @@ class AdminSettings:
     prune_interval_s: float = 60.0
     prune_grace_s: float = 300.0
     approval_retention_s: float = 86400.0
+    #: Failed admin authentications: this many within the window lock the source or key id out.
+    auth_max_failures: int = 10
+    auth_window_s: float = 60.0
+    auth_lockout_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
@@ -148,6 +153,9 @@ class AdminSettings:
             prune_interval_s=number("TESSERA_PRUNE_INTERVAL_S", 60.0),
             prune_grace_s=number("TESSERA_PRUNE_GRACE_S", 300.0),
             approval_retention_s=number("TESSERA_APPROVAL_RETENTION_S", 86400.0),
+            auth_max_failures=int(number("TESSERA_ADMIN_AUTH_MAX_FAILURES", 10)),
+            auth_window_s=number("TESSERA_ADMIN_AUTH_WINDOW_S", 60.0),
+            auth_lockout_s=number("TESSERA_ADMIN_AUTH_LOCKOUT_S", 60.0),
         )
 
 
@@ -208,6 +216,11 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         authenticator=TokenAuthenticator(keyring, cache_size=1000),
         clock=time.time,
         intent_http=bool(config.intent.http_url),
+        auth_limiter=AuthFailureLimiter(
+            max_failures=settings.auth_max_failures,
+            window_s=settings.auth_window_s,
+            lockout_s=settings.auth_lockout_s,
+        ),
     )
     await bootstrap_admin_key(store, settings.bootstrap_key)
     return runtime
@@ -216,7 +229,7 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
 def build_server(runtime: AdminRuntime) -> tuple[grpc.aio.Server, Any]:
     """The gRPC server with every admin service, health and reflection (not started, no port)."""
     server = grpc.aio.server(
-        interceptors=[AdminAuthInterceptor(runtime.store)],
+        interceptors=[AdminAuthInterceptor(runtime.store, limiter=runtime.auth_limiter)],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     for _module, _name, add, servicer in _SERVICES:
