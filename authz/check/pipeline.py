@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
 import time
 import uuid
@@ -342,6 +343,8 @@ class Pipeline:
         if tenant.policy is None:
             return self._deny(state, Check.POLICY, f"tenant {tenant.name!r} has no active policy")
         result = tenant.policy.evaluate(self._policy_input(state))
+        if inspect.isawaitable(result):  # a policy server (OPA) answers asynchronously
+            result = await result
         if result.outcome == "deny":
             return self._deny(state, Check.POLICY, bounded_reason(result.reason) or "denied by policy")
         approved = state.approval is not None and state.approval_status == "approved"

@@ -24,6 +24,9 @@ class TenantSettings:
     tool_costs: dict[str, float] = field(default_factory=dict)
     budget_rules: tuple[dict[str, Any], ...] = ()
     approval_webhook_url: str | None = None
+    #: ``{engine: opa, url, path, timeout_ms, push}`` to evaluate through an OPA server
+    #: (:mod:`authz.policy._opa`); None: the embedded engine. Written to JSON only when set.
+    policy_engine: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -36,6 +39,8 @@ class TenantSettings:
         }
         if self.approval_webhook_url:
             data["approval_webhook_url"] = self.approval_webhook_url
+        if self.policy_engine:
+            data["policy_engine"] = self.policy_engine
         return data
 
     @classmethod
@@ -48,6 +53,7 @@ class TenantSettings:
             tool_costs={k: float(v) for k, v in dict(data.get("tool_costs", {})).items()},
             budget_rules=tuple(data.get("budget_rules", ())),
             approval_webhook_url=data.get("approval_webhook_url") or None,
+            policy_engine=dict(data["policy_engine"]) if data.get("policy_engine") else None,
         )
 
 
