@@ -13,6 +13,7 @@ Activity (class 6003) naming plus a ``tessera`` object and never hold argument v
   implementation uses to extend a chain.
 """
 
+from authz.audit._aggregate import UnauthenticatedDenials
 from authz.audit._checkpoint import Checkpoint, checkpoint_public_key, checkpoint_signing_key, sign_checkpoint
 from authz.audit._events import MAX_ARGUMENT_KEYS, admin_event, chain_tenant, event_from_decision
 from authz.audit._export import (
@@ -37,6 +38,7 @@ __all__ = [
     "Checkpoint",
     "LineBuffer",
     "RecorderStats",
+    "UnauthenticatedDenials",
     "VerifyResult",
     "admin_event",
     "append_admin_event",

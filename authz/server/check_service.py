@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from authz.audit import UnauthenticatedDenials
 from authz.check import Decision, DecisionRecorder, Pipeline
 from authz.check.models import unavailable
 from authz.server import wire
@@ -26,9 +29,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         deadline_cap_s: float,
         strip_authorization: bool = True,
         metrics: Any = None,
+        body_limits: Any = wire.DEFAULT_LIMITS,
+        unauthenticated_window_s: float = 60.0,
     ):
         self._pipeline = pipeline
         self._recorder = recorder
+        self._body_limits = body_limits
+        # Tokenless and malformed requests from one source share an audit event per window.
+        self._audit = UnauthenticatedDenials(recorder, window_s=unauthenticated_window_s)
         self._deadline_cap_s = deadline_cap_s
         self._strip_authorization = strip_authorization
         self._metrics = metrics
@@ -41,6 +49,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         except Exception as exc:  # fail closed: a bug here must still be a deny
             log.exception("check failed unexpectedly")
             decision = unavailable(None, f"internal error: {type(exc).__name__}")
+            # Audited like every answer; bounded, since whatever failed may be the store itself.
+            try:
+                async with asyncio.timeout(self._deadline_cap_s):
+                    await self._record([decision])
+            except TimeoutError:
+                log.error("internal-error decision %s could not be audited in time", decision.decision_id)
             self._count([decision])
             return wire.denied_response(
                 503,
@@ -50,19 +64,34 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
 
     async def _check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext):
         deadline = wire.monotonic_deadline(context.time_remaining(), self._deadline_cap_s)
-        parsed = wire.parse_request(request, deadline=deadline)
+        source = request.attributes.source.address.socket_address.address
+        parsed = wire.parse_request(
+            request,
+            deadline=deadline,
+            limits=self._body_limits,
+            authenticates=getattr(self._pipeline, "authenticates", None),
+        )
         if parsed.protocol_error is not None:
             reply, decision = wire.protocol_denial(parsed)
-            await self._record([decision])
+            await self._record([decision], source)
             self._count([decision])
             return reply
         decisions: list[Decision] = []
         for message in parsed.messages:
+            if decisions and time.monotonic() > deadline:
+                break  # the rest of a batch is not worth checking: the answer is a deny now
             decision = await self._pipeline.check(message.input)
             decisions.append(decision)
             if not decision.allowed:
                 break
-        if not await self._record(decisions) and decisions[-1].allowed:
+        if time.monotonic() > deadline:
+            # Envoy has given up on this request: nothing it carried was let through, and the audit
+            # chain must not say otherwise.
+            decisions = [
+                unavailable(d, "check deadline exceeded before the answer") if d.allowed else d
+                for d in decisions
+            ]
+        if not await self._record(decisions, source) and decisions[-1].allowed:
             decisions[-1] = unavailable(decisions[-1], "the decision could not be written to the audit chain")
         self._count(decisions)
         last = decisions[-1]
@@ -70,10 +99,13 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             return wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
         return wire.deny_for(parsed, last, parsed.messages)
 
-    async def _record(self, decisions: list[Decision]) -> bool:
+    async def _record(self, decisions: list[Decision], source: str | None = None) -> bool:
         """Durably record before answering; False (and the caller denies) when that failed."""
         try:
-            await self._recorder.record(decisions)
+            if source is None:
+                await self._recorder.record(decisions)
+            else:
+                await self._audit.record(decisions, source)
             return True
         except Exception:
             log.exception("audit write failed")
@@ -83,3 +115,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         if self._metrics is not None:
             for decision in decisions:
                 self._metrics.observe(decision)
+
+    async def aclose(self) -> None:
+        """Write the open windows of aggregated denials (before the recorder closes)."""
+        await self._audit.aclose()
