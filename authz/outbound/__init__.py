@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from authz.outbound._client import OutboundClient, OutboundResponse, Resolver, system_resolver
+from authz.outbound._client import (
+    OutboundClient,
+    OutboundResponse,
+    Resolver,
+    system_resolver,
+    vet_host_sync,
+)
 from authz.outbound._policy import METADATA_ADDRESSES, AllowEntry, OutboundPolicy, parse_allow_entry
 
 
@@ -34,4 +40,5 @@ __all__ = [
     "parse_allow_entry",
     "policy_from_config",
     "system_resolver",
+    "vet_host_sync",
 ]

@@ -26,6 +26,30 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
+def vet_host_sync(policy: OutboundPolicy, host: str, port: int, purpose: str) -> str:
+    """Resolve ``host`` once (blocking getaddrinfo), vet every address, return the first: for clients
+    Tessera does not drive itself (e.g. the OPA client), which are then pointed at that address.
+    OutboundRefused, or DependencyError when the name does not resolve."""
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise DependencyError(
+                f"{purpose}: cannot resolve {host}: {exc}", metadata={"failure": "dns"}
+            ) from None
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    for address in addresses:
+        why = policy.refusal(address, port)
+        if why is not None:
+            raise OutboundRefused(
+                f"{purpose} at {host}:{port} refused: {why}",
+                metadata={"host": host, "address": address, "port": str(port)},
+            )
+    return addresses[0]
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundResponse:
     """A complete answer: status, headers, at most ``max_response_bytes`` of body, and where it came from."""

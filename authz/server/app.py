@@ -93,7 +93,7 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     keyring = KeyRing(
         config.keys.master_key, active_kid=config.keys.active_kid, live_kids=config.keys.live_kids
     )
-    opa = OpaClients()
+    opa = OpaClients(policy_from_config(config))
     directory = TenantDirectory(
         store,
         compile_policy=lambda source, version: compile_policy(source, version=version),

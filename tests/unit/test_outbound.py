@@ -10,12 +10,14 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 
 from authz.config import load
 from authz.errors import ConfigError, DependencyError, InvalidArgument, OutboundRefused
 from authz.outbound import OutboundClient, OutboundPolicy, policy_from_config
+from authz.policy import OpaClients
 
 STRICT = OutboundPolicy()
 LOOPBACK = OutboundPolicy.build(["127.0.0.0/8", "::1"], refused_ports=[9901])
@@ -203,3 +205,23 @@ async def test_urls_that_are_not_http_are_refused():
         for url in ("ftp://127.0.0.1/x", "file:///etc/passwd", "http://user:pw@127.0.0.1/"):
             with pytest.raises(InvalidArgument):
                 await client.post(url)
+
+
+def test_a_tenants_opa_server_is_vetted_and_pinned_to_the_vetted_address():
+    """The OPA URL a tenants file sets goes through the same rules; the client is pointed at the
+    address that was vetted (plain HTTP), not at the name."""
+    with pytest.raises(OutboundRefused, match=r"OPA server at 127\.0\.0\.1:8181 refused"):
+        OpaClients(STRICT).get("http://127.0.0.1:8181")
+    with pytest.raises(OutboundRefused, match="cloud metadata address"):
+        OpaClients(LOOPBACK).get("http://169.254.169.254:8181")
+    with pytest.raises(OutboundRefused, match="own ports"):
+        OpaClients(LOOPBACK).get("http://127.0.0.1:9901")
+    client = OpaClients(LOOPBACK).get("http://localhost:8181")
+    assert client.host in ("127.0.0.1", "::1") and client.root_url.startswith(f"http://{client.host}")
+
+
+async def test_an_opa_tenant_on_a_refused_address_is_denied_with_the_reason():
+    version = SimpleNamespace(source="package tessera\n", version=1, content_hash="h")
+    policy = OpaClients(STRICT).policy("acme", {"engine": "opa", "url": "http://10.0.0.5:8181"}, version)
+    result = await policy.evaluate({"tool": "x"})
+    assert result.outcome == "deny" and "10.0.0.5 is a private address" in result.reason
