@@ -92,6 +92,11 @@ class Pipeline:
         )
         self._session: tuple[tuple[str, Stage], ...] = (("capability", self._capability),)
 
+    @property
+    def authenticator(self) -> Any:
+        """The token authenticator (shared, with its cache, by the list filter)."""
+        return self._auth
+
     def authenticates(self, token: str | None) -> bool:
         """Does ``token`` verify (signature and key id, cached)? For the transport to decide, before
         reading a body, whether the caller is worth that work. The full check still runs in :meth:`check`."""
@@ -404,6 +409,7 @@ class Pipeline:
     def _policy_input(self, state: CallState) -> dict[str, Any]:
         inp, token = state.input, state.token
         return {
+            "phase": "call",  # "list" when authz.check.listing asks whether to list a tool
             "tenant": token.tenant,
             "agent": token.agent,
             "token": {"id": token.token_id, "jti": token.jti, "caveats": list(token.raw_caveats)},

@@ -21,6 +21,7 @@ from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
 from authz.observability import Metrics, serve_http
 from authz.policy import OpaClients, compile_policy
 from authz.server.check_service import AuthorizationService
+from authz.server.list_service import add_list_processor, list_filter_for
 from authz.storage import Store, TenantSettings, open_store
 from authz.tenants import apply_tenants_file
 from authz.token import KeyRing, TokenAuthenticator
@@ -118,6 +119,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
     runtime = await build_runtime(config)
     tune_gc()
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+    listing = list_filter_for(runtime)
     service = AuthorizationService(
         runtime.pipeline,
         runtime.recorder,
@@ -125,8 +127,10 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         strip_authorization=config.check.strip_authorization,
         metrics=runtime.metrics,
         body_limits=config.body,
+        listing=listing,
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
+    add_list_processor(listing, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{config.listen.host}:{config.listen.check_port}"

@@ -31,6 +31,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         metrics: Any = None,
         body_limits: Any = wire.DEFAULT_LIMITS,
         unauthenticated_window_s: float = 60.0,
+        listing: Any = None,
     ):
         self._pipeline = pipeline
         self._recorder = recorder
@@ -40,6 +41,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._deadline_cap_s = deadline_cap_s
         self._strip_authorization = strip_authorization
         self._metrics = metrics
+        self._listing = listing  # authz.check.listing.ListFilter: list responses are filtered
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
@@ -96,7 +98,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._count(decisions)
         last = decisions[-1]
         if last.allowed:
-            return wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
+            reply = wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
+            if self._listing is not None:
+                denial = wire.mark_list_request(reply, parsed, decisions, self._listing)
+                if denial is not None:
+                    return denial
+            return reply
         return wire.deny_for(parsed, last, parsed.messages)
 
     async def _record(self, decisions: list[Decision], source: str | None = None) -> bool:
