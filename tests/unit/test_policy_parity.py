@@ -36,7 +36,6 @@ def policy_input(tool: str, arguments: dict, approval: dict | None = None) -> di
         "provenance": {"presented": False, "verified": False, "entries": []},
         "approval": approval,
         "time": {"now": "2026-12-03T12:00:00Z", "unix": 1796385600},
-        "phase": "call",
     }
 
 
