@@ -26,6 +26,9 @@ from authz.server.admin.access import PACKAGE, RULES, Rule
 
 log = logging.getLogger("tessera.admin")
 
+#: Peers whose ``x-forwarded-for`` is believed (the local Envoy).
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
 _PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("tessera_admin_principal")
 _PREFIX = f"/{PACKAGE}."
 
@@ -44,15 +47,32 @@ def bearer(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-def source_of(context: grpc.aio.ServicerContext) -> str:
-    """The caller's address as gRPC saw it (``ipv4:1.2.3.4:5678`` → ``1.2.3.4``), for rate limits and
-    the audit of failed attempts. Behind Envoy's transcoder this is Envoy: limit there per client too."""
+def source_of(context: grpc.aio.ServicerContext, trusted_proxies: frozenset[str] = LOOPBACK) -> str:
+    """The caller's address, for rate limits and the audit of failed attempts.
+
+    The gRPC peer (``ipv4:1.2.3.4:5678`` → ``1.2.3.4``), unless that peer is a trusted proxy (by default a
+    loopback address: the Envoy beside the admin service, whose transcoder turns REST into gRPC): then the
+    last ``x-forwarded-for`` entry, the client address Envoy itself appended (``use_remote_address``).
+    Without this every REST caller would share Envoy's address, and one client's failures would lock
+    out everyone."""
     peer = context.peer() or ""
     kind, _, rest = peer.partition(":")
-    if kind in ("ipv4", "ipv6"):
-        host = rest.rsplit(":", 1)[0]
-        return host.strip("[]") or "unknown"
-    return kind or "unknown"
+    host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") else ""
+    if host in trusted_proxies:
+        for key, value in context.invocation_metadata() or ():
+            if key.lower() == "x-forwarded-for":
+                text = value.decode() if isinstance(value, bytes) else value
+                forwarded = text.rsplit(",", 1)[-1].strip()
+                if forwarded:
+                    return forwarded[:64]
+    return host or kind or "unknown"
+
+
+def _too_many(wait: float) -> TooManyRequests:
+    return TooManyRequests(
+        "too many failed admin authentications; retry later",
+        metadata={"retry_after_s": str(max(1, round(wait)))},
+    )
 
 
 class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -94,16 +114,16 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         presented = bearer(context)
         source = source_of(context)
         key_id = parse_key(presented) if presented else None
-        wait = self._limiter.locked(source, key_id)
-        if wait > 0:
-            raise TooManyRequests(
-                "too many failed admin authentications; retry later",
-                metadata={"retry_after_s": str(max(1, round(wait)))},
-            )
+        wait = self._limiter.locked(source)
+        if wait > 0:  # a locked source is refused before any lookup
+            raise _too_many(wait)
         try:
             caller = await authenticate(self._store, presented)
         except Unauthenticated as exc:
+            key_wait = self._limiter.locked(None, key_id) if key_id else 0.0
             tripped = self._limiter.failed(source, key_id)
+            if key_wait > 0 and not tripped:  # the key id is locked: no event per further guess
+                raise _too_many(key_wait) from None
             await self._audit_failure(source, key_id, name, exc.reason, tripped)
             raise
         if rule is None:
