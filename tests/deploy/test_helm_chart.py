@@ -24,6 +24,7 @@ from authz.tenants import parse_tenants_file
 from tests.deploy.chart import (
     CHART,
     KUBERNETES_VERSION,
+    MIN_KUBERNETES_VERSION,
     ROOT,
     VALUES_DIR,
     VALUES_FILES,
@@ -54,6 +55,15 @@ def test_helm_is_the_pinned_version():
     assert helm("version", "--short").stdout.startswith(HELM_VERSION)
 
 
+def test_chart_declares_the_oldest_kubernetes_it_is_validated_against():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={MIN_KUBERNETES_VERSION}-0"
+    assert chart["name"] == "tessera-authz"  # the PyPI distribution's name
+    # helm refuses a cluster older than that
+    old = helm("template", "t", str(CHART), "--kube-version", "1.26.0", check=False)
+    assert old.returncode != 0 and "kubeVersion" in old.stderr, old.stderr
+
+
 def test_every_mode_has_a_values_file():
     assert {p.stem for p in VALUES_FILES} >= {
         "default",
@@ -73,11 +83,12 @@ def test_lint_and_every_manifest_is_valid_kubernetes(values):
     for doc in docs:
         if doc["kind"] in CRDS:
             continue
-        try:
-            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            where = f"{doc['kind']}/{doc['metadata']['name']}"
-            raise AssertionError(f"{where}: {exc.message} at {list(exc.path)}") from None
+        for version in (KUBERNETES_VERSION, MIN_KUBERNETES_VERSION):
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                where = f"{doc['kind']}/{doc['metadata']['name']} (Kubernetes {version})"
+                raise AssertionError(f"{where}: {exc.message} at {list(exc.path)}") from None
 
 
 @pytest.mark.parametrize("values", CASES, ids=IDS)
