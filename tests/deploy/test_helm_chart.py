@@ -224,6 +224,18 @@ def test_network_policy_only_envoy_reaches_the_check_port():
     assert len(sources) == 2  # the gateway's pods and the named namespace, nobody else
 
 
+def test_without_the_gateway_only_the_named_namespaces_reach_the_check_port():
+    docs = render(VALUES_DIR / "gateway-off.yaml")
+    assert not find(docs, "Deployment", "t-tessera-authz-gateway")
+    policy = one(docs, "NetworkPolicy", "t-tessera-authz-check")
+    [rule] = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 9191]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "edge"}}}]
+    # with nothing named, nobody outside the pod reaches it
+    bare = render(VALUES_DIR / "gateway-off.yaml", "networkPolicy.checkFromNamespaces=null")
+    policy = one(bare, "NetworkPolicy", "t-tessera-authz-check")
+    assert [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 9191] == []
+
+
 def test_migrations_job_is_a_pre_install_and_pre_upgrade_hook_and_migrates_once(tmp_path, pg_url):
     docs = render(VALUES_DIR / "postgres-replicas.yaml")
     job = one(docs, "Job", "t-tessera-authz-migrate")
