@@ -191,6 +191,8 @@ def test_postgres_replicas_shape():
         "key": "database-url",
     }
     assert env["TESSERA_TENANTS_FILE"]["value"] == "/etc/tessera/config/tenants.yaml"
+    admin_env = {e["name"]: e for e in container(admin["spec"]["template"]["spec"], "admin")["env"]}
+    assert admin_env["TESSERA_ADMIN_TRUSTED_PROXIES"]["value"] == "10.244.0.0/16"
     pdb = one(docs, "PodDisruptionBudget", "t-tessera-authz-check")
     assert pdb["spec"]["minAvailable"] == 2
     monitor = one(docs, "ServiceMonitor", "t-tessera-authz-check")
