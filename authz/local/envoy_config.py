@@ -139,6 +139,8 @@ def render_envoy_config(
     admin_endpoints: Sequence[tuple[str, int]] = (("127.0.0.1", 9192),),
     admin_descriptor: Path = ADMIN_DESCRIPTOR,
     list_endpoints: Sequence[tuple[str, int]] | None = None,
+    cors_origins: Sequence[str] | None = None,
+    mcp_idle_timeout_ms: int | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -152,6 +154,9 @@ def render_envoy_config(
     - ``admin_descriptor``: the descriptor set the transcoder loads, written as an absolute path.
     - ``list_endpoints``: the list processor (ext_proc) behind ``tessera_list``; default: the check
       endpoints, which serve it on the same port.
+    - ``cors_origins``: the browser origins whose CORS preflight is answered (None: the shipped list).
+    - ``mcp_idle_timeout_ms``: how long an MCP stream may stay silent before Envoy ends it (None: the
+      shipped value); keep it above the MCP server's keep-alive interval.
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -200,6 +205,7 @@ def render_envoy_config(
             if "with_request_body" in ext_authz["typed_config"]:
                 ext_authz["typed_config"]["with_request_body"]["max_request_bytes"] = max_request_bytes
             for vhost in hcm["route_config"]["virtual_hosts"]:
+                _set_streaming(vhost, cors_origins, mcp_idle_timeout_ms)
                 for route in vhost.get("routes", ()):
                     per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
                     body = (per_route.get("check_settings") or {}).get("with_request_body")
@@ -223,6 +229,30 @@ def render_envoy_config(
         "edit the source instead.\n"
     )
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+_CORS_FILTER = "envoy.filters.http.cors"
+_STREAMING_ROUTES = ("mcp",)
+
+
+def _set_streaming(
+    vhost: dict[str, Any], cors_origins: Sequence[str] | None, idle_timeout_ms: int | None
+) -> None:
+    """Browser origins (CORS) of a virtual host and the idle timeout of its MCP streaming routes."""
+    if cors_origins is not None:
+        policy = (vhost.get("typed_per_filter_config") or {}).get(_CORS_FILTER)
+        if policy is None:
+            raise ConfigError("the virtual host has no CORS policy to render", reason="ENVOY_CONFIG_SHAPE")
+        for origin in cors_origins:
+            if not isinstance(origin, str) or not origin.startswith(("http://", "https://")):
+                raise ConfigError(f"not a browser origin: {origin!r}", reason="ENVOY_CONFIG_VALUE")
+        policy["allow_origin_string_match"] = [{"exact": origin.rstrip("/")} for origin in cors_origins]
+    if idle_timeout_ms is not None:
+        if isinstance(idle_timeout_ms, bool) or not isinstance(idle_timeout_ms, int) or idle_timeout_ms <= 0:
+            raise ConfigError(f"mcp_idle_timeout_ms must be a positive int, got {idle_timeout_ms!r}")
+        for route in vhost.get("routes", ()):
+            if route.get("name") in _STREAMING_ROUTES:
+                route["route"]["idle_timeout"] = _duration(idle_timeout_ms)
 
 
 def validate_envoy_config(path: str | os.PathLike[str]) -> None:

@@ -375,11 +375,30 @@ def deny_for(
     error = decision_error(denial)
     if parsed.transport == "tool-call":
         return denied_response(TOOL_CALL_STATUS.get(denial.check, 403), {"error": error}, denial.decision_id)
+    if messages and messages[0].input.http_method != "POST":
+        return stream_denial(denial, error)
     requests = [m for m in messages if not m.is_notification and m.input.rpc_method != "response"]
     if not requests:  # a denied notification (or client response): 403 with an error without id
         return denied_response(403, {"jsonrpc": "2.0", "error": error}, denial.decision_id)
     replies = [{"jsonrpc": "2.0", "id": m.request_id, "error": error} for m in requests]
     return denied_response(200, replies if parsed.batch else replies[0], denial.decision_id)
+
+
+def stream_denial(denial: Decision, error: dict[str, Any]) -> external_auth_pb2.CheckResponse:
+    """A denied GET (the SSE stream) or DELETE (end of a session) carries no JSON-RPC request to answer:
+    an HTTP error status, so an MCP client surfaces it instead of reconnecting forever (GET) or taking
+    the denial for success (DELETE). 401 with ``WWW-Authenticate`` for a capability failure, 503 when
+    authorization is unavailable, else 403."""
+    status = {Check.CAPABILITY: 401, Check.UNAVAILABLE: 503}.get(denial.check, 403)
+    reply = denied_response(status, {"jsonrpc": "2.0", "error": error}, denial.decision_id)
+    if status == 401:
+        reply.denied_response.headers.append(
+            _header(
+                "www-authenticate",
+                'Bearer error="invalid_token", error_description="capability check failed"',
+            )
+        )
+    return reply
 
 
 def protocol_denial(parsed: ParsedRequest) -> tuple[external_auth_pb2.CheckResponse, Decision]:
