@@ -171,6 +171,8 @@ class Stack:
     #: Browser origins allowed by CORS (None: the shipped list) and the MCP stream idle timeout.
     cors_origins: list[str] | None = None
     mcp_idle_timeout_ms: int | None = None
+    #: OAuth resource-server mode: the issuers named in the protected-resource metadata (None: off).
+    oauth_authorization_servers: list[str] | None = None
     #: Where Envoy's list processor (ext_proc) runs; None: on the check replicas.
     list_endpoints: list[tuple[str, int]] | None = None
     upstream: subprocess.Popen | None = None
@@ -259,6 +261,8 @@ class Stack:
                     list_endpoints=self.list_endpoints,
                     cors_origins=self.cors_origins,
                     mcp_idle_timeout_ms=self.mcp_idle_timeout_ms,
+                    oauth_resource=f"{self.url}/v1/mcp" if self.oauth_authorization_servers else None,
+                    oauth_authorization_servers=self.oauth_authorization_servers or (),
                 )
             )
             self.envoy = EnvoyProcess(
