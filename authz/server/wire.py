@@ -425,6 +425,30 @@ def unauthenticated(
     return reply
 
 
+def insufficient_scope(
+    parsed: ParsedRequest, denial: Decision, authenticator: Any
+) -> external_auth_pb2.CheckResponse | None:
+    """OAuth mode: a verified token denied because the tool is outside its tools is HTTP 403 with
+    ``WWW-Authenticate: Bearer error="insufficient_scope", scope="<tool>"`` (RFC 6750 §3.1), so an OAuth
+    client can ask for that scope; None for any other denial (the JSON-RPC contract applies)."""
+    if denial.check is not Check.CAPABILITY or denial.tool is None or not parsed.messages:
+        return None
+    token = authenticator.authenticate(parsed.messages[0].input.token or "")
+    tools = getattr(token, "tools", None)
+    if tools is None or denial.tool in tools:
+        return None
+    challenge = (
+        f'Bearer error="insufficient_scope", scope="{denial.tool}", '
+        f'resource_metadata="{parsed.resource_metadata}"'
+    )
+    request_id = next((m.request_id for m in parsed.messages if not m.is_notification), None)
+    reply = denied_response(
+        403, {"jsonrpc": "2.0", "id": request_id, "error": decision_error(denial)}, denial.decision_id
+    )
+    reply.denied_response.headers.append(_header("www-authenticate", challenge))
+    return reply
+
+
 def stream_denial(denial: Decision, error: dict[str, Any]) -> external_auth_pb2.CheckResponse:
     """A denied GET (the SSE stream) or DELETE (end of a session) carries no JSON-RPC request to answer:
     an HTTP error status, so an MCP client surfaces it instead of reconnecting forever (GET) or taking

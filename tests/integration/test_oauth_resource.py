@@ -8,6 +8,7 @@ denials of a verified token keep the JSON-RPC contract. (OAuth access tokens are
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -65,8 +66,8 @@ def test_a_token_that_does_not_verify_gets_401_invalid_token(oauth_gateway):
 
 
 def test_denials_after_authentication_keep_the_json_rpc_contract(oauth_gateway):
-    narrowed = oauth_gateway.token(tools=["list_invoices"])
-    assert rpc_error(oauth_gateway.mcp(CALL, narrowed))["code"] == -32010
+    expired = oauth_gateway.token(expires=datetime.now(UTC) - timedelta(minutes=1))
+    assert rpc_error(oauth_gateway.mcp(CALL, expired))["code"] == -32010
     denied = oauth_gateway.call("delete_invoice", {"invoice_id": "INV-1001"}, token=oauth_gateway.token())
     assert rpc_error(denied)["code"] == -32012
     allowed = oauth_gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=oauth_gateway.token())

@@ -63,7 +63,10 @@ async def test_the_mcp_client_lists_and_calls_with_an_access_token(oauth_tokens_
 def test_scopes_policy_and_expiry_apply_to_access_tokens(oauth_tokens_gateway, issuer):
     gw = oauth_tokens_gateway
     narrow = issuer.token(AUDIENCE, scope="list_invoices")
-    assert rpc_error(gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=narrow))["code"] == -32010
+    lacking = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=narrow)
+    assert lacking.status_code == 403 and lacking.json()["error"]["code"] == -32010
+    challenge = lacking.headers["www-authenticate"]
+    assert challenge.startswith('Bearer error="insufficient_scope", scope="read_invoice"')
     wide = issuer.token(AUDIENCE, scope="read_invoice delete_invoice")
     assert rpc_error(gw.call("delete_invoice", {"invoice_id": "INV-1001"}, token=wide))["code"] == -32012
     expired = issuer.token(AUDIENCE, scope="read_invoice", lifetime_s=-60)
