@@ -83,6 +83,13 @@ def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
     return None
 
 
+def _too_many(wait: float) -> TooManyRequests:
+    return TooManyRequests(
+        "too many failed admin authentications; retry later",
+        metadata={"retry_after_s": str(max(1, round(wait)))},
+    )
+
+
 class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
     """Failed authentications are rate-limited per source and per key id (:class:`AuthFailureLimiter`)
     and audited in the ``_admin`` chain with the key id only; the presented key appears in no log,
@@ -129,16 +136,16 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         presented = bearer(context)
         source = source_of(context, self._trusted_proxies)
         key_id = parse_key(presented) if presented else None
-        wait = self._limiter.locked(source, key_id)
-        if wait > 0:
-            raise TooManyRequests(
-                "too many failed admin authentications; retry later",
-                metadata={"retry_after_s": str(max(1, round(wait)))},
-            )
+        wait = self._limiter.locked(source)
+        if wait > 0:  # a locked source is refused before any lookup
+            raise _too_many(wait)
         try:
             caller = await authenticate(self._store, presented)
         except Unauthenticated as exc:
+            key_wait = self._limiter.locked(None, key_id) if key_id else 0.0
             tripped = self._limiter.failed(source, key_id)
+            if key_wait > 0 and not tripped:  # the key id is locked: no event per further guess
+                raise _too_many(key_wait) from None
             await self._audit_failure(source, key_id, name, exc.reason, tripped)
             raise
         if rule is None:
