@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from authz.echo import echo
 from authz.errors import InvalidArgument
 
 __all__ = [
@@ -220,13 +221,13 @@ def judge_intent(
         return IntentVerdict(False, UNDETERMINED_REASON, "undetermined")
     if tool in intent.forbidden_tools:
         return IntentVerdict(
-            False, f"tool {tool!r} is forbidden by the intent extracted from the prompt", "forbidden"
+            False, f"tool {echo(tool)} is forbidden by the intent extracted from the prompt", "forbidden"
         )
     if tool not in intent.allowed_tools:
         return IntentVerdict(
             False,
-            f"tool {tool!r} is absent from the intent extracted from the prompt "
+            f"tool {echo(tool)} is absent from the intent extracted from the prompt "
             f"(allowed: {_tool_list(intent.allowed_tools)})",
             "absent",
         )
-    return IntentVerdict(True, f"tool {tool!r} matches the intent extracted from the prompt")
+    return IntentVerdict(True, f"tool {echo(tool)} matches the intent extracted from the prompt")

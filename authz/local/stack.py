@@ -166,6 +166,8 @@ class Stack:
     max_request_bytes: int = 1048576
     start_upstream: bool = True
     start_admin: bool = True
+    #: Where Envoy's list processor (ext_proc) runs; None: on the check replicas.
+    list_endpoints: list[tuple[str, int]] | None = None
     upstream: subprocess.Popen | None = None
     checks: list[CheckProcess] = field(default_factory=list)
     admin: AdminProcess | None = None
@@ -248,6 +250,7 @@ class Stack:
                     admin_endpoints=[("127.0.0.1", self.ports.admin)],
                     check_timeout_ms=self.check_timeout_ms,
                     max_request_bytes=self.max_request_bytes,
+                    list_endpoints=self.list_endpoints,
                 )
             )
             self.envoy = EnvoyProcess(

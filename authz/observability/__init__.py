@@ -19,6 +19,8 @@ class Metrics:
         self.decisions: Counter[tuple[str, str]] = Counter()
         self.latency_us_sum = 0
         self.latency_count = 0
+        #: Decisions answered (denied) without their audit event: the store was down.
+        self.unrecorded = 0
 
     def observe(self, decision: Decision) -> None:
         self.decisions[(str(decision.outcome), str(decision.check or "none"))] += 1
@@ -37,6 +39,10 @@ class Metrics:
             "# TYPE tessera_check_latency_seconds summary",
             f"tessera_check_latency_seconds_sum {self.latency_us_sum / 1e6:.6f}",
             f"tessera_check_latency_seconds_count {self.latency_count}",
+            "# HELP tessera_unaudited_decisions_total Decisions answered without a committed audit event "
+            "(the store was down; kept for writing later or recorded as an outage).",
+            "# TYPE tessera_unaudited_decisions_total counter",
+            f"tessera_unaudited_decisions_total {self.unrecorded}",
         ]
         return "\n".join(lines) + "\n"
 

@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -19,8 +19,9 @@ from authz.check import DecisionRecorder, Pipeline, TenantDirectory
 from authz.config import TesseraConfig
 from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
 from authz.observability import Metrics, serve_http
-from authz.policy import compile_policy
+from authz.policy import OpaClients, compile_policy
 from authz.server.check_service import AuthorizationService
+from authz.server.list_service import add_list_processor, list_filter_for
 from authz.storage import Store, TenantSettings, open_store
 from authz.tenants import apply_tenants_file
 from authz.token import KeyRing, TokenAuthenticator
@@ -58,6 +59,8 @@ class CheckRuntime:
     pipeline: Pipeline
     recorder: DecisionRecorder
     metrics: Metrics
+    #: Connections to the OPA servers of tenants that decide through OPA (authz.policy.OpaClients).
+    opa: OpaClients = field(default_factory=OpaClients)
 
 
 def _extractor_factory(config: TesseraConfig):
@@ -88,11 +91,13 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     keyring = KeyRing(
         config.keys.master_key, active_kid=config.keys.active_kid, live_kids=config.keys.live_kids
     )
+    opa = OpaClients()
     directory = TenantDirectory(
         store,
         compile_policy=lambda source, version: compile_policy(source, version=version),
         build_extractor=_extractor_factory(config),
         poll_interval_s=config.store.poll_interval_s,
+        remote_policy=opa.policy,
     )
     await directory.refresh(force=True)
     pipeline = Pipeline(
@@ -104,7 +109,9 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         approval_quorum=config.check.approval_quorum,
         default_deadline_s=config.check.deadline_ms / 1000,
     )
-    return CheckRuntime(config, store, keyring, directory, pipeline, make_recorder(config, store), Metrics())
+    return CheckRuntime(
+        config, store, keyring, directory, pipeline, make_recorder(config, store), Metrics(), opa
+    )
 
 
 async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = None) -> None:
@@ -112,6 +119,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
     runtime = await build_runtime(config)
     tune_gc()
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+    listing = list_filter_for(runtime)
     service = AuthorizationService(
         runtime.pipeline,
         runtime.recorder,
@@ -119,8 +127,10 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         strip_authorization=config.check.strip_authorization,
         metrics=runtime.metrics,
         body_limits=config.body,
+        listing=listing,
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
+    add_list_processor(listing, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{config.listen.host}:{config.listen.check_port}"
@@ -130,6 +140,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         # Exit callbacks run last-in-first-out: stop the server (drain in-flight checks), then flush the
         # audit recorder, then close the store.
         stack.push_async_callback(runtime.store.close)
+        stack.push_async_callback(runtime.opa.aclose)
         closer = getattr(runtime.recorder, "aclose", None)
         if closer is not None:
             stack.push_async_callback(closer)

@@ -31,6 +31,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         metrics: Any = None,
         body_limits: Any = wire.DEFAULT_LIMITS,
         unauthenticated_window_s: float = 60.0,
+        listing: Any = None,
     ):
         self._pipeline = pipeline
         self._recorder = recorder
@@ -40,6 +41,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._deadline_cap_s = deadline_cap_s
         self._strip_authorization = strip_authorization
         self._metrics = metrics
+        self._listing = listing  # authz.check.listing.ListFilter: list responses are filtered
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
@@ -52,7 +54,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             # Audited like every answer; bounded, since whatever failed may be the store itself.
             try:
                 async with asyncio.timeout(self._deadline_cap_s):
-                    await self._record([decision])
+                    if not await self._record([decision]):
+                        self._unrecorded([decision])
             except TimeoutError:
                 log.error("internal-error decision %s could not be audited in time", decision.decision_id)
             self._count([decision])
@@ -73,17 +76,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         )
         if parsed.protocol_error is not None:
             reply, decision = wire.protocol_denial(parsed)
-            await self._record([decision], source)
+            if not await self._record([decision], source):
+                self._unrecorded([decision])
             self._count([decision])
             return reply
-        decisions: list[Decision] = []
-        for message in parsed.messages:
-            if decisions and time.monotonic() > deadline:
-                break  # the rest of a batch is not worth checking: the answer is a deny now
-            decision = await self._pipeline.check(message.input)
-            decisions.append(decision)
-            if not decision.allowed:
-                break
+        # A batch is all or nothing: one denial denies it and then charges no element's budget.
+        decisions = await self._pipeline.check_batch([m.input for m in parsed.messages])
         if time.monotonic() > deadline:
             # Envoy has given up on this request: nothing it carried was let through, and the audit
             # chain must not say otherwise.
@@ -91,12 +89,21 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 unavailable(d, "check deadline exceeded before the answer") if d.allowed else d
                 for d in decisions
             ]
-        if not await self._record(decisions, source) and decisions[-1].allowed:
-            decisions[-1] = unavailable(decisions[-1], "the decision could not be written to the audit chain")
+        if not await self._record(decisions, source):
+            if decisions[-1].allowed:
+                decisions[-1] = unavailable(
+                    decisions[-1], "the decision could not be written to the audit chain"
+                )
+            self._unrecorded(decisions)
         self._count(decisions)
         last = decisions[-1]
         if last.allowed:
-            return wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
+            reply = wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
+            if self._listing is not None:
+                denial = wire.mark_list_request(reply, parsed, decisions, self._listing)
+                if denial is not None:
+                    return denial
+            return reply
         return wire.deny_for(parsed, last, parsed.messages)
 
     async def _record(self, decisions: list[Decision], source: str | None = None) -> bool:
@@ -110,6 +117,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         except Exception:
             log.exception("audit write failed")
             return False
+
+    def _unrecorded(self, decisions: list[Decision]) -> None:
+        """Answered without an audit event (the store is down): counted, logged, kept for later."""
+        self._recorder.defer(decisions)
+        if self._metrics is not None:
+            self._metrics.unrecorded += len(decisions)
 
     def _count(self, decisions: list[Decision]) -> None:
         if self._metrics is not None:
