@@ -35,6 +35,7 @@ from authz.intent._model import (
     IntentVerdict,
     judge_intent,
 )
+from authz.intent._refresh import CatalogRefresher, catalog_for_settings, fetch_tools_list, refresh_catalogs
 
 __all__ = [
     "DEFAULT_NEGATIONS",
@@ -43,6 +44,7 @@ __all__ = [
     "UNDETERMINED_CHOICES",
     "UNDETERMINED_REASON",
     "CatalogExtractor",
+    "CatalogRefresher",
     "CatalogTool",
     "HttpExtractor",
     "Intent",
@@ -51,13 +53,16 @@ __all__ = [
     "IntentVerdict",
     "Lexicon",
     "ToolCatalog",
+    "catalog_for_settings",
     "catalog_from_tools_list",
     "demo_catalog_path",
+    "fetch_tools_list",
     "judge_intent",
     "load_catalogs",
     "load_lexicon",
     "merge_catalogs",
     "parse_catalogs",
+    "refresh_catalogs",
     "split_name",
 ]
 

@@ -17,7 +17,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from authz.audit import make_recorder
 from authz.check import DecisionRecorder, Pipeline, TenantDirectory
 from authz.config import TesseraConfig
-from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
+from authz.intent import (
+    CatalogExtractor,
+    CatalogRefresher,
+    HttpExtractor,
+    catalog_for_settings,
+    fetch_tools_list,
+)
 from authz.observability import Metrics, serve_http
 from authz.policy import OpaClients, compile_policy
 from authz.server.check_service import AuthorizationService
@@ -78,9 +84,18 @@ def _extractor_factory(config: TesseraConfig):
             return None
         if http is not None:
             return http
-        return CatalogExtractor({tenant: ToolCatalog.from_mapping(settings.catalog)})
+        return CatalogExtractor({tenant: catalog_for_settings(settings.catalog, settings.upstream_tools)})
 
     return build
+
+
+def _catalog_refresher(config: TesseraConfig, store: Store) -> CatalogRefresher:
+    """Fetches each tenant's upstream ``tools/list`` on a schedule (tenants with ``intent.tools_url``)."""
+
+    async def fetch(url: str) -> dict[str, Any]:
+        return await fetch_tools_list(url, timeout_s=config.intent.refresh_timeout_s)
+
+    return CatalogRefresher(store, interval_s=config.intent.refresh_s, fetch=fetch)
 
 
 async def build_runtime(config: TesseraConfig) -> CheckRuntime:
@@ -158,6 +173,10 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         stack.callback(http.close)
         refresher = asyncio.create_task(runtime.directory.run(), name="tenant-refresh")
         stack.callback(refresher.cancel)
+        catalogs = asyncio.create_task(
+            _catalog_refresher(config, runtime.store).run(), name="catalog-refresh"
+        )
+        stack.callback(catalogs.cancel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
