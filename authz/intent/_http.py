@@ -211,6 +211,8 @@ def _parse_reply(body: bytes) -> Intent:
         rationale=intent["rationale"],
         source="http",
         summary=intent["summary"],
+        # optional: a classifier may say it did not understand the prompt even if it named tools
+        determined=intent["determined"] if isinstance(intent.get("determined"), bool) else None,
     )
 
 
