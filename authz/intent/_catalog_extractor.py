@@ -210,6 +210,7 @@ class _Decisions:
 class _CompiledCatalog:
     __slots__ = (
         "by_class",
+        "class_tools",
         "cues",
         "labels",
         "lexicon",
@@ -270,6 +271,7 @@ class _CompiledCatalog:
             for cls in info.classes:
                 by_class.setdefault(cls, []).append(info.name)
         self.by_class = {cls: tuple(sorted(names)) for cls, names in by_class.items()}
+        self.class_tools: dict[frozenset[str], tuple[str, ...]] = {}
         self.unsafe = tuple(sorted(name for name, info in infos.items() if not info.safe))
         cues: dict[str, list[tuple[str, ...]]] = {}
         for cue in (*DEFAULT_NEGATIONS, *lexicon.negations, *catalog.negations):
@@ -431,8 +433,9 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     starts = {a.start for a in actions if a.term is not None and (a.term.strong or a.term.noun)}
     ends = {a.start + len(a.term.words) for a in actions if a.term is not None}
     i = 0
+    cues = catalog.cues
     while i < n:
-        cue_len = _cue_at(catalog, tokens, i)
+        cue_len = _cue_at(catalog, tokens, i) if tokens[i] in cues else 0
         if not cue_len:
             i += 1
             continue
@@ -534,7 +537,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             d.allow(tool, 0.6, f"{label!r} with its object")
         active.add(action.sentence)
         if asked or term is None:
-            d.terms.add("question" if term is None else f"{'/'.join(sorted(strong or weak))}:{term.text}")
+            d.terms.add("question" if term is None else term.label)
     for s in active:
         objs = sentence_objects.get(s, set())
         for name, info in catalog.tools.items():
@@ -548,7 +551,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if info.safe and info.objects & task_objects:
             d.allow(name, 0.6, "reads what the task is about")
     if not only:
-        only = any(_phrase_at(stemmed, words, injection) for words in lex.read_only_phrases)
+        only = _read_only(lex, stemmed, injection)
     if only:
         d.terms.add("only")
         for tool in catalog.unsafe:
@@ -614,11 +617,14 @@ def _targets(
     """Tools of ``classes``: those whose objects are in ``objs``, else (unless required) all of them."""
     if not classes:
         return ()
-    tools = sorted({t for cls in classes for t in catalog.by_class.get(cls, ())})
+    tools = catalog.class_tools.get(classes)
+    if tools is None:  # a handful of class sets per catalog: computed once
+        tools = tuple(sorted({t for cls in classes for t in catalog.by_class.get(cls, ())}))
+        catalog.class_tools[classes] = tools
     named = _named(catalog, tools, objs)
     if named or require_object:
         return named
-    return tuple(tools)
+    return tools
 
 
 def _named(catalog: _CompiledCatalog, tools: Iterable[str], objs: set[str]) -> tuple[str, ...]:
@@ -649,7 +655,10 @@ def _term_positions(
 def _injection_at(lex: Lexicon, stemmed: list[str], sentence_of: list[int]) -> int:
     """Index of the first injection marker (``len(stemmed)`` when there is none)."""
     n = len(stemmed)
+    first = lex.injection_first
     for i in range(n):
+        if stemmed[i] not in first:
+            continue
         for words, gap in lex.injection:
             if stemmed[i] != words[0]:
                 continue
@@ -666,9 +675,14 @@ def _injection_at(lex: Lexicon, stemmed: list[str], sentence_of: list[int]) -> i
     return n
 
 
-def _phrase_at(stemmed: list[str], words: tuple[str, ...], limit: int) -> bool:
-    size = len(words)
-    return any(tuple(stemmed[i : i + size]) == words for i in range(min(limit, len(stemmed))))
+def _read_only(lex: Lexicon, stemmed: list[str], limit: int) -> bool:
+    first = lex.read_only_first
+    for i in range(min(limit, len(stemmed))):
+        if stemmed[i] in first:
+            for words in lex.read_only_phrases:
+                if tuple(stemmed[i : i + len(words)]) == words:
+                    return True
+    return False
 
 
 def _compound(catalog: _CompiledCatalog, token: str) -> frozenset[str] | None:

@@ -32,6 +32,7 @@ class ActionTerm:
     weak: frozenset[str]  # classes asked for only together with one of the tool's objects
     noun: frozenset[str]  # classes that count only when negated
     text: str
+    label: str = ""  # "pay:wire", as recorded in an intent's terms
 
 
 def _stems(text: str) -> tuple[str, ...]:
@@ -78,8 +79,15 @@ class Lexicon:
         for (words, gap), entry in collected.items():
             weak = entry["weak"] - entry["strong"]
             noun = entry["noun"] - entry["strong"] - weak
+            label = "/".join(sorted(entry["strong"] or weak or noun)) + ":" + texts[(words, gap)]
             term = ActionTerm(
-                words, gap, frozenset(entry["strong"]), frozenset(weak), frozenset(noun), texts[(words, gap)]
+                words,
+                gap,
+                frozenset(entry["strong"]),
+                frozenset(weak),
+                frozenset(noun),
+                texts[(words, gap)],
+                label,
             )
             index.setdefault(words[0], []).append(term)
         for options in index.values():
@@ -92,6 +100,9 @@ class Lexicon:
         self.negations = tuple(str(t) for t in data.get("negations") or ())
         self.post_negations = frozenset(tokenize(" ".join(data.get("post_negations") or ())))
         self.injection = tuple(_split_gap(str(t)) for t in data.get("injection_markers") or ())
+        #: first stems of injection markers and read-only phrases, to skip the rest of a prompt quickly
+        self.injection_first = frozenset(words[0] for words, _ in self.injection)
+        self.read_only_first = frozenset(words[0] for words in self.read_only_phrases)
         objects: dict[tuple[str, ...], set[str]] = {}
         self.labels: dict[str, str] = {}
         for canonical, synonyms in (data.get("objects") or {}).items():
