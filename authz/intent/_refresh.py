@@ -95,7 +95,10 @@ async def refresh_catalogs(
     fetch = fetch or fetch_tools_list
     wanted = set(tenants) if tenants is not None else None
     outcome: dict[str, str] = {}
-    for name, settings in sorted((await store.list_tenants()).items()):
+    known = await store.list_tenants()
+    for name in sorted((wanted or set()) - set(known)):
+        outcome[name] = "unknown tenant"
+    for name, settings in sorted(known.items()):
         if wanted is not None and name not in wanted:
             continue
         url = getattr(settings, "tools_url", None)

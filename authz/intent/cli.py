@@ -108,7 +108,11 @@ def cmd_refresh(args: argparse.Namespace, open_store: Callable[[argparse.Namespa
 
     outcome = asyncio.run(run())
     print(json.dumps(outcome, indent=1))
-    return EXIT_FAILED if any(v.startswith(("failed", "no tools_url")) for v in outcome.values()) else EXIT_OK
+    return (
+        EXIT_FAILED
+        if any(v.startswith(("failed", "no tools_url", "unknown")) for v in outcome.values())
+        else EXIT_OK
+    )
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - `python -m authz.intent.cli`

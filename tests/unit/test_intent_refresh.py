@@ -141,3 +141,25 @@ async def test_applying_the_tenants_file_keeps_the_fetched_list(tmp_path):
         assert (await store.get_tenant("demo")).upstream_tools == ({"name": "read_invoice"},)
     finally:
         await store.close()
+
+
+async def test_tessera_intent_refresh_is_the_operators_request(tmp_path, upstream, capsys):
+    import asyncio
+    import json
+
+    from authz.cli import main
+
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db)
+    await store.put_tenant("demo", TenantSettings(intent_mode="enforce", tools_url=upstream))
+    await store.close()
+    args = ["intent", "refresh", "--database-url", f"sqlite:///{db}", "--var-dir", str(tmp_path / "var")]
+    code = await asyncio.to_thread(main, [*args, "--tenant", "demo"])
+    assert code == 0 and json.loads(capsys.readouterr().out) == {"demo": "updated (4 tools)"}
+    code = await asyncio.to_thread(main, [*args, "--tenant", "nobody-configured"])
+    assert code == 1 and json.loads(capsys.readouterr().out) == {"nobody-configured": "unknown tenant"}
+    store = SQLiteStore(db)
+    await store.put_tenant("plain", TenantSettings(intent_mode="enforce"))
+    await store.close()
+    code = await asyncio.to_thread(main, [*args, "--tenant", "plain"])
+    assert code == 1 and json.loads(capsys.readouterr().out) == {"plain": "no tools_url configured"}
