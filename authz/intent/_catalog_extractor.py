@@ -197,9 +197,12 @@ class _Decisions:
     reasons: list[str] = field(default_factory=list)
 
     def allow(self, tool: str, strength: float, why: str) -> None:
-        if tool not in self.allowed:
+        previous = self.allowed.get(tool)
+        if previous is None:
             self.reasons.append(f"{tool} allowed ({why})")
-        self.allowed[tool] = max(self.allowed.get(tool, 0.0), strength)
+            self.allowed[tool] = strength
+        elif strength > previous:
+            self.allowed[tool] = strength
 
     def forbid(self, tool: str, why: str) -> None:
         if tool not in self.forbidden:
@@ -214,9 +217,11 @@ class _CompiledCatalog:
         "cues",
         "labels",
         "lexicon",
+        "lexicon_term",
         "object_index",
         "object_words",
         "phrases",
+        "safe_tools",
         "single_objects",
         "tools",
         "unsafe",
@@ -273,6 +278,8 @@ class _CompiledCatalog:
         self.by_class = {cls: tuple(sorted(names)) for cls, names in by_class.items()}
         self.class_tools: dict[frozenset[str], tuple[str, ...]] = {}
         self.unsafe = tuple(sorted(name for name, info in infos.items() if not info.safe))
+        self.lexicon_term = f"lexicon:{lexicon.version}"
+        self.safe_tools = tuple((name, info.objects) for name, info in sorted(infos.items()) if info.safe)
         cues: dict[str, list[tuple[str, ...]]] = {}
         for cue in (*DEFAULT_NEGATIONS, *lexicon.negations, *catalog.negations):
             words = tuple(t for t in tokenize(cue) if t not in BREAK_TOKENS)
@@ -367,7 +374,9 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     lex = catalog.lexicon
     truncated = len(prompt) > MAX_PROMPT_CHARS
     text = prompt[:MAX_PROMPT_CHARS] if truncated else prompt
-    text, quoted = _QUOTED.subn(" ; ", text)
+    quoted = 0
+    if '"' in text or "'" in text or "“" in text or "„" in text:
+        text, quoted = _QUOTED.subn(" ; ", text)
     tokens = tokenize(text)
     if not tokens:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
@@ -424,7 +433,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             if tuple(stemmed[i : i + len(words)]) == words:
                 phrase_hits.append((i, tool, phrase))
     if not actions and not objects_at and not phrase_hits:
-        return _undetermined(truncated)
+        return _undetermined(truncated, {catalog.lexicon_term})
 
     # Negation scopes: forward from a cue, and "nothing/nicht" right after a verb.
     scope_of = [-1] * n
@@ -481,6 +490,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             actions.append(_Action(None, -1, s))
 
     d = _Decisions()
+    d.terms.add(catalog.lexicon_term)
     active: set[int] = set()
     only = False
     for pos, tool, phrase in phrase_hits:
@@ -538,18 +548,21 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         active.add(action.sentence)
         if asked or term is None:
             d.terms.add("question" if term is None else term.label)
+    safe_tools = catalog.safe_tools
     for s in active:
-        objs = sentence_objects.get(s, set())
-        for name, info in catalog.tools.items():
-            if info.safe and info.objects & objs:
-                d.allow(name, 0.6, "reads what the task is about")
+        objs = sentence_objects.get(s)
+        if objs:
+            for name, objects in safe_tools:
+                if objects & objs:
+                    d.allow(name, 0.6, "reads what the task is about")
     # The task's own objects may be read: safe tools sharing an object with a tool the prompt asked for.
     task_objects = {
         o for tool in d.allowed if not catalog.tools[tool].safe for o in catalog.tools[tool].objects
     }
-    for name, info in catalog.tools.items():
-        if info.safe and info.objects & task_objects:
-            d.allow(name, 0.6, "reads what the task is about")
+    if task_objects:
+        for name, objects in safe_tools:
+            if objects & task_objects:
+                d.allow(name, 0.6, "reads what the task is about")
     if not only:
         only = _read_only(lex, stemmed, injection)
     if only:
