@@ -163,3 +163,17 @@ async def test_tessera_intent_refresh_is_the_operators_request(tmp_path, upstrea
     await store.close()
     code = await asyncio.to_thread(main, [*args, "--tenant", "plain"])
     assert code == 1 and json.loads(capsys.readouterr().out) == {"plain": "no tools_url configured"}
+
+
+def test_admin_settings_with_a_tools_url_need_no_hand_written_catalog():
+    import dataclasses
+
+    from authz.errors import InvalidArgument
+    from authz.server.admin.tenants import validated_settings
+
+    fields = {f.name: getattr(TenantSettings(), f.name) for f in dataclasses.fields(TenantSettings)}
+    fields["intent_mode"] = "enforce"
+    with pytest.raises(InvalidArgument, match="needs a tool catalog"):
+        validated_settings(dict(fields))
+    fields["tools_url"] = "http://127.0.0.1:9000/mcp"
+    assert validated_settings(dict(fields)).tools_url == "http://127.0.0.1:9000/mcp"
