@@ -381,9 +381,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     if not tokens:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
     n = len(tokens)
-    stemmed = [_stem(t) for t in tokens]
 
-    sentence_of = [0] * n
+    # One pass: stems, sentences, and the positions where an action, object or phrase may start.
+    action_index, object_index, phrase_index = lex.actions, catalog.object_index, catalog.phrases
+    stemmed: list[str] = []
+    sentence_of: list[int] = []
+    action_at: list[int] = []
+    object_at: list[int] = []
+    cue_at: list[int] = []
+    marker_at: list[int] = []
+    cues, markers = catalog.cues, lex.injection_first
     questions: set[int] = set()
     sentence = 0
     for i, tok in enumerate(tokens):
@@ -391,20 +398,29 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             if tok == "?" and i:
                 questions.add(sentence)
             sentence += 1
-        sentence_of[i] = sentence
-    injection = _injection_at(lex, stemmed, sentence_of)
+        st = _stem(tok)
+        stemmed.append(st)
+        sentence_of.append(sentence)
+        if st in action_index:
+            action_at.append(i)
+        if st in object_index or st in phrase_index or (len(st) >= 9 and st.isalpha()):
+            object_at.append(i)
+        if tok in cues:
+            cue_at.append(i)
+        if st in markers:
+            marker_at.append(i)
+    injection = _injection_at(lex, stemmed, marker_at)
 
     # Action terms, longest first; a position used by one term is not reused by another.
     actions: list[_Action] = []
     taken: set[int] = set()
-    for i in range(n):
-        options = lex.actions.get(stemmed[i])
-        if not options or i in taken:
+    for i in action_at:
+        if i in taken:
             continue
         prev = tokens[i - 1] if i and tokens[i - 1] not in BREAK_TOKENS else None
         if prev in _STATE_WORDS and (tokens[i].endswith(("ed", "en")) or tokens[i] in _PARTICIPLES):
             continue  # "the approved invoices", "is already paid": a state, not a request
-        for term in options:
+        for term in action_index[stemmed[i]]:
             if prev is not None and prev not in _VERB_LEADS and term.words in catalog.object_words:
                 continue  # "draft replies", "new emails": the word is the object here
             positions = _term_positions(term, stemmed, sentence_of, i, taken)
@@ -418,18 +434,19 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # Objects the prompt names (catalog keywords and their lexicon synonyms), and tool phrases.
     objects_at: list[tuple[int, frozenset[str]]] = []
     phrase_hits: list[tuple[int, str, str]] = []
-    for i in range(n):
+    for i in object_at:
         tok = stemmed[i]
-        for words, names in catalog.object_index.get(tok, ()):
-            if tuple(stemmed[i : i + len(words)]) == words:
-                objects_at.append((i, names))
-                break
-        else:
-            if len(tok) >= 9 and tok.isalpha():  # German compounds: "Lieferantenrechnungen"
-                names = _compound(catalog, tok)
-                if names:
+        options = object_index.get(tok)
+        if options is not None:
+            for words, names in options:
+                if len(words) == 1 or tuple(stemmed[i : i + len(words)]) == words:
                     objects_at.append((i, names))
-        for words, tool, phrase in catalog.phrases.get(tok, ()):
+                    break
+        elif len(tok) >= 9 and tok.isalpha():  # German compounds: "Lieferantenrechnungen"
+            names = _compound(catalog, tok)
+            if names:
+                objects_at.append((i, names))
+        for words, tool, phrase in phrase_index.get(tok, ()):
             if tuple(stemmed[i : i + len(words)]) == words:
                 phrase_hits.append((i, tool, phrase))
     if not actions and not objects_at and not phrase_hits:
@@ -441,13 +458,14 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # Weak terms ("any", "open") do not count as the action a negation scope has reached.
     starts = {a.start for a in actions if a.term is not None and (a.term.strong or a.term.noun)}
     ends = {a.start + len(a.term.words) for a in actions if a.term is not None}
-    i = 0
-    cues = catalog.cues
-    while i < n:
-        cue_len = _cue_at(catalog, tokens, i) if tokens[i] in cues else 0
-        if not cue_len:
-            i += 1
+    after = 0  # a cue's words are not cues again ("not … no")
+    for i in cue_at:
+        if i < after:
             continue
+        cue_len = _cue_at(catalog, tokens, i)
+        if not cue_len:
+            continue
+        after = i + cue_len
         scope = len(cue_of)
         cue_of.append(" ".join(tokens[i : i + cue_len]))
         # A cue right after a verb ("lösche keine Snapshots") has that verb: its scope ends at a comma.
@@ -465,7 +483,6 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 covered_action = covered_action or k in starts
                 words += 1
             k += 1
-        i += cue_len
     for action in actions:
         action.scope = scope_of[action.start]
         if action.scope == -1 and action.term is not None:
@@ -665,13 +682,10 @@ def _term_positions(
     return None
 
 
-def _injection_at(lex: Lexicon, stemmed: list[str], sentence_of: list[int]) -> int:
+def _injection_at(lex: Lexicon, stemmed: list[str], candidates: list[int]) -> int:
     """Index of the first injection marker (``len(stemmed)`` when there is none)."""
     n = len(stemmed)
-    first = lex.injection_first
-    for i in range(n):
-        if stemmed[i] not in first:
-            continue
+    for i in candidates:
         for words, gap in lex.injection:
             if stemmed[i] != words[0]:
                 continue
