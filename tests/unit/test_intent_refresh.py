@@ -177,3 +177,19 @@ def test_admin_settings_with_a_tools_url_need_no_hand_written_catalog():
         validated_settings(dict(fields))
     fields["tools_url"] = "http://127.0.0.1:9000/mcp"
     assert validated_settings(dict(fields)).tools_url == "http://127.0.0.1:9000/mcp"
+
+
+def test_a_derived_catalog_binds_tools_list_like_a_hand_written_one():
+    from authz.check.directory import TenantView
+    from authz.check.listing import binding_catalog
+
+    tools = ({"name": "read_invoice"}, {"name": "delete_invoice", "description": "Delete an invoice."})
+
+    def view(**kw) -> TenantView:
+        settings = TenantSettings(intent_mode="enforce", require_prompt=True, **kw)
+        return TenantView("demo", settings, None, None, CatalogExtractor({}))
+
+    assert binding_catalog(view(upstream_tools=tools)) == {"read_invoice", "delete_invoice"}
+    assert binding_catalog(view()) is None  # nothing fetched or written yet: no restriction to derive
+    # with undetermined: policy, the policy may allow a tool for a prompt nothing of which was understood
+    assert binding_catalog(view(upstream_tools=tools, intent_undetermined="policy")) is None
