@@ -348,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_envoy_config_command(sub)
 
+    from authz.forward.cli import add_forward_command
+
+    add_forward_command(sub, common)
+
     run = sub.add_parser("run", help="run the whole local stack (Envoy, check service, demo MCP server)")
     run.add_argument("--var-dir")
     run.add_argument("--port", type=int, default=8080, help="Envoy listener port (default 8080)")

@@ -230,3 +230,39 @@ class PolicyDraft:
     created_at: float
     updated_at: float
     updated_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderCursor:
+    """How far a sink has acknowledged a tenant's audit chain (authz.forward).
+
+    ``seq`` is the last acknowledged sequence number (0: nothing yet); every event up to it reached the
+    sink or sits in a dead letter. ``last_error`` is the latest failure since the last success (None once
+    a batch is acknowledged again); times are Unix seconds.
+    """
+
+    tenant: str
+    sink: str
+    seq: int = 0
+    last_success_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A batch of a tenant's events (``from_seq``..``to_seq``, inclusive) a sink kept refusing.
+
+    The events stay in the chain; the record says which to resend. ``replayed_at`` is set once an operator's
+    replay was acknowledged by the sink.
+    """
+
+    id: int
+    tenant: str
+    sink: str
+    from_seq: int
+    to_seq: int
+    reason: str
+    attempts: int
+    created_at: float
+    replayed_at: float | None = None
