@@ -24,8 +24,13 @@ from authz.errors import ConfigError
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def add_intent_commands(sub: Any, open_store: Callable[[argparse.Namespace], Any]) -> None:
-    """Register ``tessera intent ...``; ``open_store(args)`` returns the configured store."""
+def add_intent_commands(
+    sub: Any,
+    open_store: Callable[[argparse.Namespace], Any],
+    outbound: Callable[[argparse.Namespace], Any] | None = None,
+) -> None:
+    """Register ``tessera intent ...``; ``open_store(args)`` returns the configured store and
+    ``outbound(args)`` the configured :class:`authz.outbound.OutboundClient` (``refresh`` needs both)."""
     intent = sub.add_parser("intent", help="evaluate the intent extractor, show derived catalogs, refresh")
     isub = intent.add_subparsers(dest="intent_command", required=True)
 
@@ -50,7 +55,7 @@ def add_intent_commands(sub: Any, open_store: Callable[[argparse.Namespace], Any
     ref.add_argument("--var-dir", help="state directory (TESSERA_VAR_DIR, default ./var)")
     ref.add_argument("--tenant", action="append", help="only this tenant (repeatable)")
     ref.add_argument("--timeout", type=float, default=10.0)
-    ref.set_defaults(func=lambda args: cmd_refresh(args, open_store))
+    ref.set_defaults(func=lambda args: cmd_refresh(args, open_store, outbound))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -93,11 +98,19 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_refresh(args: argparse.Namespace, open_store: Callable[[argparse.Namespace], Any]) -> int:
+def cmd_refresh(
+    args: argparse.Namespace,
+    open_store: Callable[[argparse.Namespace], Any],
+    outbound: Callable[[argparse.Namespace], Any] | None,
+) -> int:
     from authz.intent._refresh import fetch_tools_list, refresh_catalogs
 
+    if outbound is None:
+        raise ConfigError("tessera intent refresh needs the outbound configuration")
+    client = outbound(args)
+
     async def fetch(url: str) -> dict[str, Any]:
-        return await fetch_tools_list(url, timeout_s=args.timeout)
+        return await fetch_tools_list(url, outbound=client, timeout_s=args.timeout)
 
     async def run() -> dict[str, str]:
         store = open_store(args)
@@ -105,6 +118,7 @@ def cmd_refresh(args: argparse.Namespace, open_store: Callable[[argparse.Namespa
             return await refresh_catalogs(store, tenants=args.tenant, fetch=fetch)
         finally:
             await store.close()
+            await client.aclose()
 
     outcome = asyncio.run(run())
     print(json.dumps(outcome, indent=1))
