@@ -1,7 +1,8 @@
 """``tessera intent eval|catalog|refresh``.
 
 * ``eval --tools TOOLS.json --cases CASES.jsonl [--extractor URL]``: measured accuracy of the built-in
-  extractor (catalog derived from ``TOOLS.json``, an MCP ``tools/list`` result) or of an HTTP extractor,
+  extractor (catalog derived from ``TOOLS.json``, an MCP ``tools/list`` result) or of an HTTP extractor
+  (reached under the outbound rules: ``TESSERA_OUTBOUND_ALLOW`` for a loopback or private address),
   printed as one JSON object (:func:`authz.intent._eval.evaluate`). ``--max-false-deny-rate`` and
   ``--min-catch-rate`` make the exit code 1 when a target is missed.
 * ``catalog --tools TOOLS.json [--overrides CATALOG.yaml --tenant T]``: the catalog Tessera derives, as
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -67,7 +69,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, Any]:
         if args.extractor:
-            async with HttpExtractor(args.extractor, timeout=args.timeout, cache_size=0) as http:
+            # the same outbound rules as the check service: a classifier on loopback or a private
+            # address needs TESSERA_OUTBOUND_ALLOW
+            from authz.config import _outbound
+            from authz.outbound import OutboundPolicy
+
+            policy = OutboundPolicy.build(_outbound(os.environ).allow)
+            async with HttpExtractor(
+                args.extractor, timeout=args.timeout, cache_size=0, policy=policy
+            ) as http:
                 return await evaluate(http, cases)
         return await evaluate(catalog_extractor(tools), cases)
 
