@@ -115,6 +115,8 @@ class Decision:
     policy_hash: str | None = None
     approval_id: str | None = None
     latency_us: int = 0
+    #: The OpenTelemetry trace this decision was made in (32 hex digits), when tracing is on.
+    trace_id: str | None = None
 
     @property
     def allowed(self) -> bool:

@@ -18,7 +18,7 @@ from authz.audit import make_recorder
 from authz.check import DecisionRecorder, Pipeline, TenantDirectory
 from authz.config import TesseraConfig
 from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
-from authz.observability import Metrics, serve_http
+from authz.observability import CheckMetrics, Tracing, new_registry, serve_http, setup_tracing
 from authz.policy import compile_policy
 from authz.server.check_service import AuthorizationService
 from authz.storage import Store, TenantSettings, open_store
@@ -57,7 +57,9 @@ class CheckRuntime:
     directory: TenantDirectory
     pipeline: Pipeline
     recorder: DecisionRecorder
-    metrics: Metrics
+    metrics: CheckMetrics
+    #: None unless the OTEL_* variables turn tracing on.
+    tracing: Tracing | None = None
 
 
 def _extractor_factory(config: TesseraConfig):
@@ -95,6 +97,8 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         poll_interval_s=config.store.poll_interval_s,
     )
     await directory.refresh(force=True)
+    metrics = CheckMetrics(tenant_label=config.observability.metrics_tenant_label)
+    tracing = setup_tracing("tessera-check") if config.observability.tracing else None
     pipeline = Pipeline(
         authenticator=TokenAuthenticator(keyring, cache_size=config.check.token_cache_size),
         store=store,
@@ -103,15 +107,20 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         approval_ttl_s=config.check.approval_ttl_s,
         approval_quorum=config.check.approval_quorum,
         default_deadline_s=config.check.deadline_ms / 1000,
+        observer=metrics,
+        tracer=tracing.pipeline_tracer() if tracing is not None else None,
     )
-    return CheckRuntime(config, store, keyring, directory, pipeline, make_recorder(config, store), Metrics())
+    recorder = make_recorder(config, store)
+    return CheckRuntime(config, store, keyring, directory, pipeline, recorder, metrics, tracing)
 
 
 async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = None) -> None:
     """Run the check service until SIGTERM/SIGINT: ext_authz + health on the check port, metrics HTTP."""
     runtime = await build_runtime(config)
     tune_gc()
-    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+    # With tracing off there is no interceptor at all: a grpc.aio interceptor costs on every call.
+    interceptors = runtime.tracing.server_interceptors() if runtime.tracing is not None else None
+    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         AuthorizationService(
             runtime.pipeline,
@@ -119,6 +128,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
             deadline_cap_s=config.check.deadline_ms / 1000,
             strip_authorization=config.check.strip_authorization,
             metrics=runtime.metrics,
+            tracing=runtime.tracing,
         ),
         server,
     )
@@ -131,6 +141,8 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         # Exit callbacks run last-in-first-out: stop the server (drain in-flight checks), then flush the
         # audit recorder, then close the store.
         stack.push_async_callback(runtime.store.close)
+        if runtime.tracing is not None:
+            stack.callback(runtime.tracing.shutdown)  # flushes the last spans after the server stopped
         closer = getattr(runtime.recorder, "aclose", None)
         if closer is not None:
             stack.push_async_callback(closer)
@@ -141,7 +153,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         http = await serve_http(
             config.listen.host,
             config.listen.metrics_port,
-            runtime.metrics,
+            new_registry(runtime.metrics),
             ready=lambda: runtime.directory.versions is not None and runtime.directory.last_error is None,
         )
         stack.callback(http.close)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -26,21 +28,26 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         deadline_cap_s: float,
         strip_authorization: bool = True,
         metrics: Any = None,
+        tracing: Any = None,
     ):
         self._pipeline = pipeline
         self._recorder = recorder
         self._deadline_cap_s = deadline_cap_s
         self._strip_authorization = strip_authorization
         self._metrics = metrics
+        #: authz.observability.Tracing when OTEL_* turned tracing on, else None (no span work at all).
+        self._tracing = tracing
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         try:
+            if self._tracing is not None:
+                return await self._check_traced(request, context)
             return await self._check(request, context)
         except Exception as exc:  # fail closed: a bug here must still be a deny
-            log.exception("check failed unexpectedly")
             decision = unavailable(None, f"internal error: {type(exc).__name__}")
+            log.exception("check failed unexpectedly", extra={"decision_id": decision.decision_id})
             self._count([decision])
             return wire.denied_response(
                 503,
@@ -48,13 +55,30 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 decision.decision_id,
             )
 
-    async def _check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext):
+    async def _check_traced(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext):
+        from authz.observability import annotate_check_span, current_trace_id
+
+        annotate_check_span(request)
+        trace_id = current_trace_id()
+        reply = await self._check(request, context, trace_id)
+        if trace_id is not None:
+            wire.add_trace_header(reply, trace_id)
+        return reply
+
+    async def _check(
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext,
+        trace_id: str | None = None,
+    ):
         deadline = wire.monotonic_deadline(context.time_remaining(), self._deadline_cap_s)
         parsed = wire.parse_request(request, deadline=deadline)
         if parsed.protocol_error is not None:
             reply, decision = wire.protocol_denial(parsed)
+            if trace_id is not None:
+                decision = replace(decision, trace_id=trace_id)
             await self._record([decision])
-            self._count([decision])
+            self._count([decision], trace_id)
             return reply
         decisions: list[Decision] = []
         for message in parsed.messages:
@@ -62,24 +86,47 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             decisions.append(decision)
             if not decision.allowed:
                 break
-        if not await self._record(decisions) and decisions[-1].allowed:
+        if trace_id is not None:
+            decisions = [replace(d, trace_id=trace_id) for d in decisions]
+        if not await self._record(decisions, trace_id) and decisions[-1].allowed:
             decisions[-1] = unavailable(decisions[-1], "the decision could not be written to the audit chain")
-        self._count(decisions)
+        self._count(decisions, trace_id)
         last = decisions[-1]
         if last.allowed:
             return wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
         return wire.deny_for(parsed, last, parsed.messages)
 
-    async def _record(self, decisions: list[Decision]) -> bool:
+    async def _record(self, decisions: list[Decision], trace_id: str | None = None) -> bool:
         """Durably record before answering; False (and the caller denies) when that failed."""
+        started = time.perf_counter()
         try:
-            await self._recorder.record(decisions)
-            return True
-        except Exception:
-            log.exception("audit write failed")
+            if self._tracing is None:
+                await self._recorder.record(decisions)
+            else:
+                with self._tracing.span("tessera.audit", **{"tessera.stage": "audit"}):
+                    await self._recorder.record(decisions)
+        except Exception as exc:
+            log.exception(
+                "audit write failed",
+                extra={"decision_id": decisions[-1].decision_id, "tenant": decisions[-1].tenant},
+            )
+            if self._metrics is not None:
+                self._metrics.store_error("audit", exc)
             return False
+        if self._metrics is not None:
+            self._metrics.observe_audit_commit(time.perf_counter() - started, trace_id)
+        return True
 
-    def _count(self, decisions: list[Decision]) -> None:
+    def _count(self, decisions: list[Decision], trace_id: str | None = None) -> None:
         if self._metrics is not None:
             for decision in decisions:
-                self._metrics.observe(decision)
+                self._metrics.observe(decision, trace_id)
+        if log.isEnabledFor(logging.DEBUG):  # one cached lookup per check when not debugging
+            for d in decisions:
+                log.debug(
+                    "%s %s%s",
+                    d.outcome.value,
+                    d.tool or d.rpc_method or "request",
+                    f" ({d.check.value}, {d.code})" if d.check is not None else "",
+                    extra={"decision_id": d.decision_id, "tenant": d.tenant, "trace_id": trace_id},
+                )
