@@ -248,7 +248,7 @@ def _otlp_endpoint() -> tuple[str, int] | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole local stack on its defaults: Envoy, check service, demo MCP server, SQLite in ./var."""
-    from authz.stack import Stack, StackPorts
+    from authz.local.stack import Stack, StackPorts
     from authz.token import mint
 
     var_dir = Path(args.var_dir or "var").resolve()

@@ -95,6 +95,27 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyLimitsConfig:
+    """Bounds on the work an agent's request body can cause on the check path (:mod:`authz.server.body`).
+
+    A body over a limit is answered -32600 (with the JSON-RPC id when it could be read).
+    """
+
+    #: Largest body parsed at all (Envoy's ``max_request_bytes`` answers 413 above its own limit).
+    max_bytes: int = 1024 * 1024  # TESSERA_BODY_MAX_BYTES
+    #: Deepest nesting of objects and arrays (a JSON-RPC message needs a handful).
+    max_depth: int = 64  # TESSERA_BODY_MAX_DEPTH
+    #: Object keys in the whole body.
+    max_keys: int = 10_000  # TESSERA_BODY_MAX_KEYS
+    #: Array elements in the whole body (a batch's messages count too).
+    max_elements: int = 100_000  # TESSERA_BODY_MAX_ELEMENTS
+    #: Messages in one JSON-RPC batch.
+    max_batch: int = 100  # TESSERA_BODY_MAX_BATCH
+    #: Largest body parsed for a caller whose token does not authenticate (only to echo the request id).
+    preauth_bytes: int = 16 * 1024  # TESSERA_BODY_PREAUTH_BYTES
+
+
+@dataclass(frozen=True, slots=True)
 class TesseraConfig:
     keys: KeyConfig
     listen: ListenConfig = field(default_factory=ListenConfig)
@@ -102,6 +123,7 @@ class TesseraConfig:
     check: CheckConfig = field(default_factory=CheckConfig)
     intent: IntentConfig = field(default_factory=IntentConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    body: BodyLimitsConfig = field(default_factory=BodyLimitsConfig)
     #: Tenants file (YAML) applied at startup: settings, tool catalog, policy. See README.
     tenants_file: Path | None = None
     #: Directory for embedded state (SQLite database, generated dev master key).
@@ -168,6 +190,18 @@ def _load_master_key(env: Mapping[str, str], var_dir: Path) -> Secret:
     return Secret(path.read_bytes().strip())
 
 
+def _body_limits(env: Mapping[str, str]) -> BodyLimitsConfig:
+    defaults = BodyLimitsConfig()
+    values = {
+        name: _int(env, f"TESSERA_BODY_{name.upper()}", getattr(defaults, name))
+        for name in ("max_bytes", "max_depth", "max_keys", "max_elements", "max_batch", "preauth_bytes")
+    }
+    bad = [name for name, value in values.items() if value < 1]
+    if bad:
+        raise ConfigError(f"TESSERA_BODY_{bad[0].upper()} must be a positive integer")
+    return BodyLimitsConfig(**values)
+
+
 def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfig:
     """Build the configuration from ``env`` (default: ``os.environ``) and keyword overrides.
 
@@ -214,6 +248,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         cache_size=_int(env, "TESSERA_INTENT_CACHE_SIZE", 10_000),
         cache_ttl_s=_float(env, "TESSERA_INTENT_CACHE_TTL_S", 300.0),
     )
+    body = _body_limits(env)
     tenants = env.get("TESSERA_TENANTS_FILE")
     observability = _observability(env)
     return TesseraConfig(
@@ -223,6 +258,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         check=check,
         intent=intent,
         observability=observability,
+        body=body,
         tenants_file=Path(tenants) if tenants else default_tenants_file(),
         var_dir=var_dir,
     )
@@ -246,6 +282,7 @@ def _observability(env: Mapping[str, str]) -> ObservabilityConfig:
 
 
 __all__ = [
+    "BodyLimitsConfig",
     "CheckConfig",
     "IntentConfig",
     "KeyConfig",

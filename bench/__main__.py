@@ -29,9 +29,9 @@ import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz.envoy_config import EnvoyProcess, render_envoy_config
+from authz.local.envoy_config import EnvoyProcess, render_envoy_config
+from authz.local.stack import CheckProcess, free_port, spawn, stop_process
 from authz.secrets import Secret
-from authz.stack import CheckProcess, free_port, spawn, stop_process
 from authz.storage import open_store
 from authz.token import KeyRing, mint
 

@@ -6,7 +6,7 @@
   ``proto/authz/api/admin/v1/*.proto`` (imports are ``authz.api.admin.v1.<file>_pb2``); nothing is
   generated for the vendored ``proto/google/``: ``google.api`` and ``google.rpc`` come from the
   ``googleapis-common-protos`` package;
-- ``envoy/admin_descriptor.binpb``: a ``FileDescriptorSet`` with imports and source info for Envoy's
+- ``authz/local/envoy/admin_descriptor.binpb``: a ``FileDescriptorSet`` with imports and source info for Envoy's
   gRPC-JSON transcoder, which also holds ``google/rpc/status.proto`` and ``error_details.proto`` so
   ``convert_grpc_status`` can render the ``google.rpc.ErrorInfo`` details of an error as JSON.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent.parent
 PROTO_ROOT = REPO / "proto"
 PACKAGE_DIR = "authz/api/admin/v1"
-DESCRIPTOR = REPO / "envoy" / "admin_descriptor.binpb"
+DESCRIPTOR = REPO / "authz" / "local" / "envoy" / "admin_descriptor.binpb"
 #: Imported only for the descriptor set (error details rendered by the transcoder).
 EXTRA_DESCRIPTOR_FILES = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 

@@ -8,26 +8,13 @@ Activity (class 6003) naming plus a ``tessera`` object and never hold argument v
 - :func:`verify_chain` walks a chain, compares the stored head and checks signed :class:`Checkpoint` s
   (:func:`create_checkpoint`), naming the first bad sequence number.
 - :func:`export_events` streams NDJSON or CSV; :mod:`authz.audit.cli` holds ``tessera audit ...``.
-- :func:`canonical_event`, :func:`chain_hash`, :func:`event_index` and :data:`GENESIS_HASH` are what
-  every :class:`~authz.storage.protocols.AuditStore` implementation uses to extend a chain.
+- :func:`canonical_event`, :func:`chain_hash`, :func:`event_index` and :data:`GENESIS_HASH` (defined in
+  the leaf module :mod:`authz.chain`) are what every :class:`~authz.storage.protocols.AuditStore`
+  implementation uses to extend a chain.
 """
 
-from authz.audit._canonical import (
-    GATEWAY_TENANT,
-    GENESIS_HASH,
-    canonical_event,
-    chain_hash,
-    clean_text,
-    event_index,
-    json_safe,
-)
-from authz.audit._checkpoint import (
-    Checkpoint,
-    checkpoint_public_key,
-    checkpoint_signing_key,
-    create_checkpoint,
-    sign_checkpoint,
-)
+from authz.audit._aggregate import UnauthenticatedDenials
+from authz.audit._checkpoint import Checkpoint, checkpoint_public_key, checkpoint_signing_key, sign_checkpoint
 from authz.audit._events import MAX_ARGUMENT_KEYS, admin_event, chain_tenant, event_from_decision
 from authz.audit._export import (
     CSV_COLUMNS,
@@ -38,7 +25,9 @@ from authz.audit._export import (
     ndjson_line,
 )
 from authz.audit._recorder import ChainRecorder, RecorderStats, append_admin_event, make_recorder
-from authz.audit._verify import VerifyResult, verify_chain
+from authz.audit._sanitize import GATEWAY_TENANT, clean_text, json_safe
+from authz.audit._verify import VerifyResult, create_checkpoint, verify_chain
+from authz.chain import GENESIS_HASH, canonical_event, chain_hash, event_index
 
 __all__ = [
     "CSV_COLUMNS",
@@ -49,6 +38,7 @@ __all__ = [
     "Checkpoint",
     "LineBuffer",
     "RecorderStats",
+    "UnauthenticatedDenials",
     "VerifyResult",
     "admin_event",
     "append_admin_event",

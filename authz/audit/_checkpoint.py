@@ -21,8 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from authz.errors import FailedPrecondition, InvalidArgument
-from authz.storage.protocols import AuditCheckpoint, AuditStore
+from authz.errors import InvalidArgument
+from authz.storage.protocols import AuditCheckpoint
 
 CHECKPOINT_TYPE = "tessera.audit.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -164,30 +164,3 @@ def sign_checkpoint(
     return Checkpoint(
         tenant, seq, hash_hex, created_at, unsigned.public_key, key.sign(unsigned.signed_bytes())
     )
-
-
-async def create_checkpoint(
-    store: AuditStore, tenant: str, seed: bytes, *, verify: bool = True
-) -> Checkpoint:
-    """Sign the tenant's current head, store the checkpoint and return it (call ``.export()``).
-
-    With ``verify`` (the default) the chain is verified first and the checkpoint pins the head that was
-    verified; a chain that does not verify is never signed (FailedPrecondition), nor is an empty one.
-    """
-    from authz.audit._verify import verify_chain
-
-    if verify:
-        result = await verify_chain(store, tenant, public_key=checkpoint_public_key(seed))
-        if not result.ok:
-            raise FailedPrecondition(f"tenant {tenant!r}: the audit chain does not verify: {result.problem}")
-        if result.chain_seq == 0:
-            raise FailedPrecondition(f"tenant {tenant!r} has no audit events to checkpoint")
-        seq, digest = result.chain_seq, result.chain_hash
-    else:
-        head = await store.audit_head(tenant)
-        if head is None:
-            raise FailedPrecondition(f"tenant {tenant!r} has no audit events to checkpoint")
-        seq, digest = head
-    checkpoint = sign_checkpoint(tenant, seq, digest, seed)
-    await store.put_checkpoint(checkpoint.to_record())
-    return checkpoint

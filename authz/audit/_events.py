@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from authz import __version__
-from authz.audit._canonical import GATEWAY_TENANT, clean_text, json_safe
+from authz.audit._sanitize import GATEWAY_TENANT, clean_text, json_safe
 
 if TYPE_CHECKING:  # no runtime import: the store imports this package, and must not pull in the pipeline
     from authz.check.models import Decision

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.audit._canonical import GENESIS_HASH, chain_hash, event_index
-from authz.audit._checkpoint import Checkpoint
-from authz.errors import InvalidArgument
+from authz.audit._checkpoint import Checkpoint, checkpoint_public_key, sign_checkpoint
+from authz.chain import GENESIS_HASH, chain_hash, event_index
+from authz.errors import FailedPrecondition, InvalidArgument
 from authz.storage.protocols import AuditRecord, AuditStore
 
 _BATCH = 2000
@@ -225,3 +225,28 @@ def _is_hex32(value: str) -> bool:
         return len(bytes.fromhex(value)) == 32
     except (ValueError, TypeError):
         return False
+
+
+async def create_checkpoint(
+    store: AuditStore, tenant: str, seed: bytes, *, verify: bool = True
+) -> Checkpoint:
+    """Sign the tenant's current head, store the checkpoint and return it (call ``.export()``).
+
+    With ``verify`` (the default) the chain is verified first and the checkpoint pins the head that was
+    verified; a chain that does not verify is never signed (FailedPrecondition), nor is an empty one.
+    """
+    if verify:
+        result = await verify_chain(store, tenant, public_key=checkpoint_public_key(seed))
+        if not result.ok:
+            raise FailedPrecondition(f"tenant {tenant!r}: the audit chain does not verify: {result.problem}")
+        if result.chain_seq == 0:
+            raise FailedPrecondition(f"tenant {tenant!r} has no audit events to checkpoint")
+        seq, digest = result.chain_seq, result.chain_hash
+    else:
+        head = await store.audit_head(tenant)
+        if head is None:
+            raise FailedPrecondition(f"tenant {tenant!r} has no audit events to checkpoint")
+        seq, digest = head
+    checkpoint = sign_checkpoint(tenant, seq, digest, seed)
+    await store.put_checkpoint(checkpoint.to_record())
+    return checkpoint

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from authz.audit._checkpoint import Checkpoint, checkpoint_public_key, create_checkpoint
+from authz.audit._checkpoint import Checkpoint, checkpoint_public_key
 from authz.audit._export import DECISIONS, FORMATS, export_events
-from authz.audit._verify import verify_chain
+from authz.audit._verify import create_checkpoint, verify_chain
 from authz.errors import FailedPrecondition, InvalidArgument, NotFound, TesseraError
 
 #: The purpose string of the checkpoint signing key: ``keyring.derive_subkey(CHECKPOINT_KEY_PURPOSE, t)``.

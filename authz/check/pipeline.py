@@ -120,6 +120,16 @@ class Pipeline:
             # a branch or an extra coroutine frame for tracing.
             self.check = self._check_traced  # type: ignore[method-assign]
 
+    def authenticates(self, token: str | None) -> bool:
+        """Does ``token`` verify (signature and key id, cached)? For the transport to decide, before
+        reading a body, whether the caller is worth that work. The full check still runs in :meth:`check`."""
+        if not token:
+            return False
+        try:
+            return isinstance(self._auth.authenticate(token), AuthenticatedToken)
+        except Exception:  # a malformed token must not cost more than a denial
+            return False
+
     # -- the one fail-closed boundary --------------------------------------------------------------------
     async def check(self, inp: CheckInput) -> Decision:
         started = time.perf_counter()

@@ -121,17 +121,16 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
     # With tracing off there is no interceptor at all: a grpc.aio interceptor costs on every call.
     interceptors = runtime.tracing.server_interceptors() if runtime.tracing is not None else None
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(
-            runtime.pipeline,
-            runtime.recorder,
-            deadline_cap_s=config.check.deadline_ms / 1000,
-            strip_authorization=config.check.strip_authorization,
-            metrics=runtime.metrics,
-            tracing=runtime.tracing,
-        ),
-        server,
+    service = AuthorizationService(
+        runtime.pipeline,
+        runtime.recorder,
+        deadline_cap_s=config.check.deadline_ms / 1000,
+        strip_authorization=config.check.strip_authorization,
+        metrics=runtime.metrics,
+        body_limits=config.body,
+        tracing=runtime.tracing,
     )
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{config.listen.host}:{config.listen.check_port}"
@@ -146,6 +145,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         closer = getattr(runtime.recorder, "aclose", None)
         if closer is not None:
             stack.push_async_callback(closer)
+        stack.push_async_callback(service.aclose)  # aggregated denials, before the recorder closes
         await server.start()
         stack.push_async_callback(server.stop, 2.0)
         for name in ("", CHECK_SERVICE_NAME):

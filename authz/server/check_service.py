@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -10,6 +11,7 @@ from typing import Any
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from authz.audit import UnauthenticatedDenials
 from authz.check import Decision, DecisionRecorder, Pipeline
 from authz.check.models import unavailable
 from authz.server import wire
@@ -28,10 +30,15 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         deadline_cap_s: float,
         strip_authorization: bool = True,
         metrics: Any = None,
+        body_limits: Any = wire.DEFAULT_LIMITS,
+        unauthenticated_window_s: float = 60.0,
         tracing: Any = None,
     ):
         self._pipeline = pipeline
         self._recorder = recorder
+        self._body_limits = body_limits
+        # Tokenless and malformed requests from one source share an audit event per window.
+        self._audit = UnauthenticatedDenials(recorder, window_s=unauthenticated_window_s)
         self._deadline_cap_s = deadline_cap_s
         self._strip_authorization = strip_authorization
         self._metrics = metrics
@@ -48,6 +55,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         except Exception as exc:  # fail closed: a bug here must still be a deny
             decision = unavailable(None, f"internal error: {type(exc).__name__}")
             log.exception("check failed unexpectedly", extra={"decision_id": decision.decision_id})
+            # Audited like every answer; bounded, since whatever failed may be the store itself.
+            try:
+                async with asyncio.timeout(self._deadline_cap_s):
+                    await self._record([decision])
+            except TimeoutError:
+                log.error("internal-error decision %s could not be audited in time", decision.decision_id)
             self._count([decision])
             return wire.denied_response(
                 503,
@@ -72,23 +85,38 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         trace_id: str | None = None,
     ):
         deadline = wire.monotonic_deadline(context.time_remaining(), self._deadline_cap_s)
-        parsed = wire.parse_request(request, deadline=deadline)
+        source = request.attributes.source.address.socket_address.address
+        parsed = wire.parse_request(
+            request,
+            deadline=deadline,
+            limits=self._body_limits,
+            authenticates=getattr(self._pipeline, "authenticates", None),
+        )
         if parsed.protocol_error is not None:
             reply, decision = wire.protocol_denial(parsed)
             if trace_id is not None:
                 decision = replace(decision, trace_id=trace_id)
-            await self._record([decision])
+            await self._record([decision], source, trace_id)
             self._count([decision], trace_id)
             return reply
         decisions: list[Decision] = []
         for message in parsed.messages:
+            if decisions and time.monotonic() > deadline:
+                break  # the rest of a batch is not worth checking: the answer is a deny now
             decision = await self._pipeline.check(message.input)
             decisions.append(decision)
             if not decision.allowed:
                 break
+        if time.monotonic() > deadline:
+            # Envoy has given up on this request: nothing it carried was let through, and the audit
+            # chain must not say otherwise.
+            decisions = [
+                unavailable(d, "check deadline exceeded before the answer") if d.allowed else d
+                for d in decisions
+            ]
         if trace_id is not None:
             decisions = [replace(d, trace_id=trace_id) for d in decisions]
-        if not await self._record(decisions, trace_id) and decisions[-1].allowed:
+        if not await self._record(decisions, source, trace_id) and decisions[-1].allowed:
             decisions[-1] = unavailable(decisions[-1], "the decision could not be written to the audit chain")
         self._count(decisions, trace_id)
         last = decisions[-1]
@@ -96,15 +124,17 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             return wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
         return wire.deny_for(parsed, last, parsed.messages)
 
-    async def _record(self, decisions: list[Decision], trace_id: str | None = None) -> bool:
+    async def _record(
+        self, decisions: list[Decision], source: str | None = None, trace_id: str | None = None
+    ) -> bool:
         """Durably record before answering; False (and the caller denies) when that failed."""
         started = time.perf_counter()
         try:
             if self._tracing is None:
-                await self._recorder.record(decisions)
+                await self._write(decisions, source)
             else:
                 with self._tracing.span("tessera.audit", **{"tessera.stage": "audit"}):
-                    await self._recorder.record(decisions)
+                    await self._write(decisions, source)
         except Exception as exc:
             log.exception(
                 "audit write failed",
@@ -116,6 +146,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         if self._metrics is not None:
             self._metrics.observe_audit_commit(time.perf_counter() - started, trace_id)
         return True
+
+    async def _write(self, decisions: list[Decision], source: str | None) -> None:
+        if source is None:
+            await self._recorder.record(decisions)
+        else:
+            await self._audit.record(decisions, source)
 
     def _count(self, decisions: list[Decision], trace_id: str | None = None) -> None:
         if self._metrics is not None:
@@ -130,3 +166,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                     f" ({d.check.value}, {d.code})" if d.check is not None else "",
                     extra={"decision_id": d.decision_id, "tenant": d.tenant, "trace_id": trace_id},
                 )
+
+    async def aclose(self) -> None:
+        """Write the open windows of aggregated denials (before the recorder closes)."""
+        await self._audit.aclose()

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -21,11 +21,14 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from authz.check.models import Check, CheckInput, Code, Decision, Outcome, new_decision_id
+from authz.config import BodyLimitsConfig
+from authz.server import body as body_limits
 
 TESSERA_HEADER_PREFIX = "x-tessera-"
 DECISION_HEADER = "x-tessera-decision-id"
 TRACE_HEADER = "x-tessera-trace-id"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+DEFAULT_LIMITS = BodyLimitsConfig()
 
 #: HTTP status of a /v1/tool-call denial by check (ARCHITECTURE §2).
 TOOL_CALL_STATUS = {
@@ -128,7 +131,15 @@ def _provenance_header(headers: _Headers) -> Any:
         return {"malformed": "X-Memory-Provenance is not base64url JSON"}
 
 
-def parse_request(request: external_auth_pb2.CheckRequest, *, deadline: float | None) -> ParsedRequest:
+def parse_request(
+    request: external_auth_pb2.CheckRequest,
+    *,
+    deadline: float | None,
+    limits: body_limits.Limits = DEFAULT_LIMITS,
+    authenticates: Callable[[str | None], bool] | None = None,
+) -> ParsedRequest:
+    """Translate a CheckRequest; ``authenticates`` (token → does its signature verify?) lets the body
+    of a caller without a valid token go unparsed unless it is small (:mod:`authz.server.body`)."""
     attrs = request.attributes
     http = attrs.request.http
     ext = attrs.context_extensions
@@ -149,45 +160,42 @@ def parse_request(request: external_auth_pb2.CheckRequest, *, deadline: float | 
             "deadline": deadline,
         }
         body = http.raw_body if http.raw_body else http.body.encode()
+        if http.method != "POST" and (route == "tool-call" or body.strip()):
+            # Only POST carries a call: a tool call sent with GET or DELETE is refused here rather than
+            # forwarded after a token-only check (the upstream might act on it).
+            raise _ProtocolError(
+                Code.INVALID_REQUEST, f"invalid request: a call must be sent with POST, not {http.method}"
+            )
+        if (
+            authenticates is not None
+            and len(body) > limits.preauth_bytes
+            and not authenticates(base["token"])
+        ):
+            # Not authenticated and too large to be worth reading: deny on the token without the body.
+            return ParsedRequest(route, (Message(CheckInput(**base)),), client_tessera_headers=spoofed)
         if route == "tool-call":
-            return ParsedRequest(route, (_tool_call_message(body, base),), client_tessera_headers=spoofed)
+            return ParsedRequest(
+                route, (_tool_call_message(body, base, limits),), client_tessera_headers=spoofed
+            )
         if http.method != "POST":  # GET opens the SSE stream, DELETE ends a session: token only
             return ParsedRequest(route, (Message(CheckInput(**base)),), client_tessera_headers=spoofed)
-        messages, batch = _mcp_messages(body, base)
+        messages, batch = _mcp_messages(body, base, limits)
         return ParsedRequest(route, messages, batch=batch, client_tessera_headers=spoofed)
     except _ProtocolError as exc:
         return ParsedRequest(route, protocol_error=(exc.code, exc.message, exc.request_id))
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _DuplicateKey(next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i])))
-    return obj
-
-
-def _load_body(body: bytes) -> Any:
-    """Parse a request body, refusing duplicate object keys.
-
-    Parsers disagree on which duplicate wins; were Tessera to read ``"method": "ping"`` while the
-    upstream reads a later ``"method": "tools/call"``, a tool call would pass as a token-only message.
-    """
+def _load_body(body: bytes, limits: body_limits.Limits) -> Any:
     try:
-        return json.loads(body, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as exc:
-        raise _ProtocolError(
-            Code.INVALID_REQUEST, f"invalid request: duplicate key {exc.args[0]!r}"
-        ) from None
-    except (ValueError, UnicodeDecodeError):
-        raise _ProtocolError(Code.PARSE_ERROR, "parse error: request body is not valid JSON") from None
+        return body_limits.load_bounded(body, limits)
+    except body_limits.BodyError as exc:
+        doc = exc.doc
+        request_id = doc.get("id") if isinstance(doc, dict) and _valid_id(doc.get("id")) else None
+        raise _ProtocolError(exc.code, exc.message, request_id) from None
 
 
-def _tool_call_message(body: bytes, base: dict[str, Any]) -> Message:
-    doc = _load_body(body)
+def _tool_call_message(body: bytes, base: dict[str, Any], limits: body_limits.Limits) -> Message:
+    doc = _load_body(body, limits)
     if not isinstance(doc, dict) or not isinstance(doc.get("tool"), str) or not doc["tool"]:
         raise _ProtocolError(Code.INVALID_REQUEST, 'body must be {"tool": "<name>", "arguments": {...}}')
     arguments = doc.get("arguments", {})
@@ -200,12 +208,18 @@ def _valid_id(value: Any) -> bool:
     return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
 
 
-def _mcp_messages(body: bytes, base: dict[str, Any]) -> tuple[tuple[Message, ...], bool]:
-    doc = _load_body(body)
+def _mcp_messages(
+    body: bytes, base: dict[str, Any], limits: body_limits.Limits
+) -> tuple[tuple[Message, ...], bool]:
+    doc = _load_body(body, limits)
     batch = isinstance(doc, list)
     items = doc if batch else [doc]
     if not items:
         raise _ProtocolError(Code.INVALID_REQUEST, "empty JSON-RPC batch")
+    if len(items) > limits.max_batch:
+        raise _ProtocolError(
+            Code.INVALID_REQUEST, f"invalid request: a batch may hold at most {limits.max_batch} messages"
+        )
     return tuple(_mcp_message(item, base) for item in items), batch
 
 

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from authz.client import AsyncGateway, Gateway
-from authz.stack import free_port
+from authz.local.stack import free_port
 from authz.storage import Approval, open_store
 from tests.integration.conftest import Gateway as Stack
 from tests.integration.conftest import start_gateway

@@ -15,7 +15,7 @@ from authz.client import (
     tessera_meta,
     tessera_transport,
 )
-from authz.stack import free_port
+from authz.local.stack import free_port
 from tests.e2e.conftest import unique_agent
 
 mcp = pytest.importorskip("mcp")

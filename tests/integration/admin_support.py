@@ -29,7 +29,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 import authz.server.admin.app  # noqa: F401  (imports every admin proto module into the pool)
-from authz.stack import Stack
+from authz.local.stack import Stack
 from tests.integration.conftest import Gateway, start_gateway
 
 PACKAGE = "authz.api.admin.v1"

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from authz.local.stack import Stack, StackPorts
 from authz.secrets import Secret
-from authz.stack import Stack, StackPorts
 from authz.token import KeyRing, mint
 
 MASTER_KEY = "integration-test-master-key-0123456789abcdef"

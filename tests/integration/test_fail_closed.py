@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from authz.stack import free_port
+from authz.local.stack import free_port
 from tests.integration.conftest import Gateway, rpc_error, start_gateway
 
 READ = ("read_invoice", {"invoice_id": "INV-1001"})

@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from authz.stack import free_port, stop_process
+from authz.local.stack import free_port, stop_process
 from authz.storage import open_store
 from tests.integration.conftest import MASTER_KEY, Gateway, rpc_error, start_gateway
 

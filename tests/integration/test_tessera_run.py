@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from authz.stack import free_port
+from authz.local.stack import free_port
 from tests.pg import pg_fixtures
 
 pg_cluster, pg_url = pg_fixtures()

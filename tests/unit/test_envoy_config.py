@@ -1,4 +1,4 @@
-"""envoy/envoy.yaml and authz.envoy_config: validation, rendering, and a real Envoy on free ports."""
+"""The shipped Envoy template and authz.local.envoy_config: validation, rendering, a real Envoy."""
 
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2, status_pb2
 
 from authz.demo import build_app
-from authz.envoy_config import (
+from authz.errors import ConfigError
+from authz.local.envoy_config import (
     SHIPPED_CONFIG,
     EnvoyProcess,
     envoy_binary,
     render_envoy_config,
     validate_envoy_config,
 )
-from authz.errors import ConfigError
 
 try:
     envoy_binary()

@@ -1,6 +1,6 @@
 """The :class:`~authz.storage.protocols.AdminStore` half of the PostgreSQL store (in ``PostgresStore``).
 
-Same semantics as :mod:`authz.storage.sqlite_admin`; what differs is how they hold with several
+Same semantics as :mod:`authz.storage.sqlite._admin`; what differs is how they hold with several
 replicas: a compare-and-set (draft update, key revocation) reads its row ``FOR UPDATE``; the first-key
 bootstrap and the "last all-tenants admin key" check take a transaction advisory lock, so concurrent
 starts or revocations serialise; notification claims lock their rows ``FOR UPDATE SKIP LOCKED`` (two
@@ -18,7 +18,7 @@ import psycopg
 from authz.errors import AlreadyExists, FailedPrecondition, NotFound
 from authz.storage.models import AdminKey, Approval, PolicyDraft
 from authz.storage.protocols import AuditRecord
-from authz.storage.sqlite_admin import retry_delay
+from authz.storage.retry import retry_delay
 
 _KEY_COLUMNS = "key_id, name, role, tenant, secret_sha256, created_at, created_by, revoked_at, revoked_by"
 _DRAFT_COLUMNS = "tenant, name, source, content_hash, created_at, updated_at, updated_by"

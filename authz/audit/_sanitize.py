@@ -1,54 +1,20 @@
-"""The chain's arithmetic, shared by every store implementation and by verification.
-
-``hash = SHA-256(prev_hash || JCS(event))``: ``prev_hash`` is the previous event's hash as 32 raw bytes
-(32 zero bytes for a tenant's first event), ``JCS`` is RFC 8785 canonical JSON, hashes are stored and
-exchanged as lowercase hex. Stores call :func:`canonical_event` and :func:`chain_hash` inside their
-append transaction, after reading (and locking) the tenant's head.
-"""
+"""What makes any value safe to put in an audit event: RFC 8785-encodable, bounded, valid UTF-8."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
 from authz.canonical import MAX_SAFE_INT as _MAX_SAFE_INT  # larger integers are exported as strings
-from authz.canonical import canonical_json
 
 #: The chain that holds decisions made before a tenant was known (malformed token, protocol error).
 #: Tenant creation must refuse this name (a leading underscore is reserved).
 GATEWAY_TENANT = "_gateway"
 
-#: ``prev_hash`` of every tenant's first event: 32 zero bytes, hex.
-GENESIS_HASH = "00" * 32
-
-
 _MAX_DEPTH = 8
 _MAX_ITEMS = 256
-
-
-def canonical_event(event: Mapping[str, Any]) -> bytes:
-    """RFC 8785 bytes of an event (what is hashed and what the store keeps, as UTF-8 text)."""
-    return canonical_json(event)
-
-
-def chain_hash(prev_hash: str, canonical: bytes) -> str:
-    """``SHA-256(bytes.fromhex(prev_hash) || canonical)`` as lowercase hex."""
-    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
-
-
-def event_index(event: Mapping[str, Any]) -> tuple[int, str, str | None]:
-    """The indexed columns a store keeps beside the event: ``(time_ms, decision, agent)``.
-
-    Every event built by :mod:`authz.audit` carries ``time`` (epoch milliseconds), ``tessera.decision``
-    (``allow``, ``deny``, ``escalate``, or ``admin`` for admin mutations) and ``tessera.agent``.
-    Verification checks that the columns still match the event.
-    """
-    tessera = event.get("tessera") or {}
-    agent = tessera.get("agent")
-    return int(event["time"]), str(tessera["decision"]), (str(agent) if agent is not None else None)
 
 
 def json_safe(value: Any, *, max_len: int = 2048, _depth: int = 0) -> Any:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from authz.envoy_config import JSON_LOG_FORMAT, EnvoyProcess, die_with_parent, render_envoy_config
+from authz.local.envoy_config import JSON_LOG_FORMAT, EnvoyProcess, die_with_parent, render_envoy_config
 
 
 def free_port() -> int:

@@ -13,24 +13,18 @@ from typing import TYPE_CHECKING
 from authz.errors import AlreadyExists, FailedPrecondition, NotFound
 from authz.storage.models import AdminKey, Approval, PolicyDraft
 from authz.storage.protocols import AuditRecord
+from authz.storage.retry import retry_delay
 
 if TYPE_CHECKING:
-    from authz.storage.sqlite import SQLiteDatabase
+    from authz.storage.sqlite._db import SQLiteDatabase
 
 _KEY_COLUMNS = "key_id, name, role, tenant, secret_sha256, created_at, created_by, revoked_at, revoked_by"
 _DRAFT_COLUMNS = "tenant, name, source, content_hash, created_at, updated_at, updated_by"
 _AUDIT_COLUMNS = "tenant, seq, time_ms, decision, agent, event, prev_hash, hash"
-#: Longest wait between two delivery attempts of one notification.
-MAX_RETRY_S = 300.0
-
-
-def retry_delay(retry_s: float, attempts: int) -> float:
-    """Backoff before the next attempt after ``attempts`` earlier ones (shared with PostgreSQL)."""
-    return min(retry_s * 2 ** min(attempts, 16), MAX_RETRY_S)
 
 
 class SQLiteAdminStore:
-    """Admin state on ``self.db`` (a :class:`~authz.storage.sqlite.SQLiteDatabase`)."""
+    """Admin state on ``self.db`` (a :class:`~authz.storage.sqlite._db.SQLiteDatabase`)."""
 
     db: SQLiteDatabase
     _APPROVAL_COLUMNS: str  # provided by SQLiteStore, as is _approval()
