@@ -40,6 +40,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
+from authz.check.models import CODE_OF_CHECK, Check
 from authz.errors import StorageError
 
 #: Seconds. Dense below 5 ms (where a check lives), then up to Envoy's 0.5 s ext_authz timeout and beyond.
@@ -139,27 +140,42 @@ class CheckMetrics(Collector):
         self.stages: dict[str, Distribution] = {name: Distribution() for name in STAGES}
         self.audit_commit = Distribution()
         self.store_errors: dict[str, int] = {}
-        # Bound once: the pipeline calls it after every stage.
-        self._stage_dists = self.stages
+        self._total = self.stages["total"]
 
-    # -- updates (hot path) --------------------------------------------------------------------------
+    # -- updates (hot path: plain Python, inlined, one call per check each) ---------------------------
+    def observe_stages(self, stages: Sequence[tuple[str, Any]], marks: Sequence[float]) -> None:
+        """Stage durations of one check (the pipeline's :class:`~authz.check.pipeline.StageObserver`)."""
+        dists = self.stages
+        for index in range(len(marks) - 1):
+            dist = dists[stages[index][0]]
+            seconds = marks[index + 1] - marks[index]
+            dist.counts[bisect_left(dist.bounds, seconds)] += 1
+            dist.total += seconds
+
     def observe_stage(self, stage: str, seconds: float) -> None:
-        self._stage_dists[stage].observe(seconds)
+        self.stages[stage].observe(seconds)
 
     def observe(self, decision: Any, trace_id: str | None = None) -> None:
         """Count one answered decision and its pipeline latency (stage ``total``)."""
+        # Keyed by the enum members; label strings are made at scrape time. Only a protocol denial's
+        # code varies within its check (-32700, -32600, -32602).
         check = decision.check
-        code = decision.code
-        key: tuple[str, ...] = (
-            decision.outcome.value,
-            "none" if check is None else check.value,
-            "0" if code is None else str(code),
+        key: tuple[Any, ...] = (
+            (decision.outcome, check) if check is not _PROTOCOL else (decision.outcome, check, decision.code)
         )
         if self.tenant_label:
-            key = (*key, decision.tenant or "")
-        self.decisions[key] = self.decisions.get(key, 0) + 1
-        if decision.latency_us:
-            self.stages["total"].observe(decision.latency_us / 1e6, trace_id)
+            key = (*key[:2], key[2] if len(key) == 3 else None, decision.tenant or "")
+        decisions = self.decisions
+        decisions[key] = decisions.get(key, 0) + 1
+        latency = decision.latency_us
+        if latency:
+            total = self._total
+            seconds = latency / 1e6
+            index = bisect_left(total.bounds, seconds)
+            total.counts[index] += 1
+            total.total += seconds
+            if trace_id is not None:
+                total.exemplars[index] = (trace_id, seconds, time.time())
         if trace_id is not None:
             self._decision_exemplars[key] = (trace_id, 1.0, time.time())
 
@@ -180,8 +196,11 @@ class CheckMetrics(Collector):
             "Answered calls by decision, deciding check and JSON-RPC code.",
             labels=labels,
         )
-        for key, count in sorted(self.decisions.items()):
-            decisions.add_metric(list(key), count, exemplar=_exemplar(self._decision_exemplars.get(key)))
+        rows = [(_decision_labels(key, self.tenant_label), key) for key in list(self.decisions)]
+        for labels_of, key in sorted(rows):
+            decisions.add_metric(
+                labels_of, self.decisions[key], exemplar=_exemplar(self._decision_exemplars.get(key))
+            )
         yield decisions
         yield _histogram(
             "tessera_check_duration_seconds",
@@ -197,6 +216,25 @@ class CheckMetrics(Collector):
         )
         yield _store_errors(self.store_errors)
         yield build_info_metric("check")
+
+
+_PROTOCOL = Check.PROTOCOL
+#: JSON-RPC code of each deciding check (the escalation's is -32019).
+_CODES = {check: str(int(code)) for check, code in CODE_OF_CHECK.items()}
+
+
+def _decision_labels(key: tuple[Any, ...], tenant_label: bool) -> list[str]:
+    outcome, check = key[0], key[1]
+    if len(key) >= 3 and key[2] is not None:
+        code = str(key[2])
+    elif check is None:
+        code = "0"
+    else:
+        code = _CODES.get(check, "0")
+    labels = [outcome.value, "none" if check is None else check.value, code]
+    if tenant_label:
+        labels.append(key[-1])
+    return labels
 
 
 def _store_errors(counts: dict[str, int]) -> CounterMetricFamily:
