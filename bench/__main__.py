@@ -364,8 +364,8 @@ def _tracing_rows(workdir: Path, env: dict[str, str], direct) -> None:
     traced = CheckProcess(port, metrics, traced_env, workdir / "check-traced.log")
     try:
         traced.start()
-        direct("direct gRPC, Tessera pipeline + tracing, 32 in flight", port, 32)
-        direct("direct gRPC, Tessera pipeline + tracing, 1 in flight", port, 1)
+        direct("direct gRPC, Tessera + tracing, 32 in flight", port, 32)
+        direct("direct gRPC, Tessera + tracing, 1 in flight", port, 1)
     finally:
         traced.stop()
         stop_process(sink)
@@ -387,9 +387,9 @@ def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], au
     ratio = full["rps"] / noop["rps"]
     added = tessera["p50"] - alone["p50"]
     print(f"pipeline / no-op throughput, direct, 32 in flight:  {ratio:.2f}x  (target >= 0.6x)")
-    traced = by.get("direct gRPC, Tessera pipeline + tracing, 32 in flight")
+    traced = by.get("direct gRPC, Tessera + tracing, 32 in flight")
     if traced is not None:
-        traced_1 = by["direct gRPC, Tessera pipeline + tracing, 1 in flight"]
+        traced_1 = by["direct gRPC, Tessera + tracing, 1 in flight"]
         untraced_1 = by["direct gRPC, Tessera pipeline, 1 in flight"]
         print(
             f"tracing on (OTLP export of every span), direct:     {traced['rps'] / full['rps']:.2f}x the "

@@ -230,6 +230,34 @@ def test_an_escalation_has_an_approval_span_and_a_denial_its_code(traced: Gatewa
     assert event["tessera"]["trace_id"] == trace_id
 
 
+def test_a_client_traceparent_continues_into_check_and_admin_spans(traced: Gateway, receiver: OtlpReceiver):
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traceparent = {"traceparent": f"00-{trace_id}-{parent}-01"}
+    response = traced.call(
+        "read_invoice", {"invoice_id": "INV-1001"}, token=traced.token(), headers=traceparent
+    )
+    assert response.headers["x-tessera-trace-id"] == trace_id
+    admin = httpx.get(
+        f"{traced.url}/v1/admin/tenants",
+        headers={"authorization": f"Bearer {traced.stack.admin_key}", **traceparent},
+        timeout=10,
+    )
+    assert admin.status_code == 200
+
+    def both():
+        spans = receiver.trace(trace_id)
+        services = {service for service, span in spans if span.kind == span.SPAN_KIND_SERVER}
+        return spans if {"tessera-check", "tessera-admin"} <= services else None
+
+    spans = _wait_for(both, what="check and admin server spans in the client's trace")
+    by_id = {span.span_id: (service, span) for service, span in spans}
+    (admin_span,) = [s for svc, s in spans if svc == "tessera-admin" and s.kind == s.SPAN_KIND_SERVER]
+    assert admin_span.name == "/authz.api.admin.v1.TenantService/ListTenants"
+    assert by_id[admin_span.parent_span_id][0] == "tessera-envoy"  # REST → transcoder → gRPC, one trace
+    roots = [s for _, s in spans if s.parent_span_id.hex() == parent]
+    assert roots and all(svc == "tessera-envoy" for svc, s in spans if s in roots)
+
+
 # -- metrics ----------------------------------------------------------------------------------------------
 
 
@@ -411,6 +439,17 @@ def test_prometheus_scrapes_the_stack(traced: Gateway, tmp_path: Path):
             what="the p99",
         )
         assert 0 < float(p99[0]["value"][1]) < 5
+        now = time.time()
+        exemplars = httpx.get(
+            f"{api}/query_exemplars",
+            params={
+                "query": 'tessera_check_duration_seconds_bucket{stage="total"}',
+                "start": now - 600,
+                "end": now + 60,
+            },
+            timeout=5,
+        ).json()["data"]
+        assert any(len(e["labels"]["trace_id"]) == 32 for series in exemplars for e in series["exemplars"])
         builds = query("tessera_build_info")
         assert {b["metric"]["component"] for b in builds} == {"check", "admin"}
         rules = httpx.get(f"{api}/rules", timeout=5).json()["data"]["groups"]
