@@ -14,6 +14,7 @@ catch; :mod:`authz.server.status` is the one place that maps it to gRPC status c
     ├── FailedPrecondition     the object exists but is in the wrong state for the call
     ├── Unauthenticated        missing or unknown credential (admin API)
     ├── PermissionDenied       credential known, action outside its role or tenant scope
+    ├── TooManyRequests        refused before any work: too many failed attempts (admin authentication)
     ├── StorageError           the store failed
     │   └── StoreUnavailable       transient: connection lost, timeout, database down
     └── DependencyError        another dependency (intent extractor, policy engine, webhook) failed
@@ -92,6 +93,10 @@ class Unauthenticated(TesseraError):
 
 class PermissionDenied(TesseraError):
     reason = "PERMISSION_DENIED"
+
+
+class TooManyRequests(TesseraError):
+    reason = "TOO_MANY_REQUESTS"
 
 
 class StorageError(TesseraError):

@@ -7,6 +7,8 @@ Format (YAML)::
         intent: {mode: enforce, require_prompt: false}   # off | advisory | enforce
         catalog: catalog.yaml        # path (relative to this file) or an inline {tools: {...}} mapping
         policy: policy.rego          # path (relative to this file); promoted when its hash changed
+        # or, to decide through an OPA server (authz.policy._opa):
+        # policy: {engine: opa, url: "http://opa:8181", path: tessera/decision, source: policy.rego}
         tool_costs: {transfer_funds: 5}
         provenance_required_tools: []
         budget_rules:                # fixed UTC windows; see authz/budget
@@ -25,7 +27,7 @@ import yaml
 
 from authz.budget import parse_rules
 from authz.errors import ConfigError, InvalidArgument
-from authz.policy import policy_hash
+from authz.policy import OpaSettings, policy_hash
 from authz.storage import Store, TenantSettings
 from authz.token import valid_name
 
@@ -75,11 +77,12 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
         if "tenants" in catalog:  # a shared catalog file: take this tenant's part
             catalog = (catalog["tenants"] or {}).get(name, {})
         policy_source = None
-        if spec.get("policy"):
+        policy_file, policy_engine = _policy_spec(spec.get("policy"), where)
+        if policy_file:
             try:
-                policy_source = (path.parent / spec["policy"]).read_text()
+                policy_source = (path.parent / policy_file).read_text()
             except OSError as exc:
-                raise ConfigError(f"{where}: cannot read policy {spec['policy']}: {exc.strerror}") from None
+                raise ConfigError(f"{where}: cannot read policy {policy_file}: {exc.strerror}") from None
         try:
             settings = TenantSettings(
                 intent_mode=mode,
@@ -88,6 +91,7 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
                 catalog=catalog,
                 tool_costs={str(k): float(v) for k, v in (spec.get("tool_costs") or {}).items()},
                 budget_rules=tuple(spec.get("budget_rules") or ()),
+                policy_engine=policy_engine,
             )
             parse_rules(settings.budget_rules)
         except (TypeError, ValueError) as exc:
@@ -96,6 +100,24 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
             raise ConfigError(f"{where}: {exc.message}") from None
         result[str(name)] = (settings, policy_source)
     return result
+
+
+def _policy_spec(raw: Any, where: str) -> tuple[str | None, dict[str, Any] | None]:
+    """``policy:`` is a path to the tenant's Rego file, or a mapping ``{engine: opa, url, path,
+    timeout_ms, push, source: file.rego}`` to evaluate through an OPA server (``source`` is the Rego
+    Tessera keeps and, with ``push``, sends to OPA; see :mod:`authz.policy._opa`)."""
+    if raw is None or isinstance(raw, str):
+        return raw or None, None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: policy must be a path or a mapping")
+    engine = {k: v for k, v in raw.items() if k != "source"}
+    if engine.get("engine", "embedded") == "embedded":
+        return raw.get("source"), None
+    try:
+        settings = OpaSettings.parse(engine)
+    except InvalidArgument as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+    return raw.get("source"), settings.to_json()
 
 
 async def apply_tenants_file(store: Store, path: Path, *, validate_policy: Any = None) -> list[str]:

@@ -24,7 +24,13 @@ from authz.audit._export import (
     iter_audit_events,
     ndjson_line,
 )
-from authz.audit._recorder import ChainRecorder, RecorderStats, append_admin_event, make_recorder
+from authz.audit._recorder import (
+    ChainRecorder,
+    RecorderStats,
+    append_admin_event,
+    audited_mutation,
+    make_recorder,
+)
 from authz.audit._sanitize import GATEWAY_TENANT, clean_text, json_safe
 from authz.audit._verify import VerifyResult, create_checkpoint, verify_chain
 from authz.chain import GENESIS_HASH, canonical_event, chain_hash, event_index
@@ -42,6 +48,7 @@ __all__ = [
     "VerifyResult",
     "admin_event",
     "append_admin_event",
+    "audited_mutation",
     "canonical_event",
     "chain_hash",
     "chain_tenant",

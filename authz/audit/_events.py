@@ -184,3 +184,23 @@ def admin_event(
         "reason": reason,
     }
     return event
+
+
+def outage_event(tenant: str, count: int, first_ms: int, last_ms: int, *, time_ms: int) -> dict[str, Any]:
+    """The gap of an audit outage: ``count`` decisions of the tenant were answered (all denied or
+    unavailable) while the store was down and could not be kept for writing later. Written once the
+    store is back, so the chain says that something happened and when."""
+    uid = f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+    event = _base(99, 4, time_ms, False)
+    event["message"] = f"{count} decisions answered without an audit event while the store was unavailable"
+    event["api"] = {"operation": "audit.outage", "request": {"uid": uid}}
+    event["actor"] = {"user": {"name": "tessera", "type": "System"}}
+    event["metadata"] = _metadata(uid, tenant)
+    event["tessera"] = {
+        "decision": "outage",
+        "tenant": tenant,
+        "agent": None,
+        "reason": event["message"],
+        "data": {"count": count, "first_time": first_ms, "last_time": last_ms},
+    }
+    return event

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from authz.audit._events import chain_tenant, event_from_decision
+from authz.audit._events import chain_tenant, event_from_decision, outage_event
 from authz.errors import ConfigError, StorageError, StoreUnavailable
 from authz.storage.protocols import AuditStore
 
@@ -18,8 +18,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tessera.audit")
 
+T = TypeVar("T")
+
 #: Upper bound of events per transaction; one record() call is never split across transactions.
 DEFAULT_MAX_BATCH = 1024
+#: Events of decisions answered during a store outage kept in memory for writing later; beyond this,
+#: only their count per tenant is kept (and written as one outage event per tenant).
+DEFAULT_MAX_BACKLOG = 10_000
 
 
 def _now_ms() -> int:
@@ -34,6 +39,11 @@ class RecorderStats:
     events: int = 0
     failed_transactions: int = 0
     largest_batch: int = 0
+    #: Decisions answered without their event being committed (the store was down): kept in the backlog
+    #: and written once the store is back, or, past the backlog's bound, counted into an outage event.
+    unrecorded: int = 0
+    backfilled: int = 0
+    lost: int = 0
 
 
 class _Waiter:
@@ -62,6 +72,7 @@ class ChainRecorder:
         max_batch: int = DEFAULT_MAX_BATCH,
         clock_ms: Callable[[], int] = _now_ms,
         inline: bool | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
     ):
         if max_batch < 1:
             raise ConfigError("the audit batch size must be at least 1")
@@ -77,6 +88,87 @@ class ChainRecorder:
         # ``inline`` overrides the store's preference (tests exercise group commit on SQLite too).
         self._inline = bool(getattr(store, "appends_inline", False)) if inline is None else inline
         self.stats = RecorderStats()
+        self._max_backlog = max_backlog
+        self._backlog: list[tuple[str, dict[str, Any]]] = []
+        self._lost: dict[str, list[int]] = {}  # tenant -> [count, first_ms, last_ms]
+
+    def defer(self, decisions: Sequence[Decision]) -> None:
+        """Keep the events of decisions that were answered although :meth:`record` failed (the check
+        service denied them: the store is down). They are written, marked ``backfilled``, before the
+        next events once the store is back; past the backlog's bound only a count per tenant is kept
+        and written as an ``audit.outage`` event. Never raises, never waits."""
+        if not decisions:
+            return
+        time_ms = self._clock_ms()
+        self.stats.unrecorded += len(decisions)
+        for d in decisions:
+            tenant = chain_tenant(d)
+            if len(self._backlog) < self._max_backlog:
+                event = event_from_decision(d, time_ms=time_ms)
+                event["tessera"]["backfilled"] = True
+                self._backlog.append((tenant, event))
+            else:
+                lost = self._lost.setdefault(tenant, [0, time_ms, time_ms])
+                lost[0] += 1
+                lost[2] = time_ms
+                self.stats.lost += 1
+        log.error(
+            "%d decisions answered without an audit event (the store is unavailable); %d kept for "
+            "writing when it is back, %d counted as an outage",
+            len(decisions),
+            len(self._backlog),
+            sum(count for count, _, _ in self._lost.values()),
+        )
+
+    @property
+    def backlog(self) -> int:
+        """Events waiting for the store (plus outage events still to write)."""
+        return len(self._backlog) + len(self._lost)
+
+    def _take_backlog(self) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, list[int]]]:
+        backlog, lost = self._backlog, self._lost
+        self._backlog, self._lost = [], {}
+        return backlog, lost
+
+    def _restore_backlog(self, backlog: list[tuple[str, dict[str, Any]]], lost: dict[str, list[int]]) -> None:
+        self._backlog[:0] = backlog
+        for tenant, (count, first, last) in lost.items():
+            mine = self._lost.setdefault(tenant, [0, first, last])
+            mine[0] += count
+            mine[1], mine[2] = min(mine[1], first), max(mine[2], last)
+
+    def _with_backlog(
+        self, events: list[tuple[str, dict[str, Any]]], backlog, lost
+    ) -> list[tuple[str, dict[str, Any]]]:
+        time_ms = self._clock_ms()
+        gaps = [
+            (tenant, outage_event(tenant, count, first, last, time_ms=time_ms))
+            for tenant, (count, first, last) in sorted(lost.items())
+        ]
+        return [*backlog, *gaps, *events]
+
+    async def flush_backlog(self) -> bool:
+        """Write the backlog now (e.g. on shutdown); True when nothing is left waiting."""
+        if not self._backlog and not self._lost:
+            return True
+        backlog, lost = self._take_backlog()
+        try:
+            await self._store.append_events(self._with_backlog([], backlog, lost))
+        except Exception as exc:
+            self._restore_backlog(backlog, lost)
+            log.warning("audit backlog of %d events still waiting for the store: %s", len(backlog), exc)
+            return False
+        self._count_backfilled(backlog, lost)
+        return True
+
+    def _count_backfilled(self, backlog, lost) -> None:
+        if backlog or lost:
+            self.stats.backfilled += len(backlog)
+            log.warning(
+                "the store is back: wrote %d backfilled audit events and %d outage events",
+                len(backlog),
+                len(lost),
+            )
 
     async def record(self, decisions: Sequence[Decision]) -> None:
         """Append the decisions' events; return once they are committed, raise if they are not."""
@@ -86,10 +178,24 @@ class ChainRecorder:
             raise StorageError("the audit recorder is closed")
         time_ms = self._clock_ms()
         events = [(chain_tenant(d), event_from_decision(d, time_ms=time_ms)) for d in decisions]
+        if self._backlog or self._lost:
+            await self._record_with_backlog(events)
+            return
         if self._inline and not self._queue and (self._writer is None or self._writer.done()):
             await self._write_inline(events)
         else:
             await self._submit(events)
+
+    async def _record_with_backlog(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        # The backlog goes first, in the same transaction: the chain keeps the order decisions were
+        # answered in, and a failure leaves the backlog intact for the next attempt.
+        backlog, lost = self._take_backlog()
+        try:
+            await self._write_inline(self._with_backlog(events, backlog, lost))
+        except BaseException:
+            self._restore_backlog(backlog, lost)
+            raise
+        self._count_backfilled(backlog, lost)
 
     async def _write_inline(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         try:
@@ -162,11 +268,14 @@ class ChainRecorder:
                 waiter.future.set_exception(_failure(exc))
 
     async def aclose(self) -> None:
-        """Refuse new records and wait until everything queued has been written (or has failed)."""
+        """Refuse new records and wait until everything queued has been written (or has failed); then
+        a last attempt at the backlog (what is still waiting is logged as lost)."""
         self._closed = True
         writer = self._writer
         if writer is not None and not writer.done():
             await asyncio.shield(writer)
+        if not await self.flush_backlog():
+            log.error("audit backlog lost at shutdown: %d events", self.backlog)
 
 
 def _failure(exc: BaseException) -> StorageError:
@@ -202,3 +311,27 @@ async def append_admin_event(
     )
     (written,) = await store.append_events([(tenant, event)])
     return written
+
+
+async def audited_mutation(
+    store: AuditStore,
+    mutation: Callable[[], Coroutine[Any, Any, T]],
+    tenant: str,
+    actor: str,
+    action: str,
+    target: str | Callable[[T], str],
+    details: Any = None,
+) -> T:
+    """Run a store mutation and audit it in ONE transaction (:meth:`AuditStore.run_audited`): when the
+    event cannot be written, the change does not stand. ``target`` and ``details`` may be functions of
+    the mutation's result (e.g. the version a promotion created)."""
+    from authz.audit._events import admin_event
+
+    time_ms = _now_ms()
+
+    def events(result: T) -> list[tuple[str, dict[str, Any]]]:
+        where = target(result) if callable(target) else target
+        what = details(result) if callable(details) else details
+        return [(tenant, admin_event(tenant, actor, action, where, what, time_ms=time_ms))]
+
+    return await store.run_audited(mutation, events)

@@ -104,6 +104,7 @@ def token_reservations(tenant: str, counters: Sequence[Any], cost: float) -> lis
             amount=1.0 if counter.kind == "calls" else cost,
             limit=float(counter.limit),
             scope=f"token:max_{counter.kind}",
+            expires_at=counter.expires.timestamp() if counter.expires is not None else None,
         )
         for counter in counters
     ]
@@ -133,6 +134,7 @@ def rule_reservations(
                 limit=limit,
                 scope=rule.scope_name(kind),
                 resets_at=float(end),
+                expires_at=float(end),
             )
     return list(reservations.values())
 

@@ -9,6 +9,7 @@ Compiled policies are reused by content hash, so a refresh compiles only what ch
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +46,13 @@ class TenantDirectory:
         compile_policy: Callable[[str, int], Any],
         build_extractor: Callable[[str, TenantSettings], Any | None],
         poll_interval_s: float = 0.5,
+        remote_policy: Callable[[str, dict[str, Any], PolicyVersion], Any] | None = None,
     ):
+        # remote_policy(tenant, settings.policy_engine, active version): the policy object of a tenant
+        # that decides through a policy server (authz.policy.OpaPolicy); without it such a tenant has
+        # no usable policy and denies.
+        self._remote_policy = remote_policy
+        self._remote: dict[tuple[str, str, str], Any] = {}
         self._store = store
         self._compile = compile_policy
         self._build_extractor = build_extractor
@@ -85,6 +92,8 @@ class TenantDirectory:
                         policy = None
                 if policy is not None:
                     compiled[version.content_hash] = policy
+                if tenant_settings.policy_engine:
+                    policy = self._remote_for(name, tenant_settings.policy_engine, version)
             previous = old.get(name)
             if previous is not None and previous.settings == tenant_settings:
                 views[name] = TenantView(
@@ -110,6 +119,24 @@ class TenantDirectory:
         self._tenants = MappingProxyType(views)
         self._versions = versions
         return True
+
+    def _remote_for(self, name: str, engine: dict[str, Any], version: PolicyVersion) -> Any | None:
+        if self._remote_policy is None:
+            log.error(
+                "tenant %s decides through %s, which this service cannot use", name, engine.get("engine")
+            )
+            return None
+        key = (name, version.content_hash, json.dumps(engine, sort_keys=True))
+        policy = self._remote.get(key)
+        if policy is None:
+            try:
+                policy = self._remote_policy(name, engine, version)
+            except Exception as exc:  # unusable settings: the tenant denies
+                log.error("tenant %s policy engine is unusable: %s", name, exc)
+                return None
+            self._remote = {k: v for k, v in self._remote.items() if k[0] != name}
+            self._remote[key] = policy
+        return policy
 
     async def run(self) -> None:
         """Refresh until cancelled. A failed refresh keeps the last good snapshot and retries.

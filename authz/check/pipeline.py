@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import logging
 import time
 import uuid
@@ -23,9 +24,10 @@ from authz.budget import rule_reservations, token_reservations, tool_cost
 from authz.canonical import stable_json
 from authz.check.directory import TenantDirectory, TenantView
 from authz.check.models import RETRY_AFTER_MS, Check, CheckInput, Decision, Outcome, new_decision_id
+from authz.echo import bounded_reason, echo
 from authz.intent import judge_intent
 from authz.provenance import NOT_PRESENTED, ProvenanceResult, verify_entries
-from authz.storage import Approval, ApprovalClaim, Store
+from authz.storage import Approval, ApprovalClaim, Reservation, ReserveResult, Store
 from authz.token import AuthenticatedToken
 
 log = logging.getLogger("tessera.check")
@@ -50,6 +52,10 @@ class CallState:
     approval_to_consume: bool = False
     escalation: Decision | None = None
     audit: dict[str, Any] = field(default_factory=dict)
+    #: False for the elements of a batch: the budget stage only plans its charge (``planned``) and
+    #: :meth:`Pipeline.check_batch` charges every element's plan in one reservation.
+    charge: bool = True
+    planned: tuple[list[Reservation], ApprovalClaim | None] | None = None
 
 
 Stage = Callable[[CallState], Awaitable[Decision | None]]
@@ -120,7 +126,12 @@ class Pipeline:
         if tracer is not None:
             # Traced checks go through a wrapper chosen once here, so an untraced check pays not even
             # a branch or an extra coroutine frame for tracing.
-            self.check = self._check_traced  # type: ignore[method-assign]
+            self._check = self._check_traced  # type: ignore[method-assign]
+
+    @property
+    def authenticator(self) -> Any:
+        """The token authenticator (shared, with its cache, by the list filter)."""
+        return self._auth
 
     def authenticates(self, token: str | None) -> bool:
         """Does ``token`` verify (signature and key id, cached)? For the transport to decide, before
@@ -134,8 +145,102 @@ class Pipeline:
 
     # -- the one fail-closed boundary --------------------------------------------------------------------
     async def check(self, inp: CheckInput) -> Decision:
+        decision, _ = await self._check(inp, charge=True)
+        return decision
+
+    async def check_batch(self, inputs: Sequence[CheckInput]) -> list[Decision]:
+        """A JSON-RPC batch, all or nothing: one denial denies the batch, and then no element's budget
+        is consumed.
+
+        The elements run the stages in order until one is not allowed; the budget stage of each only
+        plans its charge, and the plans of all elements are charged in ONE reservation at the end (so
+        counters shared by several elements are charged cumulatively, and an exhausted one leaves every
+        counter untouched). When the batch is denied, the elements that had passed are recorded as
+        denied with it (nothing of the batch reaches the upstream). Fails closed like :meth:`check`.
+        """
+        if len(inputs) == 1:
+            return [await self.check(inputs[0])]
+        decisions: list[Decision] = []
+        states: list[CallState] = []
+        for inp in inputs:
+            if decisions and inp.deadline is not None and time.monotonic() > inp.deadline:
+                break  # the rest is not worth checking: the answer is a deny now
+            decision, state = await self._check(inp, charge=False)
+            decisions.append(decision)
+            states.append(state)
+            if not decision.allowed:
+                break
+        deadline = inputs[-1].deadline
+        if len(decisions) < len(inputs) or (deadline is not None and time.monotonic() > deadline):
+            decisions = [
+                self._unavailable(s, "check deadline exceeded before the answer") if d.allowed else d
+                for d, s in zip(decisions, states, strict=True)
+            ]
+        elif decisions[-1].allowed:
+            index, denial = await self._charge_batch(states, deadline)
+            if denial is not None:
+                decisions[index] = denial
+        denial = next((d for d in decisions if not d.allowed), None)
+        if denial is None:
+            return decisions
+        where = decisions.index(denial) + 1
+        return [
+            self._decide(
+                s,
+                Outcome.DENY,
+                denial.check,
+                f"batch denied: message {where} was denied: {denial.reason}",
+                batch_denied_by=denial.decision_id,
+            )
+            if d.allowed
+            else d
+            for d, s in zip(decisions, states, strict=True)
+        ]
+
+    async def _charge_batch(
+        self, states: list[CallState], deadline: float | None
+    ) -> tuple[int, Decision | None]:
+        """Charge every element's planned budget in one reservation; ``(index, denial)`` of the element
+        the batch is denied for (the last one that uses an exhausted counter), or ``(0, None)``."""
+        reservations: list[Reservation] = []
+        claims: list[ApprovalClaim] = []
+        for state in states:
+            planned = state.planned or ([], None)
+            reservations += planned[0]
+            if planned[1] is not None:
+                claims.append(planned[1])
+        if not reservations and not claims:
+            return 0, None
+        last = states[-1]
+        last.stage = "budget"
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            async with asyncio.timeout(timeout):
+                result = await self._store.reserve(reservations, consume=claims or None)
+        except TimeoutError:
+            return len(states) - 1, self._unavailable(last, "check deadline exceeded during the budget stage")
+        except Exception as exc:
+            log.warning("budget stage failed for batch decision %s: %s", last.decision_id, exc)
+            return len(states) - 1, self._unavailable(last, f"the budget stage failed: {_describe(exc)}")
+        if result.ok:
+            return 0, None
+        index = len(states) - 1
+        if result.exhausted is not None:
+            key = (result.exhausted.key, result.exhausted.window_start)
+            index = max(
+                i
+                for i, s in enumerate(states)
+                if any((r.key, r.window_start) == key for r in (s.planned or ([], None))[0])
+            )
+        elif result.approval_unavailable:
+            index = max(i for i, s in enumerate(states) if s.planned and s.planned[1] is not None)
+        state = states[index]
+        state.stage = "budget"
+        return index, self._reserve_denial(state, result)
+
+    async def _check(self, inp: CheckInput, *, charge: bool) -> tuple[Decision, CallState]:
         started = time.perf_counter()
-        state = CallState(inp, new_decision_id(), datetime.fromtimestamp(self._clock(), UTC))
+        state = CallState(inp, new_decision_id(), datetime.fromtimestamp(self._clock(), UTC), charge=charge)
         deadline = inp.deadline if inp.deadline is not None else time.monotonic() + self._default_deadline_s
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
@@ -162,15 +267,16 @@ class Pipeline:
             decision = self._unavailable(state, "check deadline exceeded before the answer")
         # The decision was built by this call and is not shared yet: stamping it avoids a copy per call.
         object.__setattr__(decision, "latency_us", int((time.perf_counter() - started) * 1e6))
-        return decision
+        return decision, state
 
-    async def _check_traced(self, inp: CheckInput) -> Decision:
+    async def _check_traced(self, inp: CheckInput, *, charge: bool) -> tuple[Decision, CallState]:
+        """:meth:`_check` inside the call's span (one per message, batch elements included)."""
         tracer = self._tracer
         assert tracer is not None
         with tracer.call(inp) as span:
-            decision = await Pipeline.check(self, inp)
+            decision, state = await Pipeline._check(self, inp, charge=charge)
             tracer.finish(span, decision)
-        return decision
+        return decision, state
 
     def _span(self, name: str) -> contextlib.AbstractContextManager[Any]:
         return _NO_SPAN if self._tracer is None else self._tracer.stage(name)
@@ -257,7 +363,7 @@ class Pipeline:
         state.token = authenticated
         tenant = self._directory.get(authenticated.tenant)
         if tenant is None:
-            return self._deny(state, Check.CAPABILITY, f"unknown tenant {authenticated.tenant!r}")
+            return self._deny(state, Check.CAPABILITY, f"unknown tenant {echo(authenticated.tenant)}")
         state.tenant = tenant
         if tenant.settings_error is not None and inp.tool is not None:
             return self._unavailable(state, tenant.settings_error)
@@ -314,8 +420,10 @@ class Pipeline:
         if tenant.policy is None:
             return self._deny(state, Check.POLICY, f"tenant {tenant.name!r} has no active policy")
         result = tenant.policy.evaluate(self._policy_input(state))
+        if inspect.isawaitable(result):  # a policy server (OPA) answers asynchronously
+            result = await result
         if result.outcome == "deny":
-            return self._deny(state, Check.POLICY, result.reason or "denied by policy")
+            return self._deny(state, Check.POLICY, bounded_reason(result.reason) or "denied by policy")
         approved = state.approval is not None and state.approval_status == "approved"
         if result.outcome == "escalate" and not approved:
             if state.approval is not None:  # still pending: answer with the same approval
@@ -326,7 +434,7 @@ class Pipeline:
                 agent=token.agent,
                 tool=inp.tool,
                 arguments_sha256=state.arguments_sha256 or "",
-                reason=result.reason or "policy requires human approval",
+                reason=bounded_reason(result.reason) or "policy requires human approval",
                 status="pending",
                 quorum=max(1, result.quorum or self._approval_quorum),
                 created_at=self._clock(),
@@ -344,7 +452,7 @@ class Pipeline:
         inp, token = state.input, state.token
         approval = await self._store.get_approval(token.tenant, inp.approval_id)
         if approval is None:
-            return self._deny(state, Check.POLICY, f"unknown approval {inp.approval_id!r}")
+            return self._deny(state, Check.POLICY, f"unknown approval {echo(inp.approval_id)}")
         if (approval.agent, approval.tool, approval.arguments_sha256) != (
             token.agent,
             inp.tool,
@@ -374,6 +482,7 @@ class Pipeline:
     def _policy_input(self, state: CallState) -> dict[str, Any]:
         inp, token = state.input, state.token
         return {
+            "phase": "call",  # "list" when authz.check.listing asks whether to list a tool
             "tenant": token.tenant,
             "agent": token.agent,
             "token": {"id": token.token_id, "jti": token.jti, "caveats": list(token.raw_caveats)},
@@ -406,24 +515,32 @@ class Pipeline:
             )
         approval = state.approval if state.approval_to_consume else None
         claim = ApprovalClaim(token.tenant, approval.approval_id, self._clock()) if approval else None
+        if not state.charge:
+            state.planned = (reservations, claim)
+            return None
         if reservations or claim is not None:
             result = await self._store.reserve(reservations, consume=claim)
-            if result.approval_unavailable:
-                assert approval is not None
-                return self._deny(state, Check.POLICY, f"approval {approval.approval_id} was already used")
             if not result.ok:
-                exhausted = result.exhausted
-                assert exhausted is not None
-                return self._deny(
-                    state,
-                    Check.BUDGET,
-                    f"budget exhausted: {exhausted.scope} limit {_num(exhausted.limit)} reached",
-                    scope=exhausted.scope,
-                    limit=_num(exhausted.limit),
-                    used=_num(result.used),
-                    resets_at=_rfc3339(exhausted.resets_at) if exhausted.resets_at else None,
-                )
+                return self._reserve_denial(state, result)
         return None
+
+    def _reserve_denial(self, state: CallState, result: ReserveResult) -> Decision:
+        if result.approval_unavailable:
+            approval_id = (
+                state.approval.approval_id if state.approval is not None else state.input.approval_id
+            )
+            return self._deny(state, Check.POLICY, f"approval {approval_id} was already used")
+        exhausted = result.exhausted
+        assert exhausted is not None
+        return self._deny(
+            state,
+            Check.BUDGET,
+            f"budget exhausted: {exhausted.scope} limit {_num(exhausted.limit)} reached",
+            scope=exhausted.scope,
+            limit=_num(exhausted.limit),
+            used=_num(result.used),
+            resets_at=_rfc3339(exhausted.resets_at) if exhausted.resets_at else None,
+        )
 
 
 def _tenant_of(state: CallState) -> str | None:

@@ -12,9 +12,16 @@ class DecisionRecorder(Protocol):
     async def record(self, decisions: Sequence[Decision]) -> None:
         """Durably record the decisions; return only once they are committed. Raise if they are not."""
 
+    def defer(self, decisions: Sequence[Decision]) -> None:
+        """Decisions answered (denied) although :meth:`record` failed: keep them to write once the store
+        is back, or record the gap. Never raises, never waits."""
+
 
 class DiscardingRecorder:
     """Records nothing. Only for benchmarks that isolate the pipeline; never the default."""
 
     async def record(self, decisions: Sequence[Decision]) -> None:
+        return None
+
+    def defer(self, decisions: Sequence[Decision]) -> None:
         return None

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from authz.echo import echo
 from authz.errors import InvalidArgument
 
 __all__ = [
@@ -169,11 +170,11 @@ def judge_intent(
     if intent is None:
         return IntentVerdict(False, "an intent prompt was given but no intent was extracted from it")
     if tool in intent.forbidden_tools:
-        return IntentVerdict(False, f"tool {tool!r} is forbidden by the intent extracted from the prompt")
+        return IntentVerdict(False, f"tool {echo(tool)} is forbidden by the intent extracted from the prompt")
     if tool not in intent.allowed_tools:
         return IntentVerdict(
             False,
-            f"tool {tool!r} is absent from the intent extracted from the prompt "
+            f"tool {echo(tool)} is absent from the intent extracted from the prompt "
             f"(allowed: {_tool_list(intent.allowed_tools)})",
         )
-    return IntentVerdict(True, f"tool {tool!r} matches the intent extracted from the prompt")
+    return IntentVerdict(True, f"tool {echo(tool)} matches the intent extracted from the prompt")

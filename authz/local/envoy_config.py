@@ -41,6 +41,7 @@ ADMIN_DESCRIPTOR = SHIPPED_CONFIG.parent / "admin_descriptor.binpb"
 
 LISTENER_NAME = "tessera_ingress"
 CHECK_CLUSTER = "tessera_check"
+LIST_CLUSTER = "tessera_list"
 UPSTREAM_CLUSTER = "demo_upstream"
 ADMIN_CLUSTER = "tessera_admin"
 OTLP_CLUSTER = "opentelemetry_collector"
@@ -143,6 +144,7 @@ def render_envoy_config(
     admin_endpoints: Sequence[tuple[str, int]] = (("127.0.0.1", 9192),),
     admin_descriptor: Path = ADMIN_DESCRIPTOR,
     otlp_endpoint: tuple[str, int] | None = None,
+    list_endpoints: Sequence[tuple[str, int]] | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -156,6 +158,8 @@ def render_envoy_config(
     - ``admin_descriptor``: the descriptor set the transcoder loads, written as an absolute path.
     - ``otlp_endpoint``: the OTLP/gRPC receiver for Envoy's spans; None turns Envoy's tracing off
       (the shipped file's ``tracing`` block and ``opentelemetry_collector`` cluster are dropped).
+    - ``list_endpoints``: the list processor (ext_proc) behind ``tessera_list``; default: the check
+      endpoints, which serve it on the same port.
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -214,6 +218,9 @@ def render_envoy_config(
 
         clusters = resources["clusters"]
         _set_endpoints(_find_named(clusters, CHECK_CLUSTER, "cluster", source), check_endpoints)
+        for cluster in clusters:
+            if cluster.get("name") == LIST_CLUSTER:
+                _set_endpoints(cluster, list_endpoints or check_endpoints)
         _set_endpoints(_find_named(clusters, UPSTREAM_CLUSTER, "cluster", source), [upstream])
         _set_endpoints(_find_named(clusters, ADMIN_CLUSTER, "cluster", source), admin_endpoints)
         if otlp_endpoint is None:

@@ -169,6 +169,8 @@ class Stack:
     otlp_endpoint: tuple[str, int] | None = None
     start_upstream: bool = True
     start_admin: bool = True
+    #: Where Envoy's list processor (ext_proc) runs; None: on the check replicas.
+    list_endpoints: list[tuple[str, int]] | None = None
     upstream: subprocess.Popen | None = None
     checks: list[CheckProcess] = field(default_factory=list)
     admin: AdminProcess | None = None
@@ -253,6 +255,7 @@ class Stack:
                     check_timeout_ms=self.check_timeout_ms,
                     max_request_bytes=self.max_request_bytes,
                     otlp_endpoint=self.otlp_endpoint,
+                    list_endpoints=self.list_endpoints,
                 )
             )
             self.envoy = EnvoyProcess(

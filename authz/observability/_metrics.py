@@ -14,6 +14,7 @@ Names (Prometheus conventions, base units):
 - ``tessera_check_duration_seconds{stage}``: each pipeline stage, and ``total`` for the whole pipeline.
 - ``tessera_audit_commit_duration_seconds``: committing a request's decisions to the audit chain.
 - ``tessera_store_errors_total{operation}``: store failures (a pipeline stage, ``audit``, ``approvals``).
+- ``tessera_unaudited_decisions_total``: denials answered while the store was down (written later).
 - ``tessera_admin_requests_total{rpc,code}``, ``tessera_admin_request_duration_seconds{rpc}``.
 - ``tessera_approvals_pending[{tenant}]``, ``tessera_audit_chain_verifications_total{result}``.
 - ``tessera_build_info{version,python}`` (always 1), plus the process and GC collectors.
@@ -30,7 +31,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -140,6 +147,8 @@ class CheckMetrics(Collector):
         self.stages: dict[str, Distribution] = {name: Distribution() for name in STAGES}
         self.audit_commit = Distribution()
         self.store_errors: dict[str, int] = {}
+        #: Decisions answered (denied) without their audit event: the store was down.
+        self.unrecorded = 0
         self._total = self.stages["total"]
 
     # -- updates (hot path: plain Python, inlined, one call per check each) ---------------------------
@@ -215,7 +224,19 @@ class CheckMetrics(Collector):
             [((), self.audit_commit)],
         )
         yield _store_errors(self.store_errors)
+        yield CounterMetricFamily(
+            "tessera_unaudited_decisions",
+            "Decisions answered without a committed audit event (the store was down; kept for writing "
+            "later or recorded as an outage).",
+            value=self.unrecorded,
+        )
         yield build_info_metric("check")
+
+    def render(self) -> str:
+        """These metrics alone in the Prometheus text format (tests, debugging)."""
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(self)
+        return generate_latest(registry).decode()
 
 
 _PROTOCOL = Check.PROTOCOL

@@ -48,6 +48,7 @@ from authz.policy._compiled import (
     policy_hash,
 )
 from authz.policy._engine import ENTRYPOINT
+from authz.policy._opa import OpaClients, OpaPolicy, OpaSettings
 from authz.policy._result import DECISION_KEYS, OUTCOMES, PolicyResult
 
 __all__ = [
@@ -56,6 +57,9 @@ __all__ = [
     "MAX_POLICY_SOURCE_BYTES",
     "OUTCOMES",
     "CompiledPolicy",
+    "OpaClients",
+    "OpaPolicy",
+    "OpaSettings",
     "PolicyResult",
     "PolicySet",
     "compile_policy",

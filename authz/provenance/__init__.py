@@ -16,6 +16,8 @@ from typing import Any
 
 import rfc8785
 
+from authz.echo import echo
+
 _SIGNED_FIELDS = ("id", "content_sha256", "source", "written_at")
 
 
@@ -87,7 +89,9 @@ def verify_entries(memory_key: bytes, raw: Any) -> ProvenanceResult:
             )
         expected = hmac.new(memory_key, _signed_payload(entry), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, entry["tag"]):
-            return ProvenanceResult(True, False, error=f"provenance entry {entry['id']!r} has a wrong tag")
+            return ProvenanceResult(
+                True, False, error=f"provenance entry {echo(entry['id'])} has a wrong tag"
+            )
         verified.append({name: entry[name] for name in _SIGNED_FIELDS} | {"verified": True})
     return ProvenanceResult(True, True, tuple(verified))
 

@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -19,8 +19,9 @@ from authz.check import DecisionRecorder, Pipeline, TenantDirectory
 from authz.config import TesseraConfig
 from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
 from authz.observability import CheckMetrics, Tracing, new_registry, serve_http, setup_tracing
-from authz.policy import compile_policy
+from authz.policy import OpaClients, compile_policy
 from authz.server.check_service import AuthorizationService
+from authz.server.list_service import add_list_processor, list_filter_for
 from authz.storage import Store, TenantSettings, open_store
 from authz.tenants import apply_tenants_file
 from authz.token import KeyRing, TokenAuthenticator
@@ -58,6 +59,8 @@ class CheckRuntime:
     pipeline: Pipeline
     recorder: DecisionRecorder
     metrics: CheckMetrics
+    #: Connections to the OPA servers of tenants that decide through OPA (authz.policy.OpaClients).
+    opa: OpaClients = field(default_factory=OpaClients)
     #: None unless the OTEL_* variables turn tracing on.
     tracing: Tracing | None = None
 
@@ -90,11 +93,13 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     keyring = KeyRing(
         config.keys.master_key, active_kid=config.keys.active_kid, live_kids=config.keys.live_kids
     )
+    opa = OpaClients()
     directory = TenantDirectory(
         store,
         compile_policy=lambda source, version: compile_policy(source, version=version),
         build_extractor=_extractor_factory(config),
         poll_interval_s=config.store.poll_interval_s,
+        remote_policy=opa.policy,
     )
     await directory.refresh(force=True)
     metrics = CheckMetrics(tenant_label=config.observability.metrics_tenant_label)
@@ -111,7 +116,7 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         tracer=tracing.pipeline_tracer() if tracing is not None else None,
     )
     recorder = make_recorder(config, store)
-    return CheckRuntime(config, store, keyring, directory, pipeline, recorder, metrics, tracing)
+    return CheckRuntime(config, store, keyring, directory, pipeline, recorder, metrics, opa, tracing)
 
 
 async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = None) -> None:
@@ -121,6 +126,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
     # With tracing off there is no interceptor at all: a grpc.aio interceptor costs on every call.
     interceptors = runtime.tracing.server_interceptors() if runtime.tracing is not None else None
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
+    listing = list_filter_for(runtime)
     service = AuthorizationService(
         runtime.pipeline,
         runtime.recorder,
@@ -129,8 +135,10 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         metrics=runtime.metrics,
         body_limits=config.body,
         tracing=runtime.tracing,
+        listing=listing,
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
+    add_list_processor(listing, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{config.listen.host}:{config.listen.check_port}"
@@ -142,6 +150,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         stack.push_async_callback(runtime.store.close)
         if runtime.tracing is not None:
             stack.callback(runtime.tracing.shutdown)  # flushes the last spans after the server stopped
+        stack.push_async_callback(runtime.opa.aclose)
         closer = getattr(runtime.recorder, "aclose", None)
         if closer is not None:
             stack.push_async_callback(closer)

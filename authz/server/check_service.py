@@ -33,6 +33,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         body_limits: Any = wire.DEFAULT_LIMITS,
         unauthenticated_window_s: float = 60.0,
         tracing: Any = None,
+        listing: Any = None,
     ):
         self._pipeline = pipeline
         self._recorder = recorder
@@ -44,6 +45,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._metrics = metrics
         #: authz.observability.Tracing when OTEL_* turned tracing on, else None (no span work at all).
         self._tracing = tracing
+        self._listing = listing  # authz.check.listing.ListFilter: list responses are filtered
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
@@ -58,7 +60,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             # Audited like every answer; bounded, since whatever failed may be the store itself.
             try:
                 async with asyncio.timeout(self._deadline_cap_s):
-                    await self._record([decision])
+                    if not await self._record([decision]):
+                        self._unrecorded([decision])
             except TimeoutError:
                 log.error("internal-error decision %s could not be audited in time", decision.decision_id)
             self._count([decision])
@@ -96,17 +99,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             reply, decision = wire.protocol_denial(parsed)
             if trace_id is not None:
                 decision = replace(decision, trace_id=trace_id)
-            await self._record([decision], source, trace_id)
+            if not await self._record([decision], source, trace_id):
+                self._unrecorded([decision])
             self._count([decision], trace_id)
             return reply
-        decisions: list[Decision] = []
-        for message in parsed.messages:
-            if decisions and time.monotonic() > deadline:
-                break  # the rest of a batch is not worth checking: the answer is a deny now
-            decision = await self._pipeline.check(message.input)
-            decisions.append(decision)
-            if not decision.allowed:
-                break
+        # A batch is all or nothing: one denial denies it and then charges no element's budget.
+        decisions = await self._pipeline.check_batch([m.input for m in parsed.messages])
         if time.monotonic() > deadline:
             # Envoy has given up on this request: nothing it carried was let through, and the audit
             # chain must not say otherwise.
@@ -116,12 +114,21 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             ]
         if trace_id is not None:
             decisions = [replace(d, trace_id=trace_id) for d in decisions]
-        if not await self._record(decisions, source, trace_id) and decisions[-1].allowed:
-            decisions[-1] = unavailable(decisions[-1], "the decision could not be written to the audit chain")
+        if not await self._record(decisions, source, trace_id):
+            if decisions[-1].allowed:
+                decisions[-1] = unavailable(
+                    decisions[-1], "the decision could not be written to the audit chain"
+                )
+            self._unrecorded(decisions)
         self._count(decisions, trace_id)
         last = decisions[-1]
         if last.allowed:
-            return wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
+            reply = wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
+            if self._listing is not None:
+                denial = wire.mark_list_request(reply, parsed, decisions, self._listing)
+                if denial is not None:
+                    return denial
+            return reply
         return wire.deny_for(parsed, last, parsed.messages)
 
     async def _record(
@@ -152,6 +159,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             await self._recorder.record(decisions)
         else:
             await self._audit.record(decisions, source)
+
+    def _unrecorded(self, decisions: list[Decision]) -> None:
+        """Answered without an audit event (the store is down): counted, logged, kept for later."""
+        self._recorder.defer(decisions)
+        if self._metrics is not None:
+            self._metrics.unrecorded += len(decisions)
 
     def _count(self, decisions: list[Decision], trace_id: str | None = None) -> None:
         if self._metrics is not None:

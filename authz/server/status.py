@@ -46,6 +46,7 @@ from authz.errors import (
     PolicyCompileError,
     StoreUnavailable,
     TesseraError,
+    TooManyRequests,
     Unauthenticated,
 )
 
@@ -61,6 +62,7 @@ GRPC_CODES: tuple[tuple[type[TesseraError], grpc.StatusCode], ...] = (
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (TooManyRequests, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (DependencyError, grpc.StatusCode.UNAVAILABLE),
 )
@@ -73,6 +75,7 @@ HTTP_STATUS = {
     grpc.StatusCode.FAILED_PRECONDITION: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.INTERNAL: 500,
 }

@@ -20,7 +20,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from authz.check.models import Check, CheckInput, Code, Decision, Outcome, new_decision_id
+from authz.check.models import Check, CheckInput, Code, Decision, Outcome, new_decision_id, unavailable
 from authz.config import BodyLimitsConfig
 from authz.server import body as body_limits
 
@@ -301,6 +301,30 @@ def ok_response(
             response_headers_to_add=[_header(DECISION_HEADER, decision.decision_id, overwrite=True)],
         ),
     )
+
+
+def mark_list_request(
+    reply: external_auth_pb2.CheckResponse, parsed: ParsedRequest, decisions: Sequence[Decision], listing: Any
+) -> external_auth_pb2.CheckResponse | None:
+    """Route an allowed list request through the list processor (:mod:`authz.server.ext_proc`).
+
+    Adds the ``x-tessera-list`` request header (the gateway's list route matches it) and the caller's
+    :class:`~authz.check.listing.ListContext` as dynamic metadata. Returns a deny reply instead when
+    the context cannot be built: a list that cannot be filtered is not forwarded.
+    """
+    from authz.check.listing import LIST_HEADER, METADATA_KEY, ListContextError
+
+    for message, decision in zip(parsed.messages, decisions, strict=False):
+        try:
+            ctx = listing.context_for(message.input, decision, message.request_id)
+        except ListContextError as exc:
+            denial = unavailable(decision, str(exc))
+            return deny_for(parsed, denial, parsed.messages)
+        if ctx is not None:
+            reply.ok_response.headers.append(_header(LIST_HEADER, ctx.method, overwrite=True))
+            reply.dynamic_metadata.update({METADATA_KEY: ctx.to_metadata()})
+            return None  # one context per request: a batch is filtered by its first list method
+    return None
 
 
 def error_object(code: int, message: str, data: dict[str, Any] | None) -> dict[str, Any]:

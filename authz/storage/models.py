@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,9 @@ class TenantSettings:
     tool_costs: dict[str, float] = field(default_factory=dict)
     budget_rules: tuple[dict[str, Any], ...] = ()
     approval_webhook_url: str | None = None
+    #: ``{engine: opa, url, path, timeout_ms, push}`` to evaluate through an OPA server
+    #: (:mod:`authz.policy._opa`); None: the embedded engine. Written to JSON only when set.
+    policy_engine: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -35,6 +39,8 @@ class TenantSettings:
         }
         if self.approval_webhook_url:
             data["approval_webhook_url"] = self.approval_webhook_url
+        if self.policy_engine:
+            data["policy_engine"] = self.policy_engine
         return data
 
     @classmethod
@@ -47,6 +53,7 @@ class TenantSettings:
             tool_costs={k: float(v) for k, v in dict(data.get("tool_costs", {})).items()},
             budget_rules=tuple(data.get("budget_rules", ())),
             approval_webhook_url=data.get("approval_webhook_url") or None,
+            policy_engine=dict(data["policy_engine"]) if data.get("policy_engine") else None,
         )
 
 
@@ -89,6 +96,9 @@ class Reservation:
     limit: float
     scope: str
     resets_at: float | None = None
+    #: After this epoch second the counter can never be charged again (its window ended, or every token
+    #: sharing it expired), so pruning may delete it; None: never (a token counter without expiry).
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +113,29 @@ class ReserveResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What one :meth:`~authz.storage.protocols.BudgetStore.prune_expired` call deleted."""
+
+    counters: int = 0
+    approvals: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ApprovalClaim:
     """An approved approval a call consumes in the same transaction as its budget reservations."""
 
     tenant: str
     approval_id: str
     now: float
+
+
+def claims_of(consume: ApprovalClaim | Sequence[ApprovalClaim] | None) -> tuple[ApprovalClaim, ...]:
+    """The approvals a reservation consumes: none, one, or one per element of a JSON-RPC batch."""
+    if consume is None:
+        return ()
+    if isinstance(consume, ApprovalClaim):
+        return (consume,)
+    return tuple(consume)
 
 
 @dataclass(frozen=True, slots=True)

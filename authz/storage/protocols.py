@@ -9,9 +9,9 @@ Two implementations (SQLite, embedded default; PostgreSQL, several replicas) pas
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from authz.storage.models import (
     AdminKey,
@@ -19,12 +19,15 @@ from authz.storage.models import (
     ApprovalClaim,
     PolicyDraft,
     PolicyVersion,
+    PruneResult,
     Reservation,
     ReserveResult,
     Revocation,
     StoreVersions,
     TenantSettings,
 )
+
+T = TypeVar("T")
 
 
 class TenantStore(Protocol):
@@ -62,17 +65,39 @@ class RevocationStore(Protocol):
 
 class BudgetStore(Protocol):
     async def reserve(
-        self, reservations: Sequence[Reservation], *, consume: ApprovalClaim | None = None
+        self,
+        reservations: Sequence[Reservation],
+        *,
+        consume: ApprovalClaim | Sequence[ApprovalClaim] | None = None,
     ) -> ReserveResult:
         """Charge every reservation or none, atomically, never letting a counter pass its limit.
 
-        With ``consume``, the approval moves from approved (and unexpired) to consumed in the same
-        transaction; if it cannot (already consumed, expired), nothing is charged and the result says
-        ``approval_unavailable``. So a call resumed twice is allowed once, and never charged twice.
+        A counter named by several reservations (elements of one JSON-RPC batch) is charged for each,
+        cumulatively. With ``consume`` (one claim, or several for a batch), each approval moves from
+        approved (and unexpired) to consumed in the same transaction; if one cannot (already consumed,
+        expired), nothing is charged and the result says ``approval_unavailable``. So a call resumed
+        twice is allowed once, and never charged twice.
         """
 
     async def usage(self, key: str, window_start: int) -> float:
         """What a counter has used (0 when it was never charged)."""
+
+    async def prune_expired(
+        self,
+        now: float,
+        *,
+        grace_s: float = 300.0,
+        approval_retention_s: float = 86400.0,
+        batch: int = 10_000,
+    ) -> PruneResult:
+        """Delete the state no call can use any more, in short transactions of at most ``batch`` rows.
+
+        Budget counters whose ``expires_at`` (see :class:`Reservation`) is before ``now - grace_s`` (the
+        grace covers clocks of other replicas that lag: a counter is never deleted while any replica
+        could still charge it, so pruning never resets a live window); counters without ``expires_at``
+        stay. Approvals whose ``expires_at`` is before ``now - approval_retention_s`` (whatever their
+        status: an expired approval can be neither decided nor consumed; the chain keeps its history).
+        """
 
 
 class ApprovalStore(Protocol):
@@ -152,6 +177,19 @@ class AuditStore(Protocol):
         ``INSERT ... ON CONFLICT DO NOTHING`` on the head row followed by ``SELECT ... FOR UPDATE``.
         Either every event is committed or none is (the error is raised); events of one call never
         interleave with another writer's in a tenant's chain.
+        """
+
+    async def run_audited(
+        self,
+        mutation: Callable[[], Coroutine[Any, Any, T]],
+        events: Callable[[T], Sequence[tuple[str, dict[str, Any]]]],
+    ) -> T:
+        """Run ``mutation`` (one call of this store's own methods, e.g. ``lambda: store.put_tenant(...)``)
+        and append ``events(result)`` as :meth:`append_events` would, in ONE transaction.
+
+        If the mutation raises, or the events cannot be built or written, nothing of either stands and the
+        error is raised: an admin change never stands without its audit event (ARCHITECTURE §11). The
+        mutation's own transactions nest inside this one (savepoints); it must not call other stores.
         """
 
     def iter_events(

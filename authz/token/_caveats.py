@@ -51,6 +51,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
+from authz.echo import echo
 from authz.errors import InvalidArgument
 
 from ._keys import valid_name
@@ -159,13 +160,13 @@ class ArgCaveat:
         current: Any = arguments
         for segment in self.path:
             if not isinstance(current, Mapping) or segment not in current:
-                return f"argument {self.name!r} is missing, required by caveat {show(self.raw)}"
+                return f"argument {echo(self.name)} is missing, required by caveat {show(self.raw)}"
             current = current[segment]
         op = self.op
         if op in _NUMERIC_OPS:
             if not is_number(current):
                 return (
-                    f"argument {self.name!r} ({describe(current)}) is not a number, "
+                    f"argument {echo(self.name)} ({describe(current)}) is not a number, "
                     f"required by caveat {show(self.raw)}"
                 )
             try:
@@ -180,7 +181,7 @@ class ArgCaveat:
             ok = any(json_equal(current, item) for item in self.value)
         if ok:
             return None
-        return f"argument {self.name!r} {render(current)} violates caveat {show(self.raw)}"
+        return f"argument {echo(self.name)} {render(current)} violates caveat {show(self.raw)}"
 
 
 Caveat: TypeAlias = (
@@ -468,13 +469,9 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
-def show(text: str, limit: int = 160) -> str:
-    """Quote untrusted text for a reason: control characters escaped, long text truncated."""
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    if _CONTROL_RE.search(text):
-        text = text.encode("unicode_escape").decode("ascii")
-    return "'" + text + "'"
+def show(text: str, limit: int = 96) -> str:
+    """Quote untrusted text (a caveat the holder may have appended): see :func:`authz.echo.echo`."""
+    return echo(text, limit)
 
 
 def _malformed(raw: str, why: str) -> InvalidArgument:

@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from authz.echo import echo
 from authz.errors import InvalidArgument
 
 from ._caveats import (
@@ -61,6 +62,9 @@ class BudgetCounter:
     key: str
     kind: Literal["calls", "cost"]
     limit: int | Decimal
+    #: The earliest ``expires`` caveat *before* this counter's caveat: it binds every token that shares
+    #: the counter, so after it the counter can never be charged again (None: no such caveat).
+    expires: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +146,9 @@ class AuthenticatedToken:
         if now.utcoffset() is None:
             raise InvalidArgument("check() needs a timezone-aware 'now'")
         if expected_tenant is not None and expected_tenant != self.tenant:
-            return TokenRejection(f"token belongs to tenant {self.tenant!r}, not {expected_tenant!r}")
+            return TokenRejection(f"token belongs to tenant {echo(self.tenant)}, not {echo(expected_tenant)}")
         if expected_agent is not None and self.agent is not None and expected_agent != self.agent:
-            return TokenRejection(f"token is bound to agent {self.agent!r}, not {expected_agent!r}")
+            return TokenRejection(f"token is bound to agent {echo(self.agent)}, not {echo(expected_agent)}")
         for c in self._expires:
             if not now < c.at:
                 return TokenRejection(f"token expired at {c.text}")
@@ -155,7 +159,7 @@ class AuthenticatedToken:
             return None
         for c in self._tools:
             if tool not in c.tools:
-                return TokenRejection(f"tool {show(str(tool), 128)} not allowed by caveat {show(c.raw)}")
+                return TokenRejection(f"tool {echo(tool)} not allowed by caveat {show(c.raw)}")
         for c in self._args:
             why = c.violation(arguments)
             if why is not None:
@@ -182,10 +186,12 @@ def check_consistency(tenant: str, caveats: tuple[Caveat, ...]) -> str | None:
     for c in caveats:
         if isinstance(c, TenantCaveat):
             if c.tenant != tenant:
-                raise InvalidArgument(f"caveat {show(c.raw)} does not match the token's tenant {tenant!r}")
+                raise InvalidArgument(
+                    f"caveat {show(c.raw)} does not match the token's tenant {echo(tenant)}"
+                )
         elif isinstance(c, AgentCaveat):
             if agent is not None and c.agent != agent:
-                raise InvalidArgument(f"conflicting agent caveats: {agent!r} and {c.agent!r}")
+                raise InvalidArgument(f"conflicting agent caveats: {echo(agent)} and {echo(c.agent)}")
             agent = c.agent
     return agent
 
@@ -270,7 +276,12 @@ class TokenAuthenticator:
         agent = check_consistency(ident.tenant, caveats)
         ids = tuple(hashlib.sha256(s).hexdigest() for s in sigs)
         counters = tuple(
-            BudgetCounter(ids[i + 1], "calls" if isinstance(c, MaxCallsCaveat) else "cost", c.limit)
+            BudgetCounter(
+                ids[i + 1],
+                "calls" if isinstance(c, MaxCallsCaveat) else "cost",
+                c.limit,
+                min((e.at for e in caveats[:i] if isinstance(e, ExpiresCaveat)), default=None),
+            )
             for i, c in enumerate(caveats)
             if isinstance(c, MaxCallsCaveat | MaxCostCaveat)
         )

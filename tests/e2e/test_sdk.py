@@ -67,7 +67,8 @@ async def test_tool_errors_come_back_as_results(client):
 
 async def test_list_tools(client):
     names = {tool["name"] for tool in await client().list_tools()}
-    assert {"read_invoice", "list_invoices", "transfer_funds", "delete_invoice"} <= names
+    # delete_invoice is hidden: the demo policy denies every call of it.
+    assert names == {"read_invoice", "list_invoices", "transfer_funds"}
 
 
 async def test_capability_error_for_a_bad_token(client):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,17 @@ class ScriptedPipeline:
             )
         await asyncio.sleep(self.delay)
         return Decision(new_decision_id(), Outcome.ALLOW, tenant="demo", agent="a", rpc_method=inp.rpc_method)
+
+    async def check_batch(self, inputs):
+        # Like authz.check.Pipeline.check_batch: in order, until a denial or the deadline.
+        decisions = []
+        for inp in inputs:
+            if decisions and inp.deadline is not None and time.monotonic() > inp.deadline:
+                break
+            decisions.append(await self.check(inp))
+            if not decisions[-1].allowed:
+                break
+        return decisions
 
 
 @pytest.fixture

@@ -96,7 +96,12 @@ def test_shipped_config_contract() -> None:
 
     hcm = _hcm(doc)
     filters = [f["name"] for f in hcm["http_filters"]]
-    assert filters == [EXT_AUTHZ, "envoy.filters.http.grpc_json_transcoder", "envoy.filters.http.router"]
+    assert filters == [
+        EXT_AUTHZ,
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.router",
+    ]
     authz = hcm["http_filters"][0]["typed_config"]
     assert authz["transport_api_version"] == "V3"
     assert authz["grpc_service"] == {"envoy_grpc": {"cluster_name": "tessera_check"}, "timeout": "0.5s"}

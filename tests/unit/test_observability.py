@@ -260,15 +260,15 @@ def test_config_carries_observability_settings():
 
 
 def test_an_untraced_pipeline_has_no_tracing_wrapper():
-    """With tracing off the pipeline's ``check`` is the plain method: no span object, no extra frame."""
+    """With tracing off the pipeline's ``_check`` is the plain method: no span object, no extra frame."""
     from authz.check.pipeline import Pipeline
 
     pipeline = Pipeline(authenticator=None, store=None, directory=None, memory_key=lambda t: b"")
-    assert pipeline.check.__func__ is Pipeline.check
+    assert pipeline._check.__func__ is Pipeline._check
     traced = Pipeline(
         authenticator=None, store=None, directory=None, memory_key=lambda t: b"", tracer=object()
     )
-    assert traced.check.__func__ is Pipeline._check_traced
+    assert traced._check.__func__ is Pipeline._check_traced
 
 
 # -- dashboard and alerts ---------------------------------------------------------------------------------

@@ -366,7 +366,9 @@ def test_only_referenced_keys_reach_the_engine_and_whole_input_users_see_all():
     whole = _policy('decision := {"allow": count(input) == 3, "reason": sprintf("%v", [count(input.big)])}')
     assert whole.input_keys is None
     assert whole.evaluate(value) == PolicyResult("allow", "1000")
-    assert compile_policy(default_policy_source()).input_keys == frozenset({"tool", "arguments", "approval"})
+    assert compile_policy(default_policy_source()).input_keys == frozenset(
+        {"phase", "tool", "arguments", "approval"}
+    )
 
 
 def test_one_policy_evaluates_many_inputs_without_leaking_state():

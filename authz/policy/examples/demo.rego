@@ -10,6 +10,11 @@
 #                                  input.approval.status == "approved"
 #   delete_invoice                 denied
 #   anything else                  denied (default deny)
+#
+# Phases: input.phase is "call" for a tool call and "list" when Tessera decides whether tools/list shows
+# a tool to this caller (no arguments then). A tool is listed when the list phase allows or escalates:
+# transfer_funds is listed (whether a call passes depends on its amount), delete_invoice is not (every
+# call of it is denied).
 package tessera
 
 import rego.v1
@@ -30,7 +35,18 @@ decision := {
 	"reason": "delete_invoice is not permitted: invoices are retained for audit",
 } if input.tool == "delete_invoice"
 
-decision := transfer_decision if input.tool == "transfer_funds"
+decision := transfer_decision if {
+	input.tool == "transfer_funds"
+	not listing
+}
+
+decision := {"allow": true, "reason": "transfer_funds is listed: each call is judged by its amount"} if {
+	input.tool == "transfer_funds"
+	listing
+}
+
+# Inputs recorded before phases existed have no input.phase: they are calls.
+listing if input.phase == "list"
 
 amount := input.arguments.amount
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from authz.admin.keys import ADMIN_CHAIN
-from authz.audit import append_admin_event
+from authz.admin.limiter import AuthFailureLimiter
+from authz.audit import append_admin_event, audited_mutation
 from authz.errors import InvalidArgument, NotFound
 from authz.server.admin.auth import principal
 from authz.storage import Store
 from authz.tenants import valid_tenant_name
 from authz.token import KeyRing, TokenAuthenticator
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -27,12 +30,29 @@ class AdminRuntime:
     #: The check services extract intent over HTTP (TESSERA_INTENT_URL), not from tenant catalogs.
     intent_http: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Failed admin authentications, per source and key id (see authz.admin.limiter).
+    auth_limiter: AuthFailureLimiter = field(default_factory=AuthFailureLimiter)
 
     async def audit(self, tenant: str | None, action: str, target: str, details: Mapping[str, Any]) -> None:
         """Record one mutation in the tenant's chain (``_admin`` when it belongs to no tenant), as the
         calling key. ``details`` must hold no secret."""
         await append_admin_event(
             self.store, tenant or ADMIN_CHAIN, principal().identity, action, target, dict(details)
+        )
+
+    async def audited(
+        self,
+        mutation: Callable[[], Coroutine[Any, Any, T]],
+        tenant: str | None,
+        action: str,
+        target: str | Callable[[T], str],
+        details: Mapping[str, Any] | Callable[[T], Mapping[str, Any]],
+    ) -> T:
+        """Run a store mutation and record it in the tenant's chain in ONE transaction, as the calling
+        key: if the event cannot be written, the change does not stand. ``target`` and ``details`` may
+        be functions of the mutation's result; ``details`` must hold no secret."""
+        return await audited_mutation(
+            self.store, mutation, tenant or ADMIN_CHAIN, principal().identity, action, target, details
         )
 
     async def require_tenant(self, tenant: str) -> None:

@@ -33,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from authz.admin.keys import ADMIN_CHAIN, new_admin_key
+from authz.admin.limiter import AuthFailureLimiter
 from authz.admin.webhook import KEY_PURPOSE, ApprovalNotifier
 from authz.api.admin.v1 import (
     admin_key_service_pb2,
@@ -48,7 +49,7 @@ from authz.api.admin.v1 import (
     token_service_pb2,
     token_service_pb2_grpc,
 )
-from authz.audit import append_admin_event
+from authz.audit import audited_mutation
 from authz.config import TesseraConfig
 from authz.errors import ConfigError
 from authz.observability import AdminMetrics, new_registry, serve_http, setup_tracing
@@ -63,6 +64,7 @@ from authz.server.admin.policies import PolicyService
 from authz.server.admin.tenants import TenantService
 from authz.server.admin.tokens import TokenService
 from authz.storage import Store, open_store
+from authz.storage.pruning import StatePruner
 from authz.token import KeyRing, TokenAuthenticator
 
 log = logging.getLogger("tessera.admin")
@@ -122,6 +124,14 @@ class AdminSettings:
     webhook_poll_s: float = 2.0
     webhook_retry_s: float = 5.0
     webhook_timeout_s: float = 5.0
+    #: Scheduled pruning of expired budget counters and approvals (authz.storage.pruning).
+    prune_interval_s: float = 60.0
+    prune_grace_s: float = 300.0
+    approval_retention_s: float = 86400.0
+    #: Failed admin authentications: this many within the window lock the source or key id out.
+    auth_max_failures: int = 10
+    auth_window_s: float = 60.0
+    auth_lockout_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
@@ -145,7 +155,17 @@ class AdminSettings:
             webhook_poll_s=number("TESSERA_WEBHOOK_POLL_S", 2.0),
             webhook_retry_s=number("TESSERA_WEBHOOK_RETRY_S", 5.0),
             webhook_timeout_s=number("TESSERA_WEBHOOK_TIMEOUT_S", 5.0),
+            prune_interval_s=number("TESSERA_PRUNE_INTERVAL_S", 60.0),
+            prune_grace_s=number("TESSERA_PRUNE_GRACE_S", 300.0),
+            approval_retention_s=number("TESSERA_APPROVAL_RETENTION_S", 86400.0),
+            auth_max_failures=int(number("TESSERA_ADMIN_AUTH_MAX_FAILURES", 10)),
+            auth_window_s=number("TESSERA_ADMIN_AUTH_WINDOW_S", 60.0),
+            auth_lockout_s=number("TESSERA_ADMIN_AUTH_LOCKOUT_S", 60.0),
         )
+
+
+class _NotFirst(Exception):
+    """Unwinds the bootstrap transaction when an admin key exists already."""
 
 
 async def bootstrap_admin_key(store: Store, given: Secret | None, out: TextIO | None = None) -> str | None:
@@ -159,16 +179,20 @@ async def bootstrap_admin_key(store: Store, given: Secret | None, out: TextIO | 
         return None
     key = given.reveal().decode() if given is not None else None
     record, secret = new_admin_key("bootstrap", "admin", None, "bootstrap", key=key)
-    if not await store.bootstrap_admin_key(record):
+    source = "env" if given else "generated"
+    details = {"name": record.name, "role": record.role, "tenant": None, "source": source}
+
+    async def create() -> bool:
+        if not await store.bootstrap_admin_key(record):
+            raise _NotFirst  # another replica created the first key: nothing to audit
+        return True
+
+    try:
+        await audited_mutation(
+            store, create, ADMIN_CHAIN, "bootstrap", "admin_key.create", f"admin_key:{record.key_id}", details
+        )
+    except _NotFirst:
         return None
-    await append_admin_event(
-        store,
-        ADMIN_CHAIN,
-        "bootstrap",
-        "admin_key.create",
-        f"admin_key:{record.key_id}",
-        {"name": record.name, "role": record.role, "tenant": None, "source": "env" if given else "generated"},
-    )
     if given is not None:
         log.info("created the first admin key %s from TESSERA_BOOTSTRAP_ADMIN_KEY", record.key_id)
         return None
@@ -197,6 +221,11 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         authenticator=TokenAuthenticator(keyring, cache_size=1000),
         clock=time.time,
         intent_http=bool(config.intent.http_url),
+        auth_limiter=AuthFailureLimiter(
+            max_failures=settings.auth_max_failures,
+            window_s=settings.auth_window_s,
+            lockout_s=settings.auth_lockout_s,
+        ),
     )
     runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
     await bootstrap_admin_key(store, settings.bootstrap_key)
@@ -210,7 +239,11 @@ def build_server(runtime: AdminRuntime, tracing_interceptors: list[Any] = ()) ->
     metrics = runtime.extras.get("metrics")
     outer = [AdminMetricsInterceptor(metrics)] if metrics is not None else []
     server = grpc.aio.server(
-        interceptors=[*tracing_interceptors, *outer, AdminAuthInterceptor(runtime.store)],
+        interceptors=[
+            *tracing_interceptors,
+            *outer,
+            AdminAuthInterceptor(runtime.store, limiter=runtime.auth_limiter),
+        ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     for _module, _name, add, servicer in _SERVICES:
@@ -277,6 +310,14 @@ async def serve_admin(
             config.listen.host, config.listen.admin_metrics_port, new_registry(metrics), ready=lambda: True
         )
         stack.callback(http.close)
+        pruner = StatePruner(
+            runtime.store,
+            interval_s=settings.prune_interval_s,
+            grace_s=settings.prune_grace_s,
+            approval_retention_s=settings.approval_retention_s,
+        )
+        pruning = asyncio.create_task(pruner.run(), name="state-pruning")
+        stack.callback(pruning.cancel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -66,21 +66,21 @@ class ApprovalService(pb_grpc.ApprovalServiceServicer):
             raise InvalidArgument(f"note is limited to {MAX_NOTE} characters", metadata={"field": "note"})
         await self._get(request.tenant, request.approval_id)
         now = self.rt.clock()
-        decided = await self.rt.store.record_approval_decision(
-            request.tenant, request.approval_id, principal().identity, verdict, request.note, now
-        )
-        await self.rt.audit(
+        decided = await self.rt.audited(
+            lambda: self.rt.store.record_approval_decision(
+                request.tenant, request.approval_id, principal().identity, verdict, request.note, now
+            ),
             request.tenant,
             "approval.decide",
-            f"approval:{decided.approval_id}",
-            {
+            lambda d: f"approval:{d.approval_id}",
+            lambda d: {
                 "verdict": verdict,
                 "note": request.note,
-                "status": decided.status,
-                "approvals": sum(1 for d in decided.decisions if d.get("verdict") == "approve"),
-                "quorum": decided.quorum,
-                "tool": decided.tool,
-                "agent": decided.agent,
+                "status": d.status,
+                "approvals": sum(1 for x in d.decisions if x.get("verdict") == "approve"),
+                "quorum": d.quorum,
+                "tool": d.tool,
+                "agent": d.agent,
             },
         )
         return pb.DecideApprovalResponse(approval=convert.approval(decided, now))

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from authz.admin.keys import Principal, authenticate
-from authz.errors import PermissionDenied
+from authz.admin.keys import ADMIN_CHAIN, Principal, authenticate, parse_key
+from authz.admin.limiter import AuthFailureLimiter
+from authz.audit import append_admin_event
+from authz.errors import PermissionDenied, TooManyRequests, Unauthenticated
 from authz.server import status
 from authz.server.admin.access import PACKAGE, RULES, Rule
+
+log = logging.getLogger("tessera.admin")
 
 _PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("tessera_admin_principal")
 _PREFIX = f"/{PACKAGE}."
@@ -39,10 +44,26 @@ def bearer(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
+def source_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's address as gRPC saw it (``ipv4:1.2.3.4:5678`` → ``1.2.3.4``), for rate limits and
+    the audit of failed attempts. Behind Envoy's transcoder this is Envoy: limit there per client too."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host = rest.rsplit(":", 1)[0]
+        return host.strip("[]") or "unknown"
+    return kind or "unknown"
+
+
 class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, store: Any, rules: dict[str, Rule] = RULES):
+    """Failed authentications are rate-limited per source and per key id (:class:`AuthFailureLimiter`)
+    and audited in the ``_admin`` chain with the key id only; the presented key appears in no log,
+    error or event (the comparison itself is constant-time, see :func:`authz.admin.keys.authenticate`)."""
+
+    def __init__(self, store: Any, rules: dict[str, Rule] = RULES, limiter: AuthFailureLimiter | None = None):
         self._store = store
         self._rules = rules
+        self._limiter = limiter if limiter is not None else AuthFailureLimiter()
 
     async def intercept_service(
         self,
@@ -70,11 +91,50 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         return handler  # the admin API has no client-streaming RPC
 
     async def _admit(self, context: grpc.aio.ServicerContext, rule: Rule | None, name: str, request: Any):
-        caller = await authenticate(self._store, bearer(context))
+        presented = bearer(context)
+        source = source_of(context)
+        key_id = parse_key(presented) if presented else None
+        wait = self._limiter.locked(source, key_id)
+        if wait > 0:
+            raise TooManyRequests(
+                "too many failed admin authentications; retry later",
+                metadata={"retry_after_s": str(max(1, round(wait)))},
+            )
+        try:
+            caller = await authenticate(self._store, presented)
+        except Unauthenticated as exc:
+            tripped = self._limiter.failed(source, key_id)
+            await self._audit_failure(source, key_id, name, exc.reason, tripped)
+            raise
         if rule is None:
             raise PermissionDenied(f"{name} has no access rule", reason="NO_ACCESS_RULE")
         rule.check(caller, name, request)
         return _PRINCIPAL.set(caller)
+
+    async def _audit_failure(
+        self, source: str, key_id: str | None, method: str, reason: str, tripped: list[str]
+    ) -> None:
+        details = {"source": source, "key_id": key_id, "method": method, "reason": reason}
+        if tripped:
+            details["locked"] = tripped
+            details["lockout_s"] = self._limiter.lockout_s
+            log.warning(
+                "admin authentication locked for %s s after repeated failures (source %s, key id %s)",
+                self._limiter.lockout_s,
+                source,
+                key_id or "-",
+            )
+        try:
+            await append_admin_event(
+                self._store,
+                ADMIN_CHAIN,
+                "unauthenticated",
+                "admin_key.authenticate.fail",
+                f"admin_key:{key_id or '-'}",
+                details,
+            )
+        except Exception as exc:  # the caller is refused either way; say what was not recorded
+            log.error("could not audit a failed admin authentication from %s: %s", source, exc)
 
     def _unary(self, inner: Callable, rule: Rule | None, name: str) -> Callable:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:

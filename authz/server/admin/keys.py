@@ -24,8 +24,8 @@ class AdminKeyService(pb_grpc.AdminKeyServiceServicer):
         if request.tenant:
             await self.rt.require_tenant(request.tenant)
         record, secret = new_admin_key(request.name, role, request.tenant or None, principal().identity)
-        await self.rt.store.create_admin_key(record)
-        await self.rt.audit(
+        await self.rt.audited(
+            lambda: self.rt.store.create_admin_key(record),
             record.tenant,
             "admin_key.create",
             f"admin_key:{record.key_id}",
@@ -50,8 +50,9 @@ class AdminKeyService(pb_grpc.AdminKeyServiceServicer):
                 f"key {caller.key_id} is limited to tenant {caller.tenant}; key {target.key_id} is not",
                 reason="TENANT_SCOPE",
             )
-        revoked = await self.rt.store.revoke_admin_key(target.key_id, caller.identity, self.rt.clock())
-        await self.rt.audit(
+        now = self.rt.clock()
+        revoked = await self.rt.audited(
+            lambda: self.rt.store.revoke_admin_key(target.key_id, caller.identity, now),
             target.tenant,
             "admin_key.revoke",
             f"admin_key:{target.key_id}",

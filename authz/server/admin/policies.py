@@ -69,26 +69,33 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
             now,
             principal().identity,
         )
-        await self.rt.store.create_draft(draft)
-        await self.rt.audit(
-            request.tenant, "policy.draft.create", f"draft:{draft.name}", {"content_hash": draft.content_hash}
+        await self.rt.audited(
+            lambda: self.rt.store.create_draft(draft),
+            request.tenant,
+            "policy.draft.create",
+            f"draft:{draft.name}",
+            {"content_hash": draft.content_hash},
         )
         return pb.CreateDraftResponse(draft=convert.draft(draft))
 
     async def UpdateDraft(self, request: pb.UpdateDraftRequest, context) -> pb.UpdateDraftResponse:
         _check_name(request.name)
         _check_source(request.source)
-        draft = await self.rt.store.update_draft(
+        now = self.rt.clock()
+        draft = await self.rt.audited(
+            lambda: self.rt.store.update_draft(
+                request.tenant,
+                request.name,
+                request.source,
+                policy_hash(request.source),
+                principal().identity,
+                now,
+                expected_hash=request.expected_hash or None,
+            ),
             request.tenant,
-            request.name,
-            request.source,
-            policy_hash(request.source),
-            principal().identity,
-            self.rt.clock(),
-            expected_hash=request.expected_hash or None,
-        )
-        await self.rt.audit(
-            request.tenant, "policy.draft.update", f"draft:{draft.name}", {"content_hash": draft.content_hash}
+            "policy.draft.update",
+            lambda d: f"draft:{d.name}",
+            lambda d: {"content_hash": d.content_hash},
         )
         return pb.UpdateDraftResponse(draft=convert.draft(draft))
 
@@ -101,11 +108,14 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
 
     async def DeleteDraft(self, request: pb.DeleteDraftRequest, context) -> pb.DeleteDraftResponse:
         _check_name(request.name)
-        if not await self.rt.store.delete_draft(request.tenant, request.name):
-            raise NotFound(
-                f"tenant {request.tenant!r} has no draft named {request.name!r}", reason="DRAFT_NOT_FOUND"
-            )
-        await self.rt.audit(request.tenant, "policy.draft.delete", f"draft:{request.name}", {})
+
+        async def delete() -> None:
+            if not await self.rt.store.delete_draft(request.tenant, request.name):
+                raise NotFound(
+                    f"tenant {request.tenant!r} has no draft named {request.name!r}", reason="DRAFT_NOT_FOUND"
+                )
+
+        await self.rt.audited(delete, request.tenant, "policy.draft.delete", f"draft:{request.name}", {})
         return pb.DeleteDraftResponse(name=request.name)
 
     # -- validate and dry-run ----------------------------------------------------------------------------
@@ -186,16 +196,16 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
         source = await self._candidate_source(request)
         compiled = await asyncio.to_thread(logic.compile_or_raise, source)
         previous = await self._active(request.tenant)
-        version = await self.rt.store.promote_policy(
-            request.tenant, source, compiled.content_hash, principal().identity
-        )
-        await self.rt.audit(
+        version = await self.rt.audited(
+            lambda: self.rt.store.promote_policy(
+                request.tenant, source, compiled.content_hash, principal().identity
+            ),
             request.tenant,
             "policy.promote",
-            f"policy:v{version.version}",
-            {
-                "version": version.version,
-                "content_hash": version.content_hash,
+            lambda v: f"policy:v{v.version}",
+            lambda v: {
+                "version": v.version,
+                "content_hash": v.content_hash,
                 "previous_version": previous.version if previous else None,
                 "draft": request.draft or None,
             },
@@ -228,14 +238,14 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
         await asyncio.to_thread(
             logic.compile_or_raise, source
         )  # never activate what the check path cannot load
-        version = await self.rt.store.activate_policy(request.tenant, target, principal().identity)
-        await self.rt.audit(
+        version = await self.rt.audited(
+            lambda: self.rt.store.activate_policy(request.tenant, target, principal().identity),
             request.tenant,
             "policy.rollback",
-            f"policy:v{version.version}",
-            {
-                "version": version.version,
-                "content_hash": version.content_hash,
+            lambda v: f"policy:v{v.version}",
+            lambda v: {
+                "version": v.version,
+                "content_hash": v.content_hash,
                 "previous_version": current.version if current else None,
             },
         )

@@ -103,8 +103,13 @@ class TenantService(pb_grpc.TenantServiceServicer):
         )
         if await self.rt.store.get_tenant(request.tenant) is not None:
             raise AlreadyExists(f"tenant {request.tenant!r} exists already", reason="TENANT_EXISTS")
-        await self.rt.store.put_tenant(request.tenant, settings)
-        await self.rt.audit(request.tenant, "tenant.create", f"tenant:{request.tenant}", settings.to_json())
+        await self.rt.audited(
+            lambda: self.rt.store.put_tenant(request.tenant, settings),
+            request.tenant,
+            "tenant.create",
+            f"tenant:{request.tenant}",
+            settings.to_json(),
+        )
         return pb.CreateTenantResponse(tenant=await self._one(request.tenant))
 
     async def ListTenants(self, request: pb.ListTenantsRequest, context) -> pb.ListTenantsResponse:
@@ -133,9 +138,13 @@ class TenantService(pb_grpc.TenantServiceServicer):
         for name in paths or convert.SETTINGS_FIELDS:
             fields[name] = given[name]
         settings = validated_settings(fields, intent_http=self.rt.intent_http)
-        if settings != current:
-            await self.rt.store.put_tenant(request.tenant, settings)
-        await self.rt.audit(
+
+        async def update() -> None:
+            if settings != current:
+                await self.rt.store.put_tenant(request.tenant, settings)
+
+        await self.rt.audited(
+            update,
             request.tenant,
             "tenant.settings.update",
             f"tenant:{request.tenant}",

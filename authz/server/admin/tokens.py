@@ -130,12 +130,17 @@ class TokenService(pb_grpc.TokenServiceServicer):
             self.rt.clock(),
             principal().identity,
         )
-        await self.rt.store.revoke(record)
+        await self.rt.audited(
+            lambda: self.rt.store.revoke(record),
+            tenant,
+            "token.revoke",
+            f"{kind}:{value}",
+            {"reason": record.reason},
+        )
         stored = next(
             (r for r in await self.rt.store.list_revocations(tenant) if (r.kind, r.value) == (kind, value)),
             record,
         )
-        await self.rt.audit(tenant, "token.revoke", f"{kind}:{value}", {"reason": record.reason})
         return pb.RevokeTokenResponse(revocation=convert.revocation(stored))
 
     async def ListRevocations(

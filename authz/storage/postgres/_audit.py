@@ -11,9 +11,10 @@ through ``unnest``), so a group commit costs the same five round trips whatever 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 import rfc8785
@@ -23,6 +24,14 @@ from authz.errors import InvalidArgument
 from authz.storage.protocols import AuditCheckpoint, AuditRecord
 
 _COLUMNS = "tenant, seq, time_ms, decision, agent, event, prev_hash, hash"
+
+
+T = TypeVar("T")
+
+#: The store and connection of the audited mutation running in this task (see ``run_audited``).
+AUDITED_CONNECTION: ContextVar[tuple[object, psycopg.AsyncConnection] | None] = ContextVar(
+    "tessera_audited_connection", default=None
+)
 
 
 class PostgresAuditStore:
@@ -37,45 +46,24 @@ class PostgresAuditStore:
     async def append_events(self, events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, int, str]]:
         if not events:
             return []
-        try:
-            prepared = [(tenant, canonical_event(event), event_index(event)) for tenant, event in events]
-        except (rfc8785.CanonicalizationError, KeyError, TypeError, ValueError) as exc:
-            raise InvalidArgument(f"not an audit event: {exc!r}") from exc
-        tenants = sorted({tenant for tenant, _, _ in prepared})
-        columns: list[list[Any]] = [[] for _ in range(8)]
-        result: list[tuple[str, int, str]] = []
+        prepared = _prepare(events)
         async with self._connection() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO audit_heads (tenant, seq, hash) SELECT t, 0, %s FROM unnest(%s::text[]) AS t "
-                "ON CONFLICT (tenant) DO NOTHING",
-                (GENESIS_HASH, tenants),
-            )
-            cur = await conn.execute(
-                "SELECT tenant, seq, hash FROM audit_heads WHERE tenant = ANY(%s::text[]) "
-                "ORDER BY tenant FOR UPDATE",
-                (tenants,),
-            )
-            heads: dict[str, tuple[int, str]] = {t: (seq, digest) for t, seq, digest in await cur.fetchall()}
-            for tenant, canonical, (time_ms, decision, agent) in prepared:
-                head_seq, prev_hash = heads[tenant]
-                seq, digest = head_seq + 1, chain_hash(prev_hash, canonical)
-                row = (tenant, seq, time_ms, decision, agent, canonical.decode(), prev_hash, digest)
-                for column, value in zip(columns, row, strict=True):
-                    column.append(value)
-                result.append((tenant, seq, digest))
-                heads[tenant] = (seq, digest)
-            await conn.execute(
-                f"INSERT INTO audit_events ({_COLUMNS}) SELECT * FROM unnest("
-                "%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
-                "%s::text[])",
-                columns,
-            )
-            await conn.execute(
-                "UPDATE audit_heads AS h SET seq = v.seq, hash = v.hash "
-                "FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS v (tenant, seq, hash) "
-                "WHERE h.tenant = v.tenant",
-                (tenants, [heads[t][0] for t in tenants], [heads[t][1] for t in tenants]),
-            )
+            return await _append_locked(conn, prepared)
+
+    async def run_audited(
+        self,
+        mutation: Callable[[], Coroutine[Any, Any, T]],
+        events: Callable[[T], Sequence[tuple[str, dict[str, Any]]]],
+    ) -> T:
+        # The mutation's own _connection() calls get this connection (see PostgresStore._connection),
+        # so its conn.transaction() blocks become savepoints of this one transaction.
+        async with self._connection() as conn, conn.transaction():
+            token = AUDITED_CONNECTION.set((self, conn))
+            try:
+                result = await mutation()
+            finally:
+                AUDITED_CONNECTION.reset(token)
+            await _append_locked(conn, _prepare(events(result)))
         return result
 
     async def iter_events(
@@ -151,3 +139,50 @@ class PostgresAuditStore:
             (tenant,),
         )
         return [AuditCheckpoint(*row) for row in rows]
+
+
+def _prepare(events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, bytes, tuple]]:
+    try:
+        return [(tenant, canonical_event(event), event_index(event)) for tenant, event in events]
+    except (rfc8785.CanonicalizationError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidArgument(f"not an audit event: {exc!r}") from exc
+
+
+async def _append_locked(
+    conn: psycopg.AsyncConnection, prepared: list[tuple[str, bytes, tuple]]
+) -> list[tuple[str, int, str]]:
+    """Extend the chains inside the caller's transaction, locking each tenant's head row first."""
+    tenants = sorted({tenant for tenant, _, _ in prepared})
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    result: list[tuple[str, int, str]] = []
+    await conn.execute(
+        "INSERT INTO audit_heads (tenant, seq, hash) SELECT t, 0, %s FROM unnest(%s::text[]) AS t "
+        "ON CONFLICT (tenant) DO NOTHING",
+        (GENESIS_HASH, tenants),
+    )
+    cur = await conn.execute(
+        "SELECT tenant, seq, hash FROM audit_heads WHERE tenant = ANY(%s::text[]) ORDER BY tenant FOR UPDATE",
+        (tenants,),
+    )
+    heads: dict[str, tuple[int, str]] = {t: (seq, digest) for t, seq, digest in await cur.fetchall()}
+    for tenant, canonical, (time_ms, decision, agent) in prepared:
+        head_seq, prev_hash = heads[tenant]
+        seq, digest = head_seq + 1, chain_hash(prev_hash, canonical)
+        row = (tenant, seq, time_ms, decision, agent, canonical.decode(), prev_hash, digest)
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+        result.append((tenant, seq, digest))
+        heads[tenant] = (seq, digest)
+    await conn.execute(
+        f"INSERT INTO audit_events ({_COLUMNS}) SELECT * FROM unnest("
+        "%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
+        "%s::text[])",
+        columns,
+    )
+    await conn.execute(
+        "UPDATE audit_heads AS h SET seq = v.seq, hash = v.hash "
+        "FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS v (tenant, seq, hash) "
+        "WHERE h.tenant = v.tenant",
+        (tenants, [heads[t][0] for t in tenants], [heads[t][1] for t in tenants]),
+    )
+    return result

@@ -45,14 +45,16 @@ from authz.storage.models import (
     Approval,
     ApprovalClaim,
     PolicyVersion,
+    PruneResult,
     Reservation,
     ReserveResult,
     Revocation,
     StoreVersions,
     TenantSettings,
+    claims_of,
 )
 from authz.storage.postgres._admin import PostgresAdminStore
-from authz.storage.postgres._audit import PostgresAuditStore
+from authz.storage.postgres._audit import AUDITED_CONNECTION, PostgresAuditStore
 from authz.storage.postgres._migrate import migrate
 
 log = logging.getLogger("tessera.storage.postgres")
@@ -214,7 +216,18 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore):
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        """A pooled connection; psycopg and pool errors raised in the block leave as Tessera errors."""
+        """A pooled connection; psycopg and pool errors raised in the block leave as Tessera errors.
+
+        Inside :meth:`run_audited` it is the audited transaction's connection, so the mutation and its
+        audit events commit together (its ``conn.transaction()`` blocks become savepoints).
+        """
+        audited = AUDITED_CONNECTION.get()
+        if audited is not None and audited[0] is self:
+            try:
+                yield audited[1]
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                raise _translate(exc) from exc
+            return
         if self._pool is None:
             await self.open()
         pool = self._pool
@@ -362,8 +375,9 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore):
     # One statement charges one counter: the INSERT arm creates it (when the amount fits at all), the
     # conflict arm locks the existing row and re-checks the limit against its latest committed value.
     _CHARGE = (
-        "INSERT INTO budget_counters AS c (counter_key, window_start, used) "
-        "SELECT %(key)s, %(window)s, %(amount)s::float8 WHERE %(amount)s::float8 <= %(limit)s::float8 "
+        "INSERT INTO budget_counters AS c (counter_key, window_start, used, expires_at) "
+        "SELECT %(key)s, %(window)s, %(amount)s::float8, %(expires)s::float8 "
+        "WHERE %(amount)s::float8 <= %(limit)s::float8 "
         "ON CONFLICT (counter_key, window_start) DO UPDATE SET used = c.used + excluded.used "
         "WHERE c.used + excluded.used <= %(limit)s::float8 "
         "RETURNING c.used"
@@ -371,20 +385,22 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore):
     _USED = "SELECT used FROM budget_counters WHERE counter_key = %s AND window_start = %s"
 
     async def reserve(
-        self, reservations: Sequence[Reservation], *, consume: ApprovalClaim | None = None
+        self,
+        reservations: Sequence[Reservation],
+        *,
+        consume: ApprovalClaim | Sequence[ApprovalClaim] | None = None,
     ) -> ReserveResult:
-        if not reservations and consume is None:
+        claims = claims_of(consume)
+        if not reservations and not claims:
             return ReserveResult(ok=True)
         async with self._connection() as conn:
-            if len(reservations) == 1 and consume is None:  # one statement, one round trip
+            if len(reservations) == 1 and not claims:  # one statement, one round trip
                 failed = await _charge(conn, reservations[0], self._CHARGE, self._USED)
                 return failed or ReserveResult(ok=True)
             try:
                 async with conn.transaction():
-                    if consume is not None:
-                        cur = await conn.execute(
-                            self._CONSUME, (consume.tenant, consume.approval_id, consume.now)
-                        )
+                    for claim in claims:
+                        cur = await conn.execute(self._CONSUME, (claim.tenant, claim.approval_id, claim.now))
                         if cur.rowcount != 1:
                             raise _Rollback(ReserveResult(ok=False, approval_unavailable=True))
                     # Charge in key order so two calls sharing counters never wait on each other in a
@@ -404,6 +420,40 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore):
             except _Rollback as rollback:  # the transaction rolled back: nothing was charged
                 return rollback.result
         return ReserveResult(ok=True)
+
+    async def prune_expired(
+        self,
+        now: float,
+        *,
+        grace_s: float = 300.0,
+        approval_retention_s: float = 86400.0,
+        batch: int = 10_000,
+    ) -> PruneResult:
+        counters = await self._prune(
+            "DELETE FROM budget_counters WHERE ctid = ANY(ARRAY("
+            "SELECT ctid FROM budget_counters WHERE expires_at < %s LIMIT %s FOR UPDATE SKIP LOCKED))",
+            now - grace_s,
+            batch,
+        )
+        approvals = await self._prune(
+            "DELETE FROM approvals WHERE approval_id = ANY(ARRAY("
+            "SELECT approval_id FROM approvals WHERE expires_at < %s LIMIT %s FOR UPDATE SKIP LOCKED))",
+            now - approval_retention_s,
+            batch,
+        )
+        return PruneResult(counters, approvals)
+
+    async def _prune(self, sql: str, before: float, batch: int) -> int:
+        # Short transactions, and rows a reservation holds locked are skipped (they are taken next time):
+        # pruning never makes a check wait.
+        total = 0
+        while True:
+            async with self._connection() as conn:
+                cur = await conn.execute(sql, (before, batch))  # type: ignore[arg-type]
+                deleted = cur.rowcount
+            total += deleted
+            if deleted < batch:
+                return total
 
     async def usage(self, key: str, window_start: int) -> float:
         rows = await self._fetch(self._USED, (key, window_start))
@@ -590,7 +640,13 @@ async def _charge(
     """Charge one counter; None when charged, else the exhausted result (with what the counter used)."""
     cur = await conn.execute(
         charge_sql,  # type: ignore[arg-type]
-        {"key": r.key, "window": r.window_start, "amount": r.amount, "limit": r.limit},
+        {
+            "key": r.key,
+            "window": r.window_start,
+            "amount": r.amount,
+            "limit": r.limit,
+            "expires": r.expires_at,
+        },
     )
     if await cur.fetchone() is not None:
         return None

@@ -7,17 +7,20 @@ before the lock is taken; only the hashing (which needs the head) happens inside
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import rfc8785
 
 from authz.chain import GENESIS_HASH, canonical_event, chain_hash, event_index
-from authz.errors import InvalidArgument
+from authz.errors import InvalidArgument, StorageError
 from authz.storage.protocols import AuditCheckpoint, AuditRecord
 
 if TYPE_CHECKING:
     from authz.storage.sqlite._db import SQLiteDatabase
+
+T = TypeVar("T")
 
 _HEAD_SQL = "SELECT seq, hash FROM audit_heads WHERE tenant = ?"
 _COLUMNS = "tenant, seq, time_ms, decision, agent, event, prev_hash, hash"
@@ -33,30 +36,19 @@ class SQLiteAuditStore:
     async def append_events(self, events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, int, str]]:
         if not events:
             return []
-        try:
-            prepared = [(tenant, canonical_event(event), event_index(event)) for tenant, event in events]
-        except (rfc8785.CanonicalizationError, KeyError, TypeError, ValueError) as exc:
-            raise InvalidArgument(f"not an audit event: {exc!r}") from exc
-        rows: list[tuple] = []
-        result: list[tuple[str, int, str]] = []
-        heads: dict[str, tuple[int, str]] = {}
+        prepared = prepare_events(events)
         with self.db.transaction() as conn:
-            for tenant, canonical, (time_ms, decision, agent) in prepared:
-                head = heads.get(tenant)
-                if head is None:
-                    row = conn.execute(_HEAD_SQL, (tenant,)).fetchone()
-                    head = (row[0], row[1]) if row else (0, GENESIS_HASH)
-                seq, prev_hash = head[0] + 1, head[1]
-                digest = chain_hash(prev_hash, canonical)
-                rows.append((tenant, seq, time_ms, decision, agent, canonical.decode(), prev_hash, digest))
-                result.append((tenant, seq, digest))
-                heads[tenant] = (seq, digest)
-            conn.executemany(f"INSERT INTO audit_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            conn.executemany(
-                "INSERT INTO audit_heads (tenant, seq, hash) VALUES (?, ?, ?) "
-                "ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-                [(tenant, seq, digest) for tenant, (seq, digest) in heads.items()],
-            )
+            return _append_locked(conn, prepared)
+
+    async def run_audited(
+        self,
+        mutation: Callable[[], Coroutine[Any, Any, T]],
+        events: Callable[[T], Sequence[tuple[str, dict[str, Any]]]],
+    ) -> T:
+        with self.db.transaction() as conn:
+            result = _run_inline(mutation())
+            prepared = prepare_events(events(result))
+            _append_locked(conn, prepared)
         return result
 
     async def iter_events(
@@ -131,3 +123,52 @@ class SQLiteAuditStore:
             (tenant,),
         )
         return [AuditCheckpoint(*row) for row in rows]
+
+
+def prepare_events(events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, bytes, tuple]]:
+    """Canonical bytes and index columns of each event, computed before any lock is taken."""
+    try:
+        return [(tenant, canonical_event(event), event_index(event)) for tenant, event in events]
+    except (rfc8785.CanonicalizationError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidArgument(f"not an audit event: {exc!r}") from exc
+
+
+def _append_locked(
+    conn: sqlite3.Connection, prepared: list[tuple[str, bytes, tuple]]
+) -> list[tuple[str, int, str]]:
+    """Extend the chains inside the caller's write transaction (which holds the lock on the heads)."""
+    rows: list[tuple] = []
+    result: list[tuple[str, int, str]] = []
+    heads: dict[str, tuple[int, str]] = {}
+    for tenant, canonical, (time_ms, decision, agent) in prepared:
+        head = heads.get(tenant)
+        if head is None:
+            row = conn.execute(_HEAD_SQL, (tenant,)).fetchone()
+            head = (row[0], row[1]) if row else (0, GENESIS_HASH)
+        seq, prev_hash = head[0] + 1, head[1]
+        digest = chain_hash(prev_hash, canonical)
+        rows.append((tenant, seq, time_ms, decision, agent, canonical.decode(), prev_hash, digest))
+        result.append((tenant, seq, digest))
+        heads[tenant] = (seq, digest)
+    conn.executemany(f"INSERT INTO audit_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany(
+        "INSERT INTO audit_heads (tenant, seq, hash) VALUES (?, ?, ?) "
+        "ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        [(tenant, seq, digest) for tenant, (seq, digest) in heads.items()],
+    )
+    return result
+
+
+def _run_inline(step: Coroutine[Any, Any, T]) -> T:
+    """Run a SQLite store coroutine to completion without the event loop.
+
+    SQLite store methods never suspend (each is one synchronous transaction), so an audited mutation
+    runs start to finish inside the outer transaction and no other task uses the connection meanwhile.
+    A coroutine that does suspend is refused rather than interleaved.
+    """
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return done.value
+    step.close()
+    raise StorageError("a SQLite store mutation suspended inside an audited transaction")

@@ -24,6 +24,7 @@ class SQLiteDatabase:
 
     def __init__(self, path: str | Path, *, synchronous: str | None = None):
         self.path = str(path)
+        self._depth = 0  # open transaction() blocks; only the outermost one begins and commits
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -54,8 +55,43 @@ class SQLiteDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception; maps sqlite3 errors."""
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception; maps sqlite3 errors.
+
+        Nested inside another ``transaction()`` (an audited admin mutation, see ``run_audited``) it is a
+        savepoint: the inner block's failure undoes only its own writes, and nothing commits before the
+        outer block does.
+        """
+        if self._depth:
+            yield from self._savepoint()
+            return
         conn = self.conn
+        self._depth += 1
+        try:
+            yield from self._outermost(conn)
+        finally:
+            self._depth -= 1
+
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        name = f"tessera_{self._depth}"
+        self._depth += 1
+        try:
+            conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield conn
+            except BaseException as exc:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc) from exc
+                raise
+            conn.execute(f"RELEASE {name}")
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+        finally:
+            self._depth -= 1
+
+    def _outermost(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:

@@ -21,11 +21,13 @@ from authz.storage.models import (
     Approval,
     ApprovalClaim,
     PolicyVersion,
+    PruneResult,
     Reservation,
     ReserveResult,
     Revocation,
     StoreVersions,
     TenantSettings,
+    claims_of,
 )
 from authz.storage.sqlite._admin import SQLiteAdminStore
 from authz.storage.sqlite._audit import SQLiteAuditStore
@@ -156,19 +158,23 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore):
 
     # -- budgets ---------------------------------------------------------------------------------------
     async def reserve(
-        self, reservations: Sequence[Reservation], *, consume: ApprovalClaim | None = None
+        self,
+        reservations: Sequence[Reservation],
+        *,
+        consume: ApprovalClaim | Sequence[ApprovalClaim] | None = None,
     ) -> ReserveResult:
-        if not reservations and consume is None:
+        claims = claims_of(consume)
+        if not reservations and not claims:
             return ReserveResult(ok=True)
         try:
             with self.db.transaction() as conn:
-                if consume is not None and not _consume(conn, consume):
+                if not all(_consume(conn, claim) for claim in claims):
                     raise _Exhausted(ReserveResult(ok=False, approval_unavailable=True))
                 for r in reservations:
                     conn.execute(
-                        "INSERT INTO budget_counters (counter_key, window_start, used) VALUES (?, ?, 0) "
-                        "ON CONFLICT DO NOTHING",
-                        (r.key, r.window_start),
+                        "INSERT INTO budget_counters (counter_key, window_start, used, expires_at) "
+                        "VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING",
+                        (r.key, r.window_start, r.expires_at),
                     )
                     cur = conn.execute(
                         "UPDATE budget_counters SET used = used + ? "
@@ -184,6 +190,38 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore):
         except _Exhausted as exhausted:  # the transaction rolled back: nothing was charged
             return exhausted.result
         return ReserveResult(ok=True)
+
+    async def prune_expired(
+        self,
+        now: float,
+        *,
+        grace_s: float = 300.0,
+        approval_retention_s: float = 86400.0,
+        batch: int = 10_000,
+    ) -> PruneResult:
+        counters = self._prune(
+            "DELETE FROM budget_counters WHERE rowid IN "
+            "(SELECT rowid FROM budget_counters WHERE expires_at < ? LIMIT ?)",
+            now - grace_s,
+            batch,
+        )
+        approvals = self._prune(
+            "DELETE FROM approvals WHERE approval_id IN "
+            "(SELECT approval_id FROM approvals WHERE expires_at < ? LIMIT ?)",
+            now - approval_retention_s,
+            batch,
+        )
+        return PruneResult(counters, approvals)
+
+    def _prune(self, sql: str, before: float, batch: int) -> int:
+        # Short transactions: the write lock is released between batches, so checks keep flowing.
+        total = 0
+        while True:
+            with self.db.transaction() as conn:
+                deleted = conn.execute(sql, (before, batch)).rowcount
+            total += deleted
+            if deleted < batch:
+                return total
 
     async def usage(self, key: str, window_start: int) -> float:
         rows = self.db.query(

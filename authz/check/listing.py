@@ -1,0 +1,234 @@
+"""Per-caller filtering of MCP list results: ``tools/list`` shows only what the caller may call.
+
+A ``tools/list`` request itself needs a valid token only (ARCHITECTURE §2). Its *answer* is filtered by
+the inputs a ``tools/call`` is decided on, evaluated for each listed tool without arguments:
+
+1. the token's ``tools`` caveats (their intersection): a tool outside them is hidden;
+2. the tenant's catalog, where it binds: with intent ``enforce`` + ``require_prompt`` and the built-in
+   catalog extractor, a tool absent from the catalog can never match a prompt's intent, so it is hidden;
+3. the tenant's active policy, evaluated in the **list phase**: the same input document as a call, with
+   ``input.phase == "list"`` (``"call"`` for a call), ``input.arguments == {}``, no intent, provenance
+   or approval. ``allow`` or ``escalate`` lists the tool (some call may pass, possibly after a human
+   approves); ``deny``, an evaluation error or an undefined decision hides it. A tenant without an
+   active policy lists nothing (every call of it would be denied).
+
+A policy tells the phases apart with ``input.phase``; a rule that judges arguments should answer the
+list phase explicitly (the demo policy lists ``transfer_funds``, whose calls depend on the amount).
+
+The check service learns the caller when it allows the list request (:meth:`ListFilter.context_for`)
+and hands that context to the response processor through Envoy's dynamic metadata; the processor
+filters the upstream's answer with :meth:`ListFilter.filter_message`. No gRPC in here: the transport is
+:mod:`authz.server.ext_proc`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from authz.check.directory import TenantDirectory, TenantView
+from authz.check.models import CheckInput, Decision
+from authz.intent import CatalogExtractor, ToolCatalog
+from authz.provenance import NOT_PRESENTED
+from authz.token import AuthenticatedToken
+
+#: The JSON-RPC methods whose result is filtered, and the result member that holds the items.
+LIST_RESULTS: Mapping[str, str] = {"tools/list": "tools"}
+
+#: Request header the check service sets on an allowed list request; the gateway's list route (the one
+#: with the response processor) matches on it. Clients cannot send it: Envoy strips x-tessera-* early.
+LIST_HEADER = "x-tessera-list"
+
+#: Dynamic-metadata key (namespace ``envoy.filters.http.ext_authz``) that carries a :class:`ListContext`.
+METADATA_KEY = "tessera_list"
+
+
+class ListContextError(ValueError):
+    """The processor was given no usable caller context: the list is withheld (fail closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListContext:
+    """Who asked for a list: what the check service knew when it allowed the request.
+
+    Nothing secret: the caveats are readable in the token itself, the token id is a hash.
+    ``tools`` is the intersection of the token's ``tools`` caveats, ``None`` when it has none.
+    ``rpc_id`` is the request's JSON-RPC id, JSON-encoded, so a failure can still answer that id.
+    """
+
+    tenant: str
+    agent: str | None
+    token_id: str
+    jti: str
+    caveats: tuple[str, ...]
+    tools: frozenset[str] | None
+    method: str
+    path: str
+    source_ip: str
+    rpc_id: str = "null"
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "agent": self.agent,
+            "token_id": self.token_id,
+            "jti": self.jti,
+            "caveats": list(self.caveats),
+            "tools": sorted(self.tools) if self.tools is not None else None,
+            "method": self.method,
+            "path": self.path,
+            "source_ip": self.source_ip,
+            "rpc_id": self.rpc_id,
+        }
+
+    @classmethod
+    def from_metadata(cls, data: Mapping[str, Any]) -> ListContext:
+        try:
+            tools = data.get("tools")
+            return cls(
+                tenant=_text(data["tenant"]),
+                agent=data.get("agent") if isinstance(data.get("agent"), str) else None,
+                token_id=_text(data["token_id"]),
+                jti=_text(data["jti"]),
+                caveats=tuple(_text(c) for c in data["caveats"]),
+                tools=None if tools is None else frozenset(_text(t) for t in tools),
+                method=_text(data["method"]),
+                path=_text(data.get("path", "")),
+                source_ip=_text(data.get("source_ip", "")),
+                rpc_id=_text(data.get("rpc_id", "null")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ListContextError(f"list context incomplete: {exc}") from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def rpc_id_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+class ListFilter:
+    """Decides which listed tools a caller sees. Reads the tenant snapshot; never writes."""
+
+    def __init__(
+        self,
+        *,
+        authenticator: Any,
+        directory: TenantDirectory,
+        clock: Callable[[], float] = time.time,
+        catalog_names: Callable[[TenantView], frozenset[str] | None] | None = None,
+    ):
+        self._auth = authenticator
+        self._directory = directory
+        self._clock = clock
+        self._catalog_names = catalog_names or binding_catalog
+        # Parsed catalogs per tenant snapshot: a refresh installs new TenantView objects.
+        self._catalogs: dict[int, tuple[TenantView, frozenset[str] | None]] = {}
+
+    # -- at check time --------------------------------------------------------------------------------
+    def context_for(self, inp: CheckInput, decision: Decision, request_id: Any) -> ListContext | None:
+        """The context of an allowed list request, or None when ``inp`` is not a filtered list method.
+
+        Raises :class:`ListContextError` when the token no longer authenticates (it just did: the
+        caller then denies rather than forward a list nobody can filter)."""
+        if inp.rpc_method not in LIST_RESULTS:
+            return None
+        token = self._auth.authenticate(inp.token) if inp.token else None
+        if not isinstance(token, AuthenticatedToken):
+            raise ListContextError("the list request's token does not authenticate")
+        return ListContext(
+            tenant=token.tenant,
+            agent=token.agent,
+            token_id=token.token_id,
+            jti=token.jti,
+            caveats=tuple(token.raw_caveats),
+            tools=token.tools,
+            method=inp.rpc_method,
+            path=inp.path,
+            source_ip=inp.source_ip,
+            rpc_id=rpc_id_json(request_id),
+        )
+
+    # -- on the response ------------------------------------------------------------------------------
+    def visible(self, ctx: ListContext, tool: str) -> bool:
+        """May this caller see ``tool`` in a list? False unless some call of it could pass."""
+        if ctx.tools is not None and tool not in ctx.tools:
+            return False
+        tenant = self._directory.get(ctx.tenant)
+        if tenant is None or tenant.policy is None or tenant.settings_error is not None:
+            return False
+        cached = self._catalogs.get(id(tenant))
+        if cached is None or cached[0] is not tenant:
+            if len(self._catalogs) > 1024:
+                self._catalogs.clear()
+            cached = self._catalogs[id(tenant)] = (tenant, self._catalog_names(tenant))
+        catalog = cached[1]
+        if catalog is not None and tool not in catalog:
+            return False
+        result = tenant.policy.evaluate(self.policy_input(ctx, tool))
+        return result.outcome in ("allow", "escalate")
+
+    def policy_input(self, ctx: ListContext, tool: str) -> dict[str, Any]:
+        """The list-phase policy input: a call's shape, ``phase: "list"``, no arguments."""
+        now = self._clock()
+        return {
+            "phase": "list",
+            "tenant": ctx.tenant,
+            "agent": ctx.agent,
+            "token": {"id": ctx.token_id, "jti": ctx.jti, "caveats": list(ctx.caveats)},
+            "request": {"transport": "mcp", "method": "POST", "path": ctx.path, "source_ip": ctx.source_ip},
+            "tool": tool,
+            "arguments": {},
+            "intent": None,
+            "provenance": NOT_PRESENTED.to_policy_input(),
+            "approval": None,
+            "time": {
+                "now": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "unix": int(now),
+            },
+        }
+
+    def filter_message(self, ctx: ListContext, message: Any, *, in_batch: bool = False) -> Any:
+        """One JSON-RPC message from the upstream with its list result filtered (others unchanged).
+
+        Raises :class:`ValueError` for a result that is not a list of named items: an unexpected
+        shape is withheld rather than passed on unfiltered. In a batch, results without the list
+        member answer the batch's other requests and pass unchanged."""
+        if not isinstance(message, dict) or "result" not in message:
+            return message  # an error, a notification, a server request: nothing listed
+        member = LIST_RESULTS.get(ctx.method)
+        result = message["result"]
+        if in_batch and member is not None and isinstance(result, dict) and member not in result:
+            return message
+        if member is None or not isinstance(result, dict) or not isinstance(result.get(member), list):
+            raise ValueError(f"{ctx.method} result has no {member!r} list")
+        kept = []
+        for item in result[member]:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ValueError(f"{ctx.method} result holds an item without a name")
+            if self.visible(ctx, item["name"]):
+                kept.append(item)
+        return {**message, "result": {**result, member: kept}}
+
+
+def binding_catalog(tenant: TenantView) -> frozenset[str] | None:
+    """The tool names a tenant's catalog restricts calls to, or None when the catalog does not bind.
+
+    It binds in intent ``enforce`` mode with ``require_prompt`` and the built-in catalog extractor:
+    every call then needs a prompt whose extracted intent allows the tool, and that extractor only
+    ever allows catalogued tools. An HTTP extractor may name any tool, so there the catalog does not
+    bind."""
+    settings = tenant.settings
+    if settings.intent_mode != "enforce" or not settings.require_prompt:
+        return None
+    if not isinstance(tenant.extractor, CatalogExtractor) or not settings.catalog:
+        return None
+    return ToolCatalog.from_mapping(settings.catalog).tool_names

@@ -1,0 +1,213 @@
+"""The OPA policy backend: a tenant's decisions come from an OPA server (the sidecar many meshes run).
+
+A tenant opts in with ``policy_engine: {engine: opa, url: http://opa:8181, path: tessera/decision}``
+(tenants file ``policy:`` mapping, see :mod:`authz.tenants`). Each policy evaluation then is
+``POST {url}/v1/data/{path}`` with ``{"input": <the same input document the embedded engine gets>}``
+through ``opa-python-client``; the ``result`` is read with the embedded engine's rules
+(:func:`~authz.policy._result.result_from_engine`), so a missing result (undefined), a badly shaped
+decision, an HTTP error, a connection failure or the timeout (``timeout_ms``, default 200) all deny.
+
+Lifecycle: with ``push: true`` (the default) the admin API's policy lifecycle still applies: the
+tenant's active version (promoted, rolled back, or from the tenants file) is pushed to OPA as policy
+``tessera-<tenant>`` (``PUT /v1/policies/{id}``) before its first evaluation, so drafts, validation,
+dry runs, promotion and rollback work as for embedded tenants (drafts are validated by the embedded
+compiler). One OPA server then serves one tenant (the shipped policies all say ``package tessera``).
+With ``push: false`` the policy is owned by OPA bundles: Tessera only queries ``path``, and promotions
+in Tessera do not change what OPA decides (the audit still records the version Tessera holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from authz.echo import echo
+from authz.errors import InvalidArgument
+from authz.policy._engine import EngineResult
+from authz.policy._result import PolicyResult, result_from_engine
+
+ENGINES = ("embedded", "opa")
+_PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
+_MAX_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class OpaSettings:
+    """Where and how a tenant's decisions are asked of OPA (validated by :meth:`parse`)."""
+
+    url: str
+    path: str = "tessera/decision"
+    timeout_ms: int = 200
+    push: bool = True
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> OpaSettings:
+        """From a tenant's ``policy_engine`` mapping; InvalidArgument says what is wrong."""
+        if not isinstance(raw, Mapping):
+            raise InvalidArgument("policy_engine must be a mapping")
+        unknown = sorted(set(raw) - {"engine", "url", "path", "timeout_ms", "push"})
+        if unknown:
+            raise InvalidArgument(f"policy_engine has unknown keys: {', '.join(unknown)}")
+        if raw.get("engine") != "opa":
+            raise InvalidArgument(f"policy_engine.engine must be 'opa', got {echo(raw.get('engine'))}")
+        url = raw.get("url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidArgument("policy_engine.url must be an http(s) URL of the OPA server")
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+            raise InvalidArgument("policy_engine.url names the OPA server only (scheme, host, port)")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise InvalidArgument("policy_engine.url has an invalid port") from None
+        path = raw.get("path", "tessera/decision")
+        if not isinstance(path, str) or not _PATH_RE.fullmatch(path.strip("/")):
+            raise InvalidArgument("policy_engine.path must look like 'tessera/decision'")
+        timeout_ms = raw.get("timeout_ms", 200)
+        if (
+            isinstance(timeout_ms, bool)
+            or not isinstance(timeout_ms, int)
+            or not 1 <= timeout_ms <= _MAX_TIMEOUT_MS
+        ):
+            raise InvalidArgument(f"policy_engine.timeout_ms must be an integer from 1 to {_MAX_TIMEOUT_MS}")
+        push = raw.get("push", True)
+        if not isinstance(push, bool):
+            raise InvalidArgument("policy_engine.push must be true or false")
+        return cls(url.rstrip("/"), path.strip("/"), timeout_ms, push)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "engine": "opa",
+            "url": self.url,
+            "path": self.path,
+            "timeout_ms": self.timeout_ms,
+            "push": self.push,
+        }
+
+
+class OpaClients:
+    """One ``opa_client.AsyncOpaClient`` per OPA server, shared by every tenant and policy version that
+    use it; created on first use (inside the event loop), closed by :meth:`aclose`."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
+
+    def get(self, url: str) -> Any:
+        client = self._clients.get(url)
+        if client is None:
+            from opa_client.opa_async import AsyncOpaClient  # the ``opa`` extra
+
+            parts = urlsplit(url)
+            https = parts.scheme == "https"
+            client = AsyncOpaClient(
+                host=parts.hostname or "",
+                port=parts.port or (443 if https else 8181),
+                ssl=https,
+                retries=0,  # one attempt: the check's deadline leaves no room to retry
+                timeout=_MAX_TIMEOUT_MS / 1000,  # the per-call timeout is ours (asyncio.timeout)
+            )
+            self._clients[url] = client
+        return client
+
+    def policy(self, tenant: str, engine: Mapping[str, Any], version: Any) -> OpaPolicy:
+        """The :class:`OpaPolicy` of a tenant's active ``version`` (a ``PolicyVersion``); the builder
+        :class:`~authz.check.TenantDirectory` takes as ``remote_policy``."""
+        settings = OpaSettings.parse(engine)
+        return OpaPolicy(
+            tenant,
+            settings,
+            self,
+            source=version.source,
+            version=version.version,
+            content_hash=version.content_hash,
+        )
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.close_connection()
+
+
+class OpaPolicy:
+    """One tenant's policy version evaluated by OPA. Same surface as
+    :class:`~authz.policy.CompiledPolicy`, except that :meth:`evaluate` is a coroutine."""
+
+    def __init__(
+        self,
+        tenant: str,
+        settings: OpaSettings,
+        clients: OpaClients,
+        *,
+        source: str,
+        version: int,
+        content_hash: str,
+    ):
+        self.tenant = tenant
+        self.settings = settings
+        self._clients = clients
+        self._source = source
+        self._version = version
+        self._content_hash = content_hash
+        self._pushed = not settings.push
+        self._push_lock = asyncio.Lock()
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def content_hash(self) -> str:
+        return self._content_hash
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def policy_id(self) -> str:
+        return f"tessera-{self.tenant}"
+
+    async def _session(self) -> Any:
+        client = self._clients.get(self.settings.url)
+        if client._session is None:
+            await client._init_session()
+        return client
+
+    async def push(self) -> None:
+        """``PUT /v1/policies/tessera-<tenant>`` with this version's source (once per version)."""
+        async with self._push_lock:
+            if self._pushed:
+                return
+            client = await self._session()
+            await client.update_policy_from_string(self._source, self.policy_id, rego_compat=False)
+            self._pushed = True
+
+    async def evaluate(self, input: Mapping[str, Any]) -> PolicyResult:
+        """Ask OPA for ``data.<path>``; never raises (every failure is a deny with ``error=True``)."""
+        try:
+            async with asyncio.timeout(self.settings.timeout_ms / 1000):
+                if not self._pushed:
+                    await self.push()
+                client = await self._session()
+                response = await client.query_rule(dict(input), self.settings.path)
+        except TimeoutError:
+            return PolicyResult.deny(f"OPA did not answer within {self.settings.timeout_ms} ms", error=True)
+        except Exception as exc:
+            return PolicyResult.deny(f"OPA policy evaluation failed: {_describe(exc)}", error=True)
+        if not isinstance(response, dict):
+            return PolicyResult.deny("OPA answered something other than a JSON object", error=True)
+        if "result" not in response:
+            return result_from_engine(EngineResult("undefined"))
+        return result_from_engine(EngineResult("value", (response["result"],)))
+
+    def __repr__(self) -> str:
+        return f"OpaPolicy(tenant={self.tenant!r}, url={self.settings.url!r}, version={self._version})"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

@@ -1,0 +1,201 @@
+"""Envoy external processing (``envoy.service.ext_proc.v3.ExternalProcessor``) for MCP list responses.
+
+Transport only: Envoy runs this processor on the gateway's list route alone (the check service marks an
+allowed ``tools/list`` with ``x-tessera-list`` and the route cache is cleared, so tool calls never come
+here). For each list response Envoy sends the response headers, then the whole buffered body; the body
+goes back with the list filtered by :class:`authz.check.listing.ListFilter`.
+
+Both framings of MCP streamable HTTP are handled: ``application/json`` (one message or a batch) and
+``text/event-stream`` (each event's ``data`` is one JSON-RPC message; other fields are kept).
+
+Fail closed: a missing caller context, a body that cannot be parsed, an unexpected result shape or any
+exception answers the client with a JSON-RPC error (-32018, the request's id) as an immediate response,
+never the unfiltered list. If this processor cannot be reached or is too slow, Envoy's own failure reply
+is rewritten into the same JSON-RPC error by the gateway config (``local_reply_config``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf.json_format import MessageToDict
+
+from authz.check.listing import METADATA_KEY, ListContext, ListContextError, ListFilter
+from authz.check.models import RETRY_AFTER_MS, Code
+
+log = logging.getLogger("tessera.list")
+
+#: Where the check service's dynamic metadata reaches the processor.
+EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
+
+
+class ListWithheld(Exception):
+    """The list cannot be shown filtered, so it is not shown at all."""
+
+
+class ListProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
+    """``ExternalProcessor/Process``: one stream per list response."""
+
+    def __init__(self, listing: ListFilter, *, metrics: Any = None):
+        self._listing = listing
+        self._metrics = metrics
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        ctx: ListContext | None = None
+        ctx_error: str | None = None
+        content_type = ""
+        async for request in request_iterator:
+            if ctx is None and ctx_error is None and request.HasField("metadata_context"):
+                try:
+                    ctx = _context(request.metadata_context)
+                except ListContextError as exc:
+                    ctx_error = str(exc)
+            kind = request.WhichOneof("request")
+            if kind == "response_headers":
+                content_type = _header(request.response_headers, "content-type")
+                # The body is rewritten, so its length changes: let Envoy frame it.
+                yield pb.ProcessingResponse(
+                    response_headers=pb.HeadersResponse(
+                        response=pb.CommonResponse(
+                            header_mutation=_mutation_remove("content-length"),
+                        )
+                    )
+                )
+            elif kind == "response_body":
+                try:
+                    if ctx is None:
+                        raise ListWithheld(ctx_error or "no caller context for the list response")
+                    body = filter_body(self._listing, ctx, content_type, request.response_body.body)
+                except Exception as exc:  # fail closed: never the unfiltered list
+                    log.warning("list response withheld: %s", exc)
+                    yield _withheld(ctx, f"the list could not be filtered: {_describe(exc)}")
+                    return
+                yield pb.ProcessingResponse(
+                    response_body=pb.BodyResponse(
+                        response=pb.CommonResponse(body_mutation=pb.BodyMutation(body=body))
+                    )
+                )
+            elif kind == "request_headers":
+                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+            elif kind == "request_body":
+                yield pb.ProcessingResponse(request_body=pb.BodyResponse())
+            elif kind == "request_trailers":
+                yield pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+            elif kind == "response_trailers":
+                yield pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+
+def _context(metadata: base_pb2.Metadata) -> ListContext:
+    if EXT_AUTHZ_NAMESPACE not in metadata.filter_metadata:
+        raise ListContextError("no list context in the request's metadata")
+    data = MessageToDict(metadata.filter_metadata[EXT_AUTHZ_NAMESPACE]).get(METADATA_KEY)
+    if not isinstance(data, dict):
+        raise ListContextError("no list context in the request's metadata")
+    return ListContext.from_metadata(data)
+
+
+def _header(headers: pb.HttpHeaders, name: str) -> str:
+    for h in headers.headers.headers:
+        if h.key.lower() == name:
+            return (h.raw_value.decode("latin-1") if h.raw_value else h.value).strip()
+    return ""
+
+
+def _mutation_remove(name: str) -> pb.HeaderMutation:
+    return pb.HeaderMutation(remove_headers=[name])
+
+
+def filter_body(listing: ListFilter, ctx: ListContext, content_type: str, body: bytes) -> bytes:
+    """The upstream's list body with the list filtered, in the framing it came in."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if not body.strip():
+        return body  # e.g. 202 for a notification: nothing listed
+    if media == "text/event-stream":
+        return _filter_sse(listing, ctx, body)
+    if media == "application/json" or media.endswith("+json"):
+        doc = json.loads(body)
+        if isinstance(doc, list):
+            doc = [listing.filter_message(ctx, m, in_batch=True) for m in doc]
+        else:
+            doc = listing.filter_message(ctx, doc)
+        return _dumps(doc)
+    raise ListWithheld(f"unexpected content type {content_type!r} for a list response")
+
+
+def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes) -> bytes:
+    """Rewrite each event's data; field lines other than ``data`` and the event boundaries are kept."""
+    text = body.decode("utf-8")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    out: list[str] = []
+    event: list[str] = []
+    data: list[str] = []
+
+    def flush() -> None:
+        if data:
+            message = listing.filter_message(ctx, json.loads("\n".join(data)))
+            event.append("data: " + _dumps(message).decode())
+        out.extend(event)
+        event.clear()
+        data.clear()
+
+    for index, line in enumerate(lines):
+        if line == "":
+            if event or data:
+                flush()
+                out.append("")
+            elif index < len(lines) - 1:
+                out.append("")
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+        else:
+            event.append(line)
+    if event or data:  # a stream that ends without the final blank line
+        flush()
+    return "\n".join(out).encode()
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _withheld(ctx: ListContext | None, reason: str) -> pb.ProcessingResponse:
+    rpc_id = json.loads(ctx.rpc_id) if ctx is not None else None
+    body = {
+        "jsonrpc": "2.0",
+        "id": rpc_id,
+        "error": {
+            "code": int(Code.UNAVAILABLE),
+            "message": "authorization unavailable",
+            "data": {"check": "unavailable", "reason": reason, "retry_after_ms": RETRY_AFTER_MS},
+        },
+    }
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=200),
+            headers=pb.HeaderMutation(
+                set_headers=[
+                    base_pb2.HeaderValueOption(
+                        header=base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
+                        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                    )
+                ]
+            ),
+            body=_dumps(body),
+            details="tessera_list_withheld",
+        )
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
