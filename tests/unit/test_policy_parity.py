@@ -25,6 +25,7 @@ SHIPPED = {"demo.rego": default_policy_source()}
 
 def policy_input(tool: str, arguments: dict, approval: dict | None = None) -> dict:
     return {
+        "phase": "call",
         "tenant": "demo",
         "agent": "agent-1",
         "token": {"id": "ab" * 32, "jti": "j1", "caveats": ["tenant = demo"]},

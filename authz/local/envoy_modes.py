@@ -1,0 +1,140 @@
+"""``tessera envoy-config``: the gateway's Envoy bootstrap for a deployment mode, from the one renderer.
+
+The local stack, the Helm chart and anyone wiring Envoy by hand get their config from
+:func:`authz.local.envoy_config.render_envoy_config` over the shipped template; this module only picks
+the defaults each mode needs. The chart runs this very command in an init container, so the config a
+pod runs is the config a test validates with ``envoy --mode validate``.
+
+Modes:
+
+- ``front-proxy``: Envoy is its own Deployment (the gateway). It listens on all addresses, reaches the
+  check replicas through a (headless) Service name, so each pod is its own endpoint (Envoy puts every
+  Check of a worker on one HTTP/2 connection per endpoint), and forwards allowed calls to the tool
+  server's Service.
+- ``sidecar``: Envoy runs in the check service's pod (or in the tool server's pod, next to a check
+  container): the check service is on loopback, the tool server is ``--upstream``.
+- ``local``: what ``tessera run`` starts: every address on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from authz.errors import ConfigError
+from authz.local.envoy_config import render_envoy_config, validate_envoy_config
+
+
+@dataclass(frozen=True)
+class ModeDefaults:
+    listen: str
+    checks: tuple[str, ...]
+    admins: tuple[str, ...]
+    upstream: str
+
+
+MODES: dict[str, ModeDefaults] = {
+    "front-proxy": ModeDefaults("0.0.0.0:8080", ("tessera-check:9191",), ("tessera-admin:9192",), ""),
+    "sidecar": ModeDefaults("0.0.0.0:8080", ("127.0.0.1:9191",), ("tessera-admin:9192",), "127.0.0.1:9000"),
+    "local": ModeDefaults("127.0.0.1:8080", ("127.0.0.1:9191",), ("127.0.0.1:9192",), "127.0.0.1:9000"),
+}
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for an IPv6 literal) as ``(host, port)``; ConfigError otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"not a host:port address: {text!r}", reason="ENVOY_CONFIG_VALUE")
+    return host, int(port)
+
+
+def render_for_mode(
+    mode: str,
+    *,
+    listen: str | None = None,
+    envoy_admin_port: int = 9901,
+    checks: list[str] | None = None,
+    admins: list[str] | None = None,
+    upstream: str | None = None,
+    check_timeout_ms: int = 500,
+    max_request_bytes: int = 1048576,
+) -> str:
+    """The Envoy bootstrap for ``mode`` with the mode's defaults for every address not given."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; one of {', '.join(MODES)}", reason="ENVOY_CONFIG_VALUE")
+    defaults = MODES[mode]
+    upstream = upstream or defaults.upstream
+    if not upstream:
+        raise ConfigError(
+            f"mode {mode} needs --upstream HOST:PORT (the tool server)", reason="ENVOY_CONFIG_VALUE"
+        )
+    listen_host, listen_port = parse_address(listen or defaults.listen)
+    return render_envoy_config(
+        listen_port=listen_port,
+        listen_address=listen_host,
+        admin_port=envoy_admin_port,
+        check_endpoints=[parse_address(a) for a in (checks or defaults.checks)],
+        admin_endpoints=[parse_address(a) for a in (admins or defaults.admins)],
+        upstream=parse_address(upstream),
+        check_timeout_ms=check_timeout_ms,
+        max_request_bytes=max_request_bytes,
+    )
+
+
+def cmd_envoy_config(args: argparse.Namespace) -> int:
+    text = render_for_mode(
+        args.mode,
+        listen=args.listen,
+        envoy_admin_port=args.envoy_admin_port,
+        checks=args.check,
+        admins=args.admin,
+        upstream=args.upstream,
+        check_timeout_ms=args.check_timeout_ms,
+        max_request_bytes=args.max_request_bytes,
+    )
+    if args.output in (None, "-"):
+        if args.validate:
+            raise ConfigError("--validate needs --output FILE", reason="ENVOY_CONFIG_VALUE")
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    if args.validate:
+        validate_envoy_config(out)
+    print(f"wrote {out} ({args.mode})", file=sys.stderr)
+    return 0
+
+
+def add_envoy_config_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "envoy-config",
+        help="render the Envoy bootstrap for a deployment mode (front-proxy, sidecar, local)",
+        description=__doc__.split("\n\n", 1)[0],
+    )
+    p.add_argument("--mode", choices=list(MODES), default="front-proxy")
+    p.add_argument(
+        "--listen", help="agent-facing listener HOST:PORT (default 0.0.0.0:8080; local: 127.0.0.1)"
+    )
+    p.add_argument("--envoy-admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1")
+    p.add_argument(
+        "--check",
+        action="append",
+        metavar="HOST:PORT",
+        help="a check service endpoint; repeat for several (front-proxy default tessera-check:9191, "
+        "a headless Service whose every pod becomes an endpoint; sidecar default 127.0.0.1:9191)",
+    )
+    p.add_argument(
+        "--admin", action="append", metavar="HOST:PORT", help="the admin service (default tessera-admin:9192)"
+    )
+    p.add_argument("--upstream", metavar="HOST:PORT", help="the tool server (sidecar default 127.0.0.1:9000)")
+    p.add_argument("--check-timeout-ms", type=int, default=500, help="ext_authz gRPC timeout (default 500)")
+    p.add_argument(
+        "--max-request-bytes", type=int, default=1048576, help="largest body checked (default 1 MiB)"
+    )
+    p.add_argument("--output", "-o", help="write here instead of stdout")
+    p.add_argument("--validate", action="store_true", help="then run envoy --mode validate on --output")
+    p.set_defaults(func=cmd_envoy_config)
