@@ -337,3 +337,43 @@ def test_dashboard_queries_parse_and_use_exported_metrics(tmp_path: Path):
     path.write_text(yaml.safe_dump(rules))
     check = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# -- Envoy's tracing --------------------------------------------------------------------------------------
+
+
+def test_the_shipped_envoy_config_traces_to_an_otlp_collector(tmp_path: Path):
+    from authz.local.envoy_config import (
+        OTLP_CLUSTER,
+        SHIPPED_CONFIG,
+        render_envoy_config,
+        validate_envoy_config,
+    )
+
+    shipped = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    hcm = shipped["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    provider = hcm["tracing"]["provider"]
+    assert provider["name"] == "envoy.tracers.opentelemetry"
+    assert provider["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == OTLP_CLUSTER
+
+    def render(**kwargs) -> dict:
+        text = render_envoy_config(
+            listen_port=18080,
+            admin_port=19901,
+            check_endpoints=[("127.0.0.1", 19191)],
+            upstream=("127.0.0.1", 19000),
+            **kwargs,
+        )
+        path = tmp_path / f"envoy-{len(kwargs)}.yaml"
+        path.write_text(text)
+        validate_envoy_config(path)  # the real Envoy accepts it
+        return yaml.safe_load(text)
+
+    traced = render(otlp_endpoint=("127.0.0.1", 14317))
+    (collector,) = [c for c in traced["static_resources"]["clusters"] if c["name"] == OTLP_CLUSTER]
+    endpoint = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"]["port_value"] == 14317
+    plain = render()
+    assert OTLP_CLUSTER not in {c["name"] for c in plain["static_resources"]["clusters"]}
+    hcm = plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert "tracing" not in hcm
