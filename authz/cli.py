@@ -256,7 +256,7 @@ def _bootstrap_key_for_run(cfg) -> str | None:
 
 def _otlp_endpoint() -> tuple[str, int] | None:
     """Envoy's span destination for ``tessera run``: the OTLP/gRPC endpoint of OTEL_EXPORTER_OTLP_*
-    when tracing is on, else None (Envoy without tracing)."""
+    when tracing is on over gRPC, else None (Envoy without tracing; its exporter speaks OTLP/gRPC)."""
     from urllib.parse import urlsplit
 
     from authz.observability import tracing_requested
@@ -264,7 +264,10 @@ def _otlp_endpoint() -> tuple[str, int] | None:
     raw = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
-    if not tracing_requested() or not raw:
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+    )
+    if not tracing_requested() or not raw or protocol != "grpc":
         return None
     url = urlsplit(raw if "://" in raw else f"http://{raw}")
     return (url.hostname or "127.0.0.1", url.port or 4317)

@@ -377,3 +377,27 @@ def test_the_shipped_envoy_config_traces_to_an_otlp_collector(tmp_path: Path):
     assert OTLP_CLUSTER not in {c["name"] for c in plain["static_resources"]["clusters"]}
     hcm = plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert "tracing" not in hcm
+
+
+@pytest.mark.parametrize(
+    ("env", "endpoint"),
+    [
+        ({}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, ("collector", 4317)),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://10.0.0.7:5317"}, ("10.0.0.7", 5317)),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            None,
+        ),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_SDK_DISABLED": "true"}, None),
+    ],
+)
+def test_tessera_run_points_envoy_at_the_otlp_grpc_collector(monkeypatch, env, endpoint):
+    from authz.cli import _otlp_endpoint
+
+    for name in list(__import__("os").environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _otlp_endpoint() == endpoint
