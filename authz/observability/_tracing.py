@@ -111,7 +111,8 @@ def setup_tracing(service_name: str, env: Mapping[str, str] | None = None) -> Tr
     except metadata.PackageNotFoundError:
         version = "unknown"
     # Resource.create adds OTEL_RESOURCE_ATTRIBUTES; OTEL_SERVICE_NAME, when set, names the service.
-    resource = Resource.create({SERVICE_NAME: service_name, SERVICE_VERSION: version})
+    name = env.get("OTEL_SERVICE_NAME") or service_name
+    resource = Resource.create({SERVICE_NAME: name, SERVICE_VERSION: version})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
     return Tracing(provider, provider.get_tracer("tessera", version))

@@ -401,3 +401,52 @@ def test_tessera_run_points_envoy_at_the_otlp_grpc_collector(monkeypatch, env, e
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert _otlp_endpoint() == endpoint
+
+
+def test_otlp_http_export_reaches_a_receiver(monkeypatch):
+    """OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf: spans arrive as an OTLP ExportTraceServiceRequest over
+    HTTP (a real HTTP server on 127.0.0.1 decoding the body with opentelemetry-proto)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    from authz.observability import setup_tracing
+
+    received: list = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append((self.path, trace_service_pb2.ExportTraceServiceRequest.FromString(body)))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.end_headers()
+            self.wfile.write(trace_service_pb2.ExportTraceServiceResponse().SerializeToString())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": "tessera-check-test",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        tracing = setup_tracing("tessera-check", env)
+        assert tracing is not None
+        with tracing.span("tessera.audit", **{"tessera.stage": "audit"}):
+            pass
+        tracing.shutdown()
+    finally:
+        server.shutdown()
+    (path, request), *_ = received
+    assert path == "/v1/traces"
+    resource = request.resource_spans[0]
+    service = {a.key: a.value.string_value for a in resource.resource.attributes}["service.name"]
+    assert service == "tessera-check-test"
+    assert [s.name for s in resource.scope_spans[0].spans] == ["tessera.audit"]
