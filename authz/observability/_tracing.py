@@ -119,9 +119,10 @@ def setup_tracing(service_name: str, env: Mapping[str, str] | None = None) -> Tr
 
 
 def current_trace_id() -> str | None:
-    """The active span's trace id (32 hex digits), None outside a sampled trace."""
+    """The active span's trace id (32 hex digits), None outside a sampled trace (an id whose spans are
+    never exported would send an auditor nowhere)."""
     context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
+    return format(context.trace_id, "032x") if context.is_valid and context.trace_flags.sampled else None
 
 
 def annotate_check_span(request: Any) -> None:

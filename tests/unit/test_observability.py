@@ -450,3 +450,18 @@ def test_otlp_http_export_reaches_a_receiver(monkeypatch):
     service = {a.key: a.value.string_value for a in resource.resource.attributes}["service.name"]
     assert service == "tessera-check-test"
     assert [s.name for s in resource.scope_spans[0].spans] == ["tessera.audit"]
+
+
+def test_a_trace_id_is_returned_only_for_sampled_traces():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    from authz.observability import current_trace_id
+
+    assert current_trace_id() is None
+    sampled = TracerProvider(sampler=ALWAYS_ON).get_tracer("t")
+    with sampled.start_as_current_span("check") as span:
+        assert current_trace_id() == format(span.get_span_context().trace_id, "032x")
+    dropped = TracerProvider(sampler=ALWAYS_OFF).get_tracer("t")
+    with dropped.start_as_current_span("check"):
+        assert current_trace_id() is None
