@@ -18,7 +18,9 @@ import pytest
 from authz.local.stack import free_port
 from tests.deploy.conftest import ROOT, WheelVenv
 
-pytestmark = pytest.mark.integration
+# The first test here pays for building the wheel and installing it with its dependencies into a
+# fresh virtualenv (the session fixture): about two minutes on a loaded 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 
 @pytest.fixture
