@@ -41,7 +41,25 @@ fmt: $(STAMP) ## format the code with ruff
 proto: $(STAMP) ## regenerate authz/api from proto/ and the Envoy descriptor set
 	@if ls proto/authz >/dev/null 2>&1; then $(BIN)/python -m authz.api.generate; else echo "no protos yet"; fi
 
+FUZZ_SECONDS ?= 60
+FUZZ_DIR ?= var/fuzz
+fuzz: $(STAMP) ## property tests with many examples, then atheris on the token and body parsers (FUZZ_SECONDS each)
+	$(BIN)/python -m pip install -q -e '.[dev,fuzz]'
+	TESSERA_PROPERTY_EXAMPLES=$${TESSERA_PROPERTY_EXAMPLES:-2000} $(BIN)/pytest -q tests/unit/test_properties.py
+	mkdir -p $(FUZZ_DIR)/token $(FUZZ_DIR)/body
+	$(BIN)/python tests/fuzz/fuzz_token.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/token
+	$(BIN)/python tests/fuzz/fuzz_body.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_DIR)/ \
+		-dict=tests/fuzz/json.dict $(FUZZ_DIR)/body
+
 bench: $(STAMP) ## run the benchmark (starts its own stack) and print one table
 	$(BIN)/python -m bench
 
-.PHONY: help install helm run test lint fmt proto bench
+INTENT_DATA := tests/data/intent
+eval-intent: $(STAMP) ## measure the intent extractor on the labelled corpus (EXTRACTOR=URL for an HTTP one)
+	@for set in demo ap cloud crm; do for part in cases holdout; do \
+	  echo "== $$set $$part"; \
+	  $(BIN)/tessera intent eval --summary --tools $(INTENT_DATA)/$${set}_tools.json \
+	    --cases $(INTENT_DATA)/$${set}_$${part}.jsonl $(if $(EXTRACTOR),--extractor $(EXTRACTOR)) || exit 1; \
+	done; done
+
+.PHONY: help install helm run test lint fmt proto bench fuzz eval-intent

@@ -78,6 +78,27 @@ class IntentConfig:
     http_timeout_s: float = 0.2
     cache_size: int = 10_000
     cache_ttl_s: float = 300.0
+    #: How often each tenant's upstream MCP ``tools/list`` is fetched again (authz/intent/_refresh.py).
+    refresh_s: float = 300.0  # TESSERA_INTENT_REFRESH_S
+    #: Bound on one ``tools/list`` fetch.
+    refresh_timeout_s: float = 10.0  # TESSERA_INTENT_REFRESH_TIMEOUT_S
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundConfig:
+    """Outbound requests to URLs an admin or a tenant file sets (:mod:`authz.outbound`).
+
+    Loopback, private, link-local, unique-local and metadata addresses and the service's own ports are
+    refused unless ``allow`` (``TESSERA_OUTBOUND_ALLOW``, comma-separated; operator-only, never settable
+    through the tenant API) permits them: ``10.0.0.0/8`` (a network), ``127.0.0.1:8099`` (one port,
+    needed for one of the refused ports), ``[::1]:8099``. ``tessera run`` and the test stack allow
+    loopback, where their demo webhook receivers and extractors listen.
+    """
+
+    allow: tuple[str, ...] = ()
+    #: Ports refused besides the check, admin and metrics ports: Envoy's listener and admin by default
+    #: (``TESSERA_OUTBOUND_REFUSED_PORTS``).
+    refused_ports: tuple[int, ...] = (8080, 9901)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +145,13 @@ class TesseraConfig:
     intent: IntentConfig = field(default_factory=IntentConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     body: BodyLimitsConfig = field(default_factory=BodyLimitsConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     #: Tenants file (YAML) applied at startup: settings, tool catalog, policy. See README.
     tenants_file: Path | None = None
     #: Directory for embedded state (SQLite database, generated dev master key).
     var_dir: Path = Path("var")
+    #: Trusted OAuth issuers (YAML, see authz.oauth): JWT access tokens accepted beside macaroons.
+    oauth_issuers_file: Path | None = None  # TESSERA_OAUTH_ISSUERS_FILE
 
 
 def default_tenants_file() -> Path:
@@ -190,6 +214,24 @@ def _load_master_key(env: Mapping[str, str], var_dir: Path) -> Secret:
     return Secret(path.read_bytes().strip())
 
 
+def _outbound(env: Mapping[str, str]) -> OutboundConfig:
+    from authz.outbound import parse_allow_entry
+
+    allow = tuple(e.strip() for e in env.get("TESSERA_OUTBOUND_ALLOW", "").split(",") if e.strip())
+    for entry in allow:
+        parse_allow_entry(entry)  # ConfigError naming the bad entry
+    raw_ports = env.get("TESSERA_OUTBOUND_REFUSED_PORTS")
+    if raw_ports is None:
+        return OutboundConfig(allow=allow)
+    try:
+        ports = tuple(int(p) for p in raw_ports.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(
+            f"TESSERA_OUTBOUND_REFUSED_PORTS must be comma-separated ports, got {raw_ports!r}"
+        ) from None
+    return OutboundConfig(allow=allow, refused_ports=ports)
+
+
 def _body_limits(env: Mapping[str, str]) -> BodyLimitsConfig:
     defaults = BodyLimitsConfig()
     values = {
@@ -247,8 +289,11 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         http_timeout_s=_float(env, "TESSERA_INTENT_TIMEOUT_S", 0.2),
         cache_size=_int(env, "TESSERA_INTENT_CACHE_SIZE", 10_000),
         cache_ttl_s=_float(env, "TESSERA_INTENT_CACHE_TTL_S", 300.0),
+        refresh_s=_float(env, "TESSERA_INTENT_REFRESH_S", 300.0),
+        refresh_timeout_s=_float(env, "TESSERA_INTENT_REFRESH_TIMEOUT_S", 10.0),
     )
     body = _body_limits(env)
+    outbound = _outbound(env)
     tenants = env.get("TESSERA_TENANTS_FILE")
     observability = _observability(env)
     return TesseraConfig(
@@ -259,8 +304,12 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         intent=intent,
         observability=observability,
         body=body,
+        outbound=outbound,
         tenants_file=Path(tenants) if tenants else default_tenants_file(),
         var_dir=var_dir,
+        oauth_issuers_file=Path(env["TESSERA_OAUTH_ISSUERS_FILE"])
+        if env.get("TESSERA_OAUTH_ISSUERS_FILE")
+        else None,
     )
 
 
@@ -288,6 +337,7 @@ __all__ = [
     "KeyConfig",
     "ListenConfig",
     "ObservabilityConfig",
+    "OutboundConfig",
     "StoreConfig",
     "TesseraConfig",
     "default_tenants_file",

@@ -1,10 +1,17 @@
 """Rate limiting of failed admin authentication, per source address and per key id.
 
-Admin keys carry 256 random bits, so guessing one is hopeless; what the limiter stops is a client (or a
-leaked key id) hammering the admin API: after ``max_failures`` failed attempts within ``window_s`` from
-one source, or naming one key id, every attempt from that source or with that key id is refused for
-``lockout_s`` before any key is looked up or compared. State is bounded (``max_tracked`` entries, the
-oldest forgotten first) and in memory: each admin replica limits on its own.
+Admin keys carry 256 random bits, so guessing one is hopeless; what the limiter stops is a client
+hammering the admin API with bad keys, and the audit chain filling with its failures. After
+``max_failures`` failed attempts within ``window_s``:
+
+- from one **source**, every attempt from that source is refused for ``lockout_s`` before any key is
+  looked up or compared;
+- naming one **key id** (key ids are not secret), further failures with that key id are refused for
+  ``lockout_s`` without an audit event each, while the key's real holder still gets in: a correct key
+  is never locked out by someone else's guesses.
+
+State is bounded (``max_tracked`` entries, the oldest forgotten first) and in memory: each admin replica
+limits on its own.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ class AuthFailureLimiter:
     def __init__(
         self,
         *,
-        max_failures: int = 10,
+        max_failures: int = 100,
         window_s: float = 60.0,
         lockout_s: float = 60.0,
         max_tracked: int = 10_000,
@@ -46,8 +53,9 @@ class AuthFailureLimiter:
             keys.append(("key_id", key_id))
         return keys
 
-    def locked(self, source: str | None, key_id: str | None) -> float:
-        """Seconds until an attempt from ``source`` naming ``key_id`` is allowed again (0: allowed)."""
+    def locked(self, source: str | None, key_id: str | None = None) -> float:
+        """Seconds until an attempt from ``source`` (naming ``key_id``, when given) is allowed again
+        (0: allowed now)."""
         now = self._clock()
         wait = 0.0
         for key in self._keys(source, key_id):

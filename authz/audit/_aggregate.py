@@ -97,7 +97,11 @@ class UnauthenticatedDenials:
                 if early.count:
                     closed.append(self._summary(early))
             self._windows[key] = _Window(decision, source, self._wall(), now + self._window_s)
-        await self._recorder.record([*decisions, *closed])
+        try:
+            await self._recorder.record([*decisions, *closed])
+        except Exception:
+            self._defer(closed)  # the caller defers its own decisions; the summaries are ours
+            raise
 
     def _close_due(self, now: float) -> list[Decision]:
         closed: list[Decision] = []
@@ -114,8 +118,14 @@ class UnauthenticatedDenials:
     async def _write_closed(self, closed: list[Decision]) -> None:
         try:
             await self._recorder.record(closed)
-        except Exception as exc:  # the counted denials were answered already; say what was lost
+        except Exception as exc:  # the counted denials were answered already: keep them for later
             log.error("could not record %d aggregated denial events: %s", len(closed), exc)
+            self._defer(closed)
+
+    def _defer(self, closed: list[Decision]) -> None:
+        defer = getattr(self._recorder, "defer", None)
+        if closed and defer is not None:
+            defer(closed)
 
     def _summary(self, window: _Window) -> Decision:
         first = window.first

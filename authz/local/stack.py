@@ -169,6 +169,13 @@ class Stack:
     otlp_endpoint: tuple[str, int] | None = None
     start_upstream: bool = True
     start_admin: bool = True
+    #: Extra command-line arguments of the demo upstream (``--sse``, ``--slow-tool``).
+    upstream_args: tuple[str, ...] = ()
+    #: Browser origins allowed by CORS (None: the shipped list) and the MCP stream idle timeout.
+    cors_origins: list[str] | None = None
+    mcp_idle_timeout_ms: int | None = None
+    #: OAuth resource-server mode: the issuers named in the protected-resource metadata (None: off).
+    oauth_authorization_servers: list[str] | None = None
     #: Where Envoy's list processor (ext_proc) runs; None: on the check replicas.
     list_endpoints: list[tuple[str, int]] | None = None
     upstream: subprocess.Popen | None = None
@@ -194,6 +201,10 @@ class Stack:
         return {
             "TESSERA_VAR_DIR": str(self.workdir),
             "TESSERA_HOST": "127.0.0.1",
+            # Everything of the local stack, demo webhook receivers and extractors included, is on
+            # loopback: allow it explicitly, but keep Envoy's own listener and admin ports refused.
+            "TESSERA_OUTBOUND_ALLOW": "127.0.0.0/8,::1",
+            "TESSERA_OUTBOUND_REFUSED_PORTS": f"{self.ports.listen},{self.ports.envoy_admin}",
             **self.env,
         }
 
@@ -210,6 +221,7 @@ class Stack:
                         "127.0.0.1",
                         "--port",
                         str(self.ports.upstream),
+                        *self.upstream_args,
                     ],
                     log=self.workdir / "upstream.log",
                 )
@@ -256,6 +268,10 @@ class Stack:
                     max_request_bytes=self.max_request_bytes,
                     otlp_endpoint=self.otlp_endpoint,
                     list_endpoints=self.list_endpoints,
+                    cors_origins=self.cors_origins,
+                    mcp_idle_timeout_ms=self.mcp_idle_timeout_ms,
+                    oauth_resource=f"{self.url}/v1/mcp" if self.oauth_authorization_servers else None,
+                    oauth_authorization_servers=self.oauth_authorization_servers or (),
                 )
             )
             self.envoy = EnvoyProcess(

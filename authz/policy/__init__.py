@@ -1,4 +1,4 @@
-"""Rego policies, evaluated in-process by ``regopy`` (rego-cpp).
+"""Rego policies, evaluated in-process by ``regopy`` (rego-cpp), or per tenant by an OPA server.
 
 A tenant's policy is compiled once per version (:func:`compile_policy`) into a bundle and evaluated per
 call (:meth:`CompiledPolicy.evaluate`, about a hundred microseconds for a small policy);
@@ -39,6 +39,8 @@ What the check pipeline passes as ``input`` (all keys present; ``null`` where no
 The input must be JSON-compatible (mappings with string keys, lists, str, int, float, bool, None).
 """
 
+# A tenant with ``policy_engine: {engine: opa, ...}`` decides through :class:`OpaPolicy` instead (same
+# input, same decision contract, every failure a deny); see :mod:`authz.policy._opa`.
 from authz.policy._compiled import (
     MAX_POLICY_SOURCE_BYTES,
     CompiledPolicy,

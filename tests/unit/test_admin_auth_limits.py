@@ -95,3 +95,38 @@ def test_the_limiter_forgets_the_oldest_entries_beyond_its_bound():
 @pytest.mark.parametrize("presented", [None, "", "Bearer", "not-a-key", WRONG])
 def test_parse_key_never_raises(presented):
     assert parse_key(presented or "") in (None, parse_key(ROOT))
+
+
+async def test_a_locked_key_id_refuses_guesses_but_never_its_holder_and_sources_come_from_envoy(tmp_path):
+    store = SQLiteStore(tmp_path / "tessera.db")
+    keyring = KeyRing(Secret(MASTER))
+    await bootstrap_admin_key(store, Secret(ROOT))
+    limiter = AuthFailureLimiter(max_failures=3, window_s=60, lockout_s=30)
+    runtime = AdminRuntime(store, keyring, TokenAuthenticator(keyring), auth_limiter=limiter)
+    server, _ = build_server(runtime)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = tenants_grpc.TenantServiceStub(channel)
+    request = tenants_pb.ListTenantsRequest()
+
+    def via_envoy(key: str, client: str):  # the local Envoy forwards the client's address
+        return (*auth(key), ("x-forwarded-for", client))
+
+    try:
+        # Guesses at one key id from three clients: each source fails once, the key id three times.
+        for i in range(3):
+            code, _ = await failure(stub.ListTenants(request, metadata=via_envoy(WRONG, f"203.0.113.{i}")))
+            assert code is grpc.StatusCode.UNAUTHENTICATED
+        code, _ = await failure(stub.ListTenants(request, metadata=via_envoy(WRONG, "203.0.113.9")))
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The key's holder is not locked out by someone else's guesses.
+        assert await stub.ListTenants(request, metadata=via_envoy(ROOT, "198.51.100.7")) is not None
+        events = [r.event async for r in store.iter_events("_admin")]
+        failures = [e for e in events if "admin_key.authenticate.fail" in e]
+        assert len(failures) == 3  # the refused guess during the lock wrote no event of its own
+        assert {f'"source":"203.0.113.{i}"' in failures[i] for i in range(3)} == {True}
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await store.close()

@@ -6,6 +6,7 @@ the outage is real too (a trigger makes the database refuse audit inserts); the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -89,4 +90,23 @@ async def test_the_backlog_survives_a_second_failed_attempt(tmp_path):
     outage(store, False)
     await recorder.aclose()
     assert [e.get("backfilled") for e in await events(store, "demo")] == [True, True]
+    await store.close()
+
+
+async def test_aggregated_denials_counted_during_an_outage_are_written_later(tmp_path):
+    store = SQLiteStore(tmp_path / "audit.db")
+    recorder = ChainRecorder(store)
+    service = AuthorizationService(
+        ScriptedPipeline(), recorder, deadline_cap_s=5, unauthenticated_window_s=0.05
+    )
+    outage(store, True)
+    for i in range(3):  # the first is recorded (and fails), the next two are counted into its window
+        await service.Check(request(rpc("ping", id_=i)), Context())
+    await asyncio.sleep(0.06)
+    await service.Check(request(rpc("ping", id_=9)), Context())  # closes the window: its summary fails too
+    outage(store, False)
+    assert await recorder.flush_backlog()
+    written = await events(store, "_gateway")
+    assert all(e.get("backfilled") for e in written)
+    assert any(e["data"].get("count") == 2 for e in written), written
     await store.close()

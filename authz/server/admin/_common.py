@@ -5,18 +5,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any, TypeVar
 
 from authz.admin.keys import ADMIN_CHAIN
 from authz.admin.limiter import AuthFailureLimiter
 from authz.audit import append_admin_event, audited_mutation
 from authz.errors import InvalidArgument, NotFound
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.server.admin.auth import principal
 from authz.storage import Store
 from authz.tenants import valid_tenant_name
 from authz.token import KeyRing, TokenAuthenticator
 
 T = TypeVar("T")
+
+
+#: The local stack's Envoy runs on loopback; elsewhere set TESSERA_ADMIN_TRUSTED_PROXIES to the gateway's
+#: addresses.
+LOOPBACK_PROXIES = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
 
 @dataclass
@@ -30,8 +37,15 @@ class AdminRuntime:
     #: The check services extract intent over HTTP (TESSERA_INTENT_URL), not from tenant catalogs.
     intent_http: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Vets URLs admins set (approval webhook) under the operator's outbound rules (authz.outbound).
+    outbound: OutboundClient = field(
+        default_factory=lambda: OutboundClient(OutboundPolicy(), purpose="approval webhook")
+    )
     #: Failed admin authentications, per source and key id (see authz.admin.limiter).
     auth_limiter: AuthFailureLimiter = field(default_factory=AuthFailureLimiter)
+    #: Peers whose ``x-forwarded-for`` names the real client (Envoy in front of the admin port): the
+    #: limiter counts that client, not the proxy every REST caller shares.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = LOOPBACK_PROXIES
 
     async def audit(self, tenant: str | None, action: str, target: str, details: Mapping[str, Any]) -> None:
         """Record one mutation in the tenant's chain (``_admin`` when it belongs to no tenant), as the

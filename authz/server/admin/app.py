@@ -18,6 +18,7 @@ Environment (besides :mod:`authz.config`): ``TESSERA_BOOTSTRAP_ADMIN_KEY``,
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -53,8 +54,9 @@ from authz.audit import audited_mutation
 from authz.config import TesseraConfig
 from authz.errors import ConfigError
 from authz.observability import AdminMetrics, new_registry, serve_http, setup_tracing
+from authz.outbound import OutboundClient, policy_from_config
 from authz.secrets import Secret
-from authz.server.admin._common import AdminRuntime
+from authz.server.admin._common import LOOPBACK_PROXIES, AdminRuntime
 from authz.server.admin.approvals import ApprovalService
 from authz.server.admin.audit import AuditService
 from authz.server.admin.auth import AdminAuthInterceptor
@@ -129,9 +131,11 @@ class AdminSettings:
     prune_grace_s: float = 300.0
     approval_retention_s: float = 86400.0
     #: Failed admin authentications: this many within the window lock the source or key id out.
-    auth_max_failures: int = 10
+    auth_max_failures: int = 100
     auth_window_s: float = 60.0
     auth_lockout_s: float = 60.0
+    #: Proxies (Envoy) whose x-forwarded-for names the client the limiter counts.
+    trusted_proxies: tuple[Any, ...] = LOOPBACK_PROXIES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
@@ -158,10 +162,23 @@ class AdminSettings:
             prune_interval_s=number("TESSERA_PRUNE_INTERVAL_S", 60.0),
             prune_grace_s=number("TESSERA_PRUNE_GRACE_S", 300.0),
             approval_retention_s=number("TESSERA_APPROVAL_RETENTION_S", 86400.0),
-            auth_max_failures=int(number("TESSERA_ADMIN_AUTH_MAX_FAILURES", 10)),
+            auth_max_failures=int(number("TESSERA_ADMIN_AUTH_MAX_FAILURES", 100)),
             auth_window_s=number("TESSERA_ADMIN_AUTH_WINDOW_S", 60.0),
             auth_lockout_s=number("TESSERA_ADMIN_AUTH_LOCKOUT_S", 60.0),
+            trusted_proxies=_networks(env, "TESSERA_ADMIN_TRUSTED_PROXIES", LOOPBACK_PROXIES),
         )
+
+
+def _networks(env: Mapping[str, str], name: str, default: tuple[Any, ...]) -> tuple[Any, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip()
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be comma-separated addresses or CIDR ranges: {exc}") from None
 
 
 class _NotFirst(Exception):
@@ -221,11 +238,18 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         authenticator=TokenAuthenticator(keyring, cache_size=1000),
         clock=time.time,
         intent_http=bool(config.intent.http_url),
+        outbound=OutboundClient(
+            policy_from_config(config),
+            timeout_s=settings.webhook_timeout_s,
+            max_response_bytes=64 * 1024,
+            purpose="approval webhook",
+        ),
         auth_limiter=AuthFailureLimiter(
             max_failures=settings.auth_max_failures,
             window_s=settings.auth_window_s,
             lockout_s=settings.auth_lockout_s,
         ),
+        trusted_proxies=settings.trusted_proxies,
     )
     runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
     await bootstrap_admin_key(store, settings.bootstrap_key)
@@ -242,7 +266,9 @@ def build_server(runtime: AdminRuntime, tracing_interceptors: list[Any] = ()) ->
         interceptors=[
             *tracing_interceptors,
             *outer,
-            AdminAuthInterceptor(runtime.store, limiter=runtime.auth_limiter),
+            AdminAuthInterceptor(
+                runtime.store, limiter=runtime.auth_limiter, trusted_proxies=runtime.trusted_proxies
+            ),
         ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
@@ -289,6 +315,7 @@ async def serve_admin(
         poll_interval_s=settings.webhook_poll_s,
         retry_s=settings.webhook_retry_s,
         timeout_s=settings.webhook_timeout_s,
+        outbound=runtime.outbound,
     )
     async with AsyncExitStack() as stack:
         stack.push_async_callback(runtime.store.close)

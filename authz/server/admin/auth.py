@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 
 from authz.admin.keys import ADMIN_CHAIN, Principal, authenticate, parse_key
 from authz.admin.limiter import AuthFailureLimiter
 from authz.audit import append_admin_event
-from authz.errors import PermissionDenied, TooManyRequests, Unauthenticated
+from authz.errors import InvalidArgument, PermissionDenied, TooManyRequests, Unauthenticated
 from authz.server import status
 from authz.server.admin.access import PACKAGE, RULES, Rule
 
@@ -35,24 +38,81 @@ def principal() -> Principal:
     return _PRINCIPAL.get()
 
 
+#: The tenant segment of a REST path (``/v1/admin/tenants/{tenant}/...``).
+_REST_TENANT = re.compile(r"^/v1/admin/tenants/([^/:?]+)")
+
+
+def check_path_tenant(context: grpc.aio.ServicerContext, request: Any) -> None:
+    """Refuse a REST call whose path names one tenant and whose body another.
+
+    Envoy's transcoder fills the request from the path and the body, and with ``body: "*"`` a body field
+    silently overrides the path's; Tessera would then act on the body's tenant while the URL (what logs,
+    proxies and reviewers see) names another. The transcoder passes the REST path on as
+    ``x-envoy-original-path``; a direct gRPC call has none and is not affected.
+    """
+    if "tenant" not in type(request).DESCRIPTOR.fields_by_name:
+        return
+    match = _REST_TENANT.match(_metadata(context, "x-envoy-original-path") or "")
+    if match is not None and unquote(match.group(1)) != request.tenant:
+        raise InvalidArgument(
+            f"the path names tenant {unquote(match.group(1))!r} but the body names {request.tenant!r}",
+            reason="TENANT_MISMATCH",
+            metadata={"path_tenant": unquote(match.group(1)), "body_tenant": request.tenant},
+        )
+
+
 def bearer(context: grpc.aio.ServicerContext) -> str | None:
+    text = _metadata(context, "authorization")
+    if text is None:
+        return None
+    scheme, _, credential = text.strip().partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else None
+
+
+def source_of(context: grpc.aio.ServicerContext, trusted_proxies: Sequence[Any] = ()) -> str:
+    """The caller's address, for rate limits and the audit of failed attempts.
+
+    The gRPC peer (``ipv4:1.2.3.4:5678`` → ``1.2.3.4``), unless that peer is a trusted proxy: behind
+    Envoy's transcoder every REST caller shares Envoy's address, so the client is the last
+    ``x-forwarded-for`` entry, the one Envoy appended itself (``use_remote_address``); entries a client
+    wrote before it are ignored. An unparsable entry falls back to the peer."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return kind or "unknown"
+    host = rest.rsplit(":", 1)[0].strip("[]") or "unknown"
+    if not trusted_proxies or not _in_networks(host, trusted_proxies):
+        return host
+    forwarded = _metadata(context, "x-forwarded-for")
+    if forwarded:
+        client = forwarded.rsplit(",", 1)[-1].strip()
+        try:
+            return str(ipaddress.ip_address(client))
+        except ValueError:
+            pass
+    return host
+
+
+def _in_networks(host: str, networks: Sequence[Any]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
     for key, value in context.invocation_metadata() or ():
-        if key.lower() == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            scheme, _, credential = text.strip().partition(" ")
-            return credential.strip() if scheme.lower() == "bearer" else None
+        if key.lower() == name:
+            return value.decode() if isinstance(value, bytes) else value
     return None
 
 
-def source_of(context: grpc.aio.ServicerContext) -> str:
-    """The caller's address as gRPC saw it (``ipv4:1.2.3.4:5678`` → ``1.2.3.4``), for rate limits and
-    the audit of failed attempts. Behind Envoy's transcoder this is Envoy: limit there per client too."""
-    peer = context.peer() or ""
-    kind, _, rest = peer.partition(":")
-    if kind in ("ipv4", "ipv6"):
-        host = rest.rsplit(":", 1)[0]
-        return host.strip("[]") or "unknown"
-    return kind or "unknown"
+def _too_many(wait: float) -> TooManyRequests:
+    return TooManyRequests(
+        "too many failed admin authentications; retry later",
+        metadata={"retry_after_s": str(max(1, round(wait)))},
+    )
 
 
 class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -60,10 +120,17 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
     and audited in the ``_admin`` chain with the key id only; the presented key appears in no log,
     error or event (the comparison itself is constant-time, see :func:`authz.admin.keys.authenticate`)."""
 
-    def __init__(self, store: Any, rules: dict[str, Rule] = RULES, limiter: AuthFailureLimiter | None = None):
+    def __init__(
+        self,
+        store: Any,
+        rules: dict[str, Rule] = RULES,
+        limiter: AuthFailureLimiter | None = None,
+        trusted_proxies: Sequence[Any] = (),
+    ):
         self._store = store
         self._rules = rules
         self._limiter = limiter if limiter is not None else AuthFailureLimiter()
+        self._trusted_proxies = tuple(trusted_proxies)
 
     async def intercept_service(
         self,
@@ -91,19 +158,20 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         return handler  # the admin API has no client-streaming RPC
 
     async def _admit(self, context: grpc.aio.ServicerContext, rule: Rule | None, name: str, request: Any):
+        check_path_tenant(context, request)
         presented = bearer(context)
-        source = source_of(context)
+        source = source_of(context, self._trusted_proxies)
         key_id = parse_key(presented) if presented else None
-        wait = self._limiter.locked(source, key_id)
-        if wait > 0:
-            raise TooManyRequests(
-                "too many failed admin authentications; retry later",
-                metadata={"retry_after_s": str(max(1, round(wait)))},
-            )
+        wait = self._limiter.locked(source)
+        if wait > 0:  # a locked source is refused before any lookup
+            raise _too_many(wait)
         try:
             caller = await authenticate(self._store, presented)
         except Unauthenticated as exc:
+            key_wait = self._limiter.locked(None, key_id) if key_id else 0.0
             tripped = self._limiter.failed(source, key_id)
+            if key_wait > 0 and not tripped:  # the key id is locked: no event per further guess
+                raise _too_many(key_wait) from None
             await self._audit_failure(source, key_id, name, exc.reason, tripped)
             raise
         if rule is None:
