@@ -465,3 +465,21 @@ def test_a_trace_id_is_returned_only_for_sampled_traces():
     dropped = TracerProvider(sampler=ALWAYS_OFF).get_tracer("t")
     with dropped.start_as_current_span("check"):
         assert current_trace_id() is None
+
+
+def test_envoy_config_command_turns_tracing_on_with_a_collector(tmp_path: Path):
+    from authz.cli import main
+
+    out = tmp_path / "envoy.yaml"
+    args = ["envoy-config", "--mode", "local", "--output", str(out), "--validate"]
+    assert main([*args, "--otlp", "otel-collector.monitoring:4317"]) == 0
+    doc = yaml.safe_load(out.read_text())
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["tracing"]["provider"]["name"] == "envoy.tracers.opentelemetry"
+    (collector,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "opentelemetry_collector"]
+    address = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"] == {"address": "otel-collector.monitoring", "port_value": 4317}
+    assert collector["type"] == "STRICT_DNS"
+    assert main(args) == 0
+    doc = yaml.safe_load(out.read_text())
+    assert "opentelemetry_collector" not in {c["name"] for c in doc["static_resources"]["clusters"]}
