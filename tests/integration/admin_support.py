@@ -39,6 +39,9 @@ ENV = {
     "TESSERA_WEBHOOK_POLL_S": "0.2",
     "TESSERA_WEBHOOK_RETRY_S": "0.5",
     "TESSERA_POLL_INTERVAL_S": "0.2",
+    # The access matrix presents a wrong key once per RPC from one address: the lockout has its own
+    # tests (tests/unit/test_admin_auth_limits.py, tests/integration/test_admin_auth_lockout.py).
+    "TESSERA_ADMIN_AUTH_MAX_FAILURES": "1000",
 }
 
 

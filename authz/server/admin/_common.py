@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any, TypeVar
 
 from authz.admin.keys import ADMIN_CHAIN
@@ -17,6 +18,11 @@ from authz.tenants import valid_tenant_name
 from authz.token import KeyRing, TokenAuthenticator
 
 T = TypeVar("T")
+
+
+#: The local stack's Envoy runs on loopback; elsewhere set TESSERA_ADMIN_TRUSTED_PROXIES to the gateway's
+#: addresses.
+LOOPBACK_PROXIES = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
 
 @dataclass
@@ -32,6 +38,9 @@ class AdminRuntime:
     extras: dict[str, Any] = field(default_factory=dict)
     #: Failed admin authentications, per source and key id (see authz.admin.limiter).
     auth_limiter: AuthFailureLimiter = field(default_factory=AuthFailureLimiter)
+    #: Peers whose ``x-forwarded-for`` names the real client (Envoy in front of the admin port): the
+    #: limiter counts that client, not the proxy every REST caller shares.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = LOOPBACK_PROXIES
 
     async def audit(self, tenant: str | None, action: str, target: str, details: Mapping[str, Any]) -> None:
         """Record one mutation in the tenant's chain (``_admin`` when it belongs to no tenant), as the

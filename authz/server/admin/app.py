@@ -18,6 +18,7 @@ Environment (besides :mod:`authz.config`): ``TESSERA_BOOTSTRAP_ADMIN_KEY``,
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -53,7 +54,7 @@ from authz.audit import audited_mutation
 from authz.config import TesseraConfig
 from authz.errors import ConfigError
 from authz.secrets import Secret
-from authz.server.admin._common import AdminRuntime
+from authz.server.admin._common import LOOPBACK_PROXIES, AdminRuntime
 from authz.server.admin.approvals import ApprovalService
 from authz.server.admin.audit import AuditService
 from authz.server.admin.auth import AdminAuthInterceptor
@@ -124,9 +125,11 @@ class AdminSettings:
     prune_grace_s: float = 300.0
     approval_retention_s: float = 86400.0
     #: Failed admin authentications: this many within the window lock the source or key id out.
-    auth_max_failures: int = 100
+    auth_max_failures: int = 10
     auth_window_s: float = 60.0
     auth_lockout_s: float = 60.0
+    #: Proxies (Envoy) whose x-forwarded-for names the client the limiter counts.
+    trusted_proxies: tuple[Any, ...] = LOOPBACK_PROXIES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
@@ -153,10 +156,23 @@ class AdminSettings:
             prune_interval_s=number("TESSERA_PRUNE_INTERVAL_S", 60.0),
             prune_grace_s=number("TESSERA_PRUNE_GRACE_S", 300.0),
             approval_retention_s=number("TESSERA_APPROVAL_RETENTION_S", 86400.0),
-            auth_max_failures=int(number("TESSERA_ADMIN_AUTH_MAX_FAILURES", 100)),
+            auth_max_failures=int(number("TESSERA_ADMIN_AUTH_MAX_FAILURES", 10)),
             auth_window_s=number("TESSERA_ADMIN_AUTH_WINDOW_S", 60.0),
             auth_lockout_s=number("TESSERA_ADMIN_AUTH_LOCKOUT_S", 60.0),
+            trusted_proxies=_networks(env, "TESSERA_ADMIN_TRUSTED_PROXIES", LOOPBACK_PROXIES),
         )
+
+
+def _networks(env: Mapping[str, str], name: str, default: tuple[Any, ...]) -> tuple[Any, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip()
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be comma-separated addresses or CIDR ranges: {exc}") from None
 
 
 class _NotFirst(Exception):
@@ -221,6 +237,7 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
             window_s=settings.auth_window_s,
             lockout_s=settings.auth_lockout_s,
         ),
+        trusted_proxies=settings.trusted_proxies,
     )
     await bootstrap_admin_key(store, settings.bootstrap_key)
     return runtime
@@ -229,7 +246,11 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
 def build_server(runtime: AdminRuntime) -> tuple[grpc.aio.Server, Any]:
     """The gRPC server with every admin service, health and reflection (not started, no port)."""
     server = grpc.aio.server(
-        interceptors=[AdminAuthInterceptor(runtime.store, limiter=runtime.auth_limiter)],
+        interceptors=[
+            AdminAuthInterceptor(
+                runtime.store, limiter=runtime.auth_limiter, trusted_proxies=runtime.trusted_proxies
+            )
+        ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     for _module, _name, add, servicer in _SERVICES:

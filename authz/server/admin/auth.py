@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -26,9 +27,6 @@ from authz.server.admin.access import PACKAGE, RULES, Rule
 
 log = logging.getLogger("tessera.admin")
 
-#: Peers whose ``x-forwarded-for`` is believed (the local Envoy).
-LOOPBACK = frozenset({"127.0.0.1", "::1"})
-
 _PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("tessera_admin_principal")
 _PREFIX = f"/{PACKAGE}."
 
@@ -39,33 +37,50 @@ def principal() -> Principal:
 
 
 def bearer(context: grpc.aio.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key.lower() == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            scheme, _, credential = text.strip().partition(" ")
-            return credential.strip() if scheme.lower() == "bearer" else None
-    return None
+    text = _metadata(context, "authorization")
+    if text is None:
+        return None
+    scheme, _, credential = text.strip().partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else None
 
 
-def source_of(context: grpc.aio.ServicerContext, trusted_proxies: frozenset[str] = LOOPBACK) -> str:
+def source_of(context: grpc.aio.ServicerContext, trusted_proxies: Sequence[Any] = ()) -> str:
     """The caller's address, for rate limits and the audit of failed attempts.
 
-    The gRPC peer (``ipv4:1.2.3.4:5678`` → ``1.2.3.4``), unless that peer is a trusted proxy (by default a
-    loopback address: the Envoy beside the admin service, whose transcoder turns REST into gRPC): then the
-    last ``x-forwarded-for`` entry, the client address Envoy itself appended (``use_remote_address``).
-    Without this every REST caller would share Envoy's address, and one client's failures would lock
-    out everyone."""
+    The gRPC peer (``ipv4:1.2.3.4:5678`` → ``1.2.3.4``), unless that peer is a trusted proxy: behind
+    Envoy's transcoder every REST caller shares Envoy's address, so the client is the last
+    ``x-forwarded-for`` entry, the one Envoy appended itself (``use_remote_address``); entries a client
+    wrote before it are ignored. An unparsable entry falls back to the peer."""
     peer = context.peer() or ""
     kind, _, rest = peer.partition(":")
-    host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") else ""
-    if host in trusted_proxies:
-        for key, value in context.invocation_metadata() or ():
-            if key.lower() == "x-forwarded-for":
-                text = value.decode() if isinstance(value, bytes) else value
-                forwarded = text.rsplit(",", 1)[-1].strip()
-                if forwarded:
-                    return forwarded[:64]
-    return host or kind or "unknown"
+    if kind not in ("ipv4", "ipv6"):
+        return kind or "unknown"
+    host = rest.rsplit(":", 1)[0].strip("[]") or "unknown"
+    if not trusted_proxies or not _in_networks(host, trusted_proxies):
+        return host
+    forwarded = _metadata(context, "x-forwarded-for")
+    if forwarded:
+        client = forwarded.rsplit(",", 1)[-1].strip()
+        try:
+            return str(ipaddress.ip_address(client))
+        except ValueError:
+            pass
+    return host
+
+
+def _in_networks(host: str, networks: Sequence[Any]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == name:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
 
 
 def _too_many(wait: float) -> TooManyRequests:
@@ -80,10 +95,17 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
     and audited in the ``_admin`` chain with the key id only; the presented key appears in no log,
     error or event (the comparison itself is constant-time, see :func:`authz.admin.keys.authenticate`)."""
 
-    def __init__(self, store: Any, rules: dict[str, Rule] = RULES, limiter: AuthFailureLimiter | None = None):
+    def __init__(
+        self,
+        store: Any,
+        rules: dict[str, Rule] = RULES,
+        limiter: AuthFailureLimiter | None = None,
+        trusted_proxies: Sequence[Any] = (),
+    ):
         self._store = store
         self._rules = rules
         self._limiter = limiter if limiter is not None else AuthFailureLimiter()
+        self._trusted_proxies = tuple(trusted_proxies)
 
     async def intercept_service(
         self,
@@ -112,7 +134,7 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def _admit(self, context: grpc.aio.ServicerContext, rule: Rule | None, name: str, request: Any):
         presented = bearer(context)
-        source = source_of(context)
+        source = source_of(context, self._trusted_proxies)
         key_id = parse_key(presented) if presented else None
         wait = self._limiter.locked(source)
         if wait > 0:  # a locked source is refused before any lookup
@@ -120,9 +142,11 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             caller = await authenticate(self._store, presented)
         except Unauthenticated as exc:
+            # A locked key id refuses further guesses (without an event each), but a correct key still
+            # gets in: key ids are not secret, and guesses must not lock out the key's holder.
             key_wait = self._limiter.locked(None, key_id) if key_id else 0.0
             tripped = self._limiter.failed(source, key_id)
-            if key_wait > 0 and not tripped:  # the key id is locked: no event per further guess
+            if key_wait > 0 and not tripped:
                 raise _too_many(key_wait) from None
             await self._audit_failure(source, key_id, name, exc.reason, tripped)
             raise
