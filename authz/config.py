@@ -111,6 +111,8 @@ class TesseraConfig:
     tenants_file: Path | None = None
     #: Directory for embedded state (SQLite database, generated dev master key).
     var_dir: Path = Path("var")
+    #: Trusted OAuth issuers (YAML, see authz.oauth): JWT access tokens accepted beside macaroons.
+    oauth_issuers_file: Path | None = None  # TESSERA_OAUTH_ISSUERS_FILE
 
 
 def default_tenants_file() -> Path:
@@ -241,6 +243,9 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         body=body,
         tenants_file=Path(tenants) if tenants else default_tenants_file(),
         var_dir=var_dir,
+        oauth_issuers_file=Path(env["TESSERA_OAUTH_ISSUERS_FILE"])
+        if env.get("TESSERA_OAUTH_ISSUERS_FILE")
+        else None,
     )
 
 

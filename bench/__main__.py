@@ -34,6 +34,7 @@ from authz.local.stack import CheckProcess, free_port, spawn, stop_process
 from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
+from bench import listing
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = "bench-master-key-0123456789abcdef0123456789"
@@ -203,6 +204,7 @@ def bench_envoy_config(workdir: Path, listen: int, admin: int, check_port: int) 
         "typed_per_filter_config": per_filter,
     }
     routes.insert(0, plain)
+    listing.answer_lists_in_envoy(routes)
     path = workdir / f"envoy-bench-{check_port}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -344,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     body.write_bytes(_check_request(token))
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT.format(body=json.dumps(MCP_BODY), token=token))
+    list_script = workdir / "list.lua"
+    list_script.write_text(WRK_SCRIPT.format(body=json.dumps(listing.LIST_REQUEST), token=token))
     check_port, metrics_port, noop_port = free_port(), free_port(), free_port()
     env = {
         "TESSERA_MASTER_KEY": MASTER,
@@ -397,7 +401,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(
                     (f"{name}, {conns} in flight", wrk(url, script, seconds=seconds, connections=conns))
                 )
+            url = f"http://127.0.0.1:{listen}/v1/mcp"
+            run = wrk(url, list_script, seconds=seconds, connections=conns)
+            rows.append((f"Envoy + Tessera, tools/list, {conns} in flight", run))
         authz_stats = envoy.stats("http.tessera_ingress.ext_authz")
+        list_streams = int(envoy.stats(listing.STREAMS_STAT).get(listing.STREAMS_STAT, 0))
     finally:
         if envoy is not None:
             envoy.stop()
@@ -414,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     breakdown = asyncio.run(_breakdown(workdir, body))
     _report(rows, breakdown, audit)
+    print("\n".join(listing.report(dict(rows), list_streams)))
     if args.keep:
         print(f"work directory kept: {workdir}")
     else:

@@ -21,6 +21,7 @@ Routes:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import time
@@ -29,7 +30,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -139,6 +142,22 @@ def build_mcp_server(book: InvoiceBook) -> MCPServer:
     return server
 
 
+async def slow_report(seconds: float, ctx: Context, progress_every: float = 0.0) -> dict[str, Any]:
+    """Build a report that takes ``seconds`` seconds (at most 300): a long-running tool call.
+
+    With ``progress_every`` > 0 it reports progress that often (when the client asked for progress)."""
+    seconds = max(0.0, min(float(seconds), 300.0))
+    step = progress_every if progress_every > 0 else seconds
+    done = 0.0
+    while done < seconds:
+        pause = min(step, seconds - done)
+        await asyncio.sleep(pause)
+        done += pause
+        if progress_every > 0:
+            await ctx.report_progress(done, seconds)
+    return {"seconds": seconds, "status": "done"}
+
+
 def _error(status: int, code: str, message: str, data: dict[str, Any] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, "data": data or {}}}, status_code=status)
 
@@ -148,8 +167,17 @@ def build_app(
     *,
     host: str = DEFAULT_HOST,
     recorder: RequestRecorder | None = None,
+    sse: bool = False,
+    slow_tool: bool = False,
+    allowed_origins: Sequence[str] = (),
 ) -> Starlette:
     """Build the demo upstream. A fresh app per call (the SDK's session manager runs only once).
+
+    ``sse``: answer MCP POSTs as ``text/event-stream`` (the SDK's default framing) instead of JSON.
+    ``slow_tool``: add ``slow_report(seconds)``, a tool that takes that long (at most 300 s), for
+    tests of long-running calls through the gateway.
+    ``allowed_origins``: browser origins the SDK's DNS-rebinding protection accepts besides loopback
+    ones (the gateway's CORS origins, when browsers reach this server through it).
 
     ``host`` is the address the server binds to: on a loopback address the SDK's DNS-rebinding
     protection accepts only loopback ``Host`` headers (any port), elsewhere it is off.
@@ -157,6 +185,8 @@ def build_app(
     book = book if book is not None else InvoiceBook()
     recorder = recorder if recorder is not None else RequestRecorder()
     server = build_mcp_server(book)
+    if slow_tool:
+        server.add_tool(slow_report, annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
 
     @server.custom_route("/v1/tool-call", methods=["POST"])
     async def tool_call(request: Request) -> Response:
@@ -209,11 +239,19 @@ def build_app(
             return Response(status_code=204)
         return JSONResponse({"requests": recorder.entries(request.query_params.get("path"))})
 
+    security = None
+    if allowed_origins and host in ("127.0.0.1", "localhost", "::1"):
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *allowed_origins],
+        )
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=True,
-        json_response=True,
+        json_response=not sse,
         host=host,
+        transport_security=security,
     )
     app.add_middleware(_NoStandaloneStream)
     app.add_middleware(_RecordHeaders, recorder=recorder)  # added last = outermost: sees every request
@@ -246,13 +284,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    parser.add_argument("--sse", action="store_true", help="answer MCP POSTs as text/event-stream")
+    parser.add_argument("--slow-tool", action="store_true", help="add the slow_report(seconds) tool")
+    parser.add_argument(
+        "--allow-origin", action="append", default=[], help="a browser origin to accept (repeatable)"
+    )
     args = parser.parse_args(argv)
     try:
         port = args.port if args.port is not None else _default_port()
     except ValueError as exc:
         parser.error(str(exc))
     uvicorn.run(
-        build_app(host=args.host),
+        build_app(host=args.host, sse=args.sse, slow_tool=args.slow_tool, allowed_origins=args.allow_origin),
         host=args.host,
         port=port,
         log_level=args.log_level,

@@ -17,6 +17,7 @@ import copy
 import importlib.util
 import ipaddress
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -139,6 +141,10 @@ def render_envoy_config(
     admin_endpoints: Sequence[tuple[str, int]] = (("127.0.0.1", 9192),),
     admin_descriptor: Path = ADMIN_DESCRIPTOR,
     list_endpoints: Sequence[tuple[str, int]] | None = None,
+    cors_origins: Sequence[str] | None = None,
+    mcp_idle_timeout_ms: int | None = None,
+    oauth_resource: str | None = None,
+    oauth_authorization_servers: Sequence[str] = (),
     listen_address: str | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
@@ -153,6 +159,13 @@ def render_envoy_config(
     - ``admin_descriptor``: the descriptor set the transcoder loads, written as an absolute path.
     - ``list_endpoints``: the list processor (ext_proc) behind ``tessera_list``; default: the check
       endpoints, which serve it on the same port.
+    - ``cors_origins``: the browser origins whose CORS preflight is answered (None: the shipped list).
+    - ``mcp_idle_timeout_ms``: how long an MCP stream may stay silent before Envoy ends it (None: the
+      shipped value); keep it above the MCP server's keep-alive interval.
+    - ``oauth_resource``: this listener's MCP endpoint URL, turning on the OAuth resource-server mode:
+      RFC 9728 metadata (naming ``oauth_authorization_servers``) is served at
+      ``/.well-known/oauth-protected-resource[/path]`` and a request without a verifying token gets
+      401 + ``WWW-Authenticate: Bearer resource_metadata=...``. None: IntentGate-compatible denials.
     - ``listen_address``: the agent-facing listener's address (``0.0.0.0`` in a pod); None keeps the
       template's loopback address.
 
@@ -205,6 +218,9 @@ def render_envoy_config(
             if "with_request_body" in ext_authz["typed_config"]:
                 ext_authz["typed_config"]["with_request_body"]["max_request_bytes"] = max_request_bytes
             for vhost in hcm["route_config"]["virtual_hosts"]:
+                _set_streaming(vhost, cors_origins, mcp_idle_timeout_ms)
+                if oauth_resource is not None:
+                    _set_oauth(vhost, oauth_resource, oauth_authorization_servers)
                 for route in vhost.get("routes", ()):
                     per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
                     body = (per_route.get("check_settings") or {}).get("with_request_body")
@@ -228,6 +244,87 @@ def render_envoy_config(
         "edit the source instead.\n"
     )
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+_CORS_FILTER = "envoy.filters.http.cors"
+_STREAMING_ROUTES = ("mcp",)
+
+
+def _set_streaming(
+    vhost: dict[str, Any], cors_origins: Sequence[str] | None, idle_timeout_ms: int | None
+) -> None:
+    """Browser origins (CORS) of a virtual host and the idle timeout of its MCP streaming routes."""
+    if cors_origins is not None:
+        policy = (vhost.get("typed_per_filter_config") or {}).get(_CORS_FILTER)
+        if policy is None:
+            raise ConfigError("the virtual host has no CORS policy to render", reason="ENVOY_CONFIG_SHAPE")
+        for origin in cors_origins:
+            if not isinstance(origin, str) or not origin.startswith(("http://", "https://")):
+                raise ConfigError(f"not a browser origin: {origin!r}", reason="ENVOY_CONFIG_VALUE")
+        policy["allow_origin_string_match"] = [{"exact": origin.rstrip("/")} for origin in cors_origins]
+    if idle_timeout_ms is not None:
+        if isinstance(idle_timeout_ms, bool) or not isinstance(idle_timeout_ms, int) or idle_timeout_ms <= 0:
+            raise ConfigError(f"mcp_idle_timeout_ms must be a positive int, got {idle_timeout_ms!r}")
+        for route in vhost.get("routes", ()):
+            if route.get("name") in _STREAMING_ROUTES:
+                route["route"]["idle_timeout"] = _duration(idle_timeout_ms)
+
+
+_WELL_KNOWN = "/.well-known/oauth-protected-resource"
+
+
+def _set_oauth(vhost: dict[str, Any], resource: str, authorization_servers: Sequence[str]) -> None:
+    """OAuth resource-server mode for a virtual host: the metadata routes and the check's context."""
+    url = urlsplit(resource)
+    if url.scheme not in ("http", "https") or not url.netloc or url.query or url.fragment:
+        raise ConfigError(f"oauth_resource must be an http(s) URL without query: {resource!r}")
+    servers = list(authorization_servers)
+    if not servers or not all(isinstance(a, str) and a.startswith(("http://", "https://")) for a in servers):
+        raise ConfigError("oauth_authorization_servers must name at least one http(s) issuer URL")
+    path = url.path.rstrip("/")
+    metadata_url = f"{url.scheme}://{url.netloc}{_WELL_KNOWN}{path}"
+    metadata = {
+        "resource": resource,
+        "authorization_servers": servers,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Tessera",
+    }
+    routes = vhost["routes"]
+    for route in routes:
+        per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
+        extensions = (per_route.get("check_settings") or {}).get("context_extensions")
+        if extensions is not None:
+            extensions["resource_metadata"] = metadata_url
+    off = {
+        EXT_AUTHZ_FILTER: {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "disabled": True,
+        },
+        TRANSCODER_FILTER: {
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+            "disabled": True,
+        },
+    }
+    index = next((i for i, r in enumerate(routes) if r.get("name") == "not_found"), len(routes))
+    for name, match_path in (("oauth_metadata", _WELL_KNOWN + path), ("oauth_metadata_root", _WELL_KNOWN)):
+        routes.insert(
+            index,
+            {
+                "name": name,
+                "match": {
+                    "path": match_path,
+                    "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                },
+                "direct_response": {"status": 200, "body": {"inline_string": json.dumps(metadata)}},
+                "response_headers_to_add": [
+                    {
+                        "header": {"key": "content-type", "value": "application/json"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+                "typed_per_filter_config": copy.deepcopy(off),
+            },
+        )
 
 
 def validate_envoy_config(path: str | os.PathLike[str]) -> None:

@@ -166,6 +166,13 @@ class Stack:
     max_request_bytes: int = 1048576
     start_upstream: bool = True
     start_admin: bool = True
+    #: Extra command-line arguments of the demo upstream (``--sse``, ``--slow-tool``).
+    upstream_args: tuple[str, ...] = ()
+    #: Browser origins allowed by CORS (None: the shipped list) and the MCP stream idle timeout.
+    cors_origins: list[str] | None = None
+    mcp_idle_timeout_ms: int | None = None
+    #: OAuth resource-server mode: the issuers named in the protected-resource metadata (None: off).
+    oauth_authorization_servers: list[str] | None = None
     #: Where Envoy's list processor (ext_proc) runs; None: on the check replicas.
     list_endpoints: list[tuple[str, int]] | None = None
     upstream: subprocess.Popen | None = None
@@ -207,6 +214,7 @@ class Stack:
                         "127.0.0.1",
                         "--port",
                         str(self.ports.upstream),
+                        *self.upstream_args,
                     ],
                     log=self.workdir / "upstream.log",
                 )
@@ -251,6 +259,10 @@ class Stack:
                     check_timeout_ms=self.check_timeout_ms,
                     max_request_bytes=self.max_request_bytes,
                     list_endpoints=self.list_endpoints,
+                    cors_origins=self.cors_origins,
+                    mcp_idle_timeout_ms=self.mcp_idle_timeout_ms,
+                    oauth_resource=f"{self.url}/v1/mcp" if self.oauth_authorization_servers else None,
+                    oauth_authorization_servers=self.oauth_authorization_servers or (),
                 )
             )
             self.envoy = EnvoyProcess(

@@ -18,6 +18,7 @@ from authz.audit import make_recorder
 from authz.check import DecisionRecorder, Pipeline, TenantDirectory
 from authz.config import TesseraConfig
 from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
+from authz.oauth import accept_access_tokens
 from authz.observability import Metrics, serve_http
 from authz.policy import OpaClients, compile_policy
 from authz.server.check_service import AuthorizationService
@@ -61,6 +62,7 @@ class CheckRuntime:
     metrics: Metrics
     #: Connections to the OPA servers of tenants that decide through OPA (authz.policy.OpaClients).
     opa: OpaClients = field(default_factory=OpaClients)
+    jwks: Any = None  # authz.oauth.JwksCache when OAuth access tokens are accepted
 
 
 def _extractor_factory(config: TesseraConfig):
@@ -100,8 +102,13 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         remote_policy=opa.policy,
     )
     await directory.refresh(force=True)
+    authenticator, jwks = accept_access_tokens(
+        config.oauth_issuers_file, TokenAuthenticator(keyring, cache_size=config.check.token_cache_size)
+    )
+    if jwks is not None:
+        await jwks.refresh()
     pipeline = Pipeline(
-        authenticator=TokenAuthenticator(keyring, cache_size=config.check.token_cache_size),
+        authenticator=authenticator,
         store=store,
         directory=directory,
         memory_key=lambda tenant: keyring.derive_subkey("memory", tenant),
@@ -110,7 +117,7 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         default_deadline_s=config.check.deadline_ms / 1000,
     )
     return CheckRuntime(
-        config, store, keyring, directory, pipeline, make_recorder(config, store), Metrics(), opa
+        config, store, keyring, directory, pipeline, make_recorder(config, store), Metrics(), opa, jwks=jwks
     )
 
 
@@ -158,6 +165,8 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         stack.callback(http.close)
         refresher = asyncio.create_task(runtime.directory.run(), name="tenant-refresh")
         stack.callback(refresher.cancel)
+        if runtime.jwks is not None:
+            stack.callback(asyncio.create_task(runtime.jwks.run(), name="jwks-refresh").cancel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

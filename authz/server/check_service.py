@@ -104,6 +104,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 if denial is not None:
                     return denial
             return reply
+        if parsed.resource_metadata and parsed.token_verified:  # OAuth mode: a scope the token lacks
+            reply = wire.insufficient_scope(parsed, last, self._pipeline.authenticator)
+            if reply is not None:
+                return reply
         return wire.deny_for(parsed, last, parsed.messages)
 
     async def _record(self, decisions: list[Decision], source: str | None = None) -> bool:

@@ -133,8 +133,10 @@ def filter_body(listing: ListFilter, ctx: ListContext, content_type: str, body: 
 
 def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes) -> bytes:
     """Rewrite each event's data; field lines other than ``data`` and the event boundaries are kept."""
-    text = body.decode("utf-8")
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    text = body.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()  # the empty string after the last line ending
     out: list[str] = []
     event: list[str] = []
     data: list[str] = []
@@ -147,22 +149,18 @@ def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes) -> bytes:
         event.clear()
         data.clear()
 
-    for index, line in enumerate(lines):
-        if line == "":
-            if event or data:
-                flush()
-                out.append("")
-            elif index < len(lines) - 1:
-                out.append("")
+    for line in lines:
+        if line == "":  # the end of an event
+            flush()
+            out.append("")
             continue
         name, _, value = line.partition(":")
         if name == "data":
             data.append(value[1:] if value.startswith(" ") else value)
         else:
-            event.append(line)
-    if event or data:  # a stream that ends without the final blank line
-        flush()
-    return "\n".join(out).encode()
+            event.append(line)  # event:, id:, retry: and comments pass unchanged
+    flush()  # a stream that ends without the final blank line
+    return "".join(line + "\n" for line in out).encode()
 
 
 def _dumps(doc: Any) -> bytes:

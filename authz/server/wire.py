@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +61,10 @@ class ParsedRequest:
     batch: bool = False
     protocol_error: tuple[int, str, Any] | None = None  # (code, message, id)
     client_tessera_headers: tuple[str, ...] = ()
+    #: OAuth resource-server mode (route context ``resource_metadata``): the RFC 9728 metadata URL that a
+    #: 401 names in ``WWW-Authenticate``; None keeps the IntentGate-compatible JSON-RPC-200 denials.
+    resource_metadata: str | None = None
+    token_verified: bool = False  # set in that mode: did the bearer token's signature verify?
 
 
 class _Headers:
@@ -139,6 +144,22 @@ def parse_request(
 ) -> ParsedRequest:
     """Translate a CheckRequest; ``authenticates`` (token → does its signature verify?) lets the body
     of a caller without a valid token go unparsed unless it is small (:mod:`authz.server.body`)."""
+    parsed = _parse_request(request, deadline=deadline, limits=limits, authenticates=authenticates)
+    metadata_url = request.attributes.context_extensions.get("resource_metadata")
+    if not metadata_url:
+        return parsed
+    token = parsed.messages[0].input.token if parsed.messages else None
+    verified = bool(token) and authenticates is not None and authenticates(token)
+    return dataclasses.replace(parsed, resource_metadata=metadata_url, token_verified=verified)
+
+
+def _parse_request(
+    request: external_auth_pb2.CheckRequest,
+    *,
+    deadline: float | None,
+    limits: body_limits.Limits,
+    authenticates: Callable[[str | None], bool] | None,
+) -> ParsedRequest:
     attrs = request.attributes
     http = attrs.request.http
     ext = attrs.context_extensions
@@ -373,13 +394,76 @@ def deny_for(
 ) -> external_auth_pb2.CheckResponse:
     """The local reply for a denied (or escalated) call, in the transport's own shape."""
     error = decision_error(denial)
+    if parsed.resource_metadata and denial.check is Check.CAPABILITY and not parsed.token_verified:
+        return unauthenticated(parsed.resource_metadata, denial, error, parsed.messages)
     if parsed.transport == "tool-call":
         return denied_response(TOOL_CALL_STATUS.get(denial.check, 403), {"error": error}, denial.decision_id)
+    if messages and messages[0].input.http_method != "POST":
+        return stream_denial(denial, error)
     requests = [m for m in messages if not m.is_notification and m.input.rpc_method != "response"]
     if not requests:  # a denied notification (or client response): 403 with an error without id
         return denied_response(403, {"jsonrpc": "2.0", "error": error}, denial.decision_id)
     replies = [{"jsonrpc": "2.0", "id": m.request_id, "error": error} for m in requests]
     return denied_response(200, replies if parsed.batch else replies[0], denial.decision_id)
+
+
+def unauthenticated(
+    resource_metadata: str, denial: Decision, error: dict[str, Any], messages: Sequence[Message]
+) -> external_auth_pb2.CheckResponse:
+    """OAuth resource-server mode: no usable credentials is HTTP 401 whose ``WWW-Authenticate`` names the
+    protected-resource metadata (RFC 9728, MCP authorization), so an OAuth client starts discovery.
+    A token that was presented but does not verify adds ``error="invalid_token"`` (RFC 6750). Denials
+    of a verified token (expired, outside its caveats, revoked) keep the JSON-RPC contract."""
+    presented = bool(messages and messages[0].input.token)
+    challenge = f'Bearer resource_metadata="{resource_metadata}"'
+    if presented:
+        challenge += ', error="invalid_token"'
+    request_id = next((m.request_id for m in messages if not m.is_notification), None)
+    body = {"jsonrpc": "2.0", "id": request_id, "error": error}
+    reply = denied_response(401, body, denial.decision_id)
+    reply.denied_response.headers.append(_header("www-authenticate", challenge))
+    return reply
+
+
+def insufficient_scope(
+    parsed: ParsedRequest, denial: Decision, authenticator: Any
+) -> external_auth_pb2.CheckResponse | None:
+    """OAuth mode: a verified token denied because the tool is outside its tools is HTTP 403 with
+    ``WWW-Authenticate: Bearer error="insufficient_scope", scope="<tool>"`` (RFC 6750 §3.1), so an OAuth
+    client can ask for that scope; None for any other denial (the JSON-RPC contract applies)."""
+    if denial.check is not Check.CAPABILITY or denial.tool is None or not parsed.messages:
+        return None
+    token = authenticator.authenticate(parsed.messages[0].input.token or "")
+    tools = getattr(token, "tools", None)
+    if tools is None or denial.tool in tools:
+        return None
+    challenge = (
+        f'Bearer error="insufficient_scope", scope="{denial.tool}", '
+        f'resource_metadata="{parsed.resource_metadata}"'
+    )
+    request_id = next((m.request_id for m in parsed.messages if not m.is_notification), None)
+    reply = denied_response(
+        403, {"jsonrpc": "2.0", "id": request_id, "error": decision_error(denial)}, denial.decision_id
+    )
+    reply.denied_response.headers.append(_header("www-authenticate", challenge))
+    return reply
+
+
+def stream_denial(denial: Decision, error: dict[str, Any]) -> external_auth_pb2.CheckResponse:
+    """A denied GET (the SSE stream) or DELETE (end of a session) carries no JSON-RPC request to answer:
+    an HTTP error status, so an MCP client surfaces it instead of reconnecting forever (GET) or taking
+    the denial for success (DELETE). 401 with ``WWW-Authenticate`` for a capability failure, 503 when
+    authorization is unavailable, else 403."""
+    status = {Check.CAPABILITY: 401, Check.UNAVAILABLE: 503}.get(denial.check, 403)
+    reply = denied_response(status, {"jsonrpc": "2.0", "error": error}, denial.decision_id)
+    if status == 401:
+        reply.denied_response.headers.append(
+            _header(
+                "www-authenticate",
+                'Bearer error="invalid_token", error_description="capability check failed"',
+            )
+        )
+    return reply
 
 
 def protocol_denial(parsed: ParsedRequest) -> tuple[external_auth_pb2.CheckResponse, Decision]:

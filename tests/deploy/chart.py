@@ -14,6 +14,8 @@ CHART = ROOT / "helm" / "tessera"
 VALUES_DIR = ROOT / "helm" / "values"
 VALUES_FILES = sorted(VALUES_DIR.glob("*.yaml"))
 KUBERNETES_VERSION = "1.37.0"
+#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion; gRPC probes are GA from 1.27).
+MIN_KUBERNETES_VERSION = "1.27.0"
 
 
 def helm_binary() -> Path:

@@ -24,6 +24,7 @@ from authz.tenants import parse_tenants_file
 from tests.deploy.chart import (
     CHART,
     KUBERNETES_VERSION,
+    MIN_KUBERNETES_VERSION,
     ROOT,
     VALUES_DIR,
     VALUES_FILES,
@@ -54,6 +55,15 @@ def test_helm_is_the_pinned_version():
     assert helm("version", "--short").stdout.startswith(HELM_VERSION)
 
 
+def test_chart_declares_the_oldest_kubernetes_it_is_validated_against():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={MIN_KUBERNETES_VERSION}-0"
+    assert chart["name"] == "tessera-authz"  # the PyPI distribution's name
+    # helm refuses a cluster older than that
+    old = helm("template", "t", str(CHART), "--kube-version", "1.26.0", check=False)
+    assert old.returncode != 0 and "kubeVersion" in old.stderr, old.stderr
+
+
 def test_every_mode_has_a_values_file():
     assert {p.stem for p in VALUES_FILES} >= {
         "default",
@@ -73,11 +83,12 @@ def test_lint_and_every_manifest_is_valid_kubernetes(values):
     for doc in docs:
         if doc["kind"] in CRDS:
             continue
-        try:
-            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            where = f"{doc['kind']}/{doc['metadata']['name']}"
-            raise AssertionError(f"{where}: {exc.message} at {list(exc.path)}") from None
+        for version in (KUBERNETES_VERSION, MIN_KUBERNETES_VERSION):
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                where = f"{doc['kind']}/{doc['metadata']['name']} (Kubernetes {version})"
+                raise AssertionError(f"{where}: {exc.message} at {list(exc.path)}") from None
 
 
 @pytest.mark.parametrize("values", CASES, ids=IDS)
@@ -180,6 +191,8 @@ def test_postgres_replicas_shape():
         "key": "database-url",
     }
     assert env["TESSERA_TENANTS_FILE"]["value"] == "/etc/tessera/config/tenants.yaml"
+    admin_env = {e["name"]: e for e in container(admin["spec"]["template"]["spec"], "admin")["env"]}
+    assert admin_env["TESSERA_ADMIN_TRUSTED_PROXIES"]["value"] == "10.244.0.0/16"
     pdb = one(docs, "PodDisruptionBudget", "t-tessera-authz-check")
     assert pdb["spec"]["minAvailable"] == 2
     monitor = one(docs, "ServiceMonitor", "t-tessera-authz-check")
@@ -211,6 +224,18 @@ def test_network_policy_only_envoy_reaches_the_check_port():
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "platform-ops"}}} in sources
     assert all("namespaceSelector" in s or "podSelector" in s for s in sources)
     assert len(sources) == 2  # the gateway's pods and the named namespace, nobody else
+
+
+def test_without_the_gateway_only_the_named_namespaces_reach_the_check_port():
+    docs = render(VALUES_DIR / "gateway-off.yaml")
+    assert not find(docs, "Deployment", "t-tessera-authz-gateway")
+    policy = one(docs, "NetworkPolicy", "t-tessera-authz-check")
+    [rule] = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 9191]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "edge"}}}]
+    # with nothing named, nobody outside the pod reaches it
+    bare = render(VALUES_DIR / "gateway-off.yaml", "networkPolicy.checkFromNamespaces=null")
+    policy = one(bare, "NetworkPolicy", "t-tessera-authz-check")
+    assert [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 9191] == []
 
 
 def test_migrations_job_is_a_pre_install_and_pre_upgrade_hook_and_migrates_once(tmp_path, pg_url):

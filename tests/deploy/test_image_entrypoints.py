@@ -32,7 +32,8 @@ from authz.token import KeyRing, mint
 from tests.deploy.chart import ROOT, container, one, render
 from tests.deploy.conftest import WheelVenv
 
-pytestmark = pytest.mark.integration
+# building and installing the wheel (the first test of a session) takes a minute or more on a busy machine
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 MASTER_KEY = "image-entrypoint-test-master-key-0123456789"
 

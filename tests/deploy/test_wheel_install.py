@@ -18,7 +18,8 @@ import pytest
 from authz.local.stack import free_port
 from tests.deploy.conftest import ROOT, WheelVenv
 
-pytestmark = pytest.mark.integration
+# building and installing the wheel (the first test of a session) takes a minute or more on a busy machine
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 @pytest.fixture

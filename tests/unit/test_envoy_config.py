@@ -82,6 +82,10 @@ def test_shipped_config_validates() -> None:
     validate_envoy_config(SHIPPED_CONFIG)
 
 
+def _filter(hcm: dict, name: str) -> dict:
+    return next(f for f in hcm["http_filters"] if f["name"] == name)
+
+
 def test_shipped_config_contract() -> None:
     doc = yaml.safe_load(SHIPPED_CONFIG.read_text())
     assert doc["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
@@ -97,12 +101,13 @@ def test_shipped_config_contract() -> None:
     hcm = _hcm(doc)
     filters = [f["name"] for f in hcm["http_filters"]]
     assert filters == [
+        "envoy.filters.http.cors",
         EXT_AUTHZ,
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]
-    authz = hcm["http_filters"][0]["typed_config"]
+    authz = _filter(hcm, EXT_AUTHZ)["typed_config"]
     assert authz["transport_api_version"] == "V3"
     assert authz["grpc_service"] == {"envoy_grpc": {"cluster_name": "tessera_check"}, "timeout": "0.5s"}
     assert authz["failure_mode_allow"] is False
@@ -152,7 +157,7 @@ def test_rendered_config_with_two_replicas_validates(tmp_path: Path) -> None:
     assert doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 18080
     assert _endpoints(_cluster(doc, "tessera_check")) == [("127.0.0.1", 19191), ("127.0.0.1", 19193)]
     assert _endpoints(_cluster(doc, "demo_upstream")) == [("127.0.0.1", 19000)]
-    authz = _hcm(doc)["http_filters"][0]["typed_config"]
+    authz = _filter(_hcm(doc), EXT_AUTHZ)["typed_config"]
     assert authz["grpc_service"]["timeout"] == "0.250s"
     assert authz["with_request_body"]["max_request_bytes"] == 65536
     for name in ("mcp", "tool_call"):
@@ -218,7 +223,7 @@ def test_render_needs_the_named_pieces(tmp_path: Path) -> None:
 
 def test_validate_reports_envoy_output(tmp_path: Path) -> None:
     doc = yaml.safe_load(SHIPPED_CONFIG.read_text())
-    _hcm(doc)["http_filters"][0]["typed_config"]["status_on_error"] = {"code": "NoSuchStatus"}
+    _filter(_hcm(doc), EXT_AUTHZ)["typed_config"]["status_on_error"] = {"code": "NoSuchStatus"}
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError) as info:

@@ -104,13 +104,15 @@ def test_modes_differ_from_the_local_stack_only_in_addresses():
 
 
 def test_local_mode_is_what_the_local_stack_renders(tmp_path):
+    # authz.local.stack.Stack renders with these arguments (default ports) and no listen_address
     assert render_for_mode("local") == render_envoy_config(
         listen_port=8080,
         admin_port=9901,
         check_endpoints=[("127.0.0.1", 9191)],
         upstream=("127.0.0.1", 9000),
         admin_endpoints=[("127.0.0.1", 9192)],
-        listen_address="127.0.0.1",
+        check_timeout_ms=500,
+        max_request_bytes=1048576,
     )
     path = tmp_path / "local.yaml"
     path.write_text(render_for_mode("local"))

@@ -235,6 +235,10 @@ app.kubernetes.io/component: {{ .component }}
           name: {{ .Values.bootstrapAdminKey.existingSecret }}
           key: {{ .Values.bootstrapAdminKey.key }}
     {{- end }}
+    {{- with .Values.admin.trustedProxies }}
+    - name: TESSERA_ADMIN_TRUSTED_PROXIES
+      value: {{ join "," . | quote }}
+    {{- end }}
     {{- include "tessera.extraEnv" .Values.admin.env | nindent 4 }}
   ports:
     - name: grpc-admin

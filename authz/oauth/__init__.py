@@ -1,0 +1,27 @@
+"""OAuth 2.1 access tokens (JWT) accepted beside Tessera's macaroons, as the MCP authorization spec asks.
+
+An agent may present an access token from an authorization server the operator trusts instead of a
+capability token. :class:`OAuthAuthenticator` verifies it against the issuer's JWKS (cached; refreshed
+on a timer and when an unknown key id appears, so key rotation needs no restart), with the audience
+bound to this resource (RFC 8707) and the algorithm pinned to the issuer's allow list (never ``none``
+or HMAC), then maps its claims to what a macaroon would carry: the issuer's tenant, the agent (a claim,
+``sub`` by default) and the tools (a claim, ``scope`` by default: space-separated or a list), with the
+token's ``exp``/``nbf`` as ``expires``/``not_before`` caveats. The result is an
+:class:`authz.token.AuthenticatedToken`, so every later stage (revocation by ``jti``, intent, policy,
+budget, audit) treats both kinds of token alike.
+
+Trusted issuers come from a YAML file (``TESSERA_OAUTH_ISSUERS_FILE``)::
+
+    issuers:
+      - issuer: https://login.example.com/tenant-a      # the exact ``iss``
+        jwks_uri: https://login.example.com/tenant-a/jwks
+        audience: https://gateway.example.com/v1/mcp   # this resource; the token's ``aud`` must hold it
+        tenant: acme                                    # the Tessera tenant its tokens act in
+        agent_claim: sub                                # default sub
+        tools_claim: scope                              # default scope; absent claim: no tools caveat
+        algorithms: [RS256, ES256, EdDSA]               # default
+"""
+
+from ._jwt import JwksCache, OAuthAuthenticator, TrustedIssuer, accept_access_tokens, load_issuers
+
+__all__ = ["JwksCache", "OAuthAuthenticator", "TrustedIssuer", "accept_access_tokens", "load_issuers"]

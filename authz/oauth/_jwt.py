@@ -1,0 +1,226 @@
+"""JWT access-token verification against cached JWKS; see :mod:`authz.oauth`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import yaml
+
+from authz.errors import ConfigError, InvalidArgument
+from authz.token import AuthenticatedToken, TokenRejection, format_time, parse_caveat
+
+log = logging.getLogger("tessera.oauth")
+
+_ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"})
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedIssuer:
+    issuer: str
+    jwks_uri: str
+    audience: str
+    tenant: str
+    agent_claim: str = "sub"
+    tools_claim: str = "scope"
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+
+    def __post_init__(self) -> None:
+        for name in ("issuer", "jwks_uri", "audience", "tenant"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"trusted issuer: {name} is required")
+        bad = [a for a in self.algorithms if a not in _ASYMMETRIC]
+        if bad or not self.algorithms:
+            raise ConfigError(f"trusted issuer {self.issuer}: algorithms must be asymmetric, got {bad}")
+
+
+def load_issuers(path: Path) -> tuple[TrustedIssuer, ...]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the OAuth issuers file {path}: {exc}") from exc
+    entries = doc.get("issuers") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: expected a mapping with an `issuers` list")
+    issuers = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: each issuer is a mapping")
+        fields = dict(entry)
+        if "algorithms" in fields:
+            fields["algorithms"] = tuple(fields["algorithms"])
+        try:
+            issuers.append(TrustedIssuer(**fields))
+        except TypeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return tuple(issuers)
+
+
+class JwksCache:
+    """The signing keys of each trusted issuer, by key id. Read without locks on the hot path.
+
+    :meth:`refresh` fetches every issuer's JWKS (on a timer, :meth:`run`); :meth:`want` asks for an early
+    refresh when a token names a key id not seen yet (rotation), at most once per ``min_interval_s``.
+    A fetch that fails keeps the previous keys (a token signed with a key still published verifies).
+    """
+
+    def __init__(
+        self, issuers: Sequence[TrustedIssuer], *, interval_s: float = 300.0, min_interval_s: float = 5.0
+    ):
+        self._issuers = tuple(issuers)
+        self._keys: dict[str, dict[str, Any]] = {i.issuer: {} for i in self._issuers}
+        self._interval_s = interval_s
+        self._min_interval_s = min_interval_s
+        self._last = 0.0
+        self._wanted = asyncio.Event()
+
+    def key(self, issuer: str, kid: str | None) -> Any | None:
+        return self._keys.get(issuer, {}).get(kid or "")
+
+    def want(self) -> None:
+        self._wanted.set()
+
+    async def refresh(self) -> None:
+        self._last = time.monotonic()
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for issuer in self._issuers:
+                try:
+                    response = await client.get(issuer.jwks_uri)
+                    response.raise_for_status()
+                    keys = {}
+                    for jwk in response.json().get("keys", ()):
+                        if jwk.get("use", "sig") != "sig":
+                            continue
+                        keys[jwk.get("kid", "")] = jwt.PyJWK.from_dict(jwk).key
+                    self._keys[issuer.issuer] = keys
+                except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+                    log.warning("JWKS of %s not refreshed: %s", issuer.issuer, exc)
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):  # the timer, or an early refresh wanted
+                await asyncio.wait_for(self._wanted.wait(), timeout=self._interval_s)
+            self._wanted.clear()
+            await asyncio.sleep(max(0.0, self._min_interval_s - (time.monotonic() - self._last)))
+            await self.refresh()
+
+
+class OAuthAuthenticator:
+    """Macaroons to ``macaroons``; a JWT from a trusted issuer verified here. Same interface."""
+
+    def __init__(
+        self,
+        macaroons: Any,
+        issuers: Sequence[TrustedIssuer],
+        jwks: JwksCache,
+        *,
+        cache_size: int = 10_000,
+    ):
+        self._macaroons = macaroons
+        self._issuers = {i.issuer: i for i in issuers}
+        self._jwks = jwks
+        # Verified tokens by token string (time-independent: exp/nbf are caveats). Rejections are not
+        # cached: one for an unknown key id must be retried once the rotated JWKS arrives.
+        self._cache: OrderedDict[str, AuthenticatedToken] = OrderedDict()
+        self._cache_size = cache_size
+
+    def authenticate(self, token: str) -> AuthenticatedToken | TokenRejection:
+        if not (token.count(".") == 2 and token.startswith("eyJ")):
+            return self._macaroons.authenticate(token)
+        cached = self._cache.get(token)
+        if cached is not None:
+            self._cache.move_to_end(token)
+            return cached
+        result = self._verify_jwt(token)
+        if isinstance(result, AuthenticatedToken) and self._cache_size > 0:
+            self._cache[token] = result
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    def _verify_jwt(self, token: str) -> AuthenticatedToken | TokenRejection:
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            return TokenRejection(f"malformed access token: {exc}")
+        issuer = self._issuers.get(claims.get("iss")) if isinstance(claims.get("iss"), str) else None
+        if issuer is None:
+            return TokenRejection("access token from an untrusted issuer")
+        algorithm = header.get("alg")
+        if algorithm not in issuer.algorithms:
+            return TokenRejection(f"access token algorithm {algorithm!r} is not allowed for its issuer")
+        key = self._jwks.key(issuer.issuer, header.get("kid"))
+        if key is None:
+            self._jwks.want()  # maybe the issuer rotated its keys
+            return TokenRejection("access token signed with an unknown key")
+        try:
+            # exp/nbf become caveats, checked per request like a macaroon's (so this result is cacheable).
+            verified = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=issuer.audience,
+                issuer=issuer.issuer,
+                options={"verify_exp": False, "verify_nbf": False, "require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as exc:
+            return TokenRejection(f"access token rejected: {exc}")
+        return _authenticated(issuer, verified, token)
+
+
+def _authenticated(
+    issuer: TrustedIssuer, claims: Mapping[str, Any], token: str
+) -> AuthenticatedToken | TokenRejection:
+    token_id = hashlib.sha256(token.encode()).hexdigest()
+    agent = claims.get(issuer.agent_claim)
+    raw = [f"tenant = {issuer.tenant}"]
+    if agent is not None:
+        raw.append(f"agent = {agent}")
+    tools = claims.get(issuer.tools_claim)
+    if tools is not None:
+        names = tools.split() if isinstance(tools, str) else tools
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            return TokenRejection(f"access token claim {issuer.tools_claim!r} names no tools")
+        raw.append("tools = " + ",".join(names))
+    for claim, template in (("exp", "expires < {}"), ("nbf", "not_before > {}")):
+        value = claims.get(claim)
+        if value is not None:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return TokenRejection(f"access token claim {claim!r} is not a time")
+            raw.append(template.format(format_time(datetime.fromtimestamp(value, UTC))))
+    try:
+        caveats = tuple(parse_caveat(c) for c in raw)
+    except InvalidArgument as exc:
+        return TokenRejection(f"access token claims cannot be mapped: {exc}")
+    jti = claims.get("jti") if isinstance(claims.get("jti"), str) else token_id
+    return AuthenticatedToken(
+        tenant=issuer.tenant,
+        kid="oauth",
+        jti=jti,
+        agent=agent if isinstance(agent, str) else None,
+        token_id=token_id,
+        caveats=caveats,
+        ancestor_ids=(token_id,),
+        budget_counters=(),
+    )
+
+
+def accept_access_tokens(issuers_file: Path | None, macaroons: Any) -> tuple[Any, JwksCache | None]:
+    """The check service's authenticator: ``macaroons`` alone, or with the issuers of ``issuers_file``."""
+    if issuers_file is None:
+        return macaroons, None
+    issuers = load_issuers(issuers_file)
+    jwks = JwksCache(issuers)
+    return OAuthAuthenticator(macaroons, issuers, jwks), jwks

@@ -1,0 +1,99 @@
+"""OAuth access tokens (JWT) through real Envoy, beside macaroons, with the official `mcp` client.
+
+The issuer is a stand-in (tests/oauth_issuer.py): a real HTTP JWKS endpoint and real RS256 signatures.
+The listener runs in OAuth resource-server mode, so a token that does not verify is a 401 challenge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.integration.conftest import Gateway, rpc_error, start_gateway
+from tests.oauth_issuer import StandInIssuer
+
+AUDIENCE = "https://gateway.example/v1/mcp"
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[StandInIssuer]:
+    server = StandInIssuer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def oauth_tokens_gateway(
+    tmp_path_factory: pytest.TempPathFactory, issuer: StandInIssuer
+) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("oauth-tokens")
+    issuers = workdir / "issuers.yaml"
+    issuers.write_text(issuer.issuers_yaml(AUDIENCE))
+    stack, gw = start_gateway(
+        workdir,
+        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers)},
+        oauth_authorization_servers=[issuer.issuer],
+    )
+    try:
+        yield gw
+    finally:
+        stack.stop()
+
+
+async def test_the_mcp_client_lists_and_calls_with_an_access_token(oauth_tokens_gateway, issuer):
+    token = issuer.token(AUDIENCE, scope="read_invoice")
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=10) as http,
+        streamable_http_client(f"{oauth_tokens_gateway.url}/v1/mcp", http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        assert {t.name for t in (await session.list_tools()).tools} == {"read_invoice"}
+        result = await session.call_tool("read_invoice", {"invoice_id": "INV-1001"})
+        assert not result.is_error
+    forwarded = oauth_tokens_gateway.upstream_requests("/mcp")[-1]["headers"]
+    assert forwarded["x-tessera-agent"] == ["agent-7"] and forwarded["x-tessera-tenant"] == ["demo"]
+    assert "authorization" not in forwarded
+
+
+def test_scopes_policy_and_expiry_apply_to_access_tokens(oauth_tokens_gateway, issuer):
+    gw = oauth_tokens_gateway
+    narrow = issuer.token(AUDIENCE, scope="list_invoices")
+    lacking = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=narrow)
+    assert lacking.status_code == 403 and lacking.json()["error"]["code"] == -32010
+    challenge = lacking.headers["www-authenticate"]
+    assert challenge.startswith('Bearer error="insufficient_scope", scope="read_invoice"')
+    wide = issuer.token(AUDIENCE, scope="read_invoice delete_invoice")
+    assert rpc_error(gw.call("delete_invoice", {"invoice_id": "INV-1001"}, token=wide))["code"] == -32012
+    expired = issuer.token(AUDIENCE, scope="read_invoice", lifetime_s=-60)
+    error = rpc_error(gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=expired))
+    assert error["code"] == -32010 and "expire" in error["data"]["reason"]
+
+
+@pytest.mark.parametrize("case", ["wrong-audience", "wrong-issuer", "unknown-key"])
+def test_access_tokens_that_do_not_verify_get_the_401_challenge(oauth_tokens_gateway, issuer, case):
+    if case == "wrong-audience":
+        token = issuer.token("https://elsewhere.example/v1/mcp", scope="read_invoice")
+    elif case == "wrong-issuer":
+        token = issuer.token(AUDIENCE, scope="read_invoice", iss="https://evil.example")
+    else:
+        other = StandInIssuer()
+        try:
+            token = other.token(AUDIENCE, scope="read_invoice", iss=issuer.issuer)
+        finally:
+            other.close()
+    response = oauth_tokens_gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=token)
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    assert response.json()["error"]["code"] == -32010
+
+
+def test_macaroons_work_beside_access_tokens(oauth_tokens_gateway):
+    token = oauth_tokens_gateway.token()
+    assert (
+        "result" in oauth_tokens_gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=token).json()
+    )

@@ -1,0 +1,69 @@
+"""The renderer's MCP options: CORS origins, the stream idle timeout, the OAuth resource-server mode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from authz.errors import ConfigError
+from authz.local.envoy_config import render_envoy_config
+
+BASE = {
+    "listen_port": 18080,
+    "admin_port": 19901,
+    "check_endpoints": [("127.0.0.1", 19191)],
+    "upstream": ("127.0.0.1", 19000),
+}
+
+
+def _routes(**kw) -> dict:
+    doc = yaml.safe_load(render_envoy_config(**BASE, **kw))
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    vhost = hcm["route_config"]["virtual_hosts"][0]
+    return vhost, {r["name"]: r for r in vhost["routes"]}
+
+
+def test_cors_origins_and_idle_timeout_are_rendered():
+    vhost, routes = _routes(cors_origins=["https://app.example/"], mcp_idle_timeout_ms=45_000)
+    cors = vhost["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert cors["allow_origin_string_match"] == [{"exact": "https://app.example"}]
+    assert routes["mcp"]["route"]["idle_timeout"] == "45.000s" and routes["mcp"]["route"]["timeout"] == "0s"
+    with pytest.raises(ConfigError):
+        render_envoy_config(**BASE, cors_origins=["app.example"])
+    with pytest.raises(ConfigError):
+        render_envoy_config(**BASE, mcp_idle_timeout_ms=0)
+
+
+def test_oauth_mode_serves_metadata_and_names_it_to_the_check():
+    _, routes = _routes(
+        oauth_resource="https://gw.example/v1/mcp", oauth_authorization_servers=["https://idp"]
+    )
+    metadata = json.loads(routes["oauth_metadata"]["direct_response"]["body"]["inline_string"])
+    assert metadata == {
+        "resource": "https://gw.example/v1/mcp",
+        "authorization_servers": ["https://idp"],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Tessera",
+    }
+    assert routes["oauth_metadata"]["match"]["path"] == "/.well-known/oauth-protected-resource/v1/mcp"
+    for name in ("mcp", "mcp_list", "tool_call"):
+        extensions = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_authz"][
+            "check_settings"
+        ]["context_extensions"]
+        assert (
+            extensions["resource_metadata"]
+            == "https://gw.example/.well-known/oauth-protected-resource/v1/mcp"
+        )
+    _, plain = _routes()
+    assert "oauth_metadata" not in plain
+    assert "resource_metadata" not in json.dumps(plain["mcp"])
+    with pytest.raises(ConfigError):
+        render_envoy_config(
+            **BASE, oauth_resource="https://gw.example/v1/mcp", oauth_authorization_servers=[]
+        )
+    with pytest.raises(ConfigError):
+        render_envoy_config(
+            **BASE, oauth_resource="gw.example/v1/mcp", oauth_authorization_servers=["https://i"]
+        )

@@ -1,0 +1,102 @@
+"""JWT access tokens beside macaroons (authz.oauth): real RSA keys, a JWKS over real HTTP (a stand-in
+issuer), PyJWT verification; expired, wrong-audience, wrong-issuer, unsigned and forged tokens refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from authz.oauth import JwksCache, OAuthAuthenticator, TrustedIssuer
+from authz.secrets import Secret
+from authz.token import AuthenticatedToken, KeyRing, TokenAuthenticator, TokenRejection, mint
+from tests.oauth_issuer import StandInIssuer
+
+AUDIENCE = "https://gateway.example/v1/mcp"
+KEYRING = KeyRing(Secret("unit-test-master-key-0123456789abcdef0123"))
+
+
+@pytest.fixture
+def issuer():
+    server = StandInIssuer()
+    yield server
+    server.close()
+
+
+async def _authenticator(issuer: StandInIssuer) -> tuple[OAuthAuthenticator, JwksCache]:
+    trusted = TrustedIssuer(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri, audience=AUDIENCE, tenant="demo")
+    jwks = JwksCache([trusted])
+    await jwks.refresh()
+    return OAuthAuthenticator(TokenAuthenticator(KEYRING), [trusted], jwks), jwks
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def test_a_valid_access_token_maps_to_tenant_agent_and_tools(issuer):
+    auth, _ = await _authenticator(issuer)
+    result = auth.authenticate(issuer.token(AUDIENCE, scope="read_invoice list_invoices", jti="j-1"))
+    assert isinstance(result, AuthenticatedToken), result
+    assert (result.tenant, result.agent, result.jti) == ("demo", "agent-7", "j-1")
+    assert result.tools == frozenset({"read_invoice", "list_invoices"})
+    assert result.check(now=_now(), tool="read_invoice", arguments={}, prompt=None) is None
+    assert result.check(now=_now(), tool="delete_invoice", arguments={}, prompt=None) is not None
+
+
+async def test_expiry_and_not_before_are_enforced_per_request(issuer):
+    auth, _ = await _authenticator(issuer)
+    expired = auth.authenticate(issuer.token(AUDIENCE, lifetime_s=-5))
+    assert isinstance(expired, AuthenticatedToken)
+    assert "expire" in expired.check(now=_now(), tool="read_invoice", arguments={}, prompt=None).reason
+    early = auth.authenticate(issuer.token(AUDIENCE, nbf=int((_now() + timedelta(hours=1)).timestamp())))
+    assert early.check(now=_now(), tool="read_invoice", arguments={}, prompt=None) is not None
+
+
+@pytest.mark.parametrize(
+    "case", ["wrong-audience", "wrong-issuer", "unsigned", "hmac-with-public-key", "foreign-key", "no-exp"]
+)
+async def test_bad_access_tokens_are_refused(issuer, case):
+    auth, _ = await _authenticator(issuer)
+    if case == "wrong-audience":
+        token = issuer.token("https://other.example/v1/mcp")
+    elif case == "wrong-issuer":
+        token = issuer.token(AUDIENCE, iss="https://evil.example")
+    elif case == "unsigned":
+        token = jwt.encode({"iss": issuer.issuer, "aud": AUDIENCE, "exp": 2**31}, None, algorithm="none")
+    elif case == "hmac-with-public-key":
+        public = issuer.jwks()["keys"][0]["n"].encode()
+        token = jwt.encode(
+            {"iss": issuer.issuer, "aud": AUDIENCE, "exp": 2**31}, public, algorithm="HS256",
+            headers={"kid": issuer.current},
+        )  # fmt: skip
+    elif case == "foreign-key":
+        other = StandInIssuer()
+        try:
+            token = jwt.encode(
+                {"iss": issuer.issuer, "aud": AUDIENCE, "exp": 2**31},
+                other.keys[other.current],
+                algorithm="RS256",
+                headers={"kid": issuer.current},
+            )
+        finally:
+            other.close()
+    else:
+        token = issuer.token(AUDIENCE, exp=None)
+    assert isinstance(auth.authenticate(token), TokenRejection)
+
+
+async def test_a_rotated_key_is_accepted_once_the_jwks_is_refreshed(issuer):
+    auth, jwks = await _authenticator(issuer)
+    new_kid = issuer.rotate()
+    token = issuer.token(AUDIENCE, kid=new_kid)
+    assert "unknown key" in auth.authenticate(token).reason
+    await jwks.refresh()  # what JwksCache.run() does soon after want()
+    assert isinstance(auth.authenticate(token), AuthenticatedToken)
+
+
+async def test_macaroons_still_authenticate(issuer):
+    auth, _ = await _authenticator(issuer)
+    macaroon = mint(KEYRING, tenant="demo", agent="a1", expires=_now() + timedelta(hours=1))
+    assert auth.authenticate(macaroon).agent == "a1"
