@@ -403,7 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
 
         return open_store(_config(args).store.database_url)
 
-    add_intent_commands(sub, open_store_for)
+    def outbound_for(args: argparse.Namespace):
+        from authz.outbound import OutboundClient, policy_from_config
+
+        return OutboundClient(policy_from_config(_config(args)), purpose="intent tools/list")
+
+    add_intent_commands(sub, open_store_for, outbound_for)
 
     try:
         from authz.audit.cli import add_audit_commands

@@ -26,7 +26,7 @@ from authz.intent import (
 )
 from authz.oauth import accept_access_tokens
 from authz.observability import Metrics, serve_http
-from authz.outbound import policy_from_config
+from authz.outbound import OutboundClient, policy_from_config
 from authz.policy import OpaClients, compile_policy
 from authz.server.check_service import AuthorizationService
 from authz.server.list_service import add_list_processor, list_filter_for
@@ -96,8 +96,12 @@ def _extractor_factory(config: TesseraConfig):
 def _catalog_refresher(config: TesseraConfig, store: Store) -> CatalogRefresher:
     """Fetches each tenant's upstream ``tools/list`` on a schedule (tenants with ``intent.tools_url``)."""
 
+    outbound = OutboundClient(
+        policy_from_config(config), timeout_s=config.intent.refresh_timeout_s, purpose="intent tools/list"
+    )
+
     async def fetch(url: str) -> dict[str, Any]:
-        return await fetch_tools_list(url, timeout_s=config.intent.refresh_timeout_s)
+        return await fetch_tools_list(url, outbound=outbound, timeout_s=config.intent.refresh_timeout_s)
 
     return CatalogRefresher(store, interval_s=config.intent.refresh_s, fetch=fetch)
 
