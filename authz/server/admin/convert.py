@@ -225,7 +225,35 @@ def settings(s: TenantSettings) -> tenants_pb.TenantSettings:
         tool_costs=dict(s.tool_costs),
         budget_rules=[budget_rule(r) for r in s.budget_rules],
         approval_webhook_url=s.approval_webhook_url or "",
+        policy_engine=policy_engine(s.policy_engine),
     )
+
+
+def policy_engine(raw: Mapping[str, Any] | None) -> tenants_pb.PolicyEngine | None:
+    if not raw:
+        return None
+    return tenants_pb.PolicyEngine(
+        engine=str(raw.get("engine", "")),
+        url=str(raw.get("url", "")),
+        path=str(raw.get("path", "")),
+        timeout_ms=int(raw.get("timeout_ms", 0)),
+        push=bool(raw.get("push", True)),
+    )
+
+
+def policy_engine_fields(message: tenants_pb.TenantSettings) -> dict[str, Any] | None:
+    """The ``policy_engine`` mapping of a settings message (None when unset); validated later."""
+    if not message.HasField("policy_engine"):
+        return None
+    engine = message.policy_engine
+    raw: dict[str, Any] = {"engine": engine.engine, "url": engine.url}
+    if engine.path:
+        raw["path"] = engine.path
+    if engine.timeout_ms:
+        raw["timeout_ms"] = engine.timeout_ms
+    if engine.HasField("push"):
+        raw["push"] = engine.push
+    return raw
 
 
 def settings_fields(message: tenants_pb.TenantSettings) -> dict[str, Any]:
@@ -263,6 +291,7 @@ def settings_fields(message: tenants_pb.TenantSettings) -> dict[str, Any]:
         "tool_costs": {k: float(v) for k, v in sorted(message.tool_costs.items())},
         "budget_rules": tuple(rules),
         "approval_webhook_url": message.approval_webhook_url or None,
+        "policy_engine": policy_engine_fields(message),
     }
 
 
