@@ -1,0 +1,77 @@
+"""The TypeScript SDK (sdk/typescript) against the real stack, and its npm package.
+
+Builds the SDK with npm (``npm ci && npm run build``), runs its Node unit tests, then its end-to-end
+tests (``node --test test/e2e/``) against the stack of tests/e2e/conftest.py with the gateway URL and
+fresh tokens in the environment. Without node/npm these tests fail rather than skip: ``.ci/run``
+installs them, and a missing toolchain must not read as a passing SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SDK = Path(__file__).parents[2] / "sdk" / "typescript"
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    done = subprocess.run(
+        cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("node and npm are needed for the TypeScript SDK tests (.ci/run installs them)")
+    run(["npm", "ci", "--no-audit", "--no-fund"], SDK)
+    run(["npm", "run", "build"], SDK)
+    return SDK
+
+
+def test_node_unit_tests_pass(built):
+    out = run(["node", "--test", "test/unit/"], built)
+    assert "# fail 0" in out and "# pass 0" not in out
+
+
+def test_the_sdk_against_the_real_stack(built, stack):
+    env = {
+        "TESSERA_E2E_URL": stack.url,
+        "TESSERA_E2E_TOKEN": stack.token(),
+        "TESSERA_E2E_BUDGET_TOKEN": stack.token(max_calls=1),
+    }
+    out = run(["node", "--test", "test/e2e/"], built, env=env)
+    assert "# fail 0" in out and "# skipped 0" in out
+    assert "# pass 8" in out, out
+
+
+def test_npm_pack_produces_an_installable_tarball(built, tmp_path):
+    # --ignore-scripts: the fixture built dist/ already; prepack would only rebuild it
+    packed = run(["npm", "pack", "--ignore-scripts", "--pack-destination", str(tmp_path)], built)
+    name = packed.strip().splitlines()[-1]
+    tarball = tmp_path / name
+    assert tarball.is_file()
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0", "private": True}))
+    run(["npm", "install", "--no-audit", "--no-fund", "--offline", str(tarball)], app)
+    check = (
+        "const esm = await import('tessera-authz'); const cjs = (await import('node:module'))"
+        ".createRequire(import.meta.url)('tessera-authz');"
+        "if (typeof esm.attenuate !== 'function' || typeof cjs.Gateway !== 'function') process.exit(1);"
+        "console.log(Object.keys(esm).includes('BudgetError') ? 'ok' : 'missing');"
+    )
+    assert run(["node", "--input-type=module", "-e", check], app).strip() == "ok"
+    files = json.loads(run(["npm", "pack", "--ignore-scripts", "--dry-run", "--json"], built))[0]["files"]
+    paths = {f["path"] for f in files}
+    assert {"dist/esm/index.js", "dist/cjs/index.js", "dist/esm/index.d.ts", "package.json"} <= paths
+    assert not any(p.startswith(("src/", "test/", "node_modules/")) for p in paths)
