@@ -348,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_envoy_config_command(sub)
 
+    from authz.forward.cli import add_forward_command
+
+    add_forward_command(sub, common)
+
     run = sub.add_parser("run", help="run the whole local stack (Envoy, check service, demo MCP server)")
     run.add_argument("--var-dir")
     run.add_argument("--port", type=int, default=8080, help="Envoy listener port (default 8080)")
@@ -391,6 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     from authz.client.cli import add_call_command
 
     add_call_command(sub)
+
+    from authz.intent.cli import add_intent_commands
+
+    def open_store_for(args: argparse.Namespace):
+        from authz.storage import open_store
+
+        return open_store(_config(args).store.database_url)
+
+    add_intent_commands(sub, open_store_for)
 
     try:
         from authz.audit.cli import add_audit_commands

@@ -76,6 +76,10 @@ class IntentConfig:
     http_timeout_s: float = 0.2
     cache_size: int = 10_000
     cache_ttl_s: float = 300.0
+    #: How often each tenant's upstream MCP ``tools/list`` is fetched again (authz/intent/_refresh.py).
+    refresh_s: float = 300.0  # TESSERA_INTENT_REFRESH_S
+    #: Bound on one ``tools/list`` fetch.
+    refresh_timeout_s: float = 10.0  # TESSERA_INTENT_REFRESH_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +271,8 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         http_timeout_s=_float(env, "TESSERA_INTENT_TIMEOUT_S", 0.2),
         cache_size=_int(env, "TESSERA_INTENT_CACHE_SIZE", 10_000),
         cache_ttl_s=_float(env, "TESSERA_INTENT_CACHE_TTL_S", 300.0),
+        refresh_s=_float(env, "TESSERA_INTENT_REFRESH_S", 300.0),
+        refresh_timeout_s=_float(env, "TESSERA_INTENT_REFRESH_TIMEOUT_S", 10.0),
     )
     body = _body_limits(env)
     outbound = _outbound(env)

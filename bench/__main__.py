@@ -312,6 +312,9 @@ async def _breakdown(workdir: Path, check_bin: Path) -> list[tuple[str, float]]:
         ("whole Check handler, 1 in flight", await timed(lambda: service.Check(request, context))),
         ("whole Check handler, 32 in flight", await timed(lambda: service.Check(request, context), batch=32)),
     ]
+    from bench.intent import intent_rows
+
+    rows += await intent_rows(timed)
     await runtime.store.close()
     return rows
 

@@ -12,7 +12,9 @@ Wire contract (ARCHITECTURE §5)::
 
 The five intent fields are required and type-checked; tool names must be non-empty strings of at most
 256 characters, at most 1000 per list; the body may be at most 1 MiB. Unknown extra fields are ignored
-(so the service can grow without breaking gateways). Any failure — timeout (one deadline for the
+(so the service can grow without breaking gateways), except an optional boolean ``determined``: a service
+may say it did not understand the prompt (otherwise an intent naming no tool is undetermined, as the
+tenant's ``undetermined: deny | policy`` setting expects). Any failure — timeout (one deadline for the
 whole exchange), connection error, non-2xx status, non-JSON or badly shaped body — raises
 :class:`authz.errors.DependencyError`; the pipeline turns that into a -32018 deny (fail closed).
 
@@ -223,6 +225,8 @@ def _parse_reply(body: bytes) -> Intent:
         rationale=intent["rationale"],
         source="http",
         summary=intent["summary"],
+        # optional: a classifier may say it did not understand the prompt even if it named tools
+        determined=intent["determined"] if isinstance(intent.get("determined"), bool) else None,
     )
 
 

@@ -37,7 +37,13 @@ def validated_settings(fields: dict[str, Any], *, intent_http: bool = False) -> 
     for tool, cost in fields["tool_costs"].items():
         if not valid_name(tool) or not math.isfinite(cost) or cost < 0:
             raise InvalidArgument(f"tool_costs[{tool!r}] must be a finite, non-negative number")
-    if fields["intent_mode"] != "off" and not intent_http and not fields["catalog"]:
+    # a catalog derived from the upstream's tools/list (tools_url) needs no hand-written one
+    if (
+        fields["intent_mode"] != "off"
+        and not intent_http
+        and not fields["catalog"]
+        and not fields.get("tools_url")
+    ):
         raise InvalidArgument(
             f"intent mode {fields['intent_mode']} needs a tool catalog (the built-in extractor reads it)",
             metadata={"field": "catalog"},
