@@ -56,13 +56,19 @@ def add_intent_commands(sub: Any, open_store: Callable[[argparse.Namespace], Any
 def cmd_eval(args: argparse.Namespace) -> int:
     from authz.intent._eval import catalog_extractor, evaluate, load_cases, load_tools_list
     from authz.intent._http import HttpExtractor
+    from authz.outbound import OutboundPolicy
 
     tools = load_tools_list(args.tools)
     cases = load_cases(args.cases)
 
     async def run() -> dict[str, Any]:
         if args.extractor:
-            async with HttpExtractor(args.extractor, timeout=args.timeout, cache_size=0) as http:
+            # The URL is the operator's own command-line argument, not something an admin or a tenant
+            # set: any address may be evaluated (cloud metadata addresses excepted).
+            anywhere = OutboundPolicy.build(["0.0.0.0/0", "::/0"])
+            async with HttpExtractor(
+                args.extractor, timeout=args.timeout, cache_size=0, policy=anywhere
+            ) as http:
                 return await evaluate(http, cases)
         return await evaluate(catalog_extractor(tools), cases)
 
