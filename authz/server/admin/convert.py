@@ -29,7 +29,15 @@ from authz.api.admin.v1 import (
     token_service_pb2 as tokens_pb,
 )
 from authz.errors import InvalidArgument
-from authz.storage import AdminKey, Approval, PolicyDraft, PolicyVersion, Revocation, TenantSettings
+from authz.storage import (
+    AdminKey,
+    Approval,
+    PolicyDraft,
+    PolicyVersion,
+    Revocation,
+    TenantSettings,
+    approving_principals,
+)
 from authz.storage.protocols import AuditCheckpoint, AuditRecord
 
 
@@ -159,7 +167,7 @@ def approval(a: Approval, now: float) -> approvals_pb.Approval:
         reason=a.reason,
         status=APPROVAL_STATUS.get(a.effective_status(now), approvals_pb.APPROVAL_STATUS_UNSPECIFIED),
         quorum=a.quorum,
-        approvals=sum(1 for d in a.decisions if d.get("verdict") == "approve"),
+        approvals=len(approving_principals(a)),
         created_at=timestamp(a.created_at),
         expires_at=timestamp(a.expires_at),
         decision_id=a.decision_id,
@@ -169,6 +177,7 @@ def approval(a: Approval, now: float) -> approvals_pb.Approval:
                 verdict=_VERDICT_VALUES.get(d.get("verdict", ""), approvals_pb.VERDICT_UNSPECIFIED),
                 note=str(d.get("note", "")),
                 decided_at=timestamp(float(d["at"])) if "at" in d else None,
+                principal=str(d.get("principal", "")),
             )
             for d in a.decisions
         ],
@@ -346,4 +355,5 @@ def admin_key(k: AdminKey) -> keys_pb.AdminKey:
         revoked=k.revoked_at is not None,
         revoked_at=timestamp(k.revoked_at),
         revoked_by=k.revoked_by or "",
+        principal=k.principal or k.name,
     )
