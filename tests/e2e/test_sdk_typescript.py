@@ -8,6 +8,7 @@ installs them, and a missing toolchain must not read as a passing SDK.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,6 +16,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.conftest import unique_agent
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +52,34 @@ def test_the_sdk_against_the_real_stack(built, stack):
         "TESSERA_E2E_TOKEN": stack.token(),
         "TESSERA_E2E_BUDGET_TOKEN": stack.token(max_calls=1),
     }
-    out = run(["node", "--test", "test/e2e/"], built, env=env)
+    out = run(["node", "--test", "test/e2e/stack.test.mjs"], built, env=env)
     assert "# fail 0" in out and "# skipped 0" in out
     assert "# pass 8" in out, out
+
+
+async def test_wait_for_approval_completes_when_approved_while_the_sdk_polls(built, stack, approvals):
+    agent = unique_agent()
+    env = {"TESSERA_E2E_URL": stack.url, "TESSERA_E2E_APPROVAL_TOKEN": stack.token(agent=agent)}
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        "--test",
+        "test/e2e/approval.test.mjs",
+        cwd=built,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        pending = await approvals.pending_for(agent)
+        await asyncio.sleep(0.6)  # let the SDK poll at least once while the call is pending
+        assert node.returncode is None
+        await approvals.decide(pending.approval_id, "approve")
+        out = (await asyncio.wait_for(node.communicate(), 60))[0].decode()
+    finally:
+        if node.returncode is None:
+            node.kill()
+            await node.wait()
+    assert node.returncode == 0 and "# pass 1" in out and "# fail 0" in out, out
 
 
 def test_npm_pack_produces_an_installable_tarball(built, tmp_path):
