@@ -31,6 +31,8 @@ class ListenConfig:
     admin_port: int = 9192
     #: plain HTTP: /healthz, /readyz, /metrics.
     metrics_port: int = 9464
+    #: the admin service's own /healthz, /readyz, /metrics.
+    admin_metrics_port: int = 9465
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,41 @@ class IntentConfig:
     http_timeout_s: float = 0.2
     cache_size: int = 10_000
     cache_ttl_s: float = 300.0
+    #: How often each tenant's upstream MCP ``tools/list`` is fetched again (authz/intent/_refresh.py).
+    refresh_s: float = 300.0  # TESSERA_INTENT_REFRESH_S
+    #: Bound on one ``tools/list`` fetch.
+    refresh_timeout_s: float = 10.0  # TESSERA_INTENT_REFRESH_TIMEOUT_S
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundConfig:
+    """Outbound requests to URLs an admin or a tenant file sets (:mod:`authz.outbound`).
+
+    Loopback, private, link-local, unique-local and metadata addresses and the service's own ports are
+    refused unless ``allow`` (``TESSERA_OUTBOUND_ALLOW``, comma-separated; operator-only, never settable
+    through the tenant API) permits them: ``10.0.0.0/8`` (a network), ``127.0.0.1:8099`` (one port,
+    needed for one of the refused ports), ``[::1]:8099``. ``tessera run`` and the test stack allow
+    loopback, where their demo webhook receivers and extractors listen.
+    """
+
+    allow: tuple[str, ...] = ()
+    #: Ports refused besides the check, admin and metrics ports: Envoy's listener and admin by default
+    #: (``TESSERA_OUTBOUND_REFUSED_PORTS``).
+    refused_ports: tuple[int, ...] = (8080, 9901)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    """Logs, metrics and traces (see :mod:`authz.observability`)."""
+
+    #: TESSERA_LOG_LEVEL (or --log-level): DEBUG, INFO, WARNING, ERROR. Libraries stay at WARNING.
+    log_level: str = "INFO"
+    #: TESSERA_LOG_FORMAT: ``json`` (one object per line) or ``text``.
+    log_format: str = "json"
+    #: TESSERA_METRICS_TENANT_LABEL: add a ``tenant`` label to per-call metrics (one series per tenant).
+    metrics_tenant_label: bool = False
+    #: Whether the standard OTEL_* variables turn tracing on (off by default; the SDK reads the rest).
+    tracing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +143,9 @@ class TesseraConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     intent: IntentConfig = field(default_factory=IntentConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     body: BodyLimitsConfig = field(default_factory=BodyLimitsConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     #: Tenants file (YAML) applied at startup: settings, tool catalog, policy. See README.
     tenants_file: Path | None = None
     #: Directory for embedded state (SQLite database, generated dev master key).
@@ -175,6 +214,24 @@ def _load_master_key(env: Mapping[str, str], var_dir: Path) -> Secret:
     return Secret(path.read_bytes().strip())
 
 
+def _outbound(env: Mapping[str, str]) -> OutboundConfig:
+    from authz.outbound import parse_allow_entry
+
+    allow = tuple(e.strip() for e in env.get("TESSERA_OUTBOUND_ALLOW", "").split(",") if e.strip())
+    for entry in allow:
+        parse_allow_entry(entry)  # ConfigError naming the bad entry
+    raw_ports = env.get("TESSERA_OUTBOUND_REFUSED_PORTS")
+    if raw_ports is None:
+        return OutboundConfig(allow=allow)
+    try:
+        ports = tuple(int(p) for p in raw_ports.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(
+            f"TESSERA_OUTBOUND_REFUSED_PORTS must be comma-separated ports, got {raw_ports!r}"
+        ) from None
+    return OutboundConfig(allow=allow, refused_ports=ports)
+
+
 def _body_limits(env: Mapping[str, str]) -> BodyLimitsConfig:
     defaults = BodyLimitsConfig()
     values = {
@@ -211,6 +268,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         check_port=_int(env, "TESSERA_CHECK_PORT", 9191),
         admin_port=_int(env, "TESSERA_ADMIN_PORT", 9192),
         metrics_port=_int(env, "TESSERA_METRICS_PORT", 9464),
+        admin_metrics_port=_int(env, "TESSERA_ADMIN_METRICS_PORT", 9465),
     )
     default_db = f"sqlite:///{var_dir / 'tessera.db'}"
     store = StoreConfig(
@@ -231,21 +289,44 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         http_timeout_s=_float(env, "TESSERA_INTENT_TIMEOUT_S", 0.2),
         cache_size=_int(env, "TESSERA_INTENT_CACHE_SIZE", 10_000),
         cache_ttl_s=_float(env, "TESSERA_INTENT_CACHE_TTL_S", 300.0),
+        refresh_s=_float(env, "TESSERA_INTENT_REFRESH_S", 300.0),
+        refresh_timeout_s=_float(env, "TESSERA_INTENT_REFRESH_TIMEOUT_S", 10.0),
     )
     body = _body_limits(env)
+    outbound = _outbound(env)
     tenants = env.get("TESSERA_TENANTS_FILE")
+    observability = _observability(env)
     return TesseraConfig(
         keys=keys,
         listen=listen,
         store=store,
         check=check,
         intent=intent,
+        observability=observability,
         body=body,
+        outbound=outbound,
         tenants_file=Path(tenants) if tenants else default_tenants_file(),
         var_dir=var_dir,
         oauth_issuers_file=Path(env["TESSERA_OAUTH_ISSUERS_FILE"])
         if env.get("TESSERA_OAUTH_ISSUERS_FILE")
         else None,
+    )
+
+
+def _observability(env: Mapping[str, str]) -> ObservabilityConfig:
+    from authz.observability import tracing_requested
+
+    level = (env.get("TESSERA_LOG_LEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"TESSERA_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    fmt = (env.get("TESSERA_LOG_FORMAT") or "json").lower()
+    if fmt not in ("json", "text"):
+        raise ConfigError(f"TESSERA_LOG_FORMAT must be json or text, got {fmt!r}")
+    return ObservabilityConfig(
+        log_level=level,
+        log_format=fmt,
+        metrics_tenant_label=_bool(env, "TESSERA_METRICS_TENANT_LABEL", False),
+        tracing=tracing_requested(env),
     )
 
 
@@ -255,6 +336,8 @@ __all__ = [
     "IntentConfig",
     "KeyConfig",
     "ListenConfig",
+    "ObservabilityConfig",
+    "OutboundConfig",
     "StoreConfig",
     "TesseraConfig",
     "default_tenants_file",

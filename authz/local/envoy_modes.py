@@ -61,10 +61,12 @@ def render_for_mode(
     upstream: str | None = None,
     check_timeout_ms: int = 500,
     max_request_bytes: int = 1048576,
+    otlp: str | None = None,
     mcp: dict | None = None,
 ) -> str:
     """The Envoy bootstrap for ``mode`` with the mode's defaults for every address not given.
 
+    ``otlp`` (``HOST:PORT`` of an OTLP/gRPC collector) keeps the shipped tracing on; None turns it off.
     ``mcp``: the MCP options of :func:`render_envoy_config` (``cors_origins``, ``mcp_idle_timeout_ms``,
     ``oauth_resource``, ``oauth_authorization_servers``), passed through."""
     if mode not in MODES:
@@ -85,6 +87,7 @@ def render_for_mode(
         upstream=parse_address(upstream),
         check_timeout_ms=check_timeout_ms,
         max_request_bytes=max_request_bytes,
+        otlp_endpoint=parse_address(otlp) if otlp else None,
         **(mcp or {}),
     )
 
@@ -111,6 +114,7 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         upstream=args.upstream,
         check_timeout_ms=args.check_timeout_ms,
         max_request_bytes=args.max_request_bytes,
+        otlp=args.otlp,
         mcp=_mcp_options(args),
     )
     if args.output in (None, "-"):
@@ -152,6 +156,11 @@ def add_envoy_config_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check-timeout-ms", type=int, default=500, help="ext_authz gRPC timeout (default 500)")
     p.add_argument(
         "--max-request-bytes", type=int, default=1048576, help="largest body checked (default 1 MiB)"
+    )
+    p.add_argument(
+        "--otlp",
+        metavar="HOST:PORT",
+        help="trace every request and export Envoy's spans over OTLP/gRPC to this collector (default: off)",
     )
     p.add_argument(
         "--cors-origin", action="append", metavar="ORIGIN", help="a browser origin allowed by CORS (repeat)"

@@ -17,6 +17,8 @@ from authz.storage.models import (
     AdminKey,
     Approval,
     ApprovalClaim,
+    DeadLetter,
+    ForwarderCursor,
     PolicyDraft,
     PolicyVersion,
     PruneResult,
@@ -304,9 +306,76 @@ class AdminStore(Protocol):
         ``window_start``, key → used (e.g. every agent's counter of one per-agent rule)."""
 
 
+class ForwarderStore(Protocol):
+    """The audit fan-out's durable state (:mod:`authz.forward`): leases, cursors and dead letters.
+
+    A **lease** per sink makes exactly one forwarder instance active across replicas; a cursor write or a
+    dead letter names the holder and is refused (FailedPrecondition) unless that holder's lease is still
+    unexpired, so an instance that lost its lease (paused, partitioned) cannot move a cursor its successor
+    owns. A **cursor** per (tenant, sink) only moves forward and only after the sink acknowledged. A batch
+    the sink keeps refusing becomes a **dead letter** and the cursor passes it in the same transaction:
+    nothing is skipped silently, the record says which events to replay.
+    """
+
+    async def acquire_forwarder_lease(self, sink: str, holder: str, now: float, ttl_s: float) -> bool:
+        """Take or renew the sink's lease until ``now + ttl_s``: True when ``holder`` holds it afterwards
+        (it was free, expired, or already ``holder``'s). Atomic: of two holders racing, one wins."""
+
+    async def release_forwarder_lease(self, sink: str, holder: str) -> None:
+        """Give the lease up (only if ``holder`` holds it), so a successor need not wait for it to expire."""
+
+    async def forwarder_cursors(self, sink: str | None = None) -> list[ForwarderCursor]:
+        """Every stored cursor (of ``sink`` when given), ordered by sink then tenant."""
+
+    async def get_forwarder_cursor(self, tenant: str, sink: str) -> ForwarderCursor:
+        """The cursor, or a fresh one at seq 0 when the sink never acknowledged anything of the tenant."""
+
+    async def advance_forwarder_cursor(
+        self, tenant: str, sink: str, holder: str, seq: int, now: float
+    ) -> None:
+        """Record that the sink acknowledged every event up to ``seq``: the cursor becomes
+        ``max(cursor, seq)``, ``last_success_at`` = now and ``last_error`` is cleared. FailedPrecondition
+        when ``holder`` does not hold an unexpired lease on the sink at ``now``."""
+
+    async def record_forwarder_error(self, tenant: str, sink: str, error: str, now: float) -> None:
+        """Remember the latest failure (for health); the cursor does not move."""
+
+    async def dead_letter_batch(
+        self,
+        tenant: str,
+        sink: str,
+        holder: str,
+        from_seq: int,
+        to_seq: int,
+        reason: str,
+        attempts: int,
+        now: float,
+    ) -> DeadLetter:
+        """In ONE transaction: store the dead letter and advance the cursor to ``to_seq`` (as
+        :meth:`advance_forwarder_cursor`, but keeping ``reason`` as ``last_error``). FailedPrecondition
+        without the lease, and then nothing is stored."""
+
+    async def list_dead_letters(
+        self, tenant: str | None = None, sink: str | None = None, *, include_replayed: bool = False
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first; replayed ones only with ``include_replayed``."""
+
+    async def mark_dead_letter_replayed(self, dead_letter_id: int, now: float) -> DeadLetter:
+        """Record that a replay was acknowledged. NotFound for an unknown id; idempotent (the first time
+        stays)."""
+
+
 @runtime_checkable
 class Store(
-    TenantStore, PolicyStore, RevocationStore, BudgetStore, ApprovalStore, AuditStore, AdminStore, Protocol
+    TenantStore,
+    PolicyStore,
+    RevocationStore,
+    BudgetStore,
+    ApprovalStore,
+    AuditStore,
+    AdminStore,
+    ForwarderStore,
+    Protocol,
 ):
     """Everything a Tessera process needs from its database."""
 

@@ -55,6 +55,7 @@ from authz.storage.models import (
 )
 from authz.storage.postgres._admin import PostgresAdminStore
 from authz.storage.postgres._audit import AUDITED_CONNECTION, PostgresAuditStore
+from authz.storage.postgres._forward import PostgresForwarderStore
 from authz.storage.postgres._migrate import migrate
 
 log = logging.getLogger("tessera.storage.postgres")
@@ -116,7 +117,7 @@ class _Rollback(Exception):
         self.result = result
 
 
-class PostgresStore(PostgresAuditStore, PostgresAdminStore):
+class PostgresStore(PostgresAuditStore, PostgresAdminStore, PostgresForwarderStore):
     """Every store Protocol on PostgreSQL (psycopg 3 async, ``psycopg_pool``).
 
     Construction does no I/O (:func:`authz.storage.open_store` is synchronous): the store opens on first

@@ -32,6 +32,7 @@ from authz.storage.models import (
 from authz.storage.sqlite._admin import SQLiteAdminStore
 from authz.storage.sqlite._audit import SQLiteAuditStore
 from authz.storage.sqlite._db import SQLiteDatabase
+from authz.storage.sqlite._forward import SQLiteForwarderStore
 
 
 def _consume(conn: sqlite3.Connection, claim: ApprovalClaim) -> bool:
@@ -54,7 +55,7 @@ def _bump(conn: sqlite3.Connection, column: str) -> None:
     conn.execute(f"UPDATE store_versions SET {column} = {column} + 1 WHERE id = 1")
 
 
-class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore):
+class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore, SQLiteForwarderStore):
     """Every store Protocol of :mod:`authz.storage.protocols` on one SQLite database."""
 
     def __init__(self, path: str | Path, *, synchronous: str | None = None):

@@ -1,0 +1,49 @@
+"""Audit fan-out: committed audit events to SIEMs and files, from a durable cursor (ARCHITECTURE §9).
+
+* :class:`Forwarder` — the one driver: lease, cursor, batching, backoff with jitter, dead letters.
+* :class:`Sink` — what a destination implements: ``send(batch)`` → :class:`Ack` | :class:`Retry` |
+  :class:`Reject`; :func:`classify_http` for the usual HTTP answers.
+* Sinks: :class:`WebhookSink` (HMAC-signed, timestamped; :func:`verify_webhook` for receivers),
+  :class:`NdjsonFileSink` (local file with rotation).
+* :class:`ForwardEvent` — the event shape every sink receives, chain hash as idempotency key.
+"""
+
+from __future__ import annotations
+
+from authz.forward._driver import Forwarder, ForwarderSettings, LeaseLost, default_holder
+from authz.forward._event import ForwardEvent, forward_event
+from authz.forward._file import NdjsonFileSink
+from authz.forward._sink import (
+    Ack,
+    HttpClient,
+    HttpResponse,
+    Outcome,
+    Reject,
+    Retry,
+    Sink,
+    classify_http,
+    parse_retry_after,
+)
+from authz.forward._webhook import WebhookSink, verify_webhook, webhook_signature
+
+__all__ = [
+    "Ack",
+    "ForwardEvent",
+    "Forwarder",
+    "ForwarderSettings",
+    "HttpClient",
+    "HttpResponse",
+    "LeaseLost",
+    "NdjsonFileSink",
+    "Outcome",
+    "Reject",
+    "Retry",
+    "Sink",
+    "WebhookSink",
+    "classify_http",
+    "default_holder",
+    "forward_event",
+    "parse_retry_after",
+    "verify_webhook",
+    "webhook_signature",
+]

@@ -1,0 +1,112 @@
+"""Which sinks a ``tessera forward`` process drives: a YAML (or JSON) file, ``TESSERA_FORWARD_CONFIG``.
+
+```yaml
+sinks:
+  - name: audit-file          # the sink's identity in the store (lease, cursors, dead letters)
+    type: file                # file | webhook
+    path: var/audit.ndjson
+    max_bytes: 104857600      # rotate beyond this size (default 100 MiB)
+    keep: 5                   # rotated files kept
+  - name: soc-webhook
+    type: webhook
+    url: https://siem.example.com/tessera
+    secret_env: TESSERA_FORWARD_SOC_SECRET   # the HMAC key is named, never written in the file
+    tenants: [acme]           # default: every tenant
+    batch_size: 200           # any ForwarderSettings field may be set per sink
+```
+Secrets are referenced by the name of an environment variable and held as :class:`authz.secrets.Secret`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from authz.errors import ConfigError
+from authz.forward._driver import ForwarderSettings
+from authz.forward._file import NdjsonFileSink
+from authz.forward._sink import HttpClient, Sink
+from authz.forward._webhook import WebhookSink
+from authz.secrets import Secret
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_SETTINGS = {f.name for f in dataclasses.fields(ForwarderSettings)} - {"tenants"}
+_KINDS = {"file": {"path", "max_bytes", "keep"}, "webhook": {"url", "secret_env"}}
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSpec:
+    """One configured sink: its ``name`` and ``kind``, the kind's ``options`` and the driver's settings."""
+
+    name: str
+    kind: str
+    options: Mapping[str, Any]
+    settings: ForwarderSettings
+
+
+def load_sink_specs(path: str | Path) -> list[SinkSpec]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read forwarder config {path}: {exc}") from exc
+    sinks = raw.get("sinks") if isinstance(raw, dict) else None
+    if not isinstance(sinks, list) or not sinks:
+        raise ConfigError(f"forwarder config {path}: expected a non-empty 'sinks' list")
+    specs, names = [], set()
+    for entry in sinks:
+        spec = _spec(entry, path)
+        if spec.name in names:
+            raise ConfigError(f"forwarder config {path}: sink name {spec.name!r} appears twice")
+        names.add(spec.name)
+        specs.append(spec)
+    return specs
+
+
+def _spec(entry: Any, path: str | Path) -> SinkSpec:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"forwarder config {path}: each sink must be a mapping")
+    entry = dict(entry)
+    name, kind = entry.pop("name", None), entry.pop("type", None)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"forwarder config {path}: sink name {name!r} must match {_NAME.pattern}")
+    if kind not in _KINDS:
+        raise ConfigError(f"forwarder config {path}: sink {name}: type must be one of {sorted(_KINDS)}")
+    tenants = entry.pop("tenants", None)
+    if tenants is not None and not (isinstance(tenants, list) and all(isinstance(t, str) for t in tenants)):
+        raise ConfigError(f"forwarder config {path}: sink {name}: tenants must be a list of names")
+    settings_kw = {key: entry.pop(key) for key in list(entry) if key in _SETTINGS}
+    unknown = set(entry) - _KINDS[kind]
+    if unknown:
+        raise ConfigError(f"forwarder config {path}: sink {name}: unknown keys {sorted(unknown)}")
+    try:
+        settings = ForwarderSettings(**settings_kw, tenants=tuple(tenants) if tenants is not None else None)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"forwarder config {path}: sink {name}: {exc}") from exc
+    return SinkSpec(name, kind, entry, settings)
+
+
+def build_sink(spec: SinkSpec, env: Mapping[str, str], http: Callable[[], HttpClient]) -> Sink:
+    """The sink a spec names; ``http()`` gives the outbound client for HTTP sinks."""
+    opts = spec.options
+    if spec.kind == "file":
+        if not isinstance(opts.get("path"), str):
+            raise ConfigError(f"sink {spec.name}: 'path' is required")
+        return NdjsonFileSink(
+            spec.name,
+            opts["path"],
+            max_bytes=int(opts.get("max_bytes", 100 * 1024 * 1024)),
+            keep=int(opts.get("keep", 5)),
+        )
+    url, secret_env = opts.get("url"), opts.get("secret_env")
+    if not isinstance(url, str) or not isinstance(secret_env, str):
+        raise ConfigError(f"sink {spec.name}: 'url' and 'secret_env' are required")
+    value = env.get(secret_env)
+    if not value:
+        raise ConfigError(f"sink {spec.name}: environment variable {secret_env} (the HMAC key) is not set")
+    return WebhookSink(spec.name, url, Secret(value), http())

@@ -1,0 +1,194 @@
+"""``tessera forward``: run the audit forwarders in their own process, inspect cursors, replay dead letters.
+
+* ``tessera forward run [--config FILE] [--once]`` — drive every configured sink until SIGTERM/SIGINT
+  (``--once``: one pass, then exit). Any number of replicas may run it: per sink, one holds the lease.
+* ``tessera forward status`` — per (sink, tenant): cursor, chain head, lag, last success and error, and
+  the dead letters not yet replayed (JSON).
+* ``tessera forward dead-letters [--tenant T] [--sink S] [--all]`` — list dead letters (JSON lines).
+* ``tessera forward replay ID [--config FILE]`` — resend one dead letter through its sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from authz.errors import ConfigError
+from authz.forward._config import build_sink, load_sink_specs
+from authz.forward._driver import Forwarder
+from authz.forward._sink import HttpClient
+
+log = logging.getLogger("tessera.forward")
+
+
+def add_forward_command(
+    sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    forward = sub.add_parser(
+        "forward", help="audit fan-out: run forwarders, show cursors, replay dead letters"
+    )
+    fsub = forward.add_subparsers(dest="forward_command", required=True)
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="sinks file, YAML or JSON (TESSERA_FORWARD_CONFIG)")
+
+    run = fsub.add_parser("run", help="drive every configured sink (one process; replicas share by lease)")
+    common(run)
+    config_arg(run)
+    run.add_argument("--once", action="store_true", help="one pass over every tenant, then exit")
+    run.set_defaults(func=cmd_forward_run)
+
+    status = fsub.add_parser("status", help="cursor, chain head, lag and errors per sink and tenant (JSON)")
+    common(status)
+    status.set_defaults(func=cmd_forward_status)
+
+    dead = fsub.add_parser("dead-letters", help="list dead letters (JSON lines)")
+    common(dead)
+    dead.add_argument("--tenant")
+    dead.add_argument("--sink")
+    dead.add_argument("--all", action="store_true", help="include replayed ones")
+    dead.set_defaults(func=cmd_forward_dead_letters)
+
+    replay = fsub.add_parser("replay", help="resend one dead letter through its sink")
+    common(replay)
+    config_arg(replay)
+    replay.add_argument("dead_letter_id", type=int)
+    replay.set_defaults(func=cmd_forward_replay)
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    from authz.cli import _config
+
+    return _config(args).store.database_url
+
+
+def _outbound(args: argparse.Namespace) -> Callable[[], HttpClient]:
+    """HTTP sinks go through the one outbound client, under the operator's outbound rules."""
+
+    def make() -> HttpClient:
+        from authz.cli import _config
+
+        try:
+            from authz.outbound import OutboundClient, policy_from_config  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise ConfigError(f"HTTP sinks need the outbound client (authz.outbound): {exc}") from exc
+        return OutboundClient(policy_from_config(_config(args)), timeout_s=10.0, purpose="audit forwarder")
+
+    return make
+
+
+def _specs(args: argparse.Namespace):
+    path = args.config or os.environ.get("TESSERA_FORWARD_CONFIG")
+    if not path:
+        raise ConfigError("no forwarder config: pass --config or set TESSERA_FORWARD_CONFIG")
+    return load_sink_specs(path)
+
+
+def cmd_forward_run(args: argparse.Namespace) -> int:
+    from authz.storage import open_store
+
+    specs = _specs(args)
+    http = _outbound(args)
+    sinks = [build_sink(spec, os.environ, http) for spec in specs]  # config errors before any work
+
+    async def main() -> None:
+        store = open_store(_database_url(args))
+        forwarders = [Forwarder(store, sink, spec.settings) for sink, spec in zip(sinks, specs, strict=True)]
+        try:
+            if args.once:
+                for forwarder in forwarders:
+                    await forwarder.pass_once()
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            log.info("forwarding to %s", ", ".join(s.name for s in sinks))
+            await asyncio.gather(*(f.run(stop) for f in forwarders))
+        finally:
+            for sink in sinks:
+                await sink.aclose()
+            await store.close()
+
+    asyncio.run(main())
+    return 0
+
+
+async def forward_status(store: Any) -> list[dict[str, Any]]:
+    """One row per stored cursor: how far behind the chain head it is, in events and in seconds."""
+    rows = []
+    dead = await store.list_dead_letters()
+    for cursor in await store.forwarder_cursors():
+        head = await store.audit_head(cursor.tenant)
+        head_seq = head[0] if head else 0
+        row = dataclasses.asdict(cursor)
+        row["head"] = head_seq
+        row["lag_events"] = max(0, head_seq - cursor.seq)
+        row["lag_seconds"] = 0.0
+        if row["lag_events"]:
+            async for oldest in store.iter_events(cursor.tenant, after_seq=cursor.seq, batch=1):
+                row["lag_seconds"] = max(0.0, time.time() - oldest.time_ms / 1000)
+                break
+        row["dead_letters"] = sum(1 for d in dead if d.sink == cursor.sink and d.tenant == cursor.tenant)
+        rows.append(row)
+    return rows
+
+
+def _with_store(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
+    from authz.storage import open_store
+
+    async def main() -> Any:
+        store = open_store(_database_url(args))
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def cmd_forward_status(args: argparse.Namespace) -> int:
+    print(json.dumps(_with_store(args, forward_status), indent=2))
+    return 0
+
+
+def cmd_forward_dead_letters(args: argparse.Namespace) -> int:
+    async def work(store: Any) -> list:
+        return await store.list_dead_letters(args.tenant, args.sink, include_replayed=args.all)
+
+    for dead in _with_store(args, work):
+        print(json.dumps(dataclasses.asdict(dead)))
+    return 0
+
+
+def cmd_forward_replay(args: argparse.Namespace) -> int:
+    specs = {spec.name: spec for spec in _specs(args)}
+
+    async def work(store: Any) -> bool:
+        found = [
+            d for d in await store.list_dead_letters(include_replayed=True) if d.id == args.dead_letter_id
+        ]
+        if not found:
+            raise ConfigError(f"no dead letter {args.dead_letter_id}")
+        dead = found[0]
+        spec = specs.get(dead.sink)
+        if spec is None:
+            raise ConfigError(f"dead letter {dead.id} belongs to sink {dead.sink!r}, absent from the config")
+        sink = build_sink(spec, os.environ, _outbound(args))
+        try:
+            return await Forwarder(store, sink, spec.settings).replay(dead)
+        finally:
+            await sink.aclose()
+
+    ok = _with_store(args, work)
+    print("replayed" if ok else "replay failed (see `tessera forward status`)", file=sys.stderr)
+    return 0 if ok else 1

@@ -1,0 +1,150 @@
+"""The :class:`~authz.storage.protocols.ForwarderStore` half of the PostgreSQL store (in ``PostgresStore``).
+
+Same semantics as :mod:`authz.storage.sqlite._forward`. With several replicas: the lease upsert's
+``ON CONFLICT DO UPDATE ... WHERE`` is evaluated on the row it locks, so of two instances racing for an
+expired lease one wins; a cursor write first reads its lease ``FOR SHARE``, so a takeover (which updates
+that row) waits for it or makes it fail, never interleaves with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from authz.errors import FailedPrecondition, NotFound
+from authz.storage.models import DeadLetter, ForwarderCursor
+
+_CURSOR_COLUMNS = "tenant, sink, seq, last_success_at, last_error, last_error_at"
+_DEAD_COLUMNS = "id, tenant, sink, from_seq, to_seq, reason, attempts, created_at, replayed_at"
+
+
+async def _hold(conn: psycopg.AsyncConnection, sink: str, holder: str, now: float) -> None:
+    cur = await conn.execute(
+        "SELECT 1 FROM forwarder_leases WHERE sink = %s AND holder = %s AND expires_at > %s FOR SHARE",
+        (sink, holder, now),
+    )
+    if await cur.fetchone() is None:
+        raise FailedPrecondition(f"forwarder {holder!r} does not hold the lease on sink {sink!r}")
+
+
+async def _advance(
+    conn: psycopg.AsyncConnection, tenant: str, sink: str, seq: int, now: float, error: str | None
+) -> None:
+    await conn.execute(
+        f"INSERT INTO forwarder_cursors ({_CURSOR_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (tenant, sink) DO UPDATE SET seq = GREATEST(forwarder_cursors.seq, excluded.seq), "
+        "last_success_at = excluded.last_success_at, last_error = excluded.last_error, "
+        "last_error_at = COALESCE(excluded.last_error_at, forwarder_cursors.last_error_at)",
+        (tenant, sink, seq, now, error, now if error is not None else None),
+    )
+
+
+class PostgresForwarderStore:
+    """Forwarder leases, cursors and dead letters; needs the host's ``_connection()`` and ``_fetch()``."""
+
+    if TYPE_CHECKING:
+
+        def _connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection]: ...
+
+        async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
+
+    async def acquire_forwarder_lease(self, sink: str, holder: str, now: float, ttl_s: float) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO forwarder_leases (sink, holder, expires_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (sink) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at "
+                "WHERE forwarder_leases.holder = excluded.holder OR forwarder_leases.expires_at <= %s "
+                "RETURNING holder",
+                (sink, holder, now + ttl_s, now),
+            )
+            return await cur.fetchone() is not None
+
+    async def release_forwarder_lease(self, sink: str, holder: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute("DELETE FROM forwarder_leases WHERE sink = %s AND holder = %s", (sink, holder))
+
+    async def forwarder_cursors(self, sink: str | None = None) -> list[ForwarderCursor]:
+        clause, params = ("WHERE sink = %s ", (sink,)) if sink is not None else ("", ())
+        rows = await self._fetch(
+            f"SELECT {_CURSOR_COLUMNS} FROM forwarder_cursors {clause}ORDER BY sink, tenant", params
+        )
+        return [ForwarderCursor(*row) for row in rows]
+
+    async def get_forwarder_cursor(self, tenant: str, sink: str) -> ForwarderCursor:
+        rows = await self._fetch(
+            f"SELECT {_CURSOR_COLUMNS} FROM forwarder_cursors WHERE tenant = %s AND sink = %s", (tenant, sink)
+        )
+        return ForwarderCursor(*rows[0]) if rows else ForwarderCursor(tenant, sink)
+
+    async def advance_forwarder_cursor(
+        self, tenant: str, sink: str, holder: str, seq: int, now: float
+    ) -> None:
+        async with self._connection() as conn, conn.transaction():
+            await _hold(conn, sink, holder, now)
+            await _advance(conn, tenant, sink, seq, now, None)
+
+    async def record_forwarder_error(self, tenant: str, sink: str, error: str, now: float) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                "INSERT INTO forwarder_cursors (tenant, sink, last_error, last_error_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, sink) DO UPDATE SET "
+                "last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+                (tenant, sink, error, now),
+            )
+
+    async def dead_letter_batch(
+        self,
+        tenant: str,
+        sink: str,
+        holder: str,
+        from_seq: int,
+        to_seq: int,
+        reason: str,
+        attempts: int,
+        now: float,
+    ) -> DeadLetter:
+        async with self._connection() as conn, conn.transaction():
+            await _hold(conn, sink, holder, now)
+            cur = await conn.execute(
+                "INSERT INTO forwarder_dead_letters (tenant, sink, from_seq, to_seq, reason, attempts, "
+                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (tenant, sink, from_seq, to_seq, reason, attempts, now),
+            )
+            row = await cur.fetchone()
+            await _advance(conn, tenant, sink, to_seq, now, reason)
+        assert row is not None
+        return DeadLetter(int(row[0]), tenant, sink, from_seq, to_seq, reason, attempts, now)
+
+    async def list_dead_letters(
+        self, tenant: str | None = None, sink: str | None = None, *, include_replayed: bool = False
+    ) -> list[DeadLetter]:
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("tenant", tenant), ("sink", sink)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if not include_replayed:
+            where.append("replayed_at IS NULL")
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        rows = await self._fetch(
+            f"SELECT {_DEAD_COLUMNS} FROM forwarder_dead_letters{clause} ORDER BY id", params
+        )
+        return [DeadLetter(*row) for row in rows]
+
+    async def mark_dead_letter_replayed(self, dead_letter_id: int, now: float) -> DeadLetter:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE forwarder_dead_letters SET replayed_at = %s WHERE id = %s AND replayed_at IS NULL",
+                (now, dead_letter_id),
+            )
+            cur = await conn.execute(
+                f"SELECT {_DEAD_COLUMNS} FROM forwarder_dead_letters WHERE id = %s", (dead_letter_id,)
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"dead letter {dead_letter_id} not found")
+        return DeadLetter(*row)

@@ -1,0 +1,151 @@
+"""Fault tests of the audit fan-out with the real ``tessera forward`` process: kill -9 mid-stream, a
+restart that takes the lease over and resumes from the cursor. Afterwards every committed event has
+arrived at least once, the cursor equals the chain head and there is no dead letter (nothing skipped)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from authz.audit import admin_event
+from authz.storage.sqlite import SQLiteStore
+
+TENANTS = ("acme", "globex")
+
+
+def start_forwarder(tmp_path: Path, config: Path) -> subprocess.Popen:
+    db = tmp_path / "tessera.db"
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "authz.cli",
+            "forward",
+            "run",
+            "--config",
+            str(config),
+            "--database-url",
+            f"sqlite:///{db}",
+            "--var-dir",
+            str(tmp_path / "var"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "forward.log", "ab"),
+        env={**os.environ, "TESSERA_MASTER_KEY": "00" * 32},
+    )
+
+
+async def append(store: SQLiteStore, tenant: str, count: int, start: int) -> None:
+    await store.append_events(
+        [
+            (
+                tenant,
+                admin_event(
+                    tenant, "alice", "tenant.update", f"t:{start + i}", time_ms=1_700_000_000_000 + i
+                ),
+            )
+            for i in range(count)
+        ]
+    )
+
+
+def arrived(folder: Path) -> dict[str, set[int]]:
+    seen: dict[str, set[int]] = {t: set() for t in TENANTS}
+    for path in folder.iterdir():
+        for line in path.read_bytes().splitlines():
+            chain = json.loads(line)["tessera_chain"]
+            seen[chain["tenant"]].add(chain["seq"])
+    return seen
+
+
+async def wait_for(predicate, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_kill_9_mid_stream_then_a_restart_resumes_from_the_cursor_nothing_skipped(tmp_path: Path):
+    out = tmp_path / "out"
+    config = tmp_path / "forward.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "sinks": [
+                    {
+                        "name": "file",
+                        "type": "file",
+                        "path": str(out / "events.ndjson"),
+                        "max_bytes": 200_000,
+                        "keep": 1000,
+                        "batch_size": 5,
+                        "lease_ttl_s": 1.0,
+                        "poll_interval_s": 0.05,
+                    }
+                ]
+            }
+        )
+    )
+    store = SQLiteStore(tmp_path / "tessera.db")
+    counts = dict.fromkeys(TENANTS, 0)
+    try:
+        for tenant in TENANTS:
+            await append(store, tenant, 600, 0)
+            counts[tenant] = 600
+        proc = start_forwarder(tmp_path, config)
+        try:
+
+            async def mid_stream() -> bool:
+                assert proc.poll() is None, (tmp_path / "forward.log").read_text()
+                return (await store.get_forwarder_cursor("acme", "file")).seq >= 50
+
+            await wait_for(mid_stream, 30)
+            # Decisions keep committing while the forwarder runs.
+            for tenant in TENANTS:
+                await append(store, tenant, 100, counts[tenant])
+                counts[tenant] += 100
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        killed_at = {t: (await store.get_forwarder_cursor(t, "file")).seq for t in TENANTS}
+        assert killed_at["acme"] < counts["acme"], "the kill must land mid-stream"
+
+        for tenant in TENANTS:  # committed while no forwarder ran
+            await append(store, tenant, 50, counts[tenant])
+            counts[tenant] += 50
+        proc = start_forwarder(tmp_path, config)  # a new holder: waits for the dead one's lease to expire
+        try:
+
+            async def caught_up() -> bool:
+                assert proc.poll() is None, (tmp_path / "forward.log").read_text()
+                cursors = [(await store.get_forwarder_cursor(t, "file")).seq for t in TENANTS]
+                return cursors == [counts[t] for t in TENANTS]
+
+            await wait_for(caught_up, 60)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+        seen = arrived(out)
+        for tenant in TENANTS:
+            head = await store.audit_head(tenant)
+            assert head is not None and head[0] == counts[tenant]
+            assert (await store.get_forwarder_cursor(tenant, "file")).seq == head[0]
+            assert seen[tenant] == set(range(1, counts[tenant] + 1))
+        assert await store.list_dead_letters(include_replayed=True) == []
+        # SIGTERM released the lease: the next instance starts at once.
+        assert await store.acquire_forwarder_lease("file", "next", time.time(), 5)
+    finally:
+        await store.close()

@@ -1,0 +1,311 @@
+"""The shared forwarder driver (authz.forward) with the webhook and NDJSON file sinks, on a real SQLite
+store and real HTTP receivers on 127.0.0.1.
+
+Stand-in: the webhook sink is given an ``httpx.AsyncClient`` where production passes the outbound
+client (``authz.outbound``, not on this branch yet); both have the same ``request`` shape."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from authz.audit import admin_event
+from authz.forward import (
+    Forwarder,
+    ForwarderSettings,
+    NdjsonFileSink,
+    Retry,
+    WebhookSink,
+    classify_http,
+    parse_retry_after,
+    verify_webhook,
+)
+from authz.secrets import Secret
+from authz.storage.sqlite import SQLiteStore
+from tests.forward_receivers import Answer, Received, Receiver
+
+SECRET = b"webhook-secret-for-tests"
+FAST = ForwarderSettings(
+    batch_size=4, poll_interval_s=0.05, lease_ttl_s=5, backoff_base_s=0.01, backoff_cap_s=0.05
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "tessera.db")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        yield client
+
+
+async def append(store: SQLiteStore, tenant: str, count: int) -> None:
+    await store.append_events(
+        [
+            (tenant, admin_event(tenant, "alice", "tenant.update", f"t:{i}", time_ms=1_700_000_000_000 + i))
+            for i in range(count)
+        ]
+    )
+
+
+def webhook_check(request: Received) -> Answer | None:
+    """What the webhook contract promises: JSON body, fresh timestamp, v1 HMAC over "<ts>.<body>"."""
+    ts = request.headers.get("x-tessera-timestamp", "")
+    expected = "v1=" + hmac.new(SECRET, ts.encode() + b"." + request.body, hashlib.sha256).hexdigest()
+    if request.headers.get("content-type") != "application/json" or not ts.isdigit():
+        return (400, {}, b"bad request")
+    if abs(time.time() - int(ts)) > 300 or not hmac.compare_digest(
+        expected, request.headers.get("x-tessera-signature", "")
+    ):
+        return (401, {}, b"bad signature")
+    events = request.json()["events"]
+    if request.headers.get("idempotency-key") != events[-1]["tessera_chain"]["hash"]:
+        return (400, {}, b"bad idempotency key")
+    return None
+
+
+def arrived(receiver: Receiver) -> dict[str, list[int]]:
+    """Per tenant, the sorted distinct sequence numbers the receiver acknowledged."""
+    seen: dict[str, set[int]] = {}
+    for request in receiver.accepted:
+        for event in request.json()["events"]:
+            chain = event["tessera_chain"]
+            seen.setdefault(chain["tenant"], set()).add(chain["seq"])
+    return {tenant: sorted(seqs) for tenant, seqs in seen.items()}
+
+
+async def assert_caught_up(store: SQLiteStore, sink: str, tenants: dict[str, int]) -> None:
+    for tenant, count in tenants.items():
+        head = await store.audit_head(tenant)
+        assert head is not None and head[0] == count
+        assert (await store.get_forwarder_cursor(tenant, sink)).seq == head[0]
+
+
+async def test_webhook_receives_every_event_of_every_tenant_signed_and_the_cursor_reaches_the_head(
+    store, http
+):
+    await append(store, "acme", 10)
+    await append(store, "globex", 3)
+    receiver = Receiver(webhook_check).start()
+    try:
+        forwarder = Forwarder(store, WebhookSink("hook", receiver.url + "/in", Secret(SECRET), http), FAST)
+        assert await forwarder.pass_once()
+    finally:
+        receiver.stop()
+    assert receiver.refused == []
+    assert arrived(receiver) == {"acme": list(range(1, 11)), "globex": [1, 2, 3]}
+    assert [len(r.json()["events"]) for r in receiver.accepted] == [4, 4, 2, 3]  # batches of one tenant
+    first = receiver.accepted[0].json()["events"][0]
+    assert first["class_uid"] == 6003 and first["tessera"]["decision"] == "admin"
+    assert first["tessera_chain"]["prev_hash"] == "0" * 64
+    await assert_caught_up(store, "hook", {"acme": 10, "globex": 3})
+    assert await store.list_dead_letters() == []
+
+
+async def test_a_batch_answered_500_is_resent_until_acknowledged_nothing_skipped(store, http):
+    await append(store, "acme", 9)
+    receiver = Receiver(webhook_check, script=[(500, {}, b"oops"), (503, {"retry-after": "0"}, b"")]).start()
+    try:
+        forwarder = Forwarder(store, WebhookSink("hook", receiver.url, Secret(SECRET), http), FAST)
+        await forwarder.pass_once()
+    finally:
+        receiver.stop()
+    assert [status for _, status in receiver.refused] == [500, 503]
+    # The refused batch was sent again, identical events: the first batch arrived (once acknowledged).
+    assert receiver.refused[0][0].json()["events"] == receiver.accepted[0].json()["events"]
+    assert arrived(receiver) == {"acme": list(range(1, 10))}
+    await assert_caught_up(store, "hook", {"acme": 9})
+    cursor = await store.get_forwarder_cursor("acme", "hook")
+    assert cursor.last_error is None and cursor.last_error_at is not None  # the error was seen, then cleared
+    assert await store.list_dead_letters() == []
+
+
+async def test_a_receiver_down_then_back_gets_everything_from_the_cursor(store, http):
+    await append(store, "acme", 6)
+    receiver = Receiver(webhook_check).start()
+    port = receiver.port
+    receiver.stop()  # nothing listens: connection refused
+    settings = ForwarderSettings(
+        batch_size=4, poll_interval_s=0.05, lease_ttl_s=5, backoff_base_s=0.02, backoff_cap_s=0.1
+    )
+    forwarder = Forwarder(
+        store, WebhookSink("hook", f"http://127.0.0.1:{port}", Secret(SECRET), http), settings
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(forwarder.run(stop))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if (await store.get_forwarder_cursor("acme", "hook")).last_error:
+                break
+        assert "ConnectError" in ((await store.get_forwarder_cursor("acme", "hook")).last_error or "")
+        assert (await store.get_forwarder_cursor("acme", "hook")).seq == 0
+        receiver = Receiver(webhook_check, port=port).start()
+        await append(store, "acme", 2)  # committed while the receiver was down / coming back
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if (await store.get_forwarder_cursor("acme", "hook")).seq == 8:
+                break
+    finally:
+        stop.set()
+        await task
+        receiver.stop()
+    assert arrived(receiver) == {"acme": list(range(1, 9))}
+    await assert_caught_up(store, "hook", {"acme": 8})
+    assert await store.list_dead_letters() == []
+    # run() released the lease on the way out: a successor need not wait for it to expire.
+    assert await store.acquire_forwarder_lease("hook", "successor", time.time(), 5)
+
+
+async def test_a_rejected_batch_becomes_a_dead_letter_that_a_replay_delivers(store, http):
+    await append(store, "acme", 6)
+    receiver = Receiver(webhook_check, script=[(400, {}, b"schema error")]).start()
+    try:
+        forwarder = Forwarder(store, WebhookSink("hook", receiver.url, Secret(SECRET), http), FAST)
+        await forwarder.pass_once()
+        (dead,) = await store.list_dead_letters()
+        assert (dead.tenant, dead.sink, dead.from_seq, dead.to_seq, dead.attempts) == (
+            "acme",
+            "hook",
+            1,
+            4,
+            1,
+        )
+        assert "HTTP 400: schema error" in dead.reason
+        assert arrived(receiver) == {"acme": [5, 6]}  # the cursor passed the dead letter, visibly
+        await assert_caught_up(store, "hook", {"acme": 6})
+        assert await forwarder.replay(dead)
+    finally:
+        receiver.stop()
+    assert arrived(receiver) == {"acme": list(range(1, 7))}
+    assert await store.list_dead_letters() == []
+    assert (await store.list_dead_letters(include_replayed=True))[0].replayed_at is not None
+
+
+async def test_a_batch_that_keeps_failing_goes_to_a_dead_letter_after_max_attempts(store, http):
+    await append(store, "acme", 2)
+    receiver = Receiver(lambda r: (502, {}, b"bad gateway")).start()
+    try:
+        settings = ForwarderSettings(batch_size=10, backoff_base_s=0.0, max_attempts=3)
+        await Forwarder(store, WebhookSink("hook", receiver.url, Secret(SECRET), http), settings).pass_once()
+    finally:
+        receiver.stop()
+    assert len(receiver.refused) == 3
+    (dead,) = await store.list_dead_letters()
+    assert (dead.from_seq, dead.to_seq, dead.attempts) == (1, 2, 3)
+    assert dead.reason.startswith("gave up after 3 attempts: webhook hook answered HTTP 502")
+
+
+async def test_only_the_lease_holder_sends_and_a_successor_resumes_from_the_cursor(store, http):
+    await append(store, "acme", 8)
+    receiver = Receiver(webhook_check).start()
+    clock = [1_000.0]
+    try:
+        settings = ForwarderSettings(batch_size=4, lease_ttl_s=10)
+        sink = WebhookSink("hook", receiver.url, Secret(SECRET), http)
+        first = Forwarder(store, sink, settings, holder="a", clock=lambda: clock[0])
+        second = Forwarder(store, sink, settings, holder="b", clock=lambda: clock[0])
+        assert await first.pass_once()
+        await append(store, "acme", 4)
+        assert not await second.pass_once()  # a holds the lease (it "crashed" without releasing it)
+        assert arrived(receiver) == {"acme": list(range(1, 9))}
+        clock[0] += 11  # a's lease expired
+        assert await second.pass_once()
+        # a wakes up: its cursor write is refused, the lease stays with b.
+        assert not await first.pass_once()
+    finally:
+        receiver.stop()
+    assert arrived(receiver) == {"acme": list(range(1, 13))}
+    assert sum(len(r.json()["events"]) for r in receiver.accepted) == 12  # resumed from the cursor: no resend
+
+
+async def test_a_sink_that_raises_is_retried_never_skipped(store):
+    await append(store, "acme", 3)
+
+    class Flaky:
+        name = "flaky"
+
+        def __init__(self) -> None:
+            self.calls = 0
+            self.got: list[int] = []
+
+        async def send(self, batch):
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError("disk full")
+            self.got += [e.seq for e in batch]
+            return classify_http(httpx.Response(204), "flaky")
+
+        async def aclose(self) -> None: ...
+
+    sink = Flaky()
+    await Forwarder(store, sink, FAST).pass_once()
+    assert sink.got == [1, 2, 3] and sink.calls == 2
+
+
+async def test_ndjson_file_sink_rotates_by_size_and_keeps_every_event(store, tmp_path: Path):
+    await append(store, "acme", 30)
+    path = tmp_path / "audit" / "events.ndjson"
+    sink = NdjsonFileSink("file", path, max_bytes=9000, keep=20)
+    await Forwarder(store, sink, FAST).pass_once()
+    files = sorted(path.parent.iterdir())
+    assert len(files) > 2 and all(f.stat().st_size <= 9000 for f in files)
+    lines = [json.loads(line) for f in files for line in f.read_bytes().splitlines()]
+    assert sorted(d["tessera_chain"]["seq"] for d in lines) == list(range(1, 31))
+    newest_first = [path] + [path.with_name(f"events.ndjson.{i}") for i in range(1, len(files))]
+    ordered = [
+        json.loads(line)["tessera_chain"]["seq"]
+        for f in reversed(newest_first)
+        for line in f.read_bytes().splitlines()
+    ]
+    assert ordered == list(range(1, 31))  # rotation keeps order: .N oldest … the live file newest
+    await assert_caught_up(store, "file", {"acme": 30})
+
+
+def test_backoff_is_full_jitter_capped_and_honours_retry_after():
+    forwarder = Forwarder(
+        None,  # type: ignore[arg-type]  # backoff needs no store
+        NdjsonFileSink("x", "/nonexistent"),
+        ForwarderSettings(backoff_base_s=1.0, backoff_cap_s=8.0, max_retry_after_s=20.0),
+        rng=random.Random(7),
+    )
+    delays = [forwarder.backoff(attempt) for attempt in range(1, 9) for _ in range(50)]
+    assert all(0 <= d <= 8.0 for d in delays) and max(delays) > 4.0 and len(set(delays)) > 100
+    assert all(0 <= forwarder.backoff(1) <= 1.0 for _ in range(50))
+    assert all(forwarder.backoff(1, retry_after_s=5) >= 5 for _ in range(20))
+    assert forwarder.backoff(1, retry_after_s=3600) <= 20.0
+
+
+def test_http_answers_are_classified_and_retry_after_parsed():
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert type(classify_http(httpx.Response(202), "x")).__name__ == "Ack"
+    retry = classify_http(httpx.Response(429, headers={"retry-after": "3"}), "x")
+    assert isinstance(retry, Retry) and retry.after_s == 3.0
+    assert type(classify_http(httpx.Response(503), "x")).__name__ == "Retry"
+    assert type(classify_http(httpx.Response(408), "x")).__name__ == "Retry"
+    assert type(classify_http(httpx.Response(403, content=b"forbidden"), "x")).__name__ == "Reject"
+
+
+def test_verify_webhook_refuses_stale_or_forged_requests():
+    body = b'{"events":[]}'
+    sig = "v1=" + hmac.new(SECRET, b"1000." + body, hashlib.sha256).hexdigest()
+    headers = {"x-tessera-timestamp": "1000", "x-tessera-signature": sig}
+    assert verify_webhook(SECRET, body, headers, now=1100)
+    assert not verify_webhook(SECRET, body, headers, now=1000 + 301)  # replayed too late
+    assert not verify_webhook(SECRET, body + b" ", headers, now=1100)
+    assert not verify_webhook(b"other", body, headers, now=1100)
