@@ -62,7 +62,8 @@ export interface GatewayOptions {
 
 /** Percent-encode UTF-8 so a prompt in any language (and with newlines) fits one header value. */
 export function encodePrompt(prompt: string): string {
-  return encodeURIComponent(prompt).replace(/[!'()*~]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  // as Python's quote(prompt, safe=""): only letters, digits and -_.~ stay as they are
+  return encodeURIComponent(prompt).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
 /** `http://host:8080` -> its base URL without a trailing slash or an /v1/mcp suffix. */

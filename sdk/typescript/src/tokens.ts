@@ -213,6 +213,12 @@ function parseCaveat(text: string): [string, unknown] {
     if (!ARG_PATH_RE.test(name)) throw bad("argument name must be dotted segments of [A-Za-z0-9_-]");
     if (!(ARG_OPERATORS as readonly string[]).includes(op)) throw bad(`unknown operator '${op}'`);
     if (!value || value !== value.trim()) throw bad("empty value or surrounding whitespace");
+    const parsed = jsonValue(value);
+    if (parsed !== NOT_JSON && !finite(parsed)) throw bad("numbers must be finite");
+    if (op === "in" && parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)) {
+      throw bad("'in' takes a list, not an object");
+    }
+    if (["<", "<=", ">", ">="].includes(op) && typeof parsed !== "number") throw bad(`operator '${op}' needs a number`);
     return ["arg", [name, op, value]];
   }
   const parts = splitN(text, " ", 3);
@@ -255,6 +261,26 @@ function parseCaveat(text: string): [string, unknown] {
       if (!SHA256_RE.test(value)) throw bad("expected 64 hex digits");
       return [key, value.toLowerCase()];
   }
+}
+
+const NOT_JSON = Symbol("not JSON");
+const JSON_START = new Set('-0123456789tfn"[{');
+
+/** The JSON value a caveat's text spells, or NOT_JSON (the gateway then reads it as a plain string). */
+function jsonValue(text: string): unknown {
+  if (!JSON_START.has(text[0] ?? "")) return NOT_JSON;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return NOT_JSON;
+  }
+}
+
+function finite(value: unknown): boolean {
+  if (typeof value === "number") return Number.isFinite(value);
+  if (Array.isArray(value)) return value.every(finite);
+  if (value !== null && typeof value === "object") return Object.values(value).every(finite);
+  return true;
 }
 
 function isWellFormed(text: string): boolean {

@@ -38,13 +38,13 @@ test("toolCall posts JSON-RPC tools/call with the token, prompt and approval hea
   reply = (req) => ok(req);
   seen.length = 0;
   const gw = new Gateway(`${url}/`, "Bearer tok-1");
-  const result = await gw.toolCall("read_invoice", { invoice_id: "INV-1" }, { intentPrompt: "zeig mir INV-1\n", approvalId: "ap-9" });
+  const result = await gw.toolCall("read_invoice", { invoice_id: "INV-1" }, { intentPrompt: "zeig mir INV-1 (~ü!)\n", approvalId: "ap-9" });
   assert.equal(result.text, "ok");
   assert.equal(result.decisionId, "dec-1");
   const [req] = seen;
   assert.equal(req.path, "/v1/mcp");
   assert.equal(req.headers.authorization, "Bearer tok-1");
-  assert.equal(req.headers["x-intent-prompt"], "zeig%20mir%20INV-1%0A");
+  assert.equal(req.headers["x-intent-prompt"], "zeig%20mir%20INV-1%20%28~%C3%BC%21%29%0A");
   assert.equal(req.headers["x-approval-id"], "ap-9");
   assert.deepEqual(req.body, {
     jsonrpc: "2.0",

@@ -58,6 +58,10 @@ test("attenuate refuses malformed restrictions instead of minting a token the ga
   assert.throws(() => attenuate(root, { caveats: ["colour = red"] }), /unknown caveat/);
   assert.throws(() => attenuate(root, { caveats: ["max_cost = 1.1234567"] }), /6 fractional digits/);
   assert.throws(() => attenuate(root, { args: ["amount ~ 3"] }), /unknown operator/);
+  assert.throws(() => attenuate(root, { args: ["amount <= lots"] }), /needs a number/);
+  assert.throws(() => attenuate(root, { args: ["amount <= 1e999"] }), /finite/);
+  assert.throws(() => attenuate(root, { args: ['currency in {"a":1}'] }), /takes a list/);
+  assert.ok(attenuate(root, { args: ["amount <= 1000.5", "currency in EUR,USD", 'to in ["a","b"]'] }));
   assert.throws(() => attenuate(root, { caveats: ["agent = a\nb"] }), /control characters/);
   const bound = attenuate(root, { agent: "a1" });
   assert.throws(() => attenuate(bound, { agent: "a2" }), /conflicting agent caveats/);
