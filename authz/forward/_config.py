@@ -3,7 +3,7 @@
 ```yaml
 sinks:
   - name: audit-file          # the sink's identity in the store (lease, cursors, dead letters)
-    type: file                # file | webhook
+    type: file                # file | webhook | splunk | datadog | sentinel
     path: var/audit.ndjson
     max_bytes: 104857600      # rotate beyond this size (default 100 MiB)
     keep: 5                   # rotated files kept
@@ -32,12 +32,19 @@ from authz.errors import ConfigError
 from authz.forward._driver import ForwarderSettings
 from authz.forward._file import NdjsonFileSink
 from authz.forward._sink import HttpClient, Sink
+from authz.forward._vendors import DatadogLogsSink, SentinelSink, SplunkHecSink
 from authz.forward._webhook import WebhookSink
 from authz.secrets import Secret
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _SETTINGS = {f.name for f in dataclasses.fields(ForwarderSettings)} - {"tenants"}
-_KINDS = {"file": {"path", "max_bytes", "keep"}, "webhook": {"url", "secret_env"}}
+_KINDS = {
+    "file": {"path", "max_bytes", "keep"},
+    "webhook": {"url", "secret_env"},
+    "splunk": {"url", "secret_env", "index", "source", "sourcetype", "host"},
+    "datadog": {"url", "secret_env", "service", "hostname", "tags"},
+    "sentinel": {"endpoint", "dcr_id", "stream", "directory_id", "client_id", "secret_env", "authority"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +110,31 @@ def build_sink(spec: SinkSpec, env: Mapping[str, str], http: Callable[[], HttpCl
             max_bytes=int(opts.get("max_bytes", 100 * 1024 * 1024)),
             keep=int(opts.get("keep", 5)),
         )
-    url, secret_env = opts.get("url"), opts.get("secret_env")
-    if not isinstance(url, str) or not isinstance(secret_env, str):
-        raise ConfigError(f"sink {spec.name}: 'url' and 'secret_env' are required")
+    secret = _secret(spec, env)
+    if spec.kind == "sentinel":
+        fields = ("endpoint", "dcr_id", "stream", "directory_id", "client_id")
+        values = [opts.get(f) for f in fields]
+        if not all(isinstance(v, str) and v for v in values):
+            raise ConfigError(f"sink {spec.name}: {', '.join(fields)} are required")
+        extra = {"authority": opts["authority"]} if "authority" in opts else {}
+        return SentinelSink(spec.name, *values, secret, http(), **extra)
+    url = opts.get("url")
+    if not isinstance(url, str):
+        raise ConfigError(f"sink {spec.name}: 'url' is required")
+    extra = {k: v for k, v in opts.items() if k not in ("url", "secret_env")}
+    if spec.kind == "splunk":
+        return SplunkHecSink(spec.name, url, secret, http(), **extra)
+    if spec.kind == "datadog":
+        return DatadogLogsSink(spec.name, url, secret, http(), **extra)
+    return WebhookSink(spec.name, url, secret, http())
+
+
+def _secret(spec: SinkSpec, env: Mapping[str, str]) -> Secret:
+    """The sink's credential, from the environment variable the config names (never from the file)."""
+    secret_env = spec.options.get("secret_env")
+    if not isinstance(secret_env, str):
+        raise ConfigError(f"sink {spec.name}: 'secret_env' (the variable holding its credential) is required")
     value = env.get(secret_env)
     if not value:
-        raise ConfigError(f"sink {spec.name}: environment variable {secret_env} (the HMAC key) is not set")
-    return WebhookSink(spec.name, url, Secret(value), http())
+        raise ConfigError(f"sink {spec.name}: environment variable {secret_env} is not set")
+    return Secret(value)
