@@ -54,4 +54,12 @@ fuzz: $(STAMP) ## property tests with many examples, then atheris on the token a
 bench: $(STAMP) ## run the benchmark (starts its own stack) and print one table
 	$(BIN)/python -m bench
 
-.PHONY: help install helm run test lint fmt proto bench fuzz
+INTENT_DATA := tests/data/intent
+eval-intent: $(STAMP) ## measure the intent extractor on the labelled corpus (EXTRACTOR=URL for an HTTP one)
+	@for set in demo ap cloud crm; do for part in cases holdout; do \
+	  echo "== $$set $$part"; \
+	  $(BIN)/tessera intent eval --summary --tools $(INTENT_DATA)/$${set}_tools.json \
+	    --cases $(INTENT_DATA)/$${set}_$${part}.jsonl $(if $(EXTRACTOR),--extractor $(EXTRACTOR)) || exit 1; \
+	done; done
+
+.PHONY: help install helm run test lint fmt proto bench fuzz eval-intent

@@ -396,6 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_call_command(sub)
 
+    from authz.intent.cli import add_intent_commands
+
+    def open_store_for(args: argparse.Namespace):
+        from authz.storage import open_store
+
+        return open_store(_config(args).store.database_url)
+
+    add_intent_commands(sub, open_store_for)
+
     try:
         from authz.audit.cli import add_audit_commands
     except ImportError:

@@ -76,6 +76,27 @@ class IntentConfig:
     http_timeout_s: float = 0.2
     cache_size: int = 10_000
     cache_ttl_s: float = 300.0
+    #: How often each tenant's upstream MCP ``tools/list`` is fetched again (authz/intent/_refresh.py).
+    refresh_s: float = 300.0  # TESSERA_INTENT_REFRESH_S
+    #: Bound on one ``tools/list`` fetch.
+    refresh_timeout_s: float = 10.0  # TESSERA_INTENT_REFRESH_TIMEOUT_S
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundConfig:
+    """Outbound requests to URLs an admin or a tenant file sets (:mod:`authz.outbound`).
+
+    Loopback, private, link-local, unique-local and metadata addresses and the service's own ports are
+    refused unless ``allow`` (``TESSERA_OUTBOUND_ALLOW``, comma-separated; operator-only, never settable
+    through the tenant API) permits them: ``10.0.0.0/8`` (a network), ``127.0.0.1:8099`` (one port,
+    needed for one of the refused ports), ``[::1]:8099``. ``tessera run`` and the test stack allow
+    loopback, where their demo webhook receivers and extractors listen.
+    """
+
+    allow: tuple[str, ...] = ()
+    #: Ports refused besides the check, admin and metrics ports: Envoy's listener and admin by default
+    #: (``TESSERA_OUTBOUND_REFUSED_PORTS``).
+    refused_ports: tuple[int, ...] = (8080, 9901)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +128,7 @@ class TesseraConfig:
     check: CheckConfig = field(default_factory=CheckConfig)
     intent: IntentConfig = field(default_factory=IntentConfig)
     body: BodyLimitsConfig = field(default_factory=BodyLimitsConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     #: Tenants file (YAML) applied at startup: settings, tool catalog, policy. See README.
     tenants_file: Path | None = None
     #: Directory for embedded state (SQLite database, generated dev master key).
@@ -175,6 +197,24 @@ def _load_master_key(env: Mapping[str, str], var_dir: Path) -> Secret:
     return Secret(path.read_bytes().strip())
 
 
+def _outbound(env: Mapping[str, str]) -> OutboundConfig:
+    from authz.outbound import parse_allow_entry
+
+    allow = tuple(e.strip() for e in env.get("TESSERA_OUTBOUND_ALLOW", "").split(",") if e.strip())
+    for entry in allow:
+        parse_allow_entry(entry)  # ConfigError naming the bad entry
+    raw_ports = env.get("TESSERA_OUTBOUND_REFUSED_PORTS")
+    if raw_ports is None:
+        return OutboundConfig(allow=allow)
+    try:
+        ports = tuple(int(p) for p in raw_ports.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(
+            f"TESSERA_OUTBOUND_REFUSED_PORTS must be comma-separated ports, got {raw_ports!r}"
+        ) from None
+    return OutboundConfig(allow=allow, refused_ports=ports)
+
+
 def _body_limits(env: Mapping[str, str]) -> BodyLimitsConfig:
     defaults = BodyLimitsConfig()
     values = {
@@ -231,8 +271,11 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         http_timeout_s=_float(env, "TESSERA_INTENT_TIMEOUT_S", 0.2),
         cache_size=_int(env, "TESSERA_INTENT_CACHE_SIZE", 10_000),
         cache_ttl_s=_float(env, "TESSERA_INTENT_CACHE_TTL_S", 300.0),
+        refresh_s=_float(env, "TESSERA_INTENT_REFRESH_S", 300.0),
+        refresh_timeout_s=_float(env, "TESSERA_INTENT_REFRESH_TIMEOUT_S", 10.0),
     )
     body = _body_limits(env)
+    outbound = _outbound(env)
     tenants = env.get("TESSERA_TENANTS_FILE")
     return TesseraConfig(
         keys=keys,
@@ -241,6 +284,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         check=check,
         intent=intent,
         body=body,
+        outbound=outbound,
         tenants_file=Path(tenants) if tenants else default_tenants_file(),
         var_dir=var_dir,
         oauth_issuers_file=Path(env["TESSERA_OAUTH_ISSUERS_FILE"])
@@ -255,6 +299,7 @@ __all__ = [
     "IntentConfig",
     "KeyConfig",
     "ListenConfig",
+    "OutboundConfig",
     "StoreConfig",
     "TesseraConfig",
     "default_tenants_file",

@@ -18,6 +18,7 @@ catch; :mod:`authz.server.status` is the one place that maps it to gRPC status c
     ├── StorageError           the store failed
     │   └── StoreUnavailable       transient: connection lost, timeout, database down
     └── DependencyError        another dependency (intent extractor, policy engine, webhook) failed
+        └── OutboundRefused        an outbound URL names an address Tessera will not connect to
 
 On the check path none of these reach Envoy as an error: the pipeline turns every exception into a
 deny (-32018 for dependencies, see :mod:`authz.check`). A denial itself is a value, never an exception.
@@ -109,3 +110,11 @@ class StoreUnavailable(StorageError):
 
 class DependencyError(TesseraError):
     reason = "DEPENDENCY_FAILED"
+
+
+class OutboundRefused(DependencyError):
+    """An outbound request (webhook, extractor, forwarder) to an address the operator has not allowed:
+    loopback, private, link-local, unique-local, metadata, or one of the service's own ports
+    (:mod:`authz.outbound`). Raised before any connection is made; the message says which rule refused."""
+
+    reason = "OUTBOUND_REFUSED"

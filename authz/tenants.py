@@ -5,6 +5,8 @@ Format (YAML)::
     tenants:
       demo:
         intent: {mode: enforce, require_prompt: false}   # off | advisory | enforce
+        # optional: undetermined: deny | policy (a prompt nothing of which was understood), and
+        # tools_url: the upstream MCP endpoint whose tools/list the catalog is derived from
         catalog: catalog.yaml        # path (relative to this file) or an inline {tools: {...}} mapping
         policy: policy.rego          # path (relative to this file); promoted when its hash changed
         # or, to decide through an OPA server (authz.policy._opa):
@@ -20,6 +22,7 @@ its content hash differs from the tenant's active one, so restarts do not grow t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ import yaml
 
 from authz.budget import parse_rules
 from authz.errors import ConfigError, InvalidArgument
+from authz.intent import UNDETERMINED_CHOICES
 from authz.policy import OpaSettings, policy_hash
 from authz.storage import Store, TenantSettings
 from authz.token import valid_name
@@ -83,9 +87,12 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
                 policy_source = (path.parent / policy_file).read_text()
             except OSError as exc:
                 raise ConfigError(f"{where}: cannot read policy {policy_file}: {exc.strerror}") from None
+        undetermined, tools_url = _intent_extras(intent, where)
         try:
             settings = TenantSettings(
                 intent_mode=mode,
+                intent_undetermined=undetermined,
+                tools_url=tools_url,
                 require_prompt=bool(intent.get("require_prompt", False)),
                 provenance_required_tools=tuple(spec.get("provenance_required_tools") or ()),
                 catalog=catalog,
@@ -100,6 +107,19 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
             raise ConfigError(f"{where}: {exc.message}") from None
         result[str(name)] = (settings, policy_source)
     return result
+
+
+def _intent_extras(intent: dict[str, Any], where: str) -> tuple[str, str | None]:
+    """``intent.undetermined`` (``deny`` | ``policy``) and ``intent.tools_url`` (http(s) URL or absent)."""
+    undetermined = intent.get("undetermined", "deny")
+    if undetermined not in UNDETERMINED_CHOICES:
+        raise ConfigError(f"{where}: intent.undetermined must be one of {', '.join(UNDETERMINED_CHOICES)}")
+    tools_url = intent.get("tools_url")
+    if tools_url is not None and (
+        not isinstance(tools_url, str) or not tools_url.startswith(("http://", "https://"))
+    ):
+        raise ConfigError(f"{where}: intent.tools_url must be an http:// or https:// URL")
+    return undetermined, tools_url or None
 
 
 def _policy_spec(raw: Any, where: str) -> tuple[str | None, dict[str, Any] | None]:
@@ -125,7 +145,11 @@ async def apply_tenants_file(store: Store, path: Path, *, validate_policy: Any =
     changes: list[str] = []
     active = await store.active_policies()
     for name, (settings, source) in parse_tenants_file(path).items():
-        if await store.get_tenant(name) != settings:
+        existing = await store.get_tenant(name)
+        if existing is not None and existing.tools_url and existing.tools_url == settings.tools_url:
+            # the tool list fetched from the upstream is not part of the file: keep it across restarts
+            settings = dataclasses.replace(settings, upstream_tools=existing.upstream_tools)
+        if existing != settings:
             await store.put_tenant(name, settings)
             changes.append(f"tenant {name}: settings applied")
         if source is not None:

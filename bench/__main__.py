@@ -5,6 +5,8 @@
 2. Through Envoy (wrk): Envoy + Tessera vs Envoy alone, both answering with a ``direct_response`` so
    the upstream does not count, at 1 and 32 requests in flight.
 3. Errors, and a check that every allowed call was durably audited (events in the chain vs allows).
+4. Hostile tokenless bodies (800 KB objects, deep nesting) beside legitimate calls through Envoy:
+   the legitimate success rate (target >= 99 %) and the check process's memory (bench/hostile.py).
 
 The load generators share the two cores with Envoy and Tessera; compare rows of one run as ratios.
 """
@@ -16,6 +18,7 @@ import asyncio
 import json
 import re
 import shutil
+import socket
 import statistics
 import struct
 import subprocess
@@ -35,6 +38,7 @@ from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
 from bench import listing
+from bench.hostile import run_hostile_load
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = "bench-master-key-0123456789abcdef0123456789"
@@ -90,6 +94,20 @@ def _check_request(token: str) -> bytes:
     http.raw_body = json.dumps(MCP_BODY).encode()
     payload = request.SerializeToString()
     return struct.pack(">BI", 0, len(payload)) + payload
+
+
+def _wait_listening(port: int, timeout: float = 30.0) -> None:
+    """Until something accepts connections on 127.0.0.1:``port`` (a fixed sleep was too short under load,
+    and a run against a server not yet listening measured nothing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _percentiles(latencies_us: list[float]) -> tuple[float, float]:
@@ -294,6 +312,9 @@ async def _breakdown(workdir: Path, check_bin: Path) -> list[tuple[str, float]]:
         ("whole Check handler, 1 in flight", await timed(lambda: service.Check(request, context))),
         ("whole Check handler, 32 in flight", await timed(lambda: service.Check(request, context), batch=32)),
     ]
+    from bench.intent import intent_rows
+
+    rows += await intent_rows(timed)
     await runtime.store.close()
     return rows
 
@@ -369,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tessera.start()
         noop = spawn([sys.executable, "-m", "bench.noop", str(noop_port)], log=workdir / "noop.log")
-        time.sleep(1.0)
+        _wait_listening(noop_port)
         direct("direct gRPC, no-op servicer, 32 in flight", noop_port, 32)
         direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
         direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
@@ -406,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"Envoy + Tessera, tools/list, {conns} in flight", run))
         authz_stats = envoy.stats("http.tessera_ingress.ext_authz")
         list_streams = int(envoy.stats(listing.STREAMS_STAT).get(listing.STREAMS_STAT, 0))
+        # Hostile tokenless bodies beside legitimate calls (after the stats: its denials are not errors).
+        hostile = run_hostile_load(
+            f"http://127.0.0.1:{listen}/v1/mcp", token, MCP_BODY, tessera.proc.pid, seconds=seconds
+        )
     finally:
         if envoy is not None:
             envoy.stop()
@@ -421,13 +446,14 @@ def main(argv: list[str] | None = None) -> int:
         f"and calls in flight at each cut-off); Envoy ext_authz: {outcome}"
     )
     breakdown = asyncio.run(_breakdown(workdir, body))
-    _report(rows, breakdown, audit)
+    _report(rows, breakdown, audit + "\n" + hostile.summary())
     print("\n".join(listing.report(dict(rows), list_streams)))
     if args.keep:
         print(f"work directory kept: {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if allows >= answered and all(r["errors"] == 0 for _, r in rows) else 1
+    hostile_ok = hostile.success_rate >= 0.99
+    return 0 if allows >= answered and hostile_ok and all(r["errors"] == 0 for _, r in rows) else 1
 
 
 if __name__ == "__main__":

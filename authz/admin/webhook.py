@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
-from authz.errors import InvalidArgument
+from authz.audit import append_admin_event
+from authz.errors import DependencyError, InvalidArgument, OutboundRefused
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.storage import Approval
 
 log = logging.getLogger("tessera.admin.webhook")
@@ -48,6 +48,23 @@ def validate_webhook_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgument(f"approval_webhook_url must be an http or https URL, not {url!r}")
+
+
+async def vet_webhook_url(url: str, outbound: OutboundClient) -> None:
+    """Refuse, when an admin sets it, a webhook URL the notifier would refuse to call: the API error
+    (``OUTBOUND_REFUSED``) says why. A name that does not resolve yet is accepted (it is vetted again
+    at every delivery)."""
+    validate_webhook_url(url)
+    try:
+        await outbound.vet(url)
+    except OutboundRefused as exc:
+        raise InvalidArgument(
+            f"approval_webhook_url refused: {exc.message}",
+            reason="OUTBOUND_REFUSED",
+            metadata={"field": "approval_webhook_url", **exc.metadata},
+        ) from None
+    except DependencyError:
+        pass
 
 
 def sign(key: bytes, body: bytes) -> str:
@@ -97,7 +114,14 @@ class ApprovalNotifier:
         retry_s: float = 5.0,
         timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        outbound: OutboundClient | None = None,
     ):
+        # Every delivery goes through the outbound rules (no loopback, private or metadata address, none
+        # of Tessera's own ports, unless the operator allowlist says so); see authz.outbound.
+        self._outbound = outbound or OutboundClient(
+            OutboundPolicy(), timeout_s=timeout_s, max_response_bytes=64 * 1024, purpose="approval webhook"
+        )
+        self._refusals_audited: set[tuple[str, str]] = set()
         self._store = store
         self._key_for = key_for
         self._poll_interval_s = poll_interval_s
@@ -109,17 +133,17 @@ class ApprovalNotifier:
 
     async def run(self) -> None:
         """Poll until cancelled; a failing round is logged and retried at the next interval."""
-        async with httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False) as client:
+        async with self._outbound:
             while True:
                 try:
-                    await self.poll_once(client)
+                    await self.poll_once()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning("approval webhook round failed: %s", exc)
                 await asyncio.sleep(self._poll_interval_s)
 
-    async def poll_once(self, client: httpx.AsyncClient) -> int:
+    async def poll_once(self) -> int:
         """One round: claim what is due and post it; returns how many were delivered."""
         hooks = {
             name: settings.approval_webhook_url
@@ -129,10 +153,10 @@ class ApprovalNotifier:
         if not hooks:
             return 0
         due = await self._store.claim_approval_notifications(list(hooks), self._clock(), self._retry_s)
-        results = await asyncio.gather(*(self._deliver(client, hooks[a.tenant], a) for a in due))
+        results = await asyncio.gather(*(self._deliver(hooks[a.tenant], a) for a in due))
         return sum(results)
 
-    async def _deliver(self, client: httpx.AsyncClient, url: str, approval: Approval) -> bool:
+    async def _deliver(self, url: str, approval: Approval) -> bool:
         body = notification_body(approval, self._clock())
         headers = {
             "content-type": "application/json",
@@ -141,10 +165,15 @@ class ApprovalNotifier:
             "x-tessera-delivery": approval.approval_id,
         }
         try:
-            response = await client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            response = await self._outbound.post(url, content=body, headers=headers)
+        except OutboundRefused as exc:
             self.failed += 1
-            log.info("approval %s: webhook %s failed: %s", approval.approval_id, url, exc)
+            log.warning("approval %s: webhook %s refused: %s", approval.approval_id, url, exc.message)
+            await self._audit_refusal(url, approval, exc)
+            return False
+        except DependencyError as exc:
+            self.failed += 1
+            log.info("approval %s: webhook %s failed: %s", approval.approval_id, url, exc.message)
             return False
         if not 200 <= response.status_code < 300:
             self.failed += 1
@@ -153,3 +182,21 @@ class ApprovalNotifier:
         await self._store.mark_approval_notified(approval.tenant, approval.approval_id, self._clock())
         self.delivered += 1
         return True
+
+    async def _audit_refusal(self, url: str, approval: Approval, exc: OutboundRefused) -> None:
+        """The tenant's chain says why its webhook was not called (once per URL and process, so a
+        refused URL cannot fill the chain with retries)."""
+        if (approval.tenant, url) in self._refusals_audited:
+            return
+        self._refusals_audited.add((approval.tenant, url))
+        try:
+            await append_admin_event(
+                self._store,
+                approval.tenant,
+                "tessera",
+                "approval.webhook.refused",
+                f"approval:{approval.approval_id}",
+                {"url": url, "reason": exc.message, "error": exc.reason},
+            )
+        except Exception as audit_exc:  # the refusal stands; only its record failed
+            log.error("could not audit the webhook refusal for %s: %s", approval.tenant, audit_exc)

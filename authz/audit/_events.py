@@ -130,6 +130,11 @@ def event_from_decision(decision: Decision, *, time_ms: int) -> dict[str, Any]:
         "latency_us": json_safe(d.latency_us),
         "data": _scalar_data(d.data),
     }
+    if d.intent_determined is not None:  # which words the intent extractor matched, never the prompt
+        event["tessera"]["intent"] = {
+            "determined": d.intent_determined,
+            "terms": [clean_text(term, 64) for term in d.intent_terms[:32]],
+        }
     return event
 
 

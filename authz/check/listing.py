@@ -32,7 +32,7 @@ from typing import Any
 
 from authz.check.directory import TenantDirectory, TenantView
 from authz.check.models import CheckInput, Decision
-from authz.intent import CatalogExtractor, ToolCatalog
+from authz.intent import CatalogExtractor, catalog_for_settings
 from authz.provenance import NOT_PRESENTED
 from authz.token import AuthenticatedToken
 
@@ -229,6 +229,10 @@ def binding_catalog(tenant: TenantView) -> frozenset[str] | None:
     settings = tenant.settings
     if settings.intent_mode != "enforce" or not settings.require_prompt:
         return None
-    if not isinstance(tenant.extractor, CatalogExtractor) or not settings.catalog:
+    if not isinstance(tenant.extractor, CatalogExtractor):
         return None
-    return ToolCatalog.from_mapping(settings.catalog).tool_names
+    if settings.intent_undetermined == "policy":  # an undetermined prompt lets the policy allow any tool
+        return None
+    if not settings.catalog and settings.upstream_tools is None:
+        return None
+    return catalog_for_settings(settings.catalog, settings.upstream_tools).tool_names

@@ -115,6 +115,10 @@ class Decision:
     policy_hash: str | None = None
     approval_id: str | None = None
     latency_us: int = 0
+    #: What the intent extractor matched (lexicon and catalog words, never the prompt) and whether it
+    #: understood the prompt at all; empty / None when no intent was extracted.
+    intent_terms: tuple[str, ...] = ()
+    intent_determined: bool | None = None
 
     @property
     def allowed(self) -> bool:

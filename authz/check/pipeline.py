@@ -262,6 +262,8 @@ class Pipeline:
             policy_version=policy.version if policy is not None else None,
             policy_hash=policy.content_hash if policy is not None else None,
             approval_id=state.approval.approval_id if state.approval is not None else inp.approval_id,
+            intent_terms=state.intent.terms if state.intent is not None else (),
+            intent_determined=state.intent.determined if state.intent is not None else None,
         )
 
     def _deny(self, state: CallState, check: Check, reason: str, **data: Any) -> Decision:
@@ -318,9 +320,10 @@ class Pipeline:
             prompt=inp.intent_prompt,
             intent=state.intent,
             tool=inp.tool,
+            undetermined=settings.intent_undetermined,
         )
         if not verdict.allowed:
-            return self._deny(state, Check.INTENT, verdict.reason)
+            return self._deny(state, Check.INTENT, verdict.reason, intent=verdict.intent)
         return None
 
     async def _provenance(self, state: CallState) -> Decision | None:

@@ -1,45 +1,54 @@
-"""The built-in extractor: deterministic lexical matching of a prompt against the tenant's catalog.
+"""The built-in extractor: deterministic matching of a prompt against the tenant's catalog and the lexicon.
 
-Matching (all on normalized, stemmed tokens, see :mod:`authz.intent._text`):
+Every word is normalized and stemmed (:mod:`authz.intent._text`); the shipped lexicon
+(:mod:`authz.intent._lexicon`, ``lexicon.yaml``) maps task language in English and German to action
+classes (*read, list, export, create, update, delete, approve, reject, pay, send, draft, schedule, start,
+stop, restart, terminate, backup, scale, execute*). A tool's classes come from its catalog verbs, its
+objects from its keywords (plus the lexicon's synonyms of them).
 
-* **Sentences**: the prompt is cut at ``. ; ! ?``, line breaks and the contrast words *but, however,
-  although, though, whereas*. A verb and a keyword only count together inside one sentence.
-* **Negation scope**: a cue (*not, no, never, without, don't, doesn't, didn't, won't, can't, cannot,
-  shouldn't, mustn't, isn't, aren't, nor, neither, avoid, except, instead of, rather than, other than*,
-  plus the tenant's ``negations``) negates the words that follow it, up to 6 tokens, stopping at any
-  punctuation or at *and, but, then, so, also, plus, however, while, whereas, although, though,
-  because*. So "don't delete or modify invoices" negates both verbs, while "don't delete invoices and
-  transfer 500 EUR" negates only the deletion. Cues only look forward ("delete nothing" is not
-  understood as a negation).
-* A tool is **allowed** when a phrase of it occurs outside any negation scope, or when one of its verbs
-  and one of its keywords occur in the same sentence, both outside negation scopes.
-* A tool is **forbidden** when a phrase of it occurs inside a negation scope, or one of its verbs does
-  and that scope either names one of the tool's keywords or names no catalog keyword at all ("don't
-  delete anything" forbids every tool with the verb *delete*; "don't delete the draft invoice"
-  forbids only tools whose keywords include *invoice*). Forbidden wins over allowed.
-* **Confidence** (a heuristic in [0, 1]): 0 when nothing matched, 0.2 when only fragments matched (a
-  verb without a keyword or the reverse); otherwise the weakest decision's strength (phrase 1.0, verb +
-  keyword 0.85; forbidden by a negated phrase or verb + keyword 0.9, by a bare negated verb 0.6),
-  minus 0.1 per tool that matched only in fragments (at most 0.3), minus 0.2 when a tool was both asked
-  for and negated; halved when the prompt had to be truncated.
+* **Untrusted text**: quoted passages ("the note says: '…'") are content, not requests, and are skipped.
+  From an injection marker (*ignore previous instructions*, *new task*, *SYSTEM:* …) to the end of the
+  prompt nothing is a request, and every action asked there is **forbidden**.
+* **Sentences** are cut at ``. ; ! ?``, line breaks and *but, however, although, though, whereas, aber,
+  sondern*. An action and an object pair up only inside one sentence; a question asks to read about the
+  objects it names.
+* An action term outside negation asks for the tools of its classes: those whose objects the sentence
+  names, or, when it names none of theirs, all of them. *Weak* terms ("book", "send", "handle") only ask
+  for tools whose objects the sentence names. Tools that only read are also asked for when their objects
+  are named in a sentence that asks for anything: reading what the task is about is part of the task.
+  Hand-written ``phrases`` ask for their tool directly.
+* **Negation**: a cue (*not, don't, never, without, no …*, German *nicht, kein, nie, ohne …*, the tenant's
+  ``negations``) negates up to 6 following words within the clause; *nothing/nichts/nicht* right after a
+  verb negate it ("lösche nichts"). A negated action forbids the tools of its classes whose objects the
+  scope names, or all of them. A negated *change/touch/modify* forbids every tool that writes.
+* **Scope**: *only/just/nur* before an action, or *read-only / nothing else / no changes*, forbids every
+  tool that writes and was not asked for.
+* **Outcome**: forbidden wins over allowed; when nothing was allowed or forbidden the intent is
+  *undetermined*. ``terms`` lists what matched (lexicon and catalog words, never the prompt).
+* **Confidence** (a heuristic): 0.9 when every decision came from a strong term with an object, 0.75 with
+  strong terms alone, 0.6 when a weak term, a question or a read-along decided; minus 0.2 when an
+  injection was found; halved when the prompt had to be truncated; 0 when undetermined.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from authz.errors import InvalidArgument
 from authz.intent._catalog import ToolCatalog
+from authz.intent._lexicon import ActionTerm, Lexicon, load_lexicon
 from authz.intent._model import Intent
-from authz.intent._text import BREAK_TOKENS, SENTENCE_TOKENS, stem, stems, tokenize
+from authz.intent._text import BREAK_TOKENS, SENTENCE_TOKENS, stem, tokenize
 
 __all__ = ["DEFAULT_NEGATIONS", "CatalogExtractor"]
 
-#: Built-in negation cues (English); a tenant catalog can add more with ``negations``.
+#: Built-in negation cues (English); the lexicon adds German ones, a tenant catalog its own.
 DEFAULT_NEGATIONS = (
     "not",
     "no",
@@ -66,10 +75,11 @@ DEFAULT_NEGATIONS = (
     "other than",
 )
 NEGATION_WINDOW = 6
+GAP_WINDOW = 8
 #: Longer prompts are matched on their first this-many characters (and the confidence is halved).
 MAX_PROMPT_CHARS = 20_000
 _SCOPE_STOP_WORDS = frozenset(
-    {
+    [
         "and",
         "but",
         "then",
@@ -82,57 +92,214 @@ _SCOPE_STOP_WORDS = frozenset(
         "although",
         "though",
         "because",
-    }
+        "und",
+        "aber",
+        "dann",
+        "sondern",
+    ]
 )
-_SENTENCE_WORDS = frozenset({"but", "however", "although", "though", "whereas"})
+_SENTENCE_WORDS = frozenset({"but", "however", "although", "though", "whereas", "aber", "sondern"})
 _MAX_RATIONALE = 600
+_MAX_TERMS = 32
+#: Quoted passages: double quotes, typographic quotes, and single quotes that are not apostrophes.
+_QUOTED = re.compile(
+    r"\"[^\"\n]{0,2000}\"|“[^”\n]{0,2000}”|„[^“”\n]{0,2000}[“”]|(?<!\w)'[^'\n]{1,2000}'(?!\w)"
+)
+#: Words after which a participle describes a state ("the approved invoices", "is already paid").
+_STATE_WORDS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "all",
+        "any",
+        "my",
+        "our",
+        "your",
+        "their",
+        "these",
+        "those",
+        "this",
+        "that",
+        "is",
+        "are",
+        "was",
+        "were",
+        "been",
+        "be",
+        "being",
+        "already",
+        "not",
+        "still",
+        "die",
+        "der",
+        "das",
+        "den",
+        "dem",
+        "ist",
+        "sind",
+        "wurde",
+        "wurden",
+        "bereits",
+        "schon",
+    ]
+)
+_PARTICIPLES = frozenset({"paid", "sent", "shown", "seen", "done", "gesendet", "bezahlt", "gelöscht"})
+#: Words after which a word that is both an action and an object ("email", "reply") is the action.
+_VERB_LEADS = frozenset(
+    [
+        "please",
+        "kindly",
+        "and",
+        "then",
+        "also",
+        "or",
+        "to",
+        "i",
+        "we",
+        "you",
+        "just",
+        "only",
+        "pls",
+        "bitte",
+        "und",
+        "dann",
+        "oder",
+        "auch",
+        "nur",
+    ]
+)
 
 
 @dataclass(frozen=True, slots=True)
-class _Term:
-    tokens: tuple[str, ...]
-    tool: str
-    kind: str  # "verb" | "keyword" | "phrase"
-    text: str
+class _ToolInfo:
+    name: str
+    classes: frozenset[str]
+    objects: frozenset[str]
+    safe: bool
 
 
 @dataclass(slots=True)
-class _Hit:
-    term: _Term
+class _Action:
+    term: ActionTerm | None  # None: a question
     start: int
     sentence: int
-    scope: int  # -1 outside any negation scope
+    scope: int = -1  # negation scope id, -1 outside any
+    untrusted: bool = False
+    generic: bool = False
 
 
 @dataclass(slots=True)
-class _Evidence:
-    phrase: str | None = None
-    verb_keyword: tuple[str, str] | None = None
-    forbidden_strong: str | None = None
-    forbidden_weak: str | None = None
-    asked: bool = False  # some evidence outside negation scopes
+class _Decisions:
+    allowed: dict[str, float] = field(default_factory=dict)
+    forbidden: dict[str, str] = field(default_factory=dict)
+    terms: set[str] = field(default_factory=set)
+    reasons: list[str] = field(default_factory=list)
+
+    def allow(self, tool: str, strength: float, why: str) -> None:
+        previous = self.allowed.get(tool)
+        if previous is None:
+            self.reasons.append(f"{tool} allowed ({why})")
+            self.allowed[tool] = strength
+        elif strength > previous:
+            self.allowed[tool] = strength
+
+    def forbid(self, tool: str, why: str) -> None:
+        if tool not in self.forbidden:
+            self.forbidden[tool] = why
+            self.reasons.append(f"{tool} forbidden ({why})")
 
 
 class _CompiledCatalog:
-    __slots__ = ("cues", "index", "tools")
+    __slots__ = (
+        "by_class",
+        "class_tools",
+        "cues",
+        "labels",
+        "lexicon",
+        "lexicon_term",
+        "object_index",
+        "object_words",
+        "phrases",
+        "safe_tools",
+        "single_objects",
+        "tools",
+        "unsafe",
+    )
 
-    def __init__(self, catalog: ToolCatalog):
-        self.tools = tuple(sorted(catalog.tools))
-        index: dict[str, list[_Term]] = {}
+    def __init__(self, catalog: ToolCatalog, lexicon: Lexicon):
+        self.lexicon = lexicon
+        infos: dict[str, _ToolInfo] = {}
+        objects: dict[tuple[str, ...], set[str]] = {}  # object words -> canonical object names
+        phrases: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
+        labels: dict[str, str] = dict(lexicon.labels)  # object name -> as written (for recorded terms)
         for tool in catalog.tools.values():
-            for kind, terms in (("verb", tool.verbs), ("keyword", tool.keywords), ("phrase", tool.phrases)):
-                for text in terms:
-                    term = _Term(stems(text), tool.name, kind, text)
-                    if term not in index.setdefault(term.tokens[0], []):
-                        index[term.tokens[0]].append(term)
-        self.index = index
+            # A tool's classes: its verbs' strong senses; ambiguous weak verbs ("open") only if that is all.
+            senses = [_senses(lexicon, verb) for verb in tool.verbs]
+            classes = {c for strong, _ in senses for c in strong} or {c for _, weak in senses for c in weak}
+            names = set()
+            for keyword in tool.keywords:
+                words = _stems(keyword)
+                canonical = lexicon.canonical_objects(words)
+                labels.setdefault(" ".join(words), keyword)
+                names |= canonical
+                objects.setdefault(words, set()).update(canonical)
+            for text in tool.phrases:
+                words = _stems(text)
+                phrases.setdefault(words[0], []).append((words, tool.name, text))
+            known = {
+                c for c in classes if not c.startswith("=")
+            }  # verbs the lexicon does not know are neutral
+            safe = bool(known) and known <= lexicon.safe
+            infos[tool.name] = _ToolInfo(tool.name, frozenset(classes), frozenset(names), safe)
+        for words, canonical in lexicon.objects.items():
+            objects.setdefault(words, set()).update(canonical)
+        self.tools = MappingProxyType(infos)
+        known = frozenset(name for info in infos.values() for name in info.objects)
+        index: dict[str, list[tuple[tuple[str, ...], frozenset[str]]]] = {}
+        single: dict[str, frozenset[str]] = {}
+        for words, names in objects.items():
+            useful = frozenset(names & known)  # synonyms of objects no tool has are noise
+            if useful:
+                index.setdefault(words[0], []).append((words, useful))
+                if len(words) == 1:
+                    single[words[0]] = useful
+        for options in index.values():
+            options.sort(key=lambda o: -len(o[0]))
+        self.object_index = index
+        self.object_words = frozenset(objects)
+        self.labels = labels
+        self.single_objects = single
+        self.phrases = phrases
+        by_class: dict[str, list[str]] = {}
+        for info in infos.values():
+            for cls in info.classes:
+                by_class.setdefault(cls, []).append(info.name)
+        self.by_class = {cls: tuple(sorted(names)) for cls, names in by_class.items()}
+        self.class_tools: dict[frozenset[str], tuple[str, ...]] = {}
+        self.unsafe = tuple(sorted(name for name, info in infos.items() if not info.safe))
+        self.lexicon_term = f"lexicon:{lexicon.version}"
+        self.safe_tools = tuple((name, info.objects) for name, info in sorted(infos.items()) if info.safe)
         cues: dict[str, list[tuple[str, ...]]] = {}
-        for cue in (*DEFAULT_NEGATIONS, *catalog.negations):
+        for cue in (*DEFAULT_NEGATIONS, *lexicon.negations, *catalog.negations):
             words = tuple(t for t in tokenize(cue) if t not in BREAK_TOKENS)
             cues.setdefault(words[0], []).append(words)
         for options in cues.values():
             options.sort(key=len, reverse=True)
         self.cues = cues
+
+
+def _senses(lexicon: Lexicon, verb: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(strong, weak) classes of a catalog verb; a verb the lexicon does not know is its own class."""
+    words = _stems(verb)
+    for term in lexicon.actions.get(words[0], ()) if words else ():
+        if term.words == words and not term.gap:
+            return term.strong or term.noun, term.weak
+    return frozenset({"=" + " ".join(words)}), frozenset()
+
+
+def _stems(text: str) -> tuple[str, ...]:
+    return tuple(stem(t) for t in tokenize(text) if t not in BREAK_TOKENS)
 
 
 class CatalogExtractor:
@@ -144,14 +311,17 @@ class CatalogExtractor:
     disables it); :meth:`set_catalog` swaps a tenant's catalog and drops the cache.
     """
 
-    def __init__(self, catalogs: Mapping[str, ToolCatalog], *, cache_size: int = 1024):
+    def __init__(
+        self, catalogs: Mapping[str, ToolCatalog], *, cache_size: int = 1024, lexicon: Lexicon | None = None
+    ):
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise InvalidArgument(f"cache_size must be a non-negative integer, got {cache_size!r}")
+        self._lexicon = lexicon or load_lexicon()
         compiled = {}
         for tenant, catalog in catalogs.items():
             if not isinstance(catalog, ToolCatalog):
                 raise InvalidArgument(f"catalog for tenant {tenant!r} must be a ToolCatalog")
-            compiled[tenant] = _CompiledCatalog(catalog)
+            compiled[tenant] = _CompiledCatalog(catalog, self._lexicon)
         self._catalogs: Mapping[str, _CompiledCatalog] = MappingProxyType(compiled)
         self._cache: OrderedDict[tuple[str, bytes], Intent] = OrderedDict()
         self._cache_size = cache_size
@@ -166,7 +336,7 @@ class CatalogExtractor:
         if catalog is None:
             updated.pop(tenant, None)
         elif isinstance(catalog, ToolCatalog):
-            updated[tenant] = _CompiledCatalog(catalog)
+            updated[tenant] = _CompiledCatalog(catalog, self._lexicon)
         else:
             raise InvalidArgument(f"catalog for tenant {tenant!r} must be a ToolCatalog")
         self._catalogs = MappingProxyType(updated)
@@ -195,42 +365,111 @@ class CatalogExtractor:
         return intent
 
 
+@functools.lru_cache(maxsize=65536)
+def _stem(token: str) -> str:
+    return token if token in BREAK_TOKENS else stem(token)
+
+
 def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
+    lex = catalog.lexicon
     truncated = len(prompt) > MAX_PROMPT_CHARS
-    tokens = tokenize(prompt[:MAX_PROMPT_CHARS] if truncated else prompt)
+    text = prompt[:MAX_PROMPT_CHARS] if truncated else prompt
+    quoted = 0
+    if '"' in text or "'" in text or "“" in text or "„" in text:
+        text, quoted = _QUOTED.subn(" ; ", text)
+    tokens = tokenize(text)
     if not tokens:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
     n = len(tokens)
-    stemmed = [t if t in BREAK_TOKENS else stem(t) for t in tokens]
 
-    sentence_of = [0] * n
+    # One pass: stems, sentences, and the positions where an action, object or phrase may start.
+    action_index, object_index, phrase_index = lex.actions, catalog.object_index, catalog.phrases
+    stemmed: list[str] = []
+    sentence_of: list[int] = []
+    action_at: list[int] = []
+    object_at: list[int] = []
+    cue_at: list[int] = []
+    marker_at: list[int] = []
+    cues, markers = catalog.cues, lex.injection_first
+    questions: set[int] = set()
     sentence = 0
     for i, tok in enumerate(tokens):
         if tok in SENTENCE_TOKENS or tok in _SENTENCE_WORDS:
+            if tok == "?" and i:
+                questions.add(sentence)
             sentence += 1
-        sentence_of[i] = sentence
+        st = _stem(tok)
+        stemmed.append(st)
+        sentence_of.append(sentence)
+        if st in action_index:
+            action_at.append(i)
+        if st in object_index or st in phrase_index or (len(st) >= 9 and st.isalpha()):
+            object_at.append(i)
+        if tok in cues:
+            cue_at.append(i)
+        if st in markers:
+            marker_at.append(i)
+    injection = _injection_at(lex, stemmed, marker_at)
 
-    hits: list[_Hit] = []
-    action_at: set[int] = set()
-    for i, tok in enumerate(stemmed):
-        for term in catalog.index.get(tok, ()):
-            size = len(term.tokens)
-            if tuple(stemmed[i : i + size]) == term.tokens:
-                hits.append(_Hit(term, i, sentence_of[i], -1))
-                if term.kind != "keyword":
-                    action_at.add(i)
+    # Action terms, longest first; a position used by one term is not reused by another.
+    actions: list[_Action] = []
+    taken: set[int] = set()
+    for i in action_at:
+        if i in taken:
+            continue
+        prev = tokens[i - 1] if i and tokens[i - 1] not in BREAK_TOKENS else None
+        if prev in _STATE_WORDS and (tokens[i].endswith(("ed", "en")) or tokens[i] in _PARTICIPLES):
+            continue  # "the approved invoices", "is already paid": a state, not a request
+        for term in action_index[stemmed[i]]:
+            if prev is not None and prev not in _VERB_LEADS and term.words in catalog.object_words:
+                continue  # "draft replies", "new emails": the word is the object here
+            positions = _term_positions(term, stemmed, sentence_of, i, taken)
+            if positions is not None:
+                taken.update(positions)
+                action = _Action(term, i, sentence_of[i], untrusted=i >= injection)
+                action.generic = len(term.words) == 1 and term.words[0] in lex.generic_change
+                actions.append(action)
+                break
 
+    # Objects the prompt names (catalog keywords and their lexicon synonyms), and tool phrases.
+    objects_at: list[tuple[int, frozenset[str]]] = []
+    phrase_hits: list[tuple[int, str, str]] = []
+    for i in object_at:
+        tok = stemmed[i]
+        options = object_index.get(tok)
+        if options is not None:
+            for words, names in options:
+                if len(words) == 1 or tuple(stemmed[i : i + len(words)]) == words:
+                    objects_at.append((i, names))
+                    break
+        elif len(tok) >= 9 and tok.isalpha():  # German compounds: "Lieferantenrechnungen"
+            names = _compound(catalog, tok)
+            if names:
+                objects_at.append((i, names))
+        for words, tool, phrase in phrase_index.get(tok, ()):
+            if tuple(stemmed[i : i + len(words)]) == words:
+                phrase_hits.append((i, tool, phrase))
+    if not actions and not objects_at and not phrase_hits:
+        return _undetermined(truncated, {catalog.lexicon_term})
+
+    # Negation scopes: forward from a cue, and "nothing/nicht" right after a verb.
     scope_of = [-1] * n
     cue_of: list[str] = []
-    i = 0
-    while i < n:
+    # Weak terms ("any", "open") do not count as the action a negation scope has reached.
+    starts = {a.start for a in actions if a.term is not None and (a.term.strong or a.term.noun)}
+    ends = {a.start + len(a.term.words) for a in actions if a.term is not None}
+    after = 0  # a cue's words are not cues again ("not … no")
+    for i in cue_at:
+        if i < after:
+            continue
         cue_len = _cue_at(catalog, tokens, i)
         if not cue_len:
-            i += 1
             continue
+        after = i + cue_len
         scope = len(cue_of)
         cue_of.append(" ".join(tokens[i : i + cue_len]))
-        k, words, covered_action = i + cue_len, 0, False
+        # A cue right after a verb ("lösche keine Snapshots") has that verb: its scope ends at a comma.
+        k, words, covered_action = i + cue_len, 0, i in ends
         while k < n and words < NEGATION_WINDOW:
             tok = tokens[k]
             if tok in SENTENCE_TOKENS or tok in _SCOPE_STOP_WORDS:
@@ -241,92 +480,132 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             else:
                 if scope_of[k] == -1:
                     scope_of[k] = scope
-                covered_action = covered_action or k in action_at
+                covered_action = covered_action or k in starts
                 words += 1
             k += 1
-        i += cue_len
-    for hit in hits:
-        hit.scope = scope_of[hit.start]
+    for action in actions:
+        action.scope = scope_of[action.start]
+        if action.scope == -1 and action.term is not None:
+            end = action.start + len(action.term.words)
+            for k in range(end, min(n, end + 2)):
+                if tokens[k] in BREAK_TOKENS:
+                    break
+                if tokens[k] in lex.post_negations:
+                    action.scope = len(cue_of)
+                    cue_of.append(tokens[k])
+                    break
 
-    keyword_scopes: dict[int, set[str]] = {}
-    for hit in hits:
-        if hit.term.kind == "keyword" and hit.scope != -1:
-            keyword_scopes.setdefault(hit.scope, set()).add(hit.term.tool)
+    sentence_objects: dict[int, set[str]] = {}
+    scope_objects: dict[int, set[str]] = {}
+    for pos, names in objects_at:
+        if scope_of[pos] != -1:
+            scope_objects.setdefault(scope_of[pos], set()).update(names)
+        else:
+            sentence_objects.setdefault(sentence_of[pos], set()).update(names)
+    for s in questions:
+        if s < sentence_of[injection] if injection < n else True:
+            actions.append(_Action(None, -1, s))
 
-    evidence: dict[str, _Evidence] = {}
-    positive_verbs: dict[str, dict[int, str]] = {}
-    positive_keywords: dict[str, dict[int, str]] = {}
-    for hit in hits:
-        tool, kind = hit.term.tool, hit.term.kind
-        ev = evidence.setdefault(tool, _Evidence())
-        if hit.scope == -1:
-            ev.asked = True
-            if kind == "phrase":
-                ev.phrase = ev.phrase or hit.term.text
-            elif kind == "verb":
-                positive_verbs.setdefault(tool, {}).setdefault(hit.sentence, hit.term.text)
+    d = _Decisions()
+    d.terms.add(catalog.lexicon_term)
+    active: set[int] = set()
+    only = False
+    for pos, tool, phrase in phrase_hits:
+        if pos >= injection:
+            continue
+        if scope_of[pos] != -1:
+            d.forbid(tool, f"{cue_of[scope_of[pos]]!r} before {phrase!r}")
+        else:
+            d.allow(tool, 1.0, f"phrase {phrase!r}")
+        d.terms.add(f"phrase:{phrase}")
+    for s in range(1, sentence + 1):  # "... invoice VI-5000 ... . What's the total on it?"
+        if s not in sentence_objects and s - 1 in sentence_objects:
+            sentence_objects[s] = sentence_objects[s - 1]
+    for action in actions:
+        term = action.term
+        objs = sentence_objects.get(action.sentence, set())
+        if action.untrusted:
+            if action.scope == -1 and term is not None:
+                d.terms.add("injection")
+                classes = term.strong | term.weak
+                for tool in _targets(catalog, classes, objs, require_object=not term.strong):
+                    if not catalog.tools[tool].safe:
+                        d.forbid(tool, f"asked after an injection marker: {term.text!r}")
+            continue
+        if action.scope != -1:
+            assert term is not None
+            cue = cue_of[action.scope]
+            in_scope = scope_objects.get(action.scope, set())
+            # A scope that names objects negates the action only for tools with those objects.
+            if action.generic:
+                tools = _named(catalog, catalog.unsafe, in_scope) if in_scope else catalog.unsafe
             else:
-                positive_keywords.setdefault(tool, {}).setdefault(hit.sentence, hit.term.text)
+                # Weak terms ("any", "open", "who") negate nothing: only actions and action nouns do.
+                tools = _targets(catalog, term.strong | term.noun, in_scope, require_object=bool(in_scope))
+            for tool in tools:
+                d.forbid(tool, f"{cue!r} before {term.text!r}")
+            d.terms.add(f"negated:{term.text}")
             continue
-        cue = cue_of[hit.scope]
-        if kind == "phrase":
-            ev.forbidden_strong = ev.forbidden_strong or f"{cue!r} before {hit.term.text!r}"
-        elif kind == "verb":
-            scope_keywords = keyword_scopes.get(hit.scope, set())
-            if tool in scope_keywords:
-                ev.forbidden_strong = ev.forbidden_strong or f"{cue!r} before {hit.term.text!r}"
-            elif not scope_keywords:
-                ev.forbidden_weak = ev.forbidden_weak or f"{cue!r} before {hit.term.text!r}"
+        if term is None:
+            strong, weak, label = frozenset(), frozenset({"read", "list"}), "question"
+        else:
+            if not (term.strong or term.weak):  # an action noun asks for nothing unless negated
+                continue
+            strong, weak, label = term.strong, term.weak, term.text
+            if stemmed[action.start - 1] in lex.only if action.start else False:
+                only = True
+        asked = False
+        for tool in _targets(catalog, strong, objs, require_object=False):
+            asked = True
+            named = bool(catalog.tools[tool].objects & objs)
+            d.allow(tool, 0.9 if named else 0.75, f"{label!r}" + (" with its object" if named else ""))
+        for tool in _targets(catalog, weak - strong, objs, require_object=True):
+            asked = True
+            d.allow(tool, 0.6, f"{label!r} with its object")
+        active.add(action.sentence)
+        if asked or term is None:
+            d.terms.add("question" if term is None else term.label)
+    safe_tools = catalog.safe_tools
+    for s in active:
+        objs = sentence_objects.get(s)
+        if objs:
+            for name, objects in safe_tools:
+                if objects & objs:
+                    d.allow(name, 0.6, "reads what the task is about")
+    # The task's own objects may be read: safe tools sharing an object with a tool the prompt asked for.
+    task_objects = {
+        o for tool in d.allowed if not catalog.tools[tool].safe for o in catalog.tools[tool].objects
+    }
+    if task_objects:
+        for name, objects in safe_tools:
+            if objects & task_objects:
+                d.allow(name, 0.6, "reads what the task is about")
+    if not only:
+        only = _read_only(lex, stemmed, injection)
+    if only:
+        d.terms.add("only")
+        for tool in catalog.unsafe:
+            if tool not in d.allowed:
+                d.forbid(tool, "the prompt restricts itself to what it names")
+    for pos, names in objects_at:
+        if pos < injection:
+            d.terms.update(f"object:{catalog.labels.get(name, name)}" for name in names)
 
-    allowed: set[str] = set()
-    forbidden: set[str] = set()
-    strengths: list[float] = []
-    conflicts = 0
-    parts: list[str] = []
-    for tool in catalog.tools:
-        ev = evidence.get(tool)
-        if ev is None:
-            continue
-        verbs, keywords = positive_verbs.get(tool, {}), positive_keywords.get(tool, {})
-        shared = sorted(set(verbs) & set(keywords))
-        if shared:
-            ev.verb_keyword = (verbs[shared[0]], keywords[shared[0]])
-        if ev.forbidden_strong or ev.forbidden_weak:
-            forbidden.add(tool)
-            strengths.append(0.9 if ev.forbidden_strong else 0.6)
-            parts.append(f"{tool} forbidden ({ev.forbidden_strong or ev.forbidden_weak})")
-            if ev.phrase or ev.verb_keyword:
-                conflicts += 1
-        elif ev.phrase:
-            allowed.add(tool)
-            strengths.append(1.0)
-            parts.append(f"{tool} allowed (phrase {ev.phrase!r})")
-        elif ev.verb_keyword:
-            allowed.add(tool)
-            strengths.append(0.85)
-            parts.append(f"{tool} allowed (verb {ev.verb_keyword[0]!r} + keyword {ev.verb_keyword[1]!r})")
-
-    # Fragments: catalog words outside negations that no decided tool accounts for ("summarize the
-    # invoice": a keyword without any verb). Each one makes the reading less certain.
-    decided = allowed | forbidden
-    explained = {hit.start for hit in hits if hit.term.tool in decided}
-    fragments: dict[int, str] = {}
-    for hit in hits:
-        if hit.scope == -1 and hit.start not in explained:
-            fragments.setdefault(hit.start, hit.term.text)
-    if fragments:
-        words = ", ".join(repr(fragments[i]) for i in sorted(fragments)[:5])
-        parts.append(f"unmatched catalog words: {words}")
-
-    if strengths:
-        confidence = min(strengths) - min(0.3, 0.1 * len(fragments)) - (0.2 if conflicts else 0.0)
-        confidence = max(0.05, confidence)
-    else:
-        confidence = 0.2 if fragments else 0.0
+    allowed = frozenset(d.allowed) - frozenset(d.forbidden)
+    forbidden = frozenset(d.forbidden)
+    if not allowed and not forbidden:
+        return _undetermined(truncated, d.terms)
+    strengths = [d.allowed[t] for t in allowed] or [0.9]
+    confidence = min(strengths) - (0.2 if "injection" in d.terms else 0.0)
+    parts = list(d.reasons)
+    if quoted:
+        parts.append(f"{quoted} quoted passage(s) read as content, not as requests")
+    if injection < n:
+        parts.append("injection marker found: nothing after it counts as a request")
     if truncated:
         confidence /= 2
         parts.append(f"prompt truncated to {MAX_PROMPT_CHARS} characters")
-    rationale = "; ".join(parts) if parts else "no catalog tool matched the prompt"
+    rationale = "; ".join(parts)
     if len(rationale) > _MAX_RATIONALE:
         rationale = rationale[: _MAX_RATIONALE - 1] + "…"
     summary_parts = []
@@ -334,10 +613,111 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         summary_parts.append("allowed: " + ", ".join(sorted(allowed)))
     if forbidden:
         summary_parts.append("forbidden: " + ", ".join(sorted(forbidden)))
-    summary = "; ".join(summary_parts) or "no tool requested"
     return Intent(
-        frozenset(allowed), frozenset(forbidden), round(confidence, 2), rationale, "catalog", summary
+        allowed,
+        forbidden,
+        round(max(0.05, confidence), 2),
+        rationale,
+        "catalog",
+        "; ".join(summary_parts),
+        determined=True,
+        terms=tuple(sorted(d.terms))[:_MAX_TERMS],
     )
+
+
+def _undetermined(truncated: bool, terms: set[str] | frozenset[str] = frozenset()) -> Intent:
+    why = "nothing in the prompt was recognized as a request for a catalog tool"
+    if truncated:
+        why += f" (prompt truncated to {MAX_PROMPT_CHARS} characters)"
+    return Intent(
+        frozenset(),
+        frozenset(),
+        0.0,
+        why,
+        "catalog",
+        "undetermined",
+        determined=False,
+        terms=tuple(sorted(terms))[:_MAX_TERMS],
+    )
+
+
+def _targets(
+    catalog: _CompiledCatalog, classes: frozenset[str], objs: set[str], *, require_object: bool
+) -> tuple[str, ...]:
+    """Tools of ``classes``: those whose objects are in ``objs``, else (unless required) all of them."""
+    if not classes:
+        return ()
+    tools = catalog.class_tools.get(classes)
+    if tools is None:  # a handful of class sets per catalog: computed once
+        tools = tuple(sorted({t for cls in classes for t in catalog.by_class.get(cls, ())}))
+        catalog.class_tools[classes] = tools
+    named = _named(catalog, tools, objs)
+    if named or require_object:
+        return named
+    return tools
+
+
+def _named(catalog: _CompiledCatalog, tools: Iterable[str], objs: set[str]) -> tuple[str, ...]:
+    return tuple(t for t in tools if catalog.tools[t].objects & objs) if objs else ()
+
+
+def _term_positions(
+    term: ActionTerm, stemmed: list[str], sentence_of: list[int], i: int, taken: set[int]
+) -> list[int] | None:
+    words, gap = term.words, term.gap
+    if not gap:
+        end = i + len(words)
+        if tuple(stemmed[i:end]) == words and not taken.intersection(range(i, end)):
+            return list(range(i, end))
+        return None
+    head, tail = words[:gap], words[gap:]
+    if tuple(stemmed[i : i + gap]) != head:
+        return None
+    sentence = sentence_of[i]
+    for k in range(i + gap, min(len(stemmed), i + gap + GAP_WINDOW)):
+        if sentence_of[k] != sentence:
+            break
+        if tuple(stemmed[k : k + len(tail)]) == tail and k not in taken:
+            return [*range(i, i + gap), *range(k, k + len(tail))]
+    return None
+
+
+def _injection_at(lex: Lexicon, stemmed: list[str], candidates: list[int]) -> int:
+    """Index of the first injection marker (``len(stemmed)`` when there is none)."""
+    n = len(stemmed)
+    for i in candidates:
+        for words, gap in lex.injection:
+            if stemmed[i] != words[0]:
+                continue
+            if not gap:
+                if tuple(stemmed[i : i + len(words)]) == words:
+                    return i
+                continue
+            head, tail = words[:gap], words[gap:]
+            if tuple(stemmed[i : i + gap]) != head:
+                continue
+            for k in range(i + gap, min(n, i + gap + 5)):
+                if tuple(stemmed[k : k + len(tail)]) == tail:
+                    return i
+    return n
+
+
+def _read_only(lex: Lexicon, stemmed: list[str], limit: int) -> bool:
+    first = lex.read_only_first
+    for i in range(min(limit, len(stemmed))):
+        if stemmed[i] in first:
+            for words in lex.read_only_phrases:
+                if tuple(stemmed[i : i + len(words)]) == words:
+                    return True
+    return False
+
+
+def _compound(catalog: _CompiledCatalog, token: str) -> frozenset[str] | None:
+    for k in range(3, len(token) - 3):
+        names = catalog.single_objects.get(token[k:])
+        if names:
+            return names
+    return None
 
 
 def _cue_at(catalog: _CompiledCatalog, tokens: list[str], i: int) -> int:

@@ -12,7 +12,9 @@ Wire contract (ARCHITECTURE §5)::
 
 The five intent fields are required and type-checked; tool names must be non-empty strings of at most
 256 characters, at most 1000 per list; the body may be at most 1 MiB. Unknown extra fields are ignored
-(so the service can grow without breaking gateways). Any failure — timeout (one deadline for the
+(so the service can grow without breaking gateways), except an optional boolean ``determined``: a service
+may say it did not understand the prompt (otherwise an intent naming no tool is undetermined, as the
+tenant's ``undetermined: deny | policy`` setting expects). Any failure — timeout (one deadline for the
 whole exchange), connection error, non-2xx status, non-JSON or badly shaped body — raises
 :class:`authz.errors.DependencyError`; the pipeline turns that into a -32018 deny (fail closed).
 
@@ -33,10 +35,9 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
-from authz.errors import DependencyError, InvalidArgument
+from authz.errors import DependencyError, InvalidArgument, OutboundRefused
 from authz.intent._model import Intent
+from authz.outbound import OutboundClient, OutboundPolicy
 
 __all__ = ["HttpExtractor"]
 
@@ -50,8 +51,10 @@ _CacheKey = tuple[str, str | None, bytes]
 class HttpExtractor:
     """Intent extraction through ``POST {url}/v1/extract``; see the module docstring for the contract.
 
-    ``client`` may be shared with other components (it is then not closed by :meth:`aclose`); without
-    one, the extractor creates and owns an :class:`httpx.AsyncClient`. ``clock`` is for tests.
+    Requests go through :class:`authz.outbound.OutboundClient` (no loopback, private or metadata address
+    unless the operator allowlist permits it). ``outbound`` may be shared with other components (it is
+    then not closed by :meth:`aclose`); without one, the extractor owns a client under ``policy``
+    (default: nothing but public addresses). ``clock`` is for tests.
     """
 
     def __init__(
@@ -61,7 +64,8 @@ class HttpExtractor:
         timeout: float,
         cache_size: int = 10_000,
         cache_ttl: float = 300,
-        client: httpx.AsyncClient | None = None,
+        outbound: OutboundClient | None = None,
+        policy: OutboundPolicy | None = None,
         clock: Any = time.monotonic,
     ):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -82,8 +86,14 @@ class HttpExtractor:
         self._cache_ttl = float(cache_ttl)
         self._cache: OrderedDict[_CacheKey, tuple[float, Intent]] = OrderedDict()
         self._inflight: dict[_CacheKey, asyncio.Task[Intent]] = {}
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=self._timeout)
+        self._owns_client = outbound is None
+        self._client = outbound or OutboundClient(
+            policy or OutboundPolicy(),
+            timeout_s=self._timeout,
+            max_response_bytes=MAX_REPLY_BYTES,
+            max_redirects=0,
+            purpose="intent extractor",
+        )
         self._clock = clock
 
     @property
@@ -131,26 +141,30 @@ class HttpExtractor:
     async def _fetch(self, tenant: str, agent: str | None, prompt: str) -> Intent:
         try:
             async with asyncio.timeout(self._timeout):
-                async with self._client.stream(
+                response = await self._client.request(
                     "POST",
                     self._endpoint,
                     json={"prompt": prompt, "agent_id": agent},
                     headers={"x-tessera-tenant": quote(tenant, safe=""), "accept": "application/json"},
-                    timeout=self._timeout,
-                ) as response:
-                    if not 200 <= response.status_code < 300:
-                        raise _error(f"intent extractor answered HTTP {response.status_code}", "status")
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > MAX_REPLY_BYTES:
-                            raise _malformed(f"body is larger than {MAX_REPLY_BYTES} bytes")
-        except (TimeoutError, httpx.TimeoutException):
+                )
+        except TimeoutError:
             raise _error(f"intent extractor did not answer within {self._timeout:g}s", "timeout") from None
-        except httpx.HTTPError as exc:
-            detail = str(exc) or type(exc).__name__
-            raise _error(f"intent extractor request failed: {detail}", "transport") from None
-        return _parse_reply(bytes(body))
+        except OutboundRefused as exc:
+            raise OutboundRefused(
+                exc.message, metadata={"dependency": "intent_extractor", "failure": "refused"}
+            ) from None
+        except DependencyError as exc:
+            failure = exc.metadata.get("failure", "transport")
+            if failure == "timeout":
+                raise _error(
+                    f"intent extractor did not answer within {self._timeout:g}s", "timeout"
+                ) from None
+            if failure == "too_large":
+                raise _malformed(f"body is larger than {MAX_REPLY_BYTES} bytes") from None
+            raise _error(f"intent extractor request failed: {exc.message}", "transport") from None
+        if not 200 <= response.status_code < 300:
+            raise _error(f"intent extractor answered HTTP {response.status_code}", "status")
+        return _parse_reply(response.content)
 
     async def aclose(self) -> None:
         """Close the HTTP client if the extractor created it."""
@@ -211,6 +225,8 @@ def _parse_reply(body: bytes) -> Intent:
         rationale=intent["rationale"],
         source="http",
         summary=intent["summary"],
+        # optional: a classifier may say it did not understand the prompt even if it named tools
+        determined=intent["determined"] if isinstance(intent.get("determined"), bool) else None,
     )
 
 

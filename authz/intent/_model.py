@@ -13,6 +13,8 @@ from authz.errors import InvalidArgument
 __all__ = [
     "INTENT_MODES",
     "INTENT_SOURCES",
+    "UNDETERMINED_CHOICES",
+    "UNDETERMINED_REASON",
     "Intent",
     "IntentExtractor",
     "IntentSettings",
@@ -25,6 +27,13 @@ __all__ = [
 INTENT_MODES = ("off", "advisory", "enforce")
 #: Where an intent came from.
 INTENT_SOURCES = ("catalog", "http")
+#: Enforce mode, for a prompt the extractor did not understand: ``deny`` (-32011, its own reason) or
+#: ``policy`` (the Rego policy decides; it sees ``input.intent.determined == false``).
+UNDETERMINED_CHOICES = ("deny", "policy")
+#: The reason of an enforce-mode denial for a prompt nothing of which was understood.
+UNDETERMINED_REASON = (
+    "intent undetermined: nothing in the prompt was recognized as a request for a catalog tool"
+)
 
 
 def _tool_set(value: Iterable[str], field: str) -> frozenset[str]:
@@ -44,6 +53,11 @@ class Intent:
     ``forbidden_tools`` wins over ``allowed_tools``: a tool named in both is removed from
     ``allowed_tools`` on construction, so the two sets are always disjoint. ``confidence`` is in
     [0, 1] (0: nothing understood). ``source`` is ``"catalog"`` or ``"http"``.
+
+    ``determined`` says whether the extractor understood the prompt at all (some tool allowed or
+    forbidden); ``None`` on construction means exactly that. ``terms`` are the lexicon and catalog words
+    that matched (``"pay:wire"``, ``"object:invoice"``, ``"negated:delete"``): the audit event records
+    them, never the prompt text.
     """
 
     allowed_tools: frozenset[str]
@@ -52,6 +66,8 @@ class Intent:
     rationale: str
     source: str
     summary: str = ""
+    determined: bool | None = None
+    terms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         allowed = _tool_set(self.allowed_tools, "allowed_tools")
@@ -70,6 +86,9 @@ class Intent:
             )
         if not isinstance(self.rationale, str) or not isinstance(self.summary, str):
             raise InvalidArgument("intent rationale and summary must be strings")
+        if self.determined is None:
+            object.__setattr__(self, "determined", bool(allowed or forbidden))
+        object.__setattr__(self, "terms", tuple(self.terms))
 
     @classmethod
     def empty(cls, source: str, rationale: str, summary: str = "") -> Intent:
@@ -85,6 +104,8 @@ class Intent:
             "rationale": self.rationale,
             "source": self.source,
             "summary": self.summary,
+            "determined": self.determined,
+            "terms": list(self.terms),
         }
 
 
@@ -101,10 +122,15 @@ class IntentExtractor(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class IntentVerdict:
-    """The intent stage's answer for one call: ``allowed`` or not, and why."""
+    """The intent stage's answer for one call: ``allowed`` or not, and why.
+
+    ``intent`` is the denial's ``data.intent`` value: ``"undetermined"`` (the prompt was not understood),
+    ``"forbidden"`` or ``"absent"`` (understood, and it asked for something else); ``None`` otherwise.
+    """
 
     allowed: bool
     reason: str
+    intent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +144,18 @@ class IntentSettings:
 
     mode: str = "off"
     require_prompt: bool = False
+    undetermined: str = "deny"
 
     def __post_init__(self) -> None:
         if self.mode not in INTENT_MODES:
             raise InvalidArgument(f"intent mode must be one of {', '.join(INTENT_MODES)}, got {self.mode!r}")
         if not isinstance(self.require_prompt, bool):
             raise InvalidArgument(f"intent require_prompt must be a boolean, got {self.require_prompt!r}")
+        if self.undetermined not in UNDETERMINED_CHOICES:
+            raise InvalidArgument(
+                f"intent undetermined must be one of {', '.join(UNDETERMINED_CHOICES)}, "
+                f"got {self.undetermined!r}"
+            )
 
     @property
     def extracts(self) -> bool:
@@ -132,7 +164,12 @@ class IntentSettings:
 
     def judge(self, *, prompt: str | None, intent: Intent | None, tool: str) -> IntentVerdict:
         return judge_intent(
-            mode=self.mode, require_prompt=self.require_prompt, prompt=prompt, intent=intent, tool=tool
+            mode=self.mode,
+            require_prompt=self.require_prompt,
+            prompt=prompt,
+            intent=intent,
+            tool=tool,
+            undetermined=self.undetermined,
         )
 
 
@@ -141,7 +178,13 @@ def _tool_list(tools: frozenset[str]) -> str:
 
 
 def judge_intent(
-    *, mode: str, require_prompt: bool, prompt: str | None, intent: Intent | None, tool: str
+    *,
+    mode: str,
+    require_prompt: bool,
+    prompt: str | None,
+    intent: Intent | None,
+    tool: str,
+    undetermined: str = "deny",
 ) -> IntentVerdict:
     """The intent stage's rule (ARCHITECTURE §5), as a pure function.
 
@@ -150,10 +193,13 @@ def judge_intent(
 
       1. no prompt (``None`` or only whitespace): denied when ``require_prompt``, otherwise allowed;
       2. a prompt but no intent: denied (the caller should have extracted one; never fail open);
-      3. the tool is in ``forbidden_tools``: denied (forbidden wins);
-      4. the tool is not in ``allowed_tools``: denied. This includes an **empty** allow list: the
+      3. the intent is undetermined (nothing recognized): denied with its own reason
+         (``data.intent = "undetermined"``) when ``undetermined`` is ``deny``; with ``policy`` the call
+         goes on and the policy decides (it sees ``input.intent.determined == false``);
+      4. the tool is in ``forbidden_tools``: denied (forbidden wins);
+      5. the tool is not in ``allowed_tools``: denied. This includes an **empty** allow list: the
          prompt asked for nothing this tool does, so in enforce mode nothing may run on its behalf;
-      5. otherwise allowed.
+      6. otherwise allowed.
 
     Raises :class:`authz.errors.InvalidArgument` for an unknown mode.
     """
@@ -169,12 +215,19 @@ def judge_intent(
         return IntentVerdict(True, "no intent prompt given and none is required")
     if intent is None:
         return IntentVerdict(False, "an intent prompt was given but no intent was extracted from it")
+    if not intent.determined:
+        if undetermined == "policy":
+            return IntentVerdict(True, "intent undetermined: the policy decides")
+        return IntentVerdict(False, UNDETERMINED_REASON, "undetermined")
     if tool in intent.forbidden_tools:
-        return IntentVerdict(False, f"tool {echo(tool)} is forbidden by the intent extracted from the prompt")
+        return IntentVerdict(
+            False, f"tool {echo(tool)} is forbidden by the intent extracted from the prompt", "forbidden"
+        )
     if tool not in intent.allowed_tools:
         return IntentVerdict(
             False,
             f"tool {echo(tool)} is absent from the intent extracted from the prompt "
             f"(allowed: {_tool_list(intent.allowed_tools)})",
+            "absent",
         )
     return IntentVerdict(True, f"tool {echo(tool)} matches the intent extracted from the prompt")

@@ -34,6 +34,8 @@ BREAK_TOKENS = SENTENCE_TOKENS | {",", ":"}
 
 
 def normalize(text: str) -> str:
+    if text.isascii():  # NFKC is the identity and casefold is lower() on ASCII: the common, fast case
+        return text.lower().replace("`", "'")
     return unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
 
 

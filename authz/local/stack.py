@@ -198,6 +198,10 @@ class Stack:
         return {
             "TESSERA_VAR_DIR": str(self.workdir),
             "TESSERA_HOST": "127.0.0.1",
+            # Everything of the local stack, demo webhook receivers and extractors included, is on
+            # loopback: allow it explicitly, but keep Envoy's own listener and admin ports refused.
+            "TESSERA_OUTBOUND_ALLOW": "127.0.0.0/8,::1",
+            "TESSERA_OUTBOUND_REFUSED_PORTS": f"{self.ports.listen},{self.ports.envoy_admin}",
             **self.env,
         }
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from authz.echo import echo
 from authz.errors import InvalidArgument
+from authz.outbound import OutboundPolicy, vet_host_sync
 from authz.policy._engine import EngineResult
 from authz.policy._result import PolicyResult, result_from_engine
 
@@ -93,8 +94,11 @@ class OpaClients:
     """One ``opa_client.AsyncOpaClient`` per OPA server, shared by every tenant and policy version that
     use it; created on first use (inside the event loop), closed by :meth:`aclose`."""
 
-    def __init__(self) -> None:
+    def __init__(self, outbound: OutboundPolicy | None = None) -> None:
         self._clients: dict[str, Any] = {}
+        # The operator's outbound rules (authz.outbound): a tenant's OPA URL may not name loopback,
+        # private or metadata addresses or Tessera's own ports unless TESSERA_OUTBOUND_ALLOW says so.
+        self._outbound = outbound
 
     def get(self, url: str) -> Any:
         client = self._clients.get(url)
@@ -103,9 +107,16 @@ class OpaClients:
 
             parts = urlsplit(url)
             https = parts.scheme == "https"
+            port = parts.port or (443 if https else 8181)
+            host = parts.hostname or ""
+            if self._outbound is not None:
+                # Resolved and vetted once; over plain HTTP the client is pointed at the vetted address
+                # itself, so a later DNS answer cannot move it (HTTPS keeps the name for the certificate).
+                address = vet_host_sync(self._outbound, host, port, "OPA server")
+                host = host if https else address
             client = AsyncOpaClient(
-                host=parts.hostname or "",
-                port=parts.port or (443 if https else 8181),
+                host=host,
+                port=port,
                 ssl=https,
                 retries=0,  # one attempt: the check's deadline leaves no room to retry
                 timeout=_MAX_TIMEOUT_MS / 1000,  # the per-call timeout is ours (asyncio.timeout)

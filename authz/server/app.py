@@ -17,9 +17,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from authz.audit import make_recorder
 from authz.check import DecisionRecorder, Pipeline, TenantDirectory
 from authz.config import TesseraConfig
-from authz.intent import CatalogExtractor, HttpExtractor, ToolCatalog
+from authz.intent import (
+    CatalogExtractor,
+    CatalogRefresher,
+    HttpExtractor,
+    catalog_for_settings,
+    fetch_tools_list,
+)
 from authz.oauth import accept_access_tokens
 from authz.observability import Metrics, serve_http
+from authz.outbound import policy_from_config
 from authz.policy import OpaClients, compile_policy
 from authz.server.check_service import AuthorizationService
 from authz.server.list_service import add_list_processor, list_filter_for
@@ -73,6 +80,7 @@ def _extractor_factory(config: TesseraConfig):
             timeout=config.intent.http_timeout_s,
             cache_size=config.intent.cache_size,
             cache_ttl=config.intent.cache_ttl_s,
+            policy=policy_from_config(config),
         )
 
     def build(tenant: str, settings: TenantSettings) -> Any | None:
@@ -80,9 +88,18 @@ def _extractor_factory(config: TesseraConfig):
             return None
         if http is not None:
             return http
-        return CatalogExtractor({tenant: ToolCatalog.from_mapping(settings.catalog)})
+        return CatalogExtractor({tenant: catalog_for_settings(settings.catalog, settings.upstream_tools)})
 
     return build
+
+
+def _catalog_refresher(config: TesseraConfig, store: Store) -> CatalogRefresher:
+    """Fetches each tenant's upstream ``tools/list`` on a schedule (tenants with ``intent.tools_url``)."""
+
+    async def fetch(url: str) -> dict[str, Any]:
+        return await fetch_tools_list(url, timeout_s=config.intent.refresh_timeout_s)
+
+    return CatalogRefresher(store, interval_s=config.intent.refresh_s, fetch=fetch)
 
 
 async def build_runtime(config: TesseraConfig) -> CheckRuntime:
@@ -93,7 +110,7 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     keyring = KeyRing(
         config.keys.master_key, active_kid=config.keys.active_kid, live_kids=config.keys.live_kids
     )
-    opa = OpaClients()
+    opa = OpaClients(policy_from_config(config))
     directory = TenantDirectory(
         store,
         compile_policy=lambda source, version: compile_policy(source, version=version),
@@ -165,6 +182,10 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         stack.callback(http.close)
         refresher = asyncio.create_task(runtime.directory.run(), name="tenant-refresh")
         stack.callback(refresher.cancel)
+        catalogs = asyncio.create_task(
+            _catalog_refresher(config, runtime.store).run(), name="catalog-refresh"
+        )
+        stack.callback(catalogs.cancel)
         if runtime.jwks is not None:
             stack.callback(asyncio.create_task(runtime.jwks.run(), name="jwks-refresh").cancel)
         stop = asyncio.Event()

@@ -142,9 +142,12 @@ def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes) -> bytes:
     data: list[str] = []
 
     def flush() -> None:
-        if data:
-            message = listing.filter_message(ctx, json.loads("\n".join(data)))
+        payload = "\n".join(data)
+        if payload.strip():
+            message = listing.filter_message(ctx, json.loads(payload))
             event.append("data: " + _dumps(message).decode())
+        elif data:  # an event without a message (the TypeScript SDK's priming event): as it came
+            event.extend("data:" + (" " + line if line else "") for line in data)
         out.extend(event)
         event.clear()
         data.clear()

@@ -27,6 +27,12 @@ class TenantSettings:
     #: ``{engine: opa, url, path, timeout_ms, push}`` to evaluate through an OPA server
     #: (:mod:`authz.policy._opa`); None: the embedded engine. Written to JSON only when set.
     policy_engine: dict[str, Any] | None = None
+    #: Intent (authz/intent): ``deny`` or ``policy`` for prompts the extractor did not understand in
+    #: enforce mode; the upstream MCP endpoint whose ``tools/list`` the catalog is derived from, and the
+    #: last list fetched from it. Each is written to JSON only when set.
+    intent_undetermined: str = "deny"
+    tools_url: str | None = None
+    upstream_tools: tuple[dict[str, Any], ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -41,6 +47,12 @@ class TenantSettings:
             data["approval_webhook_url"] = self.approval_webhook_url
         if self.policy_engine:
             data["policy_engine"] = self.policy_engine
+        if self.intent_undetermined != "deny":
+            data["intent_undetermined"] = self.intent_undetermined
+        if self.tools_url:
+            data["tools_url"] = self.tools_url
+        if self.upstream_tools is not None:
+            data["upstream_tools"] = list(self.upstream_tools)
         return data
 
     @classmethod
@@ -54,6 +66,11 @@ class TenantSettings:
             budget_rules=tuple(data.get("budget_rules", ())),
             approval_webhook_url=data.get("approval_webhook_url") or None,
             policy_engine=dict(data["policy_engine"]) if data.get("policy_engine") else None,
+            intent_undetermined=data.get("intent_undetermined", "deny"),
+            tools_url=data.get("tools_url") or None,
+            upstream_tools=(
+                tuple(data["upstream_tools"]) if isinstance(data.get("upstream_tools"), list) else None
+            ),
         )
 
 

@@ -70,8 +70,8 @@ async def test_prompt_header_for_the_whole_connection(stack):
     )
     async with mcp.Client(transport) as client:
         assert not (await client.call_tool(*READ)).is_error
-        with pytest.raises(IntentError), mcp_errors():
-            await client.call_tool("list_invoices", {})
+        with pytest.raises(IntentError), mcp_errors():  # reading invoices was asked for, paying was not
+            await client.call_tool("transfer_funds", {"amount": 10, "iban": "DE89370400440532013000"})
 
 
 async def test_bad_token_fails_at_connect_with_capability_error(stack):

@@ -96,7 +96,8 @@ def start_gateway(workdir: Path, **stack_kwargs: Any) -> tuple[Stack, Gateway]:
     env = {"TESSERA_MASTER_KEY": MASTER_KEY, "TESSERA_DEADLINE_MS": "4000"}
     stack_kwargs.setdefault("check_timeout_ms", 5000)
     env.update(stack_kwargs.pop("env", {}))
-    stack = Stack(workdir, ports=StackPorts.free(), env=env, **stack_kwargs)
+    ports = stack_kwargs.pop("ports", None) or StackPorts.free()
+    stack = Stack(workdir, ports=ports, env=env, **stack_kwargs)
     stack.start()
     return stack, Gateway(stack, KeyRing(Secret(MASTER_KEY)))
 

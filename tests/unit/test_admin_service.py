@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
@@ -42,6 +41,7 @@ from authz.api.admin.v1 import token_service_pb2_grpc as tokens_grpc
 from authz.audit import event_from_decision
 from authz.budget import parse_rules, rule_reservations
 from authz.check.models import Check, Decision, Outcome, new_decision_id
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.policy import default_policy_source, policy_hash
 from authz.secrets import Secret
 from authz.server.admin._common import AdminRuntime
@@ -818,6 +818,10 @@ class Receiver:
         self.server.server_close()
 
 
+#: Webhook receivers in these tests listen on loopback, which only an operator allowlist permits.
+LOOPBACK = OutboundPolicy.build(["127.0.0.0/8"])
+
+
 async def test_webhook_posts_pending_approvals_signed_at_least_once(admin: Admin) -> None:
     receiver = Receiver()
     try:
@@ -833,17 +837,17 @@ async def test_webhook_posts_pending_approvals_signed_at_least_once(admin: Admin
             lambda t: admin.keyring.derive_subkey(KEY_PURPOSE, t),
             retry_s=5,
             clock=lambda: clock[0],
+            outbound=OutboundClient(LOOPBACK, timeout_s=5),  # the receiver listens on loopback
         )
         await admin.store.create_approval(an_approval("hook-1", tenant="hooked"))
-        async with httpx.AsyncClient(timeout=5) as client:
-            receiver.fail = True
-            assert await notifier.poll_once(client) == 0 and len(receiver.received) == 1
-            assert await notifier.poll_once(client) == 0 and len(receiver.received) == 1  # backing off
-            receiver.fail = False
-            clock[0] += 6
-            assert await notifier.poll_once(client) == 1 and len(receiver.received) == 2
-            clock[0] += 600
-            assert await notifier.poll_once(client) == 0 and len(receiver.received) == 2  # delivered: done
+        receiver.fail = True
+        assert await notifier.poll_once() == 0 and len(receiver.received) == 1
+        assert await notifier.poll_once() == 0 and len(receiver.received) == 1  # backing off
+        receiver.fail = False
+        clock[0] += 6
+        assert await notifier.poll_once() == 1 and len(receiver.received) == 2
+        clock[0] += 600
+        assert await notifier.poll_once() == 0 and len(receiver.received) == 2  # delivered: done
         headers, body = receiver.received[-1]
         assert verify_signature(key, body, headers[secret.header])
         assert not verify_signature(key, body + b" ", headers[secret.header])
@@ -863,7 +867,12 @@ async def test_webhook_failures_never_escape_the_notifier(admin: Admin) -> None:
         "deadhook", TenantSettings(approval_webhook_url="http://127.0.0.1:9/nothing")
     )
     await admin.store.create_approval(an_approval("dead-1", tenant="deadhook"))
-    notifier = ApprovalNotifier(admin.store, lambda t: b"k" * 32, poll_interval_s=0.01, timeout_s=0.5)
+    notifier = ApprovalNotifier(
+        admin.store,
+        lambda t: b"k" * 32,
+        poll_interval_s=0.01,
+        outbound=OutboundClient(OutboundPolicy.build(["127.0.0.1:9"]), timeout_s=0.5),
+    )
     task = asyncio.create_task(notifier.run())
     await asyncio.sleep(0.3)
     assert not task.done() and notifier.failed >= 1

@@ -7,6 +7,7 @@ import pytest
 from authz.errors import InvalidArgument
 from authz.intent import (
     INTENT_MODES,
+    UNDETERMINED_REASON,
     CatalogExtractor,
     HttpExtractor,
     Intent,
@@ -33,6 +34,8 @@ def test_intent_to_policy_input_is_sorted_and_complete():
         "rationale": "why",
         "source": "http",
         "summary": "what",
+        "determined": True,
+        "terms": [],
     }
 
 
@@ -111,7 +114,8 @@ def test_settings_judge_delegates():
 # --- judge_intent: the whole table ---------------------------------------------------------------------
 
 READ_ONLY = intent(allowed={"read_invoice", "list_invoices"}, forbidden={"delete_invoice"})
-NOTHING = intent()
+NOTHING = intent()  # nothing recognized: undetermined
+UNDERSTOOD_NONE = Intent(frozenset(), frozenset(), 0.6, "test", "http", "", determined=True)
 
 # (mode, require_prompt, prompt, intent, tool, allowed, reason fragment)
 TABLE = [
@@ -152,12 +156,14 @@ TABLE = [
         "enforce",
         False,
         "p",
-        NOTHING,
+        UNDERSTOOD_NONE,
         "read_invoice",
         False,
         "absent from the intent extracted from the prompt (allowed: none)",
     ),
     ("enforce", False, "p", intent(forbidden={"x"}), "read_invoice", False, "absent from the intent"),
+    # enforce: nothing understood has its own reason (the default `undetermined: deny`)
+    ("enforce", False, "p", NOTHING, "read_invoice", False, "intent undetermined: nothing in the prompt"),
 ]
 
 
@@ -173,8 +179,34 @@ def test_judge_forbidden_reason_is_exact():
         mode="enforce", require_prompt=False, prompt="p", intent=READ_ONLY, tool="delete_invoice"
     )
     assert verdict == IntentVerdict(
-        False, "tool 'delete_invoice' is forbidden by the intent extracted from the prompt"
+        False, "tool 'delete_invoice' is forbidden by the intent extracted from the prompt", "forbidden"
     )
+
+
+def test_undetermined_denies_with_its_own_reason_or_leaves_it_to_the_policy():
+    denied = judge_intent(mode="enforce", require_prompt=False, prompt="p", intent=NOTHING, tool="t")
+    assert denied == IntentVerdict(False, UNDETERMINED_REASON, "undetermined")
+    absent = judge_intent(mode="enforce", require_prompt=False, prompt="p", intent=UNDERSTOOD_NONE, tool="t")
+    assert absent.intent == "absent" and absent.reason != UNDETERMINED_REASON
+    to_policy = judge_intent(
+        mode="enforce", require_prompt=False, prompt="p", intent=NOTHING, tool="t", undetermined="policy"
+    )
+    assert to_policy.allowed and to_policy.intent is None
+    # "policy" only concerns prompts nothing of which was understood
+    forbidden = judge_intent(
+        mode="enforce",
+        require_prompt=False,
+        prompt="p",
+        intent=READ_ONLY,
+        tool="delete_invoice",
+        undetermined="policy",
+    )
+    assert not forbidden.allowed and forbidden.intent == "forbidden"
+    assert NOTHING.to_policy_input()["determined"] is False
+    settings = IntentSettings(mode="enforce", undetermined="policy")
+    assert settings.judge(prompt="p", intent=NOTHING, tool="t").allowed
+    with pytest.raises(InvalidArgument):
+        IntentSettings(mode="enforce", undetermined="allow")
 
 
 def test_judge_unknown_mode_raises():

@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -18,8 +17,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from authz.errors import DependencyError, InvalidArgument
+from authz.errors import DependencyError, InvalidArgument, OutboundRefused
 from authz.intent import HttpExtractor, Intent, judge_intent
+from authz.outbound import OutboundClient, OutboundPolicy
+
+#: The extractor in these tests listens on loopback, which only an operator allowlist permits.
+LOOPBACK = OutboundPolicy.build(["127.0.0.0/8"])
 
 GOOD_INTENT = {
     "summary": "read one invoice",
@@ -121,7 +124,7 @@ def server() -> Iterator[ExtractorServer]:
 
 
 async def test_success(server):
-    async with HttpExtractor(server.url("ok"), timeout=2) as extractor:
+    async with HttpExtractor(server.url("ok"), timeout=2, policy=LOOPBACK) as extractor:
         result = await extractor.extract("demo", "invoice-bot", "Show me invoice 42")
     assert result == Intent(
         allowed_tools=frozenset({"read_invoice", "list_invoices"}),
@@ -141,14 +144,14 @@ async def test_success(server):
 
 
 async def test_agent_may_be_absent_and_prompt_unicode(server):
-    async with HttpExtractor(server.url("ok-unicode"), timeout=2) as extractor:
+    async with HttpExtractor(server.url("ok-unicode"), timeout=2, policy=LOOPBACK) as extractor:
         result = await extractor.extract("demo", None, "Zeig mir die Rechnung ✓ 请")
     assert server.bodies[-1] == {"prompt": "Zeig mir die Rechnung ✓ 请", "agent_id": None}
     assert "✓" in result.rationale
 
 
 async def test_cache_hit_sends_one_request(server):
-    async with HttpExtractor(server.url("ok-cache"), timeout=2) as extractor:
+    async with HttpExtractor(server.url("ok-cache"), timeout=2, policy=LOOPBACK) as extractor:
         first = await extractor.extract("demo", "a1", "List my invoices")
         second = await extractor.extract("demo", "a1", "List my invoices")
         assert second is first
@@ -166,7 +169,7 @@ async def test_cache_hit_sends_one_request(server):
 async def test_cache_entries_expire(server):
     now = [1000.0]
     async with HttpExtractor(
-        server.url("ok-ttl"), timeout=2, cache_ttl=60, clock=lambda: now[0]
+        server.url("ok-ttl"), timeout=2, policy=LOOPBACK, cache_ttl=60, clock=lambda: now[0]
     ) as extractor:
         await extractor.extract("demo", None, "p")
         now[0] += 59
@@ -178,7 +181,7 @@ async def test_cache_entries_expire(server):
 
 
 async def test_cache_is_a_bounded_lru(server):
-    async with HttpExtractor(server.url("ok-lru"), timeout=2, cache_size=2) as extractor:
+    async with HttpExtractor(server.url("ok-lru"), timeout=2, policy=LOOPBACK, cache_size=2) as extractor:
         for prompt in ("a", "b", "a", "c"):  # "b" is the least recently used when "c" arrives
             await extractor.extract("demo", None, prompt)
         assert server.hits["ok-lru"] == 3
@@ -189,21 +192,21 @@ async def test_cache_is_a_bounded_lru(server):
 
 
 async def test_cache_can_be_disabled(server):
-    async with HttpExtractor(server.url("ok-nocache"), timeout=2, cache_size=0) as extractor:
+    async with HttpExtractor(server.url("ok-nocache"), timeout=2, policy=LOOPBACK, cache_size=0) as extractor:
         await extractor.extract("demo", None, "p")
         await extractor.extract("demo", None, "p")
     assert server.hits["ok-nocache"] == 2
 
 
 async def test_concurrent_identical_requests_share_one_call(server):
-    async with HttpExtractor(server.url("slowok"), timeout=2) as extractor:
+    async with HttpExtractor(server.url("slowok"), timeout=2, policy=LOOPBACK) as extractor:
         results = await asyncio.gather(*(extractor.extract("demo", "a", "same prompt") for _ in range(8)))
     assert server.hits["slowok"] == 1
     assert all(r is results[0] for r in results)
 
 
 async def test_a_cancelled_waiter_does_not_cancel_the_shared_call(server):
-    async with HttpExtractor(server.url("slowok"), timeout=2, cache_size=0) as extractor:
+    async with HttpExtractor(server.url("slowok"), timeout=2, policy=LOOPBACK, cache_size=0) as extractor:
         before = server.hits["slowok"]
         first = asyncio.create_task(extractor.extract("demo", "a", "shared"))
         second = asyncio.create_task(extractor.extract("demo", "a", "shared"))
@@ -217,7 +220,7 @@ async def test_a_cancelled_waiter_does_not_cancel_the_shared_call(server):
 
 
 async def test_timeout_raises_dependency_error(server):
-    async with HttpExtractor(server.url("slow"), timeout=0.2) as extractor:
+    async with HttpExtractor(server.url("slow"), timeout=0.2, policy=LOOPBACK) as extractor:
         start = time.monotonic()
         with pytest.raises(DependencyError, match=r"did not answer within 0\.2s") as caught:
             await extractor.extract("demo", None, "p")
@@ -228,7 +231,7 @@ async def test_timeout_raises_dependency_error(server):
 
 @pytest.mark.parametrize(("mode", "status"), [("fail", 500), ("notfound", 404)])
 async def test_non_2xx_raises_dependency_error(server, mode, status):
-    async with HttpExtractor(server.url(mode), timeout=2) as extractor:
+    async with HttpExtractor(server.url(mode), timeout=2, policy=LOOPBACK) as extractor:
         with pytest.raises(DependencyError, match=f"answered HTTP {status}"):
             await extractor.extract("demo", None, "p")
         with pytest.raises(DependencyError):  # failures are not cached
@@ -238,7 +241,7 @@ async def test_non_2xx_raises_dependency_error(server, mode, status):
 
 @pytest.mark.parametrize("mode", ["notjson", "truncated"])
 async def test_malformed_json_raises_dependency_error(server, mode):
-    async with HttpExtractor(server.url(mode), timeout=2) as extractor:
+    async with HttpExtractor(server.url(mode), timeout=2, policy=LOOPBACK) as extractor:
         with pytest.raises(DependencyError, match="reply is malformed: body is not JSON"):
             await extractor.extract("demo", None, "p")
 
@@ -261,7 +264,7 @@ async def test_malformed_json_raises_dependency_error(server, mode):
     ],
 )
 async def test_badly_shaped_replies_raise_dependency_error(server, shape, problem):
-    async with HttpExtractor(server.url(f"shape-{shape}"), timeout=2) as extractor:
+    async with HttpExtractor(server.url(f"shape-{shape}"), timeout=2, policy=LOOPBACK) as extractor:
         with pytest.raises(DependencyError) as caught:
             await extractor.extract("demo", None, "p")
     assert problem in str(caught.value)
@@ -269,7 +272,7 @@ async def test_badly_shaped_replies_raise_dependency_error(server, shape, proble
 
 
 async def test_oversized_reply_raises_dependency_error(server):
-    async with HttpExtractor(server.url("huge"), timeout=5) as extractor:
+    async with HttpExtractor(server.url("huge"), timeout=5, policy=LOOPBACK) as extractor:
         with pytest.raises(DependencyError, match="larger than"):
             await extractor.extract("demo", None, "p")
 
@@ -279,19 +282,29 @@ async def test_connection_refused_raises_dependency_error():
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens on this port now
-    async with HttpExtractor(f"http://127.0.0.1:{port}", timeout=2) as extractor:
+    async with HttpExtractor(f"http://127.0.0.1:{port}", timeout=2, policy=LOOPBACK) as extractor:
         with pytest.raises(DependencyError, match="request failed") as caught:
             await extractor.extract("demo", None, "p")
     assert caught.value.metadata["failure"] == "transport"
 
 
 async def test_shared_client_is_not_closed(server):
-    async with httpx.AsyncClient() as client:
-        extractor = HttpExtractor(server.url("ok-shared") + "/", timeout=2, client=client)
+    async with OutboundClient(LOOPBACK) as client:
+        extractor = HttpExtractor(server.url("ok-shared") + "/", timeout=2, outbound=client)
         assert extractor.endpoint == server.url("ok-shared") + "/v1/extract"
         await extractor.extract("demo", None, "p")
         await extractor.aclose()
-        assert not client.is_closed
+        await extractor.extract("demo", "other", "p")  # still usable: the extractor did not close it
+
+
+async def test_extractor_on_a_refused_address_is_never_called(server):
+    """Without an operator allowlist, loopback (where this test's extractor listens) is refused."""
+    before = server.hits["ok-refused"]
+    async with HttpExtractor(server.url("ok-refused"), timeout=2) as extractor:
+        with pytest.raises(OutboundRefused, match=r"127\.0\.0\.1 is a loopback address") as caught:
+            await extractor.extract("demo", None, "p")
+    assert caught.value.metadata == {"dependency": "intent_extractor", "failure": "refused"}
+    assert server.hits["ok-refused"] == before
 
 
 @pytest.mark.parametrize(

@@ -145,6 +145,12 @@ async def test_sse_framing_is_filtered_event_by_event(tmp_path):
         "list_invoices",
         "transfer_funds",
     ]
+    # An event that carries no message (the TypeScript SDK primes each stream with an id and empty
+    # data, for resumption) passes as it came.
+    primed = f"id: 0\ndata: \n\nevent: message\ndata: {data}\n\n".encode()
+    out = filter_body(listing, ctx, "text/event-stream", primed).decode()
+    assert out.startswith("id: 0\ndata:\n\nevent: message\ndata: {")
+    assert "delete_invoice" not in out and "transfer_funds" in out
     with pytest.raises(ListWithheld):
         filter_body(listing, ctx, "text/plain", b"read_invoice delete_invoice")
 

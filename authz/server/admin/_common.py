@@ -12,6 +12,7 @@ from authz.admin.keys import ADMIN_CHAIN
 from authz.admin.limiter import AuthFailureLimiter
 from authz.audit import append_admin_event, audited_mutation
 from authz.errors import InvalidArgument, NotFound
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.server.admin.auth import principal
 from authz.storage import Store
 from authz.tenants import valid_tenant_name
@@ -36,6 +37,10 @@ class AdminRuntime:
     #: The check services extract intent over HTTP (TESSERA_INTENT_URL), not from tenant catalogs.
     intent_http: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Vets URLs admins set (approval webhook) under the operator's outbound rules (authz.outbound).
+    outbound: OutboundClient = field(
+        default_factory=lambda: OutboundClient(OutboundPolicy(), purpose="approval webhook")
+    )
     #: Failed admin authentications, per source and key id (see authz.admin.limiter).
     auth_limiter: AuthFailureLimiter = field(default_factory=AuthFailureLimiter)
     #: Peers whose ``x-forwarded-for`` names the real client (Envoy in front of the admin port): the

@@ -53,6 +53,7 @@ from authz.api.admin.v1 import (
 from authz.audit import audited_mutation
 from authz.config import TesseraConfig
 from authz.errors import ConfigError
+from authz.outbound import OutboundClient, policy_from_config
 from authz.secrets import Secret
 from authz.server.admin._common import LOOPBACK_PROXIES, AdminRuntime
 from authz.server.admin.approvals import ApprovalService
@@ -232,6 +233,12 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         authenticator=TokenAuthenticator(keyring, cache_size=1000),
         clock=time.time,
         intent_http=bool(config.intent.http_url),
+        outbound=OutboundClient(
+            policy_from_config(config),
+            timeout_s=settings.webhook_timeout_s,
+            max_response_bytes=64 * 1024,
+            purpose="approval webhook",
+        ),
         auth_limiter=AuthFailureLimiter(
             max_failures=settings.auth_max_failures,
             window_s=settings.auth_window_s,
@@ -295,6 +302,7 @@ async def serve_admin(
         poll_interval_s=settings.webhook_poll_s,
         retry_s=settings.webhook_retry_s,
         timeout_s=settings.webhook_timeout_s,
+        outbound=runtime.outbound,
     )
     async with AsyncExitStack() as stack:
         stack.push_async_callback(runtime.store.close)

@@ -13,15 +13,17 @@ import asyncio
 import contextvars
 import ipaddress
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 
 from authz.admin.keys import ADMIN_CHAIN, Principal, authenticate, parse_key
 from authz.admin.limiter import AuthFailureLimiter
 from authz.audit import append_admin_event
-from authz.errors import PermissionDenied, TooManyRequests, Unauthenticated
+from authz.errors import InvalidArgument, PermissionDenied, TooManyRequests, Unauthenticated
 from authz.server import status
 from authz.server.admin.access import PACKAGE, RULES, Rule
 
@@ -34,6 +36,29 @@ _PREFIX = f"/{PACKAGE}."
 def principal() -> Principal:
     """The authenticated caller of the RPC being handled."""
     return _PRINCIPAL.get()
+
+
+#: The tenant segment of a REST path (``/v1/admin/tenants/{tenant}/...``).
+_REST_TENANT = re.compile(r"^/v1/admin/tenants/([^/:?]+)")
+
+
+def check_path_tenant(context: grpc.aio.ServicerContext, request: Any) -> None:
+    """Refuse a REST call whose path names one tenant and whose body another.
+
+    Envoy's transcoder fills the request from the path and the body, and with ``body: "*"`` a body field
+    silently overrides the path's; Tessera would then act on the body's tenant while the URL (what logs,
+    proxies and reviewers see) names another. The transcoder passes the REST path on as
+    ``x-envoy-original-path``; a direct gRPC call has none and is not affected.
+    """
+    if "tenant" not in type(request).DESCRIPTOR.fields_by_name:
+        return
+    match = _REST_TENANT.match(_metadata(context, "x-envoy-original-path") or "")
+    if match is not None and unquote(match.group(1)) != request.tenant:
+        raise InvalidArgument(
+            f"the path names tenant {unquote(match.group(1))!r} but the body names {request.tenant!r}",
+            reason="TENANT_MISMATCH",
+            metadata={"path_tenant": unquote(match.group(1)), "body_tenant": request.tenant},
+        )
 
 
 def bearer(context: grpc.aio.ServicerContext) -> str | None:
@@ -133,6 +158,7 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         return handler  # the admin API has no client-streaming RPC
 
     async def _admit(self, context: grpc.aio.ServicerContext, rule: Rule | None, name: str, request: Any):
+        check_path_tenant(context, request)
         presented = bearer(context)
         source = source_of(context, self._trusted_proxies)
         key_id = parse_key(presented) if presented else None

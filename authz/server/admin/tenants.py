@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
-from authz.admin.webhook import KEY_PURPOSE, SIGNATURE_HEADER, validate_webhook_url
+from authz.admin.webhook import KEY_PURPOSE, SIGNATURE_HEADER, validate_webhook_url, vet_webhook_url
 from authz.api.admin.v1 import tenant_service_pb2 as pb
 from authz.api.admin.v1 import tenant_service_pb2_grpc as pb_grpc
 from authz.budget import parse_rules, window_bounds
@@ -37,7 +37,13 @@ def validated_settings(fields: dict[str, Any], *, intent_http: bool = False) -> 
     for tool, cost in fields["tool_costs"].items():
         if not valid_name(tool) or not math.isfinite(cost) or cost < 0:
             raise InvalidArgument(f"tool_costs[{tool!r}] must be a finite, non-negative number")
-    if fields["intent_mode"] != "off" and not intent_http and not fields["catalog"]:
+    # a catalog derived from the upstream's tools/list (tools_url) needs no hand-written one
+    if (
+        fields["intent_mode"] != "off"
+        and not intent_http
+        and not fields["catalog"]
+        and not fields.get("tools_url")
+    ):
         raise InvalidArgument(
             f"intent mode {fields['intent_mode']} needs a tool catalog (the built-in extractor reads it)",
             metadata={"field": "catalog"},
@@ -85,6 +91,22 @@ class TenantService(pb_grpc.TenantServiceServicer):
             )
         return result
 
+    async def _vet_outbound(self, tenant: str, settings: TenantSettings) -> None:
+        """Refuse a webhook URL the outbound rules refuse; the refused attempt is audited with why."""
+        if not settings.approval_webhook_url:
+            return
+        try:
+            await vet_webhook_url(settings.approval_webhook_url, self.rt.outbound)
+        except InvalidArgument as exc:
+            if exc.reason == "OUTBOUND_REFUSED":
+                await self.rt.audit(
+                    tenant,
+                    "tenant.settings.refused",
+                    f"tenant:{tenant}",
+                    {"approval_webhook_url": settings.approval_webhook_url, "reason": exc.message},
+                )
+            raise
+
     async def _one(self, tenant: str) -> pb.Tenant:
         await self.rt.require_tenant(tenant)
         settings = await self.rt.store.get_tenant(tenant)
@@ -101,6 +123,7 @@ class TenantService(pb_grpc.TenantServiceServicer):
         settings = validated_settings(
             convert.settings_fields(request.settings), intent_http=self.rt.intent_http
         )
+        await self._vet_outbound(request.tenant, settings)
         if await self.rt.store.get_tenant(request.tenant) is not None:
             raise AlreadyExists(f"tenant {request.tenant!r} exists already", reason="TENANT_EXISTS")
         await self.rt.audited(
@@ -138,6 +161,8 @@ class TenantService(pb_grpc.TenantServiceServicer):
         for name in paths or convert.SETTINGS_FIELDS:
             fields[name] = given[name]
         settings = validated_settings(fields, intent_http=self.rt.intent_http)
+        if settings.approval_webhook_url != current.approval_webhook_url:
+            await self._vet_outbound(request.tenant, settings)
 
         async def update() -> None:
             if settings != current:

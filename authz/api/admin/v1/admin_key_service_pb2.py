@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*authz/api/admin/v1/admin_key_service.proto\x12\x12\x61uthz.api.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n\x08\x41\x64minKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x04role\x18\x03 \x01(\x0e\x32\x18.authz.api.admin.v1.Role\x12\x0e\n\x06tenant\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\t \x01(\t\"]\n\x15\x43reateAdminKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x18.authz.api.admin.v1.Role\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"S\n\x16\x43reateAdminKeyResponse\x12)\n\x03key\x18\x01 \x01(\x0b\x32\x1c.authz.api.admin.v1.AdminKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"/\n\x14ListAdminKeysRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\"C\n\x15ListAdminKeysResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.authz.api.admin.v1.AdminKey\"\'\n\x15RevokeAdminKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"C\n\x16RevokeAdminKeyResponse\x12)\n\x03key\x18\x01 \x01(\x0b\x32\x1c.authz.api.admin.v1.AdminKey*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x11\n\rROLE_OPERATOR\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xa9\x03\n\x0f\x41\x64minKeyService\x12\x82\x01\n\x0e\x43reateAdminKey\x12).authz.api.admin.v1.CreateAdminKeyRequest\x1a*.authz.api.admin.v1.CreateAdminKeyResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/admin/keys:\x01*\x12|\n\rListAdminKeys\x12(.authz.api.admin.v1.ListAdminKeysRequest\x1a).authz.api.admin.v1.ListAdminKeysResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/admin/keys\x12\x92\x01\n\x0eRevokeAdminKey\x12).authz.api.admin.v1.RevokeAdminKeyRequest\x1a*.authz.api.admin.v1.RevokeAdminKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/admin/keys/{key_id}:revoke:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*authz/api/admin/v1/admin_key_service.proto\x12\x12\x61uthz.api.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x02\n\x08\x41\x64minKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x04role\x18\x03 \x01(\x0e\x32\x18.authz.api.admin.v1.Role\x12\x0e\n\x06tenant\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\t \x01(\t\x12\x11\n\tprincipal\x18\n \x01(\t\"p\n\x15\x43reateAdminKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x18.authz.api.admin.v1.Role\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\"S\n\x16\x43reateAdminKeyResponse\x12)\n\x03key\x18\x01 \x01(\x0b\x32\x1c.authz.api.admin.v1.AdminKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"/\n\x14ListAdminKeysRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\"C\n\x15ListAdminKeysResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.authz.api.admin.v1.AdminKey\"\'\n\x15RevokeAdminKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"C\n\x16RevokeAdminKeyResponse\x12)\n\x03key\x18\x01 \x01(\x0b\x32\x1c.authz.api.admin.v1.AdminKey*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x11\n\rROLE_OPERATOR\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xa9\x03\n\x0f\x41\x64minKeyService\x12\x82\x01\n\x0e\x43reateAdminKey\x12).authz.api.admin.v1.CreateAdminKeyRequest\x1a*.authz.api.admin.v1.CreateAdminKeyResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/admin/keys:\x01*\x12|\n\rListAdminKeys\x12(.authz.api.admin.v1.ListAdminKeysRequest\x1a).authz.api.admin.v1.ListAdminKeysResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/admin/keys\x12\x92\x01\n\x0eRevokeAdminKey\x12).authz.api.admin.v1.RevokeAdminKeyRequest\x1a*.authz.api.admin.v1.RevokeAdminKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/admin/keys/{key_id}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,22 +39,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINKEYSERVICE'].methods_by_name['ListAdminKeys']._serialized_options = b'\202\323\344\223\002\020\022\016/v1/admin/keys'
   _globals['_ADMINKEYSERVICE'].methods_by_name['RevokeAdminKey']._loaded_options = None
   _globals['_ADMINKEYSERVICE'].methods_by_name['RevokeAdminKey']._serialized_options = b'\202\323\344\223\002#\"\036/v1/admin/keys/{key_id}:revoke:\001*'
-  _globals['_ROLE']._serialized_start=789
-  _globals['_ROLE']._serialized_end=869
+  _globals['_ROLE']._serialized_start=827
+  _globals['_ROLE']._serialized_end=907
   _globals['_ADMINKEY']._serialized_start=130
-  _globals['_ADMINKEY']._serialized_end=379
-  _globals['_CREATEADMINKEYREQUEST']._serialized_start=381
-  _globals['_CREATEADMINKEYREQUEST']._serialized_end=474
-  _globals['_CREATEADMINKEYRESPONSE']._serialized_start=476
-  _globals['_CREATEADMINKEYRESPONSE']._serialized_end=559
-  _globals['_LISTADMINKEYSREQUEST']._serialized_start=561
-  _globals['_LISTADMINKEYSREQUEST']._serialized_end=608
-  _globals['_LISTADMINKEYSRESPONSE']._serialized_start=610
-  _globals['_LISTADMINKEYSRESPONSE']._serialized_end=677
-  _globals['_REVOKEADMINKEYREQUEST']._serialized_start=679
-  _globals['_REVOKEADMINKEYREQUEST']._serialized_end=718
-  _globals['_REVOKEADMINKEYRESPONSE']._serialized_start=720
-  _globals['_REVOKEADMINKEYRESPONSE']._serialized_end=787
-  _globals['_ADMINKEYSERVICE']._serialized_start=872
-  _globals['_ADMINKEYSERVICE']._serialized_end=1297
+  _globals['_ADMINKEY']._serialized_end=398
+  _globals['_CREATEADMINKEYREQUEST']._serialized_start=400
+  _globals['_CREATEADMINKEYREQUEST']._serialized_end=512
+  _globals['_CREATEADMINKEYRESPONSE']._serialized_start=514
+  _globals['_CREATEADMINKEYRESPONSE']._serialized_end=597
+  _globals['_LISTADMINKEYSREQUEST']._serialized_start=599
+  _globals['_LISTADMINKEYSREQUEST']._serialized_end=646
+  _globals['_LISTADMINKEYSRESPONSE']._serialized_start=648
+  _globals['_LISTADMINKEYSRESPONSE']._serialized_end=715
+  _globals['_REVOKEADMINKEYREQUEST']._serialized_start=717
+  _globals['_REVOKEADMINKEYREQUEST']._serialized_end=756
+  _globals['_REVOKEADMINKEYRESPONSE']._serialized_start=758
+  _globals['_REVOKEADMINKEYRESPONSE']._serialized_end=825
+  _globals['_ADMINKEYSERVICE']._serialized_start=910
+  _globals['_ADMINKEYSERVICE']._serialized_end=1335
 # @@protoc_insertion_point(module_scope)

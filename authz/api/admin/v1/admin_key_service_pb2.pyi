@@ -23,7 +23,7 @@ ROLE_OPERATOR: Role
 ROLE_ADMIN: Role
 
 class AdminKey(_message.Message):
-    __slots__ = ("key_id", "name", "role", "tenant", "created_at", "created_by", "revoked", "revoked_at", "revoked_by")
+    __slots__ = ("key_id", "name", "role", "tenant", "created_at", "created_by", "revoked", "revoked_at", "revoked_by", "principal")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class AdminKey(_message.Message):
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_BY_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     name: str
     role: Role
@@ -42,17 +43,20 @@ class AdminKey(_message.Message):
     revoked: bool
     revoked_at: _timestamp_pb2.Timestamp
     revoked_by: str
-    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., tenant: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., revoked: _Optional[bool] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_by: _Optional[str] = ...) -> None: ...
+    principal: str
+    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., tenant: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., revoked: _Optional[bool] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_by: _Optional[str] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class CreateAdminKeyRequest(_message.Message):
-    __slots__ = ("name", "role", "tenant")
+    __slots__ = ("name", "role", "tenant", "principal")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: Role
     tenant: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    principal: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., tenant: _Optional[str] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class CreateAdminKeyResponse(_message.Message):
     __slots__ = ("key", "secret")

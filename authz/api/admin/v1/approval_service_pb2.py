@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)authz/api/admin/v1/approval_service.proto\x12\x12\x61uthz.api.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n\x10\x41pprovalDecision\x12\x10\n\x08operator\x18\x01 \x01(\t\x12,\n\x07verdict\x18\x02 \x01(\x0e\x32\x1b.authz.api.admin.v1.Verdict\x12\x0c\n\x04note\x18\x03 \x01(\t\x12.\n\ndecided_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfb\x02\n\x08\x41pproval\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12\x18\n\x10\x61rguments_sha256\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x32\n\x06status\x18\x07 \x01(\x0e\x32\".authz.api.admin.v1.ApprovalStatus\x12\x0e\n\x06quorum\x18\x08 \x01(\x05\x12\x11\n\tapprovals\x18\t \x01(\x05\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x0c \x01(\t\x12\x37\n\tdecisions\x18\r \x03(\x0b\x32$.authz.api.admin.v1.ApprovalDecision\"Z\n\x14ListApprovalsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".authz.api.admin.v1.ApprovalStatus\"H\n\x15ListApprovalsResponse\x12/\n\tapprovals\x18\x01 \x03(\x0b\x32\x1c.authz.api.admin.v1.Approval\"9\n\x12GetApprovalRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\"E\n\x13GetApprovalResponse\x12.\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x1c.authz.api.admin.v1.Approval\"x\n\x15\x44\x65\x63ideApprovalRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\x12,\n\x07verdict\x18\x03 \x01(\x0e\x32\x1b.authz.api.admin.v1.Verdict\x12\x0c\n\x04note\x18\x04 \x01(\t\"H\n\x16\x44\x65\x63ideApprovalResponse\x12.\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x1c.authz.api.admin.v1.Approval*\xc5\x01\n\x0e\x41pprovalStatus\x12\x1f\n\x1b\x41PPROVAL_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41PPROVAL_STATUS_PENDING\x10\x01\x12\x1c\n\x18\x41PPROVAL_STATUS_APPROVED\x10\x02\x12\x1c\n\x18\x41PPROVAL_STATUS_REJECTED\x10\x03\x12\x1b\n\x17\x41PPROVAL_STATUS_EXPIRED\x10\x04\x12\x1c\n\x18\x41PPROVAL_STATUS_CONSUMED\x10\x05*K\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_APPROVE\x10\x01\x12\x12\n\x0eVERDICT_REJECT\x10\x02\x32\x8a\x04\n\x0f\x41pprovalService\x12\xa9\x01\n\rListApprovals\x12(.authz.api.admin.v1.ListApprovalsRequest\x1a).authz.api.admin.v1.ListApprovalsResponse\"C\x82\xd3\xe4\x93\x02=\x12$/v1/admin/tenants/{tenant}/approvalsZ\x15\x12\x13/v1/admin/approvals\x12\x9a\x01\n\x0bGetApproval\x12&.authz.api.admin.v1.GetApprovalRequest\x1a\'.authz.api.admin.v1.GetApprovalResponse\":\x82\xd3\xe4\x93\x02\x34\x12\x32/v1/admin/tenants/{tenant}/approvals/{approval_id}\x12\xad\x01\n\x0e\x44\x65\x63ideApproval\x12).authz.api.admin.v1.DecideApprovalRequest\x1a*.authz.api.admin.v1.DecideApprovalResponse\"D\x82\xd3\xe4\x93\x02>\"9/v1/admin/tenants/{tenant}/approvals/{approval_id}:decide:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)authz/api/admin/v1/approval_service.proto\x12\x12\x61uthz.api.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x01\n\x10\x41pprovalDecision\x12\x10\n\x08operator\x18\x01 \x01(\t\x12,\n\x07verdict\x18\x02 \x01(\x0e\x32\x1b.authz.api.admin.v1.Verdict\x12\x0c\n\x04note\x18\x03 \x01(\t\x12.\n\ndecided_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x05 \x01(\t\"\xfb\x02\n\x08\x41pproval\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12\x18\n\x10\x61rguments_sha256\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x32\n\x06status\x18\x07 \x01(\x0e\x32\".authz.api.admin.v1.ApprovalStatus\x12\x0e\n\x06quorum\x18\x08 \x01(\x05\x12\x11\n\tapprovals\x18\t \x01(\x05\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x0c \x01(\t\x12\x37\n\tdecisions\x18\r \x03(\x0b\x32$.authz.api.admin.v1.ApprovalDecision\"Z\n\x14ListApprovalsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".authz.api.admin.v1.ApprovalStatus\"H\n\x15ListApprovalsResponse\x12/\n\tapprovals\x18\x01 \x03(\x0b\x32\x1c.authz.api.admin.v1.Approval\"9\n\x12GetApprovalRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\"E\n\x13GetApprovalResponse\x12.\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x1c.authz.api.admin.v1.Approval\"x\n\x15\x44\x65\x63ideApprovalRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\x12,\n\x07verdict\x18\x03 \x01(\x0e\x32\x1b.authz.api.admin.v1.Verdict\x12\x0c\n\x04note\x18\x04 \x01(\t\"H\n\x16\x44\x65\x63ideApprovalResponse\x12.\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x1c.authz.api.admin.v1.Approval*\xc5\x01\n\x0e\x41pprovalStatus\x12\x1f\n\x1b\x41PPROVAL_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41PPROVAL_STATUS_PENDING\x10\x01\x12\x1c\n\x18\x41PPROVAL_STATUS_APPROVED\x10\x02\x12\x1c\n\x18\x41PPROVAL_STATUS_REJECTED\x10\x03\x12\x1b\n\x17\x41PPROVAL_STATUS_EXPIRED\x10\x04\x12\x1c\n\x18\x41PPROVAL_STATUS_CONSUMED\x10\x05*K\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_APPROVE\x10\x01\x12\x12\n\x0eVERDICT_REJECT\x10\x02\x32\x8a\x04\n\x0f\x41pprovalService\x12\xa9\x01\n\rListApprovals\x12(.authz.api.admin.v1.ListApprovalsRequest\x1a).authz.api.admin.v1.ListApprovalsResponse\"C\x82\xd3\xe4\x93\x02=\x12$/v1/admin/tenants/{tenant}/approvalsZ\x15\x12\x13/v1/admin/approvals\x12\x9a\x01\n\x0bGetApproval\x12&.authz.api.admin.v1.GetApprovalRequest\x1a\'.authz.api.admin.v1.GetApprovalResponse\":\x82\xd3\xe4\x93\x02\x34\x12\x32/v1/admin/tenants/{tenant}/approvals/{approval_id}\x12\xad\x01\n\x0e\x44\x65\x63ideApproval\x12).authz.api.admin.v1.DecideApprovalRequest\x1a*.authz.api.admin.v1.DecideApprovalResponse\"D\x82\xd3\xe4\x93\x02>\"9/v1/admin/tenants/{tenant}/approvals/{approval_id}:decide:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,26 +39,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPROVALSERVICE'].methods_by_name['GetApproval']._serialized_options = b'\202\323\344\223\0024\0222/v1/admin/tenants/{tenant}/approvals/{approval_id}'
   _globals['_APPROVALSERVICE'].methods_by_name['DecideApproval']._loaded_options = None
   _globals['_APPROVALSERVICE'].methods_by_name['DecideApproval']._serialized_options = b'\202\323\344\223\002>\"9/v1/admin/tenants/{tenant}/approvals/{approval_id}:decide:\001*'
-  _globals['_APPROVALSTATUS']._serialized_start=1150
-  _globals['_APPROVALSTATUS']._serialized_end=1347
-  _globals['_VERDICT']._serialized_start=1349
-  _globals['_VERDICT']._serialized_end=1424
+  _globals['_APPROVALSTATUS']._serialized_start=1169
+  _globals['_APPROVALSTATUS']._serialized_end=1366
+  _globals['_VERDICT']._serialized_start=1368
+  _globals['_VERDICT']._serialized_end=1443
   _globals['_APPROVALDECISION']._serialized_start=129
-  _globals['_APPROVALDECISION']._serialized_end=273
-  _globals['_APPROVAL']._serialized_start=276
-  _globals['_APPROVAL']._serialized_end=655
-  _globals['_LISTAPPROVALSREQUEST']._serialized_start=657
-  _globals['_LISTAPPROVALSREQUEST']._serialized_end=747
-  _globals['_LISTAPPROVALSRESPONSE']._serialized_start=749
-  _globals['_LISTAPPROVALSRESPONSE']._serialized_end=821
-  _globals['_GETAPPROVALREQUEST']._serialized_start=823
-  _globals['_GETAPPROVALREQUEST']._serialized_end=880
-  _globals['_GETAPPROVALRESPONSE']._serialized_start=882
-  _globals['_GETAPPROVALRESPONSE']._serialized_end=951
-  _globals['_DECIDEAPPROVALREQUEST']._serialized_start=953
-  _globals['_DECIDEAPPROVALREQUEST']._serialized_end=1073
-  _globals['_DECIDEAPPROVALRESPONSE']._serialized_start=1075
-  _globals['_DECIDEAPPROVALRESPONSE']._serialized_end=1147
-  _globals['_APPROVALSERVICE']._serialized_start=1427
-  _globals['_APPROVALSERVICE']._serialized_end=1949
+  _globals['_APPROVALDECISION']._serialized_end=292
+  _globals['_APPROVAL']._serialized_start=295
+  _globals['_APPROVAL']._serialized_end=674
+  _globals['_LISTAPPROVALSREQUEST']._serialized_start=676
+  _globals['_LISTAPPROVALSREQUEST']._serialized_end=766
+  _globals['_LISTAPPROVALSRESPONSE']._serialized_start=768
+  _globals['_LISTAPPROVALSRESPONSE']._serialized_end=840
+  _globals['_GETAPPROVALREQUEST']._serialized_start=842
+  _globals['_GETAPPROVALREQUEST']._serialized_end=899
+  _globals['_GETAPPROVALRESPONSE']._serialized_start=901
+  _globals['_GETAPPROVALRESPONSE']._serialized_end=970
+  _globals['_DECIDEAPPROVALREQUEST']._serialized_start=972
+  _globals['_DECIDEAPPROVALREQUEST']._serialized_end=1092
+  _globals['_DECIDEAPPROVALRESPONSE']._serialized_start=1094
+  _globals['_DECIDEAPPROVALRESPONSE']._serialized_end=1166
+  _globals['_APPROVALSERVICE']._serialized_start=1446
+  _globals['_APPROVALSERVICE']._serialized_end=1968
 # @@protoc_insertion_point(module_scope)

@@ -36,16 +36,18 @@ VERDICT_APPROVE: Verdict
 VERDICT_REJECT: Verdict
 
 class ApprovalDecision(_message.Message):
-    __slots__ = ("operator", "verdict", "note", "decided_at")
+    __slots__ = ("operator", "verdict", "note", "decided_at", "principal")
     OPERATOR_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     operator: str
     verdict: Verdict
     note: str
     decided_at: _timestamp_pb2.Timestamp
-    def __init__(self, operator: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., note: _Optional[str] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    principal: str
+    def __init__(self, operator: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., note: _Optional[str] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class Approval(_message.Message):
     __slots__ = ("approval_id", "tenant", "agent", "tool", "arguments_sha256", "reason", "status", "quorum", "approvals", "created_at", "expires_at", "decision_id", "decisions")

@@ -30,8 +30,9 @@ class ApprovalServiceStub:
     (ARCHITECTURE §7).
 
     An approval is bound to tenant, agent, tool and the SHA-256 of the call's canonical arguments. It
-    needs `quorum` approving verdicts from distinct operators; one rejection decides it. The operator's
-    identity is the calling admin key, never a request field. Once approved, the agent repeats the same
+    needs `quorum` approving verdicts from distinct principals (the people the deciding admin keys belong
+    to: two keys of one person count once); one rejection decides it. The operator's identity is the
+    calling admin key and its principal, never a request field. Once approved, the agent repeats the same
     call with `X-Approval-Id` and the approval is consumed exactly once.
     """
 
@@ -63,8 +64,9 @@ class ApprovalServiceServicer:
     (ARCHITECTURE §7).
 
     An approval is bound to tenant, agent, tool and the SHA-256 of the call's canonical arguments. It
-    needs `quorum` approving verdicts from distinct operators; one rejection decides it. The operator's
-    identity is the calling admin key, never a request field. Once approved, the agent repeats the same
+    needs `quorum` approving verdicts from distinct principals (the people the deciding admin keys belong
+    to: two keys of one person count once); one rejection decides it. The operator's identity is the
+    calling admin key and its principal, never a request field. Once approved, the agent repeats the same
     call with `X-Approval-Id` and the approval is consumed exactly once.
     """
 
@@ -122,8 +124,9 @@ class ApprovalService:
     (ARCHITECTURE §7).
 
     An approval is bound to tenant, agent, tool and the SHA-256 of the call's canonical arguments. It
-    needs `quorum` approving verdicts from distinct operators; one rejection decides it. The operator's
-    identity is the calling admin key, never a request field. Once approved, the agent repeats the same
+    needs `quorum` approving verdicts from distinct principals (the people the deciding admin keys belong
+    to: two keys of one person count once); one rejection decides it. The operator's identity is the
+    calling admin key and its principal, never a request field. Once approved, the agent repeats the same
     call with `X-Approval-Id` and the approval is consumed exactly once.
     """
 

@@ -1,0 +1,146 @@
+"""Keeping each tenant's derived catalog current: fetch the upstream's MCP ``tools/list`` and store it.
+
+A tenant names its upstream MCP endpoint (``intent.tools_url`` in the tenants file); the fetched tool list
+is stored in the tenant's settings (``upstream_tools``), so every check service replica builds the same
+catalog from the store (:func:`catalog_for_settings`), and a replica that cannot reach the upstream keeps
+the last list. Refreshes run on a schedule (:class:`CatalogRefresher`, ``TESSERA_INTENT_REFRESH_S``) and
+on an operator's request (``tessera intent refresh``).
+
+The fetch uses the official ``mcp`` SDK (``initialize`` then ``tools/list``, following pagination),
+bounded in time, pages and tools. A failed fetch changes nothing: the stored list stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from authz.errors import ConfigError, DependencyError
+from authz.intent._catalog import ToolCatalog
+from authz.intent._derive import MAX_TOOLS, catalog_from_tools_list
+
+__all__ = ["CatalogRefresher", "catalog_for_settings", "fetch_tools_list", "refresh_catalogs"]
+
+log = logging.getLogger("tessera.intent")
+
+MAX_PAGES = 20
+#: Keys of a tool kept from ``tools/list`` (the rest, e.g. output schemas, is not used for intent).
+_KEPT = ("name", "title", "description", "inputSchema", "annotations")
+
+Fetch = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+async def fetch_tools_list(url: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
+    """``{"tools": [...]}`` from the MCP server at ``url`` (streamable HTTP); raises DependencyError."""
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    tools: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with streamable_http_client(url) as streams:
+                read, write = streams[0], streams[1]
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    cursor = None
+                    for _ in range(MAX_PAGES):
+                        if cursor is None:
+                            result = await session.list_tools()
+                        else:
+                            from mcp.types import PaginatedRequestParams
+
+                            result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor))
+                        for tool in result.tools:
+                            dumped = tool.model_dump(by_alias=True, exclude_none=True, mode="json")
+                            tools.append({k: dumped[k] for k in _KEPT if k in dumped})
+                        if len(tools) > MAX_TOOLS:
+                            raise DependencyError(f"{url}: tools/list has more than {MAX_TOOLS} tools")
+                        cursor = getattr(result, "next_cursor", None) or getattr(result, "nextCursor", None)
+                        if not cursor:
+                            break
+    except DependencyError:
+        raise
+    except TimeoutError:
+        raise DependencyError(f"{url}: tools/list did not answer within {timeout_s:g}s") from None
+    except Exception as exc:  # transport, protocol or server errors: the stored list stays
+        raise DependencyError(f"{url}: tools/list failed: {type(exc).__name__}: {exc}") from None
+    return {"tools": tools}
+
+
+def catalog_for_settings(catalog: dict[str, Any] | None, upstream_tools: Iterable[Any] | None) -> ToolCatalog:
+    """A tenant's catalog: derived from its stored upstream tool list, hand-written entries overriding.
+
+    Raises :class:`ConfigError` for malformed hand-written entries or a malformed stored list.
+    """
+    overrides = ToolCatalog.from_mapping(catalog, origin="catalog") if catalog else None
+    if upstream_tools is None:
+        return overrides if overrides is not None else ToolCatalog(())
+    return catalog_from_tools_list({"tools": list(upstream_tools)}, overrides=overrides)
+
+
+async def refresh_catalogs(
+    store: Any,
+    *,
+    tenants: Iterable[str] | None = None,
+    fetch: Fetch | None = None,
+) -> dict[str, str]:
+    """Fetch ``tools/list`` for each tenant with a ``tools_url`` (or just ``tenants``) and store changes.
+
+    Returns tenant → what happened (``updated``, ``unchanged`` or the error); never raises for one
+    tenant's upstream failing.
+    """
+    fetch = fetch or fetch_tools_list
+    wanted = set(tenants) if tenants is not None else None
+    outcome: dict[str, str] = {}
+    known = await store.list_tenants()
+    for name in sorted((wanted or set()) - set(known)):
+        outcome[name] = "unknown tenant"
+    for name, settings in sorted(known.items()):
+        if wanted is not None and name not in wanted:
+            continue
+        url = getattr(settings, "tools_url", None)
+        if not url:
+            if wanted is not None:
+                outcome[name] = "no tools_url configured"
+            continue
+        try:
+            listed = await fetch(url)
+            catalog_from_tools_list(listed)  # refuse to store what cannot be turned into a catalog
+        except (DependencyError, ConfigError) as exc:
+            outcome[name] = f"failed: {exc.message}"
+            log.warning("tenant %s: tools/list refresh failed: %s", name, exc.message)
+            continue
+        tools = tuple(listed["tools"])
+        if tools == settings.upstream_tools:
+            outcome[name] = "unchanged"
+            continue
+        current = await store.get_tenant(name)  # re-read: settings may have changed while fetching
+        if current is None or current.tools_url != url:
+            outcome[name] = "skipped: settings changed during the refresh"
+            continue
+        await store.put_tenant(name, dataclasses.replace(current, upstream_tools=tools))
+        outcome[name] = f"updated ({len(tools)} tools)"
+        log.info("tenant %s: catalog refreshed from %s (%d tools)", name, url, len(tools))
+    return outcome
+
+
+class CatalogRefresher:
+    """Refreshes every tenant's upstream tool list now and then every ``interval_s`` until cancelled."""
+
+    def __init__(self, store: Any, *, interval_s: float, fetch: Fetch | None = None):
+        self._store = store
+        self._interval_s = interval_s
+        self._fetch = fetch
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await refresh_catalogs(self._store, fetch=self._fetch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is down: try again next round
+                log.warning("catalog refresh failed: %s", exc)
+            await asyncio.sleep(self._interval_s)

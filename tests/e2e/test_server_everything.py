@@ -1,0 +1,146 @@
+"""The official TypeScript reference server (`@modelcontextprotocol/server-everything`, stateful sessions,
+SSE answers) behind Envoy and Tessera, driven by the official Python `mcp` client.
+
+The npm package is installed once into a cache directory (`TESSERA_NPM_CACHE`, default
+`~/.cache/tessera-npm`) with npm; Node 20 runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import httpx2
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from authz.local.stack import StackPorts, spawn, stop_process
+from tests.integration.conftest import Gateway, start_gateway
+
+PACKAGE = "@modelcontextprotocol/server-everything@2026.8.31"
+ALLOW_ALL = 'package tessera\nimport rego.v1\ndecision := {"allow": true, "reason": "everything tenant"}\n'
+
+
+def _server_everything() -> Path:
+    cache = Path(os.environ.get("TESSERA_NPM_CACHE", Path.home() / ".cache" / "tessera-npm"))
+    entry = cache / "node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+    if not entry.exists():
+        npm = shutil.which("npm")
+        assert npm, "npm is needed for the server-everything tests (apt-get install nodejs npm)"
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--silent", "--prefix", str(cache), PACKAGE], check=True, timeout=300)
+    return entry
+
+
+@pytest.fixture(scope="module")
+def everything(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    entry = _server_everything()
+    workdir = tmp_path_factory.mktemp("everything")
+    (workdir / "allow.rego").write_text(ALLOW_ALL)
+    tenants = workdir / "tenants.yaml"
+    tenants.write_text(
+        f'tenants:\n  ev:\n    intent:\n      mode: "off"\n    policy: {workdir / "allow.rego"}\n'
+    )
+    ports = StackPorts.free()
+    node = spawn(
+        [shutil.which("node") or "node", str(entry), "streamableHttp"],
+        env={"PORT": str(ports.upstream)},
+        log=workdir / "server-everything.log",
+    )
+    try:
+        # The reference server has no health endpoint: a GET without a session answers 400 once it listens.
+        wait_http_any(f"http://127.0.0.1:{ports.upstream}/mcp", node)
+        stack, gw = start_gateway(
+            workdir, ports=ports, start_upstream=False, env={"TESSERA_TENANTS_FILE": str(tenants)}
+        )
+        try:
+            yield gw
+        finally:
+            stack.stop()
+    finally:
+        stop_process(node)
+
+
+def wait_http_any(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "server-everything exited"
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+async def test_sessions_filtered_lists_and_a_long_operation_with_progress(everything: Gateway):
+    token = everything.token("ev")
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http,
+        streamable_http_client(f"{everything.url}/v1/mcp", http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        init = await session.initialize()
+        assert init.capabilities.tools is not None and init.capabilities.tools.list_changed
+        names = {t.name for t in (await session.list_tools()).tools}
+        assert {"echo", "get-sum", "trigger-long-running-operation"} <= names
+        assert (await session.list_prompts()).prompts and (await session.list_resources()).resources
+        echoed = await session.call_tool("echo", {"message": "through Tessera"})
+        assert "through Tessera" in echoed.content[0].text
+        result = await session.call_tool(
+            "trigger-long-running-operation", {"duration": 4, "steps": 4}, progress_callback=on_progress
+        )
+        assert not result.is_error and progress == [1.0, 2.0, 3.0, 4.0]
+
+
+async def test_an_attenuated_token_lists_only_its_tool_on_a_stateful_server(everything: Gateway):
+    token = everything.token("ev", tools=["echo"])
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http,
+        streamable_http_client(f"{everything.url}/v1/mcp", http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        assert [t.name for t in (await session.list_tools()).tools] == ["echo"]
+
+
+def test_a_denied_delete_is_401_and_the_session_lives_on(everything: Gateway):
+    token = everything.token("ev")
+    init = everything.mcp(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+        token,
+    )
+    session = init.headers["mcp-session-id"]
+    denied = httpx.delete(f"{everything.url}/v1/mcp", headers={"mcp-session-id": session}, timeout=10)
+    assert denied.status_code == 401
+    ping = everything.mcp(
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"}, token, headers={"mcp-session-id": session}
+    )
+    assert ping.status_code == 200 and "result" in ping.text
+    ended = httpx.delete(
+        f"{everything.url}/v1/mcp",
+        headers={"mcp-session-id": session, "authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert ended.status_code == 200

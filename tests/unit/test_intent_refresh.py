@@ -1,0 +1,195 @@
+"""Catalog refresh from the upstream's own tools/list: the demo MCP server (real, uvicorn on 127.0.0.1),
+the official mcp SDK client, a real SQLite store; and the tenants-file settings that drive it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from authz.demo import build_app
+from authz.errors import ConfigError, DependencyError
+from authz.intent import CatalogExtractor, catalog_for_settings, fetch_tools_list, refresh_catalogs
+from authz.storage import TenantSettings
+from authz.storage.sqlite import SQLiteStore
+from authz.tenants import apply_tenants_file, parse_tenants_file
+
+DEMO_TOOLS = {"read_invoice", "list_invoices", "transfer_funds", "delete_invoice"}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(build_app(), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "demo server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/mcp"
+
+
+async def test_fetch_tools_list_from_a_real_mcp_server(upstream):
+    listed = await fetch_tools_list(upstream)
+    assert {tool["name"] for tool in listed["tools"]} == DEMO_TOOLS
+    assert all(tool["description"] and tool["inputSchema"] for tool in listed["tools"])
+
+
+async def test_an_unreachable_upstream_is_a_dependency_error():
+    with pytest.raises(DependencyError, match="tools/list failed"):
+        await fetch_tools_list(closed_port_url(), timeout_s=5)
+
+
+async def test_refresh_stores_the_list_and_the_catalog_follows(tmp_path, upstream):
+    store = SQLiteStore(tmp_path / "t.db")
+    try:
+        await store.put_tenant("demo", TenantSettings(intent_mode="enforce", tools_url=upstream))
+        await store.put_tenant("other", TenantSettings(intent_mode="enforce"))
+        assert await refresh_catalogs(store) == {"demo": "updated (4 tools)"}
+        settings = await store.get_tenant("demo")
+        assert {tool["name"] for tool in settings.upstream_tools} == DEMO_TOOLS
+        assert TenantSettings.from_json(settings.to_json()) == settings  # survives the store's JSON
+        assert await refresh_catalogs(store, tenants=["demo", "other"]) == {
+            "demo": "unchanged",
+            "other": "no tools_url configured",
+        }
+        extractor = CatalogExtractor(
+            {"demo": catalog_for_settings(settings.catalog, settings.upstream_tools)}
+        )
+        intent = extractor.extract_now("demo", "Settle the Initech invoice from the operating account.")
+        assert "transfer_funds" in intent.allowed_tools and "delete_invoice" not in intent.allowed_tools
+
+        # the upstream goes away: the refresh reports it and the last list stays
+        await store.put_tenant(
+            "demo",
+            TenantSettings(
+                intent_mode="enforce", tools_url=closed_port_url(), upstream_tools=settings.upstream_tools
+            ),
+        )
+        outcome = await refresh_catalogs(store)
+        assert outcome["demo"].startswith("failed:")
+        assert (await store.get_tenant("demo")).upstream_tools == settings.upstream_tools
+    finally:
+        await store.close()
+
+
+async def test_refresh_refuses_a_list_it_cannot_turn_into_a_catalog(tmp_path):
+    store = SQLiteStore(tmp_path / "t.db")
+    try:
+        await store.put_tenant(
+            "demo", TenantSettings(intent_mode="enforce", tools_url="http://upstream.test/mcp")
+        )
+
+        async def bad_fetch(url: str) -> dict:
+            return {"tools": [{"description": "no name"}]}
+
+        outcome = await refresh_catalogs(store, fetch=bad_fetch)
+        assert (
+            outcome["demo"].startswith("failed:") and (await store.get_tenant("demo")).upstream_tools is None
+        )
+    finally:
+        await store.close()
+
+
+def write_tenants(tmp_path: Path, intent: str) -> Path:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(f"tenants:\n  demo:\n    intent: {intent}\n")
+    return path
+
+
+def test_tenants_file_intent_settings(tmp_path):
+    path = write_tenants(
+        tmp_path, "{mode: enforce, undetermined: policy, tools_url: 'http://127.0.0.1:9000/mcp'}"
+    )
+    settings, _ = parse_tenants_file(path)["demo"]
+    assert settings.intent_undetermined == "policy" and settings.tools_url == "http://127.0.0.1:9000/mcp"
+    default, _ = parse_tenants_file(write_tenants(tmp_path, "{mode: enforce}"))["demo"]
+    assert default.intent_undetermined == "deny" and default.tools_url is None
+    assert "intent_undetermined" not in default.to_json()  # settings stored before this read back unchanged
+    with pytest.raises(ConfigError, match="undetermined"):
+        parse_tenants_file(write_tenants(tmp_path, "{mode: enforce, undetermined: allow}"))
+    with pytest.raises(ConfigError, match="tools_url"):
+        parse_tenants_file(write_tenants(tmp_path, "{mode: enforce, tools_url: 'file:///etc/passwd'}"))
+
+
+async def test_applying_the_tenants_file_keeps_the_fetched_list(tmp_path):
+    path = write_tenants(tmp_path, "{mode: enforce, tools_url: 'http://127.0.0.1:9000/mcp'}")
+    store = SQLiteStore(tmp_path / "t.db")
+    try:
+        await apply_tenants_file(store, path)
+        fetched = (await store.get_tenant("demo")).to_json() | {"upstream_tools": [{"name": "read_invoice"}]}
+        await store.put_tenant("demo", TenantSettings.from_json(fetched))
+        assert await apply_tenants_file(store, path) == []  # a restart changes nothing
+        assert (await store.get_tenant("demo")).upstream_tools == ({"name": "read_invoice"},)
+    finally:
+        await store.close()
+
+
+async def test_tessera_intent_refresh_is_the_operators_request(tmp_path, upstream, capsys):
+    import asyncio
+    import json
+
+    from authz.cli import main
+
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db)
+    await store.put_tenant("demo", TenantSettings(intent_mode="enforce", tools_url=upstream))
+    await store.close()
+    args = ["intent", "refresh", "--database-url", f"sqlite:///{db}", "--var-dir", str(tmp_path / "var")]
+    code = await asyncio.to_thread(main, [*args, "--tenant", "demo"])
+    assert code == 0 and json.loads(capsys.readouterr().out) == {"demo": "updated (4 tools)"}
+    code = await asyncio.to_thread(main, [*args, "--tenant", "nobody-configured"])
+    assert code == 1 and json.loads(capsys.readouterr().out) == {"nobody-configured": "unknown tenant"}
+    store = SQLiteStore(db)
+    await store.put_tenant("plain", TenantSettings(intent_mode="enforce"))
+    await store.close()
+    code = await asyncio.to_thread(main, [*args, "--tenant", "plain"])
+    assert code == 1 and json.loads(capsys.readouterr().out) == {"plain": "no tools_url configured"}
+
+
+def test_admin_settings_with_a_tools_url_need_no_hand_written_catalog():
+    import dataclasses
+
+    from authz.errors import InvalidArgument
+    from authz.server.admin.tenants import validated_settings
+
+    fields = {f.name: getattr(TenantSettings(), f.name) for f in dataclasses.fields(TenantSettings)}
+    fields["intent_mode"] = "enforce"
+    with pytest.raises(InvalidArgument, match="needs a tool catalog"):
+        validated_settings(dict(fields))
+    fields["tools_url"] = "http://127.0.0.1:9000/mcp"
+    assert validated_settings(dict(fields)).tools_url == "http://127.0.0.1:9000/mcp"
+
+
+def test_a_derived_catalog_binds_tools_list_like_a_hand_written_one():
+    from authz.check.directory import TenantView
+    from authz.check.listing import binding_catalog
+
+    tools = ({"name": "read_invoice"}, {"name": "delete_invoice", "description": "Delete an invoice."})
+
+    def view(**kw) -> TenantView:
+        settings = TenantSettings(intent_mode="enforce", require_prompt=True, **kw)
+        return TenantView("demo", settings, None, None, CatalogExtractor({}))
+
+    assert binding_catalog(view(upstream_tools=tools)) == {"read_invoice", "delete_invoice"}
+    assert binding_catalog(view()) is None  # nothing fetched or written yet: no restriction to derive
+    # with undetermined: policy, the policy may allow a tool for a prompt nothing of which was understood
+    assert binding_catalog(view(upstream_tools=tools, intent_undetermined="policy")) is None
