@@ -76,11 +76,8 @@ def _outbound(args: argparse.Namespace) -> Callable[[], HttpClient]:
 
     def make() -> HttpClient:
         from authz.cli import _config
+        from authz.outbound import OutboundClient, policy_from_config
 
-        try:
-            from authz.outbound import OutboundClient, policy_from_config  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise ConfigError(f"HTTP sinks need the outbound client (authz.outbound): {exc}") from exc
         return OutboundClient(policy_from_config(_config(args)), timeout_s=10.0, purpose="audit forwarder")
 
     return make

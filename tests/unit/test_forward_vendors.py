@@ -1,9 +1,8 @@
 """Splunk HEC, Datadog Logs and Microsoft Sentinel sinks against real HTTP receivers on 127.0.0.1 that
 check each vendor's documented request format, headers and auth, and answer with its documented status
 codes (including 429/5xx with Retry-After). Driven by the real forwarder on a real SQLite store.
-
-Stand-in: the sinks are given an ``httpx.AsyncClient`` where production passes the outbound client
-(``authz.outbound``, not on this branch yet); both have the same ``request`` shape."""
+HTTP goes through the outbound client (authz.outbound) with loopback allowlisted explicitly, as an
+operator would with TESSERA_OUTBOUND_ALLOW."""
 
 from __future__ import annotations
 
@@ -13,12 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs
 
-import httpx
 import pytest
 
 from authz.audit import admin_event
 from authz.forward import Forwarder, ForwarderSettings
 from authz.forward._vendors import DatadogLogsSink, SentinelSink, SplunkHecSink
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.secrets import Secret
 from authz.storage.sqlite import SQLiteStore
 from tests.forward_receivers import Answer, Received, Receiver
@@ -40,8 +39,10 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+async def http() -> AsyncIterator[OutboundClient]:
+    async with OutboundClient(
+        OutboundPolicy.build(["127.0.0.1"]), timeout_s=2.0, purpose="audit forwarder"
+    ) as client:
         yield client
 
 
