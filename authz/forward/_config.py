@@ -3,7 +3,7 @@
 ```yaml
 sinks:
   - name: audit-file          # the sink's identity in the store (lease, cursors, dead letters)
-    type: file                # file | webhook | splunk | datadog | sentinel
+    type: file                # file | webhook | splunk | datadog | sentinel | s3
     path: var/audit.ndjson
     max_bytes: 104857600      # rotate beyond this size (default 100 MiB)
     keep: 5                   # rotated files kept
@@ -43,6 +43,7 @@ _KINDS = {
     "webhook": {"url", "secret_env"},
     "splunk": {"url", "secret_env", "index", "source", "sourcetype", "host"},
     "datadog": {"url", "secret_env", "service", "hostname", "tags"},
+    "s3": {"bucket", "prefix", "region", "endpoint_url", "access_key_env", "secret_env"},
     "sentinel": {"endpoint", "dcr_id", "stream", "directory_id", "client_id", "secret_env", "authority"},
 }
 
@@ -98,8 +99,11 @@ def _spec(entry: Any, path: str | Path) -> SinkSpec:
     return SinkSpec(name, kind, entry, settings)
 
 
-def build_sink(spec: SinkSpec, env: Mapping[str, str], http: Callable[[], HttpClient]) -> Sink:
-    """The sink a spec names; ``http()`` gives the outbound client for HTTP sinks."""
+def build_sink(
+    spec: SinkSpec, env: Mapping[str, str], http: Callable[[], HttpClient], policy: Any = None
+) -> Sink:
+    """The sink a spec names; ``http()`` gives the outbound client for HTTP sinks; ``policy`` (an
+    :class:`authz.outbound.OutboundPolicy`) vets the endpoint of sinks that open their own connections."""
     opts = spec.options
     if spec.kind == "file":
         if not isinstance(opts.get("path"), str):
@@ -110,6 +114,8 @@ def build_sink(spec: SinkSpec, env: Mapping[str, str], http: Callable[[], HttpCl
             max_bytes=int(opts.get("max_bytes", 100 * 1024 * 1024)),
             keep=int(opts.get("keep", 5)),
         )
+    if spec.kind == "s3":
+        return _s3(spec, env, policy)
     secret = _secret(spec, env)
     if spec.kind == "sentinel":
         fields = ("endpoint", "dcr_id", "stream", "directory_id", "client_id")
@@ -138,3 +144,23 @@ def _secret(spec: SinkSpec, env: Mapping[str, str]) -> Secret:
     if not value:
         raise ConfigError(f"sink {spec.name}: environment variable {secret_env} is not set")
     return Secret(value)
+
+
+def _s3(spec: SinkSpec, env: Mapping[str, str], policy: Any) -> Sink:
+    """S3: keys from the named variables when given, else boto3's own chain (instance role, ...)."""
+    from authz.forward._s3 import S3Sink, endpoint_host, s3_client
+    from authz.outbound import vet_host_sync
+
+    opts = spec.options
+    bucket, region = opts.get("bucket"), opts.get("region")
+    if not isinstance(bucket, str) or not isinstance(region, str):
+        raise ConfigError(f"sink {spec.name}: 'bucket' and 'region' are required")
+    access_key = env.get(opts["access_key_env"]) if "access_key_env" in opts else None
+    secret_key = _secret(spec, env).reveal().decode() if "secret_env" in opts else None
+    endpoint = opts.get("endpoint_url")
+    host, port = endpoint_host(region, endpoint)
+    vet = (lambda: vet_host_sync(policy, host, port, f"S3 sink {spec.name}")) if policy is not None else None
+    client = s3_client(
+        region=region, endpoint_url=endpoint, access_key_id=access_key, secret_access_key=secret_key
+    )
+    return S3Sink(spec.name, bucket, client, prefix=str(opts.get("prefix", "")), vet=vet)

@@ -83,6 +83,13 @@ def _outbound(args: argparse.Namespace) -> Callable[[], HttpClient]:
     return make
 
 
+def _policy(args: argparse.Namespace) -> Any:
+    from authz.cli import _config
+    from authz.outbound import policy_from_config
+
+    return policy_from_config(_config(args))
+
+
 def _specs(args: argparse.Namespace):
     path = args.config or os.environ.get("TESSERA_FORWARD_CONFIG")
     if not path:
@@ -95,7 +102,9 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
 
     specs = _specs(args)
     http = _outbound(args)
-    sinks = [build_sink(spec, os.environ, http) for spec in specs]  # config errors before any work
+    sinks = [
+        build_sink(spec, os.environ, http, _policy(args)) for spec in specs
+    ]  # config errors before any work
 
     async def main() -> None:
         store = open_store(_database_url(args))
@@ -180,7 +189,7 @@ def cmd_forward_replay(args: argparse.Namespace) -> int:
         spec = specs.get(dead.sink)
         if spec is None:
             raise ConfigError(f"dead letter {dead.id} belongs to sink {dead.sink!r}, absent from the config")
-        sink = build_sink(spec, os.environ, _outbound(args))
+        sink = build_sink(spec, os.environ, _outbound(args), _policy(args))
         try:
             return await Forwarder(store, sink, spec.settings).replay(dead)
         finally:

@@ -9,6 +9,7 @@ import pytest
 from authz.errors import ConfigError
 from authz.forward import NdjsonFileSink, WebhookSink
 from authz.forward._config import build_sink, load_sink_specs
+from authz.forward._s3 import S3Sink
 from authz.forward._vendors import DatadogLogsSink, SentinelSink, SplunkHecSink
 
 
@@ -24,6 +25,7 @@ sinks:
   - {name: hook, type: webhook, url: "https://siem.example.com/in", secret_env: HOOK_KEY, backoff_cap_s: 5}
   - {name: splunk, type: splunk, url: "https://hec.example.com:8088", secret_env: HEC, index: security}
   - {name: dd, type: datadog, url: "https://http-intake.logs.datadoghq.eu", secret_env: DD, tags: [env:prod]}
+  - {name: s3, type: s3, bucket: audit, region: eu-west-1, prefix: t/, access_key_env: AK, secret_env: SK}
   - name: sentinel
     type: sentinel
     endpoint: https://dce-1.westeurope-1.ingest.monitor.azure.com
@@ -37,13 +39,14 @@ sinks:
 
 def test_every_kind_builds_with_its_settings_and_secret_from_the_environment(tmp_path: Path):
     specs = load_sink_specs(write(tmp_path, SINKS))
-    env = {"HOOK_KEY": "k1", "HEC": "k2", "DD": "k3", "AZ": "k4"}
+    env = {"HOOK_KEY": "k1", "HEC": "k2", "DD": "k3", "AZ": "k4", "AK": "ak", "SK": "sk"}
     sinks = [build_sink(spec, env, lambda: object()) for spec in specs]  # type: ignore[arg-type,return-value]
     assert [type(s) for s in sinks] == [
         NdjsonFileSink,
         WebhookSink,
         SplunkHecSink,
         DatadogLogsSink,
+        S3Sink,
         SentinelSink,
     ]
     assert specs[0].settings.batch_size == 50 and specs[0].settings.tenants == ("acme",)
