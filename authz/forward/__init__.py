@@ -15,6 +15,7 @@ from __future__ import annotations
 from authz.forward._driver import Forwarder, ForwarderSettings, LeaseLost, default_holder
 from authz.forward._event import ForwardEvent, forward_event
 from authz.forward._file import NdjsonFileSink
+from authz.forward._health import SinkHealth, forwarder_health
 from authz.forward._s3 import S3Sink
 from authz.forward._sink import (
     Ack,
@@ -46,11 +47,13 @@ __all__ = [
     "S3Sink",
     "SentinelSink",
     "Sink",
+    "SinkHealth",
     "SplunkHecSink",
     "WebhookSink",
     "classify_http",
     "default_holder",
     "forward_event",
+    "forwarder_health",
     "parse_retry_after",
     "verify_webhook",
     "webhook_signature",

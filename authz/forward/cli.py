@@ -18,13 +18,13 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from authz.errors import ConfigError
 from authz.forward._config import build_sink, load_sink_specs
 from authz.forward._driver import Forwarder
+from authz.forward._health import forwarder_health
 from authz.forward._sink import HttpClient
 
 log = logging.getLogger("tessera.forward")
@@ -132,19 +132,13 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
 async def forward_status(store: Any) -> list[dict[str, Any]]:
     """One row per stored cursor: how far behind the chain head it is, in events and in seconds."""
     rows = []
-    dead = await store.list_dead_letters()
-    for cursor in await store.forwarder_cursors():
-        head = await store.audit_head(cursor.tenant)
-        head_seq = head[0] if head else 0
-        row = dataclasses.asdict(cursor)
-        row["head"] = head_seq
-        row["lag_events"] = max(0, head_seq - cursor.seq)
-        row["lag_seconds"] = 0.0
-        if row["lag_events"]:
-            async for oldest in store.iter_events(cursor.tenant, after_seq=cursor.seq, batch=1):
-                row["lag_seconds"] = max(0.0, time.time() - oldest.time_ms / 1000)
-                break
-        row["dead_letters"] = sum(1 for d in dead if d.sink == cursor.sink and d.tenant == cursor.tenant)
+    for health in await forwarder_health(store):
+        row = dataclasses.asdict(health.cursor)
+        row |= {"head": health.head_seq, "lag_events": health.lag_events, "lag_seconds": health.lag_seconds}
+        row |= {
+            "dead_letters": health.dead_letters,
+            "lease_holder": health.lease[0] if health.lease else None,
+        }
         rows.append(row)
     return rows
 
