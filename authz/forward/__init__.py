@@ -6,6 +6,8 @@
 * Sinks: :class:`WebhookSink` (HMAC-signed, timestamped; :func:`verify_webhook` for receivers),
   :class:`NdjsonFileSink` (local file with rotation), :class:`SplunkHecSink`, :class:`DatadogLogsSink`,
   :class:`SentinelSink` (Logs Ingestion API), :class:`S3Sink` (gzip NDJSON by tenant/date/hour, boto3).
+* Notifications (same driver, a :class:`NotifyRule` filter): :class:`SlackSink`, :class:`TeamsSink`,
+  :class:`PagerDutySink` (Events v2, chain hash as ``dedup_key``).
 * ``tessera forward`` (:mod:`authz.forward.cli`) runs them from a sinks file in their own process.
 * :class:`ForwardEvent` — the event shape every sink receives, chain hash as idempotency key.
 """
@@ -16,6 +18,7 @@ from authz.forward._driver import Forwarder, ForwarderSettings, LeaseLost, defau
 from authz.forward._event import ForwardEvent, forward_event
 from authz.forward._file import NdjsonFileSink
 from authz.forward._health import SinkHealth, forwarder_health
+from authz.forward._notify import NotifyRule, PagerDutySink, SlackSink, TeamsSink
 from authz.forward._s3 import S3Sink
 from authz.forward._sink import (
     Ack,
@@ -41,14 +44,18 @@ __all__ = [
     "HttpResponse",
     "LeaseLost",
     "NdjsonFileSink",
+    "NotifyRule",
     "Outcome",
+    "PagerDutySink",
     "Reject",
     "Retry",
     "S3Sink",
     "SentinelSink",
     "Sink",
     "SinkHealth",
+    "SlackSink",
     "SplunkHecSink",
+    "TeamsSink",
     "WebhookSink",
     "classify_http",
     "default_holder",

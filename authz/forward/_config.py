@@ -3,7 +3,7 @@
 ```yaml
 sinks:
   - name: audit-file          # the sink's identity in the store (lease, cursors, dead letters)
-    type: file                # file | webhook | splunk | datadog | sentinel | s3
+    type: file                # file | webhook | splunk | datadog | sentinel | s3 | slack | teams | pagerduty
     path: var/audit.ndjson
     max_bytes: 104857600      # rotate beyond this size (default 100 MiB)
     keep: 5                   # rotated files kept
@@ -13,6 +13,11 @@ sinks:
     secret_env: TESSERA_FORWARD_SOC_SECRET   # the HMAC key is named, never written in the file
     tenants: [acme]           # default: every tenant
     batch_size: 200           # any ForwarderSettings field may be set per sink
+  - name: oncall
+    type: slack               # slack | teams (secret_env holds the webhook URL) | pagerduty (routing key)
+    secret_env: TESSERA_SLACK_WEBHOOK_URL
+    notify: {decisions: [escalate, deny], checks: [budget, policy]}   # default: escalate, outage
+    link_template: "https://console.example.com/{tenant}/approvals/{approval_id}"
 ```
 Secrets are referenced by the name of an environment variable and held as :class:`authz.secrets.Secret`.
 """
@@ -43,6 +48,9 @@ _KINDS = {
     "webhook": {"url", "secret_env"},
     "splunk": {"url", "secret_env", "index", "source", "sourcetype", "host"},
     "datadog": {"url", "secret_env", "service", "hostname", "tags"},
+    "slack": {"secret_env", "notify", "link_template"},
+    "teams": {"secret_env", "notify", "link_template"},
+    "pagerduty": {"secret_env", "url", "notify", "link_template"},
     "s3": {"bucket", "prefix", "region", "endpoint_url", "access_key_env", "secret_env"},
     "sentinel": {"endpoint", "dcr_id", "stream", "directory_id", "client_id", "secret_env", "authority"},
 }
@@ -117,6 +125,8 @@ def build_sink(
     if spec.kind == "s3":
         return _s3(spec, env, policy)
     secret = _secret(spec, env)
+    if spec.kind in ("slack", "teams", "pagerduty"):
+        return _notifier(spec, secret, http())
     if spec.kind == "sentinel":
         fields = ("endpoint", "dcr_id", "stream", "directory_id", "client_id")
         values = [opts.get(f) for f in fields]
@@ -164,3 +174,23 @@ def _s3(spec: SinkSpec, env: Mapping[str, str], policy: Any) -> Sink:
         region=region, endpoint_url=endpoint, access_key_id=access_key, secret_access_key=secret_key
     )
     return S3Sink(spec.name, bucket, client, prefix=str(opts.get("prefix", "")), vet=vet)
+
+
+def _notifier(spec: SinkSpec, secret: Secret, http: HttpClient) -> Sink:
+    from authz.forward._notify import NotifyRule, PagerDutySink, SlackSink, TeamsSink
+
+    opts = spec.options
+    raw = opts.get("notify") or {}
+    if not isinstance(raw, dict) or set(raw) - {"decisions", "checks", "codes", "tools"}:
+        raise ConfigError(f"sink {spec.name}: notify takes decisions, checks, codes and tools")
+    try:
+        rule = NotifyRule(**{k: tuple(v) for k, v in raw.items()}) if raw else NotifyRule()
+    except TypeError as exc:
+        raise ConfigError(f"sink {spec.name}: notify: {exc}") from exc
+    link = opts.get("link_template")
+    if spec.kind == "slack":
+        return SlackSink(spec.name, secret, http, rule=rule, link_template=link)
+    if spec.kind == "teams":
+        return TeamsSink(spec.name, secret, http, rule=rule, link_template=link)
+    extra = {"url": opts["url"]} if "url" in opts else {}
+    return PagerDutySink(spec.name, secret, http, rule=rule, link_template=link, **extra)

@@ -9,6 +9,7 @@ import pytest
 from authz.errors import ConfigError
 from authz.forward import NdjsonFileSink, WebhookSink
 from authz.forward._config import build_sink, load_sink_specs
+from authz.forward._notify import NotifyRule, PagerDutySink, SlackSink
 from authz.forward._s3 import S3Sink
 from authz.forward._vendors import DatadogLogsSink, SentinelSink, SplunkHecSink
 
@@ -26,6 +27,8 @@ sinks:
   - {name: splunk, type: splunk, url: "https://hec.example.com:8088", secret_env: HEC, index: security}
   - {name: dd, type: datadog, url: "https://http-intake.logs.datadoghq.eu", secret_env: DD, tags: [env:prod]}
   - {name: s3, type: s3, bucket: audit, region: eu-west-1, prefix: t/, access_key_env: AK, secret_env: SK}
+  - {name: pd, type: pagerduty, secret_env: PD, notify: {decisions: [deny], tools: [transfer_funds]}}
+  - {name: chat, type: slack, secret_env: SLACK_URL, link_template: "https://c.example.com/{approval_id}"}
   - name: sentinel
     type: sentinel
     endpoint: https://dce-1.westeurope-1.ingest.monitor.azure.com
@@ -39,7 +42,16 @@ sinks:
 
 def test_every_kind_builds_with_its_settings_and_secret_from_the_environment(tmp_path: Path):
     specs = load_sink_specs(write(tmp_path, SINKS))
-    env = {"HOOK_KEY": "k1", "HEC": "k2", "DD": "k3", "AZ": "k4", "AK": "ak", "SK": "sk"}
+    env = {
+        "HOOK_KEY": "k1",
+        "HEC": "k2",
+        "DD": "k3",
+        "AZ": "k4",
+        "AK": "ak",
+        "SK": "sk",
+        "PD": "k5",
+        "SLACK_URL": "https://hooks.slack.com/x",
+    }
     sinks = [build_sink(spec, env, lambda: object()) for spec in specs]  # type: ignore[arg-type,return-value]
     assert [type(s) for s in sinks] == [
         NdjsonFileSink,
@@ -47,8 +59,11 @@ def test_every_kind_builds_with_its_settings_and_secret_from_the_environment(tmp
         SplunkHecSink,
         DatadogLogsSink,
         S3Sink,
+        PagerDutySink,
+        SlackSink,
         SentinelSink,
     ]
+    assert sinks[5].rule == NotifyRule(decisions=("deny",), tools=("transfer_funds",))
     assert specs[0].settings.batch_size == 50 and specs[0].settings.tenants == ("acme",)
     assert specs[1].settings.backoff_cap_s == 5 and specs[1].settings.tenants is None
     assert "k1" not in repr(specs[1]) and "k1" not in repr(vars(sinks[1]))  # the secret stays redacted
