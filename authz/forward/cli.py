@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -25,6 +26,7 @@ from authz.errors import ConfigError
 from authz.forward._config import build_sink, load_sink_specs
 from authz.forward._driver import Forwarder
 from authz.forward._health import forwarder_health
+from authz.forward._metrics import ForwarderMetrics
 from authz.forward._sink import HttpClient
 
 log = logging.getLogger("tessera.forward")
@@ -45,6 +47,7 @@ def add_forward_command(
     common(run)
     config_arg(run)
     run.add_argument("--once", action="store_true", help="one pass over every tenant, then exit")
+    run.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
     run.set_defaults(func=cmd_forward_run)
 
     status = fsub.add_parser("status", help="cursor, chain head, lag and errors per sink and tenant (JSON)")
@@ -119,7 +122,10 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             log.info("forwarding to %s", ", ".join(s.name for s in sinks))
-            await asyncio.gather(*(f.run(stop) for f in forwarders))
+            tasks = [f.run(stop) for f in forwarders]
+            if args.metrics_port is not None:
+                tasks.append(_serve_metrics(store, forwarders, args.metrics_port, stop))
+            await asyncio.gather(*tasks)
         finally:
             for sink in sinks:
                 await sink.aclose()
@@ -127,6 +133,23 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+async def _serve_metrics(store: Any, forwarders: list[Forwarder], port: int, stop: asyncio.Event) -> None:
+    """/metrics, /healthz and /readyz on ``port`` (all interfaces, like the services' metrics port)."""
+    from authz.observability import serve_http
+
+    metrics = ForwarderMetrics(forwarders)
+    await metrics.refresh(store)
+    server = await serve_http("0.0.0.0", port, metrics, lambda: metrics.refresh_errors == 0)  # type: ignore[arg-type]
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5.0)
+            await metrics.refresh(store)
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def forward_status(store: Any) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,16 @@ import pytest
 from authz.audit import admin_event
 from authz.storage import open_store
 from authz.storage.sqlite import SQLiteStore
-from tests.pg import pg_fixtures
+from tests.pg import free_port, pg_fixtures
 
 pg_cluster, pg_url = pg_fixtures()
 
 TENANTS = ("acme", "globex")
 
 
-def start_forwarder(tmp_path: Path, config: Path, database_url: str | None = None) -> subprocess.Popen:
+def start_forwarder(
+    tmp_path: Path, config: Path, database_url: str | None = None, *extra: str
+) -> subprocess.Popen:
     db = tmp_path / "tessera.db"
     return subprocess.Popen(
         [
@@ -40,6 +43,7 @@ def start_forwarder(tmp_path: Path, config: Path, database_url: str | None = Non
             database_url or f"sqlite:///{db}",
             "--var-dir",
             str(tmp_path / "var"),
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "forward.log", "ab"),
@@ -128,7 +132,9 @@ async def test_kill_9_mid_stream_then_a_restart_resumes_from_the_cursor_nothing_
         for tenant in TENANTS:  # committed while no forwarder ran
             await append(store, tenant, 50, counts[tenant])
             counts[tenant] += 50
-        proc = start_forwarder(tmp_path, config)  # a new holder: waits for the dead one's lease to expire
+        metrics_port = free_port()
+        # A new holder: waits for the dead one's lease to expire.
+        proc = start_forwarder(tmp_path, config, None, "--metrics-port", str(metrics_port))
         try:
 
             async def caught_up() -> bool:
@@ -137,6 +143,20 @@ async def test_kill_9_mid_stream_then_a_restart_resumes_from_the_cursor_nothing_
                 return cursors == [counts[t] for t in TENANTS]
 
             await wait_for(caught_up, 60)
+            metrics = ""
+
+            async def scraped() -> bool:
+                nonlocal metrics
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+                        metrics = r.read().decode()
+                except OSError:
+                    return False  # the endpoint starts beside the forwarders
+                return 'tessera_forwarder_lease_held{sink="file"} 1' in metrics
+
+            await wait_for(scraped, 30)
+            assert 'tessera_forwarder_lease_held{sink="file"} 1' in metrics
+            assert 'tessera_forwarder_lag_events{sink="file",tenant="acme"}' in metrics
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0
         finally:

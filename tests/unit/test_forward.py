@@ -335,3 +335,26 @@ async def test_a_loopback_sink_without_the_operator_allowlist_is_refused_and_not
     assert receiver.accepted == [] and receiver.refused == []
     (dead,) = await store.list_dead_letters()  # kept, visible and replayable once the operator allows it
     assert "loopback address" in dead.reason and (dead.from_seq, dead.to_seq) == (1, 2)
+
+
+async def test_metrics_report_lag_dead_letters_and_this_process_s_counters(store, http):
+    from authz.forward._metrics import ForwarderMetrics
+
+    await append(store, "acme", 6)
+    receiver = Receiver(webhook_check, script=[(400, {}, b"bad")]).start()
+    try:
+        forwarder = Forwarder(store, WebhookSink("hook", receiver.url, Secret(SECRET), http), FAST)
+        await forwarder.pass_once()
+    finally:
+        receiver.stop()
+    await append(store, "acme", 2)  # committed after the pass: lag
+    metrics = ForwarderMetrics([forwarder])
+    await metrics.refresh(store)
+    text = metrics.render()
+    assert 'tessera_forwarder_lag_events{sink="hook",tenant="acme"} 2' in text
+    assert 'tessera_forwarder_dead_letters{sink="hook",tenant="acme"} 1' in text
+    assert 'tessera_forwarder_events_delivered_total{sink="hook"} 2' in text
+    assert 'tessera_forwarder_events_dead_lettered_total{sink="hook"} 4' in text
+    assert 'tessera_forwarder_lease_held{sink="hook"} 1' in text
+    lag = next(line for line in text.splitlines() if line.startswith("tessera_forwarder_lag_seconds{"))
+    assert float(lag.rsplit(" ", 1)[1]) > 0
