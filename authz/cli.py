@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -179,12 +178,25 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redact_secrets(cfg) -> None:
+    """Have the log handler redact the master key and the bootstrap admin key, should either ever be
+    formatted into a message."""
+    from authz.observability import redactor
+
+    scrubber = redactor()
+    if scrubber is not None:
+        scrubber.add(cfg.keys.master_key)
+        if os.environ.get("TESSERA_BOOTSTRAP_ADMIN_KEY"):
+            scrubber.add(os.environ["TESSERA_BOOTSTRAP_ADMIN_KEY"])
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from authz.server.app import serve_check
 
     cfg = _config(args)
+    _redact_secrets(cfg)
     uvloop.run(serve_check(cfg))
     return 0
 
@@ -195,6 +207,7 @@ def cmd_serve_admin(args: argparse.Namespace) -> int:
     from authz.server.admin.app import serve_admin
 
     cfg = _config(args)
+    _redact_secrets(cfg)
     uvloop.run(serve_admin(cfg))
     return 0
 
@@ -241,6 +254,25 @@ def _bootstrap_key_for_run(cfg) -> str | None:
     return None if asyncio.run(has_keys()) else generate_key()[1]
 
 
+def _otlp_endpoint() -> tuple[str, int] | None:
+    """Envoy's span destination for ``tessera run``: the OTLP/gRPC endpoint of OTEL_EXPORTER_OTLP_*
+    when tracing is on over gRPC, else None (Envoy without tracing; its exporter speaks OTLP/gRPC)."""
+    from urllib.parse import urlsplit
+
+    from authz.observability import tracing_requested
+
+    raw = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+    )
+    if not tracing_requested() or not raw or protocol != "grpc":
+        return None
+    url = urlsplit(raw if "://" in raw else f"http://{raw}")
+    return (url.hostname or "127.0.0.1", url.port or 4317)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole local stack on its defaults: Envoy, check service, demo MCP server, SQLite in ./var."""
     from authz.local.stack import Stack, StackPorts
@@ -265,8 +297,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         admin=cfg.listen.admin_port,
         metrics=cfg.listen.metrics_port,
         upstream=int(os.environ.get("TESSERA_DEMO_PORT", "9000")),
+        admin_metrics=cfg.listen.admin_metrics_port,
     )
-    stack = Stack(var_dir, ports, env=env, replicas=args.replicas)
+    stack = Stack(var_dir, ports, env=env, replicas=args.replicas, otlp_endpoint=_otlp_endpoint())
     print("starting Tessera: demo MCP server, check service, admin service, Envoy ...", flush=True)
     with stack:
         token = mint(
@@ -280,7 +313,7 @@ Tessera is running.
   Envoy admin       http://127.0.0.1:{stack.ports.envoy_admin}/
   check service     {", ".join(f"127.0.0.1:{c.port}" for c in stack.checks)} (gRPC ext_authz), metrics http://127.0.0.1:{stack.ports.metrics}/metrics
   admin API (REST)  {stack.url}/v1/admin/...  e.g. GET {stack.url}/v1/admin/tenants
-  admin API (gRPC)  127.0.0.1:{stack.ports.admin} (reflection on: buf curl / grpcurl)
+  admin API (gRPC)  127.0.0.1:{stack.ports.admin} (reflection on: buf curl / grpcurl), metrics http://127.0.0.1:{stack.ports.admin_metrics}/metrics
   demo upstream     {stack.upstream_url}/mcp
   state             {var_dir} ({"PostgreSQL" if args.database_url else "SQLite"}, master key, logs)
 
@@ -319,7 +352,12 @@ stored only as a hash; keep it somewhere safe:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (TESSERA_LOG_LEVEL, default INFO); logs are JSON lines (TESSERA_LOG_FORMAT=text)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -403,7 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
 
         return open_store(_config(args).store.database_url)
 
-    add_intent_commands(sub, open_store_for)
+    def outbound_for(args: argparse.Namespace):
+        from authz.outbound import OutboundClient, policy_from_config
+
+        return OutboundClient(policy_from_config(_config(args)), purpose="intent tools/list")
+
+    add_intent_commands(sub, open_store_for, outbound_for)
 
     try:
         from authz.audit.cli import add_audit_commands
@@ -424,9 +467,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from authz.observability import configure_logging
+
+    try:
+        configure_logging(
+            args.log_level or os.environ.get("TESSERA_LOG_LEVEL") or "INFO",
+            (os.environ.get("TESSERA_LOG_FORMAT") or "json").lower(),
+        )
+    except ValueError as exc:
+        print(f"tessera: {exc}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except TesseraError as exc:

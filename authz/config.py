@@ -31,6 +31,8 @@ class ListenConfig:
     admin_port: int = 9192
     #: plain HTTP: /healthz, /readyz, /metrics.
     metrics_port: int = 9464
+    #: the admin service's own /healthz, /readyz, /metrics.
+    admin_metrics_port: int = 9465
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,20 @@ class OutboundConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    """Logs, metrics and traces (see :mod:`authz.observability`)."""
+
+    #: TESSERA_LOG_LEVEL (or --log-level): DEBUG, INFO, WARNING, ERROR. Libraries stay at WARNING.
+    log_level: str = "INFO"
+    #: TESSERA_LOG_FORMAT: ``json`` (one object per line) or ``text``.
+    log_format: str = "json"
+    #: TESSERA_METRICS_TENANT_LABEL: add a ``tenant`` label to per-call metrics (one series per tenant).
+    metrics_tenant_label: bool = False
+    #: Whether the standard OTEL_* variables turn tracing on (off by default; the SDK reads the rest).
+    tracing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class BodyLimitsConfig:
     """Bounds on the work an agent's request body can cause on the check path (:mod:`authz.server.body`).
 
@@ -127,6 +143,7 @@ class TesseraConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     intent: IntentConfig = field(default_factory=IntentConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     body: BodyLimitsConfig = field(default_factory=BodyLimitsConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     #: Tenants file (YAML) applied at startup: settings, tool catalog, policy. See README.
@@ -251,6 +268,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         check_port=_int(env, "TESSERA_CHECK_PORT", 9191),
         admin_port=_int(env, "TESSERA_ADMIN_PORT", 9192),
         metrics_port=_int(env, "TESSERA_METRICS_PORT", 9464),
+        admin_metrics_port=_int(env, "TESSERA_ADMIN_METRICS_PORT", 9465),
     )
     default_db = f"sqlite:///{var_dir / 'tessera.db'}"
     store = StoreConfig(
@@ -277,12 +295,14 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
     body = _body_limits(env)
     outbound = _outbound(env)
     tenants = env.get("TESSERA_TENANTS_FILE")
+    observability = _observability(env)
     return TesseraConfig(
         keys=keys,
         listen=listen,
         store=store,
         check=check,
         intent=intent,
+        observability=observability,
         body=body,
         outbound=outbound,
         tenants_file=Path(tenants) if tenants else default_tenants_file(),
@@ -293,12 +313,30 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
     )
 
 
+def _observability(env: Mapping[str, str]) -> ObservabilityConfig:
+    from authz.observability import tracing_requested
+
+    level = (env.get("TESSERA_LOG_LEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"TESSERA_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    fmt = (env.get("TESSERA_LOG_FORMAT") or "json").lower()
+    if fmt not in ("json", "text"):
+        raise ConfigError(f"TESSERA_LOG_FORMAT must be json or text, got {fmt!r}")
+    return ObservabilityConfig(
+        log_level=level,
+        log_format=fmt,
+        metrics_tenant_label=_bool(env, "TESSERA_METRICS_TENANT_LABEL", False),
+        tracing=tracing_requested(env),
+    )
+
+
 __all__ = [
     "BodyLimitsConfig",
     "CheckConfig",
     "IntentConfig",
     "KeyConfig",
     "ListenConfig",
+    "ObservabilityConfig",
     "OutboundConfig",
     "StoreConfig",
     "TesseraConfig",

@@ -262,7 +262,9 @@ async def _breakdown(workdir: Path, check_bin: Path) -> list[tuple[str, float]]:
         }
     )
     runtime = await build_runtime(config.load())
-    service = AuthorizationService(runtime.pipeline, runtime.recorder, deadline_cap_s=1.0)
+    service = AuthorizationService(
+        runtime.pipeline, runtime.recorder, deadline_cap_s=1.0, metrics=runtime.metrics
+    )
     request = external_auth_pb2.CheckRequest.FromString(check_bin.read_bytes()[5:])
     context = _Context()
     for _ in range(300):
@@ -301,6 +303,22 @@ async def _breakdown(workdir: Path, check_bin: Path) -> list[tuple[str, float]]:
     async def respond():
         wire.ok_response(decision, parsed, strip_authorization=True)
 
+    stage_names = tuple((name, None) for name in ("capability", "intent", "provenance", "policy", "budget"))
+
+    async def count():  # what the metrics add to a check with tracing off
+        marks = [time.perf_counter()]
+        for _ in stage_names:
+            marks.append(time.perf_counter())
+        runtime.metrics.observe_stages(stage_names, marks)
+        runtime.metrics.observe(decision)
+        started = time.perf_counter()
+        runtime.metrics.observe_audit_commit(time.perf_counter() - started)
+
+    traced_service = _traced_service(runtime)
+
+    async def traced():
+        await traced_service.Check(request, context)
+
     rows = [
         ("parse CheckRequest (wire)", await timed(parse)),
         ("authenticate token (cached)", await timed(authenticate)),
@@ -311,12 +329,69 @@ async def _breakdown(workdir: Path, check_bin: Path) -> list[tuple[str, float]]:
         ("build the OK response", await timed(respond)),
         ("whole Check handler, 1 in flight", await timed(lambda: service.Check(request, context))),
         ("whole Check handler, 32 in flight", await timed(lambda: service.Check(request, context), batch=32)),
+        ("metrics of one check (stages, decision, audit)", await timed(count)),
+        ("whole Check handler, tracing on, 1 in flight", await timed(traced)),
     ]
+    traced_service._tracing.shutdown()
     from bench.intent import intent_rows
 
     rows += await intent_rows(timed)
     await runtime.store.close()
     return rows
+
+
+def _traced_service(runtime):
+    """The Check handler with tracing on, in process: spans are made, and dropped by the exporter (the
+    export's own cost shows in the direct gRPC rows with tracing)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from authz.check import Pipeline
+    from authz.observability import Tracing
+    from authz.server.check_service import AuthorizationService
+
+    class Drop(SpanExporter):
+        def export(self, spans):
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    tracing = Tracing(provider, provider.get_tracer("bench"))
+    plain = runtime.pipeline
+    pipeline = Pipeline(
+        authenticator=plain._auth,
+        store=plain._store,
+        directory=plain._directory,
+        memory_key=plain._memory_key,
+        default_deadline_s=1.0,
+        observer=runtime.metrics,
+        tracer=tracing.pipeline_tracer(),
+    )
+    return AuthorizationService(
+        pipeline, runtime.recorder, deadline_cap_s=1.0, metrics=runtime.metrics, tracing=tracing
+    )
+
+
+def _tracing_rows(workdir: Path, env: dict[str, str], direct) -> None:
+    """The same check service with tracing turned on by OTEL_*, exporting every span (sampled 100%:
+    h2load sends no traceparent) over OTLP/gRPC to a counting sink, as a collector would receive them."""
+    port, metrics, sink_port = free_port(), free_port(), free_port()
+    sink = spawn([sys.executable, "-m", "bench.otlp_sink", str(sink_port)], log=workdir / "otlp-sink.log")
+    traced_env = env | {
+        "TESSERA_CHECK_PORT": str(port),
+        "TESSERA_METRICS_PORT": str(metrics),
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    }
+    traced = CheckProcess(port, metrics, traced_env, workdir / "check-traced.log")
+    try:
+        traced.start()
+        direct("direct gRPC, Tessera + tracing, 32 in flight", port, 32)
+        direct("direct gRPC, Tessera + tracing, 1 in flight", port, 1)
+    finally:
+        traced.stop()
+        stop_process(sink)
 
 
 def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], audit: str) -> None:
@@ -335,6 +410,14 @@ def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], au
     ratio = full["rps"] / noop["rps"]
     added = tessera["p50"] - alone["p50"]
     print(f"pipeline / no-op throughput, direct, 32 in flight:  {ratio:.2f}x  (target >= 0.6x)")
+    traced = by.get("direct gRPC, Tessera + tracing, 32 in flight")
+    if traced is not None:
+        traced_1 = by["direct gRPC, Tessera + tracing, 1 in flight"]
+        untraced_1 = by["direct gRPC, Tessera pipeline, 1 in flight"]
+        print(
+            f"tracing on (OTLP export of every span), direct:     {traced['rps'] / full['rps']:.2f}x the "
+            f"throughput at 32 in flight, {traced_1['p50'] - untraced_1['p50']:+.2f} ms p50 at 1"
+        )
     print(
         f"Tessera adds at 1 in flight through Envoy, p50:    {added:+.2f} ms (target <= 1 ms; "
         f"any ext_authz server adds {floor['p50'] - alone['p50']:+.2f} ms: the no-op floor)"
@@ -395,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
         direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
         direct("direct gRPC, Tessera pipeline, 1 in flight", check_port, 1)
+        _tracing_rows(workdir, env, direct)
         # The ext_authz floor: Envoy calling the no-op servicer, same filter settings and body buffering.
         listen, admin = free_port(), free_port()
         floor_config = bench_envoy_config(workdir, listen, admin, noop_port)

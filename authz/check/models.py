@@ -115,6 +115,8 @@ class Decision:
     policy_hash: str | None = None
     approval_id: str | None = None
     latency_us: int = 0
+    #: The OpenTelemetry trace this decision was made in (32 hex digits), when tracing is on.
+    trace_id: str | None = None
     #: What the intent extractor matched (lexicon and catalog words, never the prompt) and whether it
     #: understood the prompt at all; empty / None when no intent was extracted.
     intent_terms: tuple[str, ...] = ()

@@ -423,7 +423,10 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         for term in action_index[stemmed[i]]:
             if prev is not None and prev not in _VERB_LEADS and term.words in catalog.object_words:
                 continue  # "draft replies", "new emails": the word is the object here
-            positions = _term_positions(term, stemmed, sentence_of, i, taken)
+            if len(term.words) == 1:  # most terms: one word, already matched by the index
+                positions: list[int] | None = [i]
+            else:
+                positions = _term_positions(term, stemmed, sentence_of, i, taken)
             if positions is not None:
                 taken.update(positions)
                 action = _Action(term, i, sentence_of[i], untrusted=i >= injection)

@@ -18,9 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from authz.errors import ConfigError, DependencyError
+from authz.errors import ConfigError, DependencyError, InvalidArgument
 from authz.intent._catalog import ToolCatalog
 from authz.intent._derive import MAX_TOOLS, catalog_from_tools_list
+from authz.outbound import OutboundClient
 
 __all__ = ["CatalogRefresher", "catalog_for_settings", "fetch_tools_list", "refresh_catalogs"]
 
@@ -33,34 +34,54 @@ _KEPT = ("name", "title", "description", "inputSchema", "annotations")
 Fetch = Callable[[str], Awaitable[dict[str, Any]]]
 
 
-async def fetch_tools_list(url: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
-    """``{"tools": [...]}`` from the MCP server at ``url`` (streamable HTTP); raises DependencyError."""
+async def fetch_tools_list(url: str, *, outbound: OutboundClient, timeout_s: float = 10.0) -> dict[str, Any]:
+    """``{"tools": [...]}`` from the MCP server at ``url`` (streamable HTTP); raises DependencyError
+    (:class:`authz.errors.OutboundRefused` when ``outbound``'s policy refuses the address).
+
+    The URL is vetted by Tessera's one outbound client (resolved once, loopback/private/metadata
+    addresses refused unless ``TESSERA_OUTBOUND_ALLOW`` permits them). For ``http`` URLs the MCP session
+    then connects to the vetted address itself (``Host`` keeps the name), so a DNS answer that changes
+    after the check cannot redirect it; ``https`` connects by name after the check (TLS pins the name).
+    Redirects are not followed."""
+    import httpx2
     from mcp.client.session import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
+    try:
+        parsed, _host, address = await outbound.vet(url)
+    except InvalidArgument as exc:
+        raise DependencyError(f"tools/list URL refused: {exc.message}") from None
+    headers: dict[str, str] = {}
+    target = url
+    if parsed.scheme == "http":
+        target = str(parsed.copy_with(host=address))
+        headers["host"] = parsed.netloc.decode("ascii")
+    client = httpx2.AsyncClient(headers=headers, timeout=timeout_s, follow_redirects=False, trust_env=False)
     tools: list[dict[str, Any]] = []
     try:
-        async with asyncio.timeout(timeout_s):
-            async with streamable_http_client(url) as streams:
-                read, write = streams[0], streams[1]
-                async with ClientSession(read, write) as session:
-                    await session.initialize()
-                    cursor = None
-                    for _ in range(MAX_PAGES):
-                        if cursor is None:
-                            result = await session.list_tools()
-                        else:
-                            from mcp.types import PaginatedRequestParams
+        async with (
+            asyncio.timeout(timeout_s),
+            client,
+            streamable_http_client(target, http_client=client) as streams,
+            ClientSession(streams[0], streams[1]) as session,
+        ):
+            await session.initialize()
+            cursor = None
+            for _ in range(MAX_PAGES):
+                if cursor is None:
+                    result = await session.list_tools()
+                else:
+                    from mcp.types import PaginatedRequestParams
 
-                            result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor))
-                        for tool in result.tools:
-                            dumped = tool.model_dump(by_alias=True, exclude_none=True, mode="json")
-                            tools.append({k: dumped[k] for k in _KEPT if k in dumped})
-                        if len(tools) > MAX_TOOLS:
-                            raise DependencyError(f"{url}: tools/list has more than {MAX_TOOLS} tools")
-                        cursor = getattr(result, "next_cursor", None) or getattr(result, "nextCursor", None)
-                        if not cursor:
-                            break
+                    result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor))
+                for tool in result.tools:
+                    dumped = tool.model_dump(by_alias=True, exclude_none=True, mode="json")
+                    tools.append({k: dumped[k] for k in _KEPT if k in dumped})
+                if len(tools) > MAX_TOOLS:
+                    raise DependencyError(f"{url}: tools/list has more than {MAX_TOOLS} tools")
+                cursor = getattr(result, "next_cursor", None) or getattr(result, "nextCursor", None)
+                if not cursor:
+                    break
     except DependencyError:
         raise
     except TimeoutError:
@@ -82,17 +103,13 @@ def catalog_for_settings(catalog: dict[str, Any] | None, upstream_tools: Iterabl
 
 
 async def refresh_catalogs(
-    store: Any,
-    *,
-    tenants: Iterable[str] | None = None,
-    fetch: Fetch | None = None,
+    store: Any, *, fetch: Fetch, tenants: Iterable[str] | None = None
 ) -> dict[str, str]:
     """Fetch ``tools/list`` for each tenant with a ``tools_url`` (or just ``tenants``) and store changes.
 
     Returns tenant → what happened (``updated``, ``unchanged`` or the error); never raises for one
     tenant's upstream failing.
     """
-    fetch = fetch or fetch_tools_list
     wanted = set(tenants) if tenants is not None else None
     outcome: dict[str, str] = {}
     known = await store.list_tenants()
@@ -130,7 +147,7 @@ async def refresh_catalogs(
 class CatalogRefresher:
     """Refreshes every tenant's upstream tool list now and then every ``interval_s`` until cancelled."""
 
-    def __init__(self, store: Any, *, interval_s: float, fetch: Fetch | None = None):
+    def __init__(self, store: Any, *, interval_s: float, fetch: Fetch):
         self._store = store
         self._interval_s = interval_s
         self._fetch = fetch

@@ -1,7 +1,8 @@
 """``tessera intent eval|catalog|refresh``.
 
 * ``eval --tools TOOLS.json --cases CASES.jsonl [--extractor URL]``: measured accuracy of the built-in
-  extractor (catalog derived from ``TOOLS.json``, an MCP ``tools/list`` result) or of an HTTP extractor,
+  extractor (catalog derived from ``TOOLS.json``, an MCP ``tools/list`` result) or of an HTTP extractor
+  (reached under the outbound rules: ``TESSERA_OUTBOUND_ALLOW`` for a loopback or private address),
   printed as one JSON object (:func:`authz.intent._eval.evaluate`). ``--max-false-deny-rate`` and
   ``--min-catch-rate`` make the exit code 1 when a target is missed.
 * ``catalog --tools TOOLS.json [--overrides CATALOG.yaml --tenant T]``: the catalog Tessera derives, as
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -24,8 +26,13 @@ from authz.errors import ConfigError
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def add_intent_commands(sub: Any, open_store: Callable[[argparse.Namespace], Any]) -> None:
-    """Register ``tessera intent ...``; ``open_store(args)`` returns the configured store."""
+def add_intent_commands(
+    sub: Any,
+    open_store: Callable[[argparse.Namespace], Any],
+    outbound: Callable[[argparse.Namespace], Any] | None = None,
+) -> None:
+    """Register ``tessera intent ...``; ``open_store(args)`` returns the configured store and
+    ``outbound(args)`` the configured :class:`authz.outbound.OutboundClient` (``refresh`` needs both)."""
     intent = sub.add_parser("intent", help="evaluate the intent extractor, show derived catalogs, refresh")
     isub = intent.add_subparsers(dest="intent_command", required=True)
 
@@ -50,7 +57,7 @@ def add_intent_commands(sub: Any, open_store: Callable[[argparse.Namespace], Any
     ref.add_argument("--var-dir", help="state directory (TESSERA_VAR_DIR, default ./var)")
     ref.add_argument("--tenant", action="append", help="only this tenant (repeatable)")
     ref.add_argument("--timeout", type=float, default=10.0)
-    ref.set_defaults(func=lambda args: cmd_refresh(args, open_store))
+    ref.set_defaults(func=lambda args: cmd_refresh(args, open_store, outbound))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -62,7 +69,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, Any]:
         if args.extractor:
-            async with HttpExtractor(args.extractor, timeout=args.timeout, cache_size=0) as http:
+            # the same outbound rules as the check service: a classifier on loopback or a private
+            # address needs TESSERA_OUTBOUND_ALLOW
+            from authz.config import _outbound
+            from authz.outbound import OutboundPolicy
+
+            policy = OutboundPolicy.build(_outbound(os.environ).allow)
+            async with HttpExtractor(
+                args.extractor, timeout=args.timeout, cache_size=0, policy=policy
+            ) as http:
                 return await evaluate(http, cases)
         return await evaluate(catalog_extractor(tools), cases)
 
@@ -93,11 +108,19 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_refresh(args: argparse.Namespace, open_store: Callable[[argparse.Namespace], Any]) -> int:
+def cmd_refresh(
+    args: argparse.Namespace,
+    open_store: Callable[[argparse.Namespace], Any],
+    outbound: Callable[[argparse.Namespace], Any] | None,
+) -> int:
     from authz.intent._refresh import fetch_tools_list, refresh_catalogs
 
+    if outbound is None:
+        raise ConfigError("tessera intent refresh needs the outbound configuration")
+    client = outbound(args)
+
     async def fetch(url: str) -> dict[str, Any]:
-        return await fetch_tools_list(url, timeout_s=args.timeout)
+        return await fetch_tools_list(url, outbound=client, timeout_s=args.timeout)
 
     async def run() -> dict[str, str]:
         store = open_store(args)
@@ -105,6 +128,7 @@ def cmd_refresh(args: argparse.Namespace, open_store: Callable[[argparse.Namespa
             return await refresh_catalogs(store, tenants=args.tenant, fetch=fetch)
         finally:
             await store.close()
+            await client.aclose()
 
     outcome = asyncio.run(run())
     print(json.dumps(outcome, indent=1))

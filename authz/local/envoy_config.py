@@ -46,11 +46,16 @@ CHECK_CLUSTER = "tessera_check"
 LIST_CLUSTER = "tessera_list"
 UPSTREAM_CLUSTER = "demo_upstream"
 ADMIN_CLUSTER = "tessera_admin"
+OTLP_CLUSTER = "opentelemetry_collector"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
 _HCM_FILTER = "envoy.filters.network.http_connection_manager"
 
 _VALIDATE_TIMEOUT_S = 60.0
+
+#: Envoy's own log lines as JSON objects, like Tessera's (``--log-format``; ``%j`` is the JSON-escaped
+#: message), so every log of a stack parses line by line.
+JSON_LOG_FORMAT = '{"time":"%Y-%m-%dT%T.%e%z","level":"%l","logger":"envoy.%n","message":"%j"}'
 
 
 def envoy_binary() -> str:
@@ -140,6 +145,7 @@ def render_envoy_config(
     source: Path = SHIPPED_CONFIG,
     admin_endpoints: Sequence[tuple[str, int]] = (("127.0.0.1", 9192),),
     admin_descriptor: Path = ADMIN_DESCRIPTOR,
+    otlp_endpoint: tuple[str, int] | None = None,
     list_endpoints: Sequence[tuple[str, int]] | None = None,
     cors_origins: Sequence[str] | None = None,
     mcp_idle_timeout_ms: int | None = None,
@@ -157,6 +163,8 @@ def render_envoy_config(
     - ``max_request_bytes``: the body limit of every route that sends the body to the check.
     - ``admin_endpoints``: the admin service replicas behind ``tessera_admin`` (REST and gRPC).
     - ``admin_descriptor``: the descriptor set the transcoder loads, written as an absolute path.
+    - ``otlp_endpoint``: the OTLP/gRPC receiver for Envoy's spans; None turns Envoy's tracing off
+      (the shipped file's ``tracing`` block and ``opentelemetry_collector`` cluster are dropped).
     - ``list_endpoints``: the list processor (ext_proc) behind ``tessera_list``; default: the check
       endpoints, which serve it on the same port.
     - ``cors_origins``: the browser origins whose CORS preflight is answered (None: the shipped list).
@@ -211,6 +219,8 @@ def render_envoy_config(
         if not hcms:
             raise ConfigError(f"{source}: listener {LISTENER_NAME!r} has no HTTP connection manager")
         for hcm in hcms:
+            if otlp_endpoint is None:
+                hcm.pop("tracing", None)
             transcoder = _find_named(hcm["http_filters"], TRANSCODER_FILTER, "HTTP filter", source)
             transcoder["typed_config"]["proto_descriptor"] = str(Path(admin_descriptor).resolve())
             ext_authz = _find_named(hcm["http_filters"], EXT_AUTHZ_FILTER, "HTTP filter", source)
@@ -234,6 +244,10 @@ def render_envoy_config(
                 _set_endpoints(cluster, list_endpoints or check_endpoints)
         _set_endpoints(_find_named(clusters, UPSTREAM_CLUSTER, "cluster", source), [upstream])
         _set_endpoints(_find_named(clusters, ADMIN_CLUSTER, "cluster", source), admin_endpoints)
+        if otlp_endpoint is None:
+            resources["clusters"] = [c for c in clusters if c.get("name") != OTLP_CLUSTER]
+        else:
+            _set_endpoints(_find_named(clusters, OTLP_CLUSTER, "cluster", source), [otlp_endpoint])
     except (KeyError, TypeError, IndexError) as exc:
         raise ConfigError(
             f"{source}: unexpected shape, cannot rewrite ({type(exc).__name__}: {exc})",

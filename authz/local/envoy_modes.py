@@ -61,8 +61,11 @@ def render_for_mode(
     upstream: str | None = None,
     check_timeout_ms: int = 500,
     max_request_bytes: int = 1048576,
+    otlp: str | None = None,
 ) -> str:
-    """The Envoy bootstrap for ``mode`` with the mode's defaults for every address not given."""
+    """The Envoy bootstrap for ``mode`` with the mode's defaults for every address not given.
+
+    ``otlp`` (``HOST:PORT`` of an OTLP/gRPC collector) keeps the shipped tracing on; None turns it off."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; one of {', '.join(MODES)}", reason="ENVOY_CONFIG_VALUE")
     defaults = MODES[mode]
@@ -81,6 +84,7 @@ def render_for_mode(
         upstream=parse_address(upstream),
         check_timeout_ms=check_timeout_ms,
         max_request_bytes=max_request_bytes,
+        otlp_endpoint=parse_address(otlp) if otlp else None,
     )
 
 
@@ -94,6 +98,7 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         upstream=args.upstream,
         check_timeout_ms=args.check_timeout_ms,
         max_request_bytes=args.max_request_bytes,
+        otlp=args.otlp,
     )
     if args.output in (None, "-"):
         if args.validate:
@@ -134,6 +139,11 @@ def add_envoy_config_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check-timeout-ms", type=int, default=500, help="ext_authz gRPC timeout (default 500)")
     p.add_argument(
         "--max-request-bytes", type=int, default=1048576, help="largest body checked (default 1 MiB)"
+    )
+    p.add_argument(
+        "--otlp",
+        metavar="HOST:PORT",
+        help="trace every request and export Envoy's spans over OTLP/gRPC to this collector (default: off)",
     )
     p.add_argument("--output", "-o", help="write here instead of stdout")
     p.add_argument("--validate", action="store_true", help="then run envoy --mode validate on --output")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from authz.local.envoy_config import EnvoyProcess, die_with_parent, render_envoy_config
+from authz.local.envoy_config import JSON_LOG_FORMAT, EnvoyProcess, die_with_parent, render_envoy_config
 
 
 def free_port() -> int:
@@ -75,10 +75,11 @@ class StackPorts:
     admin: int = 9192
     metrics: int = 9464
     upstream: int = 9000
+    admin_metrics: int = 9465
 
     @classmethod
     def free(cls) -> StackPorts:
-        return cls(*(free_port() for _ in range(6)))
+        return cls(*(free_port() for _ in range(7)))
 
 
 @dataclass
@@ -164,6 +165,8 @@ class Stack:
     replicas: int = 1
     check_timeout_ms: int = 500
     max_request_bytes: int = 1048576
+    #: Where Envoy sends its spans (OTLP/gRPC host, port); None renders the config without tracing.
+    otlp_endpoint: tuple[str, int] | None = None
     start_upstream: bool = True
     start_admin: bool = True
     #: Extra command-line arguments of the demo upstream (``--sse``, ``--slow-tool``).
@@ -233,6 +236,7 @@ class Stack:
                     self.service_env()
                     | {
                         "TESSERA_ADMIN_PORT": str(self.ports.admin),
+                        "TESSERA_ADMIN_METRICS_PORT": str(self.ports.admin_metrics),
                         "TESSERA_BOOTSTRAP_ADMIN_KEY": self.admin_key,
                     },
                     self.workdir / "admin.log",
@@ -262,6 +266,7 @@ class Stack:
                     admin_endpoints=[("127.0.0.1", self.ports.admin)],
                     check_timeout_ms=self.check_timeout_ms,
                     max_request_bytes=self.max_request_bytes,
+                    otlp_endpoint=self.otlp_endpoint,
                     list_endpoints=self.list_endpoints,
                     cors_origins=self.cors_origins,
                     mcp_idle_timeout_ms=self.mcp_idle_timeout_ms,
@@ -270,7 +275,10 @@ class Stack:
                 )
             )
             self.envoy = EnvoyProcess(
-                config_path, admin_port=self.ports.envoy_admin, log_path=self.workdir / "envoy.log"
+                config_path,
+                admin_port=self.ports.envoy_admin,
+                log_path=self.workdir / "envoy.log",
+                extra_args=("--log-format", JSON_LOG_FORMAT),
             )
             self.envoy.start()
             self.envoy.wait_ready(30)

@@ -25,8 +25,8 @@ from authz.intent import (
     fetch_tools_list,
 )
 from authz.oauth import accept_access_tokens
-from authz.observability import Metrics, serve_http
-from authz.outbound import policy_from_config
+from authz.observability import CheckMetrics, Tracing, new_registry, serve_http, setup_tracing
+from authz.outbound import OutboundClient, policy_from_config
 from authz.policy import OpaClients, compile_policy
 from authz.server.check_service import AuthorizationService
 from authz.server.list_service import add_list_processor, list_filter_for
@@ -66,10 +66,12 @@ class CheckRuntime:
     directory: TenantDirectory
     pipeline: Pipeline
     recorder: DecisionRecorder
-    metrics: Metrics
+    metrics: CheckMetrics
     #: Connections to the OPA servers of tenants that decide through OPA (authz.policy.OpaClients).
     opa: OpaClients = field(default_factory=OpaClients)
     jwks: Any = None  # authz.oauth.JwksCache when OAuth access tokens are accepted
+    #: None unless the OTEL_* variables turn tracing on.
+    tracing: Tracing | None = None
 
 
 def _extractor_factory(config: TesseraConfig):
@@ -96,8 +98,12 @@ def _extractor_factory(config: TesseraConfig):
 def _catalog_refresher(config: TesseraConfig, store: Store) -> CatalogRefresher:
     """Fetches each tenant's upstream ``tools/list`` on a schedule (tenants with ``intent.tools_url``)."""
 
+    outbound = OutboundClient(
+        policy_from_config(config), timeout_s=config.intent.refresh_timeout_s, purpose="intent tools/list"
+    )
+
     async def fetch(url: str) -> dict[str, Any]:
-        return await fetch_tools_list(url, timeout_s=config.intent.refresh_timeout_s)
+        return await fetch_tools_list(url, outbound=outbound, timeout_s=config.intent.refresh_timeout_s)
 
     return CatalogRefresher(store, interval_s=config.intent.refresh_s, fetch=fetch)
 
@@ -119,6 +125,8 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         remote_policy=opa.policy,
     )
     await directory.refresh(force=True)
+    metrics = CheckMetrics(tenant_label=config.observability.metrics_tenant_label)
+    tracing = setup_tracing("tessera-check") if config.observability.tracing else None
     authenticator, jwks = accept_access_tokens(
         config.oauth_issuers_file, TokenAuthenticator(keyring, cache_size=config.check.token_cache_size)
     )
@@ -132,9 +140,12 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         approval_ttl_s=config.check.approval_ttl_s,
         approval_quorum=config.check.approval_quorum,
         default_deadline_s=config.check.deadline_ms / 1000,
+        observer=metrics,
+        tracer=tracing.pipeline_tracer() if tracing is not None else None,
     )
+    recorder = make_recorder(config, store)
     return CheckRuntime(
-        config, store, keyring, directory, pipeline, make_recorder(config, store), Metrics(), opa, jwks=jwks
+        config, store, keyring, directory, pipeline, recorder, metrics, opa, jwks=jwks, tracing=tracing
     )
 
 
@@ -142,7 +153,9 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
     """Run the check service until SIGTERM/SIGINT: ext_authz + health on the check port, metrics HTTP."""
     runtime = await build_runtime(config)
     tune_gc()
-    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+    # With tracing off there is no interceptor at all: a grpc.aio interceptor costs on every call.
+    interceptors = runtime.tracing.server_interceptors() if runtime.tracing is not None else None
+    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
     listing = list_filter_for(runtime)
     service = AuthorizationService(
         runtime.pipeline,
@@ -151,6 +164,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         strip_authorization=config.check.strip_authorization,
         metrics=runtime.metrics,
         body_limits=config.body,
+        tracing=runtime.tracing,
         listing=listing,
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
@@ -164,6 +178,8 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         # Exit callbacks run last-in-first-out: stop the server (drain in-flight checks), then flush the
         # audit recorder, then close the store.
         stack.push_async_callback(runtime.store.close)
+        if runtime.tracing is not None:
+            stack.callback(runtime.tracing.shutdown)  # flushes the last spans after the server stopped
         stack.push_async_callback(runtime.opa.aclose)
         closer = getattr(runtime.recorder, "aclose", None)
         if closer is not None:
@@ -176,7 +192,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         http = await serve_http(
             config.listen.host,
             config.listen.metrics_port,
-            runtime.metrics,
+            new_registry(runtime.metrics),
             ready=lambda: runtime.directory.versions is not None and runtime.directory.last_error is None,
         )
         stack.callback(http.close)

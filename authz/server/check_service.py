@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -31,6 +32,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         metrics: Any = None,
         body_limits: Any = wire.DEFAULT_LIMITS,
         unauthenticated_window_s: float = 60.0,
+        tracing: Any = None,
         listing: Any = None,
     ):
         self._pipeline = pipeline
@@ -41,16 +43,20 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._deadline_cap_s = deadline_cap_s
         self._strip_authorization = strip_authorization
         self._metrics = metrics
+        #: authz.observability.Tracing when OTEL_* turned tracing on, else None (no span work at all).
+        self._tracing = tracing
         self._listing = listing  # authz.check.listing.ListFilter: list responses are filtered
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         try:
+            if self._tracing is not None:
+                return await self._check_traced(request, context)
             return await self._check(request, context)
         except Exception as exc:  # fail closed: a bug here must still be a deny
-            log.exception("check failed unexpectedly")
             decision = unavailable(None, f"internal error: {type(exc).__name__}")
+            log.exception("check failed unexpectedly", extra={"decision_id": decision.decision_id})
             # Audited like every answer; bounded, since whatever failed may be the store itself.
             try:
                 async with asyncio.timeout(self._deadline_cap_s):
@@ -65,7 +71,22 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 decision.decision_id,
             )
 
-    async def _check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext):
+    async def _check_traced(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext):
+        from authz.observability import annotate_check_span, current_trace_id
+
+        annotate_check_span(request)
+        trace_id = current_trace_id()
+        reply = await self._check(request, context, trace_id)
+        if trace_id is not None:
+            wire.add_trace_header(reply, trace_id)
+        return reply
+
+    async def _check(
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext,
+        trace_id: str | None = None,
+    ):
         deadline = wire.monotonic_deadline(context.time_remaining(), self._deadline_cap_s)
         source = request.attributes.source.address.socket_address.address
         parsed = wire.parse_request(
@@ -76,9 +97,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         )
         if parsed.protocol_error is not None:
             reply, decision = wire.protocol_denial(parsed)
-            if not await self._record([decision], source):
+            if trace_id is not None:
+                decision = replace(decision, trace_id=trace_id)
+            if not await self._record([decision], source, trace_id):
                 self._unrecorded([decision])
-            self._count([decision])
+            self._count([decision], trace_id)
             return reply
         # A batch is all or nothing: one denial denies it and then charges no element's budget.
         decisions = await self._pipeline.check_batch([m.input for m in parsed.messages])
@@ -89,13 +112,15 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 unavailable(d, "check deadline exceeded before the answer") if d.allowed else d
                 for d in decisions
             ]
-        if not await self._record(decisions, source):
+        if trace_id is not None:
+            decisions = [replace(d, trace_id=trace_id) for d in decisions]
+        if not await self._record(decisions, source, trace_id):
             if decisions[-1].allowed:
                 decisions[-1] = unavailable(
                     decisions[-1], "the decision could not be written to the audit chain"
                 )
             self._unrecorded(decisions)
-        self._count(decisions)
+        self._count(decisions, trace_id)
         last = decisions[-1]
         if last.allowed:
             reply = wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
@@ -110,17 +135,34 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 return reply
         return wire.deny_for(parsed, last, parsed.messages)
 
-    async def _record(self, decisions: list[Decision], source: str | None = None) -> bool:
+    async def _record(
+        self, decisions: list[Decision], source: str | None = None, trace_id: str | None = None
+    ) -> bool:
         """Durably record before answering; False (and the caller denies) when that failed."""
+        started = time.perf_counter()
         try:
-            if source is None:
-                await self._recorder.record(decisions)
+            if self._tracing is None:
+                await self._write(decisions, source)
             else:
-                await self._audit.record(decisions, source)
-            return True
-        except Exception:
-            log.exception("audit write failed")
+                with self._tracing.span("tessera.audit", **{"tessera.stage": "audit"}):
+                    await self._write(decisions, source)
+        except Exception as exc:
+            log.exception(
+                "audit write failed",
+                extra={"decision_id": decisions[-1].decision_id, "tenant": decisions[-1].tenant},
+            )
+            if self._metrics is not None:
+                self._metrics.store_error("audit", exc)
             return False
+        if self._metrics is not None:
+            self._metrics.observe_audit_commit(time.perf_counter() - started, trace_id)
+        return True
+
+    async def _write(self, decisions: list[Decision], source: str | None) -> None:
+        if source is None:
+            await self._recorder.record(decisions)
+        else:
+            await self._audit.record(decisions, source)
 
     def _unrecorded(self, decisions: list[Decision]) -> None:
         """Answered without an audit event (the store is down): counted, logged, kept for later."""
@@ -128,10 +170,19 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         if self._metrics is not None:
             self._metrics.unrecorded += len(decisions)
 
-    def _count(self, decisions: list[Decision]) -> None:
+    def _count(self, decisions: list[Decision], trace_id: str | None = None) -> None:
         if self._metrics is not None:
             for decision in decisions:
-                self._metrics.observe(decision)
+                self._metrics.observe(decision, trace_id)
+        if log.isEnabledFor(logging.DEBUG):  # one cached lookup per check when not debugging
+            for d in decisions:
+                log.debug(
+                    "%s %s%s",
+                    d.outcome.value,
+                    d.tool or d.rpc_method or "request",
+                    f" ({d.check.value}, {d.code})" if d.check is not None else "",
+                    extra={"decision_id": d.decision_id, "tenant": d.tenant, "trace_id": trace_id},
+                )
 
     async def aclose(self) -> None:
         """Write the open windows of aggregated denials (before the recorder closes)."""

@@ -27,6 +27,7 @@ from authz.server import body as body_limits
 
 TESSERA_HEADER_PREFIX = "x-tessera-"
 DECISION_HEADER = "x-tessera-decision-id"
+TRACE_HEADER = "x-tessera-trace-id"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 DEFAULT_LIMITS = BodyLimitsConfig()
 
@@ -485,6 +486,14 @@ def protocol_denial(parsed: ParsedRequest) -> tuple[external_auth_pb2.CheckRespo
     return denied_response(
         200, {"jsonrpc": "2.0", "id": request_id, "error": error}, decision.decision_id
     ), decision
+
+
+def add_trace_header(reply: external_auth_pb2.CheckResponse, trace_id: str) -> None:
+    """Tell the agent which trace its call was authorized in (``x-tessera-trace-id``, tracing on)."""
+    if reply.HasField("ok_response"):
+        reply.ok_response.response_headers_to_add.append(_header(TRACE_HEADER, trace_id, overwrite=True))
+    else:
+        reply.denied_response.headers.append(_header(TRACE_HEADER, trace_id))
 
 
 def monotonic_deadline(time_remaining: float | None, cap_s: float) -> float:

@@ -24,6 +24,7 @@ def test_tessera_run_on_postgres_with_two_replicas(tmp_path, pg_url: str):
         "TESSERA_CHECK_PORT": str(free_port()),
         "TESSERA_ADMIN_PORT": str(free_port()),
         "TESSERA_METRICS_PORT": str(free_port()),
+        "TESSERA_ADMIN_METRICS_PORT": str(free_port()),
         "TESSERA_DEMO_PORT": str(free_port()),
         "TESSERA_ENVOY_ADMIN_PORT": str(free_port()),
     }

@@ -13,7 +13,7 @@ import pytest
 
 from authz.audit import ChainRecorder, verify_chain
 from authz.errors import StoreUnavailable
-from authz.observability import Metrics
+from authz.observability import CheckMetrics
 from authz.server.check_service import AuthorizationService
 from authz.storage.postgres import PostgresStore
 from tests.pg import PostgresCluster, PostgresNotInstalled
@@ -37,7 +37,7 @@ def own_cluster():
 async def test_denials_during_a_postgres_outage_are_written_when_it_is_back(own_cluster):
     store = PostgresStore(own_cluster.create_database(), timeout=0.5)
     recorder = ChainRecorder(store)
-    metrics = Metrics()
+    metrics = CheckMetrics()
     service = AuthorizationService(ScriptedPipeline(), recorder, deadline_cap_s=2, metrics=metrics)
     try:
         reply = await service.Check(request(rpc("ping", id_=0), headers=GOOD), Context(2))

@@ -11,7 +11,7 @@ import json
 import logging
 
 from authz.audit import ChainRecorder, verify_chain
-from authz.observability import Metrics
+from authz.observability import CheckMetrics
 from authz.server.check_service import AuthorizationService
 from authz.storage.sqlite import SQLiteStore
 from tests.unit.test_check_service import Context, ScriptedPipeline
@@ -36,7 +36,7 @@ async def events(store, tenant):
 async def test_denials_during_an_outage_are_counted_logged_and_written_later(tmp_path, caplog):
     store = SQLiteStore(tmp_path / "audit.db")
     recorder = ChainRecorder(store)
-    metrics = Metrics()
+    metrics = CheckMetrics()
     service = AuthorizationService(ScriptedPipeline(), recorder, deadline_cap_s=5, metrics=metrics)
     outage(store, True)
     with caplog.at_level(logging.ERROR, logger="tessera.audit"):

@@ -142,7 +142,7 @@ def classifier() -> Iterator[str]:
     assert seen and set(seen) == {EVAL_TENANT}
 
 
-def test_eval_with_an_http_extractor_uses_the_same_command(classifier, capsys):
+def test_eval_with_an_http_extractor_uses_the_same_command(classifier, capsys, monkeypatch):
     base = [
         "intent",
         "eval",
@@ -153,6 +153,9 @@ def test_eval_with_an_http_extractor_uses_the_same_command(classifier, capsys):
     ]
     assert main([*base, "--summary"]) == 0
     built_in = json.loads(capsys.readouterr().out)
+    assert main([*base, "--summary", "--extractor", classifier]) == 2  # loopback: refused by default
+    assert "refused" in capsys.readouterr().err
+    monkeypatch.setenv("TESSERA_OUTBOUND_ALLOW", "127.0.0.1")  # the operator allowlists the classifier
     assert main([*base, "--summary", "--extractor", classifier]) == 0
     remote = json.loads(capsys.readouterr().out)
     assert remote["extractor"] == classifier and built_in["extractor"] == "catalog"

@@ -13,13 +13,21 @@ import pytest
 import uvicorn
 
 from authz.demo import build_app
-from authz.errors import ConfigError, DependencyError
+from authz.errors import ConfigError, DependencyError, OutboundRefused
 from authz.intent import CatalogExtractor, catalog_for_settings, fetch_tools_list, refresh_catalogs
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.storage import TenantSettings
 from authz.storage.sqlite import SQLiteStore
 from authz.tenants import apply_tenants_file, parse_tenants_file
 
 DEMO_TOOLS = {"read_invoice", "list_invoices", "transfer_funds", "delete_invoice"}
+#: The operator allowlist that lets Tessera reach the loopback upstream these tests run.
+LOOPBACK = OutboundPolicy.build(["127.0.0.1"])
+
+
+async def fetch(url: str) -> dict:
+    async with OutboundClient(LOOPBACK, purpose="intent tools/list") as outbound:
+        return await fetch_tools_list(url, outbound=outbound, timeout_s=10)
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +56,22 @@ def closed_port_url() -> str:
 
 
 async def test_fetch_tools_list_from_a_real_mcp_server(upstream):
-    listed = await fetch_tools_list(upstream)
+    listed = await fetch(upstream)
     assert {tool["name"] for tool in listed["tools"]} == DEMO_TOOLS
     assert all(tool["description"] and tool["inputSchema"] for tool in listed["tools"])
 
 
 async def test_an_unreachable_upstream_is_a_dependency_error():
     with pytest.raises(DependencyError, match="tools/list failed"):
-        await fetch_tools_list(closed_port_url(), timeout_s=5)
+        await fetch(closed_port_url())
+
+
+async def test_the_fetch_goes_through_the_outbound_rules(upstream):
+    async with OutboundClient(OutboundPolicy.build(), purpose="intent tools/list") as outbound:
+        with pytest.raises(OutboundRefused, match="loopback"):  # not allowlisted: refused before connecting
+            await fetch_tools_list(upstream, outbound=outbound)
+        with pytest.raises(DependencyError, match="URL refused"):
+            await fetch_tools_list("file:///etc/passwd", outbound=outbound)
 
 
 async def test_refresh_stores_the_list_and_the_catalog_follows(tmp_path, upstream):
@@ -63,11 +79,11 @@ async def test_refresh_stores_the_list_and_the_catalog_follows(tmp_path, upstrea
     try:
         await store.put_tenant("demo", TenantSettings(intent_mode="enforce", tools_url=upstream))
         await store.put_tenant("other", TenantSettings(intent_mode="enforce"))
-        assert await refresh_catalogs(store) == {"demo": "updated (4 tools)"}
+        assert await refresh_catalogs(store, fetch=fetch) == {"demo": "updated (4 tools)"}
         settings = await store.get_tenant("demo")
         assert {tool["name"] for tool in settings.upstream_tools} == DEMO_TOOLS
         assert TenantSettings.from_json(settings.to_json()) == settings  # survives the store's JSON
-        assert await refresh_catalogs(store, tenants=["demo", "other"]) == {
+        assert await refresh_catalogs(store, tenants=["demo", "other"], fetch=fetch) == {
             "demo": "unchanged",
             "other": "no tools_url configured",
         }
@@ -84,7 +100,7 @@ async def test_refresh_stores_the_list_and_the_catalog_follows(tmp_path, upstrea
                 intent_mode="enforce", tools_url=closed_port_url(), upstream_tools=settings.upstream_tools
             ),
         )
-        outcome = await refresh_catalogs(store)
+        outcome = await refresh_catalogs(store, fetch=fetch)
         assert outcome["demo"].startswith("failed:")
         assert (await store.get_tenant("demo")).upstream_tools == settings.upstream_tools
     finally:
@@ -143,7 +159,7 @@ async def test_applying_the_tenants_file_keeps_the_fetched_list(tmp_path):
         await store.close()
 
 
-async def test_tessera_intent_refresh_is_the_operators_request(tmp_path, upstream, capsys):
+async def test_tessera_intent_refresh_is_the_operators_request(tmp_path, upstream, capsys, monkeypatch):
     import asyncio
     import json
 
@@ -154,6 +170,10 @@ async def test_tessera_intent_refresh_is_the_operators_request(tmp_path, upstrea
     await store.put_tenant("demo", TenantSettings(intent_mode="enforce", tools_url=upstream))
     await store.close()
     args = ["intent", "refresh", "--database-url", f"sqlite:///{db}", "--var-dir", str(tmp_path / "var")]
+    code = await asyncio.to_thread(main, [*args, "--tenant", "demo"])
+    refused = json.loads(capsys.readouterr().out)["demo"]
+    assert code == 1 and "loopback" in refused  # the upstream is on loopback: refused until allowlisted
+    monkeypatch.setenv("TESSERA_OUTBOUND_ALLOW", "127.0.0.1")
     code = await asyncio.to_thread(main, [*args, "--tenant", "demo"])
     assert code == 0 and json.loads(capsys.readouterr().out) == {"demo": "updated (4 tools)"}
     code = await asyncio.to_thread(main, [*args, "--tenant", "nobody-configured"])

@@ -55,6 +55,7 @@ from authz.api.admin.v1 import (
 from authz.audit import audited_mutation
 from authz.config import TesseraConfig
 from authz.errors import ConfigError
+from authz.observability import AdminMetrics, new_registry, serve_http, setup_tracing
 from authz.outbound import OutboundClient, policy_from_config
 from authz.secrets import Secret
 from authz.server.admin._common import LOOPBACK_PROXIES, AdminRuntime
@@ -63,6 +64,7 @@ from authz.server.admin.audit import AuditService
 from authz.server.admin.auth import AdminAuthInterceptor
 from authz.server.admin.integrations import IntegrationService
 from authz.server.admin.keys import AdminKeyService
+from authz.server.admin.observe import AdminMetricsInterceptor, count_pending_approvals
 from authz.server.admin.policies import PolicyService
 from authz.server.admin.tenants import TenantService
 from authz.server.admin.tokens import TokenService
@@ -120,6 +122,9 @@ _SERVICES = (
 SERVICE_NAMES = tuple(module.DESCRIPTOR.services_by_name[name].full_name for module, name, _, _ in _SERVICES)
 
 BANNER_RULE = "=" * 78
+
+#: How often the admin service recounts pending approvals for ``tessera_approvals_pending``.
+APPROVALS_GAUGE_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,17 +260,24 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         ),
         trusted_proxies=settings.trusted_proxies,
     )
+    runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
     await bootstrap_admin_key(store, settings.bootstrap_key)
     return runtime
 
 
-def build_server(runtime: AdminRuntime) -> tuple[grpc.aio.Server, Any]:
-    """The gRPC server with every admin service, health and reflection (not started, no port)."""
+def build_server(runtime: AdminRuntime, tracing_interceptors: list[Any] = ()) -> tuple[grpc.aio.Server, Any]:
+    """The gRPC server with every admin service, health and reflection (not started, no port).
+
+    Interceptors, outermost first: tracing (when on), metrics (when the runtime has them), auth."""
+    metrics = runtime.extras.get("metrics")
+    outer = [AdminMetricsInterceptor(metrics)] if metrics is not None else []
     server = grpc.aio.server(
         interceptors=[
+            *tracing_interceptors,
+            *outer,
             AdminAuthInterceptor(
                 runtime.store, limiter=runtime.auth_limiter, trusted_proxies=runtime.trusted_proxies
-            )
+            ),
         ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
@@ -301,7 +313,8 @@ async def serve_admin(
     """Run the admin service until SIGTERM/SIGINT."""
     settings = settings or AdminSettings.from_env()
     runtime = await build_admin_runtime(config, settings)
-    server, health_servicer = build_server(runtime)
+    tracing = setup_tracing("tessera-admin") if config.observability.tracing else None
+    server, health_servicer = build_server(runtime, tracing.server_interceptors() if tracing else [])
     address = f"{config.listen.host}:{config.listen.admin_port}"
     if server.add_insecure_port(address) == 0:
         raise OSError(f"cannot listen on {address}")
@@ -315,12 +328,24 @@ async def serve_admin(
     )
     async with AsyncExitStack() as stack:
         stack.push_async_callback(runtime.store.close)
+        if tracing is not None:
+            stack.callback(tracing.shutdown)
         await server.start()
         stack.push_async_callback(server.stop, 2.0)
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         task = asyncio.create_task(notifier.run(), name="approval-webhook")
         stack.callback(task.cancel)
+        metrics = runtime.extras["metrics"]
+        gauge = asyncio.create_task(
+            count_pending_approvals(runtime.store, metrics, APPROVALS_GAUGE_INTERVAL_S),
+            name="approvals-gauge",
+        )
+        stack.callback(gauge.cancel)
+        http = await serve_http(
+            config.listen.host, config.listen.admin_metrics_port, new_registry(metrics), ready=lambda: True
+        )
+        stack.callback(http.close)
         pruner = StatePruner(
             runtime.store,
             interval_s=settings.prune_interval_s,

@@ -129,6 +129,10 @@ class AuditService(pb_grpc.AuditServiceServicer):
                     summary=result.summary(),
                 )
             )
+        metrics = self.rt.extras.get("metrics")
+        if metrics is not None:
+            for result in results:
+                metrics.observe_verification(result.ok)
         return pb.VerifyAuditChainResponse(results=results, ok=all(r.ok for r in results))
 
     async def ExportAuditEvents(

@@ -1,0 +1,186 @@
+"""OpenTelemetry tracing, configured by the standard ``OTEL_*`` environment variables; off by default.
+
+Tracing is on when ``OTEL_TRACES_EXPORTER`` names an exporter (``otlp`` or ``console``), or when it is
+unset and ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set;
+``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none`` turns it off. The OTLP protocol comes from
+``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``: ``grpc`` (default) or
+``http/protobuf``. Everything else (endpoint, headers, timeout, ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*``) is read by the SDK itself.
+
+With tracing off nothing here is built: the gRPC servers get no interceptor and the pipeline no tracer,
+so a check creates no span object at all.
+
+Spans of one check, as Envoy → Tessera → stages:
+
+- the gRPC server span ``envoy.service.auth.v3.Authorization/Check`` (``opentelemetry-instrumentation-grpc``,
+  ``rpc.*`` attributes), a child of Envoy's ext_authz span through the W3C ``traceparent`` Envoy sends;
+  Tessera adds ``mcp.session.id`` from the request's ``Mcp-Session-Id`` header;
+- one span per authorized message, named ``{mcp.method.name} {gen_ai.tool.name}`` (MCP semantic
+  conventions), with ``tessera.decision``, ``tessera.check``, ``tessera.code``, ``tessera.tenant``,
+  ``tessera.agent``, ``tessera.decision_id`` and ``error.type`` for a JSON-RPC error;
+- under it one span per stage: ``tessera.capability``, ``tessera.intent``, ``tessera.provenance``,
+  ``tessera.policy`` (with ``tessera.approval`` inside when an approval is looked up or created),
+  ``tessera.budget``; and ``tessera.audit`` for the durable audit commit.
+
+Attributes never carry a token, a prompt or an argument value (tool and argument *names* only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from authz.errors import ConfigError
+
+
+def tracing_requested(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the ``OTEL_*`` variables ask for traces (see the module docstring)."""
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER")
+    if exporter is not None and exporter.strip():
+        return exporter.strip().lower() != "none"
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def _exporter(env: Mapping[str, str]) -> Any:
+    name = (env.get("OTEL_TRACES_EXPORTER") or "otlp").split(",")[0].strip().lower()
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if name != "otlp":
+        raise ConfigError(f"OTEL_TRACES_EXPORTER={name!r} is not supported (otlp, console or none)")
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    ).strip()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    raise ConfigError(f"OTLP protocol {protocol!r} is not supported (grpc or http/protobuf)")
+
+
+@dataclass
+class Tracing:
+    """A service's tracer provider and what it hands to the gRPC server, the pipeline and the logs."""
+
+    provider: Any  # opentelemetry.sdk.trace.TracerProvider
+    tracer: trace.Tracer
+
+    def server_interceptors(self) -> list[Any]:
+        """The ``grpc.aio`` server interceptor of ``opentelemetry-instrumentation-grpc``: a server span
+        per RPC, continuing the caller's W3C trace context."""
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+        return [aio_server_interceptor(tracer_provider=self.provider)]
+
+    def pipeline_tracer(self) -> PipelineTracer:
+        return PipelineTracer(self.tracer)
+
+    def span(self, name: str, **attributes: Any) -> Any:
+        return self.tracer.start_as_current_span(name, attributes=attributes or None)
+
+    def shutdown(self) -> None:
+        """Flush spans still buffered and stop the exporter."""
+        self.provider.shutdown()
+
+
+def setup_tracing(service_name: str, env: Mapping[str, str] | None = None) -> Tracing | None:
+    """Build tracing from ``OTEL_*``; None when it is off (the default)."""
+    env = os.environ if env is None else env
+    if not tracing_requested(env):
+        return None
+    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    try:
+        version = metadata.version("tessera")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES; OTEL_SERVICE_NAME, when set, names the service.
+    name = env.get("OTEL_SERVICE_NAME") or service_name
+    resource = Resource.create({SERVICE_NAME: name, SERVICE_VERSION: version})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
+    return Tracing(provider, provider.get_tracer("tessera", version))
+
+
+def current_trace_id() -> str | None:
+    """The active span's trace id (32 hex digits), None outside a sampled trace (an id whose spans are
+    never exported would send an auditor nowhere)."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid and context.trace_flags.sampled else None
+
+
+def annotate_check_span(request: Any) -> None:
+    """Put the MCP session id (``Mcp-Session-Id``) on the current gRPC server span."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    http = request.attributes.request.http
+    session = None
+    for header in http.header_map.headers:
+        if header.key.lower() == "mcp-session-id":
+            session = (header.raw_value or header.value.encode()).decode("utf-8", "replace")
+            break
+    else:
+        session = http.headers.get("mcp-session-id")
+    if session:
+        span.set_attribute("mcp.session.id", session[:256])
+
+
+class PipelineTracer:
+    """The pipeline's tracing seam (see :class:`authz.check.pipeline.Pipeline`), on OpenTelemetry."""
+
+    __slots__ = ("_tracer",)
+
+    def __init__(self, tracer: trace.Tracer):
+        self._tracer = tracer
+
+    def call(self, inp: Any) -> Any:
+        """The span of one authorized message (its name and attributes follow the MCP conventions)."""
+        method = inp.rpc_method or inp.http_method
+        attributes: dict[str, Any] = {"mcp.method.name": method, "tessera.transport": inp.transport}
+        name = method
+        if inp.tool is not None:
+            attributes["gen_ai.tool.name"] = inp.tool
+            attributes["gen_ai.operation.name"] = "execute_tool"
+            name = f"{method} {inp.tool}"
+        return self._tracer.start_as_current_span(
+            name, kind=SpanKind.INTERNAL, attributes=attributes, record_exception=False
+        )
+
+    def stage(self, name: str) -> Any:
+        return self._tracer.start_as_current_span(f"tessera.{name}", attributes={"tessera.stage": name})
+
+    def finish(self, span: Any, decision: Any) -> None:
+        check = decision.check
+        attributes: dict[str, Any] = {
+            "tessera.decision": decision.outcome.value,
+            "tessera.decision_id": decision.decision_id,
+        }
+        if check is not None:
+            attributes["tessera.check"] = check.value
+        if decision.code is not None:
+            attributes["tessera.code"] = decision.code
+            attributes["error.type"] = str(decision.code)
+        if decision.tenant:
+            attributes["tessera.tenant"] = decision.tenant
+        if decision.agent:
+            attributes["tessera.agent"] = decision.agent
+        span.set_attributes(attributes)
+        if check is not None and check.value == "unavailable":
+            span.set_status(Status(StatusCode.ERROR, "authorization unavailable (fail closed)"))
