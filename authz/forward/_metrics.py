@@ -1,4 +1,4 @@
-"""Forwarder metrics in Prometheus text format (``tessera forward run --metrics-port``).
+"""Forwarder metrics (``tessera forward run --metrics-port``), a ``prometheus_client`` collector.
 
 Lag, dead letters and last success come from the store (every replica reports the same numbers, so
 alert on any); delivered and dead-lettered counters and ``lease_held`` are this process's own.
@@ -6,19 +6,19 @@ alert on any); delivered and dead-lettered counters and ``lease_held`` are this 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from authz.forward._driver import Forwarder
 from authz.forward._health import SinkHealth, forwarder_health
 from authz.storage.protocols import Store
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-class ForwarderMetrics:
-    """``refresh()`` (async, from the store) then ``render()`` (sync, for the metrics endpoint)."""
+class ForwarderMetrics(Collector):
+    """``refresh()`` (async, from the store; the endpoint calls it every few seconds), then
+    ``collect()`` from the last snapshot, so a scrape never waits for the database."""
 
     def __init__(self, forwarders: Sequence[Forwarder]):
         self.forwarders = list(forwarders)
@@ -31,12 +31,7 @@ class ForwarderMetrics:
         except Exception:  # keep serving the last numbers; the error counter says they are stale
             self.refresh_errors += 1
 
-    def render(self) -> str:
-        lines: list[str] = []
-
-        def family(name: str, kind: str, help_text: str) -> None:
-            lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
-
+    def collect(self) -> Iterator[Metric]:
         per_cursor = [
             ("tessera_forwarder_lag_events", "Committed audit events the sink has not acknowledged.",
              lambda h: h.lag_events),
@@ -47,24 +42,28 @@ class ForwarderMetrics:
              lambda h: h.cursor.last_success_at or 0),
         ]  # fmt: skip
         for name, help_text, value in per_cursor:
-            family(name, "gauge", help_text)
+            gauge = GaugeMetricFamily(name, help_text, labels=["sink", "tenant"])
             for h in self.health:
-                labels = f'sink="{_label(h.cursor.sink)}",tenant="{_label(h.cursor.tenant)}"'
-                lines.append(f"{name}{{{labels}}} {value(h)}")
-        per_sink = [
-            ("tessera_forwarder_events_delivered_total", "counter", "Events this process delivered.",
-             lambda f: f.delivered),
-            ("tessera_forwarder_events_dead_lettered_total", "counter", "Events this process dead-lettered.",
-             lambda f: f.dead_lettered),
-            ("tessera_forwarder_lease_held", "gauge", "1 when this process is the sink's active forwarder.",
-             lambda f: int(f.lease_held)),
-        ]  # fmt: skip
-        for name, kind, help_text, value in per_sink:
-            family(name, kind, help_text)
-            for f in self.forwarders:
-                lines.append(f'{name}{{sink="{_label(f.sink.name)}"}} {value(f)}')
-        family(
-            "tessera_forwarder_metrics_refresh_errors_total", "counter", "Failed reads of forwarder health."
+                gauge.add_metric([h.cursor.sink, h.cursor.tenant], value(h))
+            yield gauge
+        delivered = CounterMetricFamily(
+            "tessera_forwarder_events_delivered", "Events this process delivered.", labels=["sink"]
         )
-        lines.append(f"tessera_forwarder_metrics_refresh_errors_total {self.refresh_errors}")
-        return "\n".join(lines) + "\n"
+        dead = CounterMetricFamily(
+            "tessera_forwarder_events_dead_lettered", "Events this process dead-lettered.", labels=["sink"]
+        )
+        held = GaugeMetricFamily(
+            "tessera_forwarder_lease_held",
+            "1 when this process is the sink's active forwarder.",
+            labels=["sink"],
+        )
+        for f in self.forwarders:
+            delivered.add_metric([f.sink.name], f.delivered)
+            dead.add_metric([f.sink.name], f.dead_lettered)
+            held.add_metric([f.sink.name], int(f.lease_held))
+        yield from (delivered, dead, held)
+        yield CounterMetricFamily(
+            "tessera_forwarder_metrics_refresh_errors",
+            "Failed reads of forwarder health.",
+            value=self.refresh_errors,
+        )

@@ -137,11 +137,11 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
 
 async def _serve_metrics(store: Any, forwarders: list[Forwarder], port: int, stop: asyncio.Event) -> None:
     """/metrics, /healthz and /readyz on ``port`` (all interfaces, like the services' metrics port)."""
-    from authz.observability import serve_http
+    from authz.observability import new_registry, serve_http
 
     metrics = ForwarderMetrics(forwarders)
     await metrics.refresh(store)
-    server = await serve_http("0.0.0.0", port, metrics, lambda: metrics.refresh_errors == 0)  # type: ignore[arg-type]
+    server = await serve_http("0.0.0.0", port, new_registry(metrics), lambda: metrics.refresh_errors == 0)
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

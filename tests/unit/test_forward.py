@@ -338,6 +338,8 @@ async def test_a_loopback_sink_without_the_operator_allowlist_is_refused_and_not
 
 
 async def test_metrics_report_lag_dead_letters_and_this_process_s_counters(store, http):
+    from prometheus_client import CollectorRegistry, generate_latest
+
     from authz.forward._metrics import ForwarderMetrics
 
     await append(store, "acme", 6)
@@ -350,7 +352,9 @@ async def test_metrics_report_lag_dead_letters_and_this_process_s_counters(store
     await append(store, "acme", 2)  # committed after the pass: lag
     metrics = ForwarderMetrics([forwarder])
     await metrics.refresh(store)
-    text = metrics.render()
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    text = generate_latest(registry).decode()
     assert 'tessera_forwarder_lag_events{sink="hook",tenant="acme"} 2' in text
     assert 'tessera_forwarder_dead_letters{sink="hook",tenant="acme"} 1' in text
     assert 'tessera_forwarder_events_delivered_total{sink="hook"} 2' in text
