@@ -355,6 +355,14 @@ def test_dashboards_ship_from_the_chart_directory():
     kubernetes_validate.validate(dashboards, KUBERNETES_VERSION, strict=True)
     [rules] = find(docs, "PrometheusRule")
     assert rules["apiVersion"] == "monitoring.coreos.com/v1"
+    # The chart ships the dashboard and alert rules that deploy/observability/ holds and tests
+    # (promtool): the same bytes, so the two never drift.
+    source = CHART.parent.parent / "deploy" / "observability"
+    assert (CHART / "dashboards" / "tessera.json").read_bytes() == (
+        source / "grafana-dashboard.json"
+    ).read_bytes()
+    assert (CHART / "dashboards" / "tessera.rules.yaml").read_bytes() == (source / "alerts.yaml").read_bytes()
+    assert yaml.safe_load((source / "alerts.yaml").read_text())["groups"] == rules["spec"]["groups"]
 
 
 @pytest.mark.parametrize(
