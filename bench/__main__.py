@@ -476,10 +476,32 @@ def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], au
         print(f"  {name:44} {micros:8.1f}")
 
 
+def figures(rows: list[tuple[str, dict]], allows: int, answered: int) -> dict:
+    """The table's headline figures as one object (``python -m bench --json``), for scripts and CI."""
+    by = dict(rows)
+    noop, full = (
+        by["direct gRPC, no-op servicer, 32 in flight"],
+        by["direct gRPC, Tessera pipeline, 32 in flight"],
+    )
+    envoy_noop, envoy_full = by["Envoy + no-op ext_authz, 32 in flight"], by["Envoy + Tessera, 32 in flight"]
+    alone, tessera = by["Envoy alone, 1 in flight"], by["Envoy + Tessera, 1 in flight"]
+    return {
+        "direct_ratio": round(full["rps"] / noop["rps"], 3),
+        "envoy_ratio": round(envoy_full["rps"] / envoy_noop["rps"], 3),
+        "added_p50_ms": round(tessera["p50"] - alone["p50"], 3),
+        "p99_ms": round(envoy_full["p99"], 3),
+        "p99_ms_direct_32": round(full["p99"], 3),
+        "errors": sum(r["errors"] for _, r in rows),
+        "audited_equals_answered": allows >= answered,
+        "rows": {name: r for name, r in rows},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8, help="duration of each measured run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
     args = parser.parse_args(argv)
     for tool in ("h2load", "wrk"):
         if shutil.which(tool) is None:
@@ -576,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
     breakdown = asyncio.run(_breakdown(workdir, body))
     _report(rows, breakdown, audit + "\n" + hostile.summary())
     print("\n".join(listing.report(dict(rows), list_streams)))
+    if args.json:
+        print(json.dumps(figures(rows, allows, answered), sort_keys=True))
     if args.keep:
         print(f"work directory kept: {workdir}")
     else:

@@ -22,6 +22,8 @@ _RANK = {role: rank for rank, role in enumerate(ROLES)}
 KEY_PREFIX = "tsk_"
 _KEY_RE = re.compile(r"tsk_([a-z0-9]{8,32})_([A-Za-z0-9_\-]{16,128})")
 _NAME_RE = re.compile(r"[A-Za-z0-9._@\-]{1,64}")
+#: A principal: the person a key belongs to (email, username, OIDC ``issuer|subject``).
+_PRINCIPAL_RE = re.compile(r"[A-Za-z0-9._@\-:|]{1,128}")
 #: The audit chain of admin mutations that belong to no tenant (keys with the all-tenants scope).
 ADMIN_CHAIN = "_admin"
 
@@ -50,14 +52,32 @@ def valid_key_name(name: object) -> bool:
     return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
 
 
+def valid_principal(principal: object) -> bool:
+    return isinstance(principal, str) and _PRINCIPAL_RE.fullmatch(principal) is not None
+
+
 def new_admin_key(
-    name: str, role: str, tenant: str | None, created_by: str, *, key: str | None = None
+    name: str,
+    role: str,
+    tenant: str | None,
+    created_by: str,
+    *,
+    key: str | None = None,
+    principal: str | None = None,
 ) -> tuple[AdminKey, str]:
-    """A record for a new key and the key itself (``key`` given: use it, e.g. the bootstrap key)."""
+    """A record for a new key and the key itself (``key`` given: use it, e.g. the bootstrap key).
+
+    ``principal``: the person the key belongs to (default: the key's name)."""
     if role not in _RANK:
         raise InvalidArgument(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if not valid_key_name(name):
         raise InvalidArgument("key names are 1-64 characters: letters, digits, '.', '_', '@', '-'")
+    principal = principal or name
+    if not valid_principal(principal):
+        raise InvalidArgument(
+            "a principal is 1-128 characters: letters, digits, '.', '_', '@', '-', ':', '|'",
+            metadata={"field": "principal"},
+        )
     if key is None:
         key_id, key = generate_key()
     else:
@@ -69,7 +89,7 @@ def new_admin_key(
                 "print('tsk_' + secrets.token_hex(6) + '_' + secrets.token_urlsafe(32))\""
             )
         key_id = found
-    record = AdminKey(key_id, name, role, tenant, hash_key(key), time.time(), created_by)
+    record = AdminKey(key_id, name, role, tenant, hash_key(key), time.time(), created_by, principal=principal)
     return record, key
 
 
@@ -81,15 +101,20 @@ class Principal:
     name: str
     role: str
     tenant: str | None  # None: all tenants
+    #: The person the key belongs to; approval quorums count distinct principals, not keys.
+    principal: str = ""
 
     @classmethod
     def of(cls, key: AdminKey) -> Principal:
-        return cls(key.key_id, key.name, key.role, key.tenant)
+        return cls(key.key_id, key.name, key.role, key.tenant, key.principal or key.name)
 
     @property
     def identity(self) -> str:
-        """What the audit chain and approval decisions record: name and key id."""
-        return f"{self.name} (key {self.key_id})"
+        """What the audit chain and approval decisions record: name and key id, and the principal when
+        it is not the key's name."""
+        if not self.principal or self.principal == self.name:
+            return f"{self.name} (key {self.key_id})"
+        return f"{self.name} (key {self.key_id}, principal {self.principal})"
 
     @property
     def all_tenants(self) -> bool:

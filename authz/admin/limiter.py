@@ -33,7 +33,7 @@ class AuthFailureLimiter:
     def __init__(
         self,
         *,
-        max_failures: int = 100,
+        max_failures: int = 10,
         window_s: float = 60.0,
         lockout_s: float = 60.0,
         max_tracked: int = 10_000,

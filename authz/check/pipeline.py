@@ -162,16 +162,18 @@ class Pipeline:
             return [await self.check(inputs[0])]
         decisions: list[Decision] = []
         states: list[CallState] = []
+        late = False
         for inp in inputs:
             if decisions and inp.deadline is not None and time.monotonic() > inp.deadline:
-                break  # the rest is not worth checking: the answer is a deny now
+                late = True  # the rest is not worth checking: the answer is a deny now
+                break
             decision, state = await self._check(inp, charge=False)
             decisions.append(decision)
             states.append(state)
             if not decision.allowed:
                 break
         deadline = inputs[-1].deadline
-        if len(decisions) < len(inputs) or (deadline is not None and time.monotonic() > deadline):
+        if late or (deadline is not None and time.monotonic() > deadline):
             decisions = [
                 self._unavailable(s, "check deadline exceeded before the answer") if d.allowed else d
                 for d, s in zip(decisions, states, strict=True)

@@ -62,10 +62,13 @@ def render_for_mode(
     check_timeout_ms: int = 500,
     max_request_bytes: int = 1048576,
     otlp: str | None = None,
+    mcp: dict | None = None,
 ) -> str:
     """The Envoy bootstrap for ``mode`` with the mode's defaults for every address not given.
 
-    ``otlp`` (``HOST:PORT`` of an OTLP/gRPC collector) keeps the shipped tracing on; None turns it off."""
+    ``otlp`` (``HOST:PORT`` of an OTLP/gRPC collector) keeps the shipped tracing on; None turns it off.
+    ``mcp``: the MCP options of :func:`render_envoy_config` (``cors_origins``, ``mcp_idle_timeout_ms``,
+    ``oauth_resource``, ``oauth_authorization_servers``), passed through."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; one of {', '.join(MODES)}", reason="ENVOY_CONFIG_VALUE")
     defaults = MODES[mode]
@@ -85,7 +88,20 @@ def render_for_mode(
         check_timeout_ms=check_timeout_ms,
         max_request_bytes=max_request_bytes,
         otlp_endpoint=parse_address(otlp) if otlp else None,
+        **(mcp or {}),
     )
+
+
+def _mcp_options(args: argparse.Namespace) -> dict:
+    options: dict = {}
+    if getattr(args, "cors_origin", None):
+        options["cors_origins"] = args.cors_origin
+    if getattr(args, "mcp_idle_timeout_ms", None) is not None:
+        options["mcp_idle_timeout_ms"] = args.mcp_idle_timeout_ms
+    if getattr(args, "oauth_resource", None):
+        options["oauth_resource"] = args.oauth_resource
+        options["oauth_authorization_servers"] = args.oauth_authorization_server or []
+    return options
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
@@ -99,6 +115,7 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
         check_timeout_ms=args.check_timeout_ms,
         max_request_bytes=args.max_request_bytes,
         otlp=args.otlp,
+        mcp=_mcp_options(args),
     )
     if args.output in (None, "-"):
         if args.validate:
@@ -144,6 +161,18 @@ def add_envoy_config_command(sub: argparse._SubParsersAction) -> None:
         "--otlp",
         metavar="HOST:PORT",
         help="trace every request and export Envoy's spans over OTLP/gRPC to this collector (default: off)",
+    )
+    p.add_argument(
+        "--cors-origin", action="append", metavar="ORIGIN", help="a browser origin allowed by CORS (repeat)"
+    )
+    p.add_argument(
+        "--mcp-idle-timeout-ms", type=int, help="end an MCP stream silent this long (default 300000)"
+    )
+    p.add_argument(
+        "--oauth-resource", metavar="URL", help="OAuth resource-server mode: this MCP endpoint's URL"
+    )
+    p.add_argument(
+        "--oauth-authorization-server", action="append", metavar="URL", help="an issuer named in the metadata"
     )
     p.add_argument("--output", "-o", help="write here instead of stdout")
     p.add_argument("--validate", action="store_true", help="then run envoy --mode validate on --output")

@@ -166,7 +166,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
 
     def _unrecorded(self, decisions: list[Decision]) -> None:
         """Answered without an audit event (the store is down): counted, logged, kept for later."""
-        self._recorder.defer(decisions)
+        defer = getattr(self._recorder, "defer", None)  # a recorder without a backlog just loses them
+        if defer is not None:
+            defer(decisions)
+        else:
+            log.error("%d decisions answered without an audit event", len(decisions))
         if self._metrics is not None:
             self._metrics.unrecorded += len(decisions)
 

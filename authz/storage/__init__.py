@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from authz.errors import ConfigError
+from authz.storage.approvals import add_decision, approving_principals
 from authz.storage.models import (
     AdminKey,
     Approval,
@@ -52,5 +53,7 @@ __all__ = [
     "Store",
     "StoreVersions",
     "TenantSettings",
+    "add_decision",
+    "approving_principals",
     "open_store",
 ]

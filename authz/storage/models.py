@@ -160,7 +160,9 @@ class Approval:
     """A pending human decision (ARCHITECTURE §7), bound to tenant, agent, tool and argument hash.
 
     ``status``: pending | approved | rejected | expired | consumed. ``decisions`` lists
-    ``{"operator", "verdict", "note", "at"}``; approval needs ``quorum`` distinct approving operators.
+    ``{"operator", "verdict", "note", "at"}`` and ``"principal"`` (the person the deciding admin key
+    belongs to); approval needs ``quorum`` distinct approving principals (a decision recorded without one
+    counts as its operator's), and a principal decides once, whichever of its keys it uses.
     """
 
     approval_id: str
@@ -210,6 +212,8 @@ class AdminKey:
     created_by: str
     revoked_at: float | None = None
     revoked_by: str | None = None
+    #: The person the key belongs to (set at creation; approval quorums count distinct principals).
+    principal: str = ""
 
     @property
     def active(self) -> bool:

@@ -112,12 +112,21 @@ class ApprovalStore(Protocol):
     ) -> list[Approval]: ...
 
     async def record_approval_decision(
-        self, tenant: str, approval_id: str, operator: str, verdict: str, note: str, now: float
+        self,
+        tenant: str,
+        approval_id: str,
+        operator: str,
+        verdict: str,
+        note: str,
+        now: float,
+        *,
+        principal: str | None = None,
     ) -> Approval:
-        """Add one operator's verdict (approve|reject); a reject decides, ``quorum`` approvals approve.
+        """Add one operator's verdict (approve|reject); a reject decides, approvals from ``quorum``
+        distinct principals approve (:func:`authz.storage.approvals.add_decision`).
 
         FailedPrecondition when the approval is no longer pending (decided, consumed or expired) or the
-        operator already decided it; NotFound for an unknown id.
+        principal (or operator) already decided it; NotFound for an unknown id.
         """
 
     async def consume_approval(self, tenant: str, approval_id: str, now: float) -> bool:

@@ -199,7 +199,9 @@ class AdminGateway:
 
     def new_key(self, role: str, tenant: str = "", name: str = "test") -> str:
         answer = self.ok(
-            "AdminKeyService/CreateAdminKey", {"name": name, "role": f"ROLE_{role.upper()}", "tenant": tenant}
+            "AdminKeyService/CreateAdminKey",
+            # each name its own principal (the person the key belongs to)
+            {"name": name, "role": f"ROLE_{role.upper()}", "tenant": tenant, "principal": name},
         )
         return answer.secret
 

@@ -215,3 +215,15 @@ async def test_usage_counters_by_prefix(store: Store):
         "acme/rule/agent/a2/hour/calls": 1.0,
     }
     assert await store.usage_counters("acme/rule/tenant/", 3600) == {}
+
+
+async def test_admin_keys_keep_their_principal(store: Store):
+    owned = AdminKey(
+        "k1", "alice-laptop", "operator", "acme", "ab" * 32, NOW, "root", principal="alice@example.com"
+    )
+    await store.create_admin_key(owned)
+    assert (await store.get_admin_key("k1")).principal == "alice@example.com"
+    assert [k.principal for k in await store.list_admin_keys("acme")] == ["alice@example.com"]
+    await store.create_admin_key(key("k0"))  # an all-tenants admin, so k1 may be revoked
+    revoked = await store.revoke_admin_key("k1", "root", NOW + 1)
+    assert revoked.principal == "alice@example.com" and not revoked.active

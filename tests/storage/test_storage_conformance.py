@@ -607,3 +607,24 @@ async def test_audit_concurrent_writers_keep_one_linear_chain(backend: Backend):
         assert written_seqs == list(range(1, count + 1))
         result = await verify_chain(stores[1], tenant)
         assert result.ok and result.events_checked == count, result.summary()
+
+
+async def test_quorum_counts_distinct_principals_not_keys(store: Store):
+    """Two keys of one person are one approver (issue 13 §4): the second verdict of a principal is
+    refused whichever key gives it, and only distinct principals reach the quorum."""
+    await store.create_approval(approval("ap-1", quorum=2))
+    first = await store.record_approval_decision(
+        "acme", "ap-1", "ops-1 (key a1)", "approve", "", NOW + 1, principal="mallory@example.com"
+    )
+    assert first.status == "pending" and first.decisions[0]["principal"] == "mallory@example.com"
+    with pytest.raises(FailedPrecondition, match=r"principal 'mallory@example\.com' has already decided"):
+        await store.record_approval_decision(
+            "acme", "ap-1", "ops-2 (key a2)", "approve", "", NOW + 2, principal="mallory@example.com"
+        )
+    assert await store.get_approval("acme", "ap-1") == first
+    approved = await store.record_approval_decision(
+        "acme", "ap-1", "bob (key b1)", "approve", "", NOW + 3, principal="bob@example.com"
+    )
+    assert approved.status == "approved"
+    assert [d["principal"] for d in approved.decisions] == ["mallory@example.com", "bob@example.com"]
+    assert await store.get_approval("acme", "ap-1") == approved

@@ -89,8 +89,10 @@ class Admin:
         return keys_grpc.AdminKeyServiceStub(self.channel)
 
     async def new_key(self, role: int, tenant: str = "", name: str = "k") -> str:
+        """A key for the person ``name`` (each name its own principal)."""
         created = await self.keys.CreateAdminKey(
-            keys_pb.CreateAdminKeyRequest(name=name, role=role, tenant=tenant), metadata=auth(ROOT)
+            keys_pb.CreateAdminKeyRequest(name=name, role=role, tenant=tenant, principal=name),
+            metadata=auth(ROOT),
         )
         return created.secret
 

@@ -229,7 +229,8 @@ async def test_kill_9_under_load_loses_no_returned_decision(tmp_path):
 
 
 @pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
-async def test_append_throughput_in_batches_of_32(tmp_path, synchronous):
+async def test_batched_appends_and_group_commit_keep_one_verified_chain(tmp_path, synchronous):
+    # The figures are printed for a reader of `pytest -s`; the rates themselves belong to `make bench`.
     store = SQLiteStore(tmp_path / "bench.db", synchronous=synchronous)
     try:
         events = [
@@ -255,7 +256,8 @@ async def test_append_throughput_in_batches_of_32(tmp_path, synchronous):
             f"ChainRecorder 32 concurrent record() x100, synchronous={synchronous}: "
             f"{3200 / elapsed:,.0f} decisions/s ({recorder.stats.transactions} transactions)"
         )
-        assert rate > 2_000  # a floor far below what the 2-core dev machine does; catches regressions
+        # 3,200 concurrent records were committed in far fewer transactions (group commit)
+        assert recorder.stats.transactions < 3200
         assert (await verify_chain(store, "acme")).ok
     finally:
         await store.close()

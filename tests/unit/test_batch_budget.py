@@ -65,3 +65,16 @@ async def test_check_batch_attributes_the_exhausted_counter_to_an_element(tmp_pa
     assert decisions[1].check is Check.BUDGET and decisions[1].data["scope"]
     assert decisions[0].data["batch_denied_by"] == decisions[1].decision_id
     assert (await pipeline.check(call(bearer))).outcome is Outcome.ALLOW
+
+
+async def test_a_denial_early_in_a_batch_names_itself_not_the_deadline(tmp_path):
+    pipeline, _ = await make_pipeline(tmp_path)
+    bearer = token(tools=["read_invoice"], max_calls=5)
+    batch = [call(bearer), call(bearer, tool="transfer_funds"), call(bearer), call(bearer)]
+    decisions = await pipeline.check_batch(batch)
+    assert len(decisions) == 2  # the rest of the batch was not checked
+    assert decisions[1].check is Check.CAPABILITY
+    assert decisions[0].check is Check.CAPABILITY and decisions[0].reason.startswith(
+        "batch denied: message 2"
+    )
+    assert (await pipeline.check(call(bearer))).outcome is Outcome.ALLOW

@@ -67,3 +67,30 @@ def test_oauth_mode_serves_metadata_and_names_it_to_the_check():
         render_envoy_config(
             **BASE, oauth_resource="gw.example/v1/mcp", oauth_authorization_servers=["https://i"]
         )
+
+
+def test_envoy_config_command_passes_the_mcp_options(tmp_path):
+    from authz.cli import main
+
+    out = tmp_path / "envoy.yaml"
+    code = main(
+        [
+            "envoy-config",
+            "--mode",
+            "local",
+            "--cors-origin",
+            "https://app.example",
+            "--mcp-idle-timeout-ms",
+            "60000",
+            "--oauth-resource",
+            "https://gw.example/v1/mcp",
+            "--oauth-authorization-server",
+            "https://idp.example",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0
+    text = out.read_text()
+    assert "https://app.example" in text and "idle_timeout: 60.000s" in text
+    assert "/.well-known/oauth-protected-resource/v1/mcp" in text and "https://idp.example" in text

@@ -13,6 +13,7 @@ import itertools
 import pytest
 
 from authz.check import Check, Outcome, Pipeline, TenantDirectory
+from authz.outbound import OutboundPolicy
 from authz.policy import OpaClients, OpaSettings, compile_policy, default_policy_source, policy_hash
 from authz.storage import PolicyVersion, TenantSettings
 from authz.storage.sqlite import SQLiteStore
@@ -114,7 +115,9 @@ async def test_shipped_policies_decide_the_same_on_both_engines(opa, name):
 
 async def test_an_opa_tenant_decides_through_opa_in_the_pipeline(tmp_path, opa):
     engine = {"engine": "opa", "url": opa.url, "timeout_ms": 2000}
-    clients = OpaClients()
+    # Through the operator's outbound rules, as the check service builds it: loopback only because the
+    # allowlist names it (the stand-in listens on 127.0.0.1).
+    clients = OpaClients(OutboundPolicy.build(["127.0.0.1"]))
     pipeline, store, directory = await opa_pipeline(tmp_path, TenantSettings(policy_engine=engine), clients)
     try:
         bearer = token()
@@ -134,6 +137,18 @@ async def test_an_opa_tenant_decides_through_opa_in_the_pipeline(tmp_path, opa):
         assert opa.policies["tessera-demo"] == allow_all
     finally:
         await clients.aclose()
+
+
+async def test_an_opa_url_the_outbound_rules_refuse_denies_in_the_pipeline(tmp_path, opa):
+    engine = {"engine": "opa", "url": opa.url, "timeout_ms": 2000}
+    clients = OpaClients(OutboundPolicy())  # no allowlist: loopback is refused
+    pipeline, _, _ = await opa_pipeline(tmp_path, TenantSettings(policy_engine=engine), clients)
+    try:
+        decision = await pipeline.check(call(token()))
+    finally:
+        await clients.aclose()
+    assert decision.check is Check.POLICY and "refused" in decision.reason and "loopback" in decision.reason
+    assert opa.requests == []  # nothing was sent
 
 
 @pytest.mark.parametrize("fault", ["slow", "error", "down", "undefined", "bad_shape"])

@@ -140,7 +140,7 @@ class AdminSettings:
     prune_grace_s: float = 300.0
     approval_retention_s: float = 86400.0
     #: Failed admin authentications: this many within the window lock the source or key id out.
-    auth_max_failures: int = 100
+    auth_max_failures: int = 10
     auth_window_s: float = 60.0
     auth_lockout_s: float = 60.0
     #: Proxies (Envoy) whose x-forwarded-for names the client the limiter counts.
@@ -171,7 +171,7 @@ class AdminSettings:
             prune_interval_s=number("TESSERA_PRUNE_INTERVAL_S", 60.0),
             prune_grace_s=number("TESSERA_PRUNE_GRACE_S", 300.0),
             approval_retention_s=number("TESSERA_APPROVAL_RETENTION_S", 86400.0),
-            auth_max_failures=int(number("TESSERA_ADMIN_AUTH_MAX_FAILURES", 100)),
+            auth_max_failures=int(number("TESSERA_ADMIN_AUTH_MAX_FAILURES", 10)),
             auth_window_s=number("TESSERA_ADMIN_AUTH_WINDOW_S", 60.0),
             auth_lockout_s=number("TESSERA_ADMIN_AUTH_LOCKOUT_S", 60.0),
             trusted_proxies=_networks(env, "TESSERA_ADMIN_TRUSTED_PROXIES", LOOPBACK_PROXIES),

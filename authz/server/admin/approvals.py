@@ -9,7 +9,7 @@ from authz.server.admin import convert
 from authz.server.admin._common import AdminRuntime
 from authz.server.admin.access import in_scope
 from authz.server.admin.auth import principal
-from authz.storage import Approval
+from authz.storage import Approval, approving_principals
 
 MAX_NOTE = 1000
 # Which stored statuses can have each effective status ("expired" is computed from expires_at).
@@ -66,9 +66,16 @@ class ApprovalService(pb_grpc.ApprovalServiceServicer):
             raise InvalidArgument(f"note is limited to {MAX_NOTE} characters", metadata={"field": "note"})
         await self._get(request.tenant, request.approval_id)
         now = self.rt.clock()
+        caller = principal()
         decided = await self.rt.audited(
             lambda: self.rt.store.record_approval_decision(
-                request.tenant, request.approval_id, principal().identity, verdict, request.note, now
+                request.tenant,
+                request.approval_id,
+                caller.identity,
+                verdict,
+                request.note,
+                now,
+                principal=caller.principal,
             ),
             request.tenant,
             "approval.decide",
@@ -77,7 +84,8 @@ class ApprovalService(pb_grpc.ApprovalServiceServicer):
                 "verdict": verdict,
                 "note": request.note,
                 "status": d.status,
-                "approvals": sum(1 for x in d.decisions if x.get("verdict") == "approve"),
+                "principal": caller.principal,
+                "approvals": len(approving_principals(d)),
                 "quorum": d.quorum,
                 "tool": d.tool,
                 "agent": d.agent,

@@ -168,9 +168,11 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             caller = await authenticate(self._store, presented)
         except Unauthenticated as exc:
+            # A locked key id refuses further guesses (without an event each), but a correct key still
+            # gets in: key ids are not secret, and guesses must not lock out the key's holder.
             key_wait = self._limiter.locked(None, key_id) if key_id else 0.0
             tripped = self._limiter.failed(source, key_id)
-            if key_wait > 0 and not tripped:  # the key id is locked: no event per further guess
+            if key_wait > 0 and not tripped:
                 raise _too_many(key_wait) from None
             await self._audit_failure(source, key_id, name, exc.reason, tripped)
             raise

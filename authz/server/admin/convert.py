@@ -29,7 +29,15 @@ from authz.api.admin.v1 import (
     token_service_pb2 as tokens_pb,
 )
 from authz.errors import InvalidArgument
-from authz.storage import AdminKey, Approval, PolicyDraft, PolicyVersion, Revocation, TenantSettings
+from authz.storage import (
+    AdminKey,
+    Approval,
+    PolicyDraft,
+    PolicyVersion,
+    Revocation,
+    TenantSettings,
+    approving_principals,
+)
 from authz.storage.protocols import AuditCheckpoint, AuditRecord
 
 
@@ -159,7 +167,7 @@ def approval(a: Approval, now: float) -> approvals_pb.Approval:
         reason=a.reason,
         status=APPROVAL_STATUS.get(a.effective_status(now), approvals_pb.APPROVAL_STATUS_UNSPECIFIED),
         quorum=a.quorum,
-        approvals=sum(1 for d in a.decisions if d.get("verdict") == "approve"),
+        approvals=len(approving_principals(a)),
         created_at=timestamp(a.created_at),
         expires_at=timestamp(a.expires_at),
         decision_id=a.decision_id,
@@ -169,6 +177,7 @@ def approval(a: Approval, now: float) -> approvals_pb.Approval:
                 verdict=_VERDICT_VALUES.get(d.get("verdict", ""), approvals_pb.VERDICT_UNSPECIFIED),
                 note=str(d.get("note", "")),
                 decided_at=timestamp(float(d["at"])) if "at" in d else None,
+                principal=str(d.get("principal", "")),
             )
             for d in a.decisions
         ],
@@ -225,7 +234,35 @@ def settings(s: TenantSettings) -> tenants_pb.TenantSettings:
         tool_costs=dict(s.tool_costs),
         budget_rules=[budget_rule(r) for r in s.budget_rules],
         approval_webhook_url=s.approval_webhook_url or "",
+        policy_engine=policy_engine(s.policy_engine),
     )
+
+
+def policy_engine(raw: Mapping[str, Any] | None) -> tenants_pb.PolicyEngine | None:
+    if not raw:
+        return None
+    return tenants_pb.PolicyEngine(
+        engine=str(raw.get("engine", "")),
+        url=str(raw.get("url", "")),
+        path=str(raw.get("path", "")),
+        timeout_ms=int(raw.get("timeout_ms", 0)),
+        push=bool(raw.get("push", True)),
+    )
+
+
+def policy_engine_fields(message: tenants_pb.TenantSettings) -> dict[str, Any] | None:
+    """The ``policy_engine`` mapping of a settings message (None when unset); validated later."""
+    if not message.HasField("policy_engine"):
+        return None
+    engine = message.policy_engine
+    raw: dict[str, Any] = {"engine": engine.engine, "url": engine.url}
+    if engine.path:
+        raw["path"] = engine.path
+    if engine.timeout_ms:
+        raw["timeout_ms"] = engine.timeout_ms
+    if engine.HasField("push"):
+        raw["push"] = engine.push
+    return raw
 
 
 def settings_fields(message: tenants_pb.TenantSettings) -> dict[str, Any]:
@@ -263,6 +300,7 @@ def settings_fields(message: tenants_pb.TenantSettings) -> dict[str, Any]:
         "tool_costs": {k: float(v) for k, v in sorted(message.tool_costs.items())},
         "budget_rules": tuple(rules),
         "approval_webhook_url": message.approval_webhook_url or None,
+        "policy_engine": policy_engine_fields(message),
     }
 
 
@@ -317,4 +355,5 @@ def admin_key(k: AdminKey) -> keys_pb.AdminKey:
         revoked=k.revoked_at is not None,
         revoked_at=timestamp(k.revoked_at),
         revoked_by=k.revoked_by or "",
+        principal=k.principal or k.name,
     )

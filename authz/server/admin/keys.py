@@ -23,13 +23,27 @@ class AdminKeyService(pb_grpc.AdminKeyServiceServicer):
             )
         if request.tenant:
             await self.rt.require_tenant(request.tenant)
-        record, secret = new_admin_key(request.name, role, request.tenant or None, principal().identity)
+        caller = principal()
+        # Without a principal the key is the caller's own: one person, however many keys.
+        record, secret = new_admin_key(
+            request.name,
+            role,
+            request.tenant or None,
+            caller.identity,
+            principal=request.principal or caller.principal,
+        )
         await self.rt.audited(
             lambda: self.rt.store.create_admin_key(record),
             record.tenant,
             "admin_key.create",
             f"admin_key:{record.key_id}",
-            {"name": record.name, "role": record.role, "tenant": record.tenant},
+            {
+                "name": record.name,
+                "role": record.role,
+                "tenant": record.tenant,
+                "principal": record.principal,
+                "created_by_principal": caller.principal,
+            },
         )
         return pb.CreateAdminKeyResponse(key=convert.admin_key(record), secret=secret)
 

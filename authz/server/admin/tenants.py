@@ -10,8 +10,9 @@ from authz.admin.webhook import KEY_PURPOSE, SIGNATURE_HEADER, validate_webhook_
 from authz.api.admin.v1 import tenant_service_pb2 as pb
 from authz.api.admin.v1 import tenant_service_pb2_grpc as pb_grpc
 from authz.budget import parse_rules, window_bounds
-from authz.errors import AlreadyExists, ConfigError, InvalidArgument
+from authz.errors import AlreadyExists, ConfigError, DependencyError, InvalidArgument, OutboundRefused
 from authz.intent import ToolCatalog
+from authz.policy import OpaSettings
 from authz.server.admin import convert
 from authz.server.admin._common import AdminRuntime
 from authz.server.admin.access import in_scope
@@ -58,6 +59,11 @@ def validated_settings(fields: dict[str, Any], *, intent_http: bool = False) -> 
     parse_rules(fields["budget_rules"])  # InvalidArgument with the rule's problem
     if fields["approval_webhook_url"]:
         validate_webhook_url(fields["approval_webhook_url"])
+    if fields.get("policy_engine"):
+        try:
+            fields["policy_engine"] = OpaSettings.parse(fields["policy_engine"]).to_json()
+        except InvalidArgument as exc:
+            raise InvalidArgument(exc.message, metadata={"field": "policy_engine"}) from None
     return TenantSettings(**fields)
 
 
@@ -92,7 +98,9 @@ class TenantService(pb_grpc.TenantServiceServicer):
         return result
 
     async def _vet_outbound(self, tenant: str, settings: TenantSettings) -> None:
-        """Refuse a webhook URL the outbound rules refuse; the refused attempt is audited with why."""
+        """Refuse a webhook or OPA URL the outbound rules refuse; the refused attempt is audited with why."""
+        if settings.policy_engine:
+            await self._vet_policy_engine(tenant, settings.policy_engine["url"])
         if not settings.approval_webhook_url:
             return
         try:
@@ -106,6 +114,24 @@ class TenantService(pb_grpc.TenantServiceServicer):
                     {"approval_webhook_url": settings.approval_webhook_url, "reason": exc.message},
                 )
             raise
+
+    async def _vet_policy_engine(self, tenant: str, url: str) -> None:
+        try:
+            await self.rt.outbound.vet(url)
+        except OutboundRefused as exc:
+            await self.rt.audit(
+                tenant,
+                "tenant.settings.refused",
+                f"tenant:{tenant}",
+                {"policy_engine.url": url, "reason": exc.message},
+            )
+            raise InvalidArgument(
+                f"policy_engine.url refused: {exc.message}",
+                reason="OUTBOUND_REFUSED",
+                metadata={"field": "policy_engine", **exc.metadata},
+            ) from None
+        except DependencyError:
+            pass  # a name that does not resolve yet: vetted again when the check service connects
 
     async def _one(self, tenant: str) -> pb.Tenant:
         await self.rt.require_tenant(tenant)
@@ -161,7 +187,10 @@ class TenantService(pb_grpc.TenantServiceServicer):
         for name in paths or convert.SETTINGS_FIELDS:
             fields[name] = given[name]
         settings = validated_settings(fields, intent_http=self.rt.intent_http)
-        if settings.approval_webhook_url != current.approval_webhook_url:
+        if (settings.approval_webhook_url, settings.policy_engine) != (
+            current.approval_webhook_url,
+            current.policy_engine,
+        ):
             await self._vet_outbound(request.tenant, settings)
 
         async def update() -> None:

@@ -20,7 +20,10 @@ from authz.storage.models import AdminKey, Approval, PolicyDraft
 from authz.storage.protocols import AuditRecord
 from authz.storage.retry import retry_delay
 
-_KEY_COLUMNS = "key_id, name, role, tenant, secret_sha256, created_at, created_by, revoked_at, revoked_by"
+_KEY_COLUMNS = (
+    "key_id, name, role, tenant, secret_sha256, created_at, created_by, revoked_at, revoked_by, principal"
+)
+_INSERT_KEY = f"INSERT INTO admin_keys ({_KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _DRAFT_COLUMNS = "tenant, name, source, content_hash, created_at, updated_at, updated_by"
 _AUDIT_COLUMNS = "tenant, seq, time_ms, decision, agent, event, prev_hash, hash"
 # pg_advisory_xact_lock key serialising admin-key bootstrap and revocation ("tsadmkey").
@@ -45,7 +48,7 @@ class PostgresAdminStore:
         try:
             async with self._connection() as conn:
                 await conn.execute(
-                    f"INSERT INTO admin_keys ({_KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    _INSERT_KEY,
                     _key_row(key),
                 )
         except AlreadyExists:
@@ -58,7 +61,7 @@ class PostgresAdminStore:
             if await cur.fetchone() is not None:
                 return False
             await conn.execute(
-                f"INSERT INTO admin_keys ({_KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                _INSERT_KEY,
                 _key_row(key),
             )
             return True
@@ -110,7 +113,7 @@ class PostgresAdminStore:
                 "UPDATE admin_keys SET revoked_at = %s, revoked_by = %s WHERE key_id = %s",
                 (now, revoked_by, key_id),
             )
-        return AdminKey(*row[:7], revoked_at=now, revoked_by=revoked_by)
+        return AdminKey(*row[:7], revoked_at=now, revoked_by=revoked_by, principal=row[9])
 
     # -- policy drafts ---------------------------------------------------------------------------------
     async def create_draft(self, draft: PolicyDraft) -> None:
@@ -249,4 +252,5 @@ def _key_row(key: AdminKey) -> tuple:
         key.created_by,
         key.revoked_at,
         key.revoked_by,
+        key.principal,
     )

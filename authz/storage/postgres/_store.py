@@ -41,6 +41,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
 from authz.errors import AlreadyExists, FailedPrecondition, NotFound, StorageError, StoreUnavailable
+from authz.storage.approvals import add_decision
 from authz.storage.models import (
     Approval,
     ApprovalClaim,
@@ -502,10 +503,16 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore, PostgresForwarderSto
         return [self._approval(r) for r in rows]
 
     async def record_approval_decision(
-        self, tenant: str, approval_id: str, operator: str, verdict: str, note: str, now: float
+        self,
+        tenant: str,
+        approval_id: str,
+        operator: str,
+        verdict: str,
+        note: str,
+        now: float,
+        *,
+        principal: str | None = None,
     ) -> Approval:
-        if verdict not in ("approve", "reject"):
-            raise FailedPrecondition(f"verdict must be 'approve' or 'reject', not {verdict!r}")
         async with self._connection() as conn, conn.transaction():
             # The row lock serialises operators deciding at once: each sees the others' verdicts.
             cur = await conn.execute(
@@ -520,21 +527,7 @@ class PostgresStore(PostgresAuditStore, PostgresAdminStore, PostgresForwarderSto
             status = approval.effective_status(now)
             if status != "pending":
                 raise FailedPrecondition(f"approval {approval_id!r} is {status}, not pending")
-            if any(d["operator"] == operator for d in approval.decisions):
-                raise FailedPrecondition(
-                    f"operator {operator!r} has already decided approval {approval_id!r}"
-                )
-            decisions = [
-                *approval.decisions,
-                {"operator": operator, "verdict": verdict, "note": note, "at": now},
-            ]
-            approvals = sum(1 for d in decisions if d["verdict"] == "approve")
-            if verdict == "reject":
-                new_status = "rejected"
-            elif approvals >= approval.quorum:
-                new_status = "approved"
-            else:
-                new_status = "pending"
+            decisions, new_status = add_decision(approval, operator, principal, verdict, note, now)
             await conn.execute(
                 "UPDATE approvals SET status = %s, decisions = %s WHERE approval_id = %s",
                 (new_status, Jsonb(decisions), approval_id),

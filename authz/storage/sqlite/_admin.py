@@ -18,7 +18,10 @@ from authz.storage.retry import retry_delay
 if TYPE_CHECKING:
     from authz.storage.sqlite._db import SQLiteDatabase
 
-_KEY_COLUMNS = "key_id, name, role, tenant, secret_sha256, created_at, created_by, revoked_at, revoked_by"
+_KEY_COLUMNS = (
+    "key_id, name, role, tenant, secret_sha256, created_at, created_by, revoked_at, revoked_by, principal"
+)
+_INSERT_KEY = f"INSERT INTO admin_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _DRAFT_COLUMNS = "tenant, name, source, content_hash, created_at, updated_at, updated_by"
 _AUDIT_COLUMNS = "tenant, seq, time_ms, decision, agent, event, prev_hash, hash"
 
@@ -40,7 +43,8 @@ class SQLiteAdminStore:
             if conn.execute("SELECT 1 FROM admin_keys WHERE key_id = ?", (key.key_id,)).fetchone():
                 raise AlreadyExists(f"admin key {key.key_id!r} exists already")
             conn.execute(
-                f"INSERT INTO admin_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _key_row(key)
+                _INSERT_KEY,
+                _key_row(key),
             )
 
     async def bootstrap_admin_key(self, key: AdminKey) -> bool:
@@ -48,7 +52,8 @@ class SQLiteAdminStore:
             if conn.execute("SELECT 1 FROM admin_keys LIMIT 1").fetchone():
                 return False
             conn.execute(
-                f"INSERT INTO admin_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _key_row(key)
+                _INSERT_KEY,
+                _key_row(key),
             )
             return True
 
@@ -96,7 +101,7 @@ class SQLiteAdminStore:
                 "UPDATE admin_keys SET revoked_at = ?, revoked_by = ? WHERE key_id = ?",
                 (now, revoked_by, key_id),
             )
-        return AdminKey(*row[:7], revoked_at=now, revoked_by=revoked_by)
+        return AdminKey(*row[:7], revoked_at=now, revoked_by=revoked_by, principal=row[9])
 
     # -- policy drafts ---------------------------------------------------------------------------------
     async def create_draft(self, draft: PolicyDraft) -> None:
@@ -230,4 +235,5 @@ def _key_row(key: AdminKey) -> tuple:
         key.created_by,
         key.revoked_at,
         key.revoked_by,
+        key.principal,
     )

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from authz.errors import FailedPrecondition, NotFound
+from authz.storage.approvals import add_decision
 from authz.storage.models import (
     Approval,
     ApprovalClaim,
@@ -284,10 +285,16 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore, SQLiteForwarderStore):
         return [self._approval(r) for r in rows]
 
     async def record_approval_decision(
-        self, tenant: str, approval_id: str, operator: str, verdict: str, note: str, now: float
+        self,
+        tenant: str,
+        approval_id: str,
+        operator: str,
+        verdict: str,
+        note: str,
+        now: float,
+        *,
+        principal: str | None = None,
     ) -> Approval:
-        if verdict not in ("approve", "reject"):
-            raise FailedPrecondition(f"verdict must be 'approve' or 'reject', not {verdict!r}")
         with self.db.transaction() as conn:
             row = conn.execute(
                 f"SELECT {self._APPROVAL_COLUMNS} FROM approvals WHERE tenant = ? AND approval_id = ?",
@@ -299,21 +306,7 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore, SQLiteForwarderStore):
             status = approval.effective_status(now)
             if status != "pending":
                 raise FailedPrecondition(f"approval {approval_id!r} is {status}, not pending")
-            if any(d["operator"] == operator for d in approval.decisions):
-                raise FailedPrecondition(
-                    f"operator {operator!r} has already decided approval {approval_id!r}"
-                )
-            decisions = [
-                *approval.decisions,
-                {"operator": operator, "verdict": verdict, "note": note, "at": now},
-            ]
-            approvals = sum(1 for d in decisions if d["verdict"] == "approve")
-            if verdict == "reject":
-                new_status = "rejected"
-            elif approvals >= approval.quorum:
-                new_status = "approved"
-            else:
-                new_status = "pending"
+            decisions, new_status = add_decision(approval, operator, principal, verdict, note, now)
             conn.execute(
                 "UPDATE approvals SET status = ?, decisions = ? WHERE approval_id = ?",
                 (new_status, json.dumps(decisions), approval_id),

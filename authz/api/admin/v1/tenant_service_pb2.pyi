@@ -85,7 +85,7 @@ class BudgetRule(_message.Message):
     def __init__(self, scope: _Optional[_Union[BudgetScope, str]] = ..., window: _Optional[_Union[BudgetWindow, str]] = ..., agent: _Optional[str] = ..., max_calls: _Optional[float] = ..., max_cost: _Optional[float] = ...) -> None: ...
 
 class TenantSettings(_message.Message):
-    __slots__ = ("intent_mode", "require_prompt", "provenance_required_tools", "catalog", "tool_costs", "budget_rules", "approval_webhook_url")
+    __slots__ = ("intent_mode", "require_prompt", "provenance_required_tools", "catalog", "tool_costs", "budget_rules", "approval_webhook_url", "policy_engine")
     class ToolCostsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class TenantSettings(_message.Message):
     TOOL_COSTS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_RULES_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ENGINE_FIELD_NUMBER: _ClassVar[int]
     intent_mode: IntentMode
     require_prompt: bool
     provenance_required_tools: _containers.RepeatedScalarFieldContainer[str]
@@ -107,7 +108,22 @@ class TenantSettings(_message.Message):
     tool_costs: _containers.ScalarMap[str, float]
     budget_rules: _containers.RepeatedCompositeFieldContainer[BudgetRule]
     approval_webhook_url: str
-    def __init__(self, intent_mode: _Optional[_Union[IntentMode, str]] = ..., require_prompt: _Optional[bool] = ..., provenance_required_tools: _Optional[_Iterable[str]] = ..., catalog: _Optional[_Union[ToolCatalog, _Mapping]] = ..., tool_costs: _Optional[_Mapping[str, float]] = ..., budget_rules: _Optional[_Iterable[_Union[BudgetRule, _Mapping]]] = ..., approval_webhook_url: _Optional[str] = ...) -> None: ...
+    policy_engine: PolicyEngine
+    def __init__(self, intent_mode: _Optional[_Union[IntentMode, str]] = ..., require_prompt: _Optional[bool] = ..., provenance_required_tools: _Optional[_Iterable[str]] = ..., catalog: _Optional[_Union[ToolCatalog, _Mapping]] = ..., tool_costs: _Optional[_Mapping[str, float]] = ..., budget_rules: _Optional[_Iterable[_Union[BudgetRule, _Mapping]]] = ..., approval_webhook_url: _Optional[str] = ..., policy_engine: _Optional[_Union[PolicyEngine, _Mapping]] = ...) -> None: ...
+
+class PolicyEngine(_message.Message):
+    __slots__ = ("engine", "url", "path", "timeout_ms", "push")
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    PUSH_FIELD_NUMBER: _ClassVar[int]
+    engine: str
+    url: str
+    path: str
+    timeout_ms: int
+    push: bool
+    def __init__(self, engine: _Optional[str] = ..., url: _Optional[str] = ..., path: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., push: _Optional[bool] = ...) -> None: ...
 
 class DecisionCounts(_message.Message):
     __slots__ = ("allow", "deny", "escalate")

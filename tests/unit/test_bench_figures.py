@@ -1,0 +1,28 @@
+"""``python -m bench --json``: the headline figures the README and the notes quote, as one object."""
+
+from __future__ import annotations
+
+import json
+
+from bench.__main__ import figures
+
+
+def _row(rps: float, p50: float, p99: float, errors: int = 0) -> dict:
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "ok": int(rps)}
+
+
+def test_figures_are_ratios_of_one_run_and_name_every_key_scripts_read():
+    rows = [
+        ("direct gRPC, no-op servicer, 32 in flight", _row(4000, 7.0, 9.0)),
+        ("direct gRPC, Tessera pipeline, 32 in flight", _row(1000, 30.0, 40.0)),
+        ("Envoy + no-op ext_authz, 32 in flight", _row(3000, 9.0, 12.0)),
+        ("Envoy alone, 1 in flight", _row(6000, 0.1, 0.3)),
+        ("Envoy + Tessera, 1 in flight", _row(500, 1.6, 3.5, errors=2)),
+        ("Envoy + Tessera, 32 in flight", _row(900, 30.0, 55.0)),
+    ]
+    result = figures(rows, allows=1500, answered=1400)
+    assert result["direct_ratio"] == 0.25 and result["envoy_ratio"] == 0.3
+    assert result["added_p50_ms"] == 1.5 and result["p99_ms"] == 55.0
+    assert result["errors"] == 2 and result["audited_equals_answered"] is True
+    assert figures(rows, allows=10, answered=11)["audited_equals_answered"] is False
+    assert json.loads(json.dumps(result)) == result  # printable as one JSON object
