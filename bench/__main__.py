@@ -394,6 +394,42 @@ def _tracing_rows(workdir: Path, env: dict[str, str], direct) -> None:
         stop_process(sink)
 
 
+def _forwarder_row(workdir: Path, env: dict[str, str], check_port: int, direct) -> None:
+    """The pipeline again with ``tessera forward run`` draining the same chain to an NDJSON file (the
+    fan-out reads committed events beside the check process and must not slow decisions)."""
+    config = workdir / "forward.json"
+    sink = {
+        "name": "bench-file",
+        "type": "file",
+        "path": str(workdir / "forwarded.ndjson"),
+        "batch_size": 500,
+    }
+    config.write_text(json.dumps({"sinks": [sink]}))
+    database = f"sqlite:///{workdir / 'tessera.db'}"
+    forwarder = spawn(
+        [
+            sys.executable,
+            "-m",
+            "authz.cli",
+            "forward",
+            "run",
+            "--config",
+            str(config),
+            "--database-url",
+            database,
+        ],
+        env=env,
+        log=workdir / "forward.log",
+    )
+    try:
+        time.sleep(2.0)  # started, and caught up with what the earlier rows committed
+        row = direct("direct gRPC, Tessera + forwarder, 32 in flight", check_port, 32)
+    finally:
+        stop_process(forwarder)
+    out = workdir / "forwarded.ndjson"
+    row["forwarded"] = sum(1 for _ in out.open("rb")) if out.exists() else 0
+
+
 def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], audit: str) -> None:
     by = dict(rows)
     print()
@@ -410,6 +446,12 @@ def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], au
     ratio = full["rps"] / noop["rps"]
     added = tessera["p50"] - alone["p50"]
     print(f"pipeline / no-op throughput, direct, 32 in flight:  {ratio:.2f}x  (target >= 0.6x)")
+    forwarded = by.get("direct gRPC, Tessera + forwarder, 32 in flight")
+    if forwarded is not None:
+        print(
+            f"audit forwarder on / off throughput, direct, 32:    {forwarded['rps'] / full['rps']:.2f}x  "
+            f"(target >= 0.95x; {forwarded['forwarded']} events forwarded to a file meanwhile)"
+        )
     traced = by.get("direct gRPC, Tessera + tracing, 32 in flight")
     if traced is not None:
         traced_1 = by["direct gRPC, Tessera + tracing, 1 in flight"]
@@ -488,9 +530,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, dict]] = []
     seconds = args.seconds
 
-    def direct(name: str, port: int, streams: int) -> None:
+    def direct(name: str, port: int, streams: int) -> dict:
         log = workdir / f"h2load-{len(rows)}.log"
         rows.append((name, h2load(port, body, seconds=seconds, clients=1, streams=streams, log=log)))
+        return rows[-1][1]
 
     try:
         tessera.start()
@@ -500,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
         direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
         direct("direct gRPC, Tessera pipeline, 1 in flight", check_port, 1)
+        _forwarder_row(workdir, env, check_port, direct)
         _tracing_rows(workdir, env, direct)
         # The ext_authz floor: Envoy calling the no-op servicer, same filter settings and body buffering.
         listen, admin = free_port(), free_port()

@@ -32,7 +32,7 @@ from authz.audit._recorder import (
     make_recorder,
 )
 from authz.audit._sanitize import GATEWAY_TENANT, clean_text, json_safe
-from authz.audit._verify import VerifyResult, create_checkpoint, verify_chain
+from authz.audit._verify import VerifyResult, create_checkpoint, sign_head, verify_chain
 from authz.chain import GENESIS_HASH, canonical_event, chain_hash, event_index
 
 __all__ = [
@@ -65,5 +65,6 @@ __all__ = [
     "make_recorder",
     "ndjson_line",
     "sign_checkpoint",
+    "sign_head",
     "verify_chain",
 ]

@@ -235,6 +235,14 @@ async def create_checkpoint(
     With ``verify`` (the default) the chain is verified first and the checkpoint pins the head that was
     verified; a chain that does not verify is never signed (FailedPrecondition), nor is an empty one.
     """
+    checkpoint = await sign_head(store, tenant, seed, verify=verify)
+    await store.put_checkpoint(checkpoint.to_record())
+    return checkpoint
+
+
+async def sign_head(store: AuditStore, tenant: str, seed: bytes, *, verify: bool = True) -> Checkpoint:
+    """The checkpoint :func:`create_checkpoint` stores, not stored: the verification (a read of the whole
+    chain) stays outside the transaction that stores the checkpoint with its audit event."""
     if verify:
         result = await verify_chain(store, tenant, public_key=checkpoint_public_key(seed))
         if not result.ok:
@@ -247,6 +255,4 @@ async def create_checkpoint(
         if head is None:
             raise FailedPrecondition(f"tenant {tenant!r} has no audit events to checkpoint")
         seq, digest = head
-    checkpoint = sign_checkpoint(tenant, seq, digest, seed)
-    await store.put_checkpoint(checkpoint.to_record())
-    return checkpoint
+    return sign_checkpoint(tenant, seq, digest, seed)

@@ -4,7 +4,11 @@
 * :class:`Sink` — what a destination implements: ``send(batch)`` → :class:`Ack` | :class:`Retry` |
   :class:`Reject`; :func:`classify_http` for the usual HTTP answers.
 * Sinks: :class:`WebhookSink` (HMAC-signed, timestamped; :func:`verify_webhook` for receivers),
-  :class:`NdjsonFileSink` (local file with rotation).
+  :class:`NdjsonFileSink` (local file with rotation), :class:`SplunkHecSink`, :class:`DatadogLogsSink`,
+  :class:`SentinelSink` (Logs Ingestion API), :class:`S3Sink` (gzip NDJSON by tenant/date/hour, boto3).
+* Notifications (same driver, a :class:`NotifyRule` filter): :class:`SlackSink`, :class:`TeamsSink`,
+  :class:`PagerDutySink` (Events v2, chain hash as ``dedup_key``).
+* ``tessera forward`` (:mod:`authz.forward.cli`) runs them from a sinks file in their own process.
 * :class:`ForwardEvent` — the event shape every sink receives, chain hash as idempotency key.
 """
 
@@ -13,6 +17,9 @@ from __future__ import annotations
 from authz.forward._driver import Forwarder, ForwarderSettings, LeaseLost, default_holder
 from authz.forward._event import ForwardEvent, forward_event
 from authz.forward._file import NdjsonFileSink
+from authz.forward._health import SinkHealth, forwarder_health
+from authz.forward._notify import NotifyRule, PagerDutySink, SlackSink, TeamsSink
+from authz.forward._s3 import S3Sink
 from authz.forward._sink import (
     Ack,
     HttpClient,
@@ -24,10 +31,12 @@ from authz.forward._sink import (
     classify_http,
     parse_retry_after,
 )
+from authz.forward._vendors import DatadogLogsSink, SentinelSink, SplunkHecSink
 from authz.forward._webhook import WebhookSink, verify_webhook, webhook_signature
 
 __all__ = [
     "Ack",
+    "DatadogLogsSink",
     "ForwardEvent",
     "Forwarder",
     "ForwarderSettings",
@@ -35,14 +44,23 @@ __all__ = [
     "HttpResponse",
     "LeaseLost",
     "NdjsonFileSink",
+    "NotifyRule",
     "Outcome",
+    "PagerDutySink",
     "Reject",
     "Retry",
+    "S3Sink",
+    "SentinelSink",
     "Sink",
+    "SinkHealth",
+    "SlackSink",
+    "SplunkHecSink",
+    "TeamsSink",
     "WebhookSink",
     "classify_http",
     "default_holder",
     "forward_event",
+    "forwarder_health",
     "parse_retry_after",
     "verify_webhook",
     "webhook_signature",

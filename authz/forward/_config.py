@@ -3,7 +3,7 @@
 ```yaml
 sinks:
   - name: audit-file          # the sink's identity in the store (lease, cursors, dead letters)
-    type: file                # file | webhook
+    type: file                # file | webhook | splunk | datadog | sentinel | s3 | slack | teams | pagerduty
     path: var/audit.ndjson
     max_bytes: 104857600      # rotate beyond this size (default 100 MiB)
     keep: 5                   # rotated files kept
@@ -13,6 +13,11 @@ sinks:
     secret_env: TESSERA_FORWARD_SOC_SECRET   # the HMAC key is named, never written in the file
     tenants: [acme]           # default: every tenant
     batch_size: 200           # any ForwarderSettings field may be set per sink
+  - name: oncall
+    type: slack               # slack | teams (secret_env holds the webhook URL) | pagerduty (routing key)
+    secret_env: TESSERA_SLACK_WEBHOOK_URL
+    notify: {decisions: [escalate, deny], checks: [budget, policy]}   # default: escalate, outage
+    link_template: "https://console.example.com/{tenant}/approvals/{approval_id}"
 ```
 Secrets are referenced by the name of an environment variable and held as :class:`authz.secrets.Secret`.
 """
@@ -32,12 +37,23 @@ from authz.errors import ConfigError
 from authz.forward._driver import ForwarderSettings
 from authz.forward._file import NdjsonFileSink
 from authz.forward._sink import HttpClient, Sink
+from authz.forward._vendors import DatadogLogsSink, SentinelSink, SplunkHecSink
 from authz.forward._webhook import WebhookSink
 from authz.secrets import Secret
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _SETTINGS = {f.name for f in dataclasses.fields(ForwarderSettings)} - {"tenants"}
-_KINDS = {"file": {"path", "max_bytes", "keep"}, "webhook": {"url", "secret_env"}}
+_KINDS = {
+    "file": {"path", "max_bytes", "keep"},
+    "webhook": {"url", "secret_env"},
+    "splunk": {"url", "secret_env", "index", "source", "sourcetype", "host"},
+    "datadog": {"url", "secret_env", "service", "hostname", "tags"},
+    "slack": {"secret_env", "notify", "link_template"},
+    "teams": {"secret_env", "notify", "link_template"},
+    "pagerduty": {"secret_env", "url", "notify", "link_template"},
+    "s3": {"bucket", "prefix", "region", "endpoint_url", "access_key_env", "secret_env"},
+    "sentinel": {"endpoint", "dcr_id", "stream", "directory_id", "client_id", "secret_env", "authority"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +107,11 @@ def _spec(entry: Any, path: str | Path) -> SinkSpec:
     return SinkSpec(name, kind, entry, settings)
 
 
-def build_sink(spec: SinkSpec, env: Mapping[str, str], http: Callable[[], HttpClient]) -> Sink:
-    """The sink a spec names; ``http()`` gives the outbound client for HTTP sinks."""
+def build_sink(
+    spec: SinkSpec, env: Mapping[str, str], http: Callable[[], HttpClient], policy: Any = None
+) -> Sink:
+    """The sink a spec names; ``http()`` gives the outbound client for HTTP sinks; ``policy`` (an
+    :class:`authz.outbound.OutboundPolicy`) vets the endpoint of sinks that open their own connections."""
     opts = spec.options
     if spec.kind == "file":
         if not isinstance(opts.get("path"), str):
@@ -103,10 +122,75 @@ def build_sink(spec: SinkSpec, env: Mapping[str, str], http: Callable[[], HttpCl
             max_bytes=int(opts.get("max_bytes", 100 * 1024 * 1024)),
             keep=int(opts.get("keep", 5)),
         )
-    url, secret_env = opts.get("url"), opts.get("secret_env")
-    if not isinstance(url, str) or not isinstance(secret_env, str):
-        raise ConfigError(f"sink {spec.name}: 'url' and 'secret_env' are required")
+    if spec.kind == "s3":
+        return _s3(spec, env, policy)
+    secret = _secret(spec, env)
+    if spec.kind in ("slack", "teams", "pagerduty"):
+        return _notifier(spec, secret, http())
+    if spec.kind == "sentinel":
+        fields = ("endpoint", "dcr_id", "stream", "directory_id", "client_id")
+        values = [opts.get(f) for f in fields]
+        if not all(isinstance(v, str) and v for v in values):
+            raise ConfigError(f"sink {spec.name}: {', '.join(fields)} are required")
+        extra = {"authority": opts["authority"]} if "authority" in opts else {}
+        return SentinelSink(spec.name, *values, secret, http(), **extra)
+    url = opts.get("url")
+    if not isinstance(url, str):
+        raise ConfigError(f"sink {spec.name}: 'url' is required")
+    extra = {k: v for k, v in opts.items() if k not in ("url", "secret_env")}
+    if spec.kind == "splunk":
+        return SplunkHecSink(spec.name, url, secret, http(), **extra)
+    if spec.kind == "datadog":
+        return DatadogLogsSink(spec.name, url, secret, http(), **extra)
+    return WebhookSink(spec.name, url, secret, http())
+
+
+def _secret(spec: SinkSpec, env: Mapping[str, str]) -> Secret:
+    """The sink's credential, from the environment variable the config names (never from the file)."""
+    secret_env = spec.options.get("secret_env")
+    if not isinstance(secret_env, str):
+        raise ConfigError(f"sink {spec.name}: 'secret_env' (the variable holding its credential) is required")
     value = env.get(secret_env)
     if not value:
-        raise ConfigError(f"sink {spec.name}: environment variable {secret_env} (the HMAC key) is not set")
-    return WebhookSink(spec.name, url, Secret(value), http())
+        raise ConfigError(f"sink {spec.name}: environment variable {secret_env} is not set")
+    return Secret(value)
+
+
+def _s3(spec: SinkSpec, env: Mapping[str, str], policy: Any) -> Sink:
+    """S3: keys from the named variables when given, else boto3's own chain (instance role, ...)."""
+    from authz.forward._s3 import S3Sink, endpoint_host, s3_client
+    from authz.outbound import vet_host_sync
+
+    opts = spec.options
+    bucket, region = opts.get("bucket"), opts.get("region")
+    if not isinstance(bucket, str) or not isinstance(region, str):
+        raise ConfigError(f"sink {spec.name}: 'bucket' and 'region' are required")
+    access_key = env.get(opts["access_key_env"]) if "access_key_env" in opts else None
+    secret_key = _secret(spec, env).reveal().decode() if "secret_env" in opts else None
+    endpoint = opts.get("endpoint_url")
+    host, port = endpoint_host(region, endpoint)
+    vet = (lambda: vet_host_sync(policy, host, port, f"S3 sink {spec.name}")) if policy is not None else None
+    client = s3_client(
+        region=region, endpoint_url=endpoint, access_key_id=access_key, secret_access_key=secret_key
+    )
+    return S3Sink(spec.name, bucket, client, prefix=str(opts.get("prefix", "")), vet=vet)
+
+
+def _notifier(spec: SinkSpec, secret: Secret, http: HttpClient) -> Sink:
+    from authz.forward._notify import NotifyRule, PagerDutySink, SlackSink, TeamsSink
+
+    opts = spec.options
+    raw = opts.get("notify") or {}
+    if not isinstance(raw, dict) or set(raw) - {"decisions", "checks", "codes", "tools"}:
+        raise ConfigError(f"sink {spec.name}: notify takes decisions, checks, codes and tools")
+    try:
+        rule = NotifyRule(**{k: tuple(v) for k, v in raw.items()}) if raw else NotifyRule()
+    except TypeError as exc:
+        raise ConfigError(f"sink {spec.name}: notify: {exc}") from exc
+    link = opts.get("link_template")
+    if spec.kind == "slack":
+        return SlackSink(spec.name, secret, http, rule=rule, link_template=link)
+    if spec.kind == "teams":
+        return TeamsSink(spec.name, secret, http, rule=rule, link_template=link)
+    extra = {"url": opts["url"]} if "url" in opts else {}
+    return PagerDutySink(spec.name, secret, http, rule=rule, link_template=link, **extra)

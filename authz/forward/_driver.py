@@ -102,6 +102,7 @@ class Forwarder:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._renewed_at = float("-inf")
+        self.lease_held = False  # as of the last renewal
         self.delivered = 0  # events acknowledged by the sink (resends included)
         self.dead_lettered = 0  # events moved to dead letters
 
@@ -120,6 +121,7 @@ class Forwarder:
         finally:
             try:
                 await self.store.release_forwarder_lease(self.sink.name, self.holder)
+                self.lease_held = False
             except Exception as exc:  # the lease then simply expires
                 log.info("sink %s: could not release the lease: %s", self.sink.name, exc)
 
@@ -252,6 +254,7 @@ class Forwarder:
         held = await self.store.acquire_forwarder_lease(
             self.sink.name, self.holder, now, self.settings.lease_ttl_s
         )
+        self.lease_held = held
         if held:
             self._renewed_at = now
         elif not force:

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from authz.errors import ConfigError
 from authz.forward._config import build_sink, load_sink_specs
 from authz.forward._driver import Forwarder
+from authz.forward._health import forwarder_health
+from authz.forward._metrics import ForwarderMetrics
 from authz.forward._sink import HttpClient
 
 log = logging.getLogger("tessera.forward")
@@ -45,6 +47,7 @@ def add_forward_command(
     common(run)
     config_arg(run)
     run.add_argument("--once", action="store_true", help="one pass over every tenant, then exit")
+    run.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
     run.set_defaults(func=cmd_forward_run)
 
     status = fsub.add_parser("status", help="cursor, chain head, lag and errors per sink and tenant (JSON)")
@@ -76,14 +79,18 @@ def _outbound(args: argparse.Namespace) -> Callable[[], HttpClient]:
 
     def make() -> HttpClient:
         from authz.cli import _config
+        from authz.outbound import OutboundClient, policy_from_config
 
-        try:
-            from authz.outbound import OutboundClient, policy_from_config  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise ConfigError(f"HTTP sinks need the outbound client (authz.outbound): {exc}") from exc
         return OutboundClient(policy_from_config(_config(args)), timeout_s=10.0, purpose="audit forwarder")
 
     return make
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from authz.cli import _config
+    from authz.outbound import policy_from_config
+
+    return policy_from_config(_config(args))
 
 
 def _specs(args: argparse.Namespace):
@@ -98,7 +105,9 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
 
     specs = _specs(args)
     http = _outbound(args)
-    sinks = [build_sink(spec, os.environ, http) for spec in specs]  # config errors before any work
+    sinks = [
+        build_sink(spec, os.environ, http, _policy(args)) for spec in specs
+    ]  # config errors before any work
 
     async def main() -> None:
         store = open_store(_database_url(args))
@@ -113,7 +122,10 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             log.info("forwarding to %s", ", ".join(s.name for s in sinks))
-            await asyncio.gather(*(f.run(stop) for f in forwarders))
+            tasks = [f.run(stop) for f in forwarders]
+            if args.metrics_port is not None:
+                tasks.append(_serve_metrics(store, forwarders, args.metrics_port, stop))
+            await asyncio.gather(*tasks)
         finally:
             for sink in sinks:
                 await sink.aclose()
@@ -123,22 +135,33 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve_metrics(store: Any, forwarders: list[Forwarder], port: int, stop: asyncio.Event) -> None:
+    """/metrics, /healthz and /readyz on ``port`` (all interfaces, like the services' metrics port)."""
+    from authz.observability import new_registry, serve_http
+
+    metrics = ForwarderMetrics(forwarders)
+    await metrics.refresh(store)
+    server = await serve_http("0.0.0.0", port, new_registry(metrics), lambda: metrics.refresh_errors == 0)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5.0)
+            await metrics.refresh(store)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def forward_status(store: Any) -> list[dict[str, Any]]:
     """One row per stored cursor: how far behind the chain head it is, in events and in seconds."""
     rows = []
-    dead = await store.list_dead_letters()
-    for cursor in await store.forwarder_cursors():
-        head = await store.audit_head(cursor.tenant)
-        head_seq = head[0] if head else 0
-        row = dataclasses.asdict(cursor)
-        row["head"] = head_seq
-        row["lag_events"] = max(0, head_seq - cursor.seq)
-        row["lag_seconds"] = 0.0
-        if row["lag_events"]:
-            async for oldest in store.iter_events(cursor.tenant, after_seq=cursor.seq, batch=1):
-                row["lag_seconds"] = max(0.0, time.time() - oldest.time_ms / 1000)
-                break
-        row["dead_letters"] = sum(1 for d in dead if d.sink == cursor.sink and d.tenant == cursor.tenant)
+    for health in await forwarder_health(store):
+        row = dataclasses.asdict(health.cursor)
+        row |= {"head": health.head_seq, "lag_events": health.lag_events, "lag_seconds": health.lag_seconds}
+        row |= {
+            "dead_letters": health.dead_letters,
+            "lease_holder": health.lease[0] if health.lease else None,
+        }
         rows.append(row)
     return rows
 
@@ -183,7 +206,7 @@ def cmd_forward_replay(args: argparse.Namespace) -> int:
         spec = specs.get(dead.sink)
         if spec is None:
             raise ConfigError(f"dead letter {dead.id} belongs to sink {dead.sink!r}, absent from the config")
-        sink = build_sink(spec, os.environ, _outbound(args))
+        sink = build_sink(spec, os.environ, _outbound(args), _policy(args))
         try:
             return await Forwarder(store, sink, spec.settings).replay(dead)
         finally:

@@ -333,6 +333,9 @@ class ForwarderStore(Protocol):
     async def release_forwarder_lease(self, sink: str, holder: str) -> None:
         """Give the lease up (only if ``holder`` holds it), so a successor need not wait for it to expire."""
 
+    async def forwarder_lease(self, sink: str) -> tuple[str, float] | None:
+        """``(holder, expires_at)`` of the sink's lease as stored (it may have expired), None when free."""
+
     async def forwarder_cursors(self, sink: str | None = None) -> list[ForwarderCursor]:
         """Every stored cursor (of ``sink`` when given), ordered by sink then tenant."""
 

@@ -198,6 +198,11 @@ def test_postgres_replicas_shape():
     monitor = one(docs, "ServiceMonitor", "t-tessera-authz-check")
     service_ports = {p["name"] for p in one(docs, "Service", "t-tessera-authz-check")["spec"]["ports"]}
     assert monitor["spec"]["endpoints"][0]["port"] in service_ports
+    # the job the shipped alert rules and dashboard select (deploy/observability/alerts.yaml)
+    relabel = monitor["spec"]["endpoints"][0]["relabelings"]
+    assert {"targetLabel": "job", "replacement": "tessera-check"} in relabel
+    alerts = (CHART.parent.parent / "deploy" / "observability" / "alerts.yaml").read_text()
+    assert 'job="tessera-check"' in alerts
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
 
 

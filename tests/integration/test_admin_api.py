@@ -281,6 +281,8 @@ CASES = [
     Case("verify chain", "AuditService/VerifyAuditChain", {"tenant": "cases"}),
     Case("checkpoints", "AuditService/ListAuditCheckpoints", {"tenant": "demo"}, same_answer=True),
     Case("list keys", "AdminKeyService/ListAdminKeys", {}, same_answer=True),
+    Case("forwarder health", "IntegrationService/ForwarderHealth", {"tenant": "demo"}, same_answer=True),
+    Case("dead letters", "IntegrationService/ListDeadLetters", {}, same_answer=True),
     Case(
         "revoke the last admin key",
         "AdminKeyService/RevokeAdminKey",
@@ -458,6 +460,8 @@ def _matrix_requests(gw: AdminGateway, env: dict[str, Any]) -> dict[str, Callabl
         "AdminKeyService/CreateAdminKey": lambda: {"name": "made", "role": "ROLE_VIEWER", "tenant": t},
         "AdminKeyService/ListAdminKeys": lambda: {},
         "AdminKeyService/RevokeAdminKey": lambda: {"key_id": gw.new_key("viewer", t, "doomed").split("_")[1]},
+        "IntegrationService/ForwarderHealth": lambda: {"tenant": t},
+        "IntegrationService/ListDeadLetters": lambda: {"tenant": t},
     }
 
 
@@ -498,6 +502,8 @@ MATRIX = {
     "AdminKeyService/CreateAdminKey": ("admin", False),
     "AdminKeyService/ListAdminKeys": ("admin", True),
     "AdminKeyService/RevokeAdminKey": ("admin", False),
+    "IntegrationService/ForwarderHealth": ("viewer", False),
+    "IntegrationService/ListDeadLetters": ("viewer", False),
 }
 ROLES = ("viewer", "operator", "admin")
 ALLOWED_CODES = {OK, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ALREADY_EXISTS}

@@ -12,6 +12,7 @@ import pytest
 from authz.audit import admin_event, verify_chain
 from authz.errors import AlreadyExists, InvalidArgument, NotFound, TesseraError
 from authz.storage import Revocation, Store, TenantSettings
+from authz.storage.protocols import AuditCheckpoint
 
 from .conftest import Backend
 
@@ -74,6 +75,9 @@ async def test_a_failed_audit_write_undoes_the_mutation(backend: Backend, store:
         lambda: store.put_tenant("globex", TenantSettings()),
         lambda: store.promote_policy("acme", "package tessera\n", "ab" * 32, "alice"),
         lambda: store.revoke(Revocation("acme", "jti", "j1", "leaked", NOW, "alice")),
+        lambda: store.put_checkpoint(
+            AuditCheckpoint("acme", 1, "cd" * 32, "2026-12-03T00:00:00Z", "pk", "sig")
+        ),
     ]
     for mutation in mutations:
         with pytest.raises(TesseraError):
@@ -82,6 +86,7 @@ async def test_a_failed_audit_write_undoes_the_mutation(backend: Backend, store:
     assert await store.get_tenant("globex") is None
     assert await store.policy_history("acme") == []
     assert not await store.is_revoked("acme", "j1", [])
+    assert await store.list_checkpoints("acme") == []
     assert await store.audit_head("acme") is None
 
 

@@ -21,6 +21,8 @@ async def test_lease_is_exclusive_renewable_and_taken_over_after_expiry(backend:
     assert await one.acquire_forwarder_lease("splunk", "fwd-a", NOW, 10)
     assert not await two.acquire_forwarder_lease("splunk", "fwd-b", NOW + 5, 10)
     assert await one.acquire_forwarder_lease("splunk", "fwd-a", NOW + 9, 10)  # renewal extends to +19
+    assert await two.forwarder_lease("splunk") == ("fwd-a", NOW + 19)
+    assert await two.forwarder_lease("s3") is None
     assert not await two.acquire_forwarder_lease("splunk", "fwd-b", NOW + 15, 10)
     # Another sink has its own lease.
     assert await two.acquire_forwarder_lease("s3", "fwd-b", NOW + 15, 10)

@@ -53,6 +53,7 @@ EXPECTED = {
         "ListAuditCheckpoints": "viewer",
     },
     "AdminKeyService": {"CreateAdminKey": "admin", "ListAdminKeys": "admin", "RevokeAdminKey": "admin"},
+    "IntegrationService": {"ForwarderHealth": "viewer", "ListDeadLetters": "viewer"},
 }
 
 

@@ -9,12 +9,15 @@ import pytest
 
 from authz.api.admin.v1 import admin_key_service_pb2 as keys_pb
 from authz.api.admin.v1 import admin_key_service_pb2_grpc as keys_grpc
+from authz.api.admin.v1 import audit_service_pb2 as audit_pb
+from authz.api.admin.v1 import audit_service_pb2_grpc as audit_grpc
 from authz.api.admin.v1 import policy_service_pb2 as policy_pb
 from authz.api.admin.v1 import policy_service_pb2_grpc as policy_grpc
 from authz.api.admin.v1 import tenant_service_pb2 as tenants_pb
 from authz.api.admin.v1 import tenant_service_pb2_grpc as tenants_grpc
 from authz.api.admin.v1 import token_service_pb2 as tokens_pb
 from authz.api.admin.v1 import token_service_pb2_grpc as tokens_grpc
+from authz.audit import append_admin_event
 from authz.secrets import Secret
 from authz.server.admin._common import AdminRuntime
 from authz.server.admin.app import bootstrap_admin_key, build_server
@@ -34,6 +37,7 @@ async def test_a_refused_audit_event_undoes_the_admin_change(tmp_path):
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
+        await append_admin_event(store, "acme", "alice", "tenant.create", "tenant:acme", {})
         head = await store.audit_head("acme")
         store.db.conn.execute(
             "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events "
@@ -52,6 +56,9 @@ async def test_a_refused_audit_event_undoes_the_admin_change(tmp_path):
             keys_grpc.AdminKeyServiceStub(channel).CreateAdminKey(
                 keys_pb.CreateAdminKeyRequest(name="ops", role=keys_pb.ROLE_OPERATOR), metadata=auth(ROOT)
             ),
+            audit_grpc.AuditServiceStub(channel).CreateAuditCheckpoint(
+                audit_pb.CreateAuditCheckpointRequest(tenant="acme"), metadata=auth(ROOT)
+            ),
         ]
         for call in calls:
             with pytest.raises(grpc.aio.AioRpcError):
@@ -60,6 +67,7 @@ async def test_a_refused_audit_event_undoes_the_admin_change(tmp_path):
         assert await store.policy_history("acme") == []
         assert await store.list_revocations("acme") == []
         assert [k.name for k in await store.list_admin_keys()] == ["bootstrap"]
+        assert await store.list_checkpoints("acme") == []
         assert await store.audit_head("acme") == head
     finally:
         await channel.close()

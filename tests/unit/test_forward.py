@@ -1,8 +1,7 @@
 """The shared forwarder driver (authz.forward) with the webhook and NDJSON file sinks, on a real SQLite
 store and real HTTP receivers on 127.0.0.1.
-
-Stand-in: the webhook sink is given an ``httpx.AsyncClient`` where production passes the outbound
-client (``authz.outbound``, not on this branch yet); both have the same ``request`` shape."""
+HTTP goes through the outbound client (authz.outbound) with loopback allowlisted explicitly, as an
+operator would with TESSERA_OUTBOUND_ALLOW."""
 
 from __future__ import annotations
 
@@ -29,6 +28,7 @@ from authz.forward import (
     parse_retry_after,
     verify_webhook,
 )
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.secrets import Secret
 from authz.storage.sqlite import SQLiteStore
 from tests.forward_receivers import Answer, Received, Receiver
@@ -47,8 +47,10 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+async def http() -> AsyncIterator[OutboundClient]:
+    async with OutboundClient(
+        OutboundPolicy.build(["127.0.0.1"]), timeout_s=2.0, purpose="audit forwarder"
+    ) as client:
         yield client
 
 
@@ -139,7 +141,12 @@ async def test_a_receiver_down_then_back_gets_everything_from_the_cursor(store, 
     port = receiver.port
     receiver.stop()  # nothing listens: connection refused
     settings = ForwarderSettings(
-        batch_size=4, poll_interval_s=0.05, lease_ttl_s=5, backoff_base_s=0.02, backoff_cap_s=0.1
+        batch_size=4,
+        poll_interval_s=0.05,
+        lease_ttl_s=5,
+        backoff_base_s=0.02,
+        backoff_cap_s=0.1,
+        max_attempts=10_000,
     )
     forwarder = Forwarder(
         store, WebhookSink("hook", f"http://127.0.0.1:{port}", Secret(SECRET), http), settings
@@ -151,7 +158,9 @@ async def test_a_receiver_down_then_back_gets_everything_from_the_cursor(store, 
             await asyncio.sleep(0.02)
             if (await store.get_forwarder_cursor("acme", "hook")).last_error:
                 break
-        assert "ConnectError" in ((await store.get_forwarder_cursor("acme", "hook")).last_error or "")
+        assert "connection attempts failed" in (
+            (await store.get_forwarder_cursor("acme", "hook")).last_error or ""
+        )
         assert (await store.get_forwarder_cursor("acme", "hook")).seq == 0
         receiver = Receiver(webhook_check, port=port).start()
         await append(store, "acme", 2)  # committed while the receiver was down / coming back
@@ -309,3 +318,47 @@ def test_verify_webhook_refuses_stale_or_forged_requests():
     assert not verify_webhook(SECRET, body, headers, now=1000 + 301)  # replayed too late
     assert not verify_webhook(SECRET, body + b" ", headers, now=1100)
     assert not verify_webhook(b"other", body, headers, now=1100)
+
+
+async def test_a_loopback_sink_without_the_operator_allowlist_is_refused_and_nothing_is_sent(store):
+    await append(store, "acme", 2)
+    receiver = Receiver(webhook_check).start()
+    try:
+        async with OutboundClient(
+            OutboundPolicy.build([]), timeout_s=2.0, purpose="audit forwarder"
+        ) as client:
+            sink = WebhookSink("hook", receiver.url, Secret(SECRET), client)
+            settings = ForwarderSettings(batch_size=10, backoff_base_s=0.0, max_attempts=2)
+            await Forwarder(store, sink, settings).pass_once()
+    finally:
+        receiver.stop()
+    assert receiver.accepted == [] and receiver.refused == []
+    (dead,) = await store.list_dead_letters()  # kept, visible and replayable once the operator allows it
+    assert "loopback address" in dead.reason and (dead.from_seq, dead.to_seq) == (1, 2)
+
+
+async def test_metrics_report_lag_dead_letters_and_this_process_s_counters(store, http):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from authz.forward._metrics import ForwarderMetrics
+
+    await append(store, "acme", 6)
+    receiver = Receiver(webhook_check, script=[(400, {}, b"bad")]).start()
+    try:
+        forwarder = Forwarder(store, WebhookSink("hook", receiver.url, Secret(SECRET), http), FAST)
+        await forwarder.pass_once()
+    finally:
+        receiver.stop()
+    await append(store, "acme", 2)  # committed after the pass: lag
+    metrics = ForwarderMetrics([forwarder])
+    await metrics.refresh(store)
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    text = generate_latest(registry).decode()
+    assert 'tessera_forwarder_lag_events{sink="hook",tenant="acme"} 2' in text
+    assert 'tessera_forwarder_dead_letters{sink="hook",tenant="acme"} 1' in text
+    assert 'tessera_forwarder_events_delivered_total{sink="hook"} 2' in text
+    assert 'tessera_forwarder_events_dead_lettered_total{sink="hook"} 4' in text
+    assert 'tessera_forwarder_lease_held{sink="hook"} 1' in text
+    lag = next(line for line in text.splitlines() if line.startswith("tessera_forwarder_lag_seconds{"))
+    assert float(lag.rsplit(" ", 1)[1]) > 0

@@ -153,6 +153,11 @@ RULES: dict[str, Rule] = {
         ListAdminKeys=(ADMIN, "in_handler"),
         RevokeAdminKey=(ADMIN, "in_handler"),
     ),
+    **_rules(
+        "IntegrationService",
+        ForwarderHealth=(VIEWER, "tenant_or_all"),
+        ListDeadLetters=(VIEWER, "tenant_or_all"),
+    ),
 }
 
 

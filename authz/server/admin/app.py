@@ -43,6 +43,8 @@ from authz.api.admin.v1 import (
     approval_service_pb2_grpc,
     audit_service_pb2,
     audit_service_pb2_grpc,
+    integration_service_pb2,
+    integration_service_pb2_grpc,
     policy_service_pb2,
     policy_service_pb2_grpc,
     tenant_service_pb2,
@@ -60,6 +62,7 @@ from authz.server.admin._common import LOOPBACK_PROXIES, AdminRuntime
 from authz.server.admin.approvals import ApprovalService
 from authz.server.admin.audit import AuditService
 from authz.server.admin.auth import AdminAuthInterceptor
+from authz.server.admin.integrations import IntegrationService
 from authz.server.admin.keys import AdminKeyService
 from authz.server.admin.observe import AdminMetricsInterceptor, count_pending_approvals
 from authz.server.admin.policies import PolicyService
@@ -107,6 +110,12 @@ _SERVICES = (
         "AdminKeyService",
         admin_key_service_pb2_grpc.add_AdminKeyServiceServicer_to_server,
         AdminKeyService,
+    ),
+    (
+        integration_service_pb2,
+        "IntegrationService",
+        integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server,
+        IntegrationService,
     ),
 )
 #: Fully qualified names of the admin services, e.g. ``authz.api.admin.v1.TokenService``.

@@ -14,10 +14,10 @@ from authz.audit import (
     Checkpoint,
     LineBuffer,
     checkpoint_public_key,
-    create_checkpoint,
     csv_row,
     iter_audit_events,
     ndjson_line,
+    sign_head,
     verify_chain,
 )
 from authz.audit.cli import CHECKPOINT_KEY_PURPOSE
@@ -188,8 +188,9 @@ class AuditService(pb_grpc.AuditServiceServicer):
             raise InvalidArgument(f"invalid tenant name {request.tenant!r}", metadata={"field": "tenant"})
         if await self.rt.store.audit_head(request.tenant) is None:
             raise NotFound(f"tenant {request.tenant!r} has no audit chain", reason="CHAIN_NOT_FOUND")
-        checkpoint = await create_checkpoint(self.rt.store, request.tenant, self._seed(request.tenant))
-        await self.rt.audit(
+        checkpoint = await sign_head(self.rt.store, request.tenant, self._seed(request.tenant))
+        await self.rt.audited(  # the stored checkpoint and its event stand or fall together
+            lambda: self.rt.store.put_checkpoint(checkpoint.to_record()),
             request.tenant,
             "audit.checkpoint.create",
             f"checkpoint:{checkpoint.seq}",

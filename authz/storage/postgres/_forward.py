@@ -66,6 +66,10 @@ class PostgresForwarderStore:
         async with self._connection() as conn:
             await conn.execute("DELETE FROM forwarder_leases WHERE sink = %s AND holder = %s", (sink, holder))
 
+    async def forwarder_lease(self, sink: str) -> tuple[str, float] | None:
+        rows = await self._fetch("SELECT holder, expires_at FROM forwarder_leases WHERE sink = %s", (sink,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
     async def forwarder_cursors(self, sink: str | None = None) -> list[ForwarderCursor]:
         clause, params = ("WHERE sink = %s ", (sink,)) if sink is not None else ("", ())
         rows = await self._fetch(

@@ -59,6 +59,10 @@ class SQLiteForwarderStore:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM forwarder_leases WHERE sink = ? AND holder = ?", (sink, holder))
 
+    async def forwarder_lease(self, sink: str) -> tuple[str, float] | None:
+        rows = self.db.query("SELECT holder, expires_at FROM forwarder_leases WHERE sink = ?", (sink,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
     async def forwarder_cursors(self, sink: str | None = None) -> list[ForwarderCursor]:
         clause, params = ("WHERE sink = ? ", (sink,)) if sink is not None else ("", ())
         rows = self.db.query(

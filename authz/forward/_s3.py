@@ -1,0 +1,139 @@
+"""S3 sink: gzip NDJSON objects partitioned by tenant, date and hour, through ``boto3`` (extra ``s3``).
+
+Object key: ``{prefix}tenant=<t>/date=YYYY-MM-DD/hour=HH/<first seq>-<last seq>.ndjson.gz`` (seqs
+zero-padded to 12 digits), one object per batch and hour the batch spans, the hour being the event's
+own time (UTC). The key is a function of the events it holds, so resending a batch after a crash
+overwrites the same object: S3 itself deduplicates. The Hive-style ``key=value`` folders are what the
+Athena DDL in the query pack projects as partitions.
+
+``boto3`` opens its own connections, so the endpoint host is vetted against the operator's outbound
+rules (:func:`authz.outbound.vet_host_sync`) before every batch; a refused endpoint is retried (and, if it
+stays refused, dead-lettered), never silently skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
+from urllib.parse import urlsplit
+
+from authz.forward._event import ForwardEvent
+from authz.forward._sink import Ack, Outcome, Reject, Retry, parse_retry_after
+
+# S3 error codes an operator must fix (bucket, permissions, credentials): resending cannot help.
+_REJECT_CODES = {
+    "AccessDenied",
+    "NoSuchBucket",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidBucketName",
+}
+
+
+def partition_key(prefix: str, event: ForwardEvent) -> str:
+    when = datetime.fromtimestamp(event.time_ms / 1000, UTC)
+    return f"{prefix}tenant={event.tenant}/date={when:%Y-%m-%d}/hour={when:%H}/"
+
+
+class S3Sink:
+    def __init__(
+        self,
+        name: str,
+        bucket: str,
+        client: Any,
+        *,
+        prefix: str = "",
+        vet: Callable[[], object] | None = None,
+    ):
+        """``client``: a boto3 S3 client (see :func:`s3_client`); ``vet()`` raises when the endpoint is
+        refused by the outbound rules."""
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        self.name = name
+        self.bucket = bucket
+        self.prefix = prefix
+        self._client = client
+        self._vet = vet
+
+    def objects(self, batch: Sequence[ForwardEvent]) -> list[tuple[str, bytes]]:
+        """``(key, gzip body)`` per partition the batch touches (events stay in seq order)."""
+        out = []
+        for folder, group in groupby(batch, key=lambda e: partition_key(self.prefix, e)):
+            events = list(group)
+            body = gzip.compress(b"".join(e.ndjson_line() for e in events), mtime=0)
+            out.append((f"{folder}{events[0].seq:012d}-{events[-1].seq:012d}.ndjson.gz", body))
+        return out
+
+    def _put_all(self, batch: Sequence[ForwardEvent]) -> Outcome:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._vet is not None:
+            self._vet()
+        for key, body in self.objects(batch):
+            try:
+                self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson"
+                )
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                meta = exc.response.get("ResponseMetadata", {})
+                status = int(meta.get("HTTPStatusCode") or 0)
+                reason = (
+                    f"S3 {self.name} put {key}: HTTP {status} {error.get('Code')}: {error.get('Message')}"
+                )
+                if error.get("Code") in _REJECT_CODES or (400 <= status < 500 and status not in (408, 429)):
+                    return Reject(reason)
+                retry_after = parse_retry_after((meta.get("HTTPHeaders") or {}).get("retry-after"))
+                return Retry(reason, retry_after)
+            except BotoCoreError as exc:
+                return Retry(f"S3 {self.name} put {key}: {exc}")
+        return Ack()
+
+    async def send(self, batch: Sequence[ForwardEvent]) -> Outcome:
+        # boto3 is blocking: keep the event loop (and any other sink on it) free while it uploads.
+        return await asyncio.to_thread(self._put_all, batch)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._client.close)
+
+
+def s3_client(
+    *,
+    region: str,
+    endpoint_url: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    timeout_s: float = 10.0,
+) -> Any:
+    """A boto3 S3 client; without keys, boto3's own chain (instance role, web identity, ...) applies.
+    Path-style addressing with a custom endpoint (MinIO, Ceph and other S3-compatible servers), retries
+    left to the forwarder (boto3's own would hide failures from the cursor's health)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=timeout_s,
+        read_timeout=timeout_s,
+        retries={"max_attempts": 1, "mode": "standard"},
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+    )
+    return boto3.client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        config=config,
+    )
+
+
+def endpoint_host(region: str, endpoint_url: str | None) -> tuple[str, int]:
+    """The host and port boto3 will connect to, for the outbound vetting."""
+    if endpoint_url:
+        parts = urlsplit(endpoint_url)
+        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    return f"s3.{region}.amazonaws.com", 443
