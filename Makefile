@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	@# xds-protos also ships opentelemetry/proto/ (an older OTLP): whichever installs last wins, and the
+	@# OTLP exporters need opentelemetry-proto's own files, so that package goes in last.
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps \
+	  "opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	@touch $(STAMP)
 
 install: $(STAMP) ## create the virtualenv and install Tessera with its dev tools
