@@ -28,7 +28,6 @@ import platform
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
-from importlib import metadata
 from typing import Any
 
 from prometheus_client import (
@@ -47,6 +46,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
+from authz import __version__
 from authz.check.models import CODE_OF_CHECK, Check
 from authz.errors import StorageError
 
@@ -124,10 +124,7 @@ def _histogram(
 
 
 def build_info_metric(component: str) -> GaugeMetricFamily:
-    try:
-        version = metadata.version("tessera")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
+    version = __version__
     family = GaugeMetricFamily(
         "tessera_build_info",
         "Tessera's version and runtime; always 1.",

@@ -30,12 +30,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from authz import __version__
 from authz.errors import ConfigError
 
 
@@ -50,6 +50,21 @@ def tracing_requested(env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
+def require_current_otlp_protos() -> None:
+    """Refuse to start tracing on a clobbered ``opentelemetry/proto``: ``xds-protos`` ships an older copy
+    of that package, and when it is installed after ``opentelemetry-proto`` the OTLP exporters fail at
+    import. ``make install`` and the Dockerfile reinstall ``opentelemetry-proto`` last; other installs
+    get this error with the command that mends them."""
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    if not hasattr(common_pb2, "InstrumentationScope"):
+        raise ConfigError(
+            "tracing is on, but opentelemetry/proto holds xds-protos' older copy: reinstall it last with "
+            "`pip install --force-reinstall --no-deps opentelemetry-proto==$(pip show opentelemetry-proto "
+            "| sed -n 's/^Version: //p')`"
+        )
+
+
 def _exporter(env: Mapping[str, str]) -> Any:
     name = (env.get("OTEL_TRACES_EXPORTER") or "otlp").split(",")[0].strip().lower()
     if name == "console":
@@ -58,6 +73,7 @@ def _exporter(env: Mapping[str, str]) -> Any:
         return ConsoleSpanExporter()
     if name != "otlp":
         raise ConfigError(f"OTEL_TRACES_EXPORTER={name!r} is not supported (otlp, console or none)")
+    require_current_otlp_protos()
     protocol = (
         env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
     ).strip()
@@ -106,10 +122,7 @@ def setup_tracing(service_name: str, env: Mapping[str, str] | None = None) -> Tr
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    try:
-        version = metadata.version("tessera")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
+    version = __version__
     # Resource.create adds OTEL_RESOURCE_ATTRIBUTES; OTEL_SERVICE_NAME, when set, names the service.
     name = env.get("OTEL_SERVICE_NAME") or service_name
     resource = Resource.create({SERVICE_NAME: name, SERVICE_VERSION: version})

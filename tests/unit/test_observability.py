@@ -483,3 +483,23 @@ def test_envoy_config_command_turns_tracing_on_with_a_collector(tmp_path: Path):
     assert main(args) == 0
     doc = yaml.safe_load(out.read_text())
     assert "opentelemetry_collector" not in {c["name"] for c in doc["static_resources"]["clusters"]}
+
+
+def test_tracing_refuses_a_clobbered_otlp_proto_with_the_command_that_mends_it(monkeypatch):
+    # xds-protos ships an older opentelemetry/proto; installed last, it lacks what the OTLP exporters use.
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    from authz.errors import ConfigError
+    from authz.observability import setup_tracing
+
+    monkeypatch.delattr(common_pb2, "InstrumentationScope")
+    with pytest.raises(ConfigError, match="force-reinstall --no-deps opentelemetry-proto"):
+        setup_tracing("tessera-check", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"})
+
+
+def test_build_info_names_the_package_version():
+    from authz import __version__
+    from authz.observability._metrics import build_info_metric
+
+    [sample] = build_info_metric("check").samples
+    assert sample.labels["version"] == __version__ and __version__ != "unknown"
