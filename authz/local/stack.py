@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import socket
 import subprocess
@@ -24,9 +25,38 @@ from authz.local.envoy_config import JSON_LOG_FORMAT, EnvoyProcess, die_with_par
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port that is free now, for a server started next.
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out for port 0 is also the next
+    source port of some outgoing connection, which can take it before the server binds (seen as Envoy's
+    "Address already in use" on a busy machine). Ports already handed out by this process are skipped.
+    """
+    low = _ephemeral_low()
+    if low > 12_000:
+        for _ in range(200):
+            port = random.randrange(10_000, low)
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    with socket.socket() as sock:  # no room below the ephemeral range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def spawn(
