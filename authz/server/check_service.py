@@ -36,6 +36,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         listing: Any = None,
     ):
         self._pipeline = pipeline
+        # Token verification before the body is read (resolved once, not per check).
+        self._authenticates = getattr(pipeline, "authenticates", None)
         self._recorder = recorder
         self._body_limits = body_limits
         # Tokenless and malformed requests from one source share an audit event per window.
@@ -93,7 +95,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             request,
             deadline=deadline,
             limits=self._body_limits,
-            authenticates=getattr(self._pipeline, "authenticates", None),
+            authenticates=self._authenticates,
         )
         if parsed.protocol_error is not None:
             reply, decision = wire.protocol_denial(parsed)
