@@ -19,6 +19,7 @@ import ipaddress
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -236,6 +237,8 @@ def render_envoy_config(
                     body = (per_route.get("check_settings") or {}).get("with_request_body")
                     if body is not None:
                         body["max_request_bytes"] = max_request_bytes
+            if cors_origins is not None:
+                _set_reply_origins(hcm, cors_origins)
 
         clusters = resources["clusters"]
         _set_endpoints(_find_named(clusters, CHECK_CLUSTER, "cluster", source), check_endpoints)
@@ -282,6 +285,20 @@ def _set_streaming(
         for route in vhost.get("routes", ()):
             if route.get("name") in _STREAMING_ROUTES:
                 route["route"]["idle_timeout"] = _duration(idle_timeout_ms)
+
+
+def _set_reply_origins(hcm: dict[str, Any], cors_origins: Sequence[str]) -> None:
+    """The origins whose local replies (a withheld list) get CORS headers: the same as the CORS policy.
+
+    Envoy's CORS filter does not see a local reply sent while the response is being processed, so the
+    ``local_reply_config`` mappers add the headers for a request whose ``origin`` header matches."""
+    # No origin: a pattern no origin header can match (it never holds a NUL byte).
+    pattern = "|".join(re.escape(origin.rstrip("/")) for origin in cors_origins) or "\\x00"
+    for mapper in (hcm.get("local_reply_config") or {}).get("mappers", ()):
+        for item in (mapper.get("filter") or {}).get("and_filter", {}).get("filters", ()):
+            header = (item.get("header_filter") or {}).get("header") or {}
+            if header.get("name") == "origin":
+                header["string_match"] = {"safe_regex": {"regex": pattern}}
 
 
 _WELL_KNOWN = "/.well-known/oauth-protected-resource"
