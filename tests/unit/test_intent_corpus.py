@@ -178,3 +178,24 @@ def test_eval_with_an_http_extractor_uses_the_same_command(classifier, capsys, m
     assert remote["extractor"] == classifier and built_in["extractor"] == "catalog"
     for key in ("cases", "false_denies", "missed_denies", "false_deny_rate", "catch_rate"):
         assert remote[key] == built_in[key], key
+
+
+def test_eval_reads_the_outbound_rules_through_the_public_config_api(monkeypatch):
+    import ast
+    import inspect
+
+    import authz.intent.cli
+    from authz.config import outbound_config
+
+    tree = ast.parse(inspect.getsource(authz.intent.cli))
+    imported = {
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not any(name.startswith("_") for _, name in imported), imported
+    monkeypatch.setenv("TESSERA_OUTBOUND_ALLOW", "127.0.0.1,10.0.0.0/8")
+    monkeypatch.setenv("TESSERA_OUTBOUND_REFUSED_PORTS", "7000")
+    rules = outbound_config()
+    assert rules.allow == ("127.0.0.1", "10.0.0.0/8") and rules.refused_ports == (7000,)
