@@ -104,9 +104,7 @@ class Lexicon:
         self.read_only_phrases = tuple(_stems(t) for t in data.get("read_only_phrases") or ())
         self.negations = tuple(str(t) for t in data.get("negations") or ())
         self.post_negations = frozenset(tokenize(" ".join(data.get("post_negations") or ())))
-        self.injection = tuple(
-            _split_gap(str(t), _marker_stems) for t in data.get("injection_markers") or ()
-        )
+        self.injection = tuple(_split_gap(str(t), _marker_stems) for t in data.get("injection_markers") or ())
         #: first stems of injection markers and read-only phrases, to skip the rest of a prompt quickly
         self.injection_first = frozenset(words[0] for words, _ in self.injection)
         self.read_only_first = frozenset(words[0] for words in self.read_only_phrases)
