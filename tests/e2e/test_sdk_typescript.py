@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from authz.local.stack import free_port
 from tests.e2e.conftest import unique_agent
 
 pytestmark = pytest.mark.integration
@@ -80,6 +81,40 @@ async def test_wait_for_approval_completes_when_approved_while_the_sdk_polls(bui
             node.kill()
             await node.wait()
     assert node.returncode == 0 and "# pass 1" in out and "# fail 0" in out, out
+
+
+async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approvals):
+    """@modelcontextprotocol/sdk's Client over its StreamableHTTPClientTransport, with the adapter."""
+    agent = unique_agent()
+    env = {
+        "TESSERA_E2E_URL": stack.url,
+        "TESSERA_E2E_TOKEN": stack.token(),
+        "TESSERA_E2E_BUDGET_TOKEN": stack.token(max_calls=2),
+        "TESSERA_E2E_APPROVAL_TOKEN": stack.token(agent=agent),
+        "TESSERA_E2E_DEAD_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        "--test",
+        "test/e2e/mcp.test.mjs",
+        cwd=built,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        # the file's last test leaves a transfer pending and polls it with waitForApproval
+        pending = await approvals.pending_for(agent, timeout=120)
+        await asyncio.sleep(0.6)  # let the adapter poll at least once while the call is pending
+        assert node.returncode is None
+        await approvals.decide(pending.approval_id, "approve")
+        out = (await asyncio.wait_for(node.communicate(), 120))[0].decode()
+    finally:
+        if node.returncode is None:
+            node.kill()
+            await node.wait()
+    assert node.returncode == 0, out
+    assert "# fail 0" in out and "# skipped 0" in out and "# pass 6" in out, out
 
 
 def test_npm_pack_produces_an_installable_tarball(built, tmp_path):
