@@ -8,7 +8,8 @@ The ``tessera`` object of a decision event always has the same keys (null when u
 (null for gateway-level decisions), ``agent``, ``token_id``, ``jti``, ``tool``, ``rpc_method``,
 ``argument_keys``, ``argument_keys_truncated``, ``arguments_sha256``, ``prompt_sha256``,
 ``policy_version``, ``policy_hash``, ``approval_id``, ``latency_us``, ``data`` (the scalar extras of the
-denial: budget scope/limit/resets_at, approval expiry, retry_after_ms, protocol code).
+denial: budget scope/limit/resets_at, approval expiry, retry_after_ms, protocol code); ``memory_writers``
+only when memory entries were presented (the writers named by them, ``(hmac)`` for the deprecated tags).
 An admin event's ``tessera`` object has ``decision`` = ``admin``, ``tenant``, ``actor``, ``action``,
 ``target``, ``details``, ``reason``, ``agent`` (null).
 """
@@ -137,6 +138,8 @@ def event_from_decision(decision: Decision, *, time_ms: int) -> dict[str, Any]:
             "determined": d.intent_determined,
             "terms": [clean_text(term, 64) for term in d.intent_terms[:32]],
         }
+    if d.memory_writers:  # whose memory entries shaped the call (ARCHITECTURE §8)
+        event["tessera"]["memory_writers"] = [clean_text(w, 128) for w in d.memory_writers[:32]]
     return event
 
 
