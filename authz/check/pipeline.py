@@ -489,7 +489,7 @@ class Pipeline:
 
     def _policy_input(self, state: CallState) -> dict[str, Any]:
         inp, token = state.input, state.token
-        return {
+        doc: dict[str, Any] = {
             "phase": "call",  # "list" when authz.check.listing asks whether to list a tool
             "tenant": token.tenant,
             "agent": token.agent,
@@ -511,6 +511,9 @@ class Pipeline:
             ),
             "time": {"now": _rfc3339(state.now.timestamp()), "unix": int(state.now.timestamp())},
         }
+        if inp.server is not None:  # several tool servers behind one endpoint: which one
+            doc["server"] = inp.server
+        return doc
 
     async def _budget(self, state: CallState) -> Decision | None:
         token, tenant, inp = state.token, state.tenant, state.input

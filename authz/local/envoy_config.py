@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -153,6 +153,7 @@ def render_envoy_config(
     oauth_resource: str | None = None,
     oauth_authorization_servers: Sequence[str] = (),
     listen_address: str | None = None,
+    mcp_servers: Mapping[str, tuple[str, int]] | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -177,6 +178,9 @@ def render_envoy_config(
       401 + ``WWW-Authenticate: Bearer resource_metadata=...``. None: IntentGate-compatible denials.
     - ``listen_address``: the agent-facing listener's address (``0.0.0.0`` in a pod); None keeps the
       template's loopback address.
+    - ``mcp_servers``: more MCP tool servers behind the same listener, by name: ``/v1/mcp/<name>``
+      reaches ``(host, port)`` (its ``/mcp``) with the same routes as ``/v1/mcp`` (list processor,
+      streams, preflight), and the check learns the server's name (``input.server``).
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -239,6 +243,9 @@ def render_envoy_config(
                         body["max_request_bytes"] = max_request_bytes
             if cors_origins is not None:
                 _set_reply_origins(hcm, cors_origins)
+            if mcp_servers:
+                for vhost in hcm["route_config"]["virtual_hosts"]:
+                    _add_mcp_servers(vhost, mcp_servers, resources["clusters"], source)
 
         clusters = resources["clusters"]
         _set_endpoints(_find_named(clusters, CHECK_CLUSTER, "cluster", source), check_endpoints)
@@ -299,6 +306,49 @@ def _set_reply_origins(hcm: dict[str, Any], cors_origins: Sequence[str]) -> None
             header = (item.get("header_filter") or {}).get("header") or {}
             if header.get("name") == "origin":
                 header["string_match"] = {"safe_regex": {"regex": pattern}}
+
+
+_MCP_ROUTES = ("mcp_list", "mcp_stream", "mcp", "mcp_preflight")
+_SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+MCP_SERVER_CLUSTER_PREFIX = "mcp_server_"
+
+
+def _add_mcp_servers(
+    vhost: dict[str, Any], servers: Mapping[str, tuple[str, int]], clusters: list[Any], source: Path
+) -> None:
+    """One set of MCP routes per named tool server, at ``/v1/mcp/<name>``, each to its own cluster.
+
+    Copies of the ``/v1/mcp`` routes (so the list processor, stream timeouts and CORS preflight are the
+    same), with the server's name in the check's context (``context_extensions.server``)."""
+    routes = vhost["routes"]
+    templates = [r for r in routes if r.get("name") in _MCP_ROUTES]
+    if len(templates) != len(_MCP_ROUTES):
+        raise ConfigError(f"{source}: the MCP routes {_MCP_ROUTES} are needed to add MCP servers")
+    upstream = _find_named(clusters, UPSTREAM_CLUSTER, "cluster", source)
+    index = next((i for i, r in enumerate(routes) if r.get("name") == "method_not_allowed"), len(routes))
+    added: list[dict[str, Any]] = []
+    for name, endpoint in servers.items():
+        if not isinstance(name, str) or not _SERVER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"not an MCP server name: {name!r} (lower-case letters, digits, - and _)",
+                reason="ENVOY_CONFIG_VALUE",
+            )
+        cluster_name = MCP_SERVER_CLUSTER_PREFIX + name
+        if any(c.get("name") == cluster_name for c in clusters):
+            continue  # several virtual hosts share the clusters
+        cluster = copy.deepcopy(upstream)
+        cluster["name"] = cluster_name
+        _set_endpoints(cluster, [endpoint])
+        clusters.append(cluster)
+        for template in templates:
+            route = copy.deepcopy(template)
+            route["name"] = f"{template['name']}@{name}"
+            route["match"]["path"] = f"{template['match']['path']}/{name}"
+            route["route"]["cluster"] = cluster_name
+            per_route = route["typed_per_filter_config"][EXT_AUTHZ_FILTER]
+            per_route["check_settings"]["context_extensions"]["server"] = name
+            added.append(route)
+    routes[index:index] = added
 
 
 _WELL_KNOWN = "/.well-known/oauth-protected-resource"

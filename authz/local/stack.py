@@ -208,6 +208,8 @@ class Stack:
     oauth_authorization_servers: list[str] | None = None
     #: Where Envoy's list processor (ext_proc) runs; None: on the check replicas.
     list_endpoints: list[tuple[str, int]] | None = None
+    #: More MCP tool servers behind the listener, at /v1/mcp/<name> (started by the caller).
+    mcp_servers: dict[str, tuple[str, int]] | None = None
     upstream: subprocess.Popen | None = None
     checks: list[CheckProcess] = field(default_factory=list)
     admin: AdminProcess | None = None
@@ -300,6 +302,7 @@ class Stack:
                     list_endpoints=self.list_endpoints,
                     cors_origins=self.cors_origins,
                     mcp_idle_timeout_ms=self.mcp_idle_timeout_ms,
+                    mcp_servers=self.mcp_servers,
                     oauth_resource=f"{self.url}/v1/mcp" if self.oauth_authorization_servers else None,
                     oauth_authorization_servers=self.oauth_authorization_servers or (),
                 )

@@ -113,3 +113,30 @@ def test_the_local_replies_of_a_withheld_list_carry_cors_headers_for_the_rendere
 
     assert re.fullmatch(regex, "https://a.example") and re.fullmatch(regex, "http://b.example:8080")
     assert not re.fullmatch(regex, "https://aXexample") and not re.fullmatch(regex, "http://evil.example")
+
+
+def test_more_mcp_servers_get_their_own_routes_and_cluster_and_envoy_accepts_them(tmp_path):
+    from authz.local.envoy_config import validate_envoy_config
+
+    text = render_envoy_config(
+        **BASE, mcp_servers={"billing": ("127.0.0.1", 19100)}, mcp_idle_timeout_ms=9000
+    )
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text)
+    validate_envoy_config(path)
+    doc = yaml.safe_load(text)
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+    for name in ("mcp_list", "mcp_stream", "mcp", "mcp_preflight"):
+        route = routes[f"{name}@billing"]
+        assert route["match"]["path"] == "/v1/mcp/billing"
+        assert route["route"]["cluster"] == "mcp_server_billing"
+        extensions = route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]
+        assert extensions["context_extensions"] == {"route": "mcp", "server": "billing"}
+        assert "server" not in json.dumps(routes[name]["typed_per_filter_config"])  # the default endpoint
+    assert routes["mcp@billing"]["route"]["idle_timeout"] == "9.000s"
+    cluster = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "mcp_server_billing")
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"] == {"address": "127.0.0.1", "port_value": 19100}
+    with pytest.raises(ConfigError):
+        render_envoy_config(**BASE, mcp_servers={"Bad/Name": ("127.0.0.1", 1)})
