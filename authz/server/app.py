@@ -170,7 +170,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         listing=listing,
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
-    add_list_processor(listing, server)
+    add_list_processor(listing, server, recorder=runtime.recorder)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{config.listen.host}:{config.listen.check_port}"
