@@ -9,7 +9,7 @@ the issuer's :class:`~authz.oauth.ExchangeAllowance` allow:
 * ``tools`` the intersection of the claims' tools and the allowance's tools, narrowed further to the
   request's ``scope`` (a ``scope`` naming a tool outside that set is refused: ``invalid_scope``);
 * ``expires`` the earliest of the subject token's ``exp`` and now + ``max_ttl_s``;
-* ``max_calls`` / ``max_cost`` from the allowance;
+* ``max_calls`` / ``max_cost`` the tighter of the allowance's and the token's own (its budget claims);
 * ``jti`` the subject token's ``jti`` (its SHA-256 when it has none or an unusable one), so revoking
   that jti revokes the access token and every capability token exchanged for it at once.
 
@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from authz.errors import InvalidArgument
@@ -106,8 +107,8 @@ class TokenExchange:
             agent=token.agent,
             tools=list(tools) if tools is not None else None,
             expires=expires,
-            max_calls=allowance.max_calls,
-            max_cost=allowance.max_cost,
+            max_calls=_least(allowance.max_calls, token, "calls"),
+            max_cost=_least(allowance.max_cost, token, "cost"),
             jti=jti,
         )
         info = inspect(issued)
@@ -151,6 +152,16 @@ def _requested_tools(scope: str | None, allowed: frozenset[str] | None) -> tuple
                 f"scope asks for tools the subject token or its tenant does not allow: {', '.join(wider)}",
             )
     return wanted
+
+
+def _least(allowed: Any, token: AuthenticatedToken, kind: str) -> Any:
+    """The tighter of the allowance's budget and the subject token's own (from its budget claim)."""
+    limits = [Decimal(str(allowed))] if allowed is not None else []
+    limits += [Decimal(str(c.limit)) for c in token.budget_counters if c.kind == kind]
+    if not limits:
+        return None
+    least = min(limits)
+    return int(least) if kind == "calls" else str(least)
 
 
 def _family_jti(token: AuthenticatedToken) -> str:

@@ -19,7 +19,15 @@ import yaml
 
 from authz.errors import ConfigError, DependencyError, InvalidArgument
 from authz.outbound import OutboundClient, OutboundPolicy
-from authz.token import AuthenticatedToken, TokenRejection, format_time, parse_caveat
+from authz.token import (
+    AuthenticatedToken,
+    BudgetCounter,
+    ExpiresCaveat,
+    MaxCallsCaveat,
+    TokenRejection,
+    format_time,
+    parse_caveat,
+)
 
 log = logging.getLogger("tessera.oauth")
 
@@ -66,6 +74,10 @@ class TrustedIssuer:
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
     #: Token exchange for this issuer's tokens (None: refused).
     exchange: ExchangeAllowance | None = None
+    #: Claims that set the token's own budget (``max_calls`` / ``max_cost`` caveats, counted per token
+    #: like a macaroon's); None, or a token without the claim: no per-token budget (tenant rules apply).
+    max_calls_claim: str | None = None
+    max_cost_claim: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("issuer", "jwks_uri", "audience", "tenant"):
@@ -290,10 +302,35 @@ def _authenticated(
             if not isinstance(value, int | float) or isinstance(value, bool):
                 return TokenRejection(f"access token claim {claim!r} is not a time")
             raw.append(template.format(format_time(datetime.fromtimestamp(value, UTC))))
+    budgets = []
+    for claim, kind in ((issuer.max_calls_claim, "calls"), (issuer.max_cost_claim, "cost")):
+        value = claims.get(claim) if claim else None
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | str)
+            or (kind == "calls" and type(value) is not int)
+        ):
+            return TokenRejection(f"access token claim {claim!r} is not a budget")
+        raw.append(f"max_{kind} = {value}")
+        budgets.append(len(raw) - 1)
     try:
         caveats = tuple(parse_caveat(c) for c in raw)
     except InvalidArgument as exc:
         return TokenRejection(f"access token claims cannot be mapped: {exc}")
+    expires = next((c.at for c in caveats if isinstance(c, ExpiresCaveat)), None)
+    # One counter per token and kind (a JWT has no chain to nest counters in): every call made with this
+    # access token spends from it, until the token expires.
+    counters = tuple(
+        BudgetCounter(
+            hashlib.sha256(f"oauth:{token_id}:{caveats[i].raw}".encode()).hexdigest(),
+            "calls" if isinstance(caveats[i], MaxCallsCaveat) else "cost",
+            caveats[i].limit,
+            expires,
+        )
+        for i in budgets
+    )
     jti = claims.get("jti") if isinstance(claims.get("jti"), str) else token_id
     return AuthenticatedToken(
         tenant=issuer.tenant,
@@ -303,7 +340,7 @@ def _authenticated(
         token_id=token_id,
         caveats=caveats,
         ancestor_ids=(token_id,),
-        budget_counters=(),
+        budget_counters=counters,
     )
 
 

@@ -155,3 +155,23 @@ def test_the_form_is_parsed_strictly():
         with pytest.raises(InvalidArgument) as bad:
             parse_form(content_type, data)
         assert bad.value.metadata["error"] == "invalid_request"
+
+
+async def test_the_tighter_budget_of_allowance_and_claims_is_issued(issuer):
+    allowance = ExchangeAllowance(max_calls=10, max_cost="100")
+    trusted = TrustedIssuer(
+        issuer=issuer.issuer,
+        jwks_uri=issuer.jwks_uri,
+        audience=AUDIENCE,
+        tenant="demo",
+        exchange=allowance,
+        max_calls_claim="tessera_max_calls",
+    )
+    jwks = JwksCache([trusted], outbound=OutboundClient(OutboundPolicy.build(["127.0.0.1"])))
+    await jwks.refresh()
+    exchange = TokenExchange(OAuthAuthenticator(TokenAuthenticator(KEYRING), [trusted], jwks), KEYRING)
+    issued = exchange.exchange(_form(issuer.token(AUDIENCE, tessera_max_calls=4)), now=NOW)
+    assert sorted((c.kind, str(c.limit)) for c in _verify(issued.token).budget_counters) == [
+        ("calls", "4"),
+        ("cost", "100"),
+    ]
