@@ -206,6 +206,8 @@ class Stack:
     mcp_idle_timeout_ms: int | None = None
     #: OAuth resource-server mode: the issuers named in the protected-resource metadata (None: off).
     oauth_authorization_servers: list[str] | None = None
+    #: OAuth mode per tenant: ``{tenant: (resource URL, [issuer, ...])}`` (see render_envoy_config).
+    oauth_tenants: dict[str, tuple[str, list[str]]] | None = None
     #: Where Envoy's list processor (ext_proc) runs; None: on the check replicas.
     list_endpoints: list[tuple[str, int]] | None = None
     #: More MCP tool servers behind the listener, at /v1/mcp/<name> (started by the caller).
@@ -305,6 +307,7 @@ class Stack:
                     mcp_servers=self.mcp_servers,
                     oauth_resource=f"{self.url}/v1/mcp" if self.oauth_authorization_servers else None,
                     oauth_authorization_servers=self.oauth_authorization_servers or (),
+                    oauth_tenants=self.oauth_tenants,
                 )
             )
             self.envoy = EnvoyProcess(
