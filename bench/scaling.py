@@ -6,9 +6,10 @@ commit). One tenant's audited decisions/s across every replica is at most ``batc
 here, single writer, per transaction of 1 event and of a group-committed batch of 32:
 
 - SQLite: the append transaction (canonical JSON is computed before the lock and not counted);
-- PostgreSQL (when its server binaries are found; durable settings, ``fsync`` and
-  ``synchronous_commit`` on, data on disk): from the start of the locked part of the append (the head
-  upsert just before ``FOR UPDATE``, an upper bound) to the commit's return, over 127.0.0.1.
+- PostgreSQL (when its server binaries are found; ``fsync`` on, data on disk), with the commit waiting
+  for its WAL flush and without: from the start of the locked part of the append (the head upsert just
+  before ``FOR UPDATE``, an upper bound) to the commit's return, over 127.0.0.1; and one charge of a
+  tenant-wide budget counter (a row every call of the tenant updates; one statement, upper bound).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.audit._events import chain_tenant, event_from_decision
+from authz.storage.models import Reservation
 from authz.storage.sqlite import SQLiteStore
 from authz.storage.sqlite._audit import prepare_events
 
@@ -102,6 +104,14 @@ async def postgres_hold_ms(decision: Any) -> dict[str, dict[int, float]] | str:
                             await store.append_events(events)
                             total += time.perf_counter() - starts[0]
                         holds[batch] = total / (ROUNDS // 3) * 1000
+                    # A tenant-wide budget rule: every call of the tenant charges one counter row, one
+                    # autocommit statement each (the row lock lasts until that commit; upper bound).
+                    counter = [Reservation("bench/rule/tenant/*/hour/calls", 0, 1, 1e12, "tenant:hour")]
+                    await store.reserve(counter)
+                    started = time.perf_counter()
+                    for _ in range(ROUNDS // 3):
+                        await store.reserve(counter)
+                    holds[0] = (time.perf_counter() - started) / (ROUNDS // 3) * 1000
             finally:
                 pg_audit._append_locked = original
                 await store.close()
@@ -126,6 +136,9 @@ async def hold_rows(decision: Any) -> list[tuple[str, float, float]]:
             rows.append((f"{name} chain-head hold: {holds}", float("nan"), float("nan")))
             continue
         for batch, ms in holds.items():
+            if batch == 0:  # the tenant's budget counter row: one charge per transaction
+                rows.append((f"{name}: tenant budget counter, 1 charge", ms, 1000 / ms))
+                continue
             label = "1 event" if batch == 1 else f"batch of {batch}"
             rows.append((f"{name}: {label}", ms, batch / ms * 1000))
     return rows
