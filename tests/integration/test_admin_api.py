@@ -283,6 +283,22 @@ CASES = [
     Case("list keys", "AdminKeyService/ListAdminKeys", {}, same_answer=True),
     Case("forwarder health", "IntegrationService/ForwarderHealth", {"tenant": "demo"}, same_answer=True),
     Case("dead letters", "IntegrationService/ListDeadLetters", {}, same_answer=True),
+    Case("intent settings", "IntentService/GetIntentSettings", {"tenant": "demo"}, same_answer=True),
+    Case(
+        "intent refresh interval too short",
+        "IntentService/UpdateIntentSettings",
+        {"tenant": "cases", "settings": {"refresh_interval_s": 3}, "update_mask": "refreshIntervalS"},
+        C.INVALID_ARGUMENT,
+        400,
+    ),
+    Case(
+        "refresh without tools_url",
+        "IntentService/RefreshIntentCatalog",
+        {"tenant": "cases"},
+        C.FAILED_PRECONDITION,
+        400,
+        reason="NO_TOOLS_URL",
+    ),
     Case(
         "revoke the last admin key",
         "AdminKeyService/RevokeAdminKey",
@@ -462,6 +478,13 @@ def _matrix_requests(gw: AdminGateway, env: dict[str, Any]) -> dict[str, Callabl
         "AdminKeyService/RevokeAdminKey": lambda: {"key_id": gw.new_key("viewer", t, "doomed").split("_")[1]},
         "IntegrationService/ForwarderHealth": lambda: {"tenant": t},
         "IntegrationService/ListDeadLetters": lambda: {"tenant": t},
+        "IntentService/GetIntentSettings": lambda: {"tenant": t},
+        "IntentService/UpdateIntentSettings": lambda: {
+            "tenant": t,
+            "settings": {},
+            "update_mask": "undetermined",
+        },
+        "IntentService/RefreshIntentCatalog": lambda: {"tenant": t},
     }
 
 
@@ -504,6 +527,9 @@ MATRIX = {
     "AdminKeyService/RevokeAdminKey": ("admin", False),
     "IntegrationService/ForwarderHealth": ("viewer", False),
     "IntegrationService/ListDeadLetters": ("viewer", False),
+    "IntentService/GetIntentSettings": ("viewer", False),
+    "IntentService/UpdateIntentSettings": ("admin", False),
+    "IntentService/RefreshIntentCatalog": ("operator", False),
 }
 ROLES = ("viewer", "operator", "admin")
 ALLOWED_CODES = {OK, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ALREADY_EXISTS}

@@ -54,6 +54,11 @@ EXPECTED = {
     },
     "AdminKeyService": {"CreateAdminKey": "admin", "ListAdminKeys": "admin", "RevokeAdminKey": "admin"},
     "IntegrationService": {"ForwarderHealth": "viewer", "ListDeadLetters": "viewer"},
+    "IntentService": {
+        "GetIntentSettings": "viewer",
+        "UpdateIntentSettings": "admin",
+        "RefreshIntentCatalog": "operator",
+    },
 }
 
 

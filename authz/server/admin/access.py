@@ -158,6 +158,12 @@ RULES: dict[str, Rule] = {
         ForwarderHealth=(VIEWER, "tenant_or_all"),
         ListDeadLetters=(VIEWER, "tenant_or_all"),
     ),
+    **_rules(
+        "IntentService",
+        GetIntentSettings=(VIEWER, "tenant"),
+        UpdateIntentSettings=(ADMIN, "tenant"),
+        RefreshIntentCatalog=(OPERATOR, "tenant"),
+    ),
 }
 
 

@@ -45,6 +45,8 @@ from authz.api.admin.v1 import (
     audit_service_pb2_grpc,
     integration_service_pb2,
     integration_service_pb2_grpc,
+    intent_service_pb2,
+    intent_service_pb2_grpc,
     policy_service_pb2,
     policy_service_pb2_grpc,
     tenant_service_pb2,
@@ -63,6 +65,7 @@ from authz.server.admin.approvals import ApprovalService
 from authz.server.admin.audit import AuditService
 from authz.server.admin.auth import AdminAuthInterceptor
 from authz.server.admin.integrations import IntegrationService
+from authz.server.admin.intent import IntentService
 from authz.server.admin.keys import AdminKeyService
 from authz.server.admin.observe import AdminMetricsInterceptor, count_pending_approvals
 from authz.server.admin.policies import PolicyService
@@ -116,6 +119,12 @@ _SERVICES = (
         "IntegrationService",
         integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server,
         IntegrationService,
+    ),
+    (
+        intent_service_pb2,
+        "IntentService",
+        intent_service_pb2_grpc.add_IntentServiceServicer_to_server,
+        IntentService,
     ),
 )
 #: Fully qualified names of the admin services, e.g. ``authz.api.admin.v1.TokenService``.
