@@ -14,7 +14,13 @@ import uvicorn
 
 from authz.demo import build_app
 from authz.errors import ConfigError, DependencyError, OutboundRefused
-from authz.intent import CatalogExtractor, catalog_for_settings, fetch_tools_list, refresh_catalogs
+from authz.intent import (
+    CatalogExtractor,
+    CatalogRefresher,
+    catalog_for_settings,
+    fetch_tools_list,
+    refresh_catalogs,
+)
 from authz.outbound import OutboundClient, OutboundPolicy
 from authz.storage import TenantSettings
 from authz.storage.sqlite import SQLiteStore
@@ -105,6 +111,37 @@ async def test_refresh_stores_the_list_and_the_catalog_follows(tmp_path, upstrea
         assert (await store.get_tenant("demo")).upstream_tools == settings.upstream_tools
     finally:
         await store.close()
+
+
+async def test_the_scheduled_refresher_follows_each_tenants_interval(tmp_path, upstream):
+    store = SQLiteStore(tmp_path / "t.db")
+    await store.put_tenant("fast", TenantSettings(tools_url=upstream, intent_refresh_s=60.0))
+    await store.put_tenant("default", TenantSettings(tools_url=upstream))  # the service's 300 s
+    await store.put_tenant("none", TenantSettings())
+    fetched: list[str] = []
+
+    async def counting_fetch(url: str) -> dict:
+        fetched.append(url)
+        return await fetch(url)
+
+    now = [1000.0]
+    refresher = CatalogRefresher(store, interval_s=300.0, fetch=counting_fetch, clock=lambda: now[0])
+    try:
+        assert set(await refresher.run_once()) == {"fast", "default"}  # both due at start
+        assert len(fetched) == 2 and (await store.get_tenant("fast")).upstream_tools is not None
+        now[0] += 30
+        assert await refresher.run_once() == {}  # nobody due yet
+        now[0] += 31
+        assert await refresher.run_once() == {"fast": "unchanged"}
+        now[0] += 240  # 301 s after the start: the default interval has passed
+        assert set(await refresher.run_once()) == {"default", "fast"}
+        # a new tools_url is due at once, whatever the interval
+        await store.put_tenant("fast", TenantSettings(tools_url=upstream + "?v=2", intent_refresh_s=60.0))
+        now[0] += 1
+        assert set(await refresher.run_once()) == {"fast"}
+    finally:
+        await store.close()
+    assert len(fetched) == 6
 
 
 async def test_refresh_refuses_a_list_it_cannot_turn_into_a_catalog(tmp_path):
