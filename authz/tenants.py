@@ -6,7 +6,8 @@ Format (YAML)::
       demo:
         intent: {mode: enforce, require_prompt: false}   # off | advisory | enforce
         # optional: undetermined: deny | policy (a prompt nothing of which was understood), and
-        # tools_url: the upstream MCP endpoint whose tools/list the catalog is derived from
+        # tools_url: the upstream MCP endpoint whose tools/list the catalog is derived from, and
+        # refresh_s: how often to fetch it again (default TESSERA_INTENT_REFRESH_S; at least 10)
         catalog: catalog.yaml        # path (relative to this file) or an inline {tools: {...}} mapping
         policy: policy.rego          # path (relative to this file); promoted when its hash changed
         # or, to decide through an OPA server (authz.policy._opa):
@@ -88,11 +89,13 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
             except OSError as exc:
                 raise ConfigError(f"{where}: cannot read policy {policy_file}: {exc.strerror}") from None
         undetermined, tools_url = _intent_extras(intent, where)
+        refresh_s = _refresh_s(intent, where)
         try:
             settings = TenantSettings(
                 intent_mode=mode,
                 intent_undetermined=undetermined,
                 tools_url=tools_url,
+                intent_refresh_s=refresh_s,
                 require_prompt=bool(intent.get("require_prompt", False)),
                 provenance_required_tools=tuple(spec.get("provenance_required_tools") or ()),
                 catalog=catalog,
@@ -120,6 +123,15 @@ def _intent_extras(intent: dict[str, Any], where: str) -> tuple[str, str | None]
     ):
         raise ConfigError(f"{where}: intent.tools_url must be an http:// or https:// URL")
     return undetermined, tools_url or None
+
+
+def _refresh_s(intent: dict[str, Any], where: str) -> float | None:
+    raw = intent.get("refresh_s")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 10 <= raw <= 86_400:
+        raise ConfigError(f"{where}: intent.refresh_s must be a number of seconds from 10 to 86400")
+    return float(raw)
 
 
 def _policy_spec(raw: Any, where: str) -> tuple[str | None, dict[str, Any] | None]:

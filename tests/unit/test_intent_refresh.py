@@ -174,6 +174,10 @@ def test_tenants_file_intent_settings(tmp_path):
     )
     settings, _ = parse_tenants_file(path)["demo"]
     assert settings.intent_undetermined == "policy" and settings.tools_url == "http://127.0.0.1:9000/mcp"
+    timed, _ = parse_tenants_file(write_tenants(tmp_path, "{mode: enforce, refresh_s: 60}"))["demo"]
+    assert timed.intent_refresh_s == 60.0
+    with pytest.raises(ConfigError, match="refresh_s"):
+        parse_tenants_file(write_tenants(tmp_path, "{mode: enforce, refresh_s: 1}"))
     default, _ = parse_tenants_file(write_tenants(tmp_path, "{mode: enforce}"))["demo"]
     assert default.intent_undetermined == "deny" and default.tools_url is None
     assert "intent_undetermined" not in default.to_json()  # settings stored before this read back unchanged
