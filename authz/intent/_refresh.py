@@ -32,6 +32,8 @@ log = logging.getLogger("tessera.intent")
 MAX_PAGES = 20
 #: How often the scheduled refresher looks for tenants that are due (at most).
 TICK_S = 10.0
+#: After a failed scheduled fetch, the next try comes this much later (or one interval, if shorter).
+RETRY_S = 30.0
 #: Keys of a tool kept from ``tools/list`` (the rest, e.g. output schemas, is not used for intent).
 _KEPT = ("name", "title", "description", "inputSchema", "annotations")
 
@@ -47,9 +49,9 @@ async def fetch_tools_list(url: str, *, outbound: OutboundClient, timeout_s: flo
     then connects to the vetted address itself (``Host`` keeps the name), so a DNS answer that changes
     after the check cannot redirect it; ``https`` connects by name after the check (TLS pins the name).
     Redirects are not followed."""
-    import httpx2
-    from mcp.client.session import ClientSession
-    from mcp.client.streamable_http import streamable_http_client
+    # The SDK's first import takes a while: done on a thread, so a check service's event loop keeps
+    # answering checks (and its readiness probe) while its first scheduled refresh starts.
+    httpx2, ClientSession, streamable_http_client = await asyncio.to_thread(_client_modules)
 
     try:
         parsed, _host, address = await outbound.vet(url)
@@ -93,6 +95,14 @@ async def fetch_tools_list(url: str, *, outbound: OutboundClient, timeout_s: flo
     except Exception as exc:  # transport, protocol or server errors: the stored list stays
         raise DependencyError(f"{url}: tools/list failed: {type(exc).__name__}: {exc}") from None
     return {"tools": tools}
+
+
+def _client_modules() -> tuple[Any, Any, Any]:
+    import httpx2
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    return httpx2, ClientSession, streamable_http_client
 
 
 def catalog_for_settings(catalog: dict[str, Any] | None, upstream_tools: Iterable[Any] | None) -> ToolCatalog:
@@ -154,7 +164,8 @@ class CatalogRefresher:
 
     It wakes every ``tick_s`` (at most :data:`TICK_S`) to see which tenants are due, so a changed
     interval or a new ``tools_url`` takes effect within a tick. A failed fetch counts as a refresh (the
-    next try is one interval later, so an unreachable upstream is not hammered)."""
+    next try is :data:`RETRY_S` later, or one interval when that is shorter: an upstream that starts after
+    Tessera is picked up soon, and an unreachable one is not hammered)."""
 
     def __init__(
         self,
@@ -175,18 +186,22 @@ class CatalogRefresher:
     async def run_once(self) -> dict[str, str]:
         """Refresh the tenants that are due; returns what happened to each (see refresh_catalogs)."""
         now = self._clock()
-        due = []
+        due: dict[str, tuple[str, float]] = {}
         for name, settings in (await self._store.list_tenants()).items():
             if not settings.tools_url:
                 continue
             interval = settings.intent_refresh_s or self._interval_s
             last = self._last.get((name, settings.tools_url))
             if last is None or now - last >= interval:
-                due.append(name)
+                due[name] = (settings.tools_url, interval)
                 self._last[(name, settings.tools_url)] = now
         if not due:
             return {}
-        return await refresh_catalogs(self._store, fetch=self._fetch, tenants=due)
+        outcome = await refresh_catalogs(self._store, fetch=self._fetch, tenants=due)
+        for name, (url, interval) in due.items():
+            if outcome.get(name, "").startswith("failed"):
+                self._last[(name, url)] = now - interval + min(interval, RETRY_S)
+        return outcome
 
     async def run(self) -> None:
         while True:

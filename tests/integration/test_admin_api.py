@@ -283,7 +283,7 @@ CASES = [
     Case("list keys", "AdminKeyService/ListAdminKeys", {}, same_answer=True),
     Case("forwarder health", "IntegrationService/ForwarderHealth", {"tenant": "demo"}, same_answer=True),
     Case("dead letters", "IntegrationService/ListDeadLetters", {}, same_answer=True),
-    Case("intent settings", "IntentService/GetIntentSettings", {"tenant": "demo"}, same_answer=True),
+    Case("intent settings", "IntentService/GetIntentSettings", {"tenant": "cases"}, same_answer=True),
     Case(
         "intent refresh interval too short",
         "IntentService/UpdateIntentSettings",
@@ -347,6 +347,20 @@ def test_rest_and_grpc_give_the_same_answer(
     over_rest = admin_gateway.rest(case.rpc, case.build(env, "rest"), key)
     assert over_grpc.code is over_rest.code is OK
     assert over_rest.message == over_grpc.message
+
+
+def test_the_demo_tenant_derives_its_catalog_from_the_stacks_demo_server(admin_gateway: AdminGateway) -> None:
+    """The demo tenants file points `tools_url` at the stack's own demo MCP server; an operator's
+    refresh over REST (through Envoy's transcoder) fetches its tools/list with the mcp SDK client."""
+    settings = admin_gateway.rest("IntentService/GetIntentSettings", {"tenant": "demo"})
+    assert settings.code is OK
+    assert settings.message.settings.tools_url == admin_gateway.stack.upstream_url + "/mcp"
+    refreshed = admin_gateway.rest("IntentService/RefreshIntentCatalog", {"tenant": "demo"})
+    assert refreshed.code is OK, refreshed.raw
+    assert refreshed.message.outcome in ("updated", "unchanged")  # the check service may have been first
+    catalog = refreshed.message.catalog
+    assert catalog.fetched and catalog.upstream_tools == 4
+    assert set(catalog.catalog_tools) == {"read_invoice", "list_invoices", "transfer_funds", "delete_invoice"}
 
 
 def test_export_streams_the_same_file_over_both(admin_gateway: AdminGateway) -> None:

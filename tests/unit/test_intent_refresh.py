@@ -139,9 +139,17 @@ async def test_the_scheduled_refresher_follows_each_tenants_interval(tmp_path, u
         await store.put_tenant("fast", TenantSettings(tools_url=upstream + "?v=2", intent_refresh_s=60.0))
         now[0] += 1
         assert set(await refresher.run_once()) == {"fast"}
+        # an upstream that is down is tried again after RETRY_S, not a whole interval later
+        await store.put_tenant("default", TenantSettings(tools_url=closed_port_url()))
+        now[0] += 1
+        assert (await refresher.run_once())["default"].startswith("failed")
+        now[0] += 29
+        assert "default" not in await refresher.run_once()
+        now[0] += 1
+        assert "default" in await refresher.run_once()
     finally:
         await store.close()
-    assert len(fetched) == 6
+    assert len(fetched) == 8
 
 
 async def test_refresh_refuses_a_list_it_cannot_turn_into_a_catalog(tmp_path):
@@ -168,7 +176,7 @@ def write_tenants(tmp_path: Path, intent: str) -> Path:
     return path
 
 
-def test_tenants_file_intent_settings(tmp_path):
+def test_tenants_file_intent_settings(tmp_path, monkeypatch):
     path = write_tenants(
         tmp_path, "{mode: enforce, undetermined: policy, tools_url: 'http://127.0.0.1:9000/mcp'}"
     )
@@ -178,6 +186,19 @@ def test_tenants_file_intent_settings(tmp_path):
     assert timed.intent_refresh_s == 60.0
     with pytest.raises(ConfigError, match="refresh_s"):
         parse_tenants_file(write_tenants(tmp_path, "{mode: enforce, refresh_s: 1}"))
+    local = "{mode: enforce, tools_url: '${TESSERA_TEST_UPSTREAM:-http://127.0.0.1:9000}/mcp'}"
+    monkeypatch.delenv("TESSERA_TEST_UPSTREAM", raising=False)
+    assert (
+        parse_tenants_file(write_tenants(tmp_path, local))["demo"][0].tools_url == "http://127.0.0.1:9000/mcp"
+    )
+    monkeypatch.setenv("TESSERA_TEST_UPSTREAM", "http://127.0.0.1:4242")
+    assert (
+        parse_tenants_file(write_tenants(tmp_path, local))["demo"][0].tools_url == "http://127.0.0.1:4242/mcp"
+    )
+    with pytest.raises(ConfigError, match="TESSERA_UNSET_UPSTREAM is not set"):
+        parse_tenants_file(
+            write_tenants(tmp_path, "{mode: enforce, tools_url: '${TESSERA_UNSET_UPSTREAM}/mcp'}")
+        )
     default, _ = parse_tenants_file(write_tenants(tmp_path, "{mode: enforce}"))["demo"]
     assert default.intent_undetermined == "deny" and default.tools_url is None
     assert "intent_undetermined" not in default.to_json()  # settings stored before this read back unchanged
