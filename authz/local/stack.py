@@ -239,6 +239,8 @@ class Stack:
             # loopback: allow it explicitly, but keep Envoy's own listener and admin ports refused.
             "TESSERA_OUTBOUND_ALLOW": "127.0.0.0/8,::1",
             "TESSERA_OUTBOUND_REFUSED_PORTS": f"{self.ports.listen},{self.ports.envoy_admin}",
+            # the demo tenant derives its intent catalog from this stack's own demo MCP server
+            "TESSERA_DEMO_UPSTREAM_URL": self.upstream_url,
             **self.env,
         }
 

@@ -283,6 +283,22 @@ CASES = [
     Case("list keys", "AdminKeyService/ListAdminKeys", {}, same_answer=True),
     Case("forwarder health", "IntegrationService/ForwarderHealth", {"tenant": "demo"}, same_answer=True),
     Case("dead letters", "IntegrationService/ListDeadLetters", {}, same_answer=True),
+    Case("intent settings", "IntentService/GetIntentSettings", {"tenant": "cases"}, same_answer=True),
+    Case(
+        "intent refresh interval too short",
+        "IntentService/UpdateIntentSettings",
+        {"tenant": "cases", "settings": {"refresh_interval_s": 3}, "update_mask": "refreshIntervalS"},
+        C.INVALID_ARGUMENT,
+        400,
+    ),
+    Case(
+        "refresh without tools_url",
+        "IntentService/RefreshIntentCatalog",
+        {"tenant": "cases"},
+        C.FAILED_PRECONDITION,
+        400,
+        reason="NO_TOOLS_URL",
+    ),
     Case(
         "revoke the last admin key",
         "AdminKeyService/RevokeAdminKey",
@@ -331,6 +347,20 @@ def test_rest_and_grpc_give_the_same_answer(
     over_rest = admin_gateway.rest(case.rpc, case.build(env, "rest"), key)
     assert over_grpc.code is over_rest.code is OK
     assert over_rest.message == over_grpc.message
+
+
+def test_the_demo_tenant_derives_its_catalog_from_the_stacks_demo_server(admin_gateway: AdminGateway) -> None:
+    """The demo tenants file points `tools_url` at the stack's own demo MCP server; an operator's
+    refresh over REST (through Envoy's transcoder) fetches its tools/list with the mcp SDK client."""
+    settings = admin_gateway.rest("IntentService/GetIntentSettings", {"tenant": "demo"})
+    assert settings.code is OK
+    assert settings.message.settings.tools_url == admin_gateway.stack.upstream_url + "/mcp"
+    refreshed = admin_gateway.rest("IntentService/RefreshIntentCatalog", {"tenant": "demo"})
+    assert refreshed.code is OK, refreshed.raw
+    assert refreshed.message.outcome in ("updated", "unchanged")  # the check service may have been first
+    catalog = refreshed.message.catalog
+    assert catalog.fetched and catalog.upstream_tools == 4
+    assert set(catalog.catalog_tools) == {"read_invoice", "list_invoices", "transfer_funds", "delete_invoice"}
 
 
 def test_export_streams_the_same_file_over_both(admin_gateway: AdminGateway) -> None:
@@ -463,6 +493,13 @@ def _matrix_requests(gw: AdminGateway, env: dict[str, Any]) -> dict[str, Callabl
         "IntegrationService/ForwarderHealth": lambda: {"tenant": t},
         "IntegrationService/ListDeadLetters": lambda: {"tenant": t},
         "TokenExchangeService/ExchangeToken": lambda: {"form": {"content_type": "text/plain"}},
+        "IntentService/GetIntentSettings": lambda: {"tenant": t},
+        "IntentService/UpdateIntentSettings": lambda: {
+            "tenant": t,
+            "settings": {},
+            "update_mask": "undetermined",
+        },
+        "IntentService/RefreshIntentCatalog": lambda: {"tenant": t},
     }
 
 
@@ -508,6 +545,9 @@ MATRIX = {
     # Public: no key is needed and any key is ignored; the answer is the exchange's own (this stack trusts
     # no OAuth issuer, so it is off: FAILED_PRECONDITION, for every caller alike).
     "TokenExchangeService/ExchangeToken": ("public", True),
+    "IntentService/GetIntentSettings": ("viewer", False),
+    "IntentService/UpdateIntentSettings": ("admin", False),
+    "IntentService/RefreshIntentCatalog": ("operator", False),
 }
 ROLES = ("viewer", "operator", "admin")
 ALLOWED_CODES = {OK, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ALREADY_EXISTS}

@@ -56,6 +56,11 @@ EXPECTED = {
     "IntegrationService": {"ForwarderHealth": "viewer", "ListDeadLetters": "viewer"},
     # Public: the request carries its own credential (an OAuth access token), no admin key.
     "TokenExchangeService": {"ExchangeToken": "public"},
+    "IntentService": {
+        "GetIntentSettings": "viewer",
+        "UpdateIntentSettings": "admin",
+        "RefreshIntentCatalog": "operator",
+    },
 }
 
 

@@ -170,6 +170,12 @@ RULES: dict[str, Rule] = {
         ListDeadLetters=(VIEWER, "tenant_or_all"),
     ),
     **_rules("TokenExchangeService", ExchangeToken=(PUBLIC, "public")),
+    **_rules(
+        "IntentService",
+        GetIntentSettings=(VIEWER, "tenant"),
+        UpdateIntentSettings=(ADMIN, "tenant"),
+        RefreshIntentCatalog=(OPERATOR, "tenant"),
+    ),
 }
 
 

@@ -45,6 +45,8 @@ from authz.api.admin.v1 import (
     audit_service_pb2_grpc,
     integration_service_pb2,
     integration_service_pb2_grpc,
+    intent_service_pb2,
+    intent_service_pb2_grpc,
     policy_service_pb2,
     policy_service_pb2_grpc,
     tenant_service_pb2,
@@ -66,6 +68,7 @@ from authz.server.admin.audit import AuditService
 from authz.server.admin.auth import AdminAuthInterceptor
 from authz.server.admin.exchange import TokenExchangeService, enable_token_exchange
 from authz.server.admin.integrations import IntegrationService
+from authz.server.admin.intent import IntentService
 from authz.server.admin.keys import AdminKeyService
 from authz.server.admin.observe import AdminMetricsInterceptor, count_pending_approvals
 from authz.server.admin.policies import PolicyService
@@ -125,6 +128,12 @@ _SERVICES = (
         "TokenExchangeService",
         token_exchange_service_pb2_grpc.add_TokenExchangeServiceServicer_to_server,
         TokenExchangeService,
+    ),
+    (
+        intent_service_pb2,
+        "IntentService",
+        intent_service_pb2_grpc.add_IntentServiceServicer_to_server,
+        IntentService,
     ),
 )
 #: Fully qualified names of the admin services, e.g. ``authz.api.admin.v1.TokenService``.
