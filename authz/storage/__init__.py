@@ -16,6 +16,7 @@ from authz.storage.models import (
     Reservation,
     ReserveResult,
     Revocation,
+    SinkConfig,
     StoreVersions,
     TenantSettings,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "Reservation",
     "ReserveResult",
     "Revocation",
+    "SinkConfig",
     "Store",
     "StoreVersions",
     "TenantSettings",

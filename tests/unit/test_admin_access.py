@@ -54,6 +54,19 @@ EXPECTED = {
     },
     "AdminKeyService": {"CreateAdminKey": "admin", "ListAdminKeys": "admin", "RevokeAdminKey": "admin"},
     "IntegrationService": {"ForwarderHealth": "viewer", "ListDeadLetters": "viewer"},
+    "ForwarderConfigService": {
+        "CreateSink": "admin",
+        "ListSinks": "viewer",
+        "GetSink": "viewer",
+        "UpdateSink": "admin",
+        "DeleteSink": "admin",
+        "CreateNotificationRoute": "admin",
+        "ListNotificationRoutes": "viewer",
+        "GetNotificationRoute": "viewer",
+        "UpdateNotificationRoute": "admin",
+        "DeleteNotificationRoute": "admin",
+        "ReplayDeadLetter": "operator",
+    },
 }
 
 

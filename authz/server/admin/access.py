@@ -158,6 +158,20 @@ RULES: dict[str, Rule] = {
         ForwarderHealth=(VIEWER, "tenant_or_all"),
         ListDeadLetters=(VIEWER, "tenant_or_all"),
     ),
+    **_rules(
+        "ForwarderConfigService",
+        CreateSink=(ADMIN, "tenant"),
+        ListSinks=(VIEWER, "tenant"),
+        GetSink=(VIEWER, "tenant"),
+        UpdateSink=(ADMIN, "tenant"),
+        DeleteSink=(ADMIN, "tenant"),
+        CreateNotificationRoute=(ADMIN, "tenant"),
+        ListNotificationRoutes=(VIEWER, "tenant"),
+        GetNotificationRoute=(VIEWER, "tenant"),
+        UpdateNotificationRoute=(ADMIN, "tenant"),
+        DeleteNotificationRoute=(ADMIN, "tenant"),
+        ReplayDeadLetter=(OPERATOR, "tenant"),
+    ),
 }
 
 

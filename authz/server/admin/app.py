@@ -43,6 +43,8 @@ from authz.api.admin.v1 import (
     approval_service_pb2_grpc,
     audit_service_pb2,
     audit_service_pb2_grpc,
+    forwarder_config_service_pb2,
+    forwarder_config_service_pb2_grpc,
     integration_service_pb2,
     integration_service_pb2_grpc,
     policy_service_pb2,
@@ -62,6 +64,7 @@ from authz.server.admin._common import LOOPBACK_PROXIES, AdminRuntime
 from authz.server.admin.approvals import ApprovalService
 from authz.server.admin.audit import AuditService
 from authz.server.admin.auth import AdminAuthInterceptor
+from authz.server.admin.forwarders import ForwarderConfigService
 from authz.server.admin.integrations import IntegrationService
 from authz.server.admin.keys import AdminKeyService
 from authz.server.admin.observe import AdminMetricsInterceptor, count_pending_approvals
@@ -116,6 +119,12 @@ _SERVICES = (
         "IntegrationService",
         integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server,
         IntegrationService,
+    ),
+    (
+        forwarder_config_service_pb2,
+        "ForwarderConfigService",
+        forwarder_config_service_pb2_grpc.add_ForwarderConfigServiceServicer_to_server,
+        ForwarderConfigService,
     ),
 )
 #: Fully qualified names of the admin services, e.g. ``authz.api.admin.v1.TokenService``.
