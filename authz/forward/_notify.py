@@ -317,7 +317,14 @@ class PagerDutySink(_Notifier):
     202; 429 and 5xx retried; 400 (invalid event) dead-lettered."""
 
     vendor = "PagerDuty"
-    _SEVERITY = {"outage": "critical", "escalate": "warning", "deny": "error"}
+    _SEVERITY = {
+        "outage": "critical",
+        "escalate": "warning",
+        "deny": "error",
+        "audit.verify_failed": "critical",
+        "forwarder.dead_letter": "error",
+        "approval.expired": "warning",
+    }
 
     def __init__(
         self,
@@ -346,7 +353,10 @@ class PagerDutySink(_Notifier):
             "payload": {
                 "summary": summary[:1024],
                 "source": f"tessera/{event.tenant}",
-                "severity": self._SEVERITY.get(str(t.get("decision")), "info"),
+                "severity": self._SEVERITY.get(
+                    str(t.get("action") or t.get("decision")),
+                    self._SEVERITY.get(str(t.get("decision")), "info"),
+                ),
                 "timestamp": datetime.fromtimestamp(event.time_ms / 1000, UTC).isoformat(),
                 "component": str(t.get("tool") or t.get("decision") or "tessera"),
                 "group": event.tenant,

@@ -146,3 +146,44 @@ class ForwarderSupervisor:
     async def stop_all(self) -> None:
         for name in list(self._running):
             await self._stop(name)
+
+
+def reload_s_from_env(env: Mapping[str, str]) -> float:
+    """``TESSERA_FORWARD_RELOAD_S``: how often the tenants' sink configuration is re-read (default 5)."""
+    raw = env.get("TESSERA_FORWARD_RELOAD_S") or "5"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"TESSERA_FORWARD_RELOAD_S must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError("TESSERA_FORWARD_RELOAD_S must be positive")
+    return value
+
+
+def supervisor_from_config(
+    store: Store, config: Any, env: Mapping[str, str] | None = None, config_path: str | None = None
+) -> ForwarderSupervisor:
+    """The supervisor a process runs from its configuration: the sinks file (``config_path`` or
+    ``TESSERA_FORWARD_CONFIG``, optional), ``TESSERA_FORWARD_SECRETS_DIR``, ``TESSERA_FORWARD_RELOAD_S``,
+    HTTP through the outbound rules of ``config`` (:class:`authz.config.TesseraConfig`). A sinks-file
+    error raises ConfigError here, before any work."""
+    from authz.forward._config import load_sink_specs
+    from authz.outbound import OutboundClient, policy_from_config
+
+    env = os.environ if env is None else env
+    policy = policy_from_config(config)
+    path = config_path or env.get("TESSERA_FORWARD_CONFIG")
+    specs = load_sink_specs(path) if path else []
+
+    def make_http() -> HttpClient:
+        return OutboundClient(policy, timeout_s=10.0, purpose="audit forwarder")
+
+    return ForwarderSupervisor(
+        store,
+        make_http,
+        file_specs=specs,
+        policy=policy,
+        env=env,
+        secrets_dir=env.get("TESSERA_FORWARD_SECRETS_DIR") or None,
+        reload_s=reload_s_from_env(env),
+    )

@@ -30,7 +30,7 @@ from authz.forward._driver import Forwarder, request_replay
 from authz.forward._health import forwarder_health
 from authz.forward._metrics import ForwarderMetrics
 from authz.forward._sink import HttpClient
-from authz.forward._supervisor import ForwarderSupervisor
+from authz.forward._supervisor import ForwarderSupervisor, reload_s_from_env
 from authz.forward._tenant import TenantSecrets, sink_spec
 
 log = logging.getLogger("tessera.forward")
@@ -128,7 +128,7 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
             file_specs=specs,
             policy=policy,
             secrets_dir=os.environ.get("TESSERA_FORWARD_SECRETS_DIR") or None,
-            reload_s=_reload_s(),
+            reload_s=reload_s_from_env(os.environ),
         )
         try:
             if args.once:
@@ -151,17 +151,6 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
-
-
-def _reload_s() -> float:
-    raw = os.environ.get("TESSERA_FORWARD_RELOAD_S", "5")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"TESSERA_FORWARD_RELOAD_S must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError("TESSERA_FORWARD_RELOAD_S must be positive")
-    return value
 
 
 async def _serve_metrics(

@@ -133,6 +133,11 @@ class ApprovalStore(Protocol):
     async def consume_approval(self, tenant: str, approval_id: str, now: float) -> bool:
         """Atomically move an approved, unexpired approval to consumed. False if it was not approved."""
 
+    async def expire_approvals(self, now: float, limit: int = 100) -> list[Approval]:
+        """Move pending approvals whose ``expires_at`` has passed (never decided: timed out) to
+        ``expired`` and return them as updated, oldest deadline first. Atomic: of replicas sweeping at
+        once, each approval is returned to one. Run inside ``run_audited`` to record each timeout."""
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:

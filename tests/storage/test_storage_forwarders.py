@@ -168,3 +168,28 @@ async def test_a_sink_config_and_its_audit_event_commit_together(store: Store):
     with pytest.raises(RuntimeError):
         await store.run_audited(lambda: store.create_sink_config(config), events)
     assert await store.list_sink_configs() == []
+
+
+async def test_timed_out_approvals_expire_once_across_replicas(backend: Backend):
+    from authz.storage import Approval
+
+    one, two = await backend.open(), await backend.open()
+
+    def approval(approval_id: str, expires_at: float) -> Approval:
+        return Approval(
+            approval_id, "acme", "agent", "tool", "ab" * 32, "why", "pending", 1, NOW - 600, expires_at, "d"
+        )
+
+    for i in range(6):
+        await one.create_approval(approval(f"late-{i}", NOW - 10 + i))
+    await one.create_approval(approval("open", NOW + 60))
+    first, second = await asyncio.gather(
+        one.expire_approvals(NOW, limit=4), two.expire_approvals(NOW, limit=4)
+    )
+    ids = [a.approval_id for a in first + second]
+    assert sorted(ids) == [f"late-{i}" for i in range(6)]  # each once
+    assert all(a.status == "expired" for a in first + second)
+    assert [a.approval_id for a in first] == sorted(a.approval_id for a in first)  # oldest deadline first
+    assert await one.expire_approvals(NOW) == []
+    assert (await two.get_approval("acme", "open")).status == "pending"
+    assert (await two.get_approval("acme", "late-0")).status == "expired"

@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from authz.errors import AlreadyExists, FailedPrecondition, NotFound
-from authz.storage.models import DeadLetter, ForwarderCursor, SinkConfig
+from authz.storage.models import Approval, DeadLetter, ForwarderCursor, SinkConfig
 
 _CURSOR_COLUMNS = "tenant, sink, seq, last_success_at, last_error, last_error_at"
 _DEAD_COLUMNS = (
@@ -230,3 +230,19 @@ class PostgresForwarderStore:
                 "DELETE FROM forwarder_sinks WHERE tenant = %s AND name = %s", (tenant, name)
             )
             return cur.rowcount > 0
+
+    # -- approval timeouts (here, beside the notifications they feed) ----------------------------------
+    async def expire_approvals(self, now: float, limit: int = 100) -> list[Approval]:
+        columns = (
+            "approval_id, tenant, agent, tool, arguments_sha256, reason, status, quorum, created_at, "
+            "expires_at, decision_id, decisions"
+        )
+        # SKIP LOCKED: a replica sweeping at the same time takes other rows, never the same ones twice.
+        rows = await self._fetch(
+            f"UPDATE approvals SET status = 'expired' WHERE (tenant, approval_id) IN ("
+            "SELECT tenant, approval_id FROM approvals WHERE status = 'pending' AND expires_at <= %s "
+            f"ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {columns}",
+            (now, limit),
+        )
+        approvals = [Approval(*row[:11], decisions=tuple(row[11])) for row in rows]
+        return sorted(approvals, key=lambda a: a.expires_at)

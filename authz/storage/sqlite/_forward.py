@@ -11,7 +11,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from authz.errors import AlreadyExists, FailedPrecondition, NotFound
-from authz.storage.models import DeadLetter, ForwarderCursor, SinkConfig
+from authz.storage.models import Approval, DeadLetter, ForwarderCursor, SinkConfig
 
 if TYPE_CHECKING:
     from authz.storage.sqlite._db import SQLiteDatabase
@@ -220,3 +220,24 @@ class SQLiteForwarderStore:
         with self.db.transaction() as conn:
             cur = conn.execute("DELETE FROM forwarder_sinks WHERE tenant = ? AND name = ?", (tenant, name))
             return cur.rowcount > 0
+
+    # -- approval timeouts (here, beside the notifications they feed) ----------------------------------
+    async def expire_approvals(self, now: float, limit: int = 100) -> list[Approval]:
+        columns = (
+            "approval_id, tenant, agent, tool, arguments_sha256, reason, status, quorum, created_at, "
+            "expires_at, decision_id, decisions"
+        )
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                f"SELECT {columns} FROM approvals WHERE status = 'pending' AND expires_at <= ? "
+                "ORDER BY expires_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            for row in rows:
+                conn.execute(
+                    "UPDATE approvals SET status = 'expired' WHERE tenant = ? AND approval_id = ?",
+                    (row[1], row[0]),
+                )
+        return [
+            Approval(*row[:6], "expired", *row[7:11], decisions=tuple(json.loads(row[11]))) for row in rows
+        ]
