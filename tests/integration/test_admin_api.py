@@ -78,6 +78,8 @@ class Case:
 
 
 C = grpc.StatusCode
+# A public address literal: vetted by the outbound rules without DNS, never connected to.
+PUBLIC_URL = "https://93.184.216.34/tessera"
 CASES = [
     Case("list tenants", "TenantService/ListTenants", {}, same_answer=True),
     Case("get tenant", "TenantService/GetTenant", {"tenant": "demo"}, same_answer=True),
@@ -300,6 +302,73 @@ CASES = [
         reason="NO_TOOLS_URL",
     ),
     Case(
+        "create a sink",
+        "ForwarderConfigService/CreateSink",
+        lambda e, t: {
+            "tenant": "cases",
+            "sink": {
+                "name": f"soc-{t}",
+                "kind": "webhook",
+                "options": {"url": PUBLIC_URL},
+                "secret": "soc-key",
+            },
+        },
+    ),
+    Case(
+        "a sink of an unknown kind",
+        "ForwarderConfigService/CreateSink",
+        {"tenant": "cases", "sink": {"name": "x", "kind": "kafka", "secret": "k"}},
+        C.INVALID_ARGUMENT,
+        400,
+        reason="FORWARDER_CONFIG_INVALID",
+    ),
+    Case(
+        "a sink URL the outbound rules refuse",
+        "ForwarderConfigService/CreateSink",
+        {
+            "tenant": "cases",
+            "sink": {
+                "name": "x",
+                "kind": "splunk",
+                "options": {"url": "http://10.0.0.1:8088"},
+                "secret": "k",
+            },
+        },
+        C.INVALID_ARGUMENT,
+        400,
+        reason="OUTBOUND_REFUSED",
+    ),
+    Case(
+        "missing sink",
+        "ForwarderConfigService/GetSink",
+        {"tenant": "cases", "name": "none"},
+        C.NOT_FOUND,
+        404,
+        reason="SINK_NOT_FOUND",
+    ),
+    Case(
+        "create a notification route",
+        "ForwarderConfigService/CreateNotificationRoute",
+        lambda e, t: {
+            "tenant": "cases",
+            "route": {
+                "name": f"oncall-{t}",
+                "kind": "slack",
+                "secret": "slack-url",
+                "match": {"decisions": ["deny"], "codes": [-32010]},
+                "rate": {"more_than": 5, "minutes": 10},
+            },
+        },
+    ),
+    Case(
+        "replay an unknown dead letter",
+        "ForwarderConfigService/ReplayDeadLetter",
+        {"tenant": "cases", "id": 987654},
+        C.NOT_FOUND,
+        404,
+        reason="DEAD_LETTER_NOT_FOUND",
+    ),
+    Case(
         "revoke the last admin key",
         "AdminKeyService/RevokeAdminKey",
         lambda e, t: {"key_id": e["keys"]["root"].split("_")[1]},
@@ -500,6 +569,31 @@ def _matrix_requests(gw: AdminGateway, env: dict[str, Any]) -> dict[str, Callabl
             "update_mask": "undetermined",
         },
         "IntentService/RefreshIntentCatalog": lambda: {"tenant": t},
+        "ForwarderConfigService/CreateSink": lambda: {
+            "tenant": t,
+            "sink": {"name": _fresh("s"), "kind": "webhook", "options": {"url": PUBLIC_URL}, "secret": "k"},
+        },
+        "ForwarderConfigService/ListSinks": lambda: {"tenant": t},
+        "ForwarderConfigService/GetSink": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/UpdateSink": lambda: {
+            "tenant": t,
+            "name": "absent",
+            "sink": {"options": {"url": PUBLIC_URL}, "secret": "k"},
+        },
+        "ForwarderConfigService/DeleteSink": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/CreateNotificationRoute": lambda: {
+            "tenant": t,
+            "route": {"name": _fresh("r"), "kind": "teams", "secret": "k"},
+        },
+        "ForwarderConfigService/ListNotificationRoutes": lambda: {"tenant": t},
+        "ForwarderConfigService/GetNotificationRoute": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/UpdateNotificationRoute": lambda: {
+            "tenant": t,
+            "name": "absent",
+            "route": {"secret": "k"},
+        },
+        "ForwarderConfigService/DeleteNotificationRoute": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/ReplayDeadLetter": lambda: {"tenant": t, "id": 987654},
     }
 
 
@@ -548,6 +642,17 @@ MATRIX = {
     "IntentService/GetIntentSettings": ("viewer", False),
     "IntentService/UpdateIntentSettings": ("admin", False),
     "IntentService/RefreshIntentCatalog": ("operator", False),
+    "ForwarderConfigService/CreateSink": ("admin", False),
+    "ForwarderConfigService/ListSinks": ("viewer", False),
+    "ForwarderConfigService/GetSink": ("viewer", False),
+    "ForwarderConfigService/UpdateSink": ("admin", False),
+    "ForwarderConfigService/DeleteSink": ("admin", False),
+    "ForwarderConfigService/CreateNotificationRoute": ("admin", False),
+    "ForwarderConfigService/ListNotificationRoutes": ("viewer", False),
+    "ForwarderConfigService/GetNotificationRoute": ("viewer", False),
+    "ForwarderConfigService/UpdateNotificationRoute": ("admin", False),
+    "ForwarderConfigService/DeleteNotificationRoute": ("admin", False),
+    "ForwarderConfigService/ReplayDeadLetter": ("operator", False),
 }
 ROLES = ("viewer", "operator", "admin")
 ALLOWED_CODES = {OK, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ALREADY_EXISTS}

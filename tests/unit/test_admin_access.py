@@ -61,6 +61,19 @@ EXPECTED = {
         "UpdateIntentSettings": "admin",
         "RefreshIntentCatalog": "operator",
     },
+    "ForwarderConfigService": {
+        "CreateSink": "admin",
+        "ListSinks": "viewer",
+        "GetSink": "viewer",
+        "UpdateSink": "admin",
+        "DeleteSink": "admin",
+        "CreateNotificationRoute": "admin",
+        "ListNotificationRoutes": "viewer",
+        "GetNotificationRoute": "viewer",
+        "UpdateNotificationRoute": "admin",
+        "DeleteNotificationRoute": "admin",
+        "ReplayDeadLetter": "operator",
+    },
 }
 
 

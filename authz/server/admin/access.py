@@ -176,6 +176,20 @@ RULES: dict[str, Rule] = {
         UpdateIntentSettings=(ADMIN, "tenant"),
         RefreshIntentCatalog=(OPERATOR, "tenant"),
     ),
+    **_rules(
+        "ForwarderConfigService",
+        CreateSink=(ADMIN, "tenant"),
+        ListSinks=(VIEWER, "tenant"),
+        GetSink=(VIEWER, "tenant"),
+        UpdateSink=(ADMIN, "tenant"),
+        DeleteSink=(ADMIN, "tenant"),
+        CreateNotificationRoute=(ADMIN, "tenant"),
+        ListNotificationRoutes=(VIEWER, "tenant"),
+        GetNotificationRoute=(VIEWER, "tenant"),
+        UpdateNotificationRoute=(ADMIN, "tenant"),
+        DeleteNotificationRoute=(ADMIN, "tenant"),
+        ReplayDeadLetter=(OPERATOR, "tenant"),
+    ),
 }
 
 
