@@ -34,6 +34,7 @@ import httpx
 import yaml
 
 from authz.errors import ConfigError
+from authz.local.envoy_console import add_console_route, console_cluster
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent / "envoy" / "envoy.yaml"
 """The shipped template (``authz/local/envoy/envoy.yaml``, inside the installed package)."""
@@ -152,6 +153,7 @@ def render_envoy_config(
     oauth_resource: str | None = None,
     oauth_authorization_servers: Sequence[str] = (),
     listen_address: str | None = None,
+    console_endpoint: tuple[str, int] | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -176,6 +178,8 @@ def render_envoy_config(
       401 + ``WWW-Authenticate: Bearer resource_metadata=...``. None: IntentGate-compatible denials.
     - ``listen_address``: the agent-facing listener's address (``0.0.0.0`` in a pod); None keeps the
       template's loopback address.
+    - ``console_endpoint``: the operator console (``tessera serve-console``); when given, ``/console``
+      is routed to it (cluster ``tessera_console``, the check and the transcoder off). None: no route.
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -231,6 +235,8 @@ def render_envoy_config(
                 _set_streaming(vhost, cors_origins, mcp_idle_timeout_ms)
                 if oauth_resource is not None:
                     _set_oauth(vhost, oauth_resource, oauth_authorization_servers)
+                if console_endpoint is not None:
+                    add_console_route(vhost)
                 for route in vhost.get("routes", ()):
                     per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
                     body = (per_route.get("check_settings") or {}).get("with_request_body")
@@ -244,6 +250,8 @@ def render_envoy_config(
                 _set_endpoints(cluster, list_endpoints or check_endpoints)
         _set_endpoints(_find_named(clusters, UPSTREAM_CLUSTER, "cluster", source), [upstream])
         _set_endpoints(_find_named(clusters, ADMIN_CLUSTER, "cluster", source), admin_endpoints)
+        if console_endpoint is not None:
+            clusters.append(console_cluster(console_endpoint))
         if otlp_endpoint is None:
             resources["clusters"] = [c for c in clusters if c.get("name") != OTLP_CLUSTER]
         else:

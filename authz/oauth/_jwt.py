@@ -88,6 +88,12 @@ class JwksCache:
     def key(self, issuer: str, kid: str | None) -> Any | None:
         return self._keys.get(issuer, {}).get(kid or "")
 
+    def sole_key(self, issuer: str) -> Any | None:
+        """The issuer's one key when it publishes exactly one (a JWS may then omit ``kid``, OIDC Core
+        §10.1), else None."""
+        keys = self._keys.get(issuer, {})
+        return next(iter(keys.values())) if len(keys) == 1 else None
+
     def want(self) -> None:
         self._wanted.set()
 

@@ -35,6 +35,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from authz.admin.keys import ADMIN_CHAIN, new_admin_key
 from authz.admin.limiter import AuthFailureLimiter
+from authz.admin.oidc import OidcSettings, OidcVerifier
 from authz.admin.webhook import KEY_PURPOSE, ApprovalNotifier
 from authz.api.admin.v1 import (
     admin_key_service_pb2,
@@ -145,6 +146,8 @@ class AdminSettings:
     auth_lockout_s: float = 60.0
     #: Proxies (Envoy) whose x-forwarded-for names the client the limiter counts.
     trusted_proxies: tuple[Any, ...] = LOOPBACK_PROXIES
+    #: People signed in with the organisation's OpenID provider (the console); None: admin keys only.
+    oidc: OidcSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
@@ -175,6 +178,7 @@ class AdminSettings:
             auth_window_s=number("TESSERA_ADMIN_AUTH_WINDOW_S", 60.0),
             auth_lockout_s=number("TESSERA_ADMIN_AUTH_LOCKOUT_S", 60.0),
             trusted_proxies=_networks(env, "TESSERA_ADMIN_TRUSTED_PROXIES", LOOPBACK_PROXIES),
+            oidc=OidcSettings.from_env(env),
         )
 
 
@@ -260,6 +264,8 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         ),
         trusted_proxies=settings.trusted_proxies,
     )
+    if settings.oidc is not None:
+        runtime.extras["oidc"] = OidcVerifier(settings.oidc)
     runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
     await bootstrap_admin_key(store, settings.bootstrap_key)
     return runtime
@@ -276,7 +282,10 @@ def build_server(runtime: AdminRuntime, tracing_interceptors: list[Any] = ()) ->
             *tracing_interceptors,
             *outer,
             AdminAuthInterceptor(
-                runtime.store, limiter=runtime.auth_limiter, trusted_proxies=runtime.trusted_proxies
+                runtime.store,
+                limiter=runtime.auth_limiter,
+                trusted_proxies=runtime.trusted_proxies,
+                oidc=runtime.extras.get("oidc"),
             ),
         ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
@@ -354,6 +363,9 @@ async def serve_admin(
         )
         pruning = asyncio.create_task(pruner.run(), name="state-pruning")
         stack.callback(pruning.cancel)
+        if "oidc" in runtime.extras:  # the provider's signing keys, kept fresh
+            keys = asyncio.create_task(runtime.extras["oidc"].run(), name="oidc-keys")
+            stack.callback(keys.cancel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
