@@ -82,6 +82,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (not .Values.tenants.demo) (not .Values.tenants.config) -}}
 {{- fail "tenants.demo is false: give tenants.config (the tenants file), or set tenants.demo=true for the demo tenants" -}}
 {{- end -}}
+{{- if and .Values.tracing.enabled (not .Values.tracing.otlpEndpoint) -}}
+{{- fail "tracing.enabled needs tracing.otlpEndpoint: the OTLP receiver of the check and admin services' spans (e.g. http://otel-collector.observability:4317)" -}}
+{{- end -}}
 {{- if and .Values.istio.enabled (eq .Values.mode "sidecar") -}}
 {{- fail "istio.enabled with mode=sidecar: Istio's sidecars call the check service themselves; use mode=gateway with gateway.enabled=false" -}}
 {{- end -}}
@@ -99,6 +102,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.check.metricsPort | quote }}
 - name: TESSERA_ADMIN_PORT
   value: {{ .Values.admin.port | quote }}
+- name: TESSERA_ADMIN_METRICS_PORT
+  value: {{ .Values.admin.metricsPort | quote }}
 - name: TESSERA_MASTER_KEY_FILE
   value: /var/run/secrets/tessera/master-key/{{ .Values.masterKey.key }}
 - name: TESSERA_ACTIVE_KID
@@ -117,6 +122,25 @@ app.kubernetes.io/component: {{ .component }}
 {{- if not .Values.tenants.demo }}
 - name: TESSERA_TENANTS_FILE
   value: /etc/tessera/config/tenants.yaml
+{{- end }}
+{{- end -}}
+
+{{/* OpenTelemetry settings of one service (argument: dict root, service). Nothing when tracing is off. */}}
+{{- define "tessera.tracingEnv" -}}
+{{- $t := .root.Values.tracing -}}
+{{- if $t.enabled }}
+- name: OTEL_SERVICE_NAME
+  value: {{ .service | quote }}
+- name: OTEL_TRACES_EXPORTER
+  value: otlp
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.otlpEndpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $t.protocol | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $t.samplerArg | quote }}
 {{- end }}
 {{- end -}}
 
@@ -194,6 +218,7 @@ app.kubernetes.io/component: {{ .component }}
     {{- include "tessera.commonEnv" . | nindent 4 }}
     - name: TESSERA_DEADLINE_MS
       value: {{ .Values.check.deadlineMs | quote }}
+    {{- include "tessera.tracingEnv" (dict "root" . "service" "tessera-check") | nindent 4 }}
     {{- include "tessera.extraEnv" .Values.check.env | nindent 4 }}
   ports:
     - name: grpc-check
@@ -235,6 +260,7 @@ app.kubernetes.io/component: {{ .component }}
           name: {{ .Values.bootstrapAdminKey.existingSecret }}
           key: {{ .Values.bootstrapAdminKey.key }}
     {{- end }}
+    {{- include "tessera.tracingEnv" (dict "root" . "service" "tessera-admin") | nindent 4 }}
     {{- with .Values.admin.trustedProxies }}
     - name: TESSERA_ADMIN_TRUSTED_PROXIES
       value: {{ join "," . | quote }}
@@ -243,6 +269,8 @@ app.kubernetes.io/component: {{ .component }}
   ports:
     - name: grpc-admin
       containerPort: {{ .Values.admin.port }}
+    - name: http-admin-mx
+      containerPort: {{ .Values.admin.metricsPort }}
   startupProbe:
     grpc: { port: {{ .Values.admin.port }} }
     periodSeconds: 2
@@ -291,6 +319,10 @@ host:port), admin (host:port).
     - {{ int $root.Values.envoy.checkTimeoutMs | quote }}
     - --max-request-bytes
     - {{ int $root.Values.envoy.maxRequestBytes | quote }}
+    {{- if and $root.Values.tracing.enabled $root.Values.tracing.envoyCollector }}
+    - --otlp
+    - {{ $root.Values.tracing.envoyCollector | quote }}
+    {{- end }}
     - --output
     - /etc/envoy/envoy.yaml
   resources:
