@@ -17,19 +17,19 @@ from the token's claims, mapped by configuration, never from anything the caller
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import jwt
 
 from authz.admin.keys import ROLES, Principal, valid_principal
-from authz.errors import ConfigError, PermissionDenied, Unauthenticated
+from authz.config import outbound_config
+from authz.errors import ConfigError, DependencyError, PermissionDenied, Unauthenticated
 from authz.oauth._jwt import JwksCache
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.tenants import valid_tenant_name
 
 log = logging.getLogger("tessera.admin.oidc")
@@ -110,16 +110,26 @@ def parse_role_map(text: str) -> dict[str, str]:
     return mapping
 
 
-async def discover(issuer: str, client: httpx.AsyncClient | None = None) -> dict[str, Any]:
+def outbound_from_env(purpose: str) -> OutboundClient:
+    """An outbound client under the operator's ``TESSERA_OUTBOUND_*`` rules: the provider is reached
+    like every other operator-chosen URL (a provider on a private address needs an allow entry)."""
+    rules = outbound_config()
+    return OutboundClient(
+        OutboundPolicy.build(rules.allow, rules.refused_ports),
+        timeout_s=5.0,
+        max_response_bytes=256 * 1024,
+        purpose=purpose,
+    )
+
+
+async def discover(issuer: str, outbound: OutboundClient) -> dict[str, Any]:
     """The provider's discovery document (``/.well-known/openid-configuration``), checked to name the
-    same issuer (OpenID Connect Discovery §4.3)."""
+    same issuer (OpenID Connect Discovery §4.3). DependencyError or ValueError when it cannot be had."""
     url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
-    async with contextlib.AsyncExitStack() as stack:
-        if client is None:
-            client = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0))
-        response = await client.get(url)
-        response.raise_for_status()
-        doc = response.json()
+    response = await outbound.request("GET", url)
+    if response.status_code != 200:
+        raise ValueError(f"discovery document at {url}: HTTP {response.status_code}")
+    doc = response.json()
     if not isinstance(doc, dict) or doc.get("issuer", "").rstrip("/") != issuer.rstrip("/"):
         raise ValueError(f"discovery document at {url} names another issuer")
     return doc
@@ -140,8 +150,11 @@ class OidcVerifier:
     configured, retried until the provider answers); until keys are known every ID token is refused.
     """
 
-    def __init__(self, settings: OidcSettings, *, refresh_s: float = 300.0):
+    def __init__(
+        self, settings: OidcSettings, *, outbound: OutboundClient | None = None, refresh_s: float = 300.0
+    ):
         self.settings = settings
+        self.outbound = outbound or outbound_from_env("OIDC provider")
         self._jwks_uri = settings.jwks_uri
         self._cache: JwksCache | None = None
         self._refresh_s = refresh_s
@@ -150,16 +163,20 @@ class OidcVerifier:
     async def start(self) -> None:
         """Discover the JWKS URI (when not configured) and load the keys once."""
         if not self._jwks_uri:
-            doc = await discover(self.settings.issuer)
+            doc = await discover(self.settings.issuer, self.outbound)
             uri = doc.get("jwks_uri")
             if not isinstance(uri, str) or not uri:
                 raise ValueError("the discovery document has no jwks_uri")
             self._jwks_uri = uri
         if self._cache is None:
             self._cache = JwksCache(
-                [_Source(self.settings.issuer, self._jwks_uri)], interval_s=self._refresh_s
+                [_Source(self.settings.issuer, self._jwks_uri)],
+                outbound=self.outbound,
+                interval_s=self._refresh_s,
             )
         await self._cache.refresh()
+        if not self._cache.available(self.settings.issuer):
+            raise ValueError(f"JWKS not loaded: {self._cache.error(self.settings.issuer)}")
         self.ready.set()
 
     async def run(self) -> None:
@@ -167,7 +184,7 @@ class OidcVerifier:
         while not self.ready.is_set():
             try:
                 await self.start()
-            except (httpx.HTTPError, ValueError) as exc:
+            except (DependencyError, ValueError) as exc:
                 log.warning("OIDC provider %s not reachable yet: %s", self.settings.issuer, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)

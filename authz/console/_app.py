@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
 import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,7 +34,7 @@ from authz.console._admin import AdminClient, AdminError
 from authz.console._sessions import LOGIN_COOKIE, SESSION_COOKIE, Session, SessionStore
 from authz.console._settings import ConsoleSettings
 from authz.console._signin import SignIn
-from authz.errors import PermissionDenied, Unauthenticated
+from authz.errors import DependencyError, PermissionDenied, Unauthenticated
 
 log = logging.getLogger("tessera.console")
 
@@ -128,14 +127,12 @@ class Console:
         self.verifier = verifier or OidcVerifier(settings.oidc)
         self.admin = admin or AdminClient(settings.admin_address)
         self.sessions = SessionStore(settings.session_ttl_s, clock)
-        self.http = httpx.AsyncClient(timeout=10.0)
-        self.signin = SignIn(settings, self.verifier, self.http)
+        self.signin = SignIn(settings, self.verifier)
         self.templates = _templates()
         self.clock = clock
         self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.public_url))
 
     async def close(self) -> None:
-        await self.http.aclose()
         await self.admin.close()
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -238,7 +235,7 @@ class Console:
         key, pending = self.sessions.begin_login(next_path)
         try:
             url = await self.signin.authorization_url(pending)
-        except (httpx.HTTPError, ValueError) as exc:
+        except (DependencyError, ValueError) as exc:
             log.error("console: the OpenID provider is unreachable: %s", exc)
             return self.render(
                 "error.html",
@@ -268,7 +265,7 @@ class Console:
                 principal = principal_from_claims(self.settings.oidc, claims)
             except (Unauthenticated, PermissionDenied) as exc:
                 refused = str(exc)
-            except (httpx.HTTPError, ValueError) as exc:
+            except (DependencyError, ValueError) as exc:
                 refused = f"The identity provider could not be reached: {exc}"
         if refused is not None:
             response = self.render(

@@ -11,14 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from typing import Any
-from urllib.parse import urlencode
-
-import httpx
+from urllib.parse import quote, urlencode
 
 from authz.admin.oidc import OidcVerifier, discover
 from authz.console._sessions import PendingLogin
 from authz.console._settings import ConsoleSettings
-from authz.errors import Unauthenticated
+from authz.errors import DependencyError, Unauthenticated
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -28,15 +26,15 @@ def pkce_challenge(verifier: str) -> str:
 
 
 class SignIn:
-    def __init__(self, settings: ConsoleSettings, verifier: OidcVerifier, http: httpx.AsyncClient):
+    def __init__(self, settings: ConsoleSettings, verifier: OidcVerifier):
         self._settings = settings
         self._verifier = verifier
-        self._http = http
+        self._outbound = verifier.outbound
         self._endpoints: dict[str, Any] | None = None
 
     async def endpoints(self) -> dict[str, Any]:
         if self._endpoints is None:
-            doc = await discover(self._settings.oidc.issuer, self._http)
+            doc = await discover(self._settings.oidc.issuer, self._outbound)
             for name in ("authorization_endpoint", "token_endpoint"):
                 if not isinstance(doc.get(name), str):
                     raise ValueError(f"the provider's discovery document has no {name}")
@@ -69,12 +67,16 @@ class SignIn:
             "client_id": self._settings.oidc.client_id,
             "code_verifier": login.verifier,
         }
-        auth = None
-        if self._settings.client_secret is not None:
-            auth = (self._settings.oidc.client_id, self._settings.client_secret.reveal().decode())
+        headers = {"content-type": "application/x-www-form-urlencoded", "accept": "application/json"}
+        if self._settings.client_secret is not None:  # client_secret_basic (RFC 6749 §2.3.1)
+            secret = self._settings.client_secret.reveal().decode()
+            pair = f"{quote(self._settings.oidc.client_id, safe='')}:{quote(secret, safe='')}"
+            headers["authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         try:
-            response = await self._http.post(endpoints["token_endpoint"], data=form, auth=auth)
-        except httpx.HTTPError as exc:
+            response = await self._outbound.request(
+                "POST", endpoints["token_endpoint"], content=urlencode(form).encode(), headers=headers
+            )
+        except DependencyError as exc:
             raise Unauthenticated(
                 f"the provider's token endpoint failed: {exc}", reason="OIDC_EXCHANGE"
             ) from None

@@ -265,7 +265,15 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         trusted_proxies=settings.trusted_proxies,
     )
     if settings.oidc is not None:
-        runtime.extras["oidc"] = OidcVerifier(settings.oidc)
+        runtime.extras["oidc"] = OidcVerifier(
+            settings.oidc,
+            outbound=OutboundClient(
+                policy_from_config(config),
+                timeout_s=5.0,
+                max_response_bytes=256 * 1024,
+                purpose="OIDC provider",
+            ),
+        )
     runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
     await bootstrap_admin_key(store, settings.bootstrap_key)
     return runtime
