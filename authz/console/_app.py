@@ -4,11 +4,11 @@ Security, in one place:
 - every page needs a session (else: sign-in); the session's ID token is what the admin API sees, so
   the admin service decides what a person may see and do, and audits it like any admin call;
 - every POST carries the session's CSRF token (a form field or ``X-CSRF-Token``) and, when the browser
-  sends one, an ``Origin`` equal to the console's own: anything else is 403 before the admin API is
-  called;
+  sends them, an ``Origin`` equal to the console's own and ``Sec-Fetch-Site: same-origin``: anything
+  else is 403 before the admin API is called;
 - cookies are HttpOnly, SameSite=Lax (the provider's redirect back is a cross-site navigation) and
   Secure; responses carry a strict Content-Security-Policy (scripts and styles from /console/static
-  only, no inline code, no eval), frame-ancestors 'none', no-store and no-referrer.
+  only, no inline code, no eval), frame-ancestors 'none', no-store and a same-origin referrer policy.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ CSP = (
 SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # Not no-referrer: with it Chromium sends ``Origin: null`` on the console's own form posts, which
+    # the CSRF check could then not tell from a cross-site one.
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cache-control": "no-store",
     "cross-origin-opener-policy": "same-origin",
@@ -185,8 +187,13 @@ class Console:
     def csrf_refused(self, request: Request, session: Session, form: Any) -> Response | None:
         """A 403 page unless the POST carries the session's CSRF token and (when sent) our Origin."""
         origin = request.headers.get("origin")
+        site = request.headers.get("sec-fetch-site")
         presented = form.get("csrf") or request.headers.get("x-csrf-token")
-        if (origin is not None and origin != self.origin) or not session.csrf_ok(presented):
+        if (
+            (origin is not None and origin != self.origin)
+            or (site is not None and site not in ("same-origin", "none"))
+            or not session.csrf_ok(presented)
+        ):
             log.warning("console: refused a POST to %s without a valid CSRF token", request.url.path)
             return self.render(
                 "error.html",
