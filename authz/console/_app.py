@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from authz.admin.keys import role_at_least
 from authz.admin.oidc import OidcVerifier, principal_from_claims
 from authz.console._admin import AdminClient, AdminError
+from authz.console._lifecycle import Lifecycle
 from authz.console._sessions import LOGIN_COOKIE, SESSION_COOKIE, Session, SessionStore
 from authz.console._settings import ConsoleSettings
 from authz.console._signin import SignIn
@@ -139,9 +140,9 @@ class Console:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def render(self, name: str, request: Request, session: Session | None, status: int = 200, **ctx: Any):
+    def render(self, template: str, request: Request, session: Session | None, status: int = 200, **ctx: Any):
         principal = session.principal if session else None
-        html = self.templates.get_template(name).render(
+        html = self.templates.get_template(template).render(
             user=principal,
             csrf=session.csrf if session else "",
             can_decide=bool(principal and role_at_least(principal.role, "operator")),
@@ -531,6 +532,7 @@ class Console:
             Route("/console/audit/verify", p(self.audit_verify)),
             Route("/console/audit/export", p(self.audit_export)),
             Route("/console/tenants", p(self.tenants)),
+            *Lifecycle(self).routes(),
             Mount("/console/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
         app = Starlette(routes=routes)

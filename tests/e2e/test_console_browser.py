@@ -201,3 +201,104 @@ def _seqs(cs: ConsoleStack, tenant: str) -> list[str]:
         if len(events) >= 3 or time.monotonic() > deadline:
             return [e["seq"] for e in events]
         time.sleep(0.2)
+
+
+def test_policy_lifecycle_draft_diff_dry_run_promote_rollback(console_stack: ConsoleStack, new_page) -> None:
+    token = console_stack.gateway.token(tenant="contoso")
+    for n in range(3):
+        console_stack.gateway.call("read_invoice", {"invoice_id": f"INV-200{n}"}, token=token)
+    page = new_page()
+    sign_in(page, console_stack, "ada", "/console/policies?tenant=contoso")
+    expect(page.locator("#active-version")).to_contain_text("Version 1")
+    shot(page, "policies")
+    page.locator("#new-draft").click()
+    page.get_by_label("Name").fill("no-reads")
+    source = page.get_by_label("Rego source")
+    source.fill(
+        source.input_value().replace(
+            'read_only_tools := {"read_invoice", "list_invoices"}', 'read_only_tools := {"list_invoices"}'
+        )
+    )
+    page.get_by_role("button", name="Save draft").click()
+    expect(page.locator("h1")).to_contain_text("Draft no-reads")
+    expect(page.locator("#diff .del")).to_contain_text('"read_invoice"')
+    expect(page.locator("#diff .add")).to_contain_text('read_only_tools := {"list_invoices"}')
+    page.get_by_role("button", name="Dry-run against recent traffic").click()
+    expect(page.locator("#dry-run h2")).to_contain_text("would change")
+    expect(page.locator("#dry-run-changes")).to_contain_text("read_invoice")
+    shot(page, "policy-draft-dry-run")
+    page.locator("#promote").click()
+    expect(page.locator("#notice")).to_contain_text("contoso: promoted as version 2")
+    denied = console_stack.gateway.call("read_invoice", {"invoice_id": "INV-2001"}, token=token).json()
+    deadline = time.monotonic() + 10
+    while "error" not in denied and time.monotonic() < deadline:  # replicas pick the promotion up
+        time.sleep(0.2)
+        denied = console_stack.gateway.call("read_invoice", {"invoice_id": "INV-2001"}, token=token).json()
+    assert denied["error"]["code"] == -32012, denied
+    page.get_by_role("button", name="Roll back to v1").click()
+    expect(page.locator("#notice")).to_contain_text("contoso: rolled back to version")
+    shot(page, "policies-rolled-back")
+
+
+def test_tokens_mint_with_caveats_inspect_and_revoke(console_stack: ConsoleStack, new_page) -> None:
+    page = new_page()
+    sign_in(page, console_stack, "ada", "/console/tokens?tenant=contoso")
+    page.get_by_label("Agent").fill("billing-bot")
+    page.get_by_label("Tools (comma-separated)").fill("read_invoice")
+    page.get_by_label("Max calls").fill("5")
+    page.get_by_role("button", name="Mint token").click()
+    minted = page.locator("#minted-token").input_value()
+    expect(page.locator("#minted")).to_contain_text("max_calls = 5")
+    assert (
+        "result"
+        in console_stack.gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=minted).json()
+    )
+    shot(page, "tokens-minted")
+    page.locator("#i-token").fill(minted)
+    page.get_by_role("button", name="Inspect").click()
+    expect(page.locator("#inspected-signature")).to_have_text("valid")
+    expect(page.locator("#inspected")).to_contain_text("agent = billing-bot")
+    page.locator("#i-token").fill(minted)
+    page.get_by_label("Reason").fill("rotated")
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.locator("#revoked")).to_be_visible()
+    expect(page.locator("#revocations")).to_contain_text("rotated")
+    shot(page, "tokens-revoked")
+    after = console_stack.gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=minted).json()
+    assert after["error"]["code"] == -32010, after
+
+
+def test_an_operator_cannot_promote_even_by_hand(console_stack: ConsoleStack, new_page) -> None:
+    page = new_page()
+    sign_in(page, console_stack, "olivia", "/console/policies?tenant=contoso")
+    expect(page.locator("#new-draft")).to_have_count(0)
+    expect(page.get_by_role("button", name="Roll back to v1")).to_have_count(0)
+    csrf = page.locator('form[action="/console/logout"] input[name="csrf"]').input_value()
+    answer = page.request.post(
+        f"{console_stack.url}/console/policies/promote",
+        form={"csrf": csrf, "tenant": "contoso", "version": "1"},
+        headers={"origin": console_stack.url},
+    )
+    assert answer.status == 403 and "admin" in answer.text(), answer.text()
+
+
+def test_every_page_is_reachable_by_keyboard_and_labelled(console_stack: ConsoleStack, new_page) -> None:
+    page = new_page()
+    sign_in(page, console_stack, "ada", "/console/tenants")
+    shot(page, "tenants")
+    page.keyboard.press("Tab")
+    expect(page.locator(".skip")).to_be_focused()
+    for path in (
+        "/console/approvals",
+        "/console/audit",
+        "/console/policies",
+        "/console/tokens",
+        "/console/tenants",
+    ):
+        page.goto(f"{console_stack.url}{path}")
+        unlabelled = page.evaluate(
+            """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+                .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+                .map(el => el.name || el.id)"""
+        )
+        assert unlabelled == [], (path, unlabelled)

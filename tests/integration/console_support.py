@@ -35,6 +35,11 @@ ROLE_MAP = "tessera-viewers=viewer,tessera-operators=operator,tessera-admins=adm
 PEOPLE = {
     "olivia": {"email": "olivia@example.com", "groups": ["tessera-operators"], "tessera_tenant": "*"},
     "oscar": {"email": "oscar@example.com", "groups": ["tessera-operators"], "tessera_tenant": "*"},
+    "ada": {
+        "email": "ada@example.com",
+        "groups": ["tessera-admins", "tessera-viewers"],
+        "tessera_tenant": "*",
+    },
     "victor": {"email": "victor@example.com", "groups": ["tessera-viewers"], "tessera_tenant": "*"},
     "tina": {"email": "tina@example.com", "groups": ["tessera-operators"], "tessera_tenant": "northwind"},
     "nobody": {"email": "nobody@example.com", "groups": ["marketing"], "tessera_tenant": "*"},
@@ -110,6 +115,13 @@ def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleS
             promoted = cs.admin_rest(
                 "/v1/admin/tenants/northwind/policy:promote",
                 {"tenant": "northwind", "source": default_policy_source()},
+            )
+            assert promoted.status_code == 200, promoted.text
+            created = cs.admin_rest("/v1/admin/tenants", {"tenant": "contoso"})
+            assert created.status_code == 200, created.text
+            promoted = cs.admin_rest(
+                "/v1/admin/tenants/contoso/policy:promote",
+                {"tenant": "contoso", "source": default_policy_source()},
             )
             assert promoted.status_code == 200, promoted.text
             yield cs

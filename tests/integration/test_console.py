@@ -130,3 +130,16 @@ def test_quorum_counts_a_person_once_by_key_or_by_oidc(console_stack: ConsoleSta
         {"tenant": "demo", "approval_id": approval_id, "verdict": "approve", "csrf": other.csrf()},
     )
     assert second.status_code == 303 and "approved" in second.headers["location"]
+
+
+def test_policy_and_token_pages_render_for_an_admin(console_stack: ConsoleStack) -> None:
+    session = console_stack.sign_in("ada")
+    for path in (
+        "/console/policies?tenant=contoso",
+        "/console/policies/draft?tenant=contoso",
+        "/console/tokens?tenant=contoso",
+        "/console/tenants",
+        "/console/audit?tenant=contoso",
+    ):
+        page = session.get(path)
+        assert page.status_code == 200, (path, page.text[-2000:])
