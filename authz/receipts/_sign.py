@@ -46,6 +46,12 @@ class ReceiptKey:
         }
 
 
+def derived_keys(kids: Iterable[str], derive: Callable[[str, str], bytes]) -> list[ReceiptKey]:
+    """The receipt keys of ``kids`` (active first), each seeded by ``derive("receipt", kid)``: Tessera
+    passes ``KeyRing.derive_subkey``, so every replica and the admin service agree without a store."""
+    return [ReceiptKey.from_seed(kid, derive("receipt", kid)) for kid in kids]
+
+
 def jwks(keys: Iterable[ReceiptKey]) -> dict[str, Any]:
     """A JWK Set of the public halves (what ``GET /v1/admin/receipt-keys`` serves)."""
     return {"keys": [key.jwk() for key in keys]}

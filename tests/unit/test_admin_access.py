@@ -54,6 +54,14 @@ EXPECTED = {
     },
     "AdminKeyService": {"CreateAdminKey": "admin", "ListAdminKeys": "admin", "RevokeAdminKey": "admin"},
     "IntegrationService": {"ForwarderHealth": "viewer", "ListDeadLetters": "viewer"},
+    "MemoryWriterService": {
+        "RegisterMemoryWriter": "admin",
+        "ListMemoryWriters": "viewer",
+        "DisableMemoryWriter": "admin",
+        "RotateMemoryWriter": "admin",
+    },
+    # Public keys: no admin key at all (a tool server fetches them with nothing but the gateway URL).
+    "ReceiptKeyService": {"GetReceiptKeys": "public"},
 }
 
 

@@ -15,6 +15,7 @@ global        none: the call needs a key with the all-tenants scope (creating te
 key_tenant    the request's ``tenant``; empty (a key for all tenants) needs the all-tenants scope
 in_handler    decided by the handler against stored state (listing or revoking admin keys, listing
               tenants): results are narrowed to the key's scope, foreign targets are refused
+public        none, and no key either: only for what is public by nature (the receipt public keys)
 ============  =====================================================================================
 
 A method of ``authz.api.admin.v1`` without a rule is refused (fail closed); a unit test checks that
@@ -31,7 +32,7 @@ from authz.errors import InvalidArgument, PermissionDenied
 from authz.token import inspect
 
 PACKAGE = "authz.api.admin.v1"
-SCOPES = ("tenant", "tenant_or_all", "token", "revoke", "global", "key_tenant", "in_handler")
+SCOPES = ("tenant", "tenant_or_all", "token", "revoke", "global", "key_tenant", "in_handler", "public")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ class Rule:
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}")
+        if (self.scope == "public") != (self.role == "public"):
+            raise ValueError("the public role and the public scope go together")
 
     def check(self, principal: Principal, method: str, request: Any) -> None:
         """PermissionDenied unless ``principal`` may make this call; InvalidArgument when the tenant
@@ -100,6 +103,8 @@ def _rules(service: str, **methods: tuple[str, str]) -> dict[str, Rule]:
 
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+#: The role of a ``public`` rule: no key is asked for (see the scope table).
+PUBLIC = "public"
 
 RULES: dict[str, Rule] = {
     **_rules(
@@ -158,6 +163,14 @@ RULES: dict[str, Rule] = {
         ForwarderHealth=(VIEWER, "tenant_or_all"),
         ListDeadLetters=(VIEWER, "tenant_or_all"),
     ),
+    **_rules(
+        "MemoryWriterService",
+        RegisterMemoryWriter=(ADMIN, "tenant"),
+        ListMemoryWriters=(VIEWER, "tenant"),
+        DisableMemoryWriter=(ADMIN, "tenant"),
+        RotateMemoryWriter=(ADMIN, "tenant"),
+    ),
+    **_rules("ReceiptKeyService", GetReceiptKeys=(PUBLIC, "public")),
 }
 
 

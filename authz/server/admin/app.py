@@ -45,8 +45,12 @@ from authz.api.admin.v1 import (
     audit_service_pb2_grpc,
     integration_service_pb2,
     integration_service_pb2_grpc,
+    memory_writer_service_pb2,
+    memory_writer_service_pb2_grpc,
     policy_service_pb2,
     policy_service_pb2_grpc,
+    receipt_key_service_pb2,
+    receipt_key_service_pb2_grpc,
     tenant_service_pb2,
     tenant_service_pb2_grpc,
     token_service_pb2,
@@ -64,8 +68,10 @@ from authz.server.admin.audit import AuditService
 from authz.server.admin.auth import AdminAuthInterceptor
 from authz.server.admin.integrations import IntegrationService
 from authz.server.admin.keys import AdminKeyService
+from authz.server.admin.memory_writers import MemoryWriterService
 from authz.server.admin.observe import AdminMetricsInterceptor, count_pending_approvals
 from authz.server.admin.policies import PolicyService
+from authz.server.admin.receipt_keys import RECEIPT_KIDS, ReceiptKeyService
 from authz.server.admin.tenants import TenantService
 from authz.server.admin.tokens import TokenService
 from authz.storage import Store, open_store
@@ -116,6 +122,18 @@ _SERVICES = (
         "IntegrationService",
         integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server,
         IntegrationService,
+    ),
+    (
+        memory_writer_service_pb2,
+        "MemoryWriterService",
+        memory_writer_service_pb2_grpc.add_MemoryWriterServiceServicer_to_server,
+        MemoryWriterService,
+    ),
+    (
+        receipt_key_service_pb2,
+        "ReceiptKeyService",
+        receipt_key_service_pb2_grpc.add_ReceiptKeyServiceServicer_to_server,
+        ReceiptKeyService,
     ),
 )
 #: Fully qualified names of the admin services, e.g. ``authz.api.admin.v1.TokenService``.
@@ -261,6 +279,7 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         trusted_proxies=settings.trusted_proxies,
     )
     runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
+    runtime.extras[RECEIPT_KIDS] = config.receipts.kids
     await bootstrap_admin_key(store, settings.bootstrap_key)
     return runtime
 
