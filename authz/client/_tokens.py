@@ -442,12 +442,32 @@ def _arg_caveats(args: Sequence[str] | Mapping[str, Any]) -> list[str]:
     if isinstance(args, Mapping):
         out = []
         for name, value in args.items():
-            literal = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            literal = json.dumps(
+                _integral_floats_as_ints(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            )
             out.append(f"arg:{name} = {literal}")
         return out
     if isinstance(args, str) or not all(isinstance(a, str) for a in args):
         raise ValueError('args must be caveat strings such as "amount <= 1000", or a mapping of values')
     return [a if a.startswith("arg:") else "arg:" + a for a in args]
+
+
+# The largest integer a JavaScript number holds exactly (Number.MAX_SAFE_INTEGER).
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """``1.0`` as ``1``: a JavaScript number cannot tell the two apart, so the TypeScript SDK writes
+    ``1`` and this keeps both SDKs' tokens byte-identical (the gateway compares numbers by value, so the
+    caveat means the same). Other floats keep their repr (``0.1``, ``1e-07``), which the TypeScript SDK
+    reproduces."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _SAFE_INTEGER:
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_integral_floats_as_ints(v) for v in value]
+    return value
 
 
 __all__ = ["TokenInfo", "attenuate", "inspect"]

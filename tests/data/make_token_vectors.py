@@ -75,6 +75,19 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("no location", root("demo", "j15", location=""), {"tools": ["read_invoice"]}),
     ("no location field", without_location_field(root("demo", "j17", location="")), {"max_calls": 2}),
     ("long caveat (2-byte varint)", root("demo", "j16"), {"args": {"note": "x" * 300}}),
+    # A JavaScript number cannot tell 1.0 from 1: both SDKs write integral floats as ints, and every
+    # other float as Python's repr (shortest digits, exponent outside 1e-4..1e16).
+    (
+        "float arg values",
+        root("demo", "j18"),
+        {"args": {"rate": 0.1, "whole": 1.0, "zero": -0.0, "tiny": 1e-07, "small": 0.0001, "third": 1 / 3}},
+    ),
+    (
+        "large and nested float values",
+        root("demo", "j19"),
+        {"args": {"big": 1e16, "limits": [2.5, 3.0, -1e-05], "range": {"max": 1.5e300, "min": 2.0**53}}},
+    ),
+    ("float constraints as strings", root("demo", "j20"), {"args": ["amount <= 1000.5", "rate > 1e-3"]}),
 ]
 
 

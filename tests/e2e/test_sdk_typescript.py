@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import random
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from authz.client._tokens import _integral_floats_as_ints
+from authz.local.stack import free_port
 from tests.e2e.conftest import unique_agent
 
 pytestmark = pytest.mark.integration
@@ -44,6 +49,36 @@ def built() -> Path:
 def test_node_unit_tests_pass(built):
     out = run(["node", "--test", "test/unit/"], built)
     assert "# fail 0" in out and "# pass 0" not in out
+
+
+def test_argument_numbers_are_written_as_the_python_sdk_writes_them(built):
+    """pythonJson (attenuate's argument values) against the Python SDK on random doubles of every
+    magnitude: ints where both SDKs agree a number is integral, Python's float repr otherwise."""
+    rng = random.Random(20)
+    values = [v for v in (struct.unpack("<d", rng.randbytes(8))[0] for _ in range(3000)) if math.isfinite(v)]
+    values += [rng.uniform(-1e6, 1e6) for _ in range(500)] + [
+        float(rng.randint(-(2**60), 2**60)) for _ in range(200)
+    ]
+    values += [0.1, 1.0, -0.0, 1e-4, 1e-5, 1e15, 1e16, 2.0**53 - 1, 2.0**53, 5e-324, 1.7976931348623157e308]
+    script = (
+        "const { pythonJson } = await import('tessera-authz');"
+        "const xs = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));"
+        "console.log(JSON.stringify(xs.map(pythonJson)));"
+    ).replace("require('node:fs')", "(await import('node:fs'))")
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        cwd=built,
+        input=json.dumps(values),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    written = json.loads(done.stdout)
+    expected = [json.dumps(_integral_floats_as_ints(v)) for v in values]
+    mismatches = [(v, w, e) for v, w, e in zip(values, written, expected, strict=True) if w != e]
+    assert not mismatches, mismatches[:10]
+    assert "1" in written and "0.1" in written and "1e-05" in written and "9007199254740992.0" in written
 
 
 def test_the_sdk_against_the_real_stack(built, stack):
@@ -80,6 +115,40 @@ async def test_wait_for_approval_completes_when_approved_while_the_sdk_polls(bui
             node.kill()
             await node.wait()
     assert node.returncode == 0 and "# pass 1" in out and "# fail 0" in out, out
+
+
+async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approvals):
+    """@modelcontextprotocol/sdk's Client over its StreamableHTTPClientTransport, with the adapter."""
+    agent = unique_agent()
+    env = {
+        "TESSERA_E2E_URL": stack.url,
+        "TESSERA_E2E_TOKEN": stack.token(),
+        "TESSERA_E2E_BUDGET_TOKEN": stack.token(max_calls=2),
+        "TESSERA_E2E_APPROVAL_TOKEN": stack.token(agent=agent),
+        "TESSERA_E2E_DEAD_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        "--test",
+        "test/e2e/mcp.test.mjs",
+        cwd=built,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        # the file's last test leaves a transfer pending and polls it with waitForApproval
+        pending = await approvals.pending_for(agent, timeout=120)
+        await asyncio.sleep(0.6)  # let the adapter poll at least once while the call is pending
+        assert node.returncode is None
+        await approvals.decide(pending.approval_id, "approve")
+        out = (await asyncio.wait_for(node.communicate(), 120))[0].decode()
+    finally:
+        if node.returncode is None:
+            node.kill()
+            await node.wait()
+    assert node.returncode == 0, out
+    assert "# fail 0" in out and "# skipped 0" in out and "# pass 6" in out, out
 
 
 def test_npm_pack_produces_an_installable_tarball(built, tmp_path):

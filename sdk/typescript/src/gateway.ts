@@ -2,8 +2,8 @@
  * `Gateway`: one MCP endpoint behind Tessera, one capability token. Mirrors the Python SDK's Gateway
  * (authz/client/_gateway.py, _protocol.py): the same headers, the same reply judging, the same errors.
  */
+import { waitForApproval } from "./approval.js";
 import {
-  ApprovalRequired,
   GatewayError,
   ProtocolError,
   TesseraError,
@@ -18,11 +18,6 @@ export const PROMPT_HEADER = "X-Intent-Prompt";
 export const APPROVAL_HEADER = "X-Approval-Id";
 export const PROVENANCE_HEADER = "X-Memory-Provenance";
 export const TOKEN_ENV = "TESSERA_TOKEN";
-
-/** Approval polling: first pause, growth factor and longest pause between two attempts (seconds). */
-export const POLL_FIRST = 0.25;
-export const POLL_FACTOR = 2;
-export const POLL_MAX = 5;
 
 const BODY_EXCERPT = 2000;
 const MAX_PAGES = 100;
@@ -67,7 +62,7 @@ export function encodePrompt(prompt: string): string {
 }
 
 /** `http://host:8080` -> its base URL without a trailing slash or an /v1/mcp suffix. */
-function baseUrl(url: string): string {
+export function baseUrl(url: string): string {
   if (typeof url !== "string" || !url.trim()) {
     throw new Error("the gateway URL must be a non-empty string, e.g. http://127.0.0.1:8080");
   }
@@ -81,6 +76,26 @@ function cleanToken(token: string | undefined | null): string | null {
   if (text.toLowerCase().startsWith("bearer ")) text = text.slice(7).trim();
   if (/[\s\x00-\x1f\x7f]/.test(text)) throw new Error("token must not contain whitespace or control characters");
   return text || null;
+}
+
+/** Tessera's request headers: the bearer token (if any) and the optional per-call inputs. */
+export function tesseraHeaders(
+  token: string | null | undefined,
+  options: Pick<CallOptions, "intentPrompt" | "approvalId" | "provenance">,
+): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const clean = cleanToken(token);
+  if (clean) headers["authorization"] = `Bearer ${clean}`;
+  if (options.intentPrompt !== undefined) headers[PROMPT_HEADER] = encodePrompt(options.intentPrompt);
+  if (options.approvalId !== undefined) {
+    const id = options.approvalId.trim();
+    if (!id || /[\x00-\x1f\x7f]/.test(id)) throw new Error("approvalId must be a non-empty printable string");
+    headers[APPROVAL_HEADER] = id;
+  }
+  if (options.provenance !== undefined) {
+    headers[PROVENANCE_HEADER] = Buffer.from(JSON.stringify(options.provenance), "utf8").toString("base64url");
+  }
+  return headers;
 }
 
 export class Gateway {
@@ -183,44 +198,16 @@ export class Gateway {
     return (await this.rpc(method, params, undefined, this.headers({})))[0];
   }
 
-  private async withApprovalWait<T>(options: CallOptions, attempt: (approvalId: string | undefined) => Promise<T>): Promise<T> {
-    const wait = options.waitForApproval;
-    if (wait !== undefined && !(typeof wait === "number" && wait >= 0)) {
-      throw new Error("waitForApproval must be a number of seconds >= 0");
-    }
-    const deadline = wait === undefined ? null : Date.now() + wait * 1000;
-    let delay = POLL_FIRST;
-    let approvalId = options.approvalId;
-    for (;;) {
-      try {
-        return await attempt(approvalId);
-      } catch (exc) {
-        if (!(exc instanceof ApprovalRequired) || deadline === null || !exc.approvalId) throw exc;
-        const remaining = (deadline - Date.now()) / 1000;
-        if (remaining <= 0) throw exc;
-        approvalId = exc.approvalId;
-        await new Promise((resolve) => setTimeout(resolve, Math.min(delay, remaining) * 1000));
-        delay = Math.min(delay * POLL_FACTOR, POLL_MAX);
-      }
-    }
+  private withApprovalWait<T>(options: CallOptions, attempt: (approvalId: string | undefined) => Promise<T>): Promise<T> {
+    return waitForApproval(attempt, options.waitForApproval, options.approvalId);
   }
 
   private headers(options: CallOptions): Record<string, string> {
-    const headers: Record<string, string> = {
+    return {
       "content-type": "application/json",
       accept: "application/json, text/event-stream",
+      ...tesseraHeaders(this.token, options),
     };
-    if (this.token) headers["authorization"] = `Bearer ${this.token}`;
-    if (options.intentPrompt !== undefined) headers[PROMPT_HEADER] = encodePrompt(options.intentPrompt);
-    if (options.approvalId !== undefined) {
-      const id = options.approvalId.trim();
-      if (!id || /[\x00-\x1f\x7f]/.test(id)) throw new Error("approvalId must be a non-empty printable string");
-      headers[APPROVAL_HEADER] = id;
-    }
-    if (options.provenance !== undefined) {
-      headers[PROVENANCE_HEADER] = Buffer.from(JSON.stringify(options.provenance), "utf8").toString("base64url");
-    }
-    return headers;
   }
 
   private async post(path: string, body: string, headers: Record<string, string>): Promise<Response> {

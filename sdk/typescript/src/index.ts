@@ -1,3 +1,5 @@
 export * from "./errors.js";
 export * from "./tokens.js";
+export * from "./approval.js";
 export * from "./gateway.js";
+export * from "./mcp.js";

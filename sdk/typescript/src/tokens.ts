@@ -495,10 +495,51 @@ function argCaveats(args: string[] | Record<string, unknown>): string[] {
   return Object.entries(args).map(([name, value]) => `arg:${name} = ${pythonJson(value)}`);
 }
 
-/** JSON as Python's json.dumps(..., ensure_ascii=False, separators=(",", ":")) writes it. */
-function pythonJson(value: unknown): string {
-  if (typeof value === "number" && !Number.isFinite(value)) throw new Error("argument values must be finite");
-  const text = JSON.stringify(value);
-  if (text === undefined) throw new Error("argument values must be JSON values");
-  return text;
+/**
+ * JSON as the Python SDK writes an argument value: json.dumps(..., ensure_ascii=False,
+ * separators=(",", ":")) after it turned integral floats within +-(2**53 - 1) into ints. A JavaScript
+ * number cannot tell 1.0 from 1, so both SDKs write `1` (the gateway compares numbers by value);
+ * every other number is written as Python's float repr (`0.1`, `1e-07`, `1e+16`, `9007199254740992.0`).
+ * A bigint is written exactly, like a Python int.
+ */
+export function pythonJson(value: unknown): string {
+  if (value === null) return "null";
+  switch (typeof value) {
+    case "boolean":
+      return value ? "true" : "false";
+    case "string":
+      return JSON.stringify(value); // escapes exactly what ensure_ascii=False escapes
+    case "bigint":
+      return value.toString();
+    case "number":
+      return pythonNumber(value);
+    case "object": {
+      if (Array.isArray(value)) return `[${Array.from(value, pythonJson).join(",")}]`;
+      const proto: unknown = Object.getPrototypeOf(value);
+      if (proto === Object.prototype || proto === null) {
+        const items = Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}:${pythonJson(v)}`);
+        return `{${items.join(",")}}`;
+      }
+    }
+  }
+  throw new Error("argument values must be JSON values: string, number, bigint, boolean, null, array or plain object");
+}
+
+/** A number as the Python SDK writes it (see pythonJson): a safe integer as an int, else float repr. */
+function pythonNumber(x: number): string {
+  if (!Number.isFinite(x)) throw new Error("argument values must be finite numbers");
+  if (Number.isSafeInteger(x)) return String(x); // -0 too: String(-0) is "0", like int(-0.0)
+  // toExponential() without digits gives the shortest digits that round-trip, as Python's repr does;
+  // repr writes them in fixed notation for decimal exponents -4..15 and as d.ddde+XX otherwise.
+  const [mantissa = "", expText = "0"] = x.toExponential().split("e");
+  const exp = Number(expText);
+  const sign = mantissa.startsWith("-") ? "-" : "";
+  const digits = mantissa.replace("-", "").replace(".", "");
+  if (exp >= -4 && exp < 16) {
+    if (exp < 0) return `${sign}0.${"0".repeat(-exp - 1)}${digits}`;
+    const whole = digits.slice(0, exp + 1).padEnd(exp + 1, "0");
+    return `${sign}${whole}.${digits.slice(exp + 1) || "0"}`;
+  }
+  const lead = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
+  return `${sign}${lead}e${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash, createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { attenuate, formatTime, inspect } from "../../dist/esm/index.js";
+import { attenuate, formatTime, inspect, pythonJson } from "../../dist/esm/index.js";
 
 const { cases } = JSON.parse(
   readFileSync(new URL("../../../../tests/data/token_vectors.json", import.meta.url), "utf8"),
@@ -65,6 +65,18 @@ test("attenuate refuses malformed restrictions instead of minting a token the ga
   assert.throws(() => attenuate(root, { caveats: ["agent = a\nb"] }), /control characters/);
   const bound = attenuate(root, { agent: "a1" });
   assert.throws(() => attenuate(bound, { agent: "a2" }), /conflicting agent caveats/);
+});
+
+test("argument values are written as the Python SDK writes them, or refused", () => {
+  assert.equal(pythonJson({ a: [1, 1.5, -0, 1e-7, 1e16, 10n ** 20n], s: "Müller \"&\" \n", ok: true, no: null }),
+    '{"a":[1,1.5,0,1e-07,1e+16,100000000000000000000],"s":"Müller \\"&\\" \\n","ok":true,"no":null}');
+  const caveats = inspect(attenuate(root, { args: { rate: 0.25, whole: 3, tiny: 0.00001 } })).caveats;
+  assert.deepEqual(caveats.slice(-3), ["arg:rate = 0.25", "arg:whole = 3", "arg:tiny = 1e-05"]);
+  assert.throws(() => attenuate(root, { args: { x: [1, NaN] } }), /finite/);
+  assert.throws(() => attenuate(root, { args: { x: { y: Infinity } } }), /finite/);
+  assert.throws(() => attenuate(root, { args: { x: new Date(0) } }), /JSON values/);
+  assert.throws(() => attenuate(root, { args: { x: undefined } }), /JSON values/);
+  assert.throws(() => attenuate(root, { args: { x: [1, , 2] } }), /JSON values/);
 });
 
 test("inspect refuses what is not a Tessera token", () => {
