@@ -317,7 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sse=args.sse,
             slow_tool=args.slow_tool,
             allowed_origins=args.allow_origin,
-            receipts=ReceiptVerifier(jwks_url=args.require_receipts) if args.require_receipts else None,
+            # A rotated-in key is fetched within a second of its first receipt (the demo favours quick
+            # feedback over sparing the key endpoint; the library default is 10 s).
+            receipts=ReceiptVerifier(jwks_url=args.require_receipts, min_refetch_s=1.0)
+            if args.require_receipts
+            else None,
         ),
         host=args.host,
         port=port,
