@@ -203,6 +203,7 @@ def verify_entries(
         if not isinstance(entry, dict):
             return fail(f"provenance entry {index} is not an object")
         entry = dict(entry)
+        content = None
         if "content" in entry:
             content = entry.pop("content")
             if not isinstance(content, str):
@@ -222,9 +223,10 @@ def verify_entries(
             reason = _check_signature(entry, writers, now)
             if reason is not None:
                 return fail(reason)
-            verified.append(
-                {name: entry[name] for name in _SIGNED_FIELDS} | {"scheme": "ed25519", "verified": True}
-            )
+            checked = {name: entry[name] for name in _SIGNED_FIELDS} | {"scheme": "ed25519", "verified": True}
+            if content is not None:  # matched its signed hash: the policy may look inside (an IBAN)
+                checked["content"] = content
+            verified.append(checked)
             continue
         if HMAC_WRITER not in named:
             named.append(HMAC_WRITER)
