@@ -1,9 +1,11 @@
 """The TypeScript SDK (sdk/typescript) against the real stack, and its npm package.
 
-Builds the SDK with npm (``npm ci && npm run build``), runs its Node unit tests, then its end-to-end
-tests (``node --test test/e2e/``) against the stack of tests/e2e/conftest.py with the gateway URL and
-fresh tokens in the environment. Without node/npm these tests fail rather than skip: ``.ci/run``
-installs them, and a missing toolchain must not read as a passing SDK.
+Builds the SDK with npm (``npm ci && npm run build``), runs its Node unit tests under the installed Node
+and under Node 18 (npm's ``node@18`` package), then its end-to-end tests (``node --test test/e2e/``:
+the SDK's own client, and the official MCP SDK's client with the adapter) against the stack of
+tests/e2e/conftest.py with the gateway URL and fresh tokens in the environment. Without node/npm these
+tests fail rather than skip: ``.ci/run`` installs them, and a missing toolchain must not read as a
+passing SDK.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -24,9 +27,14 @@ from authz.client._tokens import _integral_floats_as_ints
 from authz.local.stack import free_port
 from tests.e2e.conftest import unique_agent
 
-pytestmark = pytest.mark.integration
+# npm ci fetches the MCP SDK's dependency tree (the adapter's tests use the real SDK): on a loaded
+# machine that alone can outlast the suite's default 120 s per test.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 SDK = Path(__file__).parents[2] / "sdk" / "typescript"
+# The oldest Node the package supports (package.json engines: >=18), from npm's `node` package, which
+# installs the official binary for this platform; kept in the npm cache the server-everything tests use.
+NODE_18 = "node@18.20.8"
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
@@ -41,14 +49,37 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: f
 def built() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("node and npm are needed for the TypeScript SDK tests (.ci/run installs them)")
-    run(["npm", "ci", "--no-audit", "--no-fund"], SDK)
+    run(["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"], SDK)
     run(["npm", "run", "build"], SDK)
     return SDK
 
 
+@pytest.fixture(scope="module")
+def node18() -> str:
+    cache = Path(os.environ.get("TESSERA_NPM_CACHE", Path.home() / ".cache" / "tessera-npm")) / "node18"
+    binary = cache / "node_modules" / ".bin" / "node"
+    if not binary.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(cache), NODE_18], cache)
+    assert run([str(binary), "--version"], cache).startswith("v18."), "the node@18 package gave another Node"
+    return str(binary)
+
+
+def unit_test_counts(node: str, sdk: Path) -> tuple[int, int]:
+    out = run([node, "--test", "test/unit/"], sdk)
+    passed, failed = (int(re.search(rf"^# {k} (\d+)$", out, re.M).group(1)) for k in ("pass", "fail"))
+    assert failed == 0 and "# skipped 0" in out, out
+    return passed, failed
+
+
 def test_node_unit_tests_pass(built):
-    out = run(["node", "--test", "test/unit/"], built)
-    assert "# fail 0" in out and "# pass 0" not in out
+    passed, _ = unit_test_counts("node", built)
+    assert passed >= 45
+
+
+def test_node_unit_tests_pass_on_node_18(built, node18):
+    """The same unit tests (the MCP SDK adapter's included) under Node 18, the oldest supported."""
+    assert unit_test_counts(node18, built) == unit_test_counts("node", built)
 
 
 def test_argument_numbers_are_written_as_the_python_sdk_writes_them(built):
@@ -117,8 +148,11 @@ async def test_wait_for_approval_completes_when_approved_while_the_sdk_polls(bui
     assert node.returncode == 0 and "# pass 1" in out and "# fail 0" in out, out
 
 
-async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approvals):
-    """@modelcontextprotocol/sdk's Client over its StreamableHTTPClientTransport, with the adapter."""
+@pytest.mark.parametrize("node", ["default", "18"])
+async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approvals, node, request):
+    """@modelcontextprotocol/sdk's Client over its StreamableHTTPClientTransport, with the adapter, under
+    the installed Node and under Node 18."""
+    binary = "node" if node == "default" else request.getfixturevalue("node18")
     agent = unique_agent()
     env = {
         "TESSERA_E2E_URL": stack.url,
@@ -127,8 +161,8 @@ async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approva
         "TESSERA_E2E_APPROVAL_TOKEN": stack.token(agent=agent),
         "TESSERA_E2E_DEAD_URL": f"http://127.0.0.1:{free_port()}",
     }
-    node = await asyncio.create_subprocess_exec(
-        "node",
+    proc = await asyncio.create_subprocess_exec(
+        binary,
         "--test",
         "test/e2e/mcp.test.mjs",
         cwd=built,
@@ -140,14 +174,14 @@ async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approva
         # the file's last test leaves a transfer pending and polls it with waitForApproval
         pending = await approvals.pending_for(agent, timeout=120)
         await asyncio.sleep(0.6)  # let the adapter poll at least once while the call is pending
-        assert node.returncode is None
+        assert proc.returncode is None
         await approvals.decide(pending.approval_id, "approve")
-        out = (await asyncio.wait_for(node.communicate(), 120))[0].decode()
+        out = (await asyncio.wait_for(proc.communicate(), 120))[0].decode()
     finally:
-        if node.returncode is None:
-            node.kill()
-            await node.wait()
-    assert node.returncode == 0, out
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out
     assert "# fail 0" in out and "# skipped 0" in out and "# pass 6" in out, out
 
 
