@@ -33,7 +33,8 @@ def event_index(event: Mapping[str, Any]) -> tuple[int, str, str | None]:
     """The indexed columns a store keeps beside the event: ``(time_ms, decision, agent)``.
 
     Every event built by :mod:`authz.audit` carries ``time`` (epoch milliseconds), ``tessera.decision``
-    (``allow``, ``deny``, ``escalate``, or ``admin`` for admin mutations) and ``tessera.agent``.
+    (``allow``, ``deny``, ``escalate``, ``admin`` for admin mutations, ``list`` for a list answer the list
+    processor handled) and ``tessera.agent``.
     Verification checks that the columns still match the event.
     """
     tessera = event.get("tessera") or {}

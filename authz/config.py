@@ -214,6 +214,12 @@ def _load_master_key(env: Mapping[str, str], var_dir: Path) -> Secret:
     return Secret(path.read_bytes().strip())
 
 
+def outbound_config(env: Mapping[str, str] | None = None) -> OutboundConfig:
+    """The outbound rules alone (``TESSERA_OUTBOUND_*``), for commands that reach out without running
+    a service (``tessera intent eval --extractor``); :func:`load` reads the same variables."""
+    return _outbound(os.environ if env is None else env)
+
+
 def _outbound(env: Mapping[str, str]) -> OutboundConfig:
     from authz.outbound import parse_allow_entry
 

@@ -15,7 +15,13 @@ Activity (class 6003) naming plus a ``tessera`` object and never hold argument v
 
 from authz.audit._aggregate import UnauthenticatedDenials
 from authz.audit._checkpoint import Checkpoint, checkpoint_public_key, checkpoint_signing_key, sign_checkpoint
-from authz.audit._events import MAX_ARGUMENT_KEYS, admin_event, chain_tenant, event_from_decision
+from authz.audit._events import (
+    MAX_ARGUMENT_KEYS,
+    admin_event,
+    chain_tenant,
+    event_from_decision,
+    list_event,
+)
 from authz.audit._export import (
     CSV_COLUMNS,
     LineBuffer,
@@ -62,6 +68,7 @@ __all__ = [
     "export_events",
     "iter_audit_events",
     "json_safe",
+    "list_event",
     "make_recorder",
     "ndjson_line",
     "sign_checkpoint",

@@ -8,7 +8,8 @@ The ``tessera`` object of a decision event always has the same keys (null when u
 (null for gateway-level decisions), ``agent``, ``token_id``, ``jti``, ``tool``, ``rpc_method``,
 ``argument_keys``, ``argument_keys_truncated``, ``arguments_sha256``, ``prompt_sha256``,
 ``policy_version``, ``policy_hash``, ``approval_id``, ``latency_us``, ``data`` (the scalar extras of the
-denial: budget scope/limit/resets_at, approval expiry, retry_after_ms, protocol code).
+denial: budget scope/limit/resets_at, approval expiry, retry_after_ms, protocol code); ``memory_writers``
+only when memory entries were presented (the writers named by them, ``(hmac)`` for the deprecated tags).
 An admin event's ``tessera`` object has ``decision`` = ``admin``, ``tenant``, ``actor``, ``action``,
 ``target``, ``details``, ``reason``, ``agent`` (null).
 """
@@ -137,6 +138,8 @@ def event_from_decision(decision: Decision, *, time_ms: int) -> dict[str, Any]:
             "determined": d.intent_determined,
             "terms": [clean_text(term, 64) for term in d.intent_terms[:32]],
         }
+    if d.memory_writers:  # whose memory entries shaped the call (ARCHITECTURE §8)
+        event["tessera"]["memory_writers"] = [clean_text(w, 128) for w in d.memory_writers[:32]]
     return event
 
 
@@ -207,5 +210,58 @@ def outage_event(tenant: str, count: int, first_ms: int, last_ms: int, *, time_m
         "agent": None,
         "reason": event["message"],
         "data": {"count": count, "first_time": first_ms, "last_time": last_ms},
+    }
+    return event
+
+
+def list_event(
+    tenant: str,
+    *,
+    agent: str | None,
+    token_id: str,
+    jti: str,
+    method: str,
+    server: str | None,
+    listed: Mapping[str, int],
+    withheld: Mapping[str, int],
+    outcome: str,
+    reason: str,
+    time_ms: int,
+) -> dict[str, Any]:
+    """The audit event of one list answer the list processor handled (``tools/list``, ``prompts/list``,
+    ``resources/list``, ``resources/templates/list``, or list results on a GET stream).
+
+    ``outcome`` is ``filtered`` (the caller got the list, ``withheld`` counts the hidden items per kind)
+    or ``withheld`` (the whole answer was replaced by a JSON-RPC error: ``reason`` says why). Only
+    counts per kind are kept, never item names or anything the caller sent."""
+    uid = f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+    agent = clean_text(agent, 256) if agent is not None else None
+    method = clean_text(method, 64)
+    reason = clean_text(reason)
+    shown = {clean_text(k, 32): int(v) for k, v in listed.items()}
+    hidden = {clean_text(k, 32): int(v) for k, v in withheld.items()}
+    success = outcome == "filtered"
+    event = _base(2, 1 if success else 4, time_ms, success)  # Read
+    event["message"] = f"{method} {outcome}: listed {sum(shown.values())}, withheld {sum(hidden.values())}"
+    event["api"] = {"operation": method, "request": {"uid": uid}}
+    if server is not None:
+        event["api"]["service"] = {"name": clean_text(server, 256)}
+    user: dict[str, Any] = {"name": agent or "unknown", "type": "Agent"}
+    if agent is not None:
+        user["uid"] = agent
+    event["actor"] = {"user": user}
+    event["metadata"] = _metadata(uid, tenant)
+    event["tessera"] = {
+        "decision": "list",
+        "outcome": outcome,
+        "tenant": clean_text(tenant, 256),
+        "agent": agent,
+        "token_id": json_safe(token_id, max_len=256),
+        "jti": json_safe(jti, max_len=256),
+        "rpc_method": method,
+        "server": clean_text(server, 256) if server is not None else None,
+        "listed": shown,
+        "withheld": hidden,
+        "reason": reason,
     }
     return event

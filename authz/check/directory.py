@@ -18,6 +18,7 @@ from typing import Any
 
 from authz.budget import BudgetRule, parse_rules
 from authz.errors import ConfigError, InvalidArgument
+from authz.provenance import NO_WRITERS, WriterKeys
 from authz.storage import PolicyVersion, Store, StoreVersions, TenantSettings
 
 log = logging.getLogger("tessera.directory")
@@ -34,6 +35,8 @@ class TenantView:
     #: Set when the stored settings cannot be used (e.g. a malformed budget rule): the tenant's
     #: tool calls deny with -32018 until the settings are fixed, rather than running unbudgeted.
     settings_error: str | None = None
+    #: The tenant's registered memory writers with their keys loaded (authz.provenance.WriterKeys).
+    writers: WriterKeys = NO_WRITERS
 
 
 class TenantDirectory:
@@ -76,6 +79,7 @@ class TenantDirectory:
             return False
         settings = await self._store.list_tenants()
         policies = await self._store.active_policies()
+        writers = await self._memory_writers()
         views: dict[str, TenantView] = {}
         old = self._tenants
         compiled: dict[str, Any] = {}
@@ -95,6 +99,9 @@ class TenantDirectory:
                 if tenant_settings.policy_engine:
                     policy = self._remote_for(name, tenant_settings.policy_engine, version)
             previous = old.get(name)
+            tenant_writers = WriterKeys.build(
+                writers.get(name, ()), previous.writers if previous is not None else None
+            )
             if previous is not None and previous.settings == tenant_settings:
                 views[name] = TenantView(
                     name,
@@ -104,6 +111,7 @@ class TenantDirectory:
                     previous.extractor,
                     previous.budget_rules,
                     previous.settings_error,
+                    tenant_writers,
                 )
                 continue
             rules: tuple[BudgetRule, ...] = ()
@@ -114,11 +122,21 @@ class TenantDirectory:
             except (InvalidArgument, ConfigError) as exc:
                 log.error("tenant %s settings are unusable: %s", name, exc.message)
                 extractor, settings_error = None, f"tenant settings are unusable: {exc.message}"
-            views[name] = TenantView(name, tenant_settings, policy, version, extractor, rules, settings_error)
+            views[name] = TenantView(
+                name, tenant_settings, policy, version, extractor, rules, settings_error, tenant_writers
+            )
         self._compiled = compiled
         self._tenants = MappingProxyType(views)
         self._versions = versions
         return True
+
+    async def _memory_writers(self) -> dict[str, list[Any]]:
+        """Every tenant's registered memory writers (read with the settings: a writer change bumps the
+        settings version, so a disable reaches this replica within one refresh)."""
+        by_tenant: dict[str, list[Any]] = {}
+        for record in await self._store.list_memory_writers():
+            by_tenant.setdefault(record.tenant, []).append(record)
+        return by_tenant
 
     def _remote_for(self, name: str, engine: dict[str, Any], version: PolicyVersion) -> Any | None:
         if self._remote_policy is None:

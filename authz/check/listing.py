@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +37,31 @@ from authz.provenance import NOT_PRESENTED
 from authz.token import AuthenticatedToken
 
 #: The JSON-RPC methods whose result is filtered, and the result member that holds the items.
-LIST_RESULTS: Mapping[str, str] = {"tools/list": "tools"}
+LIST_RESULTS: Mapping[str, str] = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+}
+
+#: What a listed item is, per result member: the policy's ``input.kind`` in the list phase, and the item
+#: field that names it.
+ITEM_KINDS: Mapping[str, tuple[str, str]] = {
+    "tools": ("tool", "name"),
+    "prompts": ("prompt", "name"),
+    "resources": ("resource", "uri"),
+    "resourceTemplates": ("resource_template", "uriTemplate"),
+}
+
+#: The ``method`` of a :class:`ListContext` for an MCP GET stream (the standalone stream, or a stream
+#: resumed with ``Last-Event-ID``). The server may replay on it any earlier message of the session,
+#: including list results it answered to another caller's token, so every response on it that carries
+#: a list member is filtered for the caller who opened the stream.
+STREAM_METHOD = "stream"
+
+#: The policy input key that, when the policy reads it, makes prompts (resp. resources and resource
+#: templates) subject to the policy in the list phase. A policy that never reads it does not judge them.
+_POLICY_NAMES = {"prompt": "prompt", "resource": "resource", "resource_template": "resource"}
 
 #: Request header the check service sets on an allowed list request; the gateway's list route (the one
 #: with the response processor) matches on it. Clients cannot send it: Envoy strips x-tessera-* early.
@@ -70,6 +94,8 @@ class ListContext:
     path: str
     source_ip: str
     rpc_id: str = "null"
+    #: The tool server the list came from (its route's ``server`` context extension), None with one.
+    server: str | None = None
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -83,6 +109,7 @@ class ListContext:
             "path": self.path,
             "source_ip": self.source_ip,
             "rpc_id": self.rpc_id,
+            "server": self.server,
         }
 
     @classmethod
@@ -100,6 +127,7 @@ class ListContext:
                 path=_text(data.get("path", "")),
                 source_ip=_text(data.get("source_ip", "")),
                 rpc_id=_text(data.get("rpc_id", "null")),
+                server=_text(data["server"]) if data.get("server") is not None else None,
             )
         except (KeyError, TypeError) as exc:
             raise ListContextError(f"list context incomplete: {exc}") from None
@@ -139,7 +167,11 @@ class ListFilter:
 
         Raises :class:`ListContextError` when the token no longer authenticates (it just did: the
         caller then denies rather than forward a list nobody can filter)."""
-        if inp.rpc_method not in LIST_RESULTS:
+        if inp.rpc_method in LIST_RESULTS:
+            method = inp.rpc_method
+        elif inp.transport == "mcp" and inp.http_method == "GET" and inp.rpc_method is None:
+            method = STREAM_METHOD
+        else:
             return None
         token = self._auth.authenticate(inp.token) if inp.token else None
         if not isinstance(token, AuthenticatedToken):
@@ -151,18 +183,30 @@ class ListFilter:
             jti=token.jti,
             caveats=tuple(token.raw_caveats),
             tools=token.tools,
-            method=inp.rpc_method,
+            method=method,
             path=inp.path,
             source_ip=inp.source_ip,
             rpc_id=rpc_id_json(request_id),
+            server=getattr(inp, "server", None),
         )
 
     # -- on the response ------------------------------------------------------------------------------
-    def visible(self, ctx: ListContext, tool: str) -> bool:
-        """May this caller see ``tool`` in a list? False unless some call of it could pass."""
+    def visible(self, ctx: ListContext, tool: str, kind: str = "tool") -> bool:
+        """May this caller see the item in a list? For a tool: false unless some call of it could pass.
+
+        ``kind`` is ``tool``, ``prompt``, ``resource`` or ``resource_template`` and ``tool`` the
+        item's name (a URI or URI template for resources). Prompts and resources are judged by the
+        policy only when it reads ``input.prompt`` (resp. ``input.resource``); no caveat names them."""
+        tenant = self._directory.get(ctx.tenant)
+        if kind != "tool":
+            if tenant is None or tenant.settings_error is not None:
+                return False
+            if tenant.policy is None or not _policy_reads(tenant.policy, _POLICY_NAMES[kind]):
+                return True
+            result = tenant.policy.evaluate(self.policy_input(ctx, tool, kind))
+            return result.outcome in ("allow", "escalate")
         if ctx.tools is not None and tool not in ctx.tools:
             return False
-        tenant = self._directory.get(ctx.tenant)
         if tenant is None or tenant.policy is None or tenant.settings_error is not None:
             return False
         cached = self._catalogs.get(id(tenant))
@@ -176,16 +220,21 @@ class ListFilter:
         result = tenant.policy.evaluate(self.policy_input(ctx, tool))
         return result.outcome in ("allow", "escalate")
 
-    def policy_input(self, ctx: ListContext, tool: str) -> dict[str, Any]:
-        """The list-phase policy input: a call's shape, ``phase: "list"``, no arguments."""
+    def policy_input(self, ctx: ListContext, name: str, kind: str = "tool") -> dict[str, Any]:
+        """The list-phase policy input: a call's shape, ``phase: "list"``, no arguments.
+
+        ``kind`` says what is listed; for a tool ``tool`` is its name, for a prompt ``prompt`` is its
+        name (``tool`` null), for a resource or resource template ``resource`` is its URI or URI
+        template (``tool`` null)."""
         now = self._clock()
-        return {
+        doc: dict[str, Any] = {
             "phase": "list",
+            "kind": kind,
             "tenant": ctx.tenant,
             "agent": ctx.agent,
             "token": {"id": ctx.token_id, "jti": ctx.jti, "caveats": list(ctx.caveats)},
             "request": {"transport": "mcp", "method": "POST", "path": ctx.path, "source_ip": ctx.source_ip},
-            "tool": tool,
+            "tool": name if kind == "tool" else None,
             "arguments": {},
             "intent": None,
             "provenance": NOT_PRESENTED.to_policy_input(),
@@ -195,28 +244,78 @@ class ListFilter:
                 "unix": int(now),
             },
         }
+        if ctx.server is not None:
+            doc["server"] = ctx.server
+        if kind != "tool":
+            doc[_POLICY_NAMES[kind]] = name
+        return doc
 
-    def filter_message(self, ctx: ListContext, message: Any, *, in_batch: bool = False) -> Any:
+    def filter_message(
+        self, ctx: ListContext, message: Any, *, in_batch: bool = False, tally: ListTally | None = None
+    ) -> Any:
         """One JSON-RPC message from the upstream with its list result filtered (others unchanged).
 
         Raises :class:`ValueError` for a result that is not a list of named items: an unexpected
         shape is withheld rather than passed on unfiltered. In a batch, results without the list
-        member answer the batch's other requests and pass unchanged."""
+        member answer the batch's other requests and pass unchanged. On a GET stream
+        (:data:`STREAM_METHOD`) the request is unknown: every list member a result carries is
+        filtered. ``tally`` counts what was listed and withheld (for the audit event)."""
         if not isinstance(message, dict) or "result" not in message:
             return message  # an error, a notification, a server request: nothing listed
-        member = LIST_RESULTS.get(ctx.method)
         result = message["result"]
-        if in_batch and member is not None and isinstance(result, dict) and member not in result:
-            return message
-        if member is None or not isinstance(result, dict) or not isinstance(result.get(member), list):
-            raise ValueError(f"{ctx.method} result has no {member!r} list")
+        if ctx.method == STREAM_METHOD:
+            if not isinstance(result, dict):
+                return message
+            members = [m for m in ITEM_KINDS if m in result]
+            if not members:
+                return message
+        else:
+            member = LIST_RESULTS.get(ctx.method)
+            if in_batch and member is not None and isinstance(result, dict) and member not in result:
+                return message
+            if member is None or not isinstance(result, dict):
+                raise ValueError(f"{ctx.method} result has no {member!r} list")
+            members = [member]
+        filtered = dict(result)
+        for member in members:
+            filtered[member] = self._filter_items(ctx, member, result.get(member), tally)
+        return {**message, "result": filtered}
+
+    def _filter_items(self, ctx: ListContext, member: str, items: Any, tally: ListTally | None) -> list[Any]:
+        kind, key = ITEM_KINDS[member]
+        if not isinstance(items, list):
+            raise ValueError(f"the {member!r} member of a list result is not a list")
         kept = []
-        for item in result[member]:
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                raise ValueError(f"{ctx.method} result holds an item without a name")
-            if self.visible(ctx, item["name"]):
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get(key), str):
+                raise ValueError(f"a listed {kind} has no {key!r}")
+            if self.visible(ctx, item[key], kind):
                 kept.append(item)
-        return {**message, "result": {**result, member: kept}}
+        if tally is not None:
+            tally.add(kind, listed=len(kept), withheld=len(items) - len(kept))
+        return kept
+
+
+@dataclass(slots=True)
+class ListTally:
+    """How many items of each kind one list response showed and withheld (audited, never the names)."""
+
+    listed: dict[str, int] = field(default_factory=dict)
+    withheld: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, *, listed: int, withheld: int) -> None:
+        self.listed[kind] = self.listed.get(kind, 0) + listed
+        self.withheld[kind] = self.withheld.get(kind, 0) + withheld
+
+    def __bool__(self) -> bool:
+        return bool(self.listed or self.withheld)
+
+
+def _policy_reads(policy: Any, key: str) -> bool:
+    """Does the policy read ``input.<key>``? A policy whose reads are unknown (it may read the whole
+    input, or it is not a compiled policy) is taken to read everything: it judges every kind."""
+    keys = getattr(policy, "input_keys", None)
+    return keys is None or key in keys
 
 
 def binding_catalog(tenant: TenantView) -> frozenset[str] | None:

@@ -121,6 +121,9 @@ class Decision:
     #: understood the prompt at all; empty / None when no intent was extracted.
     intent_terms: tuple[str, ...] = ()
     intent_determined: bool | None = None
+    #: The memory writers whose entries were presented with the call (ARCHITECTURE §8), in order;
+    #: ``(hmac)`` stands for entries under the deprecated HMAC scheme.
+    memory_writers: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:

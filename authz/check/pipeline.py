@@ -337,6 +337,7 @@ class Pipeline:
             approval_id=state.approval.approval_id if state.approval is not None else inp.approval_id,
             intent_terms=state.intent.terms if state.intent is not None else (),
             intent_determined=state.intent.determined if state.intent is not None else None,
+            memory_writers=state.provenance.writers,
         )
 
     def _deny(self, state: CallState, check: Check, reason: str, **data: Any) -> Decision:
@@ -403,7 +404,9 @@ class Pipeline:
         tenant, inp = state.tenant, state.input
         assert tenant is not None
         if inp.provenance is not None:
-            state.provenance = verify_entries(self._memory_key(tenant.name), inp.provenance)
+            state.provenance = verify_entries(
+                self._memory_key(tenant.name), inp.provenance, tenant.writers, state.now.timestamp()
+            )
             if state.provenance.error is not None:
                 return self._deny(state, Check.PROVENANCE, state.provenance.error)
         elif inp.tool in tenant.settings.provenance_required_tools:

@@ -10,7 +10,8 @@
 :class:`Gateway` blocks, :class:`AsyncGateway` is its async twin (same arguments, results and errors).
 Tool calls travel as MCP ``tools/call`` over ``POST <gateway>/v1/mcp`` (ARCHITECTURE §2); results come
 back as :class:`ToolResult`. Tokens are narrowed offline for sub-agents with :func:`attenuate` and read
-with :func:`inspect`. Agents on the official ``mcp`` SDK get the same headers and errors from
+with :func:`inspect`. Memory writers sign the entries agents present as provenance with
+:class:`MemoryWriter`. Agents on the official ``mcp`` SDK get the same headers and errors from
 :func:`tessera_transport`, :func:`tessera_meta` and :func:`mcp_errors`.
 
 Exceptions (the JSON-RPC code the gateway sent, and the check that decided)::
@@ -45,6 +46,7 @@ from ._errors import (
 )
 from ._gateway import AsyncGateway, Gateway
 from ._mcp import error_from_mcp, mcp_errors, mcp_headers, mcp_http_client, tessera_meta, tessera_transport
+from ._memory import MemoryWriter
 from ._protocol import ToolResult
 from ._tokens import TokenInfo, attenuate, inspect
 
@@ -56,6 +58,7 @@ __all__ = [
     "Gateway",
     "GatewayError",
     "IntentError",
+    "MemoryWriter",
     "PolicyError",
     "ProtocolError",
     "ProvenanceError",

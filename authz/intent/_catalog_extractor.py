@@ -74,6 +74,8 @@ DEFAULT_NEGATIONS = (
     "rather than",
     "other than",
 )
+#: The action class of investigating ("figure out why", "look into"): asks for every tool that reads.
+DIAGNOSE = "diagnose"
 NEGATION_WINDOW = 6
 GAP_WINDOW = 8
 #: Longer prompts are matched on their first this-many characters (and the confidence is halved).
@@ -145,6 +147,10 @@ _STATE_WORDS = frozenset(
     ]
 )
 _PARTICIPLES = frozenset({"paid", "sent", "shown", "seen", "done", "gesendet", "bezahlt", "gelöscht"})
+#: Words after which a past form may still be a request ("have it deleted", "get them paid").
+_REQUEST_LEADS = frozenset(
+    ["it", "them", "him", "her", "this", "these", "those", "everything", "all", "get", "gets", "got", "be"]
+)
 #: Words after which a word that is both an action and an object ("email", "reply") is the action.
 _VERB_LEADS = frozenset(
     [
@@ -218,6 +224,7 @@ class _CompiledCatalog:
         "labels",
         "lexicon",
         "lexicon_term",
+        "mentions",
         "object_index",
         "object_words",
         "phrases",
@@ -267,6 +274,15 @@ class _CompiledCatalog:
         for options in index.values():
             options.sort(key=lambda o: -len(o[0]))
         self.object_index = index
+        # Objects a tool's description mentions ("book a meeting with a contact"): reading those is
+        # part of a task that asks for the tool.
+        mentions: dict[str, frozenset[str]] = {}
+        for tool in catalog.tools.values():
+            found: set[str] = set()
+            for word in tokenize(tool.description or ""):
+                found |= single.get(stem(word), frozenset())
+            mentions[tool.name] = frozenset(found)
+        self.mentions = mentions
         self.object_words = frozenset(objects)
         self.labels = labels
         self.single_objects = single
@@ -420,6 +436,8 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         prev = tokens[i - 1] if i and tokens[i - 1] not in BREAK_TOKENS else None
         if prev in _STATE_WORDS and (tokens[i].endswith(("ed", "en")) or tokens[i] in _PARTICIPLES):
             continue  # "the approved invoices", "is already paid": a state, not a request
+        if prev is not None and tokens[i].endswith("ed") and prev not in _REQUEST_LEADS:
+            continue  # "Tom moved to a competitor", "Meyer changed banks": a report, not a request
         for term in action_index[stemmed[i]]:
             if prev is not None and prev not in _VERB_LEADS and term.words in catalog.object_words:
                 continue  # "draft replies", "new emails": the word is the object here
@@ -565,6 +583,10 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         for tool in _targets(catalog, weak - strong, objs, require_object=True):
             asked = True
             d.allow(tool, 0.6, f"{label!r} with its object")
+        if DIAGNOSE in strong:  # finding out what is wrong reads whatever can be read
+            asked = True
+            for name, _objects in catalog.safe_tools:
+                d.allow(name, 0.6, f"{label!r}")
         active.add(action.sentence)
         if asked or term is None:
             d.terms.add("question" if term is None else term.label)
@@ -576,9 +598,11 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 if objects & objs:
                     d.allow(name, 0.6, "reads what the task is about")
     # The task's own objects may be read: safe tools sharing an object with a tool the prompt asked for.
-    task_objects = {
-        o for tool in d.allowed if not catalog.tools[tool].safe for o in catalog.tools[tool].objects
-    }
+    task_objects: set[str] = set()
+    for tool in d.allowed:
+        task_objects |= catalog.tools[tool].objects
+        if not catalog.tools[tool].safe:
+            task_objects |= catalog.mentions[tool]
     if task_objects:
         for name, objects in safe_tools:
             if objects & task_objects:

@@ -39,12 +39,17 @@ def _stems(text: str) -> tuple[str, ...]:
     return tuple(stem(t) for t in tokenize(text) if t not in BREAK_TOKENS)
 
 
-def _split_gap(text: str) -> tuple[tuple[str, ...], int]:
+def _marker_stems(text: str) -> tuple[str, ...]:
+    # Punctuation is part of a marker ("system :" is a marker, the word "system" alone is not).
+    return tuple(stem(t) for t in tokenize(text))
+
+
+def _split_gap(text: str, stems: Any = _stems) -> tuple[tuple[str, ...], int]:
     if GAP in text:
         head, _, tail = text.partition(GAP)
-        h, t = _stems(head), _stems(tail)
+        h, t = stems(head), stems(tail)
         return h + t, len(h)
-    return _stems(text), 0
+    return stems(text), 0
 
 
 class Lexicon:
@@ -99,7 +104,7 @@ class Lexicon:
         self.read_only_phrases = tuple(_stems(t) for t in data.get("read_only_phrases") or ())
         self.negations = tuple(str(t) for t in data.get("negations") or ())
         self.post_negations = frozenset(tokenize(" ".join(data.get("post_negations") or ())))
-        self.injection = tuple(_split_gap(str(t)) for t in data.get("injection_markers") or ())
+        self.injection = tuple(_split_gap(str(t), _marker_stems) for t in data.get("injection_markers") or ())
         #: first stems of injection markers and read-only phrases, to skip the rest of a prompt quickly
         self.injection_first = frozenset(words[0] for words, _ in self.injection)
         self.read_only_first = frozenset(words[0] for words in self.read_only_phrases)

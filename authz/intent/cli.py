@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -71,10 +70,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.extractor:
             # the same outbound rules as the check service: a classifier on loopback or a private
             # address needs TESSERA_OUTBOUND_ALLOW
-            from authz.config import _outbound
+            from authz.config import outbound_config
             from authz.outbound import OutboundPolicy
 
-            policy = OutboundPolicy.build(_outbound(os.environ).allow)
+            rules = outbound_config()
+            policy = OutboundPolicy.build(rules.allow, rules.refused_ports)
             async with HttpExtractor(
                 args.extractor, timeout=args.timeout, cache_size=0, policy=policy
             ) as http:

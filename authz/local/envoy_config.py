@@ -261,7 +261,7 @@ def render_envoy_config(
 
 
 _CORS_FILTER = "envoy.filters.http.cors"
-_STREAMING_ROUTES = ("mcp",)
+_STREAMING_ROUTES = ("mcp", "mcp_stream")
 
 
 def _set_streaming(

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import yaml
 
-from authz.errors import ConfigError, InvalidArgument
+from authz.errors import ConfigError, DependencyError, InvalidArgument
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.token import AuthenticatedToken, TokenRejection, format_time, parse_caveat
 
 log = logging.getLogger("tessera.oauth")
@@ -72,14 +72,28 @@ class JwksCache:
 
     :meth:`refresh` fetches every issuer's JWKS (on a timer, :meth:`run`); :meth:`want` asks for an early
     refresh when a token names a key id not seen yet (rotation), at most once per ``min_interval_s``.
-    A fetch that fails keeps the previous keys (a token signed with a key still published verifies).
+    The fetch goes through ``outbound`` (:class:`authz.outbound.OutboundClient`), like every request to
+    an operator-chosen URL: an issuer on a loopback or private address needs ``TESSERA_OUTBOUND_ALLOW``.
+    A fetch that fails keeps the previous keys (a token signed with a key still published verifies);
+    while an issuer's JWKS has never been fetched, :meth:`available` is False and its tokens are refused
+    as "authorization unavailable" (fail closed), not as bad tokens.
     """
 
     def __init__(
-        self, issuers: Sequence[TrustedIssuer], *, interval_s: float = 300.0, min_interval_s: float = 5.0
+        self,
+        issuers: Sequence[TrustedIssuer],
+        *,
+        outbound: OutboundClient | None = None,
+        interval_s: float = 300.0,
+        min_interval_s: float = 5.0,
     ):
         self._issuers = tuple(issuers)
         self._keys: dict[str, dict[str, Any]] = {i.issuer: {} for i in self._issuers}
+        self._loaded: set[str] = set()
+        self._errors: dict[str, str] = {}
+        self._outbound = outbound or OutboundClient(
+            OutboundPolicy(), timeout_s=5.0, max_response_bytes=256 * 1024, purpose="OAuth JWKS"
+        )
         self._interval_s = interval_s
         self._min_interval_s = min_interval_s
         self._last = 0.0
@@ -88,24 +102,36 @@ class JwksCache:
     def key(self, issuer: str, kid: str | None) -> Any | None:
         return self._keys.get(issuer, {}).get(kid or "")
 
+    def available(self, issuer: str) -> bool:
+        """Has the issuer's JWKS been fetched at least once?"""
+        return issuer in self._loaded
+
+    def error(self, issuer: str) -> str | None:
+        """Why the last fetch of the issuer's JWKS failed (None after a successful one)."""
+        return self._errors.get(issuer)
+
     def want(self) -> None:
         self._wanted.set()
 
     async def refresh(self) -> None:
         self._last = time.monotonic()
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            for issuer in self._issuers:
-                try:
-                    response = await client.get(issuer.jwks_uri)
-                    response.raise_for_status()
-                    keys = {}
-                    for jwk in response.json().get("keys", ()):
-                        if jwk.get("use", "sig") != "sig":
-                            continue
-                        keys[jwk.get("kid", "")] = jwt.PyJWK.from_dict(jwk).key
-                    self._keys[issuer.issuer] = keys
-                except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
-                    log.warning("JWKS of %s not refreshed: %s", issuer.issuer, exc)
+        for issuer in self._issuers:
+            try:
+                response = await self._outbound.request("GET", issuer.jwks_uri)
+                if response.status_code != 200:
+                    raise ValueError(f"HTTP {response.status_code}")
+                keys = {}
+                for jwk in response.json().get("keys", ()):
+                    if jwk.get("use", "sig") != "sig":
+                        continue
+                    keys[jwk.get("kid", "")] = jwt.PyJWK.from_dict(jwk).key
+            except (DependencyError, ValueError, AttributeError, jwt.PyJWTError) as exc:
+                self._errors[issuer.issuer] = str(exc) or type(exc).__name__
+                log.warning("JWKS of %s not refreshed: %s", issuer.issuer, self._errors[issuer.issuer])
+                continue
+            self._keys[issuer.issuer] = keys
+            self._loaded.add(issuer.issuer)
+            self._errors.pop(issuer.issuer, None)
 
     async def run(self) -> None:
         while True:
@@ -114,6 +140,9 @@ class JwksCache:
             self._wanted.clear()
             await asyncio.sleep(max(0.0, self._min_interval_s - (time.monotonic() - self._last)))
             await self.refresh()
+
+    async def aclose(self) -> None:
+        await self._outbound.aclose()
 
 
 class OAuthAuthenticator:
@@ -162,6 +191,13 @@ class OAuthAuthenticator:
         if algorithm not in issuer.algorithms:
             return TokenRejection(f"access token algorithm {algorithm!r} is not allowed for its issuer")
         key = self._jwks.key(issuer.issuer, header.get("kid"))
+        if key is None and not self._jwks.available(issuer.issuer):
+            self._jwks.want()
+            # Fail closed, as "unavailable" (the pipeline's one boundary turns it into a deny, -32018):
+            # the token may be fine, Tessera cannot tell without the issuer's keys.
+            raise DependencyError(
+                f"the signing keys of {issuer.issuer} could not be fetched: {self._jwks.error(issuer.issuer)}"
+            )
         if key is None:
             self._jwks.want()  # maybe the issuer rotated its keys
             return TokenRejection("access token signed with an unknown key")
@@ -217,10 +253,13 @@ def _authenticated(
     )
 
 
-def accept_access_tokens(issuers_file: Path | None, macaroons: Any) -> tuple[Any, JwksCache | None]:
-    """The check service's authenticator: ``macaroons`` alone, or with the issuers of ``issuers_file``."""
+def accept_access_tokens(
+    issuers_file: Path | None, macaroons: Any, *, outbound: OutboundClient | None = None
+) -> tuple[Any, JwksCache | None]:
+    """The check service's authenticator: ``macaroons`` alone, or with the issuers of ``issuers_file``
+    (their JWKS fetched through ``outbound``)."""
     if issuers_file is None:
         return macaroons, None
     issuers = load_issuers(issuers_file)
-    jwks = JwksCache(issuers)
+    jwks = JwksCache(issuers, outbound=outbound)
     return OAuthAuthenticator(macaroons, issuers, jwks), jwks

@@ -128,7 +128,9 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     metrics = CheckMetrics(tenant_label=config.observability.metrics_tenant_label)
     tracing = setup_tracing("tessera-check") if config.observability.tracing else None
     authenticator, jwks = accept_access_tokens(
-        config.oauth_issuers_file, TokenAuthenticator(keyring, cache_size=config.check.token_cache_size)
+        config.oauth_issuers_file,
+        TokenAuthenticator(keyring, cache_size=config.check.token_cache_size),
+        outbound=OutboundClient(policy_from_config(config), timeout_s=5.0, purpose="OAuth JWKS"),
     )
     if jwks is not None:
         await jwks.refresh()
@@ -168,7 +170,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         listing=listing,
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
-    add_list_processor(listing, server)
+    add_list_processor(listing, server, recorder=runtime.recorder)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{config.listen.host}:{config.listen.check_port}"
@@ -203,6 +205,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         )
         stack.callback(catalogs.cancel)
         if runtime.jwks is not None:
+            stack.push_async_callback(runtime.jwks.aclose)
             stack.callback(asyncio.create_task(runtime.jwks.run(), name="jwks-refresh").cancel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -1,9 +1,12 @@
 """Envoy external processing (``envoy.service.ext_proc.v3.ExternalProcessor``) for MCP list responses.
 
-Transport only: Envoy runs this processor on the gateway's list route alone (the check service marks an
-allowed ``tools/list`` with ``x-tessera-list`` and the route cache is cleared, so tool calls never come
-here). For each list response Envoy sends the response headers, then the whole buffered body; the body
-goes back with the list filtered by :class:`authz.check.listing.ListFilter`.
+Transport only: Envoy runs this processor on the gateway's list routes alone (the check service marks an
+allowed ``tools/list``, ``prompts/list``, ``resources/list``, ``resources/templates/list`` and every MCP
+GET stream with ``x-tessera-list`` and the route cache is cleared, so tool calls never come here). For a
+list response Envoy sends the response headers, then the whole buffered body; the body goes back with
+the list filtered by :class:`authz.check.listing.ListFilter`. A GET stream (which may replay earlier
+list results when resumed with ``Last-Event-ID``) comes chunk by chunk (``STREAMED``) and is filtered
+event by event (:class:`SseStreamFilter`).
 
 Both framings of MCP streamable HTTP are handled: ``application/json`` (one message or a batch) and
 ``text/event-stream`` (each event's ``data`` is one JSON-RPC message; other fields are kept).
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,7 +31,15 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf.json_format import MessageToDict
 
-from authz.check.listing import METADATA_KEY, ListContext, ListContextError, ListFilter
+from authz.audit import list_event
+from authz.check.listing import (
+    METADATA_KEY,
+    STREAM_METHOD,
+    ListContext,
+    ListContextError,
+    ListFilter,
+    ListTally,
+)
 from authz.check.models import RETRY_AFTER_MS, Code
 
 log = logging.getLogger("tessera.list")
@@ -41,11 +53,17 @@ class ListWithheld(Exception):
 
 
 class ListProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
-    """``ExternalProcessor/Process``: one stream per list response."""
+    """``ExternalProcessor/Process``: one stream per list response (or per MCP GET stream).
 
-    def __init__(self, listing: ListFilter, *, metrics: Any = None):
+    ``recorder`` (a :class:`~authz.audit.ChainRecorder`) receives one audit event per list answer
+    handled: how many items of each kind were listed and withheld, or why the answer was withheld.
+    The filtered list is sent on only after its event is committed; when that fails, it is withheld.
+    """
+
+    def __init__(self, listing: ListFilter, *, metrics: Any = None, recorder: Any = None):
         self._listing = listing
         self._metrics = metrics
+        self._recorder = recorder
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
@@ -53,6 +71,7 @@ class ListProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
         ctx: ListContext | None = None
         ctx_error: str | None = None
         content_type = ""
+        stream: SseStreamFilter | None = None
         async for request in request_iterator:
             if ctx is None and ctx_error is None and request.HasField("metadata_context"):
                 try:
@@ -71,13 +90,27 @@ class ListProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
                     )
                 )
             elif kind == "response_body":
+                chunk = request.response_body
                 try:
                     if ctx is None:
                         raise ListWithheld(ctx_error or "no caller context for the list response")
-                    body = filter_body(self._listing, ctx, content_type, request.response_body.body)
+                    tally = ListTally()
+                    if ctx.method == STREAM_METHOD:
+                        if stream is None:
+                            stream = SseStreamFilter(self._listing, ctx, content_type)
+                        body = stream.feed(chunk.body, end=chunk.end_of_stream, tally=tally)
+                    else:
+                        body = filter_body(self._listing, ctx, content_type, chunk.body, tally=tally)
+                    if tally:  # a list result was in it (not an error, not a stream's keep-alive)
+                        await self._audit(ctx, tally, "filtered", "")
                 except Exception as exc:  # fail closed: never the unfiltered list
+                    reason = f"the list could not be filtered: {_describe(exc)}"
                     log.warning("list response withheld: %s", exc)
-                    yield _withheld(ctx, f"the list could not be filtered: {_describe(exc)}")
+                    if ctx is not None:
+                        await self._audit(ctx, ListTally(), "withheld", reason, quiet=True)
+                    # Mid-stream (headers already sent) Envoy resets the stream: the client loses the
+                    # stream, never sees the list.
+                    yield _withheld(ctx, reason)
                     return
                 yield pb.ProcessingResponse(
                     response_body=pb.BodyResponse(
@@ -92,6 +125,32 @@ class ListProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
                 yield pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
             elif kind == "response_trailers":
                 yield pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+    async def _audit(
+        self, ctx: ListContext, tally: ListTally, outcome: str, reason: str, *, quiet: bool = False
+    ) -> None:
+        """Commit the list answer's audit event; raises (the list is then withheld) unless ``quiet``."""
+        if self._recorder is None:
+            return
+        event = list_event(
+            ctx.tenant,
+            agent=ctx.agent,
+            token_id=ctx.token_id,
+            jti=ctx.jti,
+            method=ctx.method,
+            server=ctx.server,
+            listed=tally.listed,
+            withheld=tally.withheld,
+            outcome=outcome,
+            reason=reason,
+            time_ms=time.time_ns() // 1_000_000,
+        )
+        try:
+            await self._recorder.record_events([(ctx.tenant, event)])
+        except Exception as exc:
+            if not quiet:
+                raise ListWithheld(f"the list's audit event could not be written: {_describe(exc)}") from exc
+            log.error("audit of a withheld list failed: %s", exc)
 
 
 def _context(metadata: base_pb2.Metadata) -> ListContext:
@@ -114,24 +173,81 @@ def _mutation_remove(name: str) -> pb.HeaderMutation:
     return pb.HeaderMutation(remove_headers=[name])
 
 
-def filter_body(listing: ListFilter, ctx: ListContext, content_type: str, body: bytes) -> bytes:
+def filter_body(
+    listing: ListFilter, ctx: ListContext, content_type: str, body: bytes, *, tally: ListTally | None = None
+) -> bytes:
     """The upstream's list body with the list filtered, in the framing it came in."""
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = _media(content_type)
     if not body.strip():
         return body  # e.g. 202 for a notification: nothing listed
     if media == "text/event-stream":
-        return _filter_sse(listing, ctx, body)
+        return _filter_sse(listing, ctx, body, tally)
     if media == "application/json" or media.endswith("+json"):
         doc = json.loads(body)
         if isinstance(doc, list):
-            doc = [listing.filter_message(ctx, m, in_batch=True) for m in doc]
+            doc = [listing.filter_message(ctx, m, in_batch=True, tally=tally) for m in doc]
         else:
-            doc = listing.filter_message(ctx, doc)
+            doc = listing.filter_message(ctx, doc, tally=tally)
         return _dumps(doc)
     raise ListWithheld(f"unexpected content type {content_type!r} for a list response")
 
 
-def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes) -> bytes:
+def _media(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+#: A GET stream's non-SSE answer (an error from the server) is buffered whole up to this size.
+MAX_STREAM_BUFFER = 1 << 20
+
+
+class SseStreamFilter:
+    """Filters an MCP GET stream chunk by chunk (Envoy's ``STREAMED`` body mode).
+
+    Complete events (up to the last blank line seen) are filtered and sent on at once; a partial event
+    waits for the chunk that completes it, so a list result is never sent before it was filtered. A
+    non-SSE answer (a JSON error) is buffered whole and filtered at its end."""
+
+    def __init__(self, listing: ListFilter, ctx: ListContext, content_type: str):
+        self._listing = listing
+        self._ctx = ctx
+        self._sse = _media(content_type) == "text/event-stream"
+        self._content_type = content_type
+        self._pending = b""
+
+    def feed(self, chunk: bytes, *, end: bool, tally: ListTally | None = None) -> bytes:
+        self._pending += chunk
+        if len(self._pending) > MAX_STREAM_BUFFER:
+            raise ListWithheld("a stream event larger than the processor's buffer")
+        if not self._sse:
+            if not end:
+                return b""
+            body, self._pending = self._pending, b""
+            return filter_body(self._listing, self._ctx, self._content_type, body, tally=tally)
+        if end:
+            ready, self._pending = self._pending, b""
+        else:
+            cut = _last_event_end(self._pending)
+            if cut == 0:
+                return b""
+            ready, self._pending = self._pending[:cut], self._pending[cut:]
+        return _filter_sse(self._listing, self._ctx, ready, tally) if ready else b""
+
+
+def _last_event_end(data: bytes) -> int:
+    """The offset just past the last event boundary (a blank line) in ``data``, 0 when there is none.
+
+    A trailing ``\r`` might be the first half of ``\r\n``: a boundary ending there waits for more."""
+    best = 0
+    for boundary in (b"\n\n", b"\r\n\r\n", b"\r\r", b"\n\r\n", b"\r\n\n"):
+        at = data.rfind(boundary)
+        if at >= 0:
+            best = max(best, at + len(boundary))
+    if best and best == len(data) and data.endswith(b"\r"):
+        best = _last_event_end(data[:-1])
+    return best
+
+
+def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes, tally: ListTally | None = None) -> bytes:
     """Rewrite each event's data; field lines other than ``data`` and the event boundaries are kept."""
     text = body.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
@@ -144,7 +260,7 @@ def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes) -> bytes:
     def flush() -> None:
         payload = "\n".join(data)
         if payload.strip():
-            message = listing.filter_message(ctx, json.loads(payload))
+            message = listing.filter_message(ctx, json.loads(payload), tally=tally)
             event.append("data: " + _dumps(message).decode())
         elif data:  # an event without a message (the TypeScript SDK's priming event): as it came
             event.extend("data:" + (" " + line if line else "") for line in data)

@@ -21,6 +21,8 @@ def list_filter_for(runtime: Any) -> ListFilter:
     return ListFilter(authenticator=runtime.pipeline.authenticator, directory=runtime.directory)
 
 
-def add_list_processor(listing: ListFilter, server: grpc.aio.Server) -> None:
-    """Serve ``ExternalProcessor`` on the check port (Envoy's ``tessera_list`` cluster)."""
-    external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(ListProcessor(listing), server)
+def add_list_processor(listing: ListFilter, server: grpc.aio.Server, *, recorder: Any = None) -> None:
+    """Serve ``ExternalProcessor`` on the check port (Envoy's ``tessera_list`` cluster); ``recorder``
+    (the check service's audit recorder) gets one event per list answer."""
+    processor = ListProcessor(listing, recorder=recorder)
+    external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(processor, server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from authz.errors import ConfigError
 from authz.storage.approvals import add_decision, approving_principals
+from authz.storage.memory_writers import RegisteredWriter
 from authz.storage.models import (
     AdminKey,
     Approval,
@@ -47,6 +48,7 @@ __all__ = [
     "PolicyDraft",
     "PolicyVersion",
     "PruneResult",
+    "RegisteredWriter",
     "Reservation",
     "ReserveResult",
     "Revocation",

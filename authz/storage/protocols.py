@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from authz.storage.memory_writers import RegisteredWriter
 from authz.storage.models import (
     AdminKey,
     Approval,
@@ -377,6 +378,33 @@ class ForwarderStore(Protocol):
         stays)."""
 
 
+class MemoryWriterStore(Protocol):
+    """Each tenant's registered memory writers (ARCHITECTURE §8, :mod:`authz.storage.memory_writers`).
+
+    Every write bumps the settings version in its transaction (PostgreSQL also NOTIFYs), so the check
+    services reload the writers into memory; the check path never reads this table per call.
+    """
+
+    async def create_memory_writer(self, writer: RegisteredWriter) -> None:
+        """AlreadyExists when the tenant has a writer with that id (disabled ones included)."""
+
+    async def get_memory_writer(self, tenant: str, writer_id: str) -> RegisteredWriter | None: ...
+
+    async def list_memory_writers(self, tenant: str | None = None) -> list[RegisteredWriter]:
+        """One tenant's writers, or every tenant's, ordered by (tenant, writer_id); disabled ones too."""
+
+    async def disable_memory_writer(
+        self, tenant: str, writer_id: str, actor: str, now: float
+    ) -> RegisteredWriter:
+        """Disable for good (NotFound when unknown); disabling twice keeps the first record."""
+
+    async def rotate_memory_writer(
+        self, tenant: str, writer_id: str, public_key: bytes, previous_until: float | None, now: float
+    ) -> RegisteredWriter:
+        """Replace the key. ``previous_until`` set: the replaced key stays valid until then (None: it
+        stops at once, e.g. after a leak). NotFound when unknown, FailedPrecondition when disabled."""
+
+
 @runtime_checkable
 class Store(
     TenantStore,
@@ -387,6 +415,7 @@ class Store(
     AuditStore,
     AdminStore,
     ForwarderStore,
+    MemoryWriterStore,
     Protocol,
 ):
     """Everything a Tessera process needs from its database."""

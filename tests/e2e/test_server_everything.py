@@ -7,9 +7,11 @@ The npm package is installed once into a cache directory (`TESSERA_NPM_CACHE`, d
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,3 +146,75 @@ def test_a_denied_delete_is_401_and_the_session_lives_on(everything: Gateway):
         timeout=10,
     )
     assert ended.status_code == 200
+
+
+# -- a resumed GET stream replays earlier list results: they are filtered for the caller who resumes --------
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+
+
+def _sse_events(text: str) -> list[tuple[str | None, dict]]:
+    """(id, JSON message) of each SSE event that carries data."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        event_id, data = None, []
+        for line in block.split("\n"):
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip())
+        if data and "".join(data).strip():
+            events.append((event_id, json.loads("\n".join(data))))
+    return events
+
+
+def _replayed_list(url: str, headers: dict[str, str], request_id: int) -> list[str]:
+    """GET the stream with Last-Event-ID and read until the replayed answer to ``request_id`` arrives."""
+    seen = ""
+    deadline = time.monotonic() + 20
+    with httpx.stream("GET", url, headers=headers, timeout=20) as response:
+        assert response.status_code == 200, response.read()
+        for chunk in response.iter_text():
+            seen += chunk
+            for _, message in _sse_events(seen):
+                if message.get("id") == request_id:
+                    if "error" in message:
+                        return [f"error {message['error']['code']}"]
+                    return [tool["name"] for tool in message["result"]["tools"]]
+            assert time.monotonic() < deadline, seen
+    raise AssertionError(f"the replay did not carry the answer to {request_id}: {seen!r}")
+
+
+def test_a_stream_resumed_with_last_event_id_replays_the_list_filtered_for_the_resuming_token(
+    everything: Gateway,
+):
+    full = everything.token("ev")
+    init = everything.mcp(INITIALIZE, full)
+    session = init.headers["mcp-session-id"]
+    (init_event, _), *_ = _sse_events(init.text)
+    assert init_event, "the reference server numbers its events (resumability on)"
+    common = {"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
+    everything.mcp({"jsonrpc": "2.0", "method": "notifications/initialized"}, full, headers=common)
+    listed = everything.mcp({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, full, headers=common)
+    assert len(_sse_events(listed.text)[0][1]["result"]["tools"]) > 1
+    resume = {**common, "accept": "text/event-stream", "last-event-id": init_event}
+
+    # Straight to the server, the replay holds the whole list (this is what must not leak) ...
+    upstream = f"http://127.0.0.1:{everything.stack.ports.upstream}/mcp"
+    assert len(_replayed_list(upstream, resume, 2)) > 1
+
+    # ... through Tessera, a token narrowed to echo that resumes the stream gets only echo.
+    narrowed = everything.token("ev", tools=["echo"])
+    replayed = _replayed_list(
+        f"{everything.url}/v1/mcp", {**resume, "authorization": f"Bearer {narrowed}"}, 2
+    )
+    assert replayed == ["echo"]

@@ -1,6 +1,8 @@
 """OAuth access tokens (JWT) through real Envoy, beside macaroons, with the official `mcp` client.
 
-The issuer is a stand-in (tests/oauth_issuer.py): a real HTTP JWKS endpoint and real RS256 signatures.
+The issuer here is a stand-in (tests/oauth_issuer.py): a real HTTP JWKS endpoint and real RS256
+signatures, for tokens a real authorization server would never issue (unsigned, foreign keys, claims of
+any shape). The full flow with a real authorization server is tests/integration/test_oauth_flow.py.
 The listener runs in OAuth resource-server mode, so a token that does not verify is a 401 challenge.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import httpx2
+import jwt
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -35,7 +38,11 @@ def oauth_tokens_gateway(
     issuers.write_text(issuer.issuers_yaml(AUDIENCE))
     stack, gw = start_gateway(
         workdir,
-        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers)},
+        env={
+            "TESSERA_OAUTH_ISSUERS_FILE": str(issuers),
+            # The JWKS is fetched under the outbound rules: this loopback port only.
+            "TESSERA_OUTBOUND_ALLOW": f"127.0.0.1:{issuer.url.rsplit(':', 1)[1]}",
+        },
         oauth_authorization_servers=[issuer.issuer],
     )
     try:
@@ -74,12 +81,15 @@ def test_scopes_policy_and_expiry_apply_to_access_tokens(oauth_tokens_gateway, i
     assert error["code"] == -32010 and "expire" in error["data"]["reason"]
 
 
-@pytest.mark.parametrize("case", ["wrong-audience", "wrong-issuer", "unknown-key"])
+@pytest.mark.parametrize("case", ["wrong-audience", "wrong-issuer", "unknown-key", "unsigned"])
 def test_access_tokens_that_do_not_verify_get_the_401_challenge(oauth_tokens_gateway, issuer, case):
     if case == "wrong-audience":
         token = issuer.token("https://elsewhere.example/v1/mcp", scope="read_invoice")
     elif case == "wrong-issuer":
         token = issuer.token(AUDIENCE, scope="read_invoice", iss="https://evil.example")
+    elif case == "unsigned":
+        claims = {"iss": issuer.issuer, "aud": AUDIENCE, "exp": 2**31, "scope": "read_invoice"}
+        token = jwt.encode(claims, None, algorithm="none", headers={"kid": issuer.current})
     else:
         other = StandInIssuer()
         try:

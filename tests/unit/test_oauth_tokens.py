@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
+from authz.errors import DependencyError
 from authz.oauth import JwksCache, OAuthAuthenticator, TrustedIssuer
+from authz.outbound import OutboundClient, OutboundPolicy
 from authz.secrets import Secret
 from authz.token import AuthenticatedToken, KeyRing, TokenAuthenticator, TokenRejection, mint
 from tests.oauth_issuer import StandInIssuer
@@ -24,9 +26,16 @@ def issuer():
     server.close()
 
 
-async def _authenticator(issuer: StandInIssuer) -> tuple[OAuthAuthenticator, JwksCache]:
+def _outbound(*allow: str) -> OutboundClient:
+    return OutboundClient(OutboundPolicy.build(allow), timeout_s=5.0, purpose="OAuth JWKS")
+
+
+async def _authenticator(
+    issuer: StandInIssuer, outbound: OutboundClient | None = None
+) -> tuple[OAuthAuthenticator, JwksCache]:
     trusted = TrustedIssuer(issuer=issuer.issuer, jwks_uri=issuer.jwks_uri, audience=AUDIENCE, tenant="demo")
-    jwks = JwksCache([trusted])
+    # The stand-in listens on loopback, which the outbound rules refuse unless the operator allows it.
+    jwks = JwksCache([trusted], outbound=outbound or _outbound("127.0.0.1"))
     await jwks.refresh()
     return OAuthAuthenticator(TokenAuthenticator(KEYRING), [trusted], jwks), jwks
 
@@ -100,3 +109,20 @@ async def test_macaroons_still_authenticate(issuer):
     auth, _ = await _authenticator(issuer)
     macaroon = mint(KEYRING, tenant="demo", agent="a1", expires=_now() + timedelta(hours=1))
     assert auth.authenticate(macaroon).agent == "a1"
+
+
+async def test_the_jwks_is_fetched_under_the_outbound_rules_and_a_refused_fetch_fails_closed(issuer):
+    auth, jwks = await _authenticator(issuer, _outbound())  # loopback not in the allowlist
+    assert not jwks.available(issuer.issuer)
+    assert "not in TESSERA_OUTBOUND_ALLOW" in jwks.error(issuer.issuer)
+    with pytest.raises(DependencyError, match="could not be fetched"):
+        auth.authenticate(issuer.token(AUDIENCE))
+
+
+async def test_a_failed_refresh_keeps_the_keys_already_fetched(issuer):
+    auth, jwks = await _authenticator(issuer)
+    token = issuer.token(AUDIENCE)
+    issuer.close()  # the issuer goes away: the next refresh fails
+    await jwks.refresh()
+    assert jwks.error(issuer.issuer) is not None and jwks.available(issuer.issuer)
+    assert isinstance(auth.authenticate(token), AuthenticatedToken)

@@ -58,6 +58,7 @@ from authz.storage.postgres._admin import PostgresAdminStore
 from authz.storage.postgres._audit import AUDITED_CONNECTION, PostgresAuditStore
 from authz.storage.postgres._forward import PostgresForwarderStore
 from authz.storage.postgres._migrate import migrate
+from authz.storage.postgres._writers import PostgresMemoryWriterStore
 
 log = logging.getLogger("tessera.storage.postgres")
 
@@ -118,7 +119,9 @@ class _Rollback(Exception):
         self.result = result
 
 
-class PostgresStore(PostgresAuditStore, PostgresAdminStore, PostgresForwarderStore):
+class PostgresStore(
+    PostgresAuditStore, PostgresAdminStore, PostgresForwarderStore, PostgresMemoryWriterStore
+):
     """Every store Protocol on PostgreSQL (psycopg 3 async, ``psycopg_pool``).
 
     Construction does no I/O (:func:`authz.storage.open_store` is synchronous): the store opens on first

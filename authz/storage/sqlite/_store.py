@@ -34,6 +34,7 @@ from authz.storage.sqlite._admin import SQLiteAdminStore
 from authz.storage.sqlite._audit import SQLiteAuditStore
 from authz.storage.sqlite._db import SQLiteDatabase
 from authz.storage.sqlite._forward import SQLiteForwarderStore
+from authz.storage.sqlite._writers import SQLiteMemoryWriterStore
 
 
 def _consume(conn: sqlite3.Connection, claim: ApprovalClaim) -> bool:
@@ -56,7 +57,7 @@ def _bump(conn: sqlite3.Connection, column: str) -> None:
     conn.execute(f"UPDATE store_versions SET {column} = {column} + 1 WHERE id = 1")
 
 
-class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore, SQLiteForwarderStore):
+class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore, SQLiteForwarderStore, SQLiteMemoryWriterStore):
     """Every store Protocol of :mod:`authz.storage.protocols` on one SQLite database."""
 
     def __init__(self, path: str | Path, *, synchronous: str | None = None):

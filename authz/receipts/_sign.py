@@ -1,0 +1,93 @@
+"""Issuing receipts (the check service) and publishing their keys (the admin service)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from authz.receipts._format import Receipt, b64u, body_sha256, signing_input
+
+#: Default receipt lifetime: long enough for Envoy to forward the request, short enough that a copied
+#: receipt is soon worthless (the tool server's replay cache covers the window).
+DEFAULT_TTL_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptKey:
+    """One receipt signing key: its id and Ed25519 private key (derived from the master secret)."""
+
+    kid: str
+    private_key: Ed25519PrivateKey
+
+    @classmethod
+    def from_seed(cls, kid: str, seed: bytes) -> ReceiptKey:
+        return cls(kid, Ed25519PrivateKey.from_private_bytes(seed))
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def jwk(self) -> dict[str, str]:
+        """The public key as a JWK (RFC 8037 OKP)."""
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "kid": self.kid,
+            "x": b64u(self.public_bytes),
+            "alg": "EdDSA",
+            "use": "sig",
+        }
+
+
+def jwks(keys: Iterable[ReceiptKey]) -> dict[str, Any]:
+    """A JWK Set of the public halves (what ``GET /v1/admin/receipt-keys`` serves)."""
+    return {"keys": [key.jwk() for key in keys]}
+
+
+class ReceiptSigner:
+    """Signs one receipt per allowed request with the active key. Stateless apart from the key."""
+
+    def __init__(
+        self, key: ReceiptKey, *, ttl_s: int = DEFAULT_TTL_S, clock: Callable[[], float] = time.time
+    ):
+        if ttl_s < 1:
+            raise ValueError("the receipt lifetime must be at least one second")
+        self.key = key
+        self._ttl_s = int(ttl_s)
+        self._clock = clock
+
+    def issue(
+        self,
+        *,
+        tenant: str | None,
+        agent: str | None,
+        tool: str | None,
+        body: bytes,
+        decision_id: str,
+        audit_seq: int | None,
+        audit_hash: str | None,
+    ) -> str:
+        """The compact receipt for one forwarded request."""
+        now = int(self._clock())
+        receipt = Receipt(
+            kid=self.key.kid,
+            tenant=tenant,
+            agent=agent,
+            tool=tool,
+            body_sha256=body_sha256(body),
+            decision_id=decision_id,
+            audit_seq=audit_seq,
+            audit_hash=audit_hash,
+            iat=now,
+            exp=now + self._ttl_s,
+            jti=decision_id,
+        )
+        message = signing_input(self.key.kid, receipt.claims())
+        return f"{message.decode('ascii')}.{b64u(self.key.private_key.sign(message))}"
