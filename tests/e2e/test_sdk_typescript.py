@@ -19,12 +19,17 @@ import re
 import shutil
 import struct
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from authz.client import AsyncGateway, MemoryWriter, ProvenanceError
 from authz.client._tokens import _integral_floats_as_ints
 from authz.local.stack import free_port
+from authz.storage import open_store
+from authz.storage.memory_writers import RegisteredWriter
 from tests.e2e.conftest import unique_agent
 
 # npm ci fetches the MCP SDK's dependency tree (the adapter's tests use the real SDK): on a loaded
@@ -32,6 +37,7 @@ from tests.e2e.conftest import unique_agent
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 SDK = Path(__file__).parents[2] / "sdk" / "typescript"
+READ = ("read_invoice", {"invoice_id": "INV-1001"})
 # The oldest Node the package supports (package.json engines: >=18), from npm's `node` package, which
 # installs the official binary for this platform; kept in the npm cache the server-everything tests use.
 NODE_18 = "node@18.20.8"
@@ -183,6 +189,49 @@ async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approva
             await proc.wait()
     assert proc.returncode == 0, out
     assert "# fail 0" in out and "# skipped 0" in out and "# pass 6" in out, out
+
+
+async def test_memory_writer_entries_signed_in_typescript_are_verified_by_tessera(built, stack):
+    """TypeScript MemoryWriter entries through the real stack: a registered writer's entry passes, a
+    planted, foreign-key, unregistered-writer or wrong-source entry is denied with -32014."""
+    writer_id = f"ts-ingester-{uuid.uuid4().hex[:8]}"
+    seed = os.urandom(32)
+    probe_writer = MemoryWriter(seed, writer_id)  # the Python SDK, to see when Tessera has the writer
+    now = time.time()
+    store = open_store(f"sqlite:///{stack.stack.workdir}/tessera.db")
+    try:
+        await store.create_memory_writer(
+            RegisteredWriter(
+                tenant="demo",
+                writer_id=writer_id,
+                public_key=probe_writer.public_key,
+                sources=("erp",),
+                expires_at=None,
+                created_at=now,
+                created_by="e2e",
+                updated_at=now,
+            )
+        )
+    finally:
+        await store.close()
+    async with AsyncGateway(stack.url, stack.token()) as gw:
+        deadline = time.monotonic() + 30
+        while True:  # the check service reloads writers when the store's change counter moves
+            try:
+                await gw.tool_call(*READ, provenance=[probe_writer.sign("probe", "probe", "erp")])
+                break
+            except ProvenanceError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    env = {
+        "TESSERA_E2E_URL": stack.url,
+        "TESSERA_E2E_TOKEN": stack.token(),
+        "TESSERA_E2E_WRITER_ID": writer_id,
+        "TESSERA_E2E_WRITER_SEED_HEX": seed.hex(),
+    }
+    out = run(["node", "--test", "test/e2e/memory.test.mjs"], built, env=env)
+    assert "# fail 0" in out and "# skipped 0" in out and "# pass 3" in out, out
 
 
 def test_npm_pack_produces_an_installable_tarball(built, tmp_path):
