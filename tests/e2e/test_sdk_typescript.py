@@ -248,9 +248,19 @@ def test_npm_pack_produces_an_installable_tarball(built, tmp_path):
         "const esm = await import('tessera-authz'); const cjs = (await import('node:module'))"
         ".createRequire(import.meta.url)('tessera-authz');"
         "if (typeof esm.attenuate !== 'function' || typeof cjs.Gateway !== 'function') process.exit(1);"
-        "console.log(Object.keys(esm).includes('BudgetError') ? 'ok' : 'missing');"
+        "const names = ['BudgetError', 'MemoryWriter', 'withTesseraErrors', 'tesseraTransportOptions',"
+        " 'errorFromMcp', 'waitForApproval', 'pythonJson'];"
+        "const missing = names.filter((n) => typeof esm[n] !== 'function' || typeof cjs[n] !== 'function');"
+        "console.log(missing.length ? `missing ${missing}` : 'ok');"
     )
     assert run(["node", "--input-type=module", "-e", check], app).strip() == "ok"
+    # no runtime dependencies: the MCP SDK is an optional peer, so installing offline pulled in nothing
+    installed = json.loads((app / "node_modules" / "tessera-authz" / "package.json").read_text())
+    assert "dependencies" not in installed
+    assert installed["peerDependenciesMeta"]["@modelcontextprotocol/sdk"] == {"optional": True}
+    assert sorted(p.name for p in (app / "node_modules").iterdir() if not p.name.startswith(".")) == [
+        "tessera-authz"
+    ]
     files = json.loads(run(["npm", "pack", "--ignore-scripts", "--dry-run", "--json"], built))[0]["files"]
     paths = {f["path"] for f in files}
     assert {"dist/esm/index.js", "dist/cjs/index.js", "dist/esm/index.d.ts", "package.json"} <= paths
