@@ -129,35 +129,46 @@ def test_the_sdk_against_the_real_stack(built, stack):
     assert "# pass 8" in out, out
 
 
-async def test_wait_for_approval_completes_when_approved_while_the_sdk_polls(built, stack, approvals):
-    agent = unique_agent()
-    env = {"TESSERA_E2E_URL": stack.url, "TESSERA_E2E_APPROVAL_TOKEN": stack.token(agent=agent)}
-    node = await asyncio.create_subprocess_exec(
-        "node",
+async def node_test_approving(
+    node: str, test_file: str, cwd: Path, env: dict[str, str], approvals, agent
+) -> str:
+    """Run one Node test file while approving the call it leaves pending for ``agent``, once the SDK has
+    polled it at least once; returns the runner's output after asserting it exited 0."""
+    proc = await asyncio.create_subprocess_exec(
+        node,
         "--test",
-        "test/e2e/approval.test.mjs",
-        cwd=built,
+        test_file,
+        cwd=cwd,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        pending = await approvals.pending_for(agent)
+        pending = await approvals.pending_for(agent, timeout=120)
         await asyncio.sleep(0.6)  # let the SDK poll at least once while the call is pending
-        assert node.returncode is None
+        assert proc.returncode is None
         await approvals.decide(pending.approval_id, "approve")
-        out = (await asyncio.wait_for(node.communicate(), 60))[0].decode()
+        out = (await asyncio.wait_for(proc.communicate(), 120))[0].decode()
     finally:
-        if node.returncode is None:
-            node.kill()
-            await node.wait()
-    assert node.returncode == 0 and "# pass 1" in out and "# fail 0" in out, out
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out
+    return out
+
+
+async def test_wait_for_approval_completes_when_approved_while_the_sdk_polls(built, stack, approvals):
+    agent = unique_agent()
+    env = {"TESSERA_E2E_URL": stack.url, "TESSERA_E2E_APPROVAL_TOKEN": stack.token(agent=agent)}
+    out = await node_test_approving("node", "test/e2e/approval.test.mjs", built, env, approvals, agent)
+    assert "# pass 1" in out and "# fail 0" in out, out
 
 
 @pytest.mark.parametrize("node", ["default", "18"])
 async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approvals, node, request):
     """@modelcontextprotocol/sdk's Client over its StreamableHTTPClientTransport, with the adapter, under
-    the installed Node and under Node 18."""
+    the installed Node and under Node 18. The file's last test leaves a transfer pending and resumes it
+    with waitForApproval once it is approved here."""
     binary = "node" if node == "default" else request.getfixturevalue("node18")
     agent = unique_agent()
     env = {
@@ -167,27 +178,7 @@ async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approva
         "TESSERA_E2E_APPROVAL_TOKEN": stack.token(agent=agent),
         "TESSERA_E2E_DEAD_URL": f"http://127.0.0.1:{free_port()}",
     }
-    proc = await asyncio.create_subprocess_exec(
-        binary,
-        "--test",
-        "test/e2e/mcp.test.mjs",
-        cwd=built,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        # the file's last test leaves a transfer pending and polls it with waitForApproval
-        pending = await approvals.pending_for(agent, timeout=120)
-        await asyncio.sleep(0.6)  # let the adapter poll at least once while the call is pending
-        assert proc.returncode is None
-        await approvals.decide(pending.approval_id, "approve")
-        out = (await asyncio.wait_for(proc.communicate(), 120))[0].decode()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, out
+    out = await node_test_approving(binary, "test/e2e/mcp.test.mjs", built, env, approvals, agent)
     assert "# fail 0" in out and "# skipped 0" in out and "# pass 6" in out, out
 
 
