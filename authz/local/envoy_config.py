@@ -35,6 +35,7 @@ import httpx
 import yaml
 
 from authz.errors import ConfigError
+from authz.token import valid_name
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent / "envoy" / "envoy.yaml"
 """The shipped template (``authz/local/envoy/envoy.yaml``, inside the installed package)."""
@@ -152,6 +153,7 @@ def render_envoy_config(
     mcp_idle_timeout_ms: int | None = None,
     oauth_resource: str | None = None,
     oauth_authorization_servers: Sequence[str] = (),
+    oauth_tenants: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     listen_address: str | None = None,
     mcp_servers: Mapping[str, tuple[str, int]] | None = None,
 ) -> str:
@@ -176,6 +178,11 @@ def render_envoy_config(
       RFC 9728 metadata (naming ``oauth_authorization_servers``) is served at
       ``/.well-known/oauth-protected-resource[/path]`` and a request without a verifying token gets
       401 + ``WWW-Authenticate: Bearer resource_metadata=...``. None: IntentGate-compatible denials.
+    - ``oauth_tenants``: authorization servers per tenant, ``{tenant: (resource URL, [issuer URL, ...])}``.
+      Each tenant gets a virtual host of its own for the resource URL's host (a copy of the shipped
+      one, every check pinned to the tenant through ``context_extensions``), in OAuth mode with
+      metadata naming only that tenant's servers; a token of another tenant is refused there. Requests
+      for any other host keep the shared virtual host (and ``oauth_resource``, if given).
     - ``listen_address``: the agent-facing listener's address (``0.0.0.0`` in a pod); None keeps the
       template's loopback address.
     - ``mcp_servers``: more MCP tool servers behind the same listener, by name: ``/v1/mcp/<name>``
@@ -232,9 +239,15 @@ def render_envoy_config(
             ext_authz["typed_config"]["grpc_service"]["timeout"] = _duration(check_timeout_ms)
             if "with_request_body" in ext_authz["typed_config"]:
                 ext_authz["typed_config"]["with_request_body"]["max_request_bytes"] = max_request_bytes
-            for vhost in hcm["route_config"]["virtual_hosts"]:
+            vhosts = hcm["route_config"]["virtual_hosts"]
+            tenant_hosts = _tenant_vhosts(vhosts, oauth_tenants or {})
+            vhosts[:0] = [vhost for vhost, _ in tenant_hosts]
+            resources_of = {id(vhost): spec for vhost, spec in tenant_hosts}
+            for vhost in vhosts:
                 _set_streaming(vhost, cors_origins, mcp_idle_timeout_ms)
-                if oauth_resource is not None:
+                if id(vhost) in resources_of:
+                    _set_oauth(vhost, *resources_of[id(vhost)])
+                elif oauth_resource is not None:
                     _set_oauth(vhost, oauth_resource, oauth_authorization_servers)
                 for route in vhost.get("routes", ()):
                     per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
@@ -352,6 +365,43 @@ def _add_mcp_servers(
 
 
 _WELL_KNOWN = "/.well-known/oauth-protected-resource"
+
+
+def _tenant_vhosts(
+    vhosts: list[dict[str, Any]], tenants: Mapping[str, tuple[str, Sequence[str]]]
+) -> list[tuple[dict[str, Any], tuple[str, Sequence[str]]]]:
+    """One virtual host per tenant, copied from the catch-all one, for the host of its resource URL,
+    with every check pinned to the tenant; paired with (resource, servers) for :func:`_set_oauth`."""
+    if not tenants:
+        return []
+    base = next((v for v in vhosts if "*" in v.get("domains", ())), None)
+    if base is None:
+        raise ConfigError(
+            "no catch-all virtual host to copy for per-tenant OAuth", reason="ENVOY_CONFIG_SHAPE"
+        )
+    made: list[tuple[dict[str, Any], tuple[str, Sequence[str]]]] = []
+    hosts: set[str] = set()
+    for tenant, (resource, servers) in tenants.items():
+        if not isinstance(tenant, str) or not valid_name(tenant):
+            raise ConfigError(f"oauth_tenants: invalid tenant name {tenant!r}", reason="ENVOY_CONFIG_VALUE")
+        url = urlsplit(resource) if isinstance(resource, str) else None
+        if url is None or url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(f"oauth_tenants[{tenant}]: the resource must be an http(s) URL: {resource!r}")
+        # Envoy matches the Host header as sent: with the port when the URL names one, so both forms.
+        domains = list(dict.fromkeys([url.netloc.lower(), url.hostname.lower()]))
+        if hosts & set(domains):
+            raise ConfigError(f"oauth_tenants: two tenants share the host {url.netloc}")
+        hosts.update(domains)
+        vhost = copy.deepcopy(base)
+        vhost["name"] = f"tenant_{tenant}"
+        vhost["domains"] = domains
+        for route in vhost.get("routes", ()):
+            per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
+            extensions = (per_route.get("check_settings") or {}).get("context_extensions")
+            if extensions is not None:
+                extensions["tenant"] = tenant  # the check refuses a token of any other tenant here
+        made.append((vhost, (resource, tuple(servers))))
+    return made
 
 
 def _set_oauth(vhost: dict[str, Any], resource: str, authorization_servers: Sequence[str]) -> None:
