@@ -36,6 +36,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from authz.admin.expiry import ApprovalExpiry
 from authz.admin.keys import ADMIN_CHAIN, new_admin_key
 from authz.admin.limiter import AuthFailureLimiter
+from authz.admin.oidc import OidcSettings, OidcVerifier
 from authz.admin.webhook import KEY_PURPOSE, ApprovalNotifier
 from authz.api.admin.v1 import (
     admin_key_service_pb2,
@@ -176,6 +177,8 @@ class AdminSettings:
     #: Run the audit forwarders (authz.forward) in this process (TESSERA_ADMIN_FORWARDER); with several
     #: admin replicas, per sink one holds the lease.
     forwarder: bool = False
+    #: People signed in with the organisation's OpenID provider (the console); None: admin keys only.
+    oidc: OidcSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
@@ -207,6 +210,7 @@ class AdminSettings:
             auth_lockout_s=number("TESSERA_ADMIN_AUTH_LOCKOUT_S", 60.0),
             trusted_proxies=_networks(env, "TESSERA_ADMIN_TRUSTED_PROXIES", LOOPBACK_PROXIES),
             forwarder=_switch(env, "TESSERA_ADMIN_FORWARDER"),
+            oidc=OidcSettings.from_env(env),
         )
 
 
@@ -301,6 +305,16 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         ),
         trusted_proxies=settings.trusted_proxies,
     )
+    if settings.oidc is not None:
+        runtime.extras["oidc"] = OidcVerifier(
+            settings.oidc,
+            outbound=OutboundClient(
+                policy_from_config(config),
+                timeout_s=5.0,
+                max_response_bytes=256 * 1024,
+                purpose="OIDC provider",
+            ),
+        )
     runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
     await enable_token_exchange(runtime, config)
     await bootstrap_admin_key(store, settings.bootstrap_key)
@@ -318,7 +332,10 @@ def build_server(runtime: AdminRuntime, tracing_interceptors: list[Any] = ()) ->
             *tracing_interceptors,
             *outer,
             AdminAuthInterceptor(
-                runtime.store, limiter=runtime.auth_limiter, trusted_proxies=runtime.trusted_proxies
+                runtime.store,
+                limiter=runtime.auth_limiter,
+                trusted_proxies=runtime.trusted_proxies,
+                oidc=runtime.extras.get("oidc"),
             ),
         ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
@@ -422,6 +439,9 @@ async def serve_admin(
         stack.callback(expiry.cancel)
         if settings.forwarder:
             await _start_forwarder(stack, runtime.store, config)
+        if "oidc" in runtime.extras:  # the provider's signing keys, kept fresh
+            keys = asyncio.create_task(runtime.extras["oidc"].run(), name="oidc-keys")
+            stack.callback(keys.cancel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
