@@ -19,6 +19,7 @@ import ipaddress
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ import httpx
 import yaml
 
 from authz.errors import ConfigError
+from authz.local.envoy_console import add_console_route, console_cluster
 from authz.token import valid_name
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent / "envoy" / "envoy.yaml"
@@ -154,6 +156,8 @@ def render_envoy_config(
     oauth_authorization_servers: Sequence[str] = (),
     oauth_tenants: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     listen_address: str | None = None,
+    mcp_servers: Mapping[str, tuple[str, int]] | None = None,
+    console_endpoint: tuple[str, int] | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -183,6 +187,11 @@ def render_envoy_config(
       for any other host keep the shared virtual host (and ``oauth_resource``, if given).
     - ``listen_address``: the agent-facing listener's address (``0.0.0.0`` in a pod); None keeps the
       template's loopback address.
+    - ``mcp_servers``: more MCP tool servers behind the same listener, by name: ``/v1/mcp/<name>``
+      reaches ``(host, port)`` (its ``/mcp``) with the same routes as ``/v1/mcp`` (list processor,
+      streams, preflight), and the check learns the server's name (``input.server``).
+    - ``console_endpoint``: the operator console (``tessera serve-console``); when given, ``/console``
+      is routed to it (cluster ``tessera_console``, the check and the transcoder off). None: no route.
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -244,11 +253,18 @@ def render_envoy_config(
                     _set_oauth(vhost, *resources_of[id(vhost)])
                 elif oauth_resource is not None:
                     _set_oauth(vhost, oauth_resource, oauth_authorization_servers)
+                if console_endpoint is not None:
+                    add_console_route(vhost)
                 for route in vhost.get("routes", ()):
                     per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
                     body = (per_route.get("check_settings") or {}).get("with_request_body")
                     if body is not None:
                         body["max_request_bytes"] = max_request_bytes
+            if cors_origins is not None:
+                _set_reply_origins(hcm, cors_origins)
+            if mcp_servers:
+                for vhost in hcm["route_config"]["virtual_hosts"]:
+                    _add_mcp_servers(vhost, mcp_servers, resources["clusters"], source)
 
         clusters = resources["clusters"]
         _set_endpoints(_find_named(clusters, CHECK_CLUSTER, "cluster", source), check_endpoints)
@@ -257,6 +273,8 @@ def render_envoy_config(
                 _set_endpoints(cluster, list_endpoints or check_endpoints)
         _set_endpoints(_find_named(clusters, UPSTREAM_CLUSTER, "cluster", source), [upstream])
         _set_endpoints(_find_named(clusters, ADMIN_CLUSTER, "cluster", source), admin_endpoints)
+        if console_endpoint is not None:
+            clusters.append(console_cluster(console_endpoint))
         if otlp_endpoint is None:
             resources["clusters"] = [c for c in clusters if c.get("name") != OTLP_CLUSTER]
         else:
@@ -295,6 +313,63 @@ def _set_streaming(
         for route in vhost.get("routes", ()):
             if route.get("name") in _STREAMING_ROUTES:
                 route["route"]["idle_timeout"] = _duration(idle_timeout_ms)
+
+
+def _set_reply_origins(hcm: dict[str, Any], cors_origins: Sequence[str]) -> None:
+    """The origins whose local replies (a withheld list) get CORS headers: the same as the CORS policy.
+
+    Envoy's CORS filter does not see a local reply sent while the response is being processed, so the
+    ``local_reply_config`` mappers add the headers for a request whose ``origin`` header matches."""
+    # No origin: a pattern no origin header can match (it never holds a NUL byte).
+    pattern = "|".join(re.escape(origin.rstrip("/")) for origin in cors_origins) or "\\x00"
+    for mapper in (hcm.get("local_reply_config") or {}).get("mappers", ()):
+        for item in (mapper.get("filter") or {}).get("and_filter", {}).get("filters", ()):
+            header = (item.get("header_filter") or {}).get("header") or {}
+            if header.get("name") == "origin":
+                header["string_match"] = {"safe_regex": {"regex": pattern}}
+
+
+_MCP_ROUTES = ("mcp_list", "mcp_stream", "mcp", "mcp_preflight")
+_SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+MCP_SERVER_CLUSTER_PREFIX = "mcp_server_"
+
+
+def _add_mcp_servers(
+    vhost: dict[str, Any], servers: Mapping[str, tuple[str, int]], clusters: list[Any], source: Path
+) -> None:
+    """One set of MCP routes per named tool server, at ``/v1/mcp/<name>``, each to its own cluster.
+
+    Copies of the ``/v1/mcp`` routes (so the list processor, stream timeouts and CORS preflight are the
+    same), with the server's name in the check's context (``context_extensions.server``)."""
+    routes = vhost["routes"]
+    templates = [r for r in routes if r.get("name") in _MCP_ROUTES]
+    if len(templates) != len(_MCP_ROUTES):
+        raise ConfigError(f"{source}: the MCP routes {_MCP_ROUTES} are needed to add MCP servers")
+    upstream = _find_named(clusters, UPSTREAM_CLUSTER, "cluster", source)
+    index = next((i for i, r in enumerate(routes) if r.get("name") == "method_not_allowed"), len(routes))
+    added: list[dict[str, Any]] = []
+    for name, endpoint in servers.items():
+        if not isinstance(name, str) or not _SERVER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"not an MCP server name: {name!r} (lower-case letters, digits, - and _)",
+                reason="ENVOY_CONFIG_VALUE",
+            )
+        cluster_name = MCP_SERVER_CLUSTER_PREFIX + name
+        if any(c.get("name") == cluster_name for c in clusters):
+            continue  # several virtual hosts share the clusters
+        cluster = copy.deepcopy(upstream)
+        cluster["name"] = cluster_name
+        _set_endpoints(cluster, [endpoint])
+        clusters.append(cluster)
+        for template in templates:
+            route = copy.deepcopy(template)
+            route["name"] = f"{template['name']}@{name}"
+            route["match"]["path"] = f"{template['match']['path']}/{name}"
+            route["route"]["cluster"] = cluster_name
+            per_route = route["typed_per_filter_config"][EXT_AUTHZ_FILTER]
+            per_route["check_settings"]["context_extensions"]["server"] = name
+            added.append(route)
+    routes[index:index] = added
 
 
 _WELL_KNOWN = "/.well-known/oauth-protected-resource"

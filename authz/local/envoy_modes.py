@@ -93,12 +93,27 @@ def render_for_mode(
     )
 
 
+def parse_mcp_servers(specs: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """``NAME=HOST:PORT`` (repeatable) → ``{name: (host, port)}``: MCP servers at ``/v1/mcp/NAME``."""
+    servers: dict[str, tuple[str, int]] = {}
+    for spec in specs:
+        name, sep, address = spec.partition("=")
+        if not sep or not name or name in servers:
+            raise ConfigError(
+                f"--mcp-server wants a new NAME=HOST:PORT, got {spec!r}", reason="ENVOY_CONFIG_VALUE"
+            )
+        servers[name] = parse_address(address)
+    return servers
+
+
 def _mcp_options(args: argparse.Namespace) -> dict:
     options: dict = {}
     if getattr(args, "cors_origin", None):
         options["cors_origins"] = args.cors_origin
     if getattr(args, "mcp_idle_timeout_ms", None) is not None:
         options["mcp_idle_timeout_ms"] = args.mcp_idle_timeout_ms
+    if getattr(args, "mcp_server", None):
+        options["mcp_servers"] = parse_mcp_servers(args.mcp_server)
     if getattr(args, "oauth_resource", None):
         options["oauth_resource"] = args.oauth_resource
         options["oauth_authorization_servers"] = args.oauth_authorization_server or []
@@ -186,6 +201,12 @@ def add_envoy_config_command(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--mcp-idle-timeout-ms", type=int, help="end an MCP stream silent this long (default 300000)"
+    )
+    p.add_argument(
+        "--mcp-server",
+        action="append",
+        metavar="NAME=HOST:PORT",
+        help="another MCP tool server, at /v1/mcp/NAME (repeat)",
     )
     p.add_argument(
         "--oauth-resource", metavar="URL", help="OAuth resource-server mode: this MCP endpoint's URL"

@@ -150,6 +150,38 @@ def test_the_envoy_config_each_pod_renders_passes_envoy_validate(values, tmp_pat
         assert container(spec, "envoy")["command"][:3] == ["envoy", "-c", "/etc/envoy/envoy.yaml"]
 
 
+def test_mcp_cors_origins_and_idle_timeout_reach_the_envoy_config_the_gateway_runs(tmp_path):
+    docs = render(
+        None,
+        "mcp.corsOrigins[0]=https://app.example",
+        "mcp.corsOrigins[1]=http://localhost:3000",
+        "mcp.idleTimeoutMs=120000",
+    )
+    [(_, path, _)] = _envoy_configs(docs, tmp_path)
+    validate_envoy_config(path)
+    doc = yaml.safe_load(path.read_text())
+    listener = next(x for x in doc["static_resources"]["listeners"] if x["name"] == LISTENER_NAME)
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    vhost = hcm["route_config"]["virtual_hosts"][0]
+    cors = vhost["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert cors["allow_origin_string_match"] == [
+        {"exact": "https://app.example"},
+        {"exact": "http://localhost:3000"},
+    ]
+    routes = {r["name"]: r for r in vhost["routes"]}
+    for name in ("mcp", "mcp_stream"):
+        assert (
+            routes[name]["route"]["idle_timeout"] == "120.000s" and routes[name]["route"]["timeout"] == "0s"
+        )
+    # The defaults: the renderer's origin (the MCP Inspector) and 300 s.
+    [(_, default_path, args)] = _envoy_configs(render(None), tmp_path / "defaults")
+    assert "--cors-origin" not in args
+    default_vhost = yaml.safe_load(default_path.read_text())["static_resources"]["listeners"][0]
+    default_vhost = default_vhost["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+    mcp = next(r for r in default_vhost["virtual_hosts"][0]["routes"] if r["name"] == "mcp")
+    assert mcp["route"]["idle_timeout"] == "300.000s"
+
+
 def test_gateway_reaches_every_check_pod_through_the_headless_service(tmp_path):
     docs = render(VALUES_DIR / "postgres-replicas.yaml")
     headless = one(docs, "Service", "t-tessera-authz-check-endpoints")
@@ -381,6 +413,7 @@ def test_dashboards_ship_from_the_chart_directory():
         ("no-master-key.yaml", "at '/masterKey/existingSecret': minLength"),
         ("postgres-without-secret.yaml", "database.type=postgresql needs database.existingSecret"),
         ("bad-port.yaml", "at '/check/port': maximum"),
+        ("mcp-cors-origin-with-path.yaml", "at '/mcp/corsOrigins/0'"),
         ("oauth-without-resource.yaml", "oauth.enabled needs oauth.resource"),
         ("oauth-issuer-without-audience.yaml", "missing property 'audience'"),
     ],

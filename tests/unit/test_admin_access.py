@@ -56,6 +56,24 @@ EXPECTED = {
     "IntegrationService": {"ForwarderHealth": "viewer", "ListDeadLetters": "viewer"},
     # Public: the request carries its own credential (an OAuth access token), no admin key.
     "TokenExchangeService": {"ExchangeToken": "public"},
+    "IntentService": {
+        "GetIntentSettings": "viewer",
+        "UpdateIntentSettings": "admin",
+        "RefreshIntentCatalog": "operator",
+    },
+    "ForwarderConfigService": {
+        "CreateSink": "admin",
+        "ListSinks": "viewer",
+        "GetSink": "viewer",
+        "UpdateSink": "admin",
+        "DeleteSink": "admin",
+        "CreateNotificationRoute": "admin",
+        "ListNotificationRoutes": "viewer",
+        "GetNotificationRoute": "viewer",
+        "UpdateNotificationRoute": "admin",
+        "DeleteNotificationRoute": "admin",
+        "ReplayDeadLetter": "operator",
+    },
 }
 
 

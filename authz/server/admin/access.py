@@ -170,6 +170,26 @@ RULES: dict[str, Rule] = {
         ListDeadLetters=(VIEWER, "tenant_or_all"),
     ),
     **_rules("TokenExchangeService", ExchangeToken=(PUBLIC, "public")),
+    **_rules(
+        "IntentService",
+        GetIntentSettings=(VIEWER, "tenant"),
+        UpdateIntentSettings=(ADMIN, "tenant"),
+        RefreshIntentCatalog=(OPERATOR, "tenant"),
+    ),
+    **_rules(
+        "ForwarderConfigService",
+        CreateSink=(ADMIN, "tenant"),
+        ListSinks=(VIEWER, "tenant"),
+        GetSink=(VIEWER, "tenant"),
+        UpdateSink=(ADMIN, "tenant"),
+        DeleteSink=(ADMIN, "tenant"),
+        CreateNotificationRoute=(ADMIN, "tenant"),
+        ListNotificationRoutes=(VIEWER, "tenant"),
+        GetNotificationRoute=(VIEWER, "tenant"),
+        UpdateNotificationRoute=(ADMIN, "tenant"),
+        DeleteNotificationRoute=(ADMIN, "tenant"),
+        ReplayDeadLetter=(OPERATOR, "tenant"),
+    ),
 }
 
 

@@ -323,6 +323,12 @@ host:port), admin (host:port).
     - {{ int $root.Values.envoy.checkTimeoutMs | quote }}
     - --max-request-bytes
     - {{ int $root.Values.envoy.maxRequestBytes | quote }}
+    {{- range $root.Values.mcp.corsOrigins }}
+    - --cors-origin
+    - {{ . | quote }}
+    {{- end }}
+    - --mcp-idle-timeout-ms
+    - {{ int $root.Values.mcp.idleTimeoutMs | quote }}
     {{- if and $root.Values.tracing.enabled $root.Values.tracing.envoyCollector }}
     - --otlp
     - {{ $root.Values.tracing.envoyCollector | quote }}
