@@ -44,11 +44,10 @@ def tenants_gateway(
             for tenant, issuer in issuers.items()
         )
     )
-    allow = ",".join(f"127.0.0.1:{i.url.rsplit(':', 1)[1]}" for i in issuers.values())
     stack, gw = start_gateway(
         workdir,
         ports=ports,
-        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers_file), "TESSERA_OUTBOUND_ALLOW": allow},
+        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers_file)},
         oauth_tenants={t: (resources[t], [issuers[t].issuer]) for t in issuers},
     )
     try:

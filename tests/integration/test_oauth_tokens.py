@@ -39,11 +39,7 @@ def oauth_tokens_gateway(
     issuers.write_text(issuer.issuers_yaml(AUDIENCE) + "    max_calls_claim: tessera_max_calls\n")
     stack, gw = start_gateway(
         workdir,
-        env={
-            "TESSERA_OAUTH_ISSUERS_FILE": str(issuers),
-            # The JWKS is fetched under the outbound rules: this loopback port only.
-            "TESSERA_OUTBOUND_ALLOW": f"127.0.0.1:{issuer.url.rsplit(':', 1)[1]}",
-        },
+        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers)},
         oauth_authorization_servers=[issuer.issuer],
     )
     try:
