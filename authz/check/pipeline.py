@@ -520,6 +520,8 @@ class Pipeline:
             )
         if keys is None or "time" in keys:
             doc["time"] = {"now": _rfc3339(state.now.timestamp()), "unix": int(state.now.timestamp())}
+        if inp.server is not None:  # several tool servers behind one endpoint: which one
+            doc["server"] = inp.server
         return doc
 
     async def _budget(self, state: CallState) -> Decision | None:

@@ -206,8 +206,12 @@ class Stack:
     mcp_idle_timeout_ms: int | None = None
     #: OAuth resource-server mode: the issuers named in the protected-resource metadata (None: off).
     oauth_authorization_servers: list[str] | None = None
+    #: OAuth mode per tenant: ``{tenant: (resource URL, [issuer, ...])}`` (see render_envoy_config).
+    oauth_tenants: dict[str, tuple[str, list[str]]] | None = None
     #: Where Envoy's list processor (ext_proc) runs; None: on the check replicas.
     list_endpoints: list[tuple[str, int]] | None = None
+    #: More MCP tool servers behind the listener, at /v1/mcp/<name> (started by the caller).
+    mcp_servers: dict[str, tuple[str, int]] | None = None
     upstream: subprocess.Popen | None = None
     checks: list[CheckProcess] = field(default_factory=list)
     admin: AdminProcess | None = None
@@ -300,8 +304,10 @@ class Stack:
                     list_endpoints=self.list_endpoints,
                     cors_origins=self.cors_origins,
                     mcp_idle_timeout_ms=self.mcp_idle_timeout_ms,
+                    mcp_servers=self.mcp_servers,
                     oauth_resource=f"{self.url}/v1/mcp" if self.oauth_authorization_servers else None,
                     oauth_authorization_servers=self.oauth_authorization_servers or (),
+                    oauth_tenants=self.oauth_tenants,
                 )
             )
             self.envoy = EnvoyProcess(

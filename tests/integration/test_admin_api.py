@@ -462,6 +462,7 @@ def _matrix_requests(gw: AdminGateway, env: dict[str, Any]) -> dict[str, Callabl
         "AdminKeyService/RevokeAdminKey": lambda: {"key_id": gw.new_key("viewer", t, "doomed").split("_")[1]},
         "IntegrationService/ForwarderHealth": lambda: {"tenant": t},
         "IntegrationService/ListDeadLetters": lambda: {"tenant": t},
+        "TokenExchangeService/ExchangeToken": lambda: {"form": {"content_type": "text/plain"}},
     }
 
 
@@ -504,6 +505,9 @@ MATRIX = {
     "AdminKeyService/RevokeAdminKey": ("admin", False),
     "IntegrationService/ForwarderHealth": ("viewer", False),
     "IntegrationService/ListDeadLetters": ("viewer", False),
+    # Public: no key is needed and any key is ignored; the answer is the exchange's own (this stack trusts
+    # no OAuth issuer, so it is off: FAILED_PRECONDITION, for every caller alike).
+    "TokenExchangeService/ExchangeToken": ("public", True),
 }
 ROLES = ("viewer", "operator", "admin")
 ALLOWED_CODES = {OK, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ALREADY_EXISTS}
@@ -518,6 +522,10 @@ def test_role_and_scope_matrix(admin_gateway: AdminGateway, env: dict[str, Any],
     least, other_tenant_may = MATRIX[rpc]
     request = _matrix_requests(admin_gateway, env)[rpc]
     keys = env["keys"]
+    if least == "public":
+        codes = {who: admin_gateway.grpc(rpc, request(), key).code for who, key in keys.items()}
+        assert set(codes.values()) == {C.FAILED_PRECONDITION}, codes
+        return
     expected = {f"{role}@matrix": least != "-" and ROLES.index(role) >= ROLES.index(least) for role in ROLES}
     expected["admin@other"] = other_tenant_may
     expected["root"] = True

@@ -49,6 +49,8 @@ from authz.api.admin.v1 import (
     policy_service_pb2_grpc,
     tenant_service_pb2,
     tenant_service_pb2_grpc,
+    token_exchange_service_pb2,
+    token_exchange_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
 )
@@ -62,6 +64,7 @@ from authz.server.admin._common import LOOPBACK_PROXIES, AdminRuntime
 from authz.server.admin.approvals import ApprovalService
 from authz.server.admin.audit import AuditService
 from authz.server.admin.auth import AdminAuthInterceptor
+from authz.server.admin.exchange import TokenExchangeService, enable_token_exchange
 from authz.server.admin.integrations import IntegrationService
 from authz.server.admin.keys import AdminKeyService
 from authz.server.admin.observe import AdminMetricsInterceptor, count_pending_approvals
@@ -116,6 +119,12 @@ _SERVICES = (
         "IntegrationService",
         integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server,
         IntegrationService,
+    ),
+    (
+        token_exchange_service_pb2,
+        "TokenExchangeService",
+        token_exchange_service_pb2_grpc.add_TokenExchangeServiceServicer_to_server,
+        TokenExchangeService,
     ),
 )
 #: Fully qualified names of the admin services, e.g. ``authz.api.admin.v1.TokenService``.
@@ -261,6 +270,7 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         trusted_proxies=settings.trusted_proxies,
     )
     runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
+    await enable_token_exchange(runtime, config)
     await bootstrap_admin_key(store, settings.bootstrap_key)
     return runtime
 
@@ -354,6 +364,10 @@ async def serve_admin(
         )
         pruning = asyncio.create_task(pruner.run(), name="state-pruning")
         stack.callback(pruning.cancel)
+        jwks = runtime.extras.get("jwks")
+        if jwks is not None:  # the token exchange's view of the issuers' keys, refreshed like the check's
+            stack.push_async_callback(jwks.aclose)
+            stack.callback(asyncio.create_task(jwks.run(), name="jwks-refresh").cancel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
