@@ -35,6 +35,7 @@ import httpx
 import yaml
 
 from authz.errors import ConfigError
+from authz.local.envoy_console import add_console_route, console_cluster
 from authz.token import valid_name
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent / "envoy" / "envoy.yaml"
@@ -156,6 +157,7 @@ def render_envoy_config(
     oauth_tenants: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     listen_address: str | None = None,
     mcp_servers: Mapping[str, tuple[str, int]] | None = None,
+    console_endpoint: tuple[str, int] | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -188,6 +190,8 @@ def render_envoy_config(
     - ``mcp_servers``: more MCP tool servers behind the same listener, by name: ``/v1/mcp/<name>``
       reaches ``(host, port)`` (its ``/mcp``) with the same routes as ``/v1/mcp`` (list processor,
       streams, preflight), and the check learns the server's name (``input.server``).
+    - ``console_endpoint``: the operator console (``tessera serve-console``); when given, ``/console``
+      is routed to it (cluster ``tessera_console``, the check and the transcoder off). None: no route.
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -249,6 +253,8 @@ def render_envoy_config(
                     _set_oauth(vhost, *resources_of[id(vhost)])
                 elif oauth_resource is not None:
                     _set_oauth(vhost, oauth_resource, oauth_authorization_servers)
+                if console_endpoint is not None:
+                    add_console_route(vhost)
                 for route in vhost.get("routes", ()):
                     per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
                     body = (per_route.get("check_settings") or {}).get("with_request_body")
@@ -267,6 +273,8 @@ def render_envoy_config(
                 _set_endpoints(cluster, list_endpoints or check_endpoints)
         _set_endpoints(_find_named(clusters, UPSTREAM_CLUSTER, "cluster", source), [upstream])
         _set_endpoints(_find_named(clusters, ADMIN_CLUSTER, "cluster", source), admin_endpoints)
+        if console_endpoint is not None:
+            clusters.append(console_cluster(console_endpoint))
         if otlp_endpoint is None:
             resources["clusters"] = [c for c in clusters if c.get("name") != OTLP_CLUSTER]
         else:

@@ -153,6 +153,12 @@ class JwksCache:
     def key(self, issuer: str, kid: str | None) -> Any | None:
         return self._keys.get(issuer, {}).get(kid or "")
 
+    def sole_key(self, issuer: str) -> Any | None:
+        """The issuer's one key when it publishes exactly one (a JWS may then omit ``kid``, OIDC Core
+        §10.1), else None."""
+        keys = self._keys.get(issuer, {})
+        return next(iter(keys.values())) if len(keys) == 1 else None
+
     def available(self, issuer: str) -> bool:
         """Has the issuer's JWKS been fetched at least once?"""
         return issuer in self._loaded
