@@ -147,6 +147,9 @@ _STATE_WORDS = frozenset(
     ]
 )
 _PARTICIPLES = frozenset({"paid", "sent", "shown", "seen", "done", "gesendet", "bezahlt", "gelöscht"})
+#: Forms of "be" before a verb's -ing form (a state) and the user speaking of their own steps.
+_BE = frozenset(["is", "are", "was", "were", "be", "been", "being", "am"])
+_SELF = frozenset(["i", "we", "i'll", "we'll", "i'm", "we're", "ich", "wir"])
 #: Words after which a past form may still be a request ("have it deleted", "get them paid").
 _REQUEST_LEADS = frozenset(
     ["it", "them", "him", "her", "this", "these", "those", "everything", "all", "get", "gets", "got", "be"]
@@ -468,10 +471,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if i in taken:
             continue
         prev = tokens[i - 1] if i and tokens[i - 1] not in BREAK_TOKENS else None
-        if prev in _STATE_WORDS and (tokens[i].endswith(("ed", "en")) or tokens[i] in _PARTICIPLES):
+        tok = tokens[i]
+        participle = tok.endswith(("ed", "en")) and not tok.endswith("een")  # not "green", "screen"
+        if prev in _STATE_WORDS and (participle or tok in _PARTICIPLES):
             continue  # "the approved invoices", "is already paid": a state, not a request
         if prev is not None and tokens[i].endswith("ed") and prev not in _REQUEST_LEADS:
             continue  # "Tom moved to a competitor", "Meyer changed banks": a report, not a request
+        if prev in _BE and tokens[i].endswith("ing"):
+            continue  # "which deals are closing": what is happening, not a request
+        if prev in _SELF or (prev == "will" and i > 1 and tokens[i - 2] in _SELF):
+            continue  # "I'll send it myself": the user's own step, not the agent's
         for term in action_index[stemmed[i]]:
             if prev is not None and prev not in _VERB_LEADS and term.words in catalog.object_words:
                 continue  # "draft replies", "new emails": the word is the object here
