@@ -278,3 +278,23 @@ class DeadLetter:
     attempts: int
     created_at: float
     replayed_at: float | None = None
+    #: When an operator asked for a replay (ReplayDeadLetter); the sink's forwarder then resends it.
+    replay_requested_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """A forwarder sink or notification route configured for one tenant through the admin API.
+
+    ``spec`` is its validated JSON (:mod:`authz.forward._tenant`): kind options, the *names* of its
+    secrets, driver settings, and for notification routes the match and rate rule. Never a secret's value.
+    ``version`` starts at 1 and grows with each update.
+    """
+
+    tenant: str
+    name: str
+    kind: str
+    spec: dict[str, Any]
+    version: int = 1
+    created_at: float = 0.0
+    updated_at: float = 0.0

@@ -3,6 +3,7 @@ role/scope matrix, REST specifics (transcoder), and ``buf curl`` with server ref
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import shutil
@@ -78,6 +79,8 @@ class Case:
 
 
 C = grpc.StatusCode
+# A public address literal: vetted by the outbound rules without DNS, never connected to.
+PUBLIC_URL = "https://93.184.216.34/tessera"
 CASES = [
     Case("list tenants", "TenantService/ListTenants", {}, same_answer=True),
     Case("get tenant", "TenantService/GetTenant", {"tenant": "demo"}, same_answer=True),
@@ -300,6 +303,73 @@ CASES = [
         reason="NO_TOOLS_URL",
     ),
     Case(
+        "create a sink",
+        "ForwarderConfigService/CreateSink",
+        lambda e, t: {
+            "tenant": "cases",
+            "sink": {
+                "name": f"soc-{t}",
+                "kind": "webhook",
+                "options": {"url": PUBLIC_URL},
+                "secret": "soc-key",
+            },
+        },
+    ),
+    Case(
+        "a sink of an unknown kind",
+        "ForwarderConfigService/CreateSink",
+        {"tenant": "cases", "sink": {"name": "x", "kind": "kafka", "secret": "k"}},
+        C.INVALID_ARGUMENT,
+        400,
+        reason="FORWARDER_CONFIG_INVALID",
+    ),
+    Case(
+        "a sink URL the outbound rules refuse",
+        "ForwarderConfigService/CreateSink",
+        {
+            "tenant": "cases",
+            "sink": {
+                "name": "x",
+                "kind": "splunk",
+                "options": {"url": "http://10.0.0.1:8088"},
+                "secret": "k",
+            },
+        },
+        C.INVALID_ARGUMENT,
+        400,
+        reason="OUTBOUND_REFUSED",
+    ),
+    Case(
+        "missing sink",
+        "ForwarderConfigService/GetSink",
+        {"tenant": "cases", "name": "none"},
+        C.NOT_FOUND,
+        404,
+        reason="SINK_NOT_FOUND",
+    ),
+    Case(
+        "create a notification route",
+        "ForwarderConfigService/CreateNotificationRoute",
+        lambda e, t: {
+            "tenant": "cases",
+            "route": {
+                "name": f"oncall-{t}",
+                "kind": "slack",
+                "secret": "slack-url",
+                "match": {"decisions": ["deny"], "codes": [-32010]},
+                "rate": {"more_than": 5, "minutes": 10},
+            },
+        },
+    ),
+    Case(
+        "replay an unknown dead letter",
+        "ForwarderConfigService/ReplayDeadLetter",
+        {"tenant": "cases", "id": 987654},
+        C.NOT_FOUND,
+        404,
+        reason="DEAD_LETTER_NOT_FOUND",
+    ),
+    Case(
         "revoke the last admin key",
         "AdminKeyService/RevokeAdminKey",
         lambda e, t: {"key_id": e["keys"]["root"].split("_")[1]},
@@ -492,6 +562,7 @@ def _matrix_requests(gw: AdminGateway, env: dict[str, Any]) -> dict[str, Callabl
         "AdminKeyService/RevokeAdminKey": lambda: {"key_id": gw.new_key("viewer", t, "doomed").split("_")[1]},
         "IntegrationService/ForwarderHealth": lambda: {"tenant": t},
         "IntegrationService/ListDeadLetters": lambda: {"tenant": t},
+        "TokenExchangeService/ExchangeToken": lambda: {"form": {"content_type": "text/plain"}},
         "IntentService/GetIntentSettings": lambda: {"tenant": t},
         "IntentService/UpdateIntentSettings": lambda: {
             "tenant": t,
@@ -499,6 +570,45 @@ def _matrix_requests(gw: AdminGateway, env: dict[str, Any]) -> dict[str, Callabl
             "update_mask": "undetermined",
         },
         "IntentService/RefreshIntentCatalog": lambda: {"tenant": t},
+        "ForwarderConfigService/CreateSink": lambda: {
+            "tenant": t,
+            "sink": {"name": _fresh("s"), "kind": "webhook", "options": {"url": PUBLIC_URL}, "secret": "k"},
+        },
+        "ForwarderConfigService/ListSinks": lambda: {"tenant": t},
+        "ForwarderConfigService/GetSink": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/UpdateSink": lambda: {
+            "tenant": t,
+            "name": "absent",
+            "sink": {"options": {"url": PUBLIC_URL}, "secret": "k"},
+        },
+        "ForwarderConfigService/DeleteSink": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/CreateNotificationRoute": lambda: {
+            "tenant": t,
+            "route": {"name": _fresh("r"), "kind": "teams", "secret": "k"},
+        },
+        "ForwarderConfigService/ListNotificationRoutes": lambda: {"tenant": t},
+        "ForwarderConfigService/GetNotificationRoute": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/UpdateNotificationRoute": lambda: {
+            "tenant": t,
+            "name": "absent",
+            "route": {"secret": "k"},
+        },
+        "ForwarderConfigService/DeleteNotificationRoute": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/ReplayDeadLetter": lambda: {"tenant": t, "id": 987654},
+        "MemoryWriterService/RegisterMemoryWriter": lambda: {
+            "tenant": t,
+            "writer_id": _fresh("w"),
+            "public_key": base64.b64encode(bytes(range(32))).decode(),  # a valid Ed25519 point
+            "sources": ["erp"],
+        },
+        "MemoryWriterService/ListMemoryWriters": lambda: {"tenant": t},
+        "MemoryWriterService/DisableMemoryWriter": lambda: {"tenant": t, "writer_id": "absent"},
+        "MemoryWriterService/RotateMemoryWriter": lambda: {
+            "tenant": t,
+            "writer_id": "absent",
+            "public_key": base64.b64encode(bytes(range(32))).decode(),
+        },
+        "ReceiptKeyService/GetReceiptKeys": lambda: {},
     }
 
 
@@ -541,9 +651,29 @@ MATRIX = {
     "AdminKeyService/RevokeAdminKey": ("admin", False),
     "IntegrationService/ForwarderHealth": ("viewer", False),
     "IntegrationService/ListDeadLetters": ("viewer", False),
+    # Public: no key is needed and any key is ignored; the answer is the exchange's own (this stack trusts
+    # no OAuth issuer, so it is off: FAILED_PRECONDITION, for every caller alike).
+    "TokenExchangeService/ExchangeToken": ("public", True),
     "IntentService/GetIntentSettings": ("viewer", False),
     "IntentService/UpdateIntentSettings": ("admin", False),
     "IntentService/RefreshIntentCatalog": ("operator", False),
+    "ForwarderConfigService/CreateSink": ("admin", False),
+    "ForwarderConfigService/ListSinks": ("viewer", False),
+    "ForwarderConfigService/GetSink": ("viewer", False),
+    "ForwarderConfigService/UpdateSink": ("admin", False),
+    "ForwarderConfigService/DeleteSink": ("admin", False),
+    "ForwarderConfigService/CreateNotificationRoute": ("admin", False),
+    "ForwarderConfigService/ListNotificationRoutes": ("viewer", False),
+    "ForwarderConfigService/GetNotificationRoute": ("viewer", False),
+    "ForwarderConfigService/UpdateNotificationRoute": ("admin", False),
+    "ForwarderConfigService/DeleteNotificationRoute": ("admin", False),
+    "ForwarderConfigService/ReplayDeadLetter": ("operator", False),
+    "MemoryWriterService/RegisterMemoryWriter": ("admin", False),
+    "MemoryWriterService/ListMemoryWriters": ("viewer", False),
+    "MemoryWriterService/DisableMemoryWriter": ("admin", False),
+    "MemoryWriterService/RotateMemoryWriter": ("admin", False),
+    # Public keys: every caller, with any key, a wrong one or none.
+    "ReceiptKeyService/GetReceiptKeys": ("public", True),
 }
 ROLES = ("viewer", "operator", "admin")
 ALLOWED_CODES = {OK, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ALREADY_EXISTS}
@@ -558,7 +688,16 @@ def test_role_and_scope_matrix(admin_gateway: AdminGateway, env: dict[str, Any],
     least, other_tenant_may = MATRIX[rpc]
     request = _matrix_requests(admin_gateway, env)[rpc]
     keys = env["keys"]
+    if least == "public":
+        codes = {who: admin_gateway.grpc(rpc, request(), key).code for who, key in keys.items()}
+        assert set(codes.values()) == {C.FAILED_PRECONDITION}, codes
+        return
     expected = {f"{role}@matrix": least != "-" and ROLES.index(role) >= ROLES.index(least) for role in ROLES}
+    public = least == "public"
+    expected = {
+        f"{role}@matrix": public or (least != "-" and ROLES.index(role) >= ROLES.index(least))
+        for role in ROLES
+    }
     expected["admin@other"] = other_tenant_may
     expected["root"] = True
     outcomes = {}
@@ -569,8 +708,9 @@ def test_role_and_scope_matrix(admin_gateway: AdminGateway, env: dict[str, Any],
             assert result.code in ALLOWED_CODES, (who, result.code, result.status)
         else:
             assert result.code is C.PERMISSION_DENIED, (who, result.code, result.status)
-    assert admin_gateway.grpc(rpc, request(), None).code is C.UNAUTHENTICATED
-    assert admin_gateway.grpc(rpc, request(), keys["wrong"]).code is C.UNAUTHENTICATED
+    unauthenticated = {OK} if public else {C.UNAUTHENTICATED}
+    assert admin_gateway.grpc(rpc, request(), None).code in unauthenticated
+    assert admin_gateway.grpc(rpc, request(), keys["wrong"]).code in unauthenticated
 
 
 def test_lists_are_narrowed_to_the_keys_tenant(admin_gateway: AdminGateway, env: dict[str, Any]) -> None:
