@@ -37,7 +37,7 @@ from authz.local.stack import CheckProcess, free_port, spawn, stop_process
 from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
-from bench import listing
+from bench import forwarding, listing
 from bench.hostile import run_hostile_load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -394,42 +394,6 @@ def _tracing_rows(workdir: Path, env: dict[str, str], direct) -> None:
         stop_process(sink)
 
 
-def _forwarder_row(workdir: Path, env: dict[str, str], check_port: int, direct) -> None:
-    """The pipeline again with ``tessera forward run`` draining the same chain to an NDJSON file (the
-    fan-out reads committed events beside the check process and must not slow decisions)."""
-    config = workdir / "forward.json"
-    sink = {
-        "name": "bench-file",
-        "type": "file",
-        "path": str(workdir / "forwarded.ndjson"),
-        "batch_size": 500,
-    }
-    config.write_text(json.dumps({"sinks": [sink]}))
-    database = f"sqlite:///{workdir / 'tessera.db'}"
-    forwarder = spawn(
-        [
-            sys.executable,
-            "-m",
-            "authz.cli",
-            "forward",
-            "run",
-            "--config",
-            str(config),
-            "--database-url",
-            database,
-        ],
-        env=env,
-        log=workdir / "forward.log",
-    )
-    try:
-        time.sleep(2.0)  # started, and caught up with what the earlier rows committed
-        row = direct("direct gRPC, Tessera + forwarder, 32 in flight", check_port, 32)
-    finally:
-        stop_process(forwarder)
-    out = workdir / "forwarded.ndjson"
-    row["forwarded"] = sum(1 for _ in out.open("rb")) if out.exists() else 0
-
-
 def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], audit: str) -> None:
     by = dict(rows)
     print()
@@ -446,12 +410,6 @@ def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], au
     ratio = full["rps"] / noop["rps"]
     added = tessera["p50"] - alone["p50"]
     print(f"pipeline / no-op throughput, direct, 32 in flight:  {ratio:.2f}x  (target >= 0.6x)")
-    forwarded = by.get("direct gRPC, Tessera + forwarder, 32 in flight")
-    if forwarded is not None:
-        print(
-            f"audit forwarder on / off throughput, direct, 32:    {forwarded['rps'] / full['rps']:.2f}x  "
-            f"(target >= 0.95x; {forwarded['forwarded']} events forwarded to a file meanwhile)"
-        )
     traced = by.get("direct gRPC, Tessera + tracing, 32 in flight")
     if traced is not None:
         traced_1 = by["direct gRPC, Tessera + tracing, 1 in flight"]
@@ -502,6 +460,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=8, help="duration of each measured run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
+    parser.add_argument(
+        "--forwarder-rounds", type=int, default=2, help="off/on pairs of the audit forwarder row (default 2)"
+    )
+    parser.add_argument(
+        "--forwarder-only",
+        action="store_true",
+        help="only the audit forwarder rows (with --forwarder-rounds)",
+    )
     args = parser.parse_args(argv)
     for tool in ("h2load", "wrk"):
         if shutil.which(tool) is None:
@@ -529,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     noop = envoy = None
     rows: list[tuple[str, dict]] = []
     seconds = args.seconds
+    forwarding_summary: dict | None = None
 
     def direct(name: str, port: int, streams: int) -> dict:
         log = workdir / f"h2load-{len(rows)}.log"
@@ -539,11 +506,19 @@ def main(argv: list[str] | None = None) -> int:
         tessera.start()
         noop = spawn([sys.executable, "-m", "bench.noop", str(noop_port)], log=workdir / "noop.log")
         _wait_listening(noop_port)
-        direct("direct gRPC, no-op servicer, 32 in flight", noop_port, 32)
-        direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
-        direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
-        direct("direct gRPC, Tessera pipeline, 1 in flight", check_port, 1)
-        _forwarder_row(workdir, env, check_port, direct)
+        if not args.forwarder_only:
+            direct("direct gRPC, no-op servicer, 32 in flight", noop_port, 32)
+            direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
+            direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
+            direct("direct gRPC, Tessera pipeline, 1 in flight", check_port, 1)
+        forwarding_summary = forwarding.forwarder_rounds(
+            workdir, env, check_port, direct, args.forwarder_rounds
+        )
+        if args.forwarder_only:
+            print("\n".join(forwarding.report(forwarding_summary)))
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+            return 0
         _tracing_rows(workdir, env, direct)
         # The ext_authz floor: Envoy calling the no-op servicer, same filter settings and body buffering.
         listen, admin = free_port(), free_port()
@@ -598,8 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     breakdown = asyncio.run(_breakdown(workdir, body))
     _report(rows, breakdown, audit + "\n" + hostile.summary())
     print("\n".join(listing.report(dict(rows), list_streams)))
+    print("\n".join(forwarding.report(forwarding_summary)))
     if args.json:
-        print(json.dumps(figures(rows, allows, answered), sort_keys=True))
+        headline = figures(rows, allows, answered)
+        if forwarding_summary:
+            headline["forwarder_ratio"] = round(forwarding_summary["ratio"], 3)
+        print(json.dumps(headline, sort_keys=True))
     if args.keep:
         print(f"work directory kept: {workdir}")
     else:
