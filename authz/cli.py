@@ -212,6 +212,18 @@ def cmd_serve_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_console(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from authz.console import ConsoleSettings, serve_console
+
+    env = dict(os.environ)
+    if args.console_port:
+        env["TESSERA_CONSOLE_PORT"] = str(args.console_port)
+    uvloop.run(serve_console(ConsoleSettings.from_env(env)))
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending schema migrations and exit: the Helm chart's pre-install/pre-upgrade Job, so a
     release migrates once instead of every replica racing at startup (they still check, under a lock)."""
@@ -314,7 +326,8 @@ Tessera is running.
   check service     {", ".join(f"127.0.0.1:{c.port}" for c in stack.checks)} (gRPC ext_authz), metrics http://127.0.0.1:{stack.ports.metrics}/metrics
   admin API (REST)  {stack.url}/v1/admin/...  e.g. GET {stack.url}/v1/admin/tenants
   admin API (gRPC)  127.0.0.1:{stack.ports.admin} (reflection on: buf curl / grpcurl), metrics http://127.0.0.1:{stack.ports.admin_metrics}/metrics
-  demo upstream     {stack.upstream_url}/mcp
+  demo upstream     {stack.upstream_url}/mcp   (refuses requests without a Tessera receipt)
+  intent catalog    derived from the demo upstream's tools/list: GET {stack.url}/v1/admin/tenants/demo/intent
   state             {var_dir} ({"PostgreSQL" if args.database_url else "SQLite"}, master key, logs)
 
 Demo token (tenant demo, agent demo-agent, valid 24h):
@@ -377,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-port", type=int, help="admin gRPC port (TESSERA_ADMIN_PORT, default 9192)"
     )
     serve_admin.set_defaults(func=cmd_serve_admin)
+
+    console = sub.add_parser("serve-console", help="run the operator console (HTML over the admin API)")
+    console.add_argument(
+        "--console-port", type=int, help="console HTTP port (TESSERA_CONSOLE_PORT, default 9470)"
+    )
+    console.set_defaults(func=cmd_serve_console)
 
     migrate = sub.add_parser("migrate", help="apply pending database migrations and exit (Helm hook Job)")
     common(migrate)

@@ -56,13 +56,14 @@ from authz.storage.models import (
 )
 from authz.storage.postgres._admin import PostgresAdminStore
 from authz.storage.postgres._audit import AUDITED_CONNECTION, PostgresAuditStore
+from authz.storage.postgres._changes import CHANNEL
+from authz.storage.postgres._changes import bump as _bump
 from authz.storage.postgres._forward import PostgresForwarderStore
 from authz.storage.postgres._migrate import migrate
 from authz.storage.postgres._writers import PostgresMemoryWriterStore
 
 log = logging.getLogger("tessera.storage.postgres")
 
-CHANNEL = "tessera_changes"
 """The LISTEN/NOTIFY channel; the payload names what changed: ``policies``, ``revocations``, ``settings``."""
 
 # How long a call waits for a pooled connection once the database looks down (see _getconn): long
@@ -612,17 +613,6 @@ def _conninfo(url: str, *, connect_timeout: int, options: str = "") -> str:
     if options:
         params["options"] = f"{options} {params['options']}" if params.get("options") else options
     return make_conninfo(**params)
-
-
-_BUMP = {
-    kind: f"UPDATE store_versions SET {kind} = {kind} + 1 WHERE id = 1; NOTIFY {CHANNEL}, '{kind}'"
-    for kind in ("policies", "revocations", "settings")
-}
-
-
-async def _bump(conn: psycopg.AsyncConnection, kind: str) -> None:
-    """Count a change and tell every listening replica; both take effect when the transaction commits."""
-    await conn.execute(_BUMP[kind])  # type: ignore[arg-type]  # no parameters: one round trip, two statements
 
 
 async def _lock_tenant_policies(conn: psycopg.AsyncConnection, tenant: str) -> None:

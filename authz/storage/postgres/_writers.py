@@ -16,6 +16,7 @@ import psycopg
 
 from authz.errors import AlreadyExists, FailedPrecondition, NotFound
 from authz.storage.memory_writers import WRITER_COLUMNS, RegisteredWriter, writer_from_row, writer_row
+from authz.storage.postgres._changes import bump
 
 _INSERT = (
     f"INSERT INTO memory_writers ({WRITER_COLUMNS}) VALUES ({', '.join(['%s'] * 12)}) ON CONFLICT DO NOTHING"
@@ -28,9 +29,7 @@ _UPDATE = (
 
 
 async def _changed(conn: psycopg.AsyncConnection) -> None:
-    from authz.storage.postgres._store import _bump
-
-    await _bump(conn, "settings")
+    await bump(conn, "settings")
 
 
 async def _locked(conn: psycopg.AsyncConnection, tenant: str, writer_id: str) -> RegisteredWriter:
