@@ -11,6 +11,7 @@ ratio of the summed throughputs, and each pair's ratio is printed beside it.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -47,7 +48,13 @@ class StandInReceiver:
             def log_message(self, *args: object) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                return None  # a forwarder stopped mid-request (between runs): nothing to report
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -130,6 +137,7 @@ def forwarder_rounds(
     out = workdir / "forwarded.ndjson"
     forwarded = sum(1 for _ in out.open("rb")) if out.exists() else 0
     return {
+        "cpu": cpu_per_event(workdir, env),
         "pairs": pairs,
         "ratio": sum(on for _, on in pairs) / sum(off for off, _ in pairs),
         "forwarded": forwarded,
@@ -137,13 +145,58 @@ def forwarder_rounds(
     }
 
 
+def cpu_per_event(workdir: Path, env: dict[str, str]) -> dict:
+    """CPU the forwarder spends per event with every sink on: ``tessera forward run --once`` (fresh sink
+    names, so fresh cursors) over the whole chain the runs left, its user+system time from the kernel
+    (``wait4``), divided by the events it forwarded. CPU time, not wall time: a figure a shared machine
+    does not blur, to set against the check service's CPU per decision."""
+    receiver = StandInReceiver()
+    config, sink_env = sinks_config(workdir / "cpu", receiver.url)
+    (workdir / "cpu").mkdir(exist_ok=True)
+    for sink in config["sinks"]:
+        sink["name"] = "cpu-" + sink["name"]
+    path = workdir / "forward-cpu.json"
+    path.write_text(json.dumps(config))
+    database = f"sqlite:///{workdir / 'tessera.db'}"
+    try:
+        started = time.monotonic()
+        proc = spawn(
+            [sys.executable, "-m", "authz.cli", "forward", "run", "--once", "--nice", "0",
+             "--config", str(path), "--database-url", database],
+            env=env | sink_env,
+            log=workdir / "forward-cpu.log",
+        )  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        receiver.stop()
+    out = workdir / "cpu" / "forwarded.ndjson"
+    events = sum(1 for _ in out.open("rb")) if out.exists() else 0
+    cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "events": events,
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "us_per_event": cpu / events * 1e6 if events else 0,
+    }
+
+
 def report(summary: dict | None) -> list[str]:
     if not summary:
         return []
     pairs = ", ".join(f"{on / off:.3f}" for off, on in summary["pairs"])
-    return [
+    lines = [
         f"all audit forwarders on / off throughput, direct, 32: {summary['ratio']:.3f}x  (target >= 0.95x; "
         f"{len(summary['pairs'])} alternating pairs: {pairs})",
         f"  meanwhile {summary['forwarded']} events to the NDJSON file and {summary['requests']} requests to "
         "the stand-in SIEM/chat receiver (webhook, Splunk, Datadog, Sentinel, Slack, Teams, PagerDuty)",
     ]
+    cpu = summary.get("cpu")
+    if cpu:
+        lines.append(
+            f"  forwarder CPU with all 8 sinks: {cpu['us_per_event']:.0f} us per event "
+            f"({cpu['events']} events, {cpu['cpu_s']:.1f} s CPU in {cpu['wall_s']:.1f} s wall, "
+            "tessera forward run --once)"
+        )
+    return lines
