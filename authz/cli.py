@@ -327,6 +327,7 @@ Tessera is running.
   admin API (REST)  {stack.url}/v1/admin/...  e.g. GET {stack.url}/v1/admin/tenants
   admin API (gRPC)  127.0.0.1:{stack.ports.admin} (reflection on: buf curl / grpcurl), metrics http://127.0.0.1:{stack.ports.admin_metrics}/metrics
   demo upstream     {stack.upstream_url}/mcp
+  intent catalog    derived from the demo upstream's tools/list: GET {stack.url}/v1/admin/tenants/demo/intent
   state             {var_dir} ({"PostgreSQL" if args.database_url else "SQLite"}, master key, logs)
 
 Demo token (tenant demo, agent demo-agent, valid 24h):

@@ -7,6 +7,8 @@
 3. Errors, and a check that every allowed call was durably audited (events in the chain vs allows).
 4. Hostile tokenless bodies (800 KB objects, deep nesting) beside legitimate calls through Envoy:
    the legitimate success rate (target >= 99 %) and the check process's memory (bench/hostile.py).
+5. Cost growth (bench/growth.py) and the chain-head lock hold time behind docs/scaling.md's model
+   (bench/scaling.py), in process.
 
 The load generators share the two cores with Envoy and Tessera; compare rows of one run as ratios.
 """
@@ -27,6 +29,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 from envoy.config.core.v3 import base_pb2
@@ -38,7 +41,9 @@ from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
 from bench import listing
+from bench.growth import growth_rows
 from bench.hostile import run_hostile_load
+from bench.scaling import hold_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = "bench-master-key-0123456789abcdef0123456789"
@@ -240,7 +245,7 @@ async def _audited(db: Path) -> tuple[int, int]:
         await store.close()
 
 
-async def _breakdown(workdir: Path, check_bin: Path) -> list[tuple[str, float]]:
+async def _breakdown(workdir: Path, check_bin: Path) -> tuple[list[tuple[str, float]], Any]:
     """Where a check's CPU goes, measured in this process on a fresh database (µs per call)."""
     import os
 
@@ -337,7 +342,7 @@ async def _breakdown(workdir: Path, check_bin: Path) -> list[tuple[str, float]]:
 
     rows += await intent_rows(timed)
     await runtime.store.close()
-    return rows
+    return rows, decision
 
 
 def _traced_service(runtime):
@@ -476,6 +481,14 @@ def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], au
         print(f"  {name:44} {micros:8.1f}")
 
 
+def _model_report(growth: list[tuple[str, float, float]], holds: list[tuple[str, float, float]]) -> list[str]:
+    lines = ["", "cost growth (in-process; ratio to the smallest case of each kind):"]
+    lines += [f"  {name:52} {us:10.2f} µs {ratio:7.2f}x" for name, us, ratio in growth]
+    lines += ["", "chain-head lock hold per transaction (docs/scaling.md; one writer):"]
+    lines += [f"  {name:52} {ms:8.3f} ms  ceiling {eps:9.0f} events/s" for name, ms, eps in holds]
+    return lines
+
+
 def figures(rows: list[tuple[str, dict]], allows: int, answered: int) -> dict:
     """The table's headline figures as one object (``python -m bench --json``), for scripts and CI."""
     by = dict(rows)
@@ -502,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=8, help="duration of each measured run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
+    parser.add_argument("--long", action="store_true", help="cost growth rows at full size (1M events)")
     args = parser.parse_args(argv)
     for tool in ("h2load", "wrk"):
         if shutil.which(tool) is None:
@@ -595,11 +609,17 @@ def main(argv: list[str] | None = None) -> int:
         f"counted ({'OK' if allows >= answered else 'MISSING EVENTS'}: the chain also holds warm-up calls "
         f"and calls in flight at each cut-off); Envoy ext_authz: {outcome}"
     )
-    breakdown = asyncio.run(_breakdown(workdir, body))
+    breakdown, decision = asyncio.run(_breakdown(workdir, body))
+    growth = asyncio.run(growth_rows(decision, long=args.long))
+    holds = asyncio.run(hold_rows(decision))
     _report(rows, breakdown, audit + "\n" + hostile.summary())
     print("\n".join(listing.report(dict(rows), list_streams)))
+    print("\n".join(_model_report(growth, holds)))
     if args.json:
-        print(json.dumps(figures(rows, allows, answered), sort_keys=True))
+        result = figures(rows, allows, answered)
+        result["growth"] = {name: {"us": round(us, 2), "ratio": round(r, 3)} for name, us, r in growth}
+        result["chain_head_hold"] = {name: {"ms": ms, "events_per_s": eps} for name, ms, eps in holds}
+        print(json.dumps(result, sort_keys=True))
     if args.keep:
         print(f"work directory kept: {workdir}")
     else:

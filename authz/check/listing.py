@@ -187,7 +187,7 @@ class ListFilter:
             path=inp.path,
             source_ip=inp.source_ip,
             rpc_id=rpc_id_json(request_id),
-            server=getattr(inp, "server", None),
+            server=inp.server,
         )
 
     # -- on the response ------------------------------------------------------------------------------

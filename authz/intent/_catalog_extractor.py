@@ -216,6 +216,11 @@ class _Decisions:
             self.reasons.append(f"{tool} forbidden ({why})")
 
 
+#: What a word may start (bit flags of :meth:`_CompiledCatalog.learn`).
+_SENTENCE, _ACTION, _OBJECT, _CUE, _MARKER, _READ_ONLY = 1, 2, 4, 8, 16, 32
+_MAX_WORDS = 50_000
+
+
 class _CompiledCatalog:
     __slots__ = (
         "by_class",
@@ -232,6 +237,7 @@ class _CompiledCatalog:
         "single_objects",
         "tools",
         "unsafe",
+        "words",
     )
 
     def __init__(self, catalog: ToolCatalog, lexicon: Lexicon):
@@ -303,6 +309,29 @@ class _CompiledCatalog:
         for options in cues.values():
             options.sort(key=len, reverse=True)
         self.cues = cues
+        #: token -> (stem, what it may start): filled as prompts are read, so each distinct word is
+        #: stemmed and classified once per catalog (bounded: past the limit, words are not kept).
+        self.words: dict[str, tuple[str, int]] = {}
+
+    def learn(self, token: str) -> tuple[str, int]:
+        st = _stem(token)
+        flags = 0
+        if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS:
+            flags |= _SENTENCE
+        if st in self.lexicon.actions:
+            flags |= _ACTION
+        if st in self.object_index or st in self.phrases or (len(st) >= 9 and st.isalpha()):
+            flags |= _OBJECT
+        if token in self.cues:
+            flags |= _CUE
+        if st in self.lexicon.injection_first:
+            flags |= _MARKER
+        if st in self.lexicon.read_only_first:
+            flags |= _READ_ONLY
+        word = (st, flags)
+        if len(self.words) < _MAX_WORDS:
+            self.words[token] = word
+        return word
 
 
 def _senses(lexicon: Lexicon, verb: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -406,25 +435,30 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     object_at: list[int] = []
     cue_at: list[int] = []
     marker_at: list[int] = []
-    cues, markers = catalog.cues, lex.injection_first
     questions: set[int] = set()
+    read_only_at: list[int] = []
     sentence = 0
+    words, learn = catalog.words, catalog.learn
     for i, tok in enumerate(tokens):
-        if tok in SENTENCE_TOKENS or tok in _SENTENCE_WORDS:
-            if tok == "?" and i:
-                questions.add(sentence)
-            sentence += 1
-        st = _stem(tok)
+        word = words.get(tok) or learn(tok)
+        st, flags = word
         stemmed.append(st)
+        if flags:  # most words are none of these: one lookup, one test
+            if flags & _SENTENCE:
+                if tok == "?" and i:
+                    questions.add(sentence)
+                sentence += 1
+            if flags & _ACTION:
+                action_at.append(i)
+            if flags & _OBJECT:
+                object_at.append(i)
+            if flags & _CUE:
+                cue_at.append(i)
+            if flags & _MARKER:
+                marker_at.append(i)
+            if flags & _READ_ONLY:
+                read_only_at.append(i)
         sentence_of.append(sentence)
-        if st in action_index:
-            action_at.append(i)
-        if st in object_index or st in phrase_index or (len(st) >= 9 and st.isalpha()):
-            object_at.append(i)
-        if tok in cues:
-            cue_at.append(i)
-        if st in markers:
-            marker_at.append(i)
     injection = _injection_at(lex, stemmed, marker_at)
 
     # Action terms, longest first; a position used by one term is not reused by another.
@@ -608,7 +642,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             if objects & task_objects:
                 d.allow(name, 0.6, "reads what the task is about")
     if not only:
-        only = _read_only(lex, stemmed, injection)
+        only = _read_only(lex, stemmed, read_only_at, injection)
     if only:
         d.terms.add("only")
         for tool in catalog.unsafe:
@@ -640,7 +674,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         summary_parts.append("allowed: " + ", ".join(sorted(allowed)))
     if forbidden:
         summary_parts.append("forbidden: " + ", ".join(sorted(forbidden)))
-    return Intent(
+    return Intent.trusted(
         allowed,
         forbidden,
         round(max(0.05, confidence), 2),
@@ -729,13 +763,13 @@ def _injection_at(lex: Lexicon, stemmed: list[str], candidates: list[int]) -> in
     return n
 
 
-def _read_only(lex: Lexicon, stemmed: list[str], limit: int) -> bool:
-    first = lex.read_only_first
-    for i in range(min(limit, len(stemmed))):
-        if stemmed[i] in first:
-            for words in lex.read_only_phrases:
-                if tuple(stemmed[i : i + len(words)]) == words:
-                    return True
+def _read_only(lex: Lexicon, stemmed: list[str], candidates: list[int], limit: int) -> bool:
+    for i in candidates:
+        if i >= limit:
+            break
+        for words in lex.read_only_phrases:
+            if tuple(stemmed[i : i + len(words)]) == words:
+                return True
     return False
 
 

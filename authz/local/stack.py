@@ -223,8 +223,12 @@ class Stack:
     mcp_idle_timeout_ms: int | None = None
     #: OAuth resource-server mode: the issuers named in the protected-resource metadata (None: off).
     oauth_authorization_servers: list[str] | None = None
+    #: OAuth mode per tenant: ``{tenant: (resource URL, [issuer, ...])}`` (see render_envoy_config).
+    oauth_tenants: dict[str, tuple[str, list[str]]] | None = None
     #: Where Envoy's list processor (ext_proc) runs; None: on the check replicas.
     list_endpoints: list[tuple[str, int]] | None = None
+    #: More MCP tool servers behind the listener, at /v1/mcp/<name> (started by the caller).
+    mcp_servers: dict[str, tuple[str, int]] | None = None
     #: The operator console's own settings (TESSERA_OIDC_*, TESSERA_CONSOLE_*); None: no console.
     #: The admin service gets the TESSERA_OIDC_* ones too, to accept the console's users.
     console_env: dict[str, str] | None = None
@@ -256,6 +260,8 @@ class Stack:
             # loopback: allow it explicitly, but keep Envoy's own listener and admin ports refused.
             "TESSERA_OUTBOUND_ALLOW": "127.0.0.0/8,::1",
             "TESSERA_OUTBOUND_REFUSED_PORTS": f"{self.ports.listen},{self.ports.envoy_admin}",
+            # the demo tenant derives its intent catalog from this stack's own demo MCP server
+            "TESSERA_DEMO_UPSTREAM_URL": self.upstream_url,
             **self.env,
         }
 
@@ -336,8 +342,10 @@ class Stack:
                     list_endpoints=self.list_endpoints,
                     cors_origins=self.cors_origins,
                     mcp_idle_timeout_ms=self.mcp_idle_timeout_ms,
+                    mcp_servers=self.mcp_servers,
                     oauth_resource=f"{self.url}/v1/mcp" if self.oauth_authorization_servers else None,
                     oauth_authorization_servers=self.oauth_authorization_servers or (),
+                    oauth_tenants=self.oauth_tenants,
                     console_endpoint=("127.0.0.1", self.console.port) if self.console else None,
                 )
             )

@@ -178,6 +178,7 @@ def _parse_request(
             "approval_id": headers.one("x-approval-id"),
             "provenance": _provenance_header(headers),
             "pinned_tenant": ext.get("tenant") or None,
+            "server": ext.get("server") or None,
             "deadline": deadline,
         }
         body = http.raw_body if http.raw_body else http.body.encode()

@@ -35,7 +35,8 @@ def oauth_tokens_gateway(
 ) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("oauth-tokens")
     issuers = workdir / "issuers.yaml"
-    issuers.write_text(issuer.issuers_yaml(AUDIENCE))
+    # The issuer's `tessera_max_calls` claim sets a per-token call budget.
+    issuers.write_text(issuer.issuers_yaml(AUDIENCE) + "    max_calls_claim: tessera_max_calls\n")
     stack, gw = start_gateway(
         workdir,
         env={
@@ -107,3 +108,14 @@ def test_macaroons_work_beside_access_tokens(oauth_tokens_gateway):
     assert (
         "result" in oauth_tokens_gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=token).json()
     )
+
+
+def test_a_budget_claim_limits_the_calls_of_its_token(oauth_tokens_gateway, issuer):
+    token = issuer.token(AUDIENCE, scope="read_invoice", tessera_max_calls=2)
+    for _ in range(2):
+        assert (
+            "result"
+            in oauth_tokens_gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=token).json()
+        )
+    error = rpc_error(oauth_tokens_gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=token))
+    assert error["code"] == -32013

@@ -77,7 +77,11 @@ def test_descriptor_set_matches_and_holds_what_the_transcoder_needs(regenerated:
 
 
 def test_one_service_per_file_every_rpc_bound_under_v1_admin() -> None:
+    """Under ``/v1/admin/``, except the public RPCs (no admin key: the token exchange), which are OAuth
+    endpoints and live under ``/v1/oauth/``."""
     from google.api import annotations_pb2
+
+    from authz.server.admin.access import RULES
 
     files = descriptor_pb2.FileDescriptorSet.FromString(generate.DESCRIPTOR.read_bytes()).file
     for file in (f for f in files if f.name.startswith("authz/")):
@@ -88,7 +92,8 @@ def test_one_service_per_file_every_rpc_bound_under_v1_admin() -> None:
             bindings = [rule, *rule.additional_bindings]
             for binding in bindings:
                 path = getattr(binding, binding.WhichOneof("pattern"))
-                assert path.startswith("/v1/admin/"), (method.name, path)
+                public = RULES[f"/{file.package}.{file.service[0].name}/{method.name}"].public
+                assert path.startswith("/v1/oauth/" if public else "/v1/admin/"), (method.name, path)
 
 
 def test_buf_lint_is_clean() -> None:

@@ -15,6 +15,8 @@ global        none: the call needs a key with the all-tenants scope (creating te
 key_tenant    the request's ``tenant``; empty (a key for all tenants) needs the all-tenants scope
 in_handler    decided by the handler against stored state (listing or revoking admin keys, listing
               tenants): results are narrowed to the key's scope, foreign targets are refused
+public        no admin key at all (role ``public``): the request carries its own credential, which the
+              handler verifies (token exchange: an OAuth access token); any key presented is ignored
 ============  =====================================================================================
 
 A method of ``authz.api.admin.v1`` without a rule is refused (fail closed); a unit test checks that
@@ -31,7 +33,9 @@ from authz.errors import InvalidArgument, PermissionDenied
 from authz.token import inspect
 
 PACKAGE = "authz.api.admin.v1"
-SCOPES = ("tenant", "tenant_or_all", "token", "revoke", "global", "key_tenant", "in_handler")
+#: The role of a public RPC: no admin key is needed (see the ``public`` scope).
+PUBLIC = "public"
+SCOPES = ("tenant", "tenant_or_all", "token", "revoke", "global", "key_tenant", "in_handler", "public")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,13 @@ class Rule:
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}")
+        if (self.scope == "public") != (self.role == PUBLIC):
+            raise ValueError("the public scope and the public role go together")
+
+    @property
+    def public(self) -> bool:
+        """Called without an admin key (the interceptor authenticates nothing)."""
+        return self.scope == "public"
 
     def check(self, principal: Principal, method: str, request: Any) -> None:
         """PermissionDenied unless ``principal`` may make this call; InvalidArgument when the tenant
@@ -157,6 +168,27 @@ RULES: dict[str, Rule] = {
         "IntegrationService",
         ForwarderHealth=(VIEWER, "tenant_or_all"),
         ListDeadLetters=(VIEWER, "tenant_or_all"),
+    ),
+    **_rules("TokenExchangeService", ExchangeToken=(PUBLIC, "public")),
+    **_rules(
+        "IntentService",
+        GetIntentSettings=(VIEWER, "tenant"),
+        UpdateIntentSettings=(ADMIN, "tenant"),
+        RefreshIntentCatalog=(OPERATOR, "tenant"),
+    ),
+    **_rules(
+        "ForwarderConfigService",
+        CreateSink=(ADMIN, "tenant"),
+        ListSinks=(VIEWER, "tenant"),
+        GetSink=(VIEWER, "tenant"),
+        UpdateSink=(ADMIN, "tenant"),
+        DeleteSink=(ADMIN, "tenant"),
+        CreateNotificationRoute=(ADMIN, "tenant"),
+        ListNotificationRoutes=(VIEWER, "tenant"),
+        GetNotificationRoute=(VIEWER, "tenant"),
+        UpdateNotificationRoute=(ADMIN, "tenant"),
+        DeleteNotificationRoute=(ADMIN, "tenant"),
+        ReplayDeadLetter=(OPERATOR, "tenant"),
     ),
 }
 

@@ -161,6 +161,8 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         return handler  # the admin API has no client-streaming RPC
 
     async def _admit(self, context: grpc.aio.ServicerContext, rule: Rule | None, name: str, request: Any):
+        if rule is not None and rule.public:
+            return None  # the request carries its own credential; the handler verifies it
         check_path_tenant(context, request)
         presented = bearer(context)
         source = source_of(context, self._trusted_proxies)
@@ -222,7 +224,8 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     return await inner(request, context)
                 finally:
-                    _PRINCIPAL.reset(token)
+                    if token is not None:
+                        _PRINCIPAL.reset(token)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
@@ -238,7 +241,8 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
                     async for item in inner(request, context):
                         yield item
                 finally:
-                    _PRINCIPAL.reset(token)
+                    if token is not None:
+                        _PRINCIPAL.reset(token)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
