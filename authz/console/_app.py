@@ -483,6 +483,14 @@ class Console:
             checkpoints=checkpoints["checkpoints"],
         )
 
+    async def audit_checkpoint(self, request: Request, session: Session) -> Response:
+        form = await request.form()
+        if (refused := self.csrf_refused(request, session, form)) is not None:
+            return refused
+        tenant = str(form.get("tenant", ""))
+        await self.call(request, session, "AuditService", "CreateAuditCheckpoint", {"tenant": tenant})
+        return RedirectResponse(f"/console/audit/verify?tenant={quote(tenant)}", status_code=303)
+
     async def audit_export(self, request: Request, session: Session) -> Response:
         f = self._audit_filters(request)
         fmt = "csv" if request.query_params.get("format") == "csv" else "ndjson"
@@ -531,6 +539,7 @@ class Console:
             Route("/console/audit/event", p(self.audit_event)),
             Route("/console/audit/verify", p(self.audit_verify)),
             Route("/console/audit/export", p(self.audit_export)),
+            Route("/console/audit/checkpoint", p(self.audit_checkpoint), methods=["POST"]),
             Route("/console/tenants", p(self.tenants)),
             *Lifecycle(self).routes(),
             Mount("/console/static", StaticFiles(directory=HERE / "static"), name="static"),

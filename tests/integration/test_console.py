@@ -4,6 +4,7 @@ The browser-driven flows are in tests/e2e/test_console_browser.py."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
@@ -193,3 +194,22 @@ def test_the_admin_api_takes_an_id_token_as_a_principal_with_mapped_role_and_sco
     header, payload, signature = olivia.split(".")
     forged = f"{header}.{payload}.{signature[:-4]}AAAA"
     assert get("/v1/admin/approvals", forged).status_code == 401
+
+
+def test_audit_export_and_checkpoints_through_the_console(console_stack: ConsoleStack) -> None:
+    console_stack.gateway.call(
+        "read_invoice", {"invoice_id": "INV-1001"}, token=console_stack.gateway.token()
+    )
+    session = console_stack.sign_in("olivia")
+    export = session.get("/console/audit/export?tenant=demo&format=ndjson")
+    assert export.status_code == 200 and export.headers["content-type"].startswith("application/x-ndjson")
+    assert 'filename="tessera-audit-demo.ndjson"' in export.headers["content-disposition"]
+    lines = [json.loads(line) for line in export.text.splitlines() if line.strip()]
+    assert lines and {line["tenant"] for line in lines} == {"demo"}
+    csv = session.get("/console/audit/export?tenant=demo&format=csv&decision=allow")
+    assert csv.status_code == 200 and csv.text.splitlines()[0].startswith(("tenant", "seq"))
+    signed = session.post("/console/audit/checkpoint", {"tenant": "demo", "csrf": session.csrf()})
+    assert signed.status_code == 303
+    verify = session.get("/console/audit/verify?tenant=demo")
+    assert verify.status_code == 200 and 'id="verify-result">intact' in verify.text
+    assert "No signed checkpoint yet" not in verify.text
