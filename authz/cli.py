@@ -326,7 +326,7 @@ Tessera is running.
   check service     {", ".join(f"127.0.0.1:{c.port}" for c in stack.checks)} (gRPC ext_authz), metrics http://127.0.0.1:{stack.ports.metrics}/metrics
   admin API (REST)  {stack.url}/v1/admin/...  e.g. GET {stack.url}/v1/admin/tenants
   admin API (gRPC)  127.0.0.1:{stack.ports.admin} (reflection on: buf curl / grpcurl), metrics http://127.0.0.1:{stack.ports.admin_metrics}/metrics
-  demo upstream     {stack.upstream_url}/mcp
+  demo upstream     {stack.upstream_url}/mcp   (refuses requests without a Tessera receipt)
   intent catalog    derived from the demo upstream's tools/list: GET {stack.url}/v1/admin/tenants/demo/intent
   state             {var_dir} ({"PostgreSQL" if args.database_url else "SQLite"}, master key, logs)
 

@@ -137,6 +137,24 @@ class BodyLimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiptConfig:
+    """Signed receipts on allowed requests (ARCHITECTURE §8, :mod:`authz.receipts`).
+
+    Each key id's Ed25519 key is derived from the master secret (``derive_subkey("receipt", kid)``), so
+    every check replica signs with the same key and the admin service publishes it without a store.
+    Rotation: put the new id first and keep the old one listed for at least ``ttl_s``, so receipts
+    signed just before the switch still verify; then drop it.
+    """
+
+    #: TESSERA_RECEIPTS: add ``x-tessera-receipt`` to allowed requests.
+    enabled: bool = True
+    #: TESSERA_RECEIPT_KIDS: comma-separated; the first signs, all are published.
+    kids: tuple[str, ...] = ("r1",)
+    #: TESSERA_RECEIPT_TTL_S: receipt lifetime in seconds.
+    ttl_s: int = 60
+
+
+@dataclass(frozen=True, slots=True)
 class TesseraConfig:
     keys: KeyConfig
     listen: ListenConfig = field(default_factory=ListenConfig)
@@ -152,6 +170,7 @@ class TesseraConfig:
     var_dir: Path = Path("var")
     #: Trusted OAuth issuers (YAML, see authz.oauth): JWT access tokens accepted beside macaroons.
     oauth_issuers_file: Path | None = None  # TESSERA_OAUTH_ISSUERS_FILE
+    receipts: ReceiptConfig = field(default_factory=ReceiptConfig)
 
 
 def default_tenants_file() -> Path:
@@ -316,7 +335,20 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         oauth_issuers_file=Path(env["TESSERA_OAUTH_ISSUERS_FILE"])
         if env.get("TESSERA_OAUTH_ISSUERS_FILE")
         else None,
+        receipts=_receipts(env),
     )
+
+
+def _receipts(env: Mapping[str, str]) -> ReceiptConfig:
+    from authz.token import valid_name
+
+    kids = tuple(k.strip() for k in env.get("TESSERA_RECEIPT_KIDS", "r1").split(",") if k.strip())
+    if not kids or not all(valid_name(k) for k in kids) or len(set(kids)) != len(kids):
+        raise ConfigError("TESSERA_RECEIPT_KIDS must be distinct key ids (letters, digits, '.', '_', '-')")
+    ttl = _int(env, "TESSERA_RECEIPT_TTL_S", 60)
+    if not 1 <= ttl <= 3600:
+        raise ConfigError("TESSERA_RECEIPT_TTL_S must be between 1 and 3600")
+    return ReceiptConfig(enabled=_bool(env, "TESSERA_RECEIPTS", True), kids=kids, ttl_s=ttl)
 
 
 def _observability(env: Mapping[str, str]) -> ObservabilityConfig:
@@ -344,6 +376,7 @@ __all__ = [
     "ListenConfig",
     "ObservabilityConfig",
     "OutboundConfig",
+    "ReceiptConfig",
     "StoreConfig",
     "TesseraConfig",
     "default_tenants_file",

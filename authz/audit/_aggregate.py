@@ -73,8 +73,9 @@ class UnauthenticatedDenials:
             and decisions[0].check in _AGGREGATED_CHECKS
         )
 
-    async def record(self, decisions: Sequence[Decision], source: str) -> None:
-        """Record ``decisions`` (one request's), committed on return unless counted into a window."""
+    async def record(self, decisions: Sequence[Decision], source: str) -> list[tuple[str, int, str]]:
+        """Record ``decisions`` (one request's), committed on return unless counted into a window;
+        where their events landed (``(tenant, seq, hash)`` each; empty when counted into a window)."""
         now = self._clock()
         closed = self._close_due(now)
         if self.qualifies(decisions):
@@ -86,7 +87,7 @@ class UnauthenticatedDenials:
                 window.last_decision_id = decision.decision_id
                 if closed:
                     await self._write_closed(closed)
-                return
+                return []
             if window is not None:  # expired but not yet at the front of the queue
                 del self._windows[key]
                 if window.count:
@@ -98,10 +99,11 @@ class UnauthenticatedDenials:
                     closed.append(self._summary(early))
             self._windows[key] = _Window(decision, source, self._wall(), now + self._window_s)
         try:
-            await self._recorder.record([*decisions, *closed])
+            written = await self._recorder.record([*decisions, *closed])
         except Exception:
             self._defer(closed)  # the caller defers its own decisions; the summaries are ours
             raise
+        return list(written or ())[: len(decisions)]
 
     def _close_due(self, now: float) -> list[Decision]:
         closed: list[Decision] = []

@@ -46,10 +46,14 @@ class RecorderStats:
     lost: int = 0
 
 
+#: Where an event landed in its chain: ``(tenant, seq, hash)``.
+Position = tuple[str, int, str]
+
+
 class _Waiter:
     __slots__ = ("events", "future")
 
-    def __init__(self, events: list[tuple[str, dict[str, Any]]], future: asyncio.Future[None]):
+    def __init__(self, events: list[tuple[str, dict[str, Any]]], future: asyncio.Future[list[Position]]):
         self.events = events
         self.future = future
 
@@ -170,36 +174,36 @@ class ChainRecorder:
                 len(lost),
             )
 
-    async def record(self, decisions: Sequence[Decision]) -> None:
-        """Append the decisions' events; return once they are committed, raise if they are not."""
+    async def record(self, decisions: Sequence[Decision]) -> list[Position]:
+        """Append the decisions' events; return once they are committed (with where each landed, in
+        order: a signed receipt names its allow's place in the chain), raise if they are not."""
         if not decisions:
-            return
+            return []
         if self._closed:
             raise StorageError("the audit recorder is closed")
         time_ms = self._clock_ms()
         events = [(chain_tenant(d), event_from_decision(d, time_ms=time_ms)) for d in decisions]
         if self._backlog or self._lost:
-            await self._record_with_backlog(events)
-            return
+            return await self._record_with_backlog(events)
         if self._inline and not self._queue and (self._writer is None or self._writer.done()):
-            await self._write_inline(events)
-        else:
-            await self._submit(events)
+            return await self._write_inline(events)
+        return await self._submit(events)
 
-    async def _record_with_backlog(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _record_with_backlog(self, events: list[tuple[str, dict[str, Any]]]) -> list[Position]:
         # The backlog goes first, in the same transaction: the chain keeps the order decisions were
         # answered in, and a failure leaves the backlog intact for the next attempt.
         backlog, lost = self._take_backlog()
         try:
-            await self._write_inline(self._with_backlog(events, backlog, lost))
+            written = await self._write_inline(self._with_backlog(events, backlog, lost))
         except BaseException:
             self._restore_backlog(backlog, lost)
             raise
         self._count_backfilled(backlog, lost)
+        return written[len(written) - len(events) :]
 
-    async def _write_inline(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _write_inline(self, events: list[tuple[str, dict[str, Any]]]) -> list[Position]:
         try:
-            await self._store.append_events(events)
+            written = await self._store.append_events(events)
         except Exception as exc:
             self.stats.failed_transactions += 1
             log.error("audit write of %d events failed: %s", len(events), exc)
@@ -207,6 +211,7 @@ class ChainRecorder:
         self.stats.transactions += 1
         self.stats.events += len(events)
         self.stats.largest_batch = max(self.stats.largest_batch, len(events))
+        return list(written or ())
 
     async def record_events(self, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Append ready-made ``(tenant, event)`` pairs (e.g. :func:`admin_event`) through the same queue."""
@@ -216,7 +221,7 @@ class ChainRecorder:
             raise StorageError("the audit recorder is closed")
         await self._submit(list(events))
 
-    async def _submit(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _submit(self, events: list[tuple[str, dict[str, Any]]]) -> list[Position]:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(events, loop.create_future())
         self._queue.append(waiter)
@@ -224,7 +229,7 @@ class ChainRecorder:
             self._writer = loop.create_task(self._drain(), name="audit-group-commit")
         # If this caller is cancelled its events may still be written; that is harmless (the decision
         # was never answered), whereas dropping them from a batch already sent is impossible.
-        await waiter.future
+        return await waiter.future
 
     async def _drain(self) -> None:
         # The task first runs after every callback already scheduled in this loop turn, so concurrent
@@ -233,7 +238,7 @@ class ChainRecorder:
             batch = self._take_batch()
             events = [event for waiter in batch for event in waiter.events]
             try:
-                await self._store.append_events(events)
+                written = list(await self._store.append_events(events) or ())
             except BaseException as exc:
                 self.stats.failed_transactions += 1
                 log.error("audit write of %d events failed: %s", len(events), exc)
@@ -247,9 +252,11 @@ class ChainRecorder:
             self.stats.transactions += 1
             self.stats.events += len(events)
             self.stats.largest_batch = max(self.stats.largest_batch, len(events))
+            offset = 0
             for waiter in batch:
                 if not waiter.future.done():
-                    waiter.future.set_result(None)
+                    waiter.future.set_result(written[offset : offset + len(waiter.events)])
+                offset += len(waiter.events)
 
     def _take_batch(self) -> list[_Waiter]:
         count, taken = 0, 0

@@ -9,8 +9,10 @@ from authz.check.models import Decision
 
 
 class DecisionRecorder(Protocol):
-    async def record(self, decisions: Sequence[Decision]) -> None:
-        """Durably record the decisions; return only once they are committed. Raise if they are not."""
+    async def record(self, decisions: Sequence[Decision]) -> Sequence[tuple[str, int, str]] | None:
+        """Durably record the decisions; return only once they are committed. Raise if they are not.
+        Returns where each event landed, ``(tenant, seq, hash)`` in order (None: a recorder without a
+        chain); signed receipts carry the allow's place."""
 
     def defer(self, decisions: Sequence[Decision]) -> None:
         """Decisions answered (denied) although :meth:`record` failed: keep them to write once the store

@@ -12,6 +12,10 @@ Routes:
     404 (the invoice does not exist) or 422 (any other tool failure).
 ``GET /healthz``
     200 ``{"status": "ok"}``.
+With ``--require-receipts <JWKS URL>`` (what ``tessera run`` starts) every route but ``/healthz`` and
+``/_demo/*`` needs a valid Tessera receipt (:mod:`authz.receipts`): a request that did not pass the
+gateway, or whose body differs from the one Tessera allowed, is answered 403 before any tool runs.
+
 ``GET /_demo/requests`` (``?path=/mcp`` to filter), ``DELETE /_demo/requests``
     ``{"requests": [...]}``: the last 100 requests, oldest first, each ``{"seq", "time", "method",
     "path", "query", "headers": {lower-cased name: [every value, in order]}}``, so tests can prove what
@@ -41,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authz.demo._book import InvalidToolArgument, InvoiceBook, InvoiceNotFound
+from authz.receipts import ReceiptMiddleware, ReceiptVerifier
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
@@ -49,6 +54,8 @@ MCP_PATH = "/mcp"
 RECORDED_REQUESTS = 100
 
 _UNRECORDED_PREFIXES = ("/_demo/", "/healthz")
+#: Reached without the gateway (liveness probes, tests reading what was forwarded): no receipt needed.
+RECEIPT_EXEMPT = ("/healthz", "/_demo/requests")
 
 
 class RequestRecorder:
@@ -170,6 +177,7 @@ def build_app(
     sse: bool = False,
     slow_tool: bool = False,
     allowed_origins: Sequence[str] = (),
+    receipts: ReceiptVerifier | None = None,
 ) -> Starlette:
     """Build the demo upstream. A fresh app per call (the SDK's session manager runs only once).
 
@@ -181,6 +189,7 @@ def build_app(
 
     ``host`` is the address the server binds to: on a loopback address the SDK's DNS-rebinding
     protection accepts only loopback ``Host`` headers (any port), elsewhere it is off.
+    ``receipts``: refuse (403) requests without a valid Tessera receipt (health and ``/_demo`` exempt).
     """
     book = book if book is not None else InvoiceBook()
     recorder = recorder if recorder is not None else RequestRecorder()
@@ -254,6 +263,8 @@ def build_app(
         transport_security=security,
     )
     app.add_middleware(_NoStandaloneStream)
+    if receipts is not None:  # before any route runs, after the recorder saw the request
+        app.add_middleware(ReceiptMiddleware, verifier=receipts, exempt_paths=RECEIPT_EXEMPT)
     app.add_middleware(_RecordHeaders, recorder=recorder)  # added last = outermost: sees every request
     app.state.book = book
     app.state.recorder = recorder
@@ -289,13 +300,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--allow-origin", action="append", default=[], help="a browser origin to accept (repeatable)"
     )
+    parser.add_argument(
+        "--require-receipts",
+        metavar="JWKS_URL",
+        help="refuse requests without a valid Tessera receipt; keys from this URL "
+        "(the gateway's /v1/admin/receipt-keys)",
+    )
     args = parser.parse_args(argv)
     try:
         port = args.port if args.port is not None else _default_port()
     except ValueError as exc:
         parser.error(str(exc))
     uvicorn.run(
-        build_app(host=args.host, sse=args.sse, slow_tool=args.slow_tool, allowed_origins=args.allow_origin),
+        build_app(
+            host=args.host,
+            sse=args.sse,
+            slow_tool=args.slow_tool,
+            allowed_origins=args.allow_origin,
+            # A rotated-in key is fetched within a second of its first receipt (the demo favours quick
+            # feedback over sparing the key endpoint; the library default is 10 s).
+            receipts=ReceiptVerifier(jwks_url=args.require_receipts, min_refetch_s=1.0)
+            if args.require_receipts
+            else None,
+        ),
         host=args.host,
         port=port,
         log_level=args.log_level,

@@ -218,6 +218,9 @@ class Stack:
     start_admin: bool = True
     #: Extra command-line arguments of the demo upstream (``--sse``, ``--slow-tool``).
     upstream_args: tuple[str, ...] = ()
+    #: The demo upstream refuses requests without a Tessera receipt (keys from the gateway's
+    #: /v1/admin/receipt-keys; needs the admin service).
+    upstream_receipts: bool = True
     #: Browser origins allowed by CORS (None: the shipped list) and the MCP stream idle timeout.
     cors_origins: list[str] | None = None
     mcp_idle_timeout_ms: int | None = None
@@ -265,6 +268,11 @@ class Stack:
             **self.env,
         }
 
+    def _receipt_args(self) -> tuple[str, ...]:
+        if not (self.upstream_receipts and self.start_admin):
+            return ()
+        return ("--require-receipts", f"{self.url}/v1/admin/receipt-keys")
+
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
@@ -279,6 +287,7 @@ class Stack:
                         "--port",
                         str(self.ports.upstream),
                         *self.upstream_args,
+                        *self._receipt_args(),
                     ],
                     log=self.workdir / "upstream.log",
                 )

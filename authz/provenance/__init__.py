@@ -42,6 +42,8 @@ from authz.storage.memory_writers import RegisteredWriter
 
 _HMAC_FIELDS = ("id", "content_sha256", "source", "written_at")
 _SIGNED_FIELDS = ("id", "content_sha256", "source", "written_at", "writer")
+#: Verified signatures remembered per writer.
+VERIFIED_CACHE = 4096
 #: How an HMAC-tagged entry's writer is named in the audit event (not a valid writer id).
 HMAC_WRITER = "(hmac)"
 
@@ -67,14 +69,31 @@ NOT_PRESENTED = ProvenanceResult(presented=False, verified=False)
 class _Writer:
     """A registered writer with its keys loaded once (verification must not parse keys per call)."""
 
-    __slots__ = ("keys", "record")
+    __slots__ = ("keys", "record", "verified")
 
     def __init__(self, record: RegisteredWriter):
         self.record = record
         self.keys = {key: Ed25519PublicKey.from_public_bytes(key) for key in _keys(record)}
+        #: (signature, payload) -> the key bytes it verified under. Agents present the same entries again
+        #: and again; a signature's validity depends only on key and bytes, so it is checked once (the
+        #: writer's state, checked before, and the key's grace, checked on use, are never cached).
+        self.verified: dict[tuple[bytes, bytes], bytes] = {}
 
-    def public_keys(self, now: float) -> list[Ed25519PublicKey]:
-        return [self.keys[key] for key in self.record.keys_at(now)]
+    def verify(self, signature: bytes, payload: bytes, now: float) -> bool:
+        live = self.record.keys_at(now)
+        known = self.verified.get((signature, payload))
+        if known is not None:
+            return known in live
+        for raw in live:
+            try:
+                self.keys[raw].verify(signature, payload)
+            except InvalidSignature:
+                continue
+            if len(self.verified) >= VERIFIED_CACHE:
+                self.verified.pop(next(iter(self.verified)))  # oldest first: bounded memory
+            self.verified[(signature, payload)] = raw
+            return True
+        return False
 
 
 def _keys(record: RegisteredWriter) -> tuple[bytes, ...]:
@@ -169,13 +188,7 @@ def _check_signature(entry: dict[str, Any], writers: WriterKeys, now: float) -> 
         payload = signed_payload(entry)
     except Exception:  # e.g. a lone surrogate: RFC 8785 cannot encode it, so nobody can have signed it
         return f"{label} cannot be canonicalized"
-    for key in writer.public_keys(now):
-        try:
-            key.verify(signature, payload)
-            return None
-        except InvalidSignature:
-            continue
-    return f"{label} has a wrong signature"
+    return None if writer.verify(signature, payload, now) else f"{label} has a wrong signature"
 
 
 def verify_entries(
@@ -203,6 +216,7 @@ def verify_entries(
         if not isinstance(entry, dict):
             return fail(f"provenance entry {index} is not an object")
         entry = dict(entry)
+        content = None
         if "content" in entry:
             content = entry.pop("content")
             if not isinstance(content, str):
@@ -222,9 +236,10 @@ def verify_entries(
             reason = _check_signature(entry, writers, now)
             if reason is not None:
                 return fail(reason)
-            verified.append(
-                {name: entry[name] for name in _SIGNED_FIELDS} | {"scheme": "ed25519", "verified": True}
-            )
+            checked = {name: entry[name] for name in _SIGNED_FIELDS} | {"scheme": "ed25519", "verified": True}
+            if content is not None:  # matched its signed hash: the policy may look inside (an IBAN)
+                checked["content"] = content
+            verified.append(checked)
             continue
         if HMAC_WRITER not in named:
             named.append(HMAC_WRITER)

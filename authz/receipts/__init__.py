@@ -19,7 +19,7 @@ database driver: only ``cryptography`` and the standard library (a test keeps it
 
 from authz.receipts._asgi import ReceiptMiddleware
 from authz.receipts._format import HEADER, Receipt, ReceiptError, body_sha256
-from authz.receipts._sign import DEFAULT_TTL_S, ReceiptKey, ReceiptSigner, jwks
+from authz.receipts._sign import DEFAULT_TTL_S, ReceiptKey, ReceiptSigner, derived_keys, jwks
 from authz.receipts._verify import ReceiptVerifier, ReplayCache, load_jwks
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "ReceiptVerifier",
     "ReplayCache",
     "body_sha256",
+    "derived_keys",
     "jwks",
     "load_jwks",
 ]

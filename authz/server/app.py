@@ -28,6 +28,7 @@ from authz.oauth import accept_access_tokens
 from authz.observability import CheckMetrics, Tracing, new_registry, serve_http, setup_tracing
 from authz.outbound import OutboundClient, policy_from_config
 from authz.policy import OpaClients, compile_policy
+from authz.receipts import ReceiptSigner, derived_keys
 from authz.server.check_service import AuthorizationService
 from authz.server.list_service import add_list_processor, list_filter_for
 from authz.storage import Store, TenantSettings, open_store
@@ -72,6 +73,8 @@ class CheckRuntime:
     jwks: Any = None  # authz.oauth.JwksCache when OAuth access tokens are accepted
     #: None unless the OTEL_* variables turn tracing on.
     tracing: Tracing | None = None
+    #: Signs the receipt of each allowed request (None when TESSERA_RECEIPTS is off).
+    receipts: ReceiptSigner | None = None
 
 
 def _extractor_factory(config: TesseraConfig):
@@ -146,8 +149,22 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         tracer=tracing.pipeline_tracer() if tracing is not None else None,
     )
     recorder = make_recorder(config, store)
+    receipts = None
+    if config.receipts.enabled:
+        active = derived_keys(config.receipts.kids[:1], keyring.derive_subkey)[0]
+        receipts = ReceiptSigner(active, ttl_s=config.receipts.ttl_s)
     return CheckRuntime(
-        config, store, keyring, directory, pipeline, recorder, metrics, opa, jwks=jwks, tracing=tracing
+        config,
+        store,
+        keyring,
+        directory,
+        pipeline,
+        recorder,
+        metrics,
+        opa,
+        jwks=jwks,
+        tracing=tracing,
+        receipts=receipts,
     )
 
 
@@ -168,6 +185,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         body_limits=config.body,
         tracing=runtime.tracing,
         listing=listing,
+        receipts=runtime.receipts,
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
     add_list_processor(listing, server, recorder=runtime.recorder)

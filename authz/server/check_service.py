@@ -34,6 +34,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         unauthenticated_window_s: float = 60.0,
         tracing: Any = None,
         listing: Any = None,
+        receipts: Any = None,
     ):
         self._pipeline = pipeline
         # Token verification before the body is read (resolved once, not per check).
@@ -48,6 +49,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         #: authz.observability.Tracing when OTEL_* turned tracing on, else None (no span work at all).
         self._tracing = tracing
         self._listing = listing  # authz.check.listing.ListFilter: list responses are filtered
+        #: authz.receipts.ReceiptSigner: each allowed request carries a signed receipt upstream (None: off).
+        self._receipts = receipts
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
@@ -119,7 +122,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         server = parsed.messages[0].input.server
         if server is not None:  # the audit names the tool server (several behind one endpoint)
             decisions = [replace(d, server=server) for d in decisions]
-        if not await self._record(decisions, source, trace_id):
+        positions: list[tuple[str, int, str]] = []
+        if not await self._record(decisions, source, trace_id, positions):
             if decisions[-1].allowed:
                 decisions[-1] = unavailable(
                     decisions[-1], "the decision could not be written to the audit chain"
@@ -129,6 +133,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         last = decisions[-1]
         if last.allowed:
             reply = wire.ok_response(decisions[0], parsed, strip_authorization=self._strip_authorization)
+            if self._receipts is not None:
+                wire.add_receipt(reply, self._receipts, request, decisions, positions)
             if self._listing is not None:
                 denial = wire.mark_list_request(reply, parsed, decisions, self._listing)
                 if denial is not None:
@@ -141,16 +147,23 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         return wire.deny_for(parsed, last, parsed.messages)
 
     async def _record(
-        self, decisions: list[Decision], source: str | None = None, trace_id: str | None = None
+        self,
+        decisions: list[Decision],
+        source: str | None = None,
+        trace_id: str | None = None,
+        positions: list[tuple[str, int, str]] | None = None,
     ) -> bool:
-        """Durably record before answering; False (and the caller denies) when that failed."""
+        """Durably record before answering; False (and the caller denies) when that failed. Where the
+        events landed in their chains goes into ``positions`` (for the signed receipt)."""
         started = time.perf_counter()
         try:
             if self._tracing is None:
-                await self._write(decisions, source)
+                written = await self._write(decisions, source)
             else:
                 with self._tracing.span("tessera.audit", **{"tessera.stage": "audit"}):
-                    await self._write(decisions, source)
+                    written = await self._write(decisions, source)
+            if positions is not None and written:
+                positions.extend(written)
         except Exception as exc:
             log.exception(
                 "audit write failed",
@@ -163,11 +176,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             self._metrics.observe_audit_commit(time.perf_counter() - started, trace_id)
         return True
 
-    async def _write(self, decisions: list[Decision], source: str | None) -> None:
+    async def _write(self, decisions: list[Decision], source: str | None) -> Any:
         if source is None:
-            await self._recorder.record(decisions)
-        else:
-            await self._audit.record(decisions, source)
+            return await self._recorder.record(decisions)
+        return await self._audit.record(decisions, source)
 
     def _unrecorded(self, decisions: list[Decision]) -> None:
         """Answered without an audit event (the store is down): counted, logged, kept for later."""

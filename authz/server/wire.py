@@ -23,6 +23,7 @@ from google.rpc import code_pb2, status_pb2
 
 from authz.check.models import Check, CheckInput, Code, Decision, Outcome, new_decision_id, unavailable
 from authz.config import BodyLimitsConfig
+from authz.receipts import HEADER as RECEIPT_HEADER
 from authz.server import body as body_limits
 
 TESSERA_HEADER_PREFIX = "x-tessera-"
@@ -323,6 +324,32 @@ def ok_response(
             response_headers_to_add=[_header(DECISION_HEADER, decision.decision_id, overwrite=True)],
         ),
     )
+
+
+def add_receipt(
+    reply: external_auth_pb2.CheckResponse,
+    signer: Any,
+    request: external_auth_pb2.CheckRequest,
+    decisions: Sequence[Decision],
+    positions: Sequence[tuple[str, int, str]],
+) -> None:
+    """Add ``x-tessera-receipt`` (:mod:`authz.receipts`) to an allowed request forwarded upstream.
+
+    It binds the exact body Envoy forwards (``pack_as_bytes``: the bytes, not a re-encoding) and the
+    last message's decision and audit position (recorded before this answer)."""
+    http = request.attributes.request.http
+    last = decisions[-1]
+    seq, chain = (positions[-1][1], positions[-1][2]) if len(positions) == len(decisions) else (None, None)
+    receipt = signer.issue(
+        tenant=last.tenant,
+        agent=last.agent,
+        tool=last.tool if len(decisions) == 1 else None,
+        body=http.raw_body if http.raw_body else http.body.encode(),
+        decision_id=last.decision_id,
+        audit_seq=seq,
+        audit_hash=chain,
+    )
+    reply.ok_response.headers.append(_header(RECEIPT_HEADER, receipt, overwrite=True))
 
 
 def mark_list_request(

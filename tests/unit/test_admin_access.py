@@ -74,6 +74,14 @@ EXPECTED = {
         "DeleteNotificationRoute": "admin",
         "ReplayDeadLetter": "operator",
     },
+    "MemoryWriterService": {
+        "RegisterMemoryWriter": "admin",
+        "ListMemoryWriters": "viewer",
+        "DisableMemoryWriter": "admin",
+        "RotateMemoryWriter": "admin",
+    },
+    # Public keys: no admin key at all (a tool server fetches them with nothing but the gateway URL).
+    "ReceiptKeyService": {"GetReceiptKeys": "public"},
 }
 
 
@@ -98,9 +106,10 @@ def test_every_rpc_has_exactly_the_expected_rule() -> None:
         assert (RULES[method].scope == "global") == role.endswith("*"), method
 
 
-def test_only_the_token_exchange_is_public() -> None:
+def test_only_the_token_exchange_and_the_receipt_keys_are_public() -> None:
     assert {m for m, rule in RULES.items() if rule.public} == {
-        "/authz.api.admin.v1.TokenExchangeService/ExchangeToken"
+        "/authz.api.admin.v1.TokenExchangeService/ExchangeToken",
+        "/authz.api.admin.v1.ReceiptKeyService/GetReceiptKeys",
     }
     with pytest.raises(ValueError):
         Rule("viewer", "public")

@@ -367,7 +367,7 @@ def test_only_referenced_keys_reach_the_engine_and_whole_input_users_see_all():
     assert whole.input_keys is None
     assert whole.evaluate(value) == PolicyResult("allow", "1000")
     assert compile_policy(default_policy_source()).input_keys == frozenset(
-        {"phase", "tool", "arguments", "approval"}
+        {"phase", "tool", "arguments", "approval", "provenance"}
     )
 
 

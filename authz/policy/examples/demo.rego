@@ -8,6 +8,9 @@
 #   transfer_funds                 amount must be a positive number; up to 10000 allowed;
 #                                  above 10000 escalates (two approvers above 100000) unless
 #                                  input.approval.status == "approved"
+#                                  with memory provenance presented, the iban must occur in the
+#                                  content of a verified memory entry (the planted-IBAN defence; a
+#                                  tenant makes provenance mandatory with provenance_required_tools)
 #   delete_invoice                 denied
 #   anything else                  denied (default deny)
 #
@@ -57,6 +60,9 @@ transfer_decision := {"allow": false, "reason": "transfer_funds needs a numeric 
 	not is_number(amount)
 } else := {"allow": false, "reason": "transfer amount must be positive"} if {
 	amount <= 0
+} else := {"allow": false, "reason": "the transfer's iban does not come from a verified memory entry"} if {
+	input.provenance.presented
+	not iban_from_memory
 } else := {"allow": true, "reason": sprintf("transfer of %v is within the %v limit", [amount, transfer_threshold])} if {
 	amount <= transfer_threshold
 } else := {"allow": true, "reason": sprintf("transfer of %v approved by an operator", [amount])} if {
@@ -70,3 +76,11 @@ transfer_decision := {"allow": false, "reason": "transfer_funds needs a numeric 
 
 approvers_needed := 2 if amount > two_approver_threshold
 else := 1
+
+# The IBAN was read from memory a registered writer signed (the agent presented that entry's content).
+iban_from_memory if {
+	some entry in input.provenance.entries
+	entry.verified
+	is_string(input.arguments.iban)
+	contains(entry.content, input.arguments.iban)
+}

@@ -15,8 +15,9 @@ global        none: the call needs a key with the all-tenants scope (creating te
 key_tenant    the request's ``tenant``; empty (a key for all tenants) needs the all-tenants scope
 in_handler    decided by the handler against stored state (listing or revoking admin keys, listing
               tenants): results are narrowed to the key's scope, foreign targets are refused
-public        no admin key at all (role ``public``): the request carries its own credential, which the
-              handler verifies (token exchange: an OAuth access token); any key presented is ignored
+public        no admin key at all (role ``public``): public by nature (the receipt public keys), or the
+              request carries its own credential, which the handler verifies (token exchange: an OAuth
+              access token); any key presented is ignored
 ============  =====================================================================================
 
 A method of ``authz.api.admin.v1`` without a rule is refused (fail closed); a unit test checks that
@@ -190,6 +191,14 @@ RULES: dict[str, Rule] = {
         DeleteNotificationRoute=(ADMIN, "tenant"),
         ReplayDeadLetter=(OPERATOR, "tenant"),
     ),
+    **_rules(
+        "MemoryWriterService",
+        RegisterMemoryWriter=(ADMIN, "tenant"),
+        ListMemoryWriters=(VIEWER, "tenant"),
+        DisableMemoryWriter=(ADMIN, "tenant"),
+        RotateMemoryWriter=(ADMIN, "tenant"),
+    ),
+    **_rules("ReceiptKeyService", GetReceiptKeys=(PUBLIC, "public")),
 }
 
 

@@ -51,8 +51,12 @@ from authz.api.admin.v1 import (
     integration_service_pb2_grpc,
     intent_service_pb2,
     intent_service_pb2_grpc,
+    memory_writer_service_pb2,
+    memory_writer_service_pb2_grpc,
     policy_service_pb2,
     policy_service_pb2_grpc,
+    receipt_key_service_pb2,
+    receipt_key_service_pb2_grpc,
     tenant_service_pb2,
     tenant_service_pb2_grpc,
     token_exchange_service_pb2,
@@ -75,8 +79,10 @@ from authz.server.admin.forwarders import ForwarderConfigService
 from authz.server.admin.integrations import IntegrationService
 from authz.server.admin.intent import IntentService
 from authz.server.admin.keys import AdminKeyService
+from authz.server.admin.memory_writers import MemoryWriterService
 from authz.server.admin.observe import AdminMetricsInterceptor, count_pending_approvals
 from authz.server.admin.policies import PolicyService
+from authz.server.admin.receipt_keys import RECEIPT_KIDS, ReceiptKeyService
 from authz.server.admin.tenants import TenantService
 from authz.server.admin.tokens import TokenService
 from authz.storage import Store, open_store
@@ -145,6 +151,18 @@ _SERVICES = (
         "ForwarderConfigService",
         forwarder_config_service_pb2_grpc.add_ForwarderConfigServiceServicer_to_server,
         ForwarderConfigService,
+    ),
+    (
+        memory_writer_service_pb2,
+        "MemoryWriterService",
+        memory_writer_service_pb2_grpc.add_MemoryWriterServiceServicer_to_server,
+        MemoryWriterService,
+    ),
+    (
+        receipt_key_service_pb2,
+        "ReceiptKeyService",
+        receipt_key_service_pb2_grpc.add_ReceiptKeyServiceServicer_to_server,
+        ReceiptKeyService,
     ),
 )
 #: Fully qualified names of the admin services, e.g. ``authz.api.admin.v1.TokenService``.
@@ -317,6 +335,7 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         )
     runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
     await enable_token_exchange(runtime, config)
+    runtime.extras[RECEIPT_KIDS] = config.receipts.kids
     await bootstrap_admin_key(store, settings.bootstrap_key)
     return runtime
 
