@@ -160,3 +160,15 @@ def test_an_expired_id_token_ends_the_session_and_sends_the_person_to_sign_in():
         "/console/approvals/queue", headers={"cookie": f"tessera_console={sid}", "hx-request": "1"}
     )
     assert fragment.status_code == 401 and fragment.headers["hx-redirect"].startswith("/console/login")
+
+
+def test_budget_summary_names_the_most_used_counter():
+    from authz.console._app import _budget_summary
+
+    assert _budget_summary([]) == "no budget rules"
+    rules = [
+        {"usage": [{"agent": "", "kind": "calls", "used": 2, "limit": 100}]},
+        {"usage": [{"agent": "bot", "kind": "cost", "used": 7, "limit": 10}]},
+    ]
+    assert _budget_summary(rules) == "7 of 10 cost (agent bot), 2 rules"
+    assert _budget_summary([{"usage": []}]) == "1 rule, nothing used yet"
