@@ -73,6 +73,9 @@ DEFAULT_NEGATIONS = (
     "instead of",
     "rather than",
     "other than",
+    "hold off on",
+    "hold off",
+    "refrain from",
 )
 #: The action class of investigating ("figure out why", "look into"): asks for every tool that reads.
 DIAGNOSE = "diagnose"
@@ -497,7 +500,12 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if prev in _SELF or (prev == "will" and i > 1 and tokens[i - 2] in _SELF):
             continue  # "I'll send it myself": the user's own step, not the agent's
         for term in action_index[stemmed[i]]:
-            if prev is not None and prev not in _VERB_LEADS and term.words in catalog.object_words:
+            if (
+                prev is not None
+                and prev not in _VERB_LEADS
+                and term.words in catalog.object_words
+                and not (term.noun and _after_light_verb(lex, stemmed, i))
+            ):
                 continue  # "draft replies", "new emails": the word is the object here
             if len(term.words) == 1:  # most terms: one word, already matched by the index
                 positions: list[int] | None = [i]
@@ -603,9 +611,13 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if term is None:
             strong, weak, label = frozenset(), frozenset({"read", "list"}), "question"
         else:
-            if not (term.strong or term.weak):  # an action noun asks for nothing unless negated
-                continue
             strong, weak, label = term.strong, term.weak, term.text
+            if not (strong or weak):
+                # An action noun asks for nothing unless negated, or after a light verb ("make a
+                # payment", "issue a refund"): then it is the action.
+                if not _after_light_verb(lex, stemmed, action.start):
+                    continue
+                strong = term.noun
             if stemmed[action.start - 1] in lex.only if action.start else False:
                 only = True
         asked = False
@@ -683,6 +695,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         determined=True,
         terms=tuple(sorted(d.terms))[:_MAX_TERMS],
     )
+
+
+_ARTICLES = frozenset(["a", "an", "the", "one", "this", "that", "ein", "eine", "einen", "die", "der", "das"])
+
+
+def _after_light_verb(lex: Lexicon, stemmed: list[str], start: int) -> bool:
+    k = start - 1
+    if k >= 0 and stemmed[k] in _ARTICLES:
+        k -= 1
+    return k >= 0 and stemmed[k] in lex.light_verbs
 
 
 def _negation_scopes(
