@@ -38,6 +38,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from types import MappingProxyType
 
 from authz.errors import InvalidArgument
@@ -447,8 +448,6 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
 
     # One pass: stems, sentences, and the positions where an action, object or phrase may start.
     action_index, object_index, phrase_index = lex.actions, catalog.object_index, catalog.phrases
-    stemmed: list[str] = []
-    sentence_of: list[int] = []
     action_at: list[int] = []
     object_at: list[int] = []
     cue_at: list[int] = []
@@ -456,17 +455,17 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     questions: set[int] = set()
     read_only_at: list[int] = []
     post_at = False  # any "nothing/nicht" that may negate the verb before it
-    sentence = 0
     words, learn = catalog.words, catalog.learn
-    for i, tok in enumerate(tokens):
-        word = words.get(tok) or learn(tok)
-        st, flags = word
-        stemmed.append(st)
-        if flags:  # most words are none of these: one lookup, one test
-            if flags & _SENTENCE:
-                if tok == "?" and i:
-                    questions.add(sentence)
-                sentence += 1
+    # Each word's (stem, flags) by one dict lookup; the loop below visits only the flagged words.
+    known = [words.get(tok) or learn(tok) for tok in tokens]
+    stemmed = [word[0] for word in known]
+    # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
+    sentence_of = list(accumulate(word[1] & _SENTENCE for word in known))
+    sentence = sentence_of[-1]
+    for i, (_, flags) in enumerate(known):
+        if flags:
+            if flags & _SENTENCE and i and tokens[i] == "?":
+                questions.add(sentence_of[i] - 1)
             if flags & _ACTION:
                 action_at.append(i)
             if flags & _OBJECT:
@@ -479,7 +478,6 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 read_only_at.append(i)
             if flags & _POST_NEGATION:
                 post_at = True
-        sentence_of.append(sentence)
     injection = _injection_at(lex, stemmed, marker_at) if marker_at else n
 
     # Action terms, longest first; a position used by one term is not reused by another.
