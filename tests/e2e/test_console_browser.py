@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.integration.console_support"]
 
+# The machine may be busy: a live refresh or a page may take longer than Playwright's 5 s default.
+expect.set_options(timeout=15_000)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 CHROMIUM = os.environ.get("TESSERA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -172,6 +174,11 @@ def test_a_tampered_audit_row_shows_up_as_a_failed_verification_naming_its_seque
     page = new_page()
     sign_in(page, console_stack, "olivia", "/console/audit?tenant=northwind")
     expect(page.locator("#events tbody tr[data-seq]").first).to_be_visible()
+    page.locator("#events tbody tr[data-seq] a").first.click()
+    expect(page.locator("#event-json")).to_contain_text('"class_name": "API Activity"')
+    shot(page, "audit-event")
+    page.go_back()
+    shot(page, "audit")
     page.locator("#verify-link").click()
     expect(page.locator("#verify-result")).to_have_text("intact")
     seqs = sorted(int(s) for s in _seqs(console_stack, "northwind"))
