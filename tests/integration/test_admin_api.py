@@ -651,8 +651,7 @@ MATRIX = {
     "AdminKeyService/RevokeAdminKey": ("admin", False),
     "IntegrationService/ForwarderHealth": ("viewer", False),
     "IntegrationService/ListDeadLetters": ("viewer", False),
-    # Public: no key is needed and any key is ignored; the answer is the exchange's own (this stack trusts
-    # no OAuth issuer, so it is off: FAILED_PRECONDITION, for every caller alike).
+    # Public: no key is needed and any key is ignored (see the end of test_role_and_scope_matrix).
     "TokenExchangeService/ExchangeToken": ("public", True),
     "IntentService/GetIntentSettings": ("viewer", False),
     "IntentService/UpdateIntentSettings": ("admin", False),
