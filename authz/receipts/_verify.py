@@ -164,7 +164,9 @@ class ReceiptVerifier:
     async def averify(self, token: str | None, body: bytes) -> Receipt:
         """:meth:`verify`, fetching the published keys first when the receipt names an unknown one."""
         receipt, message, signature = self._parse(token)
-        if receipt.kid not in self._keys and self._may_refetch():
+        if receipt.kid not in self._keys and self._jwks_url is not None:
+            # Through the lock even when no fetch is due: requests that arrive while the first fetch is
+            # under way wait for its keys instead of being refused for a key it is about to bring.
             async with self._fetch_lock:
                 if receipt.kid not in self._keys and self._may_refetch():
                     try:

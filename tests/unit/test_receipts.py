@@ -157,6 +157,30 @@ def test_an_unknown_key_id_refetches_the_published_keys_at_most_so_often():
     assert len(fetched) == 2
 
 
+def test_requests_arriving_during_the_first_key_fetch_wait_for_it():
+    clock = Clock()
+    (r1,) = keys("r1")
+    signer = ReceiptSigner(r1, clock=clock)
+    fetches: list[float] = []
+
+    def slow_fetch(url: str, timeout: float) -> bytes:
+        fetches.append(clock.now)
+        import time
+
+        time.sleep(0.2)  # the key endpoint is slow: every other request arrives meanwhile
+        return json.dumps(jwks([r1])).encode()
+
+    verifier = ReceiptVerifier(jwks_url="http://gw/keys", clock=clock, fetch=slow_fetch)
+
+    async def burst():
+        tokens = [issue(signer, decision_id=f"d{i}") for i in range(20)]
+        return await asyncio.gather(*(verifier.averify(t, BODY) for t in tokens), return_exceptions=True)
+
+    results = asyncio.run(burst())
+    assert [getattr(r, "reason", None) for r in results if isinstance(r, Exception)] == []
+    assert len(fetches) == 1
+
+
 def test_the_replay_cache_is_bounded_and_refuses_what_it_may_have_forgotten():
     cache = ReplayCache(2)
     assert cache.claim("a", 100, 0) and cache.claim("b", 101, 0)

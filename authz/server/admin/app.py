@@ -12,7 +12,9 @@ printed once to standard output inside a banner and nowhere else (never logged).
 
 Environment (besides :mod:`authz.config`): ``TESSERA_BOOTSTRAP_ADMIN_KEY``,
 ``TESSERA_WEBHOOK_POLL_S`` (default 2), ``TESSERA_WEBHOOK_RETRY_S`` (first retry delay, default 5),
-``TESSERA_WEBHOOK_TIMEOUT_S`` (default 5).
+``TESSERA_WEBHOOK_TIMEOUT_S`` (default 5), ``TESSERA_ADMIN_FORWARDER`` (``on``: also run the audit
+forwarders, :mod:`authz.forward`). Approvals that time out undecided are recorded as ``approval.expired``
+events (:mod:`authz.admin.expiry`) every ``TESSERA_WEBHOOK_POLL_S``.
 """
 
 from __future__ import annotations
@@ -390,7 +392,7 @@ def build_server(runtime: AdminRuntime, tracing_interceptors: list[Any] = ()) ->
 
 async def _start_forwarder(stack: AsyncExitStack, store: Store, config: TesseraConfig) -> None:
     """The audit forwarders in this process, stopped (leases released) before the store closes."""
-    from authz.forward._supervisor import supervisor_from_config
+    from authz.forward import supervisor_from_config
 
     supervisor = supervisor_from_config(store, config)
     stop = asyncio.Event()
