@@ -212,6 +212,18 @@ def cmd_serve_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_console(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from authz.console import ConsoleSettings, serve_console
+
+    env = dict(os.environ)
+    if args.console_port:
+        env["TESSERA_CONSOLE_PORT"] = str(args.console_port)
+    uvloop.run(serve_console(ConsoleSettings.from_env(env)))
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending schema migrations and exit: the Helm chart's pre-install/pre-upgrade Job, so a
     release migrates once instead of every replica racing at startup (they still check, under a lock)."""
@@ -299,9 +311,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         upstream=int(os.environ.get("TESSERA_DEMO_PORT", "9000")),
         admin_metrics=cfg.listen.admin_metrics_port,
     )
-    stack = Stack(var_dir, ports, env=env, replicas=args.replicas, otlp_endpoint=_otlp_endpoint())
+    # The operator console runs when an OpenID provider is configured (TESSERA_OIDC_*, TESSERA_CONSOLE_*).
+    console = {} if os.environ.get("TESSERA_OIDC_ISSUER") else None
+    stack = Stack(
+        var_dir, ports, env=env, replicas=args.replicas, otlp_endpoint=_otlp_endpoint(), console_env=console
+    )
     print("starting Tessera: demo MCP server, check service, admin service, Envoy ...", flush=True)
     with stack:
+        console_url = (
+            f"{stack.url}/console/"
+            if stack.console
+            else "off (set TESSERA_OIDC_ISSUER: docs/configuration.md)"
+        )
         token = mint(
             _keyring(cfg), tenant="demo", agent="demo-agent", expires=datetime.now(UTC) + timedelta(days=1)
         )
@@ -315,6 +336,8 @@ Tessera is running.
   admin API (REST)  {stack.url}/v1/admin/...  e.g. GET {stack.url}/v1/admin/tenants
   admin API (gRPC)  127.0.0.1:{stack.ports.admin} (reflection on: buf curl / grpcurl), metrics http://127.0.0.1:{stack.ports.admin_metrics}/metrics
   demo upstream     {stack.upstream_url}/mcp   (refuses requests without a Tessera receipt)
+  intent catalog    derived from the demo upstream's tools/list: GET {stack.url}/v1/admin/tenants/demo/intent
+  console           {console_url}
   state             {var_dir} ({"PostgreSQL" if args.database_url else "SQLite"}, master key, logs)
 
 Demo token (tenant demo, agent demo-agent, valid 24h):
@@ -377,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-port", type=int, help="admin gRPC port (TESSERA_ADMIN_PORT, default 9192)"
     )
     serve_admin.set_defaults(func=cmd_serve_admin)
+
+    console = sub.add_parser("serve-console", help="run the operator console (HTML over the admin API)")
+    console.add_argument(
+        "--console-port", type=int, help="console HTTP port (TESSERA_CONSOLE_PORT, default 9470)"
+    )
+    console.set_defaults(func=cmd_serve_console)
 
     migrate = sub.add_parser("migrate", help="apply pending database migrations and exit (Helm hook Job)")
     common(migrate)

@@ -6,7 +6,9 @@ Format (YAML)::
       demo:
         intent: {mode: enforce, require_prompt: false}   # off | advisory | enforce
         # optional: undetermined: deny | policy (a prompt nothing of which was understood), and
-        # tools_url: the upstream MCP endpoint whose tools/list the catalog is derived from
+        # tools_url: the upstream MCP endpoint whose tools/list the catalog is derived from (may name
+        # environment variables: "${TESSERA_DEMO_UPSTREAM_URL:-http://127.0.0.1:9000}/mcp"), and
+        # refresh_s: how often to fetch it again (default TESSERA_INTENT_REFRESH_S; at least 10)
         catalog: catalog.yaml        # path (relative to this file) or an inline {tools: {...}} mapping
         policy: policy.rego          # path (relative to this file); promoted when its hash changed
         # or, to decide through an OPA server (authz.policy._opa):
@@ -23,6 +25,9 @@ its content hash differs from the tenant's active one, so restarts do not grow t
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +93,13 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
             except OSError as exc:
                 raise ConfigError(f"{where}: cannot read policy {policy_file}: {exc.strerror}") from None
         undetermined, tools_url = _intent_extras(intent, where)
+        refresh_s = _refresh_s(intent, where)
         try:
             settings = TenantSettings(
                 intent_mode=mode,
                 intent_undetermined=undetermined,
                 tools_url=tools_url,
+                intent_refresh_s=refresh_s,
                 require_prompt=bool(intent.get("require_prompt", False)),
                 provenance_required_tools=tuple(spec.get("provenance_required_tools") or ()),
                 catalog=catalog,
@@ -115,11 +122,41 @@ def _intent_extras(intent: dict[str, Any], where: str) -> tuple[str, str | None]
     if undetermined not in UNDETERMINED_CHOICES:
         raise ConfigError(f"{where}: intent.undetermined must be one of {', '.join(UNDETERMINED_CHOICES)}")
     tools_url = intent.get("tools_url")
+    if isinstance(tools_url, str):
+        tools_url = expand_env(tools_url, where)
     if tools_url is not None and (
         not isinstance(tools_url, str) or not tools_url.startswith(("http://", "https://"))
     ):
         raise ConfigError(f"{where}: intent.tools_url must be an http:// or https:// URL")
     return undetermined, tools_url or None
+
+
+_ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str, where: str, env: Mapping[str, str] | None = None) -> str:
+    """``${NAME}`` and ``${NAME:-default}`` replaced from the environment (the local stack points its
+    demo tenant at the upstream it started); ConfigError for a variable that is unset without default."""
+    env = os.environ if env is None else env
+
+    def one(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if env.get(name):
+            return env[name]
+        if default is None:
+            raise ConfigError(f"{where}: {name} is not set (write ${{{name}:-default}} for a default)")
+        return default
+
+    return _ENV_REF.sub(one, value)
+
+
+def _refresh_s(intent: dict[str, Any], where: str) -> float | None:
+    raw = intent.get("refresh_s")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 10 <= raw <= 86_400:
+        raise ConfigError(f"{where}: intent.refresh_s must be a number of seconds from 10 to 86400")
+    return float(raw)
 
 
 def _policy_spec(raw: Any, where: str) -> tuple[str | None, dict[str, Any] | None]:

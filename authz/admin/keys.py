@@ -103,6 +103,8 @@ class Principal:
     tenant: str | None  # None: all tenants
     #: The person the key belongs to; approval quorums count distinct principals, not keys.
     principal: str = ""
+    #: Set for a person signed in with OIDC (authz.admin.oidc): the ID token's issuer; "" for a key.
+    issuer: str = ""
 
     @classmethod
     def of(cls, key: AdminKey) -> Principal:
@@ -111,10 +113,17 @@ class Principal:
     @property
     def identity(self) -> str:
         """What the audit chain and approval decisions record: name and key id, and the principal when
-        it is not the key's name."""
+        it is not the key's name; for an OIDC sign-in, the principal and its provider."""
+        if self.issuer:
+            return f"{self.principal} (oidc {self.issuer})"
         if not self.principal or self.principal == self.name:
             return f"{self.name} (key {self.key_id})"
         return f"{self.name} (key {self.key_id}, principal {self.principal})"
+
+    @property
+    def label(self) -> str:
+        """How refusals name the caller: ``key <id>``, or the person signed in with OIDC."""
+        return f"{self.principal} (OIDC)" if self.issuer else f"key {self.key_id}"
 
     @property
     def all_tenants(self) -> bool:

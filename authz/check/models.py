@@ -82,6 +82,9 @@ class CheckInput:
     provenance: Any = None  # raw presented entries, validated by the provenance stage
     pinned_tenant: str | None = None  # from Envoy route context_extensions
     deadline: float | None = None
+    #: The MCP tool server the request goes to, when one listener fronts several (``/v1/mcp/<server>``,
+    #: Envoy route context_extensions); None for the default endpoint.
+    server: str | None = None
 
     @property
     def full_pipeline(self) -> bool:
@@ -124,6 +127,8 @@ class Decision:
     #: The memory writers whose entries were presented with the call (ARCHITECTURE §8), in order;
     #: ``(hmac)`` stands for entries under the deprecated HMAC scheme.
     memory_writers: tuple[str, ...] = ()
+    #: The MCP tool server the call went to (:attr:`CheckInput.server`), None for the default endpoint.
+    server: str | None = None
 
     @property
     def allowed(self) -> bool:

@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -133,15 +133,18 @@ class Pipeline:
         """The token authenticator (shared, with its cache, by the list filter)."""
         return self._auth
 
-    def authenticates(self, token: str | None) -> bool:
-        """Does ``token`` verify (signature and key id, cached)? For the transport to decide, before
-        reading a body, whether the caller is worth that work. The full check still runs in :meth:`check`."""
+    def authenticates(self, token: str | None, tenant: str | None = None) -> bool:
+        """Does ``token`` verify (signature and key id, cached), and belong to ``tenant`` when one is
+        given (a route pinned to a tenant)? For the transport to decide, before reading a body, whether
+        the caller is worth that work, and in OAuth mode whether to challenge it. The full check still
+        runs in :meth:`check`."""
         if not token:
             return False
         try:
-            return isinstance(self._auth.authenticate(token), AuthenticatedToken)
+            token_ = self._auth.authenticate(token)
         except Exception:  # a malformed token must not cost more than a denial
             return False
+        return isinstance(token_, AuthenticatedToken) and (tenant is None or token_.tenant == tenant)
 
     # -- the one fail-closed boundary --------------------------------------------------------------------
     async def check(self, inp: CheckInput) -> Decision:
@@ -427,7 +430,7 @@ class Pipeline:
                 return denial
         if tenant.policy is None:
             return self._deny(state, Check.POLICY, f"tenant {tenant.name!r} has no active policy")
-        result = tenant.policy.evaluate(self._policy_input(state))
+        result = tenant.policy.evaluate(self._policy_input(state, getattr(tenant.policy, "input_keys", None)))
         if inspect.isawaitable(result):  # a policy server (OPA) answers asynchronously
             result = await result
         if result.outcome == "deny":
@@ -487,30 +490,42 @@ class Pipeline:
             resume_header="X-Approval-Id",
         )
 
-    def _policy_input(self, state: CallState) -> dict[str, Any]:
+    def _policy_input(self, state: CallState, keys: Collection[str] | None = None) -> dict[str, Any]:
+        """The policy's ``input``; with ``keys`` (what the compiled policy can read) only those of the
+        costlier parts are built, since the engine is given nothing else."""
         inp, token = state.input, state.token
-        return {
+        doc: dict[str, Any] = {
             "phase": "call",  # "list" when authz.check.listing asks whether to list a tool
             "tenant": token.tenant,
             "agent": token.agent,
-            "token": {"id": token.token_id, "jti": token.jti, "caveats": list(token.raw_caveats)},
-            "request": {
+            "tool": inp.tool,
+        }
+        if keys is None or "token" in keys:
+            doc["token"] = {"id": token.token_id, "jti": token.jti, "caveats": list(token.raw_caveats)}
+        if keys is None or "request" in keys:
+            doc["request"] = {
                 "transport": inp.transport,
                 "method": inp.http_method,
                 "path": inp.path,
                 "source_ip": inp.source_ip,
-            },
-            "tool": inp.tool,
-            "arguments": dict(inp.arguments),
-            "intent": state.intent.to_policy_input() if state.intent is not None else None,
-            "provenance": state.provenance.to_policy_input(),
-            "approval": (
+            }
+        if keys is None or "arguments" in keys:
+            doc["arguments"] = dict(inp.arguments)
+        if keys is None or "intent" in keys:
+            doc["intent"] = state.intent.to_policy_input() if state.intent is not None else None
+        if keys is None or "provenance" in keys:
+            doc["provenance"] = state.provenance.to_policy_input()
+        if keys is None or "approval" in keys:
+            doc["approval"] = (
                 {"id": state.approval.approval_id, "status": state.approval_status}
                 if state.approval
                 else None
-            ),
-            "time": {"now": _rfc3339(state.now.timestamp()), "unix": int(state.now.timestamp())},
-        }
+            )
+        if keys is None or "time" in keys:
+            doc["time"] = {"now": _rfc3339(state.now.timestamp()), "unix": int(state.now.timestamp())}
+        if inp.server is not None:  # several tool servers behind one endpoint: which one
+            doc["server"] = inp.server
+        return doc
 
     async def _budget(self, state: CallState) -> Decision | None:
         token, tenant, inp = state.token, state.tenant, state.input

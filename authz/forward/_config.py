@@ -16,8 +16,12 @@ sinks:
   - name: oncall
     type: slack               # slack | teams (secret_env holds the webhook URL) | pagerduty (routing key)
     secret_env: TESSERA_SLACK_WEBHOOK_URL
-    notify: {decisions: [escalate, deny], checks: [budget, policy]}   # default: escalate, outage
-    link_template: "https://console.example.com/{tenant}/approvals/{approval_id}"
+    notify: {decisions: [escalate, deny], checks: [budget, policy]}   # default: escalate, outage and
+                              # the system actions approval.expired, audit.verify_failed,
+                              # forwarder.dead_letter (notify: {actions: [...]})
+    rate: {more_than: 20, minutes: 5}   # optional: post once the matches exceed a rate instead
+    link_template: "https://console.example.com/{tenant}/events/{seq}"
+    approval_link_template: "https://console.example.com/{tenant}/approvals/{approval_id}"
 ```
 Secrets are referenced by the name of an environment variable and held as :class:`authz.secrets.Secret`.
 """
@@ -48,9 +52,9 @@ _KINDS = {
     "webhook": {"url", "secret_env"},
     "splunk": {"url", "secret_env", "index", "source", "sourcetype", "host"},
     "datadog": {"url", "secret_env", "service", "hostname", "tags"},
-    "slack": {"secret_env", "notify", "link_template"},
-    "teams": {"secret_env", "notify", "link_template"},
-    "pagerduty": {"secret_env", "url", "notify", "link_template"},
+    "slack": {"secret_env", "notify", "link_template", "approval_link_template", "rate"},
+    "teams": {"secret_env", "notify", "link_template", "approval_link_template", "rate"},
+    "pagerduty": {"secret_env", "url", "notify", "link_template", "approval_link_template", "rate"},
     "s3": {"bucket", "prefix", "region", "endpoint_url", "access_key_env", "secret_env"},
     "sentinel": {"endpoint", "dcr_id", "stream", "directory_id", "client_id", "secret_env", "authority"},
 }
@@ -152,7 +156,7 @@ def _secret(spec: SinkSpec, env: Mapping[str, str]) -> Secret:
         raise ConfigError(f"sink {spec.name}: 'secret_env' (the variable holding its credential) is required")
     value = env.get(secret_env)
     if not value:
-        raise ConfigError(f"sink {spec.name}: environment variable {secret_env} is not set")
+        raise ConfigError(f"sink {spec.name}: secret {secret_env} is not set")
     return Secret(value)
 
 
@@ -177,20 +181,28 @@ def _s3(spec: SinkSpec, env: Mapping[str, str], policy: Any) -> Sink:
 
 
 def _notifier(spec: SinkSpec, secret: Secret, http: HttpClient) -> Sink:
-    from authz.forward._notify import NotifyRule, PagerDutySink, SlackSink, TeamsSink
+    from authz.forward._notify import NotifyRule, PagerDutySink, RateRule, SlackSink, TeamsSink
 
     opts = spec.options
     raw = opts.get("notify") or {}
-    if not isinstance(raw, dict) or set(raw) - {"decisions", "checks", "codes", "tools"}:
-        raise ConfigError(f"sink {spec.name}: notify takes decisions, checks, codes and tools")
+    if not isinstance(raw, dict) or set(raw) - {"decisions", "checks", "codes", "tools", "actions"}:
+        raise ConfigError(f"sink {spec.name}: notify takes decisions, checks, codes, tools and actions")
     try:
-        rule = NotifyRule(**{k: tuple(v) for k, v in raw.items()}) if raw else NotifyRule()
-    except TypeError as exc:
+        # given fields replace the default rule whole: {checks: [budget]} means any budget denial
+        empty = {"decisions": (), "checks": (), "codes": (), "tools": (), "actions": ()}
+        rule = NotifyRule(**(empty | {k: tuple(v) for k, v in raw.items()})) if raw else NotifyRule()
+        rate = RateRule(**opts["rate"]) if opts.get("rate") else None
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"sink {spec.name}: notify: {exc}") from exc
-    link = opts.get("link_template")
+    kw: dict[str, Any] = {
+        "rule": rule,
+        "rate": rate,
+        "link_template": opts.get("link_template"),
+        "approval_link_template": opts.get("approval_link_template"),
+    }
     if spec.kind == "slack":
-        return SlackSink(spec.name, secret, http, rule=rule, link_template=link)
+        return SlackSink(spec.name, secret, http, **kw)
     if spec.kind == "teams":
-        return TeamsSink(spec.name, secret, http, rule=rule, link_template=link)
+        return TeamsSink(spec.name, secret, http, **kw)
     extra = {"url": opts["url"]} if "url" in opts else {}
-    return PagerDutySink(spec.name, secret, http, rule=rule, link_template=link, **extra)
+    return PagerDutySink(spec.name, secret, http, **kw, **extra)

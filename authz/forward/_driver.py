@@ -22,12 +22,14 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import TypeVar
 
-from authz.errors import FailedPrecondition
+from authz.audit import audited_mutation
+from authz.errors import FailedPrecondition, NotFound
 from authz.forward._event import ForwardEvent, forward_event
 from authz.forward._sink import Ack, Outcome, Reject, Retry, Sink
 from authz.storage.models import DeadLetter
@@ -35,6 +37,8 @@ from authz.storage.protocols import Store
 
 log = logging.getLogger("tessera.forward")
 T = TypeVar("T")
+#: The actor of the events the forwarder itself writes to a chain.
+SYSTEM_ACTOR = "tessera"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +74,54 @@ class LeaseLost(Exception):
     """The instance no longer holds the sink's lease: stop sending, leave the cursor to the successor."""
 
 
+class ChainGap(Exception):
+    """The events read for a batch are not the contiguous run of seqs asked for (a missing or repeated
+    seq): the store is damaged or inconsistent. Nothing is sent and the cursor stays where it is, so the
+    gap is reported on every pass (log, ``last_error``) until an operator repairs it, never skipped."""
+
+
 def default_holder() -> str:
     """A forwarder instance id unique across hosts and restarts (so a restarted process never mistakes
     its predecessor's lease for its own)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class EventCache:
+    """Decoded events shared by the forwarders of one process. The sinks read the same runs of the same
+    chains at nearly the same time, so one store read and one JSON decode serve them all (committed
+    events never change). Bounded: the oldest entries go first beyond ``max_events``."""
+
+    def __init__(self, max_events: int = 50_000):
+        self.max_events = max_events
+        self._events: dict[str, dict[int, ForwardEvent]] = {}
+        self._order: deque[tuple[str, int]] = deque()
+        self.hits = 0
+        self.misses = 0
+
+    def run(self, tenant: str, first: int, last: int) -> list[ForwardEvent]:
+        """The contiguous run ``first..`` (at most to ``last``) held, possibly empty."""
+        held = self._events.get(tenant)
+        out: list[ForwardEvent] = []
+        if held:
+            seq = first
+            while seq <= last and (event := held.get(seq)) is not None:
+                out.append(event)
+                seq += 1
+        if out:
+            self.hits += 1
+        else:
+            self.misses += 1
+        return out
+
+    def put(self, events: Sequence[ForwardEvent]) -> None:
+        for event in events:
+            held = self._events.setdefault(event.tenant, {})
+            if event.seq not in held:
+                held[event.seq] = event
+                self._order.append((event.tenant, event.seq))
+        while len(self._order) > self.max_events:
+            tenant, seq = self._order.popleft()
+            self._events[tenant].pop(seq, None)
 
 
 class Forwarder:
@@ -93,8 +141,10 @@ class Forwarder:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: random.Random | None = None,
+        cache: EventCache | None = None,
     ):
         self.store = store
+        self._cache = cache
         self.sink = sink
         self.settings = settings or ForwarderSettings()
         self.holder = holder or default_holder()
@@ -114,6 +164,8 @@ class Forwarder:
                     await self.pass_once()
                 except LeaseLost:
                     log.warning("sink %s: lease lost; another instance continues", self.sink.name)
+                except ChainGap as exc:
+                    log.error("sink %s: %s", self.sink.name, exc)
                 except Exception as exc:  # a store outage: keep trying, never crash the host process
                     log.warning("sink %s: pass failed: %s", self.sink.name, exc)
                 with suppress(TimeoutError):
@@ -135,6 +187,7 @@ class Forwarder:
             tenants = tuple(await self.store.audit_tenants())
         for tenant in tenants:
             await self.forward_tenant(tenant)
+        await self.replay_requested()
         return True
 
     async def forward_tenant(self, tenant: str) -> None:
@@ -154,18 +207,18 @@ class Forwarder:
                 )
                 self.delivered += len(batch)
             else:
-                dead = await self._guarded(
-                    self.store.dead_letter_batch(
-                        tenant,
-                        self.sink.name,
-                        self.holder,
-                        batch[0].seq,
-                        batch[-1].seq,
-                        outcome.reason,
-                        attempts,
-                        now,
+                first, last = batch[0].seq, batch[-1].seq
+                if all(self._own_dead_letter(e) for e in batch):
+                    # Announcing it would add an event this sink refuses in turn, without end.
+                    dead = await self._guarded(
+                        self.store.dead_letter_batch(
+                            tenant, self.sink.name, self.holder, first, last, outcome.reason, attempts, now
+                        )
                     )
-                )
+                else:
+                    dead = await self._guarded(
+                        self._dead_letter(tenant, first, last, outcome.reason, attempts, now)
+                    )
                 self.dead_lettered += len(batch)
                 log.error(
                     "sink %s: events %d..%d of %s moved to dead letter %d after %d attempt(s): %s",
@@ -179,7 +232,56 @@ class Forwarder:
                 )
 
     # -- dead letters ----------------------------------------------------------------------------------
-    async def replay(self, dead_letter: DeadLetter) -> bool:
+    async def _dead_letter(
+        self, tenant: str, first: int, last: int, reason: str, attempts: int, now: float
+    ) -> DeadLetter:
+        """Store the dead letter (passing the cursor) and, in the same transaction, a
+        ``forwarder.dead_letter`` event in the tenant's chain: the SIEMs see it and notification routes
+        page on it (at-least-once like every event)."""
+        sink = self.sink.name
+
+        def details(dead: DeadLetter) -> dict[str, object]:
+            return {
+                "sink": sink,
+                "dead_letter_id": dead.id,
+                "from_seq": first,
+                "to_seq": last,
+                "attempts": attempts,
+                "reason": reason[:500],
+            }
+
+        return await audited_mutation(
+            self.store,
+            lambda: self.store.dead_letter_batch(
+                tenant, sink, self.holder, first, last, reason, attempts, now
+            ),
+            tenant,
+            SYSTEM_ACTOR,
+            "forwarder.dead_letter",
+            lambda dead: f"dead_letter:{dead.id}",
+            details,
+        )
+
+    def _own_dead_letter(self, event: ForwardEvent) -> bool:
+        t = event.event.get("tessera") or {}
+        return (
+            t.get("action") == "forwarder.dead_letter"
+            and (t.get("details") or {}).get("sink") == self.sink.name
+        )
+
+    async def replay_requested(self) -> int:
+        """Resend the sink's dead letters an operator asked to replay (ReplayDeadLetter, ``tessera
+        forward replay``); the number acknowledged. A failed one stays requested for the next pass."""
+        done = 0
+        for dead in await self.store.list_dead_letters(sink=self.sink.name):
+            if dead.replay_requested_at is None:
+                continue
+            if await self.replay(dead, renew=True):
+                done += 1
+                log.info("sink %s: dead letter %d replayed", self.sink.name, dead.id)
+        return done
+
+    async def replay(self, dead_letter: DeadLetter, *, renew: bool = False) -> bool:
         """Resend a dead letter's events (with the usual retries); True once the sink acknowledged them
         and the record is marked replayed. The cursor does not move: it passed them already."""
         if dead_letter.sink != self.sink.name:
@@ -190,7 +292,7 @@ class Forwarder:
             batch = await self._read(dead_letter.tenant, seq, last)
             if not batch:
                 break
-            outcome, _ = await self._deliver(batch, renew=False)
+            outcome, _ = await self._deliver(batch, renew=renew)
             if not isinstance(outcome, Ack):
                 await self.store.record_forwarder_error(
                     dead_letter.tenant, self.sink.name, f"replay failed: {outcome.reason}", self._clock()
@@ -202,14 +304,30 @@ class Forwarder:
 
     # -- plumbing --------------------------------------------------------------------------------------
     async def _read(self, tenant: str, first: int, last: int) -> list[ForwardEvent]:
-        """Events ``first..last`` of the tenant's chain (committed rows only)."""
+        """Events ``first..last`` of the tenant's chain (committed rows only): a contiguous run starting
+        at ``first`` (possibly shorter than asked, at the chain head). Anything else raises
+        :class:`ChainGap` after recording it as the cursor's ``last_error``."""
+        if self._cache is not None:
+            cached = self._cache.run(tenant, first, last)
+            if cached:
+                return cached
         out: list[ForwardEvent] = []
         events = self.store.iter_events(tenant, after_seq=first - 1, batch=last - first + 1)
         async with aclosing(events) as rows:  # type: ignore[type-var]
             async for record in rows:
                 if record.seq > last:
                     break
+                expected = first + len(out)
+                if record.seq != expected:
+                    error = (
+                        f"chain gap in {tenant}: expected seq {expected}, read {record.seq}; "
+                        f"cursor held at {first - 1}, nothing sent"
+                    )
+                    await self.store.record_forwarder_error(tenant, self.sink.name, error, self._clock())
+                    raise ChainGap(error)
                 out.append(forward_event(record))
+        if self._cache is not None:
+            self._cache.put(out)
         return out
 
     async def _deliver(self, batch: Sequence[ForwardEvent], *, renew: bool = True) -> tuple[Outcome, int]:
@@ -266,3 +384,33 @@ class Forwarder:
             return await write
         except FailedPrecondition as exc:
             raise LeaseLost(str(exc)) from exc
+
+
+async def request_replay(
+    store: Store, dead_letter_id: int, actor: str, *, tenant: str | None = None, now: float | None = None
+) -> DeadLetter:
+    """Ask for a dead letter's replay and audit the request (``dead_letter.replay``) in its tenant's chain,
+    in one transaction: ``ReplayDeadLetter`` and ``tessera forward replay`` both come here. The forwarder
+    holding the sink's lease resends it on its next pass. NotFound for an unknown id (or one of another
+    ``tenant``); FailedPrecondition when it was replayed already."""
+    found = [
+        d for d in await store.list_dead_letters(tenant, include_replayed=True) if d.id == dead_letter_id
+    ]
+    if not found:
+        where = f" of tenant {tenant!r}" if tenant else ""
+        raise NotFound(
+            f"no dead letter {dead_letter_id}{where}",
+            reason="DEAD_LETTER_NOT_FOUND",
+            metadata={"id": str(dead_letter_id)},
+        )
+    dead = found[0]
+    when = time.time() if now is None else now
+    return await audited_mutation(
+        store,
+        lambda: store.request_dead_letter_replay(dead_letter_id, when),
+        dead.tenant,
+        actor,
+        "dead_letter.replay",
+        f"dead_letter:{dead_letter_id}",
+        {"sink": dead.sink, "from_seq": dead.from_seq, "to_seq": dead.to_seq},
+    )

@@ -6,7 +6,7 @@ alert on any); delivered and dead-lettered counters and ``lease_held`` are this 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -20,8 +20,9 @@ class ForwarderMetrics(Collector):
     """``refresh()`` (async, from the store; the endpoint calls it every few seconds), then
     ``collect()`` from the last snapshot, so a scrape never waits for the database."""
 
-    def __init__(self, forwarders: Sequence[Forwarder]):
-        self.forwarders = list(forwarders)
+    def __init__(self, forwarders: Sequence[Forwarder] | Callable[[], Sequence[Forwarder]]):
+        # a callable: the supervisor's running forwarders, which change with the configuration
+        self._forwarders = forwarders if callable(forwarders) else (lambda: list(forwarders))
         self.health: list[SinkHealth] = []
         self.refresh_errors = 0
 
@@ -57,7 +58,7 @@ class ForwarderMetrics(Collector):
             "1 when this process is the sink's active forwarder.",
             labels=["sink"],
         )
-        for f in self.forwarders:
+        for f in self._forwarders():
             delivered.add_metric([f.sink.name], f.delivered)
             dead.add_metric([f.sink.name], f.dead_lettered)
             held.add_metric([f.sink.name], int(f.lease_held))

@@ -2,38 +2,52 @@
 
 A notifier is a sink with a filter (:class:`NotifyRule`): it reads the same chain through the same driver
 (cursor, retries, dead letters, lease), posts one message per matching event (escalations waiting for
-approval, denials of chosen checks, codes or tools, outage markers) and acknowledges the batch once
-every matching event was accepted; events that do not match are acknowledged without a request.
-Messages link to the approval or the event through ``link_template``. A batch resent after a failure may
-repeat messages already posted to Slack or Teams; PagerDuty deduplicates by ``dedup_key`` (the chain hash).
+approval, denials of chosen checks, codes or tools, outage markers, and the system events Tessera writes
+to the chain: ``approval.expired``, ``audit.verify_failed``, ``forwarder.dead_letter``) and acknowledges
+the batch once every matching event was accepted; events that do not match are acknowledged without a
+request. With a :class:`RateRule` it posts instead when more than N matching events fall within M
+minutes (counted on the events' own times, once per event even when a batch is resent).
+Messages link to the approval or the event through ``link_template`` / ``approval_link_template``. A
+batch resent after a failure may repeat messages already posted to Slack or Teams; PagerDuty
+deduplicates by ``dedup_key`` (the chain hash).
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from authz.forward._event import ForwardEvent
-from authz.forward._sink import Ack, HttpClient, Outcome, classify_http
+from authz.forward._sink import Ack, HttpClient, Outcome, Retry, classify_http
 from authz.secrets import Secret
+
+#: The system events Tessera writes to a tenant's chain that an operator wants to hear about.
+SYSTEM_ACTIONS = ("approval.expired", "audit.verify_failed", "forwarder.dead_letter")
 
 
 @dataclass(frozen=True, slots=True)
 class NotifyRule:
-    """Which events notify. Each non-empty field must match (``decisions``: allow, deny, escalate,
-    admin, outage; ``checks``: capability, intent, ...; ``codes``: JSON-RPC codes; ``tools``). The
-    default notifies escalations (a human must approve) and outages."""
+    """Which events notify. Each non-empty field of the first four must match (``decisions``: allow,
+    deny, escalate, admin, outage; ``checks``: capability, intent, ...; ``codes``: JSON-RPC codes;
+    ``tools``); an admin or system event also matches when its action is one of ``actions``. The default
+    notifies escalations (a human must approve), outages and the :data:`SYSTEM_ACTIONS`."""
 
     decisions: tuple[str, ...] = ("escalate", "outage")
     checks: tuple[str, ...] = ()
     codes: tuple[int, ...] = ()
     tools: tuple[str, ...] = ()
+    actions: tuple[str, ...] = SYSTEM_ACTIONS
 
     def matches(self, event: ForwardEvent) -> bool:
         t = event.event.get("tessera") or {}
+        if self.actions and t.get("decision") == "admin" and t.get("action") in self.actions:
+            return True
+        if not (self.decisions or self.checks or self.codes or self.tools):
+            return False  # only actions were asked for
         return (
             (not self.decisions or t.get("decision") in self.decisions)
             and (not self.checks or t.get("check") in self.checks)
@@ -42,10 +56,57 @@ class NotifyRule:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RateRule:
+    """Post when more than ``more_than`` matching events fall within ``minutes``; once posted, the rule
+    re-arms when the count within the window is back at ``more_than`` or below."""
+
+    more_than: int
+    minutes: int
+
+    def __post_init__(self) -> None:
+        if self.more_than < 1 or self.minutes < 1:
+            raise ValueError("rate: more_than and minutes must be at least 1")
+
+
+class _RateWindow:
+    """Per tenant: the times of the matching events within the window, whether the alert is armed, and
+    the last seq counted (a resent batch counts nothing twice)."""
+
+    def __init__(self) -> None:
+        self.times: deque[int] = deque()
+        self.armed = True
+        self.counted_upto = 0
+
+
+def _system_summary(event: ForwardEvent, t: dict[str, Any]) -> str | None:
+    details = t.get("details") or {}
+    action = t.get("action")
+    if action == "approval.expired":
+        return (
+            f"Approval timed out in {event.tenant}: {details.get('agent') or 'an agent'} calling "
+            f"{details.get('tool')} was never decided (approval {details.get('approval_id')})"
+        )
+    if action == "audit.verify_failed":
+        return (
+            f"Audit chain verification FAILED for {event.tenant}: {details.get('error') or t.get('reason')}"
+        )
+    if action == "forwarder.dead_letter":
+        return (
+            f"Forwarder {details.get('sink')} gave up on events "
+            f"{details.get('from_seq')}..{details.get('to_seq')} of {event.tenant} "
+            f"(dead letter {details.get('dead_letter_id')}): {details.get('reason')}"
+        )
+    return None
+
+
 def _summary(event: ForwardEvent) -> str:
     t = event.event.get("tessera") or {}
     decision = t.get("decision")
     who = t.get("agent") or t.get("actor") or "unknown"
+    system = _system_summary(event, t) if decision == "admin" else None
+    if system is not None:
+        return system[:1000]
     if decision == "escalate":
         head = f"Approval needed: {who} wants to call {t.get('tool')} in {event.tenant}"
     elif decision == "deny":
@@ -57,7 +118,17 @@ def _summary(event: ForwardEvent) -> str:
     return (head + (f": {reason}" if reason and decision != "outage" else ""))[:1000]
 
 
-def _link(template: str | None, event: ForwardEvent) -> str | None:
+def _approval_id(event: ForwardEvent) -> str:
+    t = event.event.get("tessera") or {}
+    return str(t.get("approval_id") or (t.get("details") or {}).get("approval_id") or "")
+
+
+def _link(template: str | None, event: ForwardEvent, approval_template: str | None = None) -> str | None:
+    """The message's link: ``approval_template`` for an event about an approval (when set), else
+    ``template``."""
+    approval_id = _approval_id(event)
+    if approval_id and approval_template:
+        template = approval_template
     if not template:
         return None
     t = event.event.get("tessera") or {}
@@ -65,32 +136,108 @@ def _link(template: str | None, event: ForwardEvent) -> str | None:
         tenant=event.tenant,
         seq=event.seq,
         hash=event.hash,
-        approval_id=t.get("approval_id") or "",
+        approval_id=approval_id,
         decision_id=t.get("decision_id") or "",
     )
 
 
 class _Notifier:
-    """The shared part: filter the batch, post each match, stop at the first failure."""
+    """The shared part: filter the batch, post each match (or each rate crossing), stop at the first
+    failure."""
 
     name: str
     rule: NotifyRule
     link_template: str | None
+    approval_link_template: str | None = None
+    rate: RateRule | None = None
     _http: HttpClient
     vendor: str
 
+    def _configure(
+        self,
+        rule: NotifyRule | None,
+        link_template: str | None,
+        approval_link_template: str | None,
+        rate: RateRule | None,
+    ) -> None:
+        self.rule = rule or NotifyRule()
+        self.link_template = link_template
+        self.approval_link_template = approval_link_template
+        self.rate = rate
+        self._windows: dict[str, _RateWindow] = {}
+
     async def send(self, batch: Sequence[ForwardEvent]) -> Outcome:
         for event in batch:
+            if ((event.event.get("tessera") or {}).get("details") or {}).get("sink") == self.name:
+                continue  # a dead letter of this very notifier: posting it here would fail the same way
             if not self.rule.matches(event):
                 continue
-            url, body, headers = self.request(event)
-            response = await self._http.request("POST", url, content=body, headers=headers)
-            outcome = classify_http(response, f"{self.vendor} {self.name}")
+            if self.rate is None:
+                outcome = await self._post(event, _summary(event), event.hash)
+            else:
+                outcome = await self._count(event)
             if not isinstance(outcome, Ack):
                 return outcome
         return Ack()
 
-    def request(self, event: ForwardEvent) -> tuple[str, bytes, dict[str, str]]:
+    async def _count(self, event: ForwardEvent) -> Outcome:
+        assert self.rate is not None
+        window = self._windows.setdefault(event.tenant, _RateWindow())
+        if event.seq <= window.counted_upto:
+            return Ack()  # counted in an earlier attempt of this batch
+        window.times.append(event.time_ms)
+        horizon = event.time_ms - self.rate.minutes * 60_000
+        while window.times and window.times[0] <= horizon:
+            window.times.popleft()
+        count = len(window.times)
+        if count > self.rate.more_than and window.armed:
+            text = (
+                f"Rate alert in {event.tenant}: {count} events matching {self._rule_text()} within "
+                f"{self.rate.minutes} min (more than {self.rate.more_than}); latest: {_summary(event)}"
+            )[:1000]
+            outcome = await self._post(event, text, f"rate:{self.name}:{event.hash}")
+            if not isinstance(outcome, Ack):
+                window.times.pop()  # counted again when the batch is resent
+                return outcome
+            window.armed = False
+        elif count <= self.rate.more_than:
+            window.armed = True
+        window.counted_upto = event.seq
+        return Ack()
+
+    def _rule_text(self) -> str:
+        r = self.rule
+        parts = [
+            f"{label} {'/'.join(map(str, values))}"
+            for label, values in (
+                ("decision", r.decisions),
+                ("check", r.checks),
+                ("code", r.codes),
+                ("tool", r.tools),
+                ("action", r.actions),
+            )
+            if values
+        ]
+        return ", ".join(parts) or "any"
+
+    #: The URL is the secret (Slack, Teams incoming webhooks): never in an error, a log or an event.
+    secret_url = False
+
+    async def _post(self, event: ForwardEvent, summary: str, dedup_key: str) -> Outcome:
+        link = _link(self.link_template, event, self.approval_link_template)
+        url, body, headers = self.request(event, summary, link, dedup_key)
+        try:
+            response = await self._http.request("POST", url, content=body, headers=headers)
+        except Exception as exc:  # the outbound client names the URL in its errors: redact it
+            text = str(exc)
+            if self.secret_url:
+                text = text.replace(url, "<webhook URL>")
+            return Retry(f"{self.vendor} {self.name}: {type(exc).__name__}: {text}")
+        return classify_http(response, f"{self.vendor} {self.name}")
+
+    def request(
+        self, event: ForwardEvent, summary: str, link: str | None, dedup_key: str
+    ) -> tuple[str, bytes, dict[str, str]]:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -107,6 +254,7 @@ class SlackSink(_Notifier):
     ``Retry-After`` and 5xx (retried)."""
 
     vendor = "Slack"
+    secret_url = True
 
     def __init__(
         self,
@@ -116,14 +264,16 @@ class SlackSink(_Notifier):
         *,
         rule: NotifyRule | None = None,
         link_template: str | None = None,
+        approval_link_template: str | None = None,
+        rate: RateRule | None = None,
     ):
         self.name, self._url, self._http = name, url, http
-        self.rule = rule or NotifyRule()
-        self.link_template = link_template
+        self._configure(rule, link_template, approval_link_template, rate)
 
-    def request(self, event: ForwardEvent) -> tuple[str, bytes, dict[str, str]]:
-        text = _summary(event)
-        link = _link(self.link_template, event)
+    def request(
+        self, event: ForwardEvent, summary: str, link: str | None, dedup_key: str
+    ) -> tuple[str, bytes, dict[str, str]]:
+        text = summary
         blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
         if link:
             blocks.append(
@@ -138,6 +288,7 @@ class TeamsSink(_Notifier):
     Card attachment. Teams answers 200/202; 429 and 5xx are retried, other 4xx dead-lettered."""
 
     vendor = "Teams"
+    secret_url = True
 
     def __init__(
         self,
@@ -147,18 +298,20 @@ class TeamsSink(_Notifier):
         *,
         rule: NotifyRule | None = None,
         link_template: str | None = None,
+        approval_link_template: str | None = None,
+        rate: RateRule | None = None,
     ):
         self.name, self._url, self._http = name, url, http
-        self.rule = rule or NotifyRule()
-        self.link_template = link_template
+        self._configure(rule, link_template, approval_link_template, rate)
 
-    def request(self, event: ForwardEvent) -> tuple[str, bytes, dict[str, str]]:
-        link = _link(self.link_template, event)
+    def request(
+        self, event: ForwardEvent, summary: str, link: str | None, dedup_key: str
+    ) -> tuple[str, bytes, dict[str, str]]:
         card: dict[str, Any] = {
             "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "type": "AdaptiveCard",
             "version": "1.4",
-            "body": [{"type": "TextBlock", "text": _summary(event), "wrap": True}],
+            "body": [{"type": "TextBlock", "text": summary, "wrap": True}],
         }
         if link:
             card["actions"] = [{"type": "Action.OpenUrl", "title": "Open in Tessera", "url": link}]
@@ -175,7 +328,14 @@ class PagerDutySink(_Notifier):
     202; 429 and 5xx retried; 400 (invalid event) dead-lettered."""
 
     vendor = "PagerDuty"
-    _SEVERITY = {"outage": "critical", "escalate": "warning", "deny": "error"}
+    _SEVERITY = {
+        "outage": "critical",
+        "escalate": "warning",
+        "deny": "error",
+        "audit.verify_failed": "critical",
+        "forwarder.dead_letter": "error",
+        "approval.expired": "warning",
+    }
 
     def __init__(
         self,
@@ -186,22 +346,28 @@ class PagerDutySink(_Notifier):
         url: str = "https://events.pagerduty.com",
         rule: NotifyRule | None = None,
         link_template: str | None = None,
+        approval_link_template: str | None = None,
+        rate: RateRule | None = None,
     ):
         self.name, self._key, self._http = name, routing_key, http
         self.endpoint = url.rstrip("/") + "/v2/enqueue"
-        self.rule = rule or NotifyRule()
-        self.link_template = link_template
+        self._configure(rule, link_template, approval_link_template, rate)
 
-    def request(self, event: ForwardEvent) -> tuple[str, bytes, dict[str, str]]:
+    def request(
+        self, event: ForwardEvent, summary: str, link: str | None, dedup_key: str
+    ) -> tuple[str, bytes, dict[str, str]]:
         t = event.event.get("tessera") or {}
         payload = {
             "routing_key": self._key.reveal().decode(),
             "event_action": "trigger",
-            "dedup_key": event.hash,
+            "dedup_key": dedup_key,
             "payload": {
-                "summary": _summary(event)[:1024],
+                "summary": summary[:1024],
                 "source": f"tessera/{event.tenant}",
-                "severity": self._SEVERITY.get(str(t.get("decision")), "info"),
+                "severity": self._SEVERITY.get(
+                    str(t.get("action") or t.get("decision")),
+                    self._SEVERITY.get(str(t.get("decision")), "info"),
+                ),
                 "timestamp": datetime.fromtimestamp(event.time_ms / 1000, UTC).isoformat(),
                 "component": str(t.get("tool") or t.get("decision") or "tessera"),
                 "group": event.tenant,
@@ -221,7 +387,6 @@ class PagerDutySink(_Notifier):
                 },
             },
         }
-        link = _link(self.link_template, event)
         if link:
             payload["links"] = [{"href": link, "text": "Open in Tessera"}]
         return self.endpoint, _json(payload), {"content-type": "application/json"}

@@ -1,11 +1,13 @@
 """``tessera forward``: run the audit forwarders in their own process, inspect cursors, replay dead letters.
 
-* ``tessera forward run [--config FILE] [--once]`` — drive every configured sink until SIGTERM/SIGINT
+* ``tessera forward run [--config FILE] [--once]`` — drive every configured sink (the sinks file's and
+  the tenants' ``ForwarderConfigService`` ones, followed without restart) until SIGTERM/SIGINT
   (``--once``: one pass, then exit). Any number of replicas may run it: per sink, one holds the lease.
 * ``tessera forward status`` — per (sink, tenant): cursor, chain head, lag, last success and error, and
   the dead letters not yet replayed (JSON).
 * ``tessera forward dead-letters [--tenant T] [--sink S] [--all]`` — list dead letters (JSON lines).
-* ``tessera forward replay ID [--config FILE]`` — resend one dead letter through its sink.
+* ``tessera forward replay ID [--config FILE] [--request-only]`` — ask for a dead letter's replay (audited,
+  as ``ReplayDeadLetter``) and resend it at once through its sink when this process can build it.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from typing import Any
 
 from authz.errors import ConfigError
 from authz.forward._config import build_sink, load_sink_specs
-from authz.forward._driver import Forwarder
+from authz.forward._driver import Forwarder, request_replay
 from authz.forward._health import forwarder_health
 from authz.forward._metrics import ForwarderMetrics
 from authz.forward._sink import HttpClient
+from authz.forward._supervisor import ForwarderSupervisor, reload_s_from_env
+from authz.forward._tenant import TenantSecrets, sink_spec
 
 log = logging.getLogger("tessera.forward")
 
@@ -48,6 +52,11 @@ def add_forward_command(
     config_arg(run)
     run.add_argument("--once", action="store_true", help="one pass over every tenant, then exit")
     run.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
+    run.add_argument(
+        "--nice",
+        type=int,
+        help="lower this process's CPU priority by this much (TESSERA_FORWARD_NICE, default 10; 0 keeps it)",
+    )
     run.set_defaults(func=cmd_forward_run)
 
     status = fsub.add_parser("status", help="cursor, chain head, lag and errors per sink and tenant (JSON)")
@@ -65,6 +74,11 @@ def add_forward_command(
     common(replay)
     config_arg(replay)
     replay.add_argument("dead_letter_id", type=int)
+    replay.add_argument(
+        "--request-only",
+        action="store_true",
+        help="only record the request; the running forwarder resends it",
+    )
     replay.set_defaults(func=cmd_forward_replay)
 
 
@@ -93,49 +107,75 @@ def _policy(args: argparse.Namespace) -> Any:
     return policy_from_config(_config(args))
 
 
-def _specs(args: argparse.Namespace):
+def _specs(args: argparse.Namespace, *, required: bool = True):
     path = args.config or os.environ.get("TESSERA_FORWARD_CONFIG")
     if not path:
+        if not required:
+            return []
         raise ConfigError("no forwarder config: pass --config or set TESSERA_FORWARD_CONFIG")
     return load_sink_specs(path)
+
+
+def _lower_priority(given: int | None) -> None:
+    """The forwarder drains the chain in the background: on a host it shares with a check service it
+    yields the CPU to decisions (at the cost of lag under saturation, never of a slower decision)."""
+    raw = given if given is not None else os.environ.get("TESSERA_FORWARD_NICE", "10")
+    try:
+        steps = int(raw)
+    except ValueError:
+        raise ConfigError(f"TESSERA_FORWARD_NICE must be a whole number, got {raw!r}") from None
+    if steps < 0:
+        raise ConfigError("TESSERA_FORWARD_NICE cannot raise the priority (it must be 0 or more)")
+    if steps:
+        os.nice(steps)
 
 
 def cmd_forward_run(args: argparse.Namespace) -> int:
     from authz.storage import open_store
 
-    specs = _specs(args)
+    _lower_priority(args.nice)
+    specs = _specs(args, required=False)  # without a sinks file: the tenants' API-configured sinks only
     http = _outbound(args)
-    sinks = [
-        build_sink(spec, os.environ, http, _policy(args)) for spec in specs
-    ]  # config errors before any work
+    policy = _policy(args)
+    for spec in specs:  # a sinks-file error stops the process before any work
+        asyncio.run(build_sink(spec, os.environ, http, policy).aclose())
 
     async def main() -> None:
         store = open_store(_database_url(args))
-        forwarders = [Forwarder(store, sink, spec.settings) for sink, spec in zip(sinks, specs, strict=True)]
+        supervisor = ForwarderSupervisor(
+            store,
+            http,
+            file_specs=specs,
+            policy=policy,
+            secrets_dir=os.environ.get("TESSERA_FORWARD_SECRETS_DIR") or None,
+            reload_s=reload_s_from_env(os.environ),
+        )
         try:
             if args.once:
-                for forwarder in forwarders:
+                await supervisor.reconcile()
+                for forwarder in supervisor.forwarders:
                     await forwarder.pass_once()
                 return
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            log.info("forwarding to %s", ", ".join(s.name for s in sinks))
-            tasks = [f.run(stop) for f in forwarders]
+            log.info("forwarding (sinks file: %s)", ", ".join(s.name for s in specs) or "none")
+            tasks = [supervisor.run(stop)]
             if args.metrics_port is not None:
-                tasks.append(_serve_metrics(store, forwarders, args.metrics_port, stop))
+                tasks.append(_serve_metrics(store, lambda: supervisor.forwarders, args.metrics_port, stop))
             await asyncio.gather(*tasks)
         finally:
-            for sink in sinks:
-                await sink.aclose()
+            await supervisor.stop_all()
             await store.close()
 
     asyncio.run(main())
     return 0
 
 
-async def _serve_metrics(store: Any, forwarders: list[Forwarder], port: int, stop: asyncio.Event) -> None:
+async def _serve_metrics(
+    store: Any, forwarders: Callable[[], list[Forwarder]], port: int, stop: asyncio.Event
+) -> None:
     """/metrics, /healthz and /readyz on ``port`` (all interfaces, like the services' metrics port)."""
     from authz.observability import new_registry, serve_http
 
@@ -194,24 +234,40 @@ def cmd_forward_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_forward_replay(args: argparse.Namespace) -> int:
-    specs = {spec.name: spec for spec in _specs(args)}
+    """Record the replay request (the store method ReplayDeadLetter uses, audited the same way) and,
+    unless ``--request-only``, resend it from this process at once when its sink is configured here."""
+    specs = {spec.name: spec for spec in _specs(args, required=False)}
 
-    async def work(store: Any) -> bool:
-        found = [
-            d for d in await store.list_dead_letters(include_replayed=True) if d.id == args.dead_letter_id
-        ]
-        if not found:
-            raise ConfigError(f"no dead letter {args.dead_letter_id}")
-        dead = found[0]
-        spec = specs.get(dead.sink)
+    async def work(store: Any) -> bool | None:
+        dead = await request_replay(store, args.dead_letter_id, f"cli:{_user()}")
+        if args.request_only:
+            return None
+        spec, secrets = specs.get(dead.sink), os.environ
         if spec is None:
-            raise ConfigError(f"dead letter {dead.id} belongs to sink {dead.sink!r}, absent from the config")
-        sink = build_sink(spec, os.environ, _outbound(args), _policy(args))
+            configs = {sink_spec(c).name: c for c in await store.list_sink_configs(dead.tenant)}
+            if dead.sink in configs:
+                spec = sink_spec(configs[dead.sink])
+                secrets = TenantSecrets(dead.tenant, os.environ.get("TESSERA_FORWARD_SECRETS_DIR") or None)
+        if spec is None:
+            return None  # the forwarder running that sink resends it
+        sink = build_sink(spec, secrets, _outbound(args), _policy(args))
         try:
             return await Forwarder(store, sink, spec.settings).replay(dead)
         finally:
             await sink.aclose()
 
     ok = _with_store(args, work)
+    if ok is None:
+        print("replay requested: the forwarder holding the sink's lease resends it", file=sys.stderr)
+        return 0
     print("replayed" if ok else "replay failed (see `tessera forward status`)", file=sys.stderr)
     return 0 if ok else 1
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        return str(os.getuid())

@@ -91,6 +91,36 @@ class Intent:
         object.__setattr__(self, "terms", tuple(self.terms))
 
     @classmethod
+    def trusted(
+        cls,
+        allowed_tools: frozenset[str],
+        forbidden_tools: frozenset[str],
+        confidence: float,
+        rationale: str,
+        source: str,
+        summary: str,
+        determined: bool,
+        terms: tuple[str, ...],
+    ) -> Intent:
+        """An intent from Tessera's own extractor, whose values are valid by construction (disjoint
+        frozensets of names, a float confidence in [0, 1]): built without re-validating them, because
+        this runs once per new prompt on the check path. Input from outside goes through the
+        constructor."""
+        intent = object.__new__(cls)
+        for name, value in (
+            ("allowed_tools", allowed_tools),
+            ("forbidden_tools", forbidden_tools),
+            ("confidence", confidence),
+            ("rationale", rationale),
+            ("source", source),
+            ("summary", summary),
+            ("determined", determined),
+            ("terms", terms),
+        ):
+            object.__setattr__(intent, name, value)
+        return intent
+
+    @classmethod
     def empty(cls, source: str, rationale: str, summary: str = "") -> Intent:
         """An intent that allows and forbids nothing, with confidence 0."""
         return cls(frozenset(), frozenset(), 0.0, rationale, source, summary)

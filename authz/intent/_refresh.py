@@ -3,8 +3,9 @@
 A tenant names its upstream MCP endpoint (``intent.tools_url`` in the tenants file); the fetched tool list
 is stored in the tenant's settings (``upstream_tools``), so every check service replica builds the same
 catalog from the store (:func:`catalog_for_settings`), and a replica that cannot reach the upstream keeps
-the last list. Refreshes run on a schedule (:class:`CatalogRefresher`, ``TESSERA_INTENT_REFRESH_S``) and
-on an operator's request (``tessera intent refresh``).
+the last list. Refreshes run on a schedule (:class:`CatalogRefresher`: the tenant's own interval, set
+through the admin API's ``IntentService``, else ``TESSERA_INTENT_REFRESH_S``) and on an operator's request
+(``tessera intent refresh``, ``RefreshIntentCatalog``).
 
 The fetch uses the official ``mcp`` SDK (``initialize`` then ``tools/list``, following pagination),
 bounded in time, pages and tools. A failed fetch changes nothing: the stored list stays.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -22,30 +24,44 @@ from authz.errors import ConfigError, DependencyError, InvalidArgument
 from authz.intent._catalog import ToolCatalog
 from authz.intent._derive import MAX_TOOLS, catalog_from_tools_list
 from authz.outbound import OutboundClient
+from authz.receipts import HEADER as RECEIPT_HEADER
 
 __all__ = ["CatalogRefresher", "catalog_for_settings", "fetch_tools_list", "refresh_catalogs"]
 
 log = logging.getLogger("tessera.intent")
 
 MAX_PAGES = 20
+#: How often the scheduled refresher looks for tenants that are due (at most).
+TICK_S = 10.0
+#: After a failed scheduled fetch, the next try comes this much later (or one interval, if shorter).
+RETRY_S = 30.0
 #: Keys of a tool kept from ``tools/list`` (the rest, e.g. output schemas, is not used for intent).
 _KEPT = ("name", "title", "description", "inputSchema", "annotations")
 
 Fetch = Callable[[str], Awaitable[dict[str, Any]]]
 
 
-async def fetch_tools_list(url: str, *, outbound: OutboundClient, timeout_s: float = 10.0) -> dict[str, Any]:
+async def fetch_tools_list(
+    url: str,
+    *,
+    outbound: OutboundClient,
+    timeout_s: float = 10.0,
+    receipt_for: Callable[[bytes], str] | None = None,
+) -> dict[str, Any]:
     """``{"tools": [...]}`` from the MCP server at ``url`` (streamable HTTP); raises DependencyError
     (:class:`authz.errors.OutboundRefused` when ``outbound``'s policy refuses the address).
+
+    ``receipt_for`` (:func:`authz.receipts.self_receipts`) puts a Tessera receipt on every request of the
+    session, so a tool server that refuses requests without one (``ReceiptMiddleware``) answers.
 
     The URL is vetted by Tessera's one outbound client (resolved once, loopback/private/metadata
     addresses refused unless ``TESSERA_OUTBOUND_ALLOW`` permits them). For ``http`` URLs the MCP session
     then connects to the vetted address itself (``Host`` keeps the name), so a DNS answer that changes
     after the check cannot redirect it; ``https`` connects by name after the check (TLS pins the name).
     Redirects are not followed."""
-    import httpx2
-    from mcp.client.session import ClientSession
-    from mcp.client.streamable_http import streamable_http_client
+    # The SDK's first import takes a while: done on a thread, so a check service's event loop keeps
+    # answering checks (and its readiness probe) while its first scheduled refresh starts.
+    httpx2, ClientSession, streamable_http_client = await asyncio.to_thread(_client_modules)
 
     try:
         parsed, _host, address = await outbound.vet(url)
@@ -56,7 +72,16 @@ async def fetch_tools_list(url: str, *, outbound: OutboundClient, timeout_s: flo
     if parsed.scheme == "http":
         target = str(parsed.copy_with(host=address))
         headers["host"] = parsed.netloc.decode("ascii")
-    client = httpx2.AsyncClient(headers=headers, timeout=timeout_s, follow_redirects=False, trust_env=False)
+    hooks: dict[str, list[Any]] = {}
+    if receipt_for is not None:
+
+        async def add_receipt(request: Any) -> None:
+            request.headers[RECEIPT_HEADER] = receipt_for(request.content)
+
+        hooks["request"] = [add_receipt]
+    client = httpx2.AsyncClient(
+        headers=headers, timeout=timeout_s, follow_redirects=False, trust_env=False, event_hooks=hooks
+    )
     tools: list[dict[str, Any]] = []
     try:
         async with (
@@ -89,6 +114,14 @@ async def fetch_tools_list(url: str, *, outbound: OutboundClient, timeout_s: flo
     except Exception as exc:  # transport, protocol or server errors: the stored list stays
         raise DependencyError(f"{url}: tools/list failed: {type(exc).__name__}: {exc}") from None
     return {"tools": tools}
+
+
+def _client_modules() -> tuple[Any, Any, Any]:
+    import httpx2
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    return httpx2, ClientSession, streamable_http_client
 
 
 def catalog_for_settings(catalog: dict[str, Any] | None, upstream_tools: Iterable[Any] | None) -> ToolCatalog:
@@ -145,19 +178,56 @@ async def refresh_catalogs(
 
 
 class CatalogRefresher:
-    """Refreshes every tenant's upstream tool list now and then every ``interval_s`` until cancelled."""
+    """Refreshes each tenant's upstream tool list now, then every ``intent_refresh_s`` of the tenant's
+    settings (``interval_s`` when the tenant sets none), until cancelled.
 
-    def __init__(self, store: Any, *, interval_s: float, fetch: Fetch):
+    It wakes every ``tick_s`` (at most :data:`TICK_S`) to see which tenants are due, so a changed
+    interval or a new ``tools_url`` takes effect within a tick. A failed fetch counts as a refresh (the
+    next try is :data:`RETRY_S` later, or one interval when that is shorter: an upstream that starts after
+    Tessera is picked up soon, and an unreachable one is not hammered)."""
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        interval_s: float,
+        fetch: Fetch,
+        tick_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._store = store
         self._interval_s = interval_s
         self._fetch = fetch
+        self._tick_s = tick_s if tick_s is not None else min(interval_s, TICK_S)
+        self._clock = clock
+        self._last: dict[tuple[str, str], float] = {}  # (tenant, tools_url) -> when last refreshed
+
+    async def run_once(self) -> dict[str, str]:
+        """Refresh the tenants that are due; returns what happened to each (see refresh_catalogs)."""
+        now = self._clock()
+        due: dict[str, tuple[str, float]] = {}
+        for name, settings in (await self._store.list_tenants()).items():
+            if not settings.tools_url:
+                continue
+            interval = settings.intent_refresh_s or self._interval_s
+            last = self._last.get((name, settings.tools_url))
+            if last is None or now - last >= interval:
+                due[name] = (settings.tools_url, interval)
+                self._last[(name, settings.tools_url)] = now
+        if not due:
+            return {}
+        outcome = await refresh_catalogs(self._store, fetch=self._fetch, tenants=due)
+        for name, (url, interval) in due.items():
+            if outcome.get(name, "").startswith("failed"):
+                self._last[(name, url)] = now - interval + min(interval, RETRY_S)
+        return outcome
 
     async def run(self) -> None:
         while True:
             try:
-                await refresh_catalogs(self._store, fetch=self._fetch)
+                await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the store is down: try again next round
                 log.warning("catalog refresh failed: %s", exc)
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(self._tick_s)

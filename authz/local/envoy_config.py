@@ -19,12 +19,13 @@ import ipaddress
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -34,6 +35,8 @@ import httpx
 import yaml
 
 from authz.errors import ConfigError
+from authz.local.envoy_console import add_console_route, console_cluster
+from authz.token import valid_name
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent / "envoy" / "envoy.yaml"
 """The shipped template (``authz/local/envoy/envoy.yaml``, inside the installed package)."""
@@ -151,7 +154,10 @@ def render_envoy_config(
     mcp_idle_timeout_ms: int | None = None,
     oauth_resource: str | None = None,
     oauth_authorization_servers: Sequence[str] = (),
+    oauth_tenants: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     listen_address: str | None = None,
+    mcp_servers: Mapping[str, tuple[str, int]] | None = None,
+    console_endpoint: tuple[str, int] | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -174,8 +180,18 @@ def render_envoy_config(
       RFC 9728 metadata (naming ``oauth_authorization_servers``) is served at
       ``/.well-known/oauth-protected-resource[/path]`` and a request without a verifying token gets
       401 + ``WWW-Authenticate: Bearer resource_metadata=...``. None: IntentGate-compatible denials.
+    - ``oauth_tenants``: authorization servers per tenant, ``{tenant: (resource URL, [issuer URL, ...])}``.
+      Each tenant gets a virtual host of its own for the resource URL's host (a copy of the shipped
+      one, every check pinned to the tenant through ``context_extensions``), in OAuth mode with
+      metadata naming only that tenant's servers; a token of another tenant is refused there. Requests
+      for any other host keep the shared virtual host (and ``oauth_resource``, if given).
     - ``listen_address``: the agent-facing listener's address (``0.0.0.0`` in a pod); None keeps the
       template's loopback address.
+    - ``mcp_servers``: more MCP tool servers behind the same listener, by name: ``/v1/mcp/<name>``
+      reaches ``(host, port)`` (its ``/mcp``) with the same routes as ``/v1/mcp`` (list processor,
+      streams, preflight), and the check learns the server's name (``input.server``).
+    - ``console_endpoint``: the operator console (``tessera serve-console``); when given, ``/console``
+      is routed to it (cluster ``tessera_console``, the check and the transcoder off). None: no route.
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -227,15 +243,28 @@ def render_envoy_config(
             ext_authz["typed_config"]["grpc_service"]["timeout"] = _duration(check_timeout_ms)
             if "with_request_body" in ext_authz["typed_config"]:
                 ext_authz["typed_config"]["with_request_body"]["max_request_bytes"] = max_request_bytes
-            for vhost in hcm["route_config"]["virtual_hosts"]:
+            vhosts = hcm["route_config"]["virtual_hosts"]
+            tenant_hosts = _tenant_vhosts(vhosts, oauth_tenants or {})
+            vhosts[:0] = [vhost for vhost, _ in tenant_hosts]
+            resources_of = {id(vhost): spec for vhost, spec in tenant_hosts}
+            for vhost in vhosts:
                 _set_streaming(vhost, cors_origins, mcp_idle_timeout_ms)
-                if oauth_resource is not None:
+                if id(vhost) in resources_of:
+                    _set_oauth(vhost, *resources_of[id(vhost)])
+                elif oauth_resource is not None:
                     _set_oauth(vhost, oauth_resource, oauth_authorization_servers)
+                if console_endpoint is not None:
+                    add_console_route(vhost)
                 for route in vhost.get("routes", ()):
                     per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
                     body = (per_route.get("check_settings") or {}).get("with_request_body")
                     if body is not None:
                         body["max_request_bytes"] = max_request_bytes
+            if cors_origins is not None:
+                _set_reply_origins(hcm, cors_origins)
+            if mcp_servers:
+                for vhost in hcm["route_config"]["virtual_hosts"]:
+                    _add_mcp_servers(vhost, mcp_servers, resources["clusters"], source)
 
         clusters = resources["clusters"]
         _set_endpoints(_find_named(clusters, CHECK_CLUSTER, "cluster", source), check_endpoints)
@@ -244,6 +273,8 @@ def render_envoy_config(
                 _set_endpoints(cluster, list_endpoints or check_endpoints)
         _set_endpoints(_find_named(clusters, UPSTREAM_CLUSTER, "cluster", source), [upstream])
         _set_endpoints(_find_named(clusters, ADMIN_CLUSTER, "cluster", source), admin_endpoints)
+        if console_endpoint is not None:
+            clusters.append(console_cluster(console_endpoint))
         if otlp_endpoint is None:
             resources["clusters"] = [c for c in clusters if c.get("name") != OTLP_CLUSTER]
         else:
@@ -284,7 +315,101 @@ def _set_streaming(
                 route["route"]["idle_timeout"] = _duration(idle_timeout_ms)
 
 
+def _set_reply_origins(hcm: dict[str, Any], cors_origins: Sequence[str]) -> None:
+    """The origins whose local replies (a withheld list) get CORS headers: the same as the CORS policy.
+
+    Envoy's CORS filter does not see a local reply sent while the response is being processed, so the
+    ``local_reply_config`` mappers add the headers for a request whose ``origin`` header matches."""
+    # No origin: a pattern no origin header can match (it never holds a NUL byte).
+    pattern = "|".join(re.escape(origin.rstrip("/")) for origin in cors_origins) or "\\x00"
+    for mapper in (hcm.get("local_reply_config") or {}).get("mappers", ()):
+        for item in (mapper.get("filter") or {}).get("and_filter", {}).get("filters", ()):
+            header = (item.get("header_filter") or {}).get("header") or {}
+            if header.get("name") == "origin":
+                header["string_match"] = {"safe_regex": {"regex": pattern}}
+
+
+_MCP_ROUTES = ("mcp_list", "mcp_stream", "mcp", "mcp_preflight")
+_SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+MCP_SERVER_CLUSTER_PREFIX = "mcp_server_"
+
+
+def _add_mcp_servers(
+    vhost: dict[str, Any], servers: Mapping[str, tuple[str, int]], clusters: list[Any], source: Path
+) -> None:
+    """One set of MCP routes per named tool server, at ``/v1/mcp/<name>``, each to its own cluster.
+
+    Copies of the ``/v1/mcp`` routes (so the list processor, stream timeouts and CORS preflight are the
+    same), with the server's name in the check's context (``context_extensions.server``)."""
+    routes = vhost["routes"]
+    templates = [r for r in routes if r.get("name") in _MCP_ROUTES]
+    if len(templates) != len(_MCP_ROUTES):
+        raise ConfigError(f"{source}: the MCP routes {_MCP_ROUTES} are needed to add MCP servers")
+    upstream = _find_named(clusters, UPSTREAM_CLUSTER, "cluster", source)
+    index = next((i for i, r in enumerate(routes) if r.get("name") == "method_not_allowed"), len(routes))
+    added: list[dict[str, Any]] = []
+    for name, endpoint in servers.items():
+        if not isinstance(name, str) or not _SERVER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"not an MCP server name: {name!r} (lower-case letters, digits, - and _)",
+                reason="ENVOY_CONFIG_VALUE",
+            )
+        cluster_name = MCP_SERVER_CLUSTER_PREFIX + name
+        if any(c.get("name") == cluster_name for c in clusters):
+            continue  # several virtual hosts share the clusters
+        cluster = copy.deepcopy(upstream)
+        cluster["name"] = cluster_name
+        _set_endpoints(cluster, [endpoint])
+        clusters.append(cluster)
+        for template in templates:
+            route = copy.deepcopy(template)
+            route["name"] = f"{template['name']}@{name}"
+            route["match"]["path"] = f"{template['match']['path']}/{name}"
+            route["route"]["cluster"] = cluster_name
+            per_route = route["typed_per_filter_config"][EXT_AUTHZ_FILTER]
+            per_route["check_settings"]["context_extensions"]["server"] = name
+            added.append(route)
+    routes[index:index] = added
+
+
 _WELL_KNOWN = "/.well-known/oauth-protected-resource"
+
+
+def _tenant_vhosts(
+    vhosts: list[dict[str, Any]], tenants: Mapping[str, tuple[str, Sequence[str]]]
+) -> list[tuple[dict[str, Any], tuple[str, Sequence[str]]]]:
+    """One virtual host per tenant, copied from the catch-all one, for the host of its resource URL,
+    with every check pinned to the tenant; paired with (resource, servers) for :func:`_set_oauth`."""
+    if not tenants:
+        return []
+    base = next((v for v in vhosts if "*" in v.get("domains", ())), None)
+    if base is None:
+        raise ConfigError(
+            "no catch-all virtual host to copy for per-tenant OAuth", reason="ENVOY_CONFIG_SHAPE"
+        )
+    made: list[tuple[dict[str, Any], tuple[str, Sequence[str]]]] = []
+    hosts: set[str] = set()
+    for tenant, (resource, servers) in tenants.items():
+        if not isinstance(tenant, str) or not valid_name(tenant):
+            raise ConfigError(f"oauth_tenants: invalid tenant name {tenant!r}", reason="ENVOY_CONFIG_VALUE")
+        url = urlsplit(resource) if isinstance(resource, str) else None
+        if url is None or url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(f"oauth_tenants[{tenant}]: the resource must be an http(s) URL: {resource!r}")
+        # Envoy matches the Host header as sent: with the port when the URL names one, so both forms.
+        domains = list(dict.fromkeys([url.netloc.lower(), url.hostname.lower()]))
+        if hosts & set(domains):
+            raise ConfigError(f"oauth_tenants: two tenants share the host {url.netloc}")
+        hosts.update(domains)
+        vhost = copy.deepcopy(base)
+        vhost["name"] = f"tenant_{tenant}"
+        vhost["domains"] = domains
+        for route in vhost.get("routes", ()):
+            per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
+            extensions = (per_route.get("check_settings") or {}).get("context_extensions")
+            if extensions is not None:
+                extensions["tenant"] = tenant  # the check refuses a token of any other tenant here
+        made.append((vhost, (resource, tuple(servers))))
+    return made
 
 
 def _set_oauth(vhost: dict[str, Any], resource: str, authorization_servers: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def render_for_mode(
 
     ``otlp`` (``HOST:PORT`` of an OTLP/gRPC collector) keeps the shipped tracing on; None turns it off.
     ``mcp``: the MCP options of :func:`render_envoy_config` (``cors_origins``, ``mcp_idle_timeout_ms``,
-    ``oauth_resource``, ``oauth_authorization_servers``), passed through."""
+    ``oauth_resource``, ``oauth_authorization_servers``, ``oauth_tenants``), passed through."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; one of {', '.join(MODES)}", reason="ENVOY_CONFIG_VALUE")
     defaults = MODES[mode]
@@ -92,16 +93,49 @@ def render_for_mode(
     )
 
 
+def parse_mcp_servers(specs: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """``NAME=HOST:PORT`` (repeatable) → ``{name: (host, port)}``: MCP servers at ``/v1/mcp/NAME``."""
+    servers: dict[str, tuple[str, int]] = {}
+    for spec in specs:
+        name, sep, address = spec.partition("=")
+        if not sep or not name or name in servers:
+            raise ConfigError(
+                f"--mcp-server wants a new NAME=HOST:PORT, got {spec!r}", reason="ENVOY_CONFIG_VALUE"
+            )
+        servers[name] = parse_address(address)
+    return servers
+
+
 def _mcp_options(args: argparse.Namespace) -> dict:
     options: dict = {}
     if getattr(args, "cors_origin", None):
         options["cors_origins"] = args.cors_origin
     if getattr(args, "mcp_idle_timeout_ms", None) is not None:
         options["mcp_idle_timeout_ms"] = args.mcp_idle_timeout_ms
+    if getattr(args, "mcp_server", None):
+        options["mcp_servers"] = parse_mcp_servers(args.mcp_server)
     if getattr(args, "oauth_resource", None):
         options["oauth_resource"] = args.oauth_resource
         options["oauth_authorization_servers"] = args.oauth_authorization_server or []
+    if getattr(args, "oauth_tenant", None):
+        options["oauth_tenants"] = parse_oauth_tenants(args.oauth_tenant)
     return options
+
+
+def parse_oauth_tenants(specs: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+    """``--oauth-tenant TENANT,RESOURCE_URL,ISSUER[,ISSUER...]`` (repeated) → ``oauth_tenants``."""
+    tenants: dict[str, tuple[str, list[str]]] = {}
+    for spec in specs:
+        parts = [p.strip() for p in spec.split(",")]
+        if len(parts) < 3 or not all(parts):
+            raise ConfigError(
+                f"--oauth-tenant {spec!r}: expected TENANT,RESOURCE_URL,ISSUER[,ISSUER...]",
+                reason="ENVOY_CONFIG_VALUE",
+            )
+        if parts[0] in tenants:
+            raise ConfigError(f"--oauth-tenant: tenant {parts[0]} given twice", reason="ENVOY_CONFIG_VALUE")
+        tenants[parts[0]] = (parts[1], parts[2:])
+    return tenants
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
@@ -169,10 +203,22 @@ def add_envoy_config_command(sub: argparse._SubParsersAction) -> None:
         "--mcp-idle-timeout-ms", type=int, help="end an MCP stream silent this long (default 300000)"
     )
     p.add_argument(
+        "--mcp-server",
+        action="append",
+        metavar="NAME=HOST:PORT",
+        help="another MCP tool server, at /v1/mcp/NAME (repeat)",
+    )
+    p.add_argument(
         "--oauth-resource", metavar="URL", help="OAuth resource-server mode: this MCP endpoint's URL"
     )
     p.add_argument(
         "--oauth-authorization-server", action="append", metavar="URL", help="an issuer named in the metadata"
+    )
+    p.add_argument(
+        "--oauth-tenant",
+        action="append",
+        metavar="TENANT,RESOURCE_URL,ISSUER[,ISSUER...]",
+        help="OAuth mode for one tenant on the resource URL's host, naming its own issuers (repeat)",
     )
     p.add_argument("--output", "-o", help="write here instead of stdout")
     p.add_argument("--validate", action="store_true", help="then run envoy --mode validate on --output")

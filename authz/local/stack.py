@@ -181,6 +181,23 @@ class AdminProcess:
 
 
 @dataclass
+class ConsoleProcess:
+    """The operator console (``tessera serve-console``): HTTP on ``port``, reached through Envoy."""
+
+    port: int
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.proc = spawn([sys.executable, "-m", "authz.cli", "serve-console"], env=self.env, log=self.log)
+        wait_http(f"http://127.0.0.1:{self.port}/console/healthz", timeout, self.proc, "console")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+@dataclass
 class Stack:
     """Demo upstream + N check replicas + the admin service + Envoy, sharing one database and master key.
 
@@ -209,8 +226,16 @@ class Stack:
     mcp_idle_timeout_ms: int | None = None
     #: OAuth resource-server mode: the issuers named in the protected-resource metadata (None: off).
     oauth_authorization_servers: list[str] | None = None
+    #: OAuth mode per tenant: ``{tenant: (resource URL, [issuer, ...])}`` (see render_envoy_config).
+    oauth_tenants: dict[str, tuple[str, list[str]]] | None = None
     #: Where Envoy's list processor (ext_proc) runs; None: on the check replicas.
     list_endpoints: list[tuple[str, int]] | None = None
+    #: More MCP tool servers behind the listener, at /v1/mcp/<name> (started by the caller).
+    mcp_servers: dict[str, tuple[str, int]] | None = None
+    #: The operator console's own settings (TESSERA_OIDC_*, TESSERA_CONSOLE_*); None: no console.
+    #: The admin service gets the TESSERA_OIDC_* ones too, to accept the console's users.
+    console_env: dict[str, str] | None = None
+    console: ConsoleProcess | None = None
     upstream: subprocess.Popen | None = None
     checks: list[CheckProcess] = field(default_factory=list)
     admin: AdminProcess | None = None
@@ -238,6 +263,8 @@ class Stack:
             # loopback: allow it explicitly, but keep Envoy's own listener and admin ports refused.
             "TESSERA_OUTBOUND_ALLOW": "127.0.0.0/8,::1",
             "TESSERA_OUTBOUND_REFUSED_PORTS": f"{self.ports.listen},{self.ports.envoy_admin}",
+            # the demo tenant derives its intent catalog from this stack's own demo MCP server
+            "TESSERA_DEMO_UPSTREAM_URL": self.upstream_url,
             **self.env,
         }
 
@@ -277,7 +304,8 @@ class Stack:
                         "TESSERA_ADMIN_PORT": str(self.ports.admin),
                         "TESSERA_ADMIN_METRICS_PORT": str(self.ports.admin_metrics),
                         "TESSERA_BOOTSTRAP_ADMIN_KEY": self.admin_key,
-                    },
+                    }
+                    | {k: v for k, v in (self.console_env or {}).items() if k.startswith("TESSERA_OIDC_")},
                     self.workdir / "admin.log",
                 )
                 self.admin.spawn()
@@ -294,6 +322,20 @@ class Stack:
                 self.checks.append(replica)
             if self.admin is not None:
                 self.admin.wait_ready()
+            if self.console_env is not None:
+                port = free_port()
+                self.console = ConsoleProcess(
+                    port,
+                    self.service_env()
+                    | {
+                        "TESSERA_CONSOLE_PORT": str(port),
+                        "TESSERA_CONSOLE_ADMIN_ADDRESS": self.admin_address,
+                        "TESSERA_CONSOLE_PUBLIC_URL": self.url,
+                    }
+                    | self.console_env,
+                    self.workdir / "console.log",
+                )
+                self.console.start()
             config_path = self.workdir / "envoy.yaml"
             config_path.write_text(
                 render_envoy_config(
@@ -309,8 +351,11 @@ class Stack:
                     list_endpoints=self.list_endpoints,
                     cors_origins=self.cors_origins,
                     mcp_idle_timeout_ms=self.mcp_idle_timeout_ms,
+                    mcp_servers=self.mcp_servers,
                     oauth_resource=f"{self.url}/v1/mcp" if self.oauth_authorization_servers else None,
                     oauth_authorization_servers=self.oauth_authorization_servers or (),
+                    oauth_tenants=self.oauth_tenants,
+                    console_endpoint=("127.0.0.1", self.console.port) if self.console else None,
                 )
             )
             self.envoy = EnvoyProcess(
@@ -333,6 +378,8 @@ class Stack:
             self.envoy.stop()
         for replica in self.checks:
             replica.stop()
+        if self.console is not None:
+            self.console.stop()
         if self.admin is not None:
             self.admin.stop()
         stop_process(self.upstream)

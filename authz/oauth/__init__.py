@@ -20,8 +20,36 @@ Trusted issuers come from a YAML file (``TESSERA_OAUTH_ISSUERS_FILE``)::
         agent_claim: sub                                # default sub
         tools_claim: scope                              # default scope; absent claim: no tools caveat
         algorithms: [RS256, ES256, EdDSA]               # default
+        exchange:                                       # token exchange (absent: refused)
+          tools: [read_invoice, list_invoices]          # the tenant's allowance (default: claims only)
+          max_ttl_s: 3600                               # lifetime cap (never past the JWT's exp)
+          max_calls: 100                                # budget caveats on every exchanged token
+          max_cost: "50"
+
+:class:`TokenExchange` turns such an access token into a Tessera capability token (RFC 8693 style),
+bounded by its claims and by the issuer's ``exchange`` allowance; the admin service serves it at
+``POST /v1/oauth/token`` (``TokenExchangeService``).
 """
 
-from ._jwt import JwksCache, OAuthAuthenticator, TrustedIssuer, accept_access_tokens, load_issuers
+from ._exchange import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, ExchangedToken, TokenExchange
+from ._jwt import (
+    ExchangeAllowance,
+    JwksCache,
+    OAuthAuthenticator,
+    TrustedIssuer,
+    accept_access_tokens,
+    load_issuers,
+)
 
-__all__ = ["JwksCache", "OAuthAuthenticator", "TrustedIssuer", "accept_access_tokens", "load_issuers"]
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "TOKEN_EXCHANGE_GRANT",
+    "ExchangeAllowance",
+    "ExchangedToken",
+    "JwksCache",
+    "OAuthAuthenticator",
+    "TokenExchange",
+    "TrustedIssuer",
+    "accept_access_tokens",
+    "load_issuers",
+]

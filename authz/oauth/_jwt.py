@@ -19,11 +19,48 @@ import yaml
 
 from authz.errors import ConfigError, DependencyError, InvalidArgument
 from authz.outbound import OutboundClient, OutboundPolicy
-from authz.token import AuthenticatedToken, TokenRejection, format_time, parse_caveat
+from authz.token import (
+    AuthenticatedToken,
+    BudgetCounter,
+    ExpiresCaveat,
+    MaxCallsCaveat,
+    TokenRejection,
+    format_time,
+    parse_caveat,
+)
 
 log = logging.getLogger("tessera.oauth")
 
 _ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"})
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeAllowance:
+    """What a token exchange (:mod:`authz.oauth._exchange`) may issue for one issuer's tokens: the
+    tenant's allowance, on top of what the subject token's claims allow.
+
+    ``tools``: the tools an exchanged token may name (None: only the claims limit them);
+    ``max_ttl_s``: the longest lifetime of an exchanged token (never past the subject token's ``exp``);
+    ``max_calls`` / ``max_cost``: budget caveats every exchanged token carries (None: none)."""
+
+    tools: tuple[str, ...] | None = None
+    max_ttl_s: int = 3600
+    max_calls: int | None = None
+    max_cost: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tools is not None and (
+            not self.tools or not all(isinstance(t, str) and t and "," not in t for t in self.tools)
+        ):
+            raise ConfigError("exchange.tools must be a non-empty list of tool names")
+        if isinstance(self.max_ttl_s, bool) or not isinstance(self.max_ttl_s, int) or self.max_ttl_s <= 0:
+            raise ConfigError(f"exchange.max_ttl_s must be a positive int, got {self.max_ttl_s!r}")
+        if self.max_calls is not None and (
+            isinstance(self.max_calls, bool) or not isinstance(self.max_calls, int) or self.max_calls <= 0
+        ):
+            raise ConfigError(f"exchange.max_calls must be a positive int, got {self.max_calls!r}")
+        if self.max_cost is not None:
+            object.__setattr__(self, "max_cost", str(self.max_cost))
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +72,12 @@ class TrustedIssuer:
     agent_claim: str = "sub"
     tools_claim: str = "scope"
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    #: Token exchange for this issuer's tokens (None: refused).
+    exchange: ExchangeAllowance | None = None
+    #: Claims that set the token's own budget (``max_calls`` / ``max_cost`` caveats, counted per token
+    #: like a macaroon's); None, or a token without the claim: no per-token budget (tenant rules apply).
+    max_calls_claim: str | None = None
+    max_cost_claim: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("issuer", "jwks_uri", "audience", "tenant"):
@@ -61,6 +104,14 @@ def load_issuers(path: Path) -> tuple[TrustedIssuer, ...]:
         if "algorithms" in fields:
             fields["algorithms"] = tuple(fields["algorithms"])
         try:
+            exchange = fields.get("exchange")
+            if exchange is not None:
+                if not isinstance(exchange, dict):
+                    raise ConfigError(f"{path}: `exchange` is a mapping")
+                exchange = dict(exchange)
+                if isinstance(exchange.get("tools"), list):
+                    exchange["tools"] = tuple(exchange["tools"])
+                fields["exchange"] = ExchangeAllowance(**exchange)
             issuers.append(TrustedIssuer(**fields))
         except TypeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -101,6 +152,12 @@ class JwksCache:
 
     def key(self, issuer: str, kid: str | None) -> Any | None:
         return self._keys.get(issuer, {}).get(kid or "")
+
+    def sole_key(self, issuer: str) -> Any | None:
+        """The issuer's one key when it publishes exactly one (a JWS may then omit ``kid``, OIDC Core
+        §10.1), else None."""
+        keys = self._keys.get(issuer, {})
+        return next(iter(keys.values())) if len(keys) == 1 else None
 
     def available(self, issuer: str) -> bool:
         """Has the issuer's JWKS been fetched at least once?"""
@@ -171,22 +228,37 @@ class OAuthAuthenticator:
         if cached is not None:
             self._cache.move_to_end(token)
             return cached
-        result = self._verify_jwt(token)
+        result = self._verify_jwt(token)[1]
         if isinstance(result, AuthenticatedToken) and self._cache_size > 0:
             self._cache[token] = result
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return result
 
-    def _verify_jwt(self, token: str) -> AuthenticatedToken | TokenRejection:
+    def verify_access_token(self, token: str) -> tuple[TrustedIssuer, AuthenticatedToken] | TokenRejection:
+        """A JWT access token (never a macaroon) verified, with the issuer it came from; not cached.
+        For the token exchange, which needs the issuer's allowance."""
+        if not (token.count(".") == 2 and token.startswith("eyJ")):
+            return TokenRejection("not a JWT access token")
+        issuer, result = self._verify_jwt(token)
+        if issuer is None or not isinstance(result, AuthenticatedToken):
+            return result if isinstance(result, TokenRejection) else TokenRejection("access token rejected")
+        return issuer, result
+
+    def _verify_jwt(self, token: str) -> tuple[TrustedIssuer | None, AuthenticatedToken | TokenRejection]:
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
-            return TokenRejection(f"malformed access token: {exc}")
+            return None, TokenRejection(f"malformed access token: {exc}")
         issuer = self._issuers.get(claims.get("iss")) if isinstance(claims.get("iss"), str) else None
         if issuer is None:
-            return TokenRejection("access token from an untrusted issuer")
+            return None, TokenRejection("access token from an untrusted issuer")
+        return issuer, self._verify_signed(issuer, header, token)
+
+    def _verify_signed(
+        self, issuer: TrustedIssuer, header: Mapping[str, Any], token: str
+    ) -> AuthenticatedToken | TokenRejection:
         algorithm = header.get("alg")
         if algorithm not in issuer.algorithms:
             return TokenRejection(f"access token algorithm {algorithm!r} is not allowed for its issuer")
@@ -236,10 +308,35 @@ def _authenticated(
             if not isinstance(value, int | float) or isinstance(value, bool):
                 return TokenRejection(f"access token claim {claim!r} is not a time")
             raw.append(template.format(format_time(datetime.fromtimestamp(value, UTC))))
+    budgets = []
+    for claim, kind in ((issuer.max_calls_claim, "calls"), (issuer.max_cost_claim, "cost")):
+        value = claims.get(claim) if claim else None
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | str)
+            or (kind == "calls" and type(value) is not int)
+        ):
+            return TokenRejection(f"access token claim {claim!r} is not a budget")
+        raw.append(f"max_{kind} = {value}")
+        budgets.append(len(raw) - 1)
     try:
         caveats = tuple(parse_caveat(c) for c in raw)
     except InvalidArgument as exc:
         return TokenRejection(f"access token claims cannot be mapped: {exc}")
+    expires = next((c.at for c in caveats if isinstance(c, ExpiresCaveat)), None)
+    # One counter per token and kind (a JWT has no chain to nest counters in): every call made with this
+    # access token spends from it, until the token expires.
+    counters = tuple(
+        BudgetCounter(
+            hashlib.sha256(f"oauth:{token_id}:{caveats[i].raw}".encode()).hexdigest(),
+            "calls" if isinstance(caveats[i], MaxCallsCaveat) else "cost",
+            caveats[i].limit,
+            expires,
+        )
+        for i in budgets
+    )
     jti = claims.get("jti") if isinstance(claims.get("jti"), str) else token_id
     return AuthenticatedToken(
         tenant=issuer.tenant,
@@ -249,7 +346,7 @@ def _authenticated(
         token_id=token_id,
         caveats=caveats,
         ancestor_ids=(token_id,),
-        budget_counters=(),
+        budget_counters=counters,
     )
 
 

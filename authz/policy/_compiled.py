@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -25,6 +27,15 @@ __all__ = [
 #: Policies larger than this are refused before compiling (the engine's cost grows with size).
 MAX_POLICY_SOURCE_BYTES = 1024 * 1024
 
+#: Decisions remembered per compiled policy (first in, first out beyond this), and the longest memo key
+#: (canonical engine input, characters) worth remembering: together they bound the memo's memory.
+MEMO_ENTRIES = 4096
+MEMO_MAX_KEY_CHARS = 2048
+
+_memo_key = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+).encode
+
 _PACKAGE_RE = re.compile(r"^[ \t]*package[ \t]+([^\s#]+)", re.MULTILINE)
 _DECISION_RE = re.compile(r"^[ \t]*(?:default[ \t]+)?decision\b", re.MULTILINE)
 
@@ -36,15 +47,25 @@ class CompiledPolicy:
     ``content_hash`` (``"sha256:"`` + hex digest of the UTF-8 source, what audit events record) and
     ``source``. :meth:`evaluate` is safe to call repeatedly and from several threads (calls are
     serialized; on the event loop thread the lock is never contended).
+
+    Memoized: when the source reads neither the clock (``input.time``, ``time.now_ns``) nor anything
+    outside its input (``http.send``, ``opa.runtime``, randomness; see
+    :func:`~authz.policy._engine.reads_no_clock_or_outside`), its decision is a function of the input
+    the engine is given, so a decision reached for one canonical engine input is reused for an equal
+    one. The memo belongs to this object, i.e. to one policy source: a promotion or rollback activates
+    another object (or this one, whose remembered decisions are still that source's), and
+    :meth:`PolicySet.activate` clears it anyway. Errors are never remembered.
     """
 
-    __slots__ = ("_content_hash", "_program", "_source", "_version")
+    __slots__ = ("_content_hash", "_memo", "_program", "_source", "_version", "memo_hits")
 
     def __init__(self, source: str, version: int, content_hash: str, program: RegoProgram):
         self._source = source
         self._version = version
         self._content_hash = content_hash
         self._program = program
+        self._memo: dict[str, PolicyResult] | None = {} if program.deterministic else None
+        self.memo_hits = 0
 
     @property
     def version(self) -> int:
@@ -69,10 +90,41 @@ class CompiledPolicy:
         ``input`` must be JSON-compatible: mappings with string keys, lists/tuples, str, int, float,
         bool, None (see :mod:`authz.policy` for the shape the pipeline passes).
         """
+        memo = self._memo
+        if memo is None:
+            return self._evaluate(input, narrowed=False)
         try:
-            return result_from_engine(self._program.evaluate(input))
+            narrowed = self._program.engine_input(input)
+            key = _memo_key(narrowed)
+        except Exception:  # not JSON-representable: the engine decides (and reports it)
+            return self._evaluate(input, narrowed=False)
+        result = memo.get(key)
+        if result is not None:
+            self.memo_hits += 1
+            return result
+        result = self._evaluate(narrowed, narrowed=True)
+        if not result.error and len(key) <= MEMO_MAX_KEY_CHARS:
+            if len(memo) >= MEMO_ENTRIES:
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # raced a thread
+                    del memo[next(iter(memo))]
+            memo[key] = result
+        return result
+
+    def _evaluate(self, input: Mapping[str, Any], *, narrowed: bool) -> PolicyResult:
+        try:
+            return result_from_engine(self._program.evaluate(input, narrowed=narrowed))
         except Exception as exc:  # belt and braces: a policy engine failure is a deny, never an allow
             return PolicyResult.deny(f"policy evaluation failed: {exc}", error=True)
+
+    @property
+    def memoized(self) -> bool:
+        """True when decisions of this policy are remembered (it reads no clock or outside data)."""
+        return self._memo is not None
+
+    def forget_decisions(self) -> None:
+        """Drop every remembered decision."""
+        if self._memo is not None:
+            self._memo.clear()
 
     def __repr__(self) -> str:
         return f"CompiledPolicy(version={self._version}, content_hash={self._content_hash!r})"
@@ -157,6 +209,7 @@ class PolicySet:
         """Make ``compiled`` the tenant's active policy; returns the one it replaced."""
         if not isinstance(compiled, CompiledPolicy):
             raise InvalidArgument(f"expected a CompiledPolicy, got {type(compiled).__name__}")
+        compiled.forget_decisions()
         with self._write_lock:
             current = self._active
             updated = dict(current)

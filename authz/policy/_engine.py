@@ -95,10 +95,11 @@ class RegoProgram:
     that reads ``tool`` and ``arguments`` need not pay for the token's caveats.
     """
 
-    __slots__ = ("__weakref__", "_bundle", "_interp", "_lock", "input_keys")
+    __slots__ = ("__weakref__", "_bundle", "_interp", "_lock", "deterministic", "input_keys")
 
     def __init__(self, source: str):
         self.input_keys = referenced_input_keys(source)
+        self.deterministic = reads_no_clock_or_outside(source)
         builder = _new_interpreter()
         try:
             try:
@@ -123,13 +124,19 @@ class RegoProgram:
         weakref.finalize(self, _rs.rego_free, self._interp)
         self._lock = threading.Lock()
 
-    def evaluate(self, input: Mapping[str, Any]) -> EngineResult:
-        """Evaluate the entrypoint against ``input``. Never raises: failures are ``kind="error"``."""
+    def engine_input(self, input: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The part of ``input`` the engine is given (the keys the source can reach)."""
         keys = self.input_keys
+        return input if keys is None else {k: input[k] for k in keys if k in input}
+
+    def evaluate(self, input: Mapping[str, Any], *, narrowed: bool = False) -> EngineResult:
+        """Evaluate the entrypoint against ``input``. Never raises: failures are ``kind="error"``.
+
+        ``narrowed``: ``input`` already is :meth:`engine_input`'s result."""
         with self._lock:
             try:
-                if keys is not None:
-                    input = {k: input[k] for k in keys if k in input}
+                if not narrowed:
+                    input = self.engine_input(input)
                 self._set_input(input)
             except Exception as exc:  # anything the input conversion raises is the caller's bad input
                 return EngineResult("error", message=f"policy input could not be passed to the engine: {exc}")
@@ -197,6 +204,30 @@ def referenced_input_keys(source: str) -> frozenset[str] | None:
         except ValueError:
             return None
     return frozenset(keys)
+
+
+#: Built-ins whose result depends on something besides their arguments (``time.now_ns``, ``http.send``,
+#: ``opa.runtime``, ``rand.intn``, ``uuid.rfc4122``, ``net.lookup_ip_addr``, ``io.jwt.decode_verify``,
+#: ``crypto.x509.parse_and_verify_*``, ``providers.aws.sign_req``), matched by their last name as a word
+#: anywhere in the source, strings and comments included: a policy naming one is never memoized. Rego
+#: cannot call a built-in by another name (imports reach only ``data``, ``input``, ``future`` and
+#: ``rego``), so a policy without these words decides from ``input`` alone (the in-process engine is
+#: given no ``data`` besides the policy itself).
+_IMPURE_BUILTINS = re.compile(
+    r"(?<!\w)(now_ns|send|runtime|intn|rfc4122|lookup_ip_addr|decode_verify|parse_and_verify\w*|sign_req)"
+    r"(?!\w)"
+)
+
+
+def reads_no_clock_or_outside(source: str) -> bool:
+    """True when the decision of ``source`` is a function of its input alone (safe to memoize).
+
+    Conservative: any mention of a clock, network, runtime or random built-in, in code or comments,
+    or any reach into ``input.time``, counts as reading them."""
+    if _IMPURE_BUILTINS.search(source) is not None:
+        return False
+    keys = referenced_input_keys(source)
+    return keys is not None and "time" not in keys
 
 
 def _new_interpreter() -> int:

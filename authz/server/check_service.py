@@ -119,6 +119,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             ]
         if trace_id is not None:
             decisions = [replace(d, trace_id=trace_id) for d in decisions]
+        server = parsed.messages[0].input.server
+        if server is not None:  # the audit names the tool server (several behind one endpoint)
+            decisions = [replace(d, server=server) for d in decisions]
         positions: list[tuple[str, int, str]] = []
         if not await self._record(decisions, source, trace_id, positions):
             if decisions[-1].allowed:

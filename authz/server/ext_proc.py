@@ -110,7 +110,7 @@ class ListProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
                         await self._audit(ctx, ListTally(), "withheld", reason, quiet=True)
                     # Mid-stream (headers already sent) Envoy resets the stream: the client loses the
                     # stream, never sees the list.
-                    yield _withheld(ctx, reason)
+                    yield withheld_response(ctx, reason)
                     return
                 yield pb.ProcessingResponse(
                     response_body=pb.BodyResponse(
@@ -286,7 +286,7 @@ def _dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _withheld(ctx: ListContext | None, reason: str) -> pb.ProcessingResponse:
+def withheld_response(ctx: ListContext | None, reason: str) -> pb.ProcessingResponse:
     rpc_id = json.loads(ctx.rpc_id) if ctx is not None else None
     body = {
         "jsonrpc": "2.0",

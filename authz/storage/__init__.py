@@ -17,6 +17,7 @@ from authz.storage.models import (
     Reservation,
     ReserveResult,
     Revocation,
+    SinkConfig,
     StoreVersions,
     TenantSettings,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "Reservation",
     "ReserveResult",
     "Revocation",
+    "SinkConfig",
     "Store",
     "StoreVersions",
     "TenantSettings",

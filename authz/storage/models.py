@@ -33,6 +33,9 @@ class TenantSettings:
     intent_undetermined: str = "deny"
     tools_url: str | None = None
     upstream_tools: tuple[dict[str, Any], ...] | None = None
+    #: Seconds between scheduled refreshes of ``upstream_tools``; None: the service's
+    #: ``TESSERA_INTENT_REFRESH_S``. Written to JSON only when set.
+    intent_refresh_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -53,6 +56,8 @@ class TenantSettings:
             data["tools_url"] = self.tools_url
         if self.upstream_tools is not None:
             data["upstream_tools"] = list(self.upstream_tools)
+        if self.intent_refresh_s is not None:
+            data["intent_refresh_s"] = self.intent_refresh_s
         return data
 
     @classmethod
@@ -70,6 +75,9 @@ class TenantSettings:
             tools_url=data.get("tools_url") or None,
             upstream_tools=(
                 tuple(data["upstream_tools"]) if isinstance(data.get("upstream_tools"), list) else None
+            ),
+            intent_refresh_s=(
+                float(data["intent_refresh_s"]) if data.get("intent_refresh_s") is not None else None
             ),
         )
 
@@ -270,3 +278,23 @@ class DeadLetter:
     attempts: int
     created_at: float
     replayed_at: float | None = None
+    #: When an operator asked for a replay (ReplayDeadLetter); the sink's forwarder then resends it.
+    replay_requested_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """A forwarder sink or notification route configured for one tenant through the admin API.
+
+    ``spec`` is its validated JSON (:mod:`authz.forward._tenant`): kind options, the *names* of its
+    secrets, driver settings, and for notification routes the match and rate rule. Never a secret's value.
+    ``version`` starts at 1 and grows with each update.
+    """
+
+    tenant: str
+    name: str
+    kind: str
+    spec: dict[str, Any]
+    version: int = 1
+    created_at: float = 0.0
+    updated_at: float = 0.0

@@ -26,6 +26,7 @@ from authz.storage.models import (
     Reservation,
     ReserveResult,
     Revocation,
+    SinkConfig,
     StoreVersions,
     TenantSettings,
 )
@@ -132,6 +133,11 @@ class ApprovalStore(Protocol):
 
     async def consume_approval(self, tenant: str, approval_id: str, now: float) -> bool:
         """Atomically move an approved, unexpired approval to consumed. False if it was not approved."""
+
+    async def expire_approvals(self, now: float, limit: int = 100) -> list[Approval]:
+        """Move pending approvals whose ``expires_at`` has passed (never decided: timed out) to
+        ``expired`` and return them as updated, oldest deadline first. Atomic: of replicas sweeping at
+        once, each approval is returned to one. Run inside ``run_audited`` to record each timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +382,29 @@ class ForwarderStore(Protocol):
     async def mark_dead_letter_replayed(self, dead_letter_id: int, now: float) -> DeadLetter:
         """Record that a replay was acknowledged. NotFound for an unknown id; idempotent (the first time
         stays)."""
+
+    async def request_dead_letter_replay(self, dead_letter_id: int, now: float) -> DeadLetter:
+        """Ask for a dead letter to be resent: sets ``replay_requested_at`` (kept when already set) and
+        returns the record; the sink's forwarder resends the requested ones on its next pass. NotFound
+        for an unknown id; FailedPrecondition when it was replayed already."""
+
+    # -- per-tenant configuration (admin API) ----------------------------------------------------------
+    async def create_sink_config(self, config: SinkConfig) -> None:
+        """Store a new sink or notification route. AlreadyExists when the tenant has one of that name."""
+
+    async def update_sink_config(
+        self, tenant: str, name: str, spec: dict[str, Any], now: float, expected_version: int | None = None
+    ) -> SinkConfig:
+        """Replace its spec and bump its version. NotFound for an unknown one; FailedPrecondition when
+        ``expected_version`` is given and differs from the stored version (compare-and-set)."""
+
+    async def get_sink_config(self, tenant: str, name: str) -> SinkConfig | None: ...
+
+    async def list_sink_configs(self, tenant: str | None = None) -> list[SinkConfig]:
+        """Ordered by tenant then name; every tenant's when ``tenant`` is None."""
+
+    async def delete_sink_config(self, tenant: str, name: str) -> bool:
+        """True when one was deleted. Its cursors and dead letters stay (history, replay)."""
 
 
 class MemoryWriterStore(Protocol):

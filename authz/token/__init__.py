@@ -35,7 +35,7 @@ from ._caveats import (
 from ._keys import MIN_MASTER_BYTES, KeyRing, valid_name
 from ._mint import TokenInfo, attenuate, hash_prompt, inspect, mint
 from ._verify import AuthenticatedToken, BudgetCounter, TokenAuthenticator, TokenRejection
-from ._wire import MAX_CAVEATS, MAX_TOKEN_LENGTH
+from ._wire import MAX_CAVEATS, MAX_TOKEN_LENGTH, valid_jti
 
 __all__ = [
     "ARG_OPERATORS",
@@ -65,5 +65,6 @@ __all__ = [
     "inspect",
     "mint",
     "parse_caveat",
+    "valid_jti",
     "valid_name",
 ]

@@ -150,6 +150,38 @@ def test_the_envoy_config_each_pod_renders_passes_envoy_validate(values, tmp_pat
         assert container(spec, "envoy")["command"][:3] == ["envoy", "-c", "/etc/envoy/envoy.yaml"]
 
 
+def test_mcp_cors_origins_and_idle_timeout_reach_the_envoy_config_the_gateway_runs(tmp_path):
+    docs = render(
+        None,
+        "mcp.corsOrigins[0]=https://app.example",
+        "mcp.corsOrigins[1]=http://localhost:3000",
+        "mcp.idleTimeoutMs=120000",
+    )
+    [(_, path, _)] = _envoy_configs(docs, tmp_path)
+    validate_envoy_config(path)
+    doc = yaml.safe_load(path.read_text())
+    listener = next(x for x in doc["static_resources"]["listeners"] if x["name"] == LISTENER_NAME)
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    vhost = hcm["route_config"]["virtual_hosts"][0]
+    cors = vhost["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert cors["allow_origin_string_match"] == [
+        {"exact": "https://app.example"},
+        {"exact": "http://localhost:3000"},
+    ]
+    routes = {r["name"]: r for r in vhost["routes"]}
+    for name in ("mcp", "mcp_stream"):
+        assert (
+            routes[name]["route"]["idle_timeout"] == "120.000s" and routes[name]["route"]["timeout"] == "0s"
+        )
+    # The defaults: the renderer's origin (the MCP Inspector) and 300 s.
+    [(_, default_path, args)] = _envoy_configs(render(None), tmp_path / "defaults")
+    assert "--cors-origin" not in args
+    default_vhost = yaml.safe_load(default_path.read_text())["static_resources"]["listeners"][0]
+    default_vhost = default_vhost["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+    mcp = next(r for r in default_vhost["virtual_hosts"][0]["routes"] if r["name"] == "mcp")
+    assert mcp["route"]["idle_timeout"] == "300.000s"
+
+
 def test_gateway_reaches_every_check_pod_through_the_headless_service(tmp_path):
     docs = render(VALUES_DIR / "postgres-replicas.yaml")
     headless = one(docs, "Service", "t-tessera-authz-check-endpoints")
@@ -381,6 +413,9 @@ def test_dashboards_ship_from_the_chart_directory():
         ("no-master-key.yaml", "at '/masterKey/existingSecret': minLength"),
         ("postgres-without-secret.yaml", "database.type=postgresql needs database.existingSecret"),
         ("bad-port.yaml", "at '/check/port': maximum"),
+        ("mcp-cors-origin-with-path.yaml", "at '/mcp/corsOrigins/0'"),
+        ("oauth-without-resource.yaml", "oauth.enabled needs oauth.resource"),
+        ("oauth-issuer-without-audience.yaml", "missing property 'audience'"),
     ],
 )
 def test_bad_values_fail_with_a_message_that_names_the_problem(bad, message):
@@ -391,3 +426,39 @@ def test_bad_values_fail_with_a_message_that_names_the_problem(bad, message):
     # `helm lint` names the problem too (Helm 4 reports a template's `fail` at INFO level, without failing)
     lint = helm("lint", str(CHART), "-f", str(BAD_VALUES / bad), check=False)
     assert message in lint.stderr + lint.stdout, lint.stderr + lint.stdout
+
+
+def test_oauth_values_reach_envoy_and_both_services(tmp_path):
+    values = VALUES_DIR / "oauth.yaml"
+    spec_values = yaml.safe_load(values.read_text())["oauth"]
+    docs = render(values)
+    issuers = one(docs, "ConfigMap", "t-tessera-authz-oauth-issuers")
+    assert yaml.safe_load(issuers["data"]["issuers.yaml"]) == {"issuers": spec_values["issuers"]}
+    services = [
+        c for _, spec in pod_specs(docs) for c in spec["containers"] if c["name"] in ("check", "admin")
+    ]
+    assert {c["name"] for c in services} == {"check", "admin"}
+    for c in services:
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["TESSERA_OAUTH_ISSUERS_FILE"] == "/etc/tessera/oauth/issuers.yaml"
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert "/etc/tessera/oauth" in mounts
+    [(_, path, args)] = _envoy_configs(docs, tmp_path)
+    assert args[args.index("--oauth-resource") + 1] == spec_values["resource"]
+    assert args[args.index("--oauth-tenant") + 1] == (
+        "acme,https://acme.gw.example.com/v1/mcp,https://login.acme.example"
+    )
+    doc = yaml.safe_load(path.read_text())
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    vhosts = {v["name"]: v for v in hcm["route_config"]["virtual_hosts"]}
+    assert vhosts["tenant_acme"]["domains"] == ["acme.gw.example.com"]
+    routes = {r["name"]: r for r in vhosts["tessera"]["routes"]}
+    assert "oauth_metadata" in routes and "oauth_token" in routes
+    # Off by default: no issuers file, no OAuth flags (the IntentGate-compatible mode).
+    plain = render(None)
+    assert not find(plain, "ConfigMap", "t-tessera-authz-oauth-issuers")
+    assert not any(
+        "--oauth-resource" in init.get("args", ())
+        for _, spec in pod_specs(plain)
+        for init in spec.get("initContainers", ())
+    )

@@ -79,6 +79,8 @@ class Case:
 
 
 C = grpc.StatusCode
+# A public address literal: vetted by the outbound rules without DNS, never connected to.
+PUBLIC_URL = "https://93.184.216.34/tessera"
 CASES = [
     Case("list tenants", "TenantService/ListTenants", {}, same_answer=True),
     Case("get tenant", "TenantService/GetTenant", {"tenant": "demo"}, same_answer=True),
@@ -284,6 +286,89 @@ CASES = [
     Case("list keys", "AdminKeyService/ListAdminKeys", {}, same_answer=True),
     Case("forwarder health", "IntegrationService/ForwarderHealth", {"tenant": "demo"}, same_answer=True),
     Case("dead letters", "IntegrationService/ListDeadLetters", {}, same_answer=True),
+    Case("intent settings", "IntentService/GetIntentSettings", {"tenant": "cases"}, same_answer=True),
+    Case(
+        "intent refresh interval too short",
+        "IntentService/UpdateIntentSettings",
+        {"tenant": "cases", "settings": {"refresh_interval_s": 3}, "update_mask": "refreshIntervalS"},
+        C.INVALID_ARGUMENT,
+        400,
+    ),
+    Case(
+        "refresh without tools_url",
+        "IntentService/RefreshIntentCatalog",
+        {"tenant": "cases"},
+        C.FAILED_PRECONDITION,
+        400,
+        reason="NO_TOOLS_URL",
+    ),
+    Case(
+        "create a sink",
+        "ForwarderConfigService/CreateSink",
+        lambda e, t: {
+            "tenant": "cases",
+            "sink": {
+                "name": f"soc-{t}",
+                "kind": "webhook",
+                "options": {"url": PUBLIC_URL},
+                "secret": "soc-key",
+            },
+        },
+    ),
+    Case(
+        "a sink of an unknown kind",
+        "ForwarderConfigService/CreateSink",
+        {"tenant": "cases", "sink": {"name": "x", "kind": "kafka", "secret": "k"}},
+        C.INVALID_ARGUMENT,
+        400,
+        reason="FORWARDER_CONFIG_INVALID",
+    ),
+    Case(
+        "a sink URL the outbound rules refuse",
+        "ForwarderConfigService/CreateSink",
+        {
+            "tenant": "cases",
+            "sink": {
+                "name": "x",
+                "kind": "splunk",
+                "options": {"url": "http://10.0.0.1:8088"},
+                "secret": "k",
+            },
+        },
+        C.INVALID_ARGUMENT,
+        400,
+        reason="OUTBOUND_REFUSED",
+    ),
+    Case(
+        "missing sink",
+        "ForwarderConfigService/GetSink",
+        {"tenant": "cases", "name": "none"},
+        C.NOT_FOUND,
+        404,
+        reason="SINK_NOT_FOUND",
+    ),
+    Case(
+        "create a notification route",
+        "ForwarderConfigService/CreateNotificationRoute",
+        lambda e, t: {
+            "tenant": "cases",
+            "route": {
+                "name": f"oncall-{t}",
+                "kind": "slack",
+                "secret": "slack-url",
+                "match": {"decisions": ["deny"], "codes": [-32010]},
+                "rate": {"more_than": 5, "minutes": 10},
+            },
+        },
+    ),
+    Case(
+        "replay an unknown dead letter",
+        "ForwarderConfigService/ReplayDeadLetter",
+        {"tenant": "cases", "id": 987654},
+        C.NOT_FOUND,
+        404,
+        reason="DEAD_LETTER_NOT_FOUND",
+    ),
     Case(
         "revoke the last admin key",
         "AdminKeyService/RevokeAdminKey",
@@ -332,6 +417,20 @@ def test_rest_and_grpc_give_the_same_answer(
     over_rest = admin_gateway.rest(case.rpc, case.build(env, "rest"), key)
     assert over_grpc.code is over_rest.code is OK
     assert over_rest.message == over_grpc.message
+
+
+def test_the_demo_tenant_derives_its_catalog_from_the_stacks_demo_server(admin_gateway: AdminGateway) -> None:
+    """The demo tenants file points `tools_url` at the stack's own demo MCP server; an operator's
+    refresh over REST (through Envoy's transcoder) fetches its tools/list with the mcp SDK client."""
+    settings = admin_gateway.rest("IntentService/GetIntentSettings", {"tenant": "demo"})
+    assert settings.code is OK
+    assert settings.message.settings.tools_url == admin_gateway.stack.upstream_url + "/mcp"
+    refreshed = admin_gateway.rest("IntentService/RefreshIntentCatalog", {"tenant": "demo"})
+    assert refreshed.code is OK, refreshed.raw
+    assert refreshed.message.outcome in ("updated", "unchanged")  # the check service may have been first
+    catalog = refreshed.message.catalog
+    assert catalog.fetched and catalog.upstream_tools == 4
+    assert set(catalog.catalog_tools) == {"read_invoice", "list_invoices", "transfer_funds", "delete_invoice"}
 
 
 def test_export_streams_the_same_file_over_both(admin_gateway: AdminGateway) -> None:
@@ -463,6 +562,39 @@ def _matrix_requests(gw: AdminGateway, env: dict[str, Any]) -> dict[str, Callabl
         "AdminKeyService/RevokeAdminKey": lambda: {"key_id": gw.new_key("viewer", t, "doomed").split("_")[1]},
         "IntegrationService/ForwarderHealth": lambda: {"tenant": t},
         "IntegrationService/ListDeadLetters": lambda: {"tenant": t},
+        "TokenExchangeService/ExchangeToken": lambda: {"form": {"content_type": "text/plain"}},
+        "IntentService/GetIntentSettings": lambda: {"tenant": t},
+        "IntentService/UpdateIntentSettings": lambda: {
+            "tenant": t,
+            "settings": {},
+            "update_mask": "undetermined",
+        },
+        "IntentService/RefreshIntentCatalog": lambda: {"tenant": t},
+        "ForwarderConfigService/CreateSink": lambda: {
+            "tenant": t,
+            "sink": {"name": _fresh("s"), "kind": "webhook", "options": {"url": PUBLIC_URL}, "secret": "k"},
+        },
+        "ForwarderConfigService/ListSinks": lambda: {"tenant": t},
+        "ForwarderConfigService/GetSink": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/UpdateSink": lambda: {
+            "tenant": t,
+            "name": "absent",
+            "sink": {"options": {"url": PUBLIC_URL}, "secret": "k"},
+        },
+        "ForwarderConfigService/DeleteSink": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/CreateNotificationRoute": lambda: {
+            "tenant": t,
+            "route": {"name": _fresh("r"), "kind": "teams", "secret": "k"},
+        },
+        "ForwarderConfigService/ListNotificationRoutes": lambda: {"tenant": t},
+        "ForwarderConfigService/GetNotificationRoute": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/UpdateNotificationRoute": lambda: {
+            "tenant": t,
+            "name": "absent",
+            "route": {"secret": "k"},
+        },
+        "ForwarderConfigService/DeleteNotificationRoute": lambda: {"tenant": t, "name": "absent"},
+        "ForwarderConfigService/ReplayDeadLetter": lambda: {"tenant": t, "id": 987654},
         "MemoryWriterService/RegisterMemoryWriter": lambda: {
             "tenant": t,
             "writer_id": _fresh("w"),
@@ -519,6 +651,23 @@ MATRIX = {
     "AdminKeyService/RevokeAdminKey": ("admin", False),
     "IntegrationService/ForwarderHealth": ("viewer", False),
     "IntegrationService/ListDeadLetters": ("viewer", False),
+    # Public: no key is needed and any key is ignored; the answer is the exchange's own (this stack trusts
+    # no OAuth issuer, so it is off: FAILED_PRECONDITION, for every caller alike).
+    "TokenExchangeService/ExchangeToken": ("public", True),
+    "IntentService/GetIntentSettings": ("viewer", False),
+    "IntentService/UpdateIntentSettings": ("admin", False),
+    "IntentService/RefreshIntentCatalog": ("operator", False),
+    "ForwarderConfigService/CreateSink": ("admin", False),
+    "ForwarderConfigService/ListSinks": ("viewer", False),
+    "ForwarderConfigService/GetSink": ("viewer", False),
+    "ForwarderConfigService/UpdateSink": ("admin", False),
+    "ForwarderConfigService/DeleteSink": ("admin", False),
+    "ForwarderConfigService/CreateNotificationRoute": ("admin", False),
+    "ForwarderConfigService/ListNotificationRoutes": ("viewer", False),
+    "ForwarderConfigService/GetNotificationRoute": ("viewer", False),
+    "ForwarderConfigService/UpdateNotificationRoute": ("admin", False),
+    "ForwarderConfigService/DeleteNotificationRoute": ("admin", False),
+    "ForwarderConfigService/ReplayDeadLetter": ("operator", False),
     "MemoryWriterService/RegisterMemoryWriter": ("admin", False),
     "MemoryWriterService/ListMemoryWriters": ("viewer", False),
     "MemoryWriterService/DisableMemoryWriter": ("admin", False),
@@ -539,6 +688,11 @@ def test_role_and_scope_matrix(admin_gateway: AdminGateway, env: dict[str, Any],
     least, other_tenant_may = MATRIX[rpc]
     request = _matrix_requests(admin_gateway, env)[rpc]
     keys = env["keys"]
+    if least == "public":
+        codes = {who: admin_gateway.grpc(rpc, request(), key).code for who, key in keys.items()}
+        assert set(codes.values()) == {C.FAILED_PRECONDITION}, codes
+        return
+    expected = {f"{role}@matrix": least != "-" and ROLES.index(role) >= ROLES.index(least) for role in ROLES}
     public = least == "public"
     expected = {
         f"{role}@matrix": public or (least != "-" and ROLES.index(role) >= ROLES.index(least))

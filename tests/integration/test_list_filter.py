@@ -21,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from authz.demo import __file__ as demo_init
 from authz.local.stack import free_port
+from authz.server.ext_proc import withheld_response
 from authz.token import attenuate
 from tests.integration.conftest import Gateway, start_gateway
 
@@ -136,12 +137,16 @@ def test_a_list_request_without_a_token_is_denied_before_the_upstream(listing_ga
 
 class BrokenProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
     """Stand-in for a failing list processor (Tessera's own never misbehaves on demand): it aborts the
-    stream with a gRPC error, or stalls past Envoy's message timeout, as ``mode`` says."""
+    stream with a gRPC error, stalls past Envoy's message timeout, or withholds the list with Tessera's
+    own JSON-RPC error reply, as ``mode`` says."""
 
     mode = "abort"
 
     def Process(self, request_iterator, context):
         next(request_iterator)
+        if self.mode == "withhold":  # what Tessera's processor answers when it cannot filter
+            yield withheld_response(None, "stand-in withholds the list")
+            return
         if self.mode == "stall":
             time.sleep(3)
         context.abort(grpc.StatusCode.INTERNAL, "processor broken")
@@ -176,12 +181,31 @@ def _assert_withheld(response: httpx.Response, request_id: object) -> None:
         assert tool not in response.text
 
 
-@pytest.mark.parametrize("mode", ["abort", "stall"])
+#: The shipped config's CORS origin (the MCP Inspector).
+BROWSER_ORIGIN = "http://localhost:6274"
+
+
+@pytest.mark.parametrize("mode", ["abort", "stall", "withhold"])
 def test_a_failing_processor_answers_a_json_rpc_error_never_the_list(broken_gateway, mode):
     gateway, processor = broken_gateway
     processor.mode = mode
-    response = gateway.mcp({"jsonrpc": "2.0", "id": 41, "method": "tools/list"}, gateway.token())
-    _assert_withheld(response, 41)
+    response = gateway.mcp(
+        {"jsonrpc": "2.0", "id": 41, "method": "tools/list"},
+        gateway.token(),
+        headers={"origin": BROWSER_ORIGIN},
+    )
+    _assert_withheld(response, None if mode == "withhold" else 41)
+    # A browser client can read the error (CORS headers on Envoy's local reply too) ...
+    assert response.headers.get("access-control-allow-origin") == BROWSER_ORIGIN, response.headers
+    assert "mcp-session-id" in response.headers["access-control-expose-headers"]
+    # ... from an allowed origin only.
+    other = gateway.mcp(
+        {"jsonrpc": "2.0", "id": 42, "method": "tools/list"},
+        gateway.token(),
+        headers={"origin": "http://evil.example"},
+    )
+    _assert_withheld(other, None if mode == "withhold" else 42)
+    assert "access-control-allow-origin" not in other.headers
     # Tool calls do not depend on the processor.
     assert "result" in gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=gateway.token()).json()
 
@@ -189,8 +213,13 @@ def test_a_failing_processor_answers_a_json_rpc_error_never_the_list(broken_gate
 def test_an_unreachable_processor_answers_a_json_rpc_error_never_the_list(broken_gateway):
     gateway, _ = broken_gateway
     gateway.broken_server.stop(0).wait()  # type: ignore[attr-defined]
-    response = gateway.mcp({"jsonrpc": "2.0", "id": "x", "method": "tools/list"}, gateway.token())
+    response = gateway.mcp(
+        {"jsonrpc": "2.0", "id": "x", "method": "tools/list"},
+        gateway.token(),
+        headers={"origin": BROWSER_ORIGIN},
+    )
     _assert_withheld(response, "x")
+    assert response.headers.get("access-control-allow-origin") == BROWSER_ORIGIN, response.headers
 
 
 async def test_the_mcp_client_gets_an_error_not_the_list_when_the_processor_fails(broken_gateway):
@@ -199,3 +228,44 @@ async def test_the_mcp_client_gets_an_error_not_the_list_when_the_processor_fail
     with pytest.raises(BaseException) as raised:
         await _listed(gateway, gateway.token())
     assert "-32018" in repr(raised.value) or "authorization unavailable" in repr(raised.value)
+
+
+# -- listChanged: a promotion changes the next list, and a stale list never lets a call through --------------
+
+DENY_DELETE = LISTING_POLICY.replace('input.agent == "intern"', "true")
+
+
+def test_after_a_promotion_the_next_list_changes_and_a_stale_list_grants_nothing(listing_gateway: Gateway):
+    from tests.integration.admin_support import AdminGateway
+
+    admin = AdminGateway(listing_gateway.stack, listing_gateway, root=listing_gateway.stack.admin_key)
+    key = listing_gateway.stack.admin_key
+    admin.ok("TenantService/CreateTenant", {"tenant": "relist"}, key=key)
+    admin.ok("PolicyService/PromotePolicy", {"tenant": "relist", "source": LISTING_POLICY}, key=key)
+    token = listing_gateway.token("relist", agent="clerk")
+
+    def names() -> set[str]:
+        body = listing_gateway.mcp({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, token).json()
+        return {t["name"] for t in body.get("result", {}).get("tools", [])}
+
+    deadline = time.monotonic() + 15  # the check service picks the promotion up by polling the store
+    while names() != DEMO_TOOLS:
+        assert time.monotonic() < deadline, names()
+        time.sleep(0.2)
+    stale = names()  # what a client holds before the next promotion
+    admin.ok("PolicyService/PromotePolicy", {"tenant": "relist", "source": DENY_DELETE}, key=key)
+    deadline = time.monotonic() + 15
+    while "delete_invoice" in names():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert names() == DEMO_TOOLS - {"delete_invoice"}
+    # The client that still holds the stale list calls what it lists: the call is decided anew, denied.
+    assert "delete_invoice" in stale
+    denied = listing_gateway.call("delete_invoice", {"invoice_id": "INV-1001"}, token=token)
+    assert denied.json()["error"]["code"] == -32012, denied.text
+    # Rolled back, the tool is listed again at the next list.
+    admin.ok("PolicyService/RollbackPolicy", {"tenant": "relist"}, key=key)
+    deadline = time.monotonic() + 15
+    while names() != DEMO_TOOLS:
+        assert time.monotonic() < deadline, names()
+        time.sleep(0.2)

@@ -1,17 +1,19 @@
 """The MCP authorization flow end to end: a real authorization server process (oidc-provider-mock, see
-tests/oauth_server.py), the official `mcp` client's OAuth provider, real Envoy in OAuth mode, Tessera.
+tests/oauth_server.py), the official `mcp` client's OAuth provider, real Envoy in OAuth mode, Tessera;
+and the token exchange (`POST /v1/oauth/token`) of that server's access tokens for capability tokens.
 
 The client starts without credentials; Tessera's 401 names the protected-resource metadata (RFC 9728),
 the client discovers the authorization server from it, reads its metadata, registers itself (RFC 7591),
 has the user log in (the redirect handler submits the server's login form), exchanges the code for a
 JWT access token bound to the resource (RFC 8707) and calls a tool. Tessera fetched the server's JWKS
-through its outbound client (loopback is allowed for this one port by TESSERA_OUTBOUND_ALLOW).
+through its outbound client (the local stack's TESSERA_OUTBOUND_ALLOW admits loopback).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import httpx2
 import jwt
 import pytest
@@ -20,7 +22,9 @@ from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
+from authz.client import attenuate
 from authz.local.stack import StackPorts
+from authz.oauth import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from tests.integration.conftest import Gateway, rpc_error, start_gateway
 from tests.oauth_server import OAuthServer
 
@@ -72,14 +76,17 @@ def flow_gateway(
         f"    audience: http://127.0.0.1:{ports.listen}/v1/mcp\n"
         "    tenant: demo\n"
         "    tools_claim: tools\n"  # the user's `tools` claim, not the OIDC scopes
+        "    exchange:\n"  # the tenant's allowance for exchanged tokens
+        "      tools: [read_invoice, list_invoices, transfer_funds]\n"
+        "      max_ttl_s: 600\n"
+        "      max_calls: 20\n"
     )
     stack, gw = start_gateway(
         workdir,
         ports=ports,
-        env={
-            "TESSERA_OAUTH_ISSUERS_FILE": str(issuers),
-            "TESSERA_OUTBOUND_ALLOW": f"127.0.0.1:{authorization_server.port}",
-        },
+        # The JWKS is fetched through the outbound client: the local stack's allowlist (loopback) lets
+        # it reach this server (tests/unit/test_oauth_tokens.py shows a fetch the rules refuse).
+        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers)},
         oauth_authorization_servers=[authorization_server.issuer],
     )
     try:
@@ -149,3 +156,83 @@ def test_an_expired_token_of_the_real_server_is_refused(flow_gateway, authorizat
     token = authorization_server.issue(AGENT, resource=f"{flow_gateway.url}/v1/mcp", lifetime_s=-60)
     error = rpc_error(flow_gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=token))
     assert error["code"] == -32010 and "expire" in error["data"]["reason"]
+
+
+def _exchange(gw: Gateway, subject: str, **extra: str) -> httpx.Response:
+    form = {
+        "grant_type": TOKEN_EXCHANGE_GRANT,
+        "subject_token": subject,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        **extra,
+    }
+    return httpx.post(f"{gw.url}/v1/oauth/token", data=form, timeout=10)
+
+
+def test_token_exchange_then_offline_attenuation_then_calls_through_envoy(flow_gateway, authorization_server):
+    gw = flow_gateway
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    response = _exchange(gw, subject)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["issued_token_type"] == ACCESS_TOKEN_TYPE and body["token_type"] == "Bearer"
+    assert 0 < body["expires_in"] <= 600  # the allowance's cap
+    # The user's claims (read_invoice, list_invoices) ∩ the allowance (those and transfer_funds).
+    assert body["scope"].split() == ["list_invoices", "read_invoice"]
+    capability = body["access_token"]
+    assert not capability.startswith("eyJ")  # a macaroon, not the JWT
+
+    allowed = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=capability)
+    assert "result" in allowed.json(), allowed.text
+    # A sub-agent's token, attenuated offline with the SDK: no call to Tessera to make it.
+    sub_agent = attenuate(capability, tools=["list_invoices"])
+    assert "result" in gw.call("list_invoices", {}, token=sub_agent).json()
+    outside = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=sub_agent)
+    assert outside.status_code == 403 and 'error="insufficient_scope"' in outside.headers["www-authenticate"]
+
+    # The exchange is in the tenant's audit chain, as the agent it was issued to.
+    events = httpx.get(
+        f"{gw.url}/v1/admin/tenants/demo/audit/events",
+        headers={"authorization": f"Bearer {gw.stack.admin_key}"},
+        params={"page_size": 1000},
+        timeout=10,
+    ).json()["events"]
+    exchanges = [e["event"] for e in events if "token.exchange" in str(e["event"])]
+    assert exchanges and AGENT in str(exchanges[-1]) and authorization_server.issuer in str(exchanges[-1])
+
+
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [("widened", "invalid_scope"), ("expired", "invalid_grant"), ("wrong-grant", "unsupported_grant_type")],
+)
+def test_exchanges_that_would_widen_or_do_not_verify_are_refused(
+    flow_gateway, authorization_server, case, error
+):
+    gw = flow_gateway
+    resource = f"{gw.url}/v1/mcp"
+    if case == "widened":  # delete_invoice: in neither the user's claims nor the allowance
+        response = _exchange(
+            gw, authorization_server.issue(AGENT, resource=resource), scope="read_invoice delete_invoice"
+        )
+    elif case == "expired":
+        response = _exchange(gw, authorization_server.issue(AGENT, resource=resource, lifetime_s=-60))
+    else:
+        subject = authorization_server.issue(AGENT, resource=resource)
+        response = httpx.post(
+            f"{gw.url}/v1/oauth/token",
+            data={"grant_type": "client_credentials", "subject_token": subject},
+            timeout=10,
+        )
+    assert response.status_code == 400, response.text
+    details = response.json()["details"]
+    assert any(d.get("metadata", {}).get("error") == error for d in details), details
+    assert "access_token" not in response.text
+    if case == "widened":  # the subject verified: the attempt is in the tenant's chain
+        events = httpx.get(
+            f"{gw.url}/v1/admin/tenants/demo/audit/events",
+            headers={"authorization": f"Bearer {gw.stack.admin_key}"},
+            params={"page_size": 1000},
+            timeout=10,
+        ).json()["events"]
+        refused = [e["event"] for e in events if "token.exchange.refused" in str(e["event"])]
+        assert refused and "invalid_scope" in str(refused[-1]) and "delete_invoice" in str(refused[-1])

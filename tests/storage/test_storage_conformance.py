@@ -88,6 +88,17 @@ async def test_tenant_settings_round_trip_and_replace(store: Store):
     assert await store.get_tenant("acme") == settings
     assert await store.get_tenant("globex") == TenantSettings()
 
+    # the intent settings the admin API manages round-trip too (stored in the settings document)
+    intent = TenantSettings(
+        intent_mode="enforce",
+        intent_undetermined="policy",
+        tools_url="https://tools.example.com/mcp",
+        upstream_tools=({"name": "read_invoice", "description": "Read one invoice."},),
+        intent_refresh_s=120.0,
+    )
+    await store.put_tenant("acme", intent)
+    assert await store.get_tenant("acme") == intent
+
     replaced = TenantSettings(intent_mode="advisory")
     await store.put_tenant("acme", replaced)
     assert await store.get_tenant("acme") == replaced

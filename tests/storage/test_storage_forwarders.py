@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from authz.errors import FailedPrecondition, NotFound
-from authz.storage import ForwarderCursor, Store
+from authz.errors import AlreadyExists, FailedPrecondition, NotFound
+from authz.storage import ForwarderCursor, SinkConfig, Store
 
 from .conftest import Backend
 
@@ -108,3 +108,88 @@ async def test_dead_letter_passes_the_cursor_atomically_and_is_listed_until_repl
     assert await store.list_dead_letters(include_replayed=True) == [replayed, second]
     with pytest.raises(NotFound):
         await store.mark_dead_letter_replayed(first.id + second.id + 100, NOW)
+
+
+async def test_a_replay_request_is_recorded_once_and_refused_after_the_replay(store: Store):
+    assert await store.acquire_forwarder_lease("hook", "fwd-a", NOW, 10)
+    dead = await store.dead_letter_batch("acme", "hook", "fwd-a", 1, 4, "HTTP 400", 1, NOW)
+    assert dead.replay_requested_at is None
+    requested = await store.request_dead_letter_replay(dead.id, NOW + 1)
+    assert requested.replay_requested_at == NOW + 1 and requested.id == dead.id
+    assert (await store.request_dead_letter_replay(dead.id, NOW + 2)).replay_requested_at == NOW + 1
+    assert (await store.list_dead_letters())[0].replay_requested_at == NOW + 1
+    await store.mark_dead_letter_replayed(dead.id, NOW + 3)
+    with pytest.raises(FailedPrecondition):
+        await store.request_dead_letter_replay(dead.id, NOW + 4)
+    with pytest.raises(NotFound):
+        await store.request_dead_letter_replay(dead.id + 100, NOW)
+
+
+async def test_sink_configs_are_per_tenant_versioned_and_compare_and_set(backend: Backend):
+    one, two = await backend.open(), await backend.open()
+    spec = {"url": "https://siem.example.com/in", "secret": "soc-hmac", "batch_size": 50, "tags": ["a"]}
+    await one.create_sink_config(SinkConfig("acme", "soc", "webhook", spec, 1, NOW, NOW))
+    await one.create_sink_config(SinkConfig("globex", "soc", "splunk", {"url": "https://x"}, 1, NOW, NOW))
+    with pytest.raises(AlreadyExists):
+        await two.create_sink_config(SinkConfig("acme", "soc", "datadog", {}, 1, NOW, NOW))
+    got = await two.get_sink_config("acme", "soc")
+    assert got == SinkConfig("acme", "soc", "webhook", spec, 1, NOW, NOW)
+    assert await two.get_sink_config("acme", "nope") is None
+    assert [(c.tenant, c.name) for c in await two.list_sink_configs()] == [("acme", "soc"), ("globex", "soc")]
+    assert [c.kind for c in await two.list_sink_configs("globex")] == ["splunk"]
+
+    changed = await two.update_sink_config(
+        "acme", "soc", {**spec, "batch_size": 10}, NOW + 5, expected_version=1
+    )
+    assert (changed.version, changed.created_at, changed.updated_at, changed.kind) == (
+        2,
+        NOW,
+        NOW + 5,
+        "webhook",
+    )
+    assert await one.get_sink_config("acme", "soc") == changed
+    with pytest.raises(FailedPrecondition):
+        await one.update_sink_config("acme", "soc", spec, NOW + 6, expected_version=1)
+    assert (await one.update_sink_config("acme", "soc", spec, NOW + 7)).version == 3
+    with pytest.raises(NotFound):
+        await one.update_sink_config("acme", "nope", spec, NOW)
+
+    assert await two.delete_sink_config("acme", "soc")
+    assert not await two.delete_sink_config("acme", "soc")
+    assert [c.tenant for c in await one.list_sink_configs()] == ["globex"]
+
+
+async def test_a_sink_config_and_its_audit_event_commit_together(store: Store):
+    config = SinkConfig("acme", "soc", "webhook", {"url": "https://x"}, 1, NOW, NOW)
+
+    def events(_: object) -> list:
+        raise RuntimeError("the audit event cannot be built")
+
+    with pytest.raises(RuntimeError):
+        await store.run_audited(lambda: store.create_sink_config(config), events)
+    assert await store.list_sink_configs() == []
+
+
+async def test_timed_out_approvals_expire_once_across_replicas(backend: Backend):
+    from authz.storage import Approval
+
+    one, two = await backend.open(), await backend.open()
+
+    def approval(approval_id: str, expires_at: float) -> Approval:
+        return Approval(
+            approval_id, "acme", "agent", "tool", "ab" * 32, "why", "pending", 1, NOW - 600, expires_at, "d"
+        )
+
+    for i in range(6):
+        await one.create_approval(approval(f"late-{i}", NOW - 10 + i))
+    await one.create_approval(approval("open", NOW + 60))
+    first, second = await asyncio.gather(
+        one.expire_approvals(NOW, limit=4), two.expire_approvals(NOW, limit=4)
+    )
+    ids = [a.approval_id for a in first + second]
+    assert sorted(ids) == [f"late-{i}" for i in range(6)]  # each once
+    assert all(a.status == "expired" for a in first + second)
+    assert [a.approval_id for a in first] == sorted(a.approval_id for a in first)  # oldest deadline first
+    assert await one.expire_approvals(NOW) == []
+    assert (await two.get_approval("acme", "open")).status == "pending"
+    assert (await two.get_approval("acme", "late-0")).status == "expired"

@@ -54,6 +54,26 @@ EXPECTED = {
     },
     "AdminKeyService": {"CreateAdminKey": "admin", "ListAdminKeys": "admin", "RevokeAdminKey": "admin"},
     "IntegrationService": {"ForwarderHealth": "viewer", "ListDeadLetters": "viewer"},
+    # Public: the request carries its own credential (an OAuth access token), no admin key.
+    "TokenExchangeService": {"ExchangeToken": "public"},
+    "IntentService": {
+        "GetIntentSettings": "viewer",
+        "UpdateIntentSettings": "admin",
+        "RefreshIntentCatalog": "operator",
+    },
+    "ForwarderConfigService": {
+        "CreateSink": "admin",
+        "ListSinks": "viewer",
+        "GetSink": "viewer",
+        "UpdateSink": "admin",
+        "DeleteSink": "admin",
+        "CreateNotificationRoute": "admin",
+        "ListNotificationRoutes": "viewer",
+        "GetNotificationRoute": "viewer",
+        "UpdateNotificationRoute": "admin",
+        "DeleteNotificationRoute": "admin",
+        "ReplayDeadLetter": "operator",
+    },
     "MemoryWriterService": {
         "RegisterMemoryWriter": "admin",
         "ListMemoryWriters": "viewer",
@@ -84,6 +104,17 @@ def test_every_rpc_has_exactly_the_expected_rule() -> None:
     for method, role in expected.items():
         assert RULES[method].role == role.rstrip("*"), method
         assert (RULES[method].scope == "global") == role.endswith("*"), method
+
+
+def test_only_the_token_exchange_and_the_receipt_keys_are_public() -> None:
+    assert {m for m, rule in RULES.items() if rule.public} == {
+        "/authz.api.admin.v1.TokenExchangeService/ExchangeToken",
+        "/authz.api.admin.v1.ReceiptKeyService/GetReceiptKeys",
+    }
+    with pytest.raises(ValueError):
+        Rule("viewer", "public")
+    with pytest.raises(ValueError):
+        Rule("public", "tenant")
 
 
 def P(role: str, tenant: str | None) -> Principal:

@@ -77,7 +77,12 @@ def test_descriptor_set_matches_and_holds_what_the_transcoder_needs(regenerated:
 
 
 def test_one_service_per_file_every_rpc_bound_under_v1_admin() -> None:
+    """Under ``/v1/admin/``, except the OAuth endpoint (the token exchange, public: its credential is the
+    OAuth access token it carries), which lives under ``/v1/oauth/``. The other public RPC, the receipt
+    public keys, stays under ``/v1/admin/``."""
     from google.api import annotations_pb2
+
+    from authz.server.admin.access import RULES
 
     files = descriptor_pb2.FileDescriptorSet.FromString(generate.DESCRIPTOR.read_bytes()).file
     for file in (f for f in files if f.name.startswith("authz/")):
@@ -88,7 +93,10 @@ def test_one_service_per_file_every_rpc_bound_under_v1_admin() -> None:
             bindings = [rule, *rule.additional_bindings]
             for binding in bindings:
                 path = getattr(binding, binding.WhichOneof("pattern"))
-                assert path.startswith("/v1/admin/"), (method.name, path)
+                oauth = file.service[0].name == "TokenExchangeService"
+                assert path.startswith("/v1/oauth/" if oauth else "/v1/admin/"), (method.name, path)
+                if oauth:
+                    assert RULES[f"/{file.package}.{file.service[0].name}/{method.name}"].public
 
 
 def test_buf_lint_is_clean() -> None:

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import random
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,8 @@ import pytest
 
 from authz.audit import admin_event
 from authz.forward import (
+    ChainGap,
+    EventCache,
     Forwarder,
     ForwarderSettings,
     NdjsonFileSink,
@@ -194,12 +197,23 @@ async def test_a_rejected_batch_becomes_a_dead_letter_that_a_replay_delivers(sto
             1,
         )
         assert "HTTP 400: schema error" in dead.reason
-        assert arrived(receiver) == {"acme": [5, 6]}  # the cursor passed the dead letter, visibly
-        await assert_caught_up(store, "hook", {"acme": 6})
+        # The cursor passed the dead letter, visibly: the chain says so in a 7th event, forwarded too.
+        assert arrived(receiver) == {"acme": [5, 6, 7]}
+        await assert_caught_up(store, "hook", {"acme": 7})
+        announced = receiver.accepted[-1].json()["events"][-1]["tessera"]
+        assert (announced["action"], announced["actor"]) == ("forwarder.dead_letter", "tessera")
+        assert announced["details"] == {
+            "sink": "hook",
+            "dead_letter_id": dead.id,
+            "from_seq": 1,
+            "to_seq": 4,
+            "attempts": 1,
+            "reason": dead.reason,
+        }
         assert await forwarder.replay(dead)
     finally:
         receiver.stop()
-    assert arrived(receiver) == {"acme": list(range(1, 7))}
+    assert arrived(receiver) == {"acme": list(range(1, 8))}
     assert await store.list_dead_letters() == []
     assert (await store.list_dead_letters(include_replayed=True))[0].replayed_at is not None
 
@@ -212,10 +226,15 @@ async def test_a_batch_that_keeps_failing_goes_to_a_dead_letter_after_max_attemp
         await Forwarder(store, WebhookSink("hook", receiver.url, Secret(SECRET), http), settings).pass_once()
     finally:
         receiver.stop()
-    assert len(receiver.refused) == 3
-    (dead,) = await store.list_dead_letters()
+    # The batch, then the dead letter's own event (seq 3), each sent 3 times. The second dead letter
+    # holds only this sink's own dead-letter event: it is not announced again (no endless chain).
+    assert len(receiver.refused) == 6
+    dead, again = await store.list_dead_letters()
     assert (dead.from_seq, dead.to_seq, dead.attempts) == (1, 2, 3)
     assert dead.reason.startswith("gave up after 3 attempts: webhook hook answered HTTP 502")
+    assert (again.from_seq, again.to_seq) == (3, 3)
+    assert (await store.audit_head("acme"))[0] == 3
+    assert (await store.get_forwarder_cursor("acme", "hook")).seq == 3
 
 
 async def test_only_the_lease_holder_sends_and_a_successor_resumes_from_the_cursor(store, http):
@@ -284,6 +303,52 @@ async def test_ndjson_file_sink_rotates_by_size_and_keeps_every_event(store, tmp
     await assert_caught_up(store, "file", {"acme": 30})
 
 
+async def test_a_gap_in_the_chain_is_a_loud_error_and_the_cursor_does_not_pass_it(store, tmp_path: Path):
+    await append(store, "acme", 10)
+    # Damage the chain behind the store's back: seq 6 disappears.
+    with sqlite3.connect(tmp_path / "tessera.db") as conn:
+        conn.execute("DELETE FROM audit_events WHERE tenant = 'acme' AND seq = 6")
+    path = tmp_path / "events.ndjson"
+    forwarder = Forwarder(store, NdjsonFileSink("file", path), FAST)
+    with pytest.raises(ChainGap, match="expected seq 6, read 7"):
+        await forwarder.pass_once()
+    seqs = [json.loads(line)["tessera_chain"]["seq"] for line in path.read_bytes().splitlines()]
+    assert seqs == [1, 2, 3, 4]  # the batch with the gap was not sent at all
+    cursor = await store.get_forwarder_cursor("acme", "file")
+    assert cursor.seq == 4 and "chain gap in acme" in (cursor.last_error or "")
+    # The loop keeps reporting it and never moves past it.
+    stop = asyncio.Event()
+    task = asyncio.create_task(forwarder.run(stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await task
+    assert (await store.get_forwarder_cursor("acme", "file")).seq == 4
+    assert len(path.read_bytes().splitlines()) == 4
+
+
+async def test_forwarders_sharing_a_cache_read_and_decode_each_event_once(store, tmp_path: Path):
+    await append(store, "acme", 10)
+    reads: list[int] = []
+    iter_events = store.iter_events
+
+    def counting(tenant, **kw):
+        reads.append(kw["after_seq"])
+        return iter_events(tenant, **kw)
+
+    store.iter_events = counting  # type: ignore[method-assign]
+    cache = EventCache(max_events=8)
+    sinks = [NdjsonFileSink(f"file-{i}", tmp_path / f"out-{i}.ndjson") for i in range(3)]
+    for sink in sinks:
+        await Forwarder(store, sink, FAST, cache=cache).pass_once()
+    for i in range(3):
+        lines = (tmp_path / f"out-{i}.ndjson").read_bytes().splitlines()
+        assert [json.loads(line)["tessera_chain"]["seq"] for line in lines] == list(range(1, 11))
+    # The first sink read the chain (batches of 4, then the empty read at the head); the others were
+    # served from the cache except what it had evicted (it holds 8) and the reads at the head.
+    assert reads[:4] == [0, 4, 8, 10]
+    assert len(reads) < 3 * 4 and cache.hits > 0
+
+
 def test_backoff_is_full_jitter_capped_and_honours_retry_after():
     forwarder = Forwarder(
         None,  # type: ignore[arg-type]  # backoff needs no store
@@ -333,8 +398,10 @@ async def test_a_loopback_sink_without_the_operator_allowlist_is_refused_and_not
     finally:
         receiver.stop()
     assert receiver.accepted == [] and receiver.refused == []
-    (dead,) = await store.list_dead_letters()  # kept, visible and replayable once the operator allows it
+    # kept, visible and replayable once the operator allows it; its announcement (seq 3) as well
+    dead, announced = await store.list_dead_letters()
     assert "loopback address" in dead.reason and (dead.from_seq, dead.to_seq) == (1, 2)
+    assert (announced.from_seq, announced.to_seq) == (3, 3)
 
 
 async def test_metrics_report_lag_dead_letters_and_this_process_s_counters(store, http):
@@ -357,7 +424,7 @@ async def test_metrics_report_lag_dead_letters_and_this_process_s_counters(store
     text = generate_latest(registry).decode()
     assert 'tessera_forwarder_lag_events{sink="hook",tenant="acme"} 2' in text
     assert 'tessera_forwarder_dead_letters{sink="hook",tenant="acme"} 1' in text
-    assert 'tessera_forwarder_events_delivered_total{sink="hook"} 2' in text
+    assert 'tessera_forwarder_events_delivered_total{sink="hook"} 3' in text  # 5, 6, the dead letter's
     assert 'tessera_forwarder_events_dead_lettered_total{sink="hook"} 4' in text
     assert 'tessera_forwarder_lease_held{sink="hook"} 1' in text
     lag = next(line for line in text.splitlines() if line.startswith("tessera_forwarder_lag_seconds{"))

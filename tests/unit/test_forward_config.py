@@ -63,7 +63,8 @@ def test_every_kind_builds_with_its_settings_and_secret_from_the_environment(tmp
         SlackSink,
         SentinelSink,
     ]
-    assert sinks[5].rule == NotifyRule(decisions=("deny",), tools=("transfer_funds",))
+    # a given rule replaces the default whole (no system actions unless named)
+    assert sinks[5].rule == NotifyRule(decisions=("deny",), tools=("transfer_funds",), actions=())
     assert specs[0].settings.batch_size == 50 and specs[0].settings.tenants == ("acme",)
     assert specs[1].settings.backoff_cap_s == 5 and specs[1].settings.tenants is None
     assert "k1" not in repr(specs[1]) and "k1" not in repr(vars(sinks[1]))  # the secret stays redacted

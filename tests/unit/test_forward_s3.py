@@ -119,8 +119,10 @@ async def test_s3_objects_are_gzip_ndjson_partitioned_by_tenant_date_hour_with_e
 async def test_a_missing_bucket_is_a_dead_letter_that_replays_once_it_exists(store, client, moto_endpoint):
     sink = S3Sink("s3", "late-bucket", client, vet=vetter(moto_endpoint, ["127.0.0.1"]))
     await Forwarder(store, sink, ForwarderSettings(batch_size=10, tenants=("acme",))).pass_once()
-    (dead,) = await store.list_dead_letters()
+    # the batch, then its own dead-letter event (6) refused in turn and not announced again
+    dead, announced = await store.list_dead_letters()
     assert "NoSuchBucket" in dead.reason and (dead.from_seq, dead.to_seq, dead.attempts) == (1, 5, 1)
+    assert (announced.from_seq, announced.to_seq) == (6, 6)
     client.create_bucket(Bucket="late-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     assert await Forwarder(store, sink, ForwarderSettings(batch_size=10)).replay(dead)
     seqs = sorted(

@@ -112,7 +112,9 @@ async def test_splunk_hec_bad_token_is_a_dead_letter_not_a_skip(store, http):
     finally:
         receiver.stop()
     dead = await store.list_dead_letters(sink="splunk")
-    assert [(d.from_seq, d.to_seq) for d in dead] == [(1, 4), (5, 6)]
+    # 7 and 8 are the first two dead letters' own events; the third holds only such an event, so it is
+    # not announced again.
+    assert [(d.from_seq, d.to_seq) for d in dead] == [(1, 4), (5, 7), (8, 8)]
     assert "HTTP 401" in dead[0].reason and "Invalid token" in dead[0].reason
 
 
@@ -253,5 +255,6 @@ async def test_sentinel_refused_credentials_keep_the_events_for_a_retry(store, h
     finally:
         login.stop()
     # Retried (not rejected at once), then dead-lettered after max_attempts, with the reason.
-    (dead,) = await store.list_dead_letters()
+    dead = (await store.list_dead_letters())[0]
+    assert (dead.from_seq, dead.to_seq) == (1, 6)
     assert dead.attempts == 2 and "token endpoint answered HTTP 401" in dead.reason

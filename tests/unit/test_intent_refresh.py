@@ -14,7 +14,13 @@ import uvicorn
 
 from authz.demo import build_app
 from authz.errors import ConfigError, DependencyError, OutboundRefused
-from authz.intent import CatalogExtractor, catalog_for_settings, fetch_tools_list, refresh_catalogs
+from authz.intent import (
+    CatalogExtractor,
+    CatalogRefresher,
+    catalog_for_settings,
+    fetch_tools_list,
+    refresh_catalogs,
+)
 from authz.outbound import OutboundClient, OutboundPolicy
 from authz.storage import TenantSettings
 from authz.storage.sqlite import SQLiteStore
@@ -107,6 +113,45 @@ async def test_refresh_stores_the_list_and_the_catalog_follows(tmp_path, upstrea
         await store.close()
 
 
+async def test_the_scheduled_refresher_follows_each_tenants_interval(tmp_path, upstream):
+    store = SQLiteStore(tmp_path / "t.db")
+    await store.put_tenant("fast", TenantSettings(tools_url=upstream, intent_refresh_s=60.0))
+    await store.put_tenant("default", TenantSettings(tools_url=upstream))  # the service's 300 s
+    await store.put_tenant("none", TenantSettings())
+    fetched: list[str] = []
+
+    async def counting_fetch(url: str) -> dict:
+        fetched.append(url)
+        return await fetch(url)
+
+    now = [1000.0]
+    refresher = CatalogRefresher(store, interval_s=300.0, fetch=counting_fetch, clock=lambda: now[0])
+    try:
+        assert set(await refresher.run_once()) == {"fast", "default"}  # both due at start
+        assert len(fetched) == 2 and (await store.get_tenant("fast")).upstream_tools is not None
+        now[0] += 30
+        assert await refresher.run_once() == {}  # nobody due yet
+        now[0] += 31
+        assert await refresher.run_once() == {"fast": "unchanged"}
+        now[0] += 240  # 301 s after the start: the default interval has passed
+        assert set(await refresher.run_once()) == {"default", "fast"}
+        # a new tools_url is due at once, whatever the interval
+        await store.put_tenant("fast", TenantSettings(tools_url=upstream + "?v=2", intent_refresh_s=60.0))
+        now[0] += 1
+        assert set(await refresher.run_once()) == {"fast"}
+        # an upstream that is down is tried again after RETRY_S, not a whole interval later
+        await store.put_tenant("default", TenantSettings(tools_url=closed_port_url()))
+        now[0] += 1
+        assert (await refresher.run_once())["default"].startswith("failed")
+        now[0] += 29
+        assert "default" not in await refresher.run_once()
+        now[0] += 1
+        assert "default" in await refresher.run_once()
+    finally:
+        await store.close()
+    assert len(fetched) == 8
+
+
 async def test_refresh_refuses_a_list_it_cannot_turn_into_a_catalog(tmp_path):
     store = SQLiteStore(tmp_path / "t.db")
     try:
@@ -131,12 +176,29 @@ def write_tenants(tmp_path: Path, intent: str) -> Path:
     return path
 
 
-def test_tenants_file_intent_settings(tmp_path):
+def test_tenants_file_intent_settings(tmp_path, monkeypatch):
     path = write_tenants(
         tmp_path, "{mode: enforce, undetermined: policy, tools_url: 'http://127.0.0.1:9000/mcp'}"
     )
     settings, _ = parse_tenants_file(path)["demo"]
     assert settings.intent_undetermined == "policy" and settings.tools_url == "http://127.0.0.1:9000/mcp"
+    timed, _ = parse_tenants_file(write_tenants(tmp_path, "{mode: enforce, refresh_s: 60}"))["demo"]
+    assert timed.intent_refresh_s == 60.0
+    with pytest.raises(ConfigError, match="refresh_s"):
+        parse_tenants_file(write_tenants(tmp_path, "{mode: enforce, refresh_s: 1}"))
+    local = "{mode: enforce, tools_url: '${TESSERA_TEST_UPSTREAM:-http://127.0.0.1:9000}/mcp'}"
+    monkeypatch.delenv("TESSERA_TEST_UPSTREAM", raising=False)
+    assert (
+        parse_tenants_file(write_tenants(tmp_path, local))["demo"][0].tools_url == "http://127.0.0.1:9000/mcp"
+    )
+    monkeypatch.setenv("TESSERA_TEST_UPSTREAM", "http://127.0.0.1:4242")
+    assert (
+        parse_tenants_file(write_tenants(tmp_path, local))["demo"][0].tools_url == "http://127.0.0.1:4242/mcp"
+    )
+    with pytest.raises(ConfigError, match="TESSERA_UNSET_UPSTREAM is not set"):
+        parse_tenants_file(
+            write_tenants(tmp_path, "{mode: enforce, tools_url: '${TESSERA_UNSET_UPSTREAM}/mcp'}")
+        )
     default, _ = parse_tenants_file(write_tenants(tmp_path, "{mode: enforce}"))["demo"]
     assert default.intent_undetermined == "deny" and default.tools_url is None
     assert "intent_undetermined" not in default.to_json()  # settings stored before this read back unchanged

@@ -126,3 +126,29 @@ async def test_a_failed_refresh_keeps_the_keys_already_fetched(issuer):
     await jwks.refresh()
     assert jwks.error(issuer.issuer) is not None and jwks.available(issuer.issuer)
     assert isinstance(auth.authenticate(token), AuthenticatedToken)
+
+
+async def test_budget_claims_become_per_token_budgets_when_configured(issuer):
+    trusted = TrustedIssuer(
+        issuer=issuer.issuer,
+        jwks_uri=issuer.jwks_uri,
+        audience=AUDIENCE,
+        tenant="demo",
+        max_calls_claim="tessera_max_calls",
+        max_cost_claim="tessera_max_cost",
+    )
+    jwks = JwksCache([trusted], outbound=_outbound("127.0.0.1"))
+    await jwks.refresh()
+    auth = OAuthAuthenticator(TokenAuthenticator(KEYRING), [trusted], jwks)
+    token = issuer.token(AUDIENCE, tessera_max_calls=3, tessera_max_cost="12.5")
+    result = auth.authenticate(token)
+    assert [(c.kind, str(c.limit)) for c in result.budget_counters] == [("calls", "3"), ("cost", "12.5")]
+    assert all(c.expires == result.expires for c in result.budget_counters)
+    # each token its own counters; a token without the claims has none (tenant budget rules still apply)
+    other = auth.authenticate(
+        issuer.token(AUDIENCE, jti="other", tessera_max_calls=3, tessera_max_cost="12.5")
+    )
+    assert {c.key for c in other.budget_counters}.isdisjoint({c.key for c in result.budget_counters})
+    assert auth.authenticate(issuer.token(AUDIENCE)).budget_counters == ()
+    for bad in ({"tessera_max_calls": "3"}, {"tessera_max_calls": True}, {"tessera_max_cost": "lots"}):
+        assert isinstance(auth.authenticate(issuer.token(AUDIENCE, **bad)), TokenRejection), bad

@@ -15,7 +15,9 @@ global        none: the call needs a key with the all-tenants scope (creating te
 key_tenant    the request's ``tenant``; empty (a key for all tenants) needs the all-tenants scope
 in_handler    decided by the handler against stored state (listing or revoking admin keys, listing
               tenants): results are narrowed to the key's scope, foreign targets are refused
-public        none, and no key either: only for what is public by nature (the receipt public keys)
+public        no admin key at all (role ``public``): public by nature (the receipt public keys), or the
+              request carries its own credential, which the handler verifies (token exchange: an OAuth
+              access token); any key presented is ignored
 ============  =====================================================================================
 
 A method of ``authz.api.admin.v1`` without a rule is refused (fail closed); a unit test checks that
@@ -32,6 +34,8 @@ from authz.errors import InvalidArgument, PermissionDenied
 from authz.token import inspect
 
 PACKAGE = "authz.api.admin.v1"
+#: The role of a public RPC: no admin key is needed (see the ``public`` scope).
+PUBLIC = "public"
 SCOPES = ("tenant", "tenant_or_all", "token", "revoke", "global", "key_tenant", "in_handler", "public")
 
 
@@ -43,15 +47,20 @@ class Rule:
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}")
-        if (self.scope == "public") != (self.role == "public"):
-            raise ValueError("the public role and the public scope go together")
+        if (self.scope == "public") != (self.role == PUBLIC):
+            raise ValueError("the public scope and the public role go together")
+
+    @property
+    def public(self) -> bool:
+        """Called without an admin key (the interceptor authenticates nothing)."""
+        return self.scope == "public"
 
     def check(self, principal: Principal, method: str, request: Any) -> None:
         """PermissionDenied unless ``principal`` may make this call; InvalidArgument when the tenant
         the call needs is missing."""
         if not principal.has_role(self.role):
             raise PermissionDenied(
-                f"{method} needs the {self.role} role; key {principal.key_id} has {principal.role}",
+                f"{method} needs the {self.role} role; {principal.label} has {principal.role}",
                 reason="ROLE_INSUFFICIENT",
                 metadata={"required_role": self.role, "role": principal.role},
             )
@@ -63,13 +72,13 @@ class Rule:
                 return
             raise PermissionDenied(
                 f"{method} without a tenant needs a key for all tenants; "
-                f"key {principal.key_id} is limited to tenant {principal.tenant}",
+                f"{principal.label} is limited to tenant {principal.tenant}",
                 reason="TENANT_SCOPE",
                 metadata={"key_tenant": principal.tenant or ""},
             )
         if not principal.may_act_on(tenant):
             raise PermissionDenied(
-                f"key {principal.key_id} is limited to tenant {principal.tenant}, not {tenant}",
+                f"{principal.label} is limited to tenant {principal.tenant}, not {tenant}",
                 reason="TENANT_SCOPE",
                 metadata={"tenant": tenant, "key_tenant": principal.tenant or ""},
             )
@@ -103,8 +112,6 @@ def _rules(service: str, **methods: tuple[str, str]) -> dict[str, Rule]:
 
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
-#: The role of a ``public`` rule: no key is asked for (see the scope table).
-PUBLIC = "public"
 
 RULES: dict[str, Rule] = {
     **_rules(
@@ -162,6 +169,27 @@ RULES: dict[str, Rule] = {
         "IntegrationService",
         ForwarderHealth=(VIEWER, "tenant_or_all"),
         ListDeadLetters=(VIEWER, "tenant_or_all"),
+    ),
+    **_rules("TokenExchangeService", ExchangeToken=(PUBLIC, "public")),
+    **_rules(
+        "IntentService",
+        GetIntentSettings=(VIEWER, "tenant"),
+        UpdateIntentSettings=(ADMIN, "tenant"),
+        RefreshIntentCatalog=(OPERATOR, "tenant"),
+    ),
+    **_rules(
+        "ForwarderConfigService",
+        CreateSink=(ADMIN, "tenant"),
+        ListSinks=(VIEWER, "tenant"),
+        GetSink=(VIEWER, "tenant"),
+        UpdateSink=(ADMIN, "tenant"),
+        DeleteSink=(ADMIN, "tenant"),
+        CreateNotificationRoute=(ADMIN, "tenant"),
+        ListNotificationRoutes=(VIEWER, "tenant"),
+        GetNotificationRoute=(VIEWER, "tenant"),
+        UpdateNotificationRoute=(ADMIN, "tenant"),
+        DeleteNotificationRoute=(ADMIN, "tenant"),
+        ReplayDeadLetter=(OPERATOR, "tenant"),
     ),
     **_rules(
         "MemoryWriterService",

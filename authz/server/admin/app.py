@@ -12,7 +12,9 @@ printed once to standard output inside a banner and nowhere else (never logged).
 
 Environment (besides :mod:`authz.config`): ``TESSERA_BOOTSTRAP_ADMIN_KEY``,
 ``TESSERA_WEBHOOK_POLL_S`` (default 2), ``TESSERA_WEBHOOK_RETRY_S`` (first retry delay, default 5),
-``TESSERA_WEBHOOK_TIMEOUT_S`` (default 5).
+``TESSERA_WEBHOOK_TIMEOUT_S`` (default 5), ``TESSERA_ADMIN_FORWARDER`` (``on``: also run the audit
+forwarders, :mod:`authz.forward`). Approvals that time out undecided are recorded as ``approval.expired``
+events (:mod:`authz.admin.expiry`) every ``TESSERA_WEBHOOK_POLL_S``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from authz.admin.expiry import ApprovalExpiry
 from authz.admin.keys import ADMIN_CHAIN, new_admin_key
 from authz.admin.limiter import AuthFailureLimiter
+from authz.admin.oidc import OidcSettings, OidcVerifier
 from authz.admin.webhook import KEY_PURPOSE, ApprovalNotifier
 from authz.api.admin.v1 import (
     admin_key_service_pb2,
@@ -43,8 +47,12 @@ from authz.api.admin.v1 import (
     approval_service_pb2_grpc,
     audit_service_pb2,
     audit_service_pb2_grpc,
+    forwarder_config_service_pb2,
+    forwarder_config_service_pb2_grpc,
     integration_service_pb2,
     integration_service_pb2_grpc,
+    intent_service_pb2,
+    intent_service_pb2_grpc,
     memory_writer_service_pb2,
     memory_writer_service_pb2_grpc,
     policy_service_pb2,
@@ -53,6 +61,8 @@ from authz.api.admin.v1 import (
     receipt_key_service_pb2_grpc,
     tenant_service_pb2,
     tenant_service_pb2_grpc,
+    token_exchange_service_pb2,
+    token_exchange_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
 )
@@ -61,17 +71,21 @@ from authz.config import TesseraConfig
 from authz.errors import ConfigError
 from authz.observability import AdminMetrics, new_registry, serve_http, setup_tracing
 from authz.outbound import OutboundClient, policy_from_config
+from authz.receipts import self_receipt_issuer
 from authz.secrets import Secret
 from authz.server.admin._common import LOOPBACK_PROXIES, AdminRuntime
 from authz.server.admin.approvals import ApprovalService
 from authz.server.admin.audit import AuditService
 from authz.server.admin.auth import AdminAuthInterceptor
+from authz.server.admin.exchange import TokenExchangeService, enable_token_exchange
+from authz.server.admin.forwarders import ForwarderConfigService
 from authz.server.admin.integrations import IntegrationService
+from authz.server.admin.intent import IntentService
 from authz.server.admin.keys import AdminKeyService
 from authz.server.admin.memory_writers import MemoryWriterService
 from authz.server.admin.observe import AdminMetricsInterceptor, count_pending_approvals
 from authz.server.admin.policies import PolicyService
-from authz.server.admin.receipt_keys import RECEIPT_KIDS, ReceiptKeyService
+from authz.server.admin.receipt_keys import RECEIPT_KIDS, SELF_RECEIPTS, ReceiptKeyService
 from authz.server.admin.tenants import TenantService
 from authz.server.admin.tokens import TokenService
 from authz.storage import Store, open_store
@@ -124,6 +138,24 @@ _SERVICES = (
         IntegrationService,
     ),
     (
+        token_exchange_service_pb2,
+        "TokenExchangeService",
+        token_exchange_service_pb2_grpc.add_TokenExchangeServiceServicer_to_server,
+        TokenExchangeService,
+    ),
+    (
+        intent_service_pb2,
+        "IntentService",
+        intent_service_pb2_grpc.add_IntentServiceServicer_to_server,
+        IntentService,
+    ),
+    (
+        forwarder_config_service_pb2,
+        "ForwarderConfigService",
+        forwarder_config_service_pb2_grpc.add_ForwarderConfigServiceServicer_to_server,
+        ForwarderConfigService,
+    ),
+    (
         memory_writer_service_pb2,
         "MemoryWriterService",
         memory_writer_service_pb2_grpc.add_MemoryWriterServiceServicer_to_server,
@@ -163,6 +195,11 @@ class AdminSettings:
     auth_lockout_s: float = 60.0
     #: Proxies (Envoy) whose x-forwarded-for names the client the limiter counts.
     trusted_proxies: tuple[Any, ...] = LOOPBACK_PROXIES
+    #: Run the audit forwarders (authz.forward) in this process (TESSERA_ADMIN_FORWARDER); with several
+    #: admin replicas, per sink one holds the lease.
+    forwarder: bool = False
+    #: People signed in with the organisation's OpenID provider (the console); None: admin keys only.
+    oidc: OidcSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
@@ -193,7 +230,18 @@ class AdminSettings:
             auth_window_s=number("TESSERA_ADMIN_AUTH_WINDOW_S", 60.0),
             auth_lockout_s=number("TESSERA_ADMIN_AUTH_LOCKOUT_S", 60.0),
             trusted_proxies=_networks(env, "TESSERA_ADMIN_TRUSTED_PROXIES", LOOPBACK_PROXIES),
+            forwarder=_switch(env, "TESSERA_ADMIN_FORWARDER"),
+            oidc=OidcSettings.from_env(env),
         )
+
+
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "off").strip().lower()
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
 
 
 def _networks(env: Mapping[str, str], name: str, default: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -278,8 +326,21 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         ),
         trusted_proxies=settings.trusted_proxies,
     )
+    if settings.oidc is not None:
+        runtime.extras["oidc"] = OidcVerifier(
+            settings.oidc,
+            outbound=OutboundClient(
+                policy_from_config(config),
+                timeout_s=5.0,
+                max_response_bytes=256 * 1024,
+                purpose="OIDC provider",
+            ),
+        )
     runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
+    await enable_token_exchange(runtime, config)
     runtime.extras[RECEIPT_KIDS] = config.receipts.kids
+    # Tessera's own requests to tool servers (RefreshIntentCatalog's tools/list) carry a receipt too.
+    runtime.extras[SELF_RECEIPTS] = self_receipt_issuer(config.receipts, runtime.keyring.derive_subkey)
     await bootstrap_admin_key(store, settings.bootstrap_key)
     return runtime
 
@@ -295,7 +356,10 @@ def build_server(runtime: AdminRuntime, tracing_interceptors: list[Any] = ()) ->
             *tracing_interceptors,
             *outer,
             AdminAuthInterceptor(
-                runtime.store, limiter=runtime.auth_limiter, trusted_proxies=runtime.trusted_proxies
+                runtime.store,
+                limiter=runtime.auth_limiter,
+                trusted_proxies=runtime.trusted_proxies,
+                oidc=runtime.extras.get("oidc"),
             ),
         ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
@@ -324,6 +388,22 @@ def build_server(runtime: AdminRuntime, tracing_interceptors: list[Any] = ()) ->
         )
     )
     return server, health_servicer
+
+
+async def _start_forwarder(stack: AsyncExitStack, store: Store, config: TesseraConfig) -> None:
+    """The audit forwarders in this process, stopped (leases released) before the store closes."""
+    from authz.forward import supervisor_from_config
+
+    supervisor = supervisor_from_config(store, config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervisor.run(stop), name="audit-forwarder")
+
+    async def finish() -> None:
+        stop.set()
+        await task
+
+    stack.push_async_callback(finish)
+    log.info("audit forwarder running in the admin process (TESSERA_ADMIN_FORWARDER=on)")
 
 
 async def serve_admin(
@@ -373,6 +453,19 @@ async def serve_admin(
         )
         pruning = asyncio.create_task(pruner.run(), name="state-pruning")
         stack.callback(pruning.cancel)
+        jwks = runtime.extras.get("jwks")
+        if jwks is not None:  # the token exchange's view of the issuers' keys, refreshed like the check's
+            stack.push_async_callback(jwks.aclose)
+            stack.callback(asyncio.create_task(jwks.run(), name="jwks-refresh").cancel)
+        expiry = asyncio.create_task(
+            ApprovalExpiry(runtime.store, interval_s=settings.webhook_poll_s).run(), name="approval-expiry"
+        )
+        stack.callback(expiry.cancel)
+        if settings.forwarder:
+            await _start_forwarder(stack, runtime.store, config)
+        if "oidc" in runtime.extras:  # the provider's signing keys, kept fresh
+            keys = asyncio.create_task(runtime.extras["oidc"].run(), name="oidc-keys")
+            stack.callback(keys.cancel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

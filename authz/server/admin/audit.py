@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import AsyncIterator
 
 from google.api import httpbody_pb2
@@ -46,6 +47,9 @@ def _decision(value: int) -> str | None:
 def _ms(request, field: str) -> int | None:
     when = convert.datetime_of(request, field)
     return int(when.timestamp() * 1000) if when is not None else None
+
+
+log = logging.getLogger("tessera.admin")
 
 
 class AuditService(pb_grpc.AuditServiceServicer):
@@ -133,7 +137,27 @@ class AuditService(pb_grpc.AuditServiceServicer):
         if metrics is not None:
             for result in results:
                 metrics.observe_verification(result.ok)
+        for result in results:
+            if not result.ok:
+                await self._record_failure(result)
         return pb.VerifyAuditChainResponse(results=results, ok=all(r.ok for r in results))
+
+    async def _record_failure(self, result: pb.ChainVerification) -> None:
+        """A failed verification goes into the (damaged) chain itself, appended at its head, so SIEM sinks
+        and notification routes (``audit.verify_failed``) hear of it; who verified is the actor."""
+        try:
+            await self.rt.audit(
+                result.tenant,
+                "audit.verify_failed",
+                f"chain:{result.tenant}",
+                {
+                    "error": result.problem or result.summary,
+                    "first_bad_seq": result.first_bad_seq or None,
+                    "events_checked": result.events_checked,
+                },
+            )
+        except Exception as exc:  # a chain too damaged to append to: the answer still says what is wrong
+            log.error("could not record the failed verification of %s: %s", result.tenant, exc)
 
     async def ExportAuditEvents(
         self, request: pb.ExportAuditEventsRequest, context

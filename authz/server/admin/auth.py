@@ -22,6 +22,7 @@ import grpc
 
 from authz.admin.keys import ADMIN_CHAIN, Principal, authenticate, parse_key
 from authz.admin.limiter import AuthFailureLimiter
+from authz.admin.oidc import OidcVerifier, looks_like_jwt
 from authz.audit import append_admin_event
 from authz.errors import InvalidArgument, PermissionDenied, TooManyRequests, Unauthenticated
 from authz.server import status
@@ -126,8 +127,10 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         rules: dict[str, Rule] = RULES,
         limiter: AuthFailureLimiter | None = None,
         trusted_proxies: Sequence[Any] = (),
+        oidc: OidcVerifier | None = None,
     ):
         self._store = store
+        self._oidc = oidc
         self._rules = rules
         self._limiter = limiter if limiter is not None else AuthFailureLimiter()
         self._trusted_proxies = tuple(trusted_proxies)
@@ -158,8 +161,8 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         return handler  # the admin API has no client-streaming RPC
 
     async def _admit(self, context: grpc.aio.ServicerContext, rule: Rule | None, name: str, request: Any):
-        if rule is not None and rule.scope == "public":
-            return None  # public by nature (receipt public keys): no key asked for, none looked at
+        if rule is not None and rule.public:
+            return None  # the request carries its own credential; the handler verifies it
         check_path_tenant(context, request)
         presented = bearer(context)
         source = source_of(context, self._trusted_proxies)
@@ -168,7 +171,7 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
         if wait > 0:  # a locked source is refused before any lookup
             raise _too_many(wait)
         try:
-            caller = await authenticate(self._store, presented)
+            caller = await self._authenticate(presented)
         except Unauthenticated as exc:
             # A locked key id refuses further guesses (without an event each), but a correct key still
             # gets in: key ids are not secret, and guesses must not lock out the key's holder.
@@ -182,6 +185,12 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
             raise PermissionDenied(f"{name} has no access rule", reason="NO_ACCESS_RULE")
         rule.check(caller, name, request)
         return _PRINCIPAL.set(caller)
+
+    async def _authenticate(self, presented: str | None) -> Principal:
+        """An admin key, or (when OIDC sign-in is configured) a person's ID token."""
+        if presented and self._oidc is not None and looks_like_jwt(presented):
+            return self._oidc.principal(presented)
+        return await authenticate(self._store, presented)
 
     async def _audit_failure(
         self, source: str, key_id: str | None, method: str, reason: str, tripped: list[str]

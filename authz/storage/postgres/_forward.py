@@ -13,12 +13,16 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
-from authz.errors import FailedPrecondition, NotFound
-from authz.storage.models import DeadLetter, ForwarderCursor
+from authz.errors import AlreadyExists, FailedPrecondition, NotFound
+from authz.storage.models import Approval, DeadLetter, ForwarderCursor, SinkConfig
 
 _CURSOR_COLUMNS = "tenant, sink, seq, last_success_at, last_error, last_error_at"
-_DEAD_COLUMNS = "id, tenant, sink, from_seq, to_seq, reason, attempts, created_at, replayed_at"
+_DEAD_COLUMNS = (
+    "id, tenant, sink, from_seq, to_seq, reason, attempts, created_at, replayed_at, replay_requested_at"
+)
+_SINK_COLUMNS = "tenant, name, kind, spec, version, created_at, updated_at"
 
 
 async def _hold(conn: psycopg.AsyncConnection, sink: str, holder: str, now: float) -> None:
@@ -152,3 +156,93 @@ class PostgresForwarderStore:
         if row is None:
             raise NotFound(f"dead letter {dead_letter_id} not found")
         return DeadLetter(*row)
+
+    async def request_dead_letter_replay(self, dead_letter_id: int, now: float) -> DeadLetter:
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"SELECT {_DEAD_COLUMNS} FROM forwarder_dead_letters WHERE id = %s FOR UPDATE",
+                (dead_letter_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"dead letter {dead_letter_id} not found")
+            dead = DeadLetter(*row)
+            if dead.replayed_at is not None:
+                raise FailedPrecondition(f"dead letter {dead_letter_id} was replayed already")
+            if dead.replay_requested_at is None:
+                await conn.execute(
+                    "UPDATE forwarder_dead_letters SET replay_requested_at = %s WHERE id = %s",
+                    (now, dead_letter_id),
+                )
+                dead = DeadLetter(*row[:-1], replay_requested_at=now)
+        return dead
+
+    # -- per-tenant configuration ----------------------------------------------------------------------
+    async def create_sink_config(self, config: SinkConfig) -> None:
+        c = config
+        try:
+            async with self._connection() as conn:
+                await conn.execute(
+                    f"INSERT INTO forwarder_sinks ({_SINK_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (c.tenant, c.name, c.kind, Jsonb(c.spec), c.version, c.created_at, c.updated_at),
+                )
+        except AlreadyExists:
+            raise AlreadyExists(f"tenant {c.tenant!r} has a sink or route named {c.name!r} already") from None
+
+    async def update_sink_config(
+        self, tenant: str, name: str, spec: dict[str, Any], now: float, expected_version: int | None = None
+    ) -> SinkConfig:
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"SELECT {_SINK_COLUMNS} FROM forwarder_sinks WHERE tenant = %s AND name = %s FOR UPDATE",
+                (tenant, name),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"tenant {tenant!r} has no sink or route named {name!r}")
+            if expected_version is not None and row[4] != expected_version:
+                raise FailedPrecondition(
+                    f"{name!r} is at version {row[4]}, not {expected_version}: it was changed meanwhile"
+                )
+            await conn.execute(
+                "UPDATE forwarder_sinks SET spec = %s, version = version + 1, updated_at = %s "
+                "WHERE tenant = %s AND name = %s",
+                (Jsonb(spec), now, tenant, name),
+            )
+        return SinkConfig(tenant, name, row[2], spec, row[4] + 1, row[5], now)
+
+    async def get_sink_config(self, tenant: str, name: str) -> SinkConfig | None:
+        rows = await self._fetch(
+            f"SELECT {_SINK_COLUMNS} FROM forwarder_sinks WHERE tenant = %s AND name = %s", (tenant, name)
+        )
+        return SinkConfig(*rows[0]) if rows else None
+
+    async def list_sink_configs(self, tenant: str | None = None) -> list[SinkConfig]:
+        clause, params = ("WHERE tenant = %s ", (tenant,)) if tenant is not None else ("", ())
+        rows = await self._fetch(
+            f"SELECT {_SINK_COLUMNS} FROM forwarder_sinks {clause}ORDER BY tenant, name", params
+        )
+        return [SinkConfig(*row) for row in rows]
+
+    async def delete_sink_config(self, tenant: str, name: str) -> bool:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM forwarder_sinks WHERE tenant = %s AND name = %s", (tenant, name)
+            )
+            return cur.rowcount > 0
+
+    # -- approval timeouts (here, beside the notifications they feed) ----------------------------------
+    async def expire_approvals(self, now: float, limit: int = 100) -> list[Approval]:
+        columns = (
+            "approval_id, tenant, agent, tool, arguments_sha256, reason, status, quorum, created_at, "
+            "expires_at, decision_id, decisions"
+        )
+        # SKIP LOCKED: a replica sweeping at the same time takes other rows, never the same ones twice.
+        rows = await self._fetch(
+            f"UPDATE approvals SET status = 'expired' WHERE (tenant, approval_id) IN ("
+            "SELECT tenant, approval_id FROM approvals WHERE status = 'pending' AND expires_at <= %s "
+            f"ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {columns}",
+            (now, limit),
+        )
+        approvals = [Approval(*row[:11], decisions=tuple(row[11])) for row in rows]
+        return sorted(approvals, key=lambda a: a.expires_at)

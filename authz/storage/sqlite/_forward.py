@@ -6,17 +6,25 @@ across processes sharing the file (a ``tessera forward`` process beside the admi
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from authz.errors import FailedPrecondition, NotFound
-from authz.storage.models import DeadLetter, ForwarderCursor
+from authz.errors import AlreadyExists, FailedPrecondition, NotFound
+from authz.storage.models import Approval, DeadLetter, ForwarderCursor, SinkConfig
 
 if TYPE_CHECKING:
     from authz.storage.sqlite._db import SQLiteDatabase
 
 _CURSOR_COLUMNS = "tenant, sink, seq, last_success_at, last_error, last_error_at"
-_DEAD_COLUMNS = "id, tenant, sink, from_seq, to_seq, reason, attempts, created_at, replayed_at"
+_DEAD_COLUMNS = (
+    "id, tenant, sink, from_seq, to_seq, reason, attempts, created_at, replayed_at, replay_requested_at"
+)
+_SINK_COLUMNS = "tenant, name, kind, spec, version, created_at, updated_at"
+
+
+def _sink(row: tuple) -> SinkConfig:
+    return SinkConfig(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
 
 
 def _hold(conn: sqlite3.Connection, sink: str, holder: str, now: float) -> None:
@@ -143,3 +151,93 @@ class SQLiteForwarderStore:
         if row is None:
             raise NotFound(f"dead letter {dead_letter_id} not found")
         return DeadLetter(*row)
+
+    async def request_dead_letter_replay(self, dead_letter_id: int, now: float) -> DeadLetter:
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_DEAD_COLUMNS} FROM forwarder_dead_letters WHERE id = ?", (dead_letter_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"dead letter {dead_letter_id} not found")
+            dead = DeadLetter(*row)
+            if dead.replayed_at is not None:
+                raise FailedPrecondition(f"dead letter {dead_letter_id} was replayed already")
+            if dead.replay_requested_at is None:
+                conn.execute(
+                    "UPDATE forwarder_dead_letters SET replay_requested_at = ? WHERE id = ?",
+                    (now, dead_letter_id),
+                )
+                dead = DeadLetter(*row[:-1], replay_requested_at=now)
+        return dead
+
+    # -- per-tenant configuration ----------------------------------------------------------------------
+    async def create_sink_config(self, config: SinkConfig) -> None:
+        c = config
+        with self.db.transaction() as conn:
+            if conn.execute(
+                "SELECT 1 FROM forwarder_sinks WHERE tenant = ? AND name = ?", (c.tenant, c.name)
+            ).fetchone():
+                raise AlreadyExists(f"tenant {c.tenant!r} has a sink or route named {c.name!r} already")
+            conn.execute(
+                f"INSERT INTO forwarder_sinks ({_SINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (c.tenant, c.name, c.kind, json.dumps(c.spec), c.version, c.created_at, c.updated_at),
+            )
+
+    async def update_sink_config(
+        self, tenant: str, name: str, spec: dict[str, Any], now: float, expected_version: int | None = None
+    ) -> SinkConfig:
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_SINK_COLUMNS} FROM forwarder_sinks WHERE tenant = ? AND name = ?", (tenant, name)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"tenant {tenant!r} has no sink or route named {name!r}")
+            if expected_version is not None and row[4] != expected_version:
+                raise FailedPrecondition(
+                    f"{name!r} is at version {row[4]}, not {expected_version}: it was changed meanwhile"
+                )
+            conn.execute(
+                "UPDATE forwarder_sinks SET spec = ?, version = version + 1, updated_at = ? "
+                "WHERE tenant = ? AND name = ?",
+                (json.dumps(spec), now, tenant, name),
+            )
+        return SinkConfig(tenant, name, row[2], spec, row[4] + 1, row[5], now)
+
+    async def get_sink_config(self, tenant: str, name: str) -> SinkConfig | None:
+        rows = self.db.query(
+            f"SELECT {_SINK_COLUMNS} FROM forwarder_sinks WHERE tenant = ? AND name = ?", (tenant, name)
+        )
+        return _sink(rows[0]) if rows else None
+
+    async def list_sink_configs(self, tenant: str | None = None) -> list[SinkConfig]:
+        clause, params = ("WHERE tenant = ? ", (tenant,)) if tenant is not None else ("", ())
+        rows = self.db.query(
+            f"SELECT {_SINK_COLUMNS} FROM forwarder_sinks {clause}ORDER BY tenant, name", params
+        )
+        return [_sink(row) for row in rows]
+
+    async def delete_sink_config(self, tenant: str, name: str) -> bool:
+        with self.db.transaction() as conn:
+            cur = conn.execute("DELETE FROM forwarder_sinks WHERE tenant = ? AND name = ?", (tenant, name))
+            return cur.rowcount > 0
+
+    # -- approval timeouts (here, beside the notifications they feed) ----------------------------------
+    async def expire_approvals(self, now: float, limit: int = 100) -> list[Approval]:
+        columns = (
+            "approval_id, tenant, agent, tool, arguments_sha256, reason, status, quorum, created_at, "
+            "expires_at, decision_id, decisions"
+        )
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                f"SELECT {columns} FROM approvals WHERE status = 'pending' AND expires_at <= ? "
+                "ORDER BY expires_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            for row in rows:
+                conn.execute(
+                    "UPDATE approvals SET status = 'expired' WHERE tenant = ? AND approval_id = ?",
+                    (row[1], row[0]),
+                )
+        return [
+            Approval(*row[:6], "expired", *row[7:11], decisions=tuple(json.loads(row[11]))) for row in rows
+        ]

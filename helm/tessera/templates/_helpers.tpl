@@ -85,6 +85,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and .Values.tracing.enabled (not .Values.tracing.otlpEndpoint) -}}
 {{- fail "tracing.enabled needs tracing.otlpEndpoint: the OTLP receiver of the check and admin services' spans (e.g. http://otel-collector.observability:4317)" -}}
 {{- end -}}
+{{- include "tessera.oauthValidate" . -}}
 {{- if and .Values.istio.enabled (eq .Values.mode "sidecar") -}}
 {{- fail "istio.enabled with mode=sidecar: Istio's sidecars call the check service themselves; use mode=gateway with gateway.enabled=false" -}}
 {{- end -}}
@@ -123,6 +124,7 @@ app.kubernetes.io/component: {{ .component }}
 - name: TESSERA_TENANTS_FILE
   value: /etc/tessera/config/tenants.yaml
 {{- end }}
+{{- include "tessera.oauthEnv" . }}
 {{- end -}}
 
 {{/* OpenTelemetry settings of one service (argument: dict root, service). Nothing when tracing is off. */}}
@@ -191,6 +193,7 @@ app.kubernetes.io/component: {{ .component }}
           {{- end }}
       {{- end }}
 {{- end }}
+{{- include "tessera.oauthVolume" . }}
 {{- end -}}
 
 {{- define "tessera.volumeMounts" -}}
@@ -206,6 +209,7 @@ app.kubernetes.io/component: {{ .component }}
   mountPath: /etc/tessera/config
   readOnly: true
 {{- end }}
+{{- include "tessera.oauthVolumeMount" . }}
 {{- end -}}
 
 {{/* The check service container. */}}
@@ -319,10 +323,17 @@ host:port), admin (host:port).
     - {{ int $root.Values.envoy.checkTimeoutMs | quote }}
     - --max-request-bytes
     - {{ int $root.Values.envoy.maxRequestBytes | quote }}
+    {{- range $root.Values.mcp.corsOrigins }}
+    - --cors-origin
+    - {{ . | quote }}
+    {{- end }}
+    - --mcp-idle-timeout-ms
+    - {{ int $root.Values.mcp.idleTimeoutMs | quote }}
     {{- if and $root.Values.tracing.enabled $root.Values.tracing.envoyCollector }}
     - --otlp
     - {{ $root.Values.tracing.envoyCollector | quote }}
     {{- end }}
+    {{- include "tessera.envoyOAuthArgs" $root | nindent 4 }}
     - --output
     - /etc/envoy/envoy.yaml
   resources:
@@ -375,4 +386,64 @@ host:port), admin (host:port).
       readOnly: true
     - name: tmp
       mountPath: /tmp
+{{- end -}}
+
+
+{{/*
+OAuth (values `oauth`, docs/mcp.md): the trusted issuers file mounted in the check and admin pods, and
+the listener's mode passed to `tessera envoy-config`.
+*/}}
+{{- define "tessera.oauthValidate" -}}
+{{- $o := .Values.oauth -}}
+{{- if and $o.enabled (not $o.resource) (not $o.tenants) -}}
+{{- fail "oauth.enabled needs oauth.resource (with oauth.authorizationServers) or oauth.tenants: the resource URL(s) clients reach" -}}
+{{- end -}}
+{{- if and $o.enabled $o.resource (not $o.authorizationServers) -}}
+{{- fail "oauth.resource needs oauth.authorizationServers: the issuers its metadata names" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tessera.oauthEnv" -}}
+{{- if .Values.oauth.issuers }}
+- name: TESSERA_OAUTH_ISSUERS_FILE
+  value: /etc/tessera/oauth/issuers.yaml
+{{- end }}
+{{- with .Values.oauth.outboundAllow }}
+- name: TESSERA_OUTBOUND_ALLOW
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "tessera.oauthVolume" -}}
+{{- if .Values.oauth.issuers }}
+- name: oauth-issuers
+  configMap:
+    name: {{ include "tessera.fullname" . }}-oauth-issuers
+{{- end }}
+{{- end -}}
+
+{{- define "tessera.oauthVolumeMount" -}}
+{{- if .Values.oauth.issuers }}
+- name: oauth-issuers
+  mountPath: /etc/tessera/oauth
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "tessera.envoyOAuthArgs" -}}
+{{- $o := .Values.oauth -}}
+{{- if $o.enabled -}}
+{{- if $o.resource }}
+- --oauth-resource
+- {{ $o.resource | quote }}
+{{- range $o.authorizationServers }}
+- --oauth-authorization-server
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- range $o.tenants }}
+- --oauth-tenant
+- {{ printf "%s,%s,%s" .tenant .resource (join "," .authorizationServers) | quote }}
+{{- end }}
+{{- end -}}
 {{- end -}}

@@ -1,0 +1,177 @@
+"""Token exchange (authz.oauth.TokenExchange and the form parsing of TokenExchangeService): an access
+token from a trusted issuer (stand-in issuer: real RSA keys and JWKS over real HTTP) becomes a macaroon
+no wider than its claims and the issuer's allowance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from authz.errors import InvalidArgument
+from authz.oauth import (
+    ACCESS_TOKEN_TYPE,
+    TOKEN_EXCHANGE_GRANT,
+    ExchangeAllowance,
+    JwksCache,
+    OAuthAuthenticator,
+    TokenExchange,
+    TrustedIssuer,
+)
+from authz.outbound import OutboundClient, OutboundPolicy
+from authz.secrets import Secret
+from authz.server.admin.exchange import parse_form
+from authz.token import AuthenticatedToken, KeyRing, TokenAuthenticator, attenuate
+from tests.oauth_issuer import StandInIssuer
+
+AUDIENCE = "https://gateway.example/v1/mcp"
+KEYRING = KeyRing(Secret("unit-test-master-key-0123456789abcdef0123"))
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def issuer():
+    server = StandInIssuer()
+    yield server
+    server.close()
+
+
+async def _exchange(issuer: StandInIssuer, allowance: ExchangeAllowance | None) -> TokenExchange:
+    trusted = TrustedIssuer(
+        issuer=issuer.issuer, jwks_uri=issuer.jwks_uri, audience=AUDIENCE, tenant="demo", exchange=allowance
+    )
+    outbound = OutboundClient(OutboundPolicy.build(["127.0.0.1"]), purpose="OAuth JWKS")
+    jwks = JwksCache([trusted], outbound=outbound)
+    await jwks.refresh()
+    return TokenExchange(OAuthAuthenticator(TokenAuthenticator(KEYRING), [trusted], jwks), KEYRING)
+
+
+def _form(subject: str, **extra: str) -> dict[str, str]:
+    return {
+        "grant_type": TOKEN_EXCHANGE_GRANT,
+        "subject_token": subject,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        **extra,
+    }
+
+
+def _verify(token: str) -> AuthenticatedToken:
+    result = TokenAuthenticator(KEYRING).authenticate(token)
+    assert isinstance(result, AuthenticatedToken), result
+    return result
+
+
+async def test_the_issued_token_is_bounded_by_claims_and_allowance(issuer):
+    allowance = ExchangeAllowance(tools=("read_invoice", "list_invoices", "pay"), max_ttl_s=600, max_calls=5)
+    exchange = await _exchange(issuer, allowance)
+    subject = issuer.token(AUDIENCE, scope="read_invoice list_invoices delete_invoice", jti="j-42")
+    issued = exchange.exchange(_form(subject), now=NOW)
+    token = _verify(issued.token)
+    assert (token.tenant, token.agent, token.jti) == ("demo", "agent-7", "j-42")
+    # claims ∩ allowance: delete_invoice (claims only) and pay (allowance only) are out
+    assert token.tools == frozenset({"read_invoice", "list_invoices"})
+    assert token.expires == NOW + timedelta(seconds=600)  # the allowance's cap, before the JWT's exp
+    assert [c.limit for c in token.budget_counters] == [5]
+
+
+async def test_expiry_is_never_past_the_subject_tokens(issuer):
+    exchange = await _exchange(issuer, ExchangeAllowance(max_ttl_s=86400))
+    subject = issuer.token(AUDIENCE, scope="read_invoice", lifetime_s=120)
+    issued = exchange.exchange(_form(subject), now=NOW)
+    exp = jwt.decode(subject, options={"verify_signature": False})["exp"]
+    assert _verify(issued.token).expires == datetime.fromtimestamp(exp, UTC)
+
+
+async def test_a_narrower_scope_is_granted_and_a_wider_one_refused(issuer):
+    exchange = await _exchange(issuer, ExchangeAllowance(tools=("read_invoice", "list_invoices")))
+    subject = issuer.token(AUDIENCE, scope="read_invoice list_invoices")
+    narrow = exchange.exchange(_form(subject, scope="read_invoice"), now=NOW)
+    assert _verify(narrow.token).tools == frozenset({"read_invoice"})
+    with pytest.raises(InvalidArgument) as wider:
+        exchange.exchange(_form(subject, scope="read_invoice delete_invoice"), now=NOW)
+    assert wider.value.metadata["error"] == "invalid_scope" and "delete_invoice" in str(wider.value)
+
+
+async def test_the_issued_token_attenuates_offline(issuer):
+    exchange = await _exchange(issuer, ExchangeAllowance())
+    issued = exchange.exchange(_form(issuer.token(AUDIENCE, scope="read_invoice list_invoices")), now=NOW)
+    child = _verify(attenuate(issued.token, ["tools = list_invoices"]))
+    assert child.tools == frozenset({"list_invoices"}) and child.jti == issued.jti
+
+
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("grant", "unsupported_grant_type"),
+        ("type", "invalid_request"),
+        ("missing", "invalid_request"),
+        ("actor", "invalid_request"),
+        ("expired", "invalid_grant"),
+        ("wrong-audience", "invalid_grant"),
+        ("unsigned", "invalid_grant"),
+        ("macaroon", "invalid_grant"),
+        ("no-exchange", "invalid_grant"),
+    ],
+)
+async def test_bad_exchanges_are_refused_with_the_oauth_error(issuer, case, error):
+    exchange = await _exchange(issuer, None if case == "no-exchange" else ExchangeAllowance())
+    good = issuer.token(AUDIENCE, scope="read_invoice")
+    form = _form(good)
+    if case == "grant":
+        form["grant_type"] = "client_credentials"
+    elif case == "type":
+        form["subject_token_type"] = "urn:ietf:params:oauth:token-type:id_token"
+    elif case == "missing":
+        del form["subject_token"]
+    elif case == "actor":
+        form["actor_token"] = good
+    elif case == "expired":
+        form["subject_token"] = issuer.token(AUDIENCE, lifetime_s=-60)
+    elif case == "wrong-audience":
+        form["subject_token"] = issuer.token("https://elsewhere.example/v1/mcp")
+    elif case == "unsigned":
+        claims = {"iss": issuer.issuer, "aud": AUDIENCE, "exp": 2**31, "sub": "a"}
+        form["subject_token"] = jwt.encode(claims, None, algorithm="none")
+    elif case == "macaroon":
+        from authz.token import mint
+
+        form["subject_token"] = mint(KEYRING, tenant="demo", agent="a")
+    with pytest.raises(InvalidArgument) as refused:
+        exchange.exchange(form, now=NOW)
+    assert refused.value.metadata["error"] == error
+
+
+def test_the_form_is_parsed_strictly():
+    body = f"grant_type={TOKEN_EXCHANGE_GRANT}&subject_token=abc&scope=a+b".encode()
+    form = parse_form("application/x-www-form-urlencoded; charset=utf-8", body)
+    assert form == {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": "abc", "scope": "a b"}
+    for content_type, data in [
+        ("application/json", b"{}"),
+        ("application/x-www-form-urlencoded", b"scope=a&scope=b"),
+        ("application/x-www-form-urlencoded", b"a=" + b"x" * 20000),
+        ("application/x-www-form-urlencoded", b"\xff\xfe"),
+    ]:
+        with pytest.raises(InvalidArgument) as bad:
+            parse_form(content_type, data)
+        assert bad.value.metadata["error"] == "invalid_request"
+
+
+async def test_the_tighter_budget_of_allowance_and_claims_is_issued(issuer):
+    allowance = ExchangeAllowance(max_calls=10, max_cost="100")
+    trusted = TrustedIssuer(
+        issuer=issuer.issuer,
+        jwks_uri=issuer.jwks_uri,
+        audience=AUDIENCE,
+        tenant="demo",
+        exchange=allowance,
+        max_calls_claim="tessera_max_calls",
+    )
+    jwks = JwksCache([trusted], outbound=OutboundClient(OutboundPolicy.build(["127.0.0.1"])))
+    await jwks.refresh()
+    exchange = TokenExchange(OAuthAuthenticator(TokenAuthenticator(KEYRING), [trusted], jwks), KEYRING)
+    issued = exchange.exchange(_form(issuer.token(AUDIENCE, tessera_max_calls=4)), now=NOW)
+    assert sorted((c.kind, str(c.limit)) for c in _verify(issued.token).budget_counters) == [
+        ("calls", "4"),
+        ("cost", "100"),
+    ]
