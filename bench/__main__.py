@@ -40,7 +40,7 @@ from authz.local.stack import CheckProcess, free_port, spawn, stop_process
 from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
-from bench import listing
+from bench import forwarding, listing
 from bench.growth import growth_rows
 from bench.hostile import run_hostile_load
 from bench.scaling import hold_rows
@@ -399,42 +399,6 @@ def _tracing_rows(workdir: Path, env: dict[str, str], direct) -> None:
         stop_process(sink)
 
 
-def _forwarder_row(workdir: Path, env: dict[str, str], check_port: int, direct) -> None:
-    """The pipeline again with ``tessera forward run`` draining the same chain to an NDJSON file (the
-    fan-out reads committed events beside the check process and must not slow decisions)."""
-    config = workdir / "forward.json"
-    sink = {
-        "name": "bench-file",
-        "type": "file",
-        "path": str(workdir / "forwarded.ndjson"),
-        "batch_size": 500,
-    }
-    config.write_text(json.dumps({"sinks": [sink]}))
-    database = f"sqlite:///{workdir / 'tessera.db'}"
-    forwarder = spawn(
-        [
-            sys.executable,
-            "-m",
-            "authz.cli",
-            "forward",
-            "run",
-            "--config",
-            str(config),
-            "--database-url",
-            database,
-        ],
-        env=env,
-        log=workdir / "forward.log",
-    )
-    try:
-        time.sleep(2.0)  # started, and caught up with what the earlier rows committed
-        row = direct("direct gRPC, Tessera + forwarder, 32 in flight", check_port, 32)
-    finally:
-        stop_process(forwarder)
-    out = workdir / "forwarded.ndjson"
-    row["forwarded"] = sum(1 for _ in out.open("rb")) if out.exists() else 0
-
-
 def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], audit: str) -> None:
     by = dict(rows)
     print()
@@ -451,12 +415,6 @@ def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], au
     ratio = full["rps"] / noop["rps"]
     added = tessera["p50"] - alone["p50"]
     print(f"pipeline / no-op throughput, direct, 32 in flight:  {ratio:.2f}x  (target >= 0.6x)")
-    forwarded = by.get("direct gRPC, Tessera + forwarder, 32 in flight")
-    if forwarded is not None:
-        print(
-            f"audit forwarder on / off throughput, direct, 32:    {forwarded['rps'] / full['rps']:.2f}x  "
-            f"(target >= 0.95x; {forwarded['forwarded']} events forwarded to a file meanwhile)"
-        )
     traced = by.get("direct gRPC, Tessera + tracing, 32 in flight")
     if traced is not None:
         traced_1 = by["direct gRPC, Tessera + tracing, 1 in flight"]
@@ -516,6 +474,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
     parser.add_argument("--long", action="store_true", help="cost growth rows at full size (1M events)")
+    parser.add_argument(
+        "--forwarder-rounds", type=int, default=2, help="off/on pairs of the audit forwarder row (default 2)"
+    )
+    parser.add_argument(
+        "--forwarder-only",
+        action="store_true",
+        help="only the audit forwarder rows (with --forwarder-rounds)",
+    )
     args = parser.parse_args(argv)
     for tool in ("h2load", "wrk"):
         if shutil.which(tool) is None:
@@ -543,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     noop = envoy = None
     rows: list[tuple[str, dict]] = []
     seconds = args.seconds
+    forwarding_summary: dict | None = None
 
     def direct(name: str, port: int, streams: int) -> dict:
         log = workdir / f"h2load-{len(rows)}.log"
@@ -553,11 +520,19 @@ def main(argv: list[str] | None = None) -> int:
         tessera.start()
         noop = spawn([sys.executable, "-m", "bench.noop", str(noop_port)], log=workdir / "noop.log")
         _wait_listening(noop_port)
-        direct("direct gRPC, no-op servicer, 32 in flight", noop_port, 32)
-        direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
-        direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
-        direct("direct gRPC, Tessera pipeline, 1 in flight", check_port, 1)
-        _forwarder_row(workdir, env, check_port, direct)
+        if not args.forwarder_only:
+            direct("direct gRPC, no-op servicer, 32 in flight", noop_port, 32)
+            direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
+            direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
+            direct("direct gRPC, Tessera pipeline, 1 in flight", check_port, 1)
+        forwarding_summary = forwarding.forwarder_rounds(
+            workdir, env, check_port, direct, args.forwarder_rounds
+        )
+        if args.forwarder_only:
+            print("\n".join(forwarding.report(forwarding_summary)))
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+            return 0
         _tracing_rows(workdir, env, direct)
         # The ext_authz floor: Envoy calling the no-op servicer, same filter settings and body buffering.
         listen, admin = free_port(), free_port()
@@ -614,11 +589,14 @@ def main(argv: list[str] | None = None) -> int:
     holds = asyncio.run(hold_rows(decision))
     _report(rows, breakdown, audit + "\n" + hostile.summary())
     print("\n".join(listing.report(dict(rows), list_streams)))
+    print("\n".join(forwarding.report(forwarding_summary)))
     print("\n".join(_model_report(growth, holds)))
     if args.json:
         result = figures(rows, allows, answered)
         result["growth"] = {name: {"us": round(us, 2), "ratio": round(r, 3)} for name, us, r in growth}
         result["chain_head_hold"] = {name: {"ms": ms, "events_per_s": eps} for name, ms, eps in holds}
+        if forwarding_summary:
+            result["forwarder_ratio"] = round(forwarding_summary["ratio"], 3)
         print(json.dumps(result, sort_keys=True))
     if args.keep:
         print(f"work directory kept: {workdir}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from authz.forward._driver import (
     ChainGap,
+    EventCache,
     Forwarder,
     ForwarderSettings,
     LeaseLost,
@@ -42,15 +43,29 @@ from authz.forward._sink import (
     classify_http,
     parse_retry_after,
 )
-from authz.forward._supervisor import ForwarderSupervisor
+from authz.forward._supervisor import ForwarderSupervisor, supervisor_from_config
+from authz.forward._tenant import (
+    ROUTE_KINDS,
+    SINK_KINDS,
+    SINK_NAME,
+    TenantSecrets,
+    forwarder_sink_name,
+    spec_urls,
+    validate_route_spec,
+    validate_sink_spec,
+)
 from authz.forward._vendors import DatadogLogsSink, SentinelSink, SplunkHecSink
 from authz.forward._webhook import WebhookSink, verify_webhook, webhook_signature
 
 __all__ = [
+    "ROUTE_KINDS",
+    "SINK_KINDS",
+    "SINK_NAME",
     "SYSTEM_ACTIONS",
     "Ack",
     "ChainGap",
     "DatadogLogsSink",
+    "EventCache",
     "ForwardEvent",
     "Forwarder",
     "ForwarderSettings",
@@ -72,13 +87,19 @@ __all__ = [
     "SlackSink",
     "SplunkHecSink",
     "TeamsSink",
+    "TenantSecrets",
     "WebhookSink",
     "classify_http",
     "default_holder",
     "forward_event",
     "forwarder_health",
+    "forwarder_sink_name",
     "parse_retry_after",
     "request_replay",
+    "spec_urls",
+    "supervisor_from_config",
+    "validate_route_spec",
+    "validate_sink_spec",
     "verify_webhook",
     "webhook_signature",
 ]

@@ -22,6 +22,7 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
@@ -85,6 +86,44 @@ def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+class EventCache:
+    """Decoded events shared by the forwarders of one process. The sinks read the same runs of the same
+    chains at nearly the same time, so one store read and one JSON decode serve them all (committed
+    events never change). Bounded: the oldest entries go first beyond ``max_events``."""
+
+    def __init__(self, max_events: int = 50_000):
+        self.max_events = max_events
+        self._events: dict[str, dict[int, ForwardEvent]] = {}
+        self._order: deque[tuple[str, int]] = deque()
+        self.hits = 0
+        self.misses = 0
+
+    def run(self, tenant: str, first: int, last: int) -> list[ForwardEvent]:
+        """The contiguous run ``first..`` (at most to ``last``) held, possibly empty."""
+        held = self._events.get(tenant)
+        out: list[ForwardEvent] = []
+        if held:
+            seq = first
+            while seq <= last and (event := held.get(seq)) is not None:
+                out.append(event)
+                seq += 1
+        if out:
+            self.hits += 1
+        else:
+            self.misses += 1
+        return out
+
+    def put(self, events: Sequence[ForwardEvent]) -> None:
+        for event in events:
+            held = self._events.setdefault(event.tenant, {})
+            if event.seq not in held:
+                held[event.seq] = event
+                self._order.append((event.tenant, event.seq))
+        while len(self._order) > self.max_events:
+            tenant, seq = self._order.popleft()
+            self._events[tenant].pop(seq, None)
+
+
 class Forwarder:
     """Forwards every tenant's committed audit events to one sink.
 
@@ -102,8 +141,10 @@ class Forwarder:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: random.Random | None = None,
+        cache: EventCache | None = None,
     ):
         self.store = store
+        self._cache = cache
         self.sink = sink
         self.settings = settings or ForwarderSettings()
         self.holder = holder or default_holder()
@@ -266,6 +307,10 @@ class Forwarder:
         """Events ``first..last`` of the tenant's chain (committed rows only): a contiguous run starting
         at ``first`` (possibly shorter than asked, at the chain head). Anything else raises
         :class:`ChainGap` after recording it as the cursor's ``last_error``."""
+        if self._cache is not None:
+            cached = self._cache.run(tenant, first, last)
+            if cached:
+                return cached
         out: list[ForwardEvent] = []
         events = self.store.iter_events(tenant, after_seq=first - 1, batch=last - first + 1)
         async with aclosing(events) as rows:  # type: ignore[type-var]
@@ -281,6 +326,8 @@ class Forwarder:
                     await self.store.record_forwarder_error(tenant, self.sink.name, error, self._clock())
                     raise ChainGap(error)
                 out.append(forward_event(record))
+        if self._cache is not None:
+            self._cache.put(out)
         return out
 
     async def _deliver(self, batch: Sequence[ForwardEvent], *, renew: bool = True) -> tuple[Outcome, int]:

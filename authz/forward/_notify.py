@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from authz.forward._event import ForwardEvent
-from authz.forward._sink import Ack, HttpClient, Outcome, classify_http
+from authz.forward._sink import Ack, HttpClient, Outcome, Retry, classify_http
 from authz.secrets import Secret
 
 #: The system events Tessera writes to a tenant's chain that an operator wants to hear about.
@@ -220,10 +220,19 @@ class _Notifier:
         ]
         return ", ".join(parts) or "any"
 
+    #: The URL is the secret (Slack, Teams incoming webhooks): never in an error, a log or an event.
+    secret_url = False
+
     async def _post(self, event: ForwardEvent, summary: str, dedup_key: str) -> Outcome:
         link = _link(self.link_template, event, self.approval_link_template)
         url, body, headers = self.request(event, summary, link, dedup_key)
-        response = await self._http.request("POST", url, content=body, headers=headers)
+        try:
+            response = await self._http.request("POST", url, content=body, headers=headers)
+        except Exception as exc:  # the outbound client names the URL in its errors: redact it
+            text = str(exc)
+            if self.secret_url:
+                text = text.replace(url, "<webhook URL>")
+            return Retry(f"{self.vendor} {self.name}: {type(exc).__name__}: {text}")
         return classify_http(response, f"{self.vendor} {self.name}")
 
     def request(
@@ -245,6 +254,7 @@ class SlackSink(_Notifier):
     ``Retry-After`` and 5xx (retried)."""
 
     vendor = "Slack"
+    secret_url = True
 
     def __init__(
         self,
@@ -278,6 +288,7 @@ class TeamsSink(_Notifier):
     Card attachment. Teams answers 200/202; 429 and 5xx are retried, other 4xx dead-lettered."""
 
     vendor = "Teams"
+    secret_url = True
 
     def __init__(
         self,

@@ -27,7 +27,7 @@ from typing import Any
 
 from authz.errors import ConfigError
 from authz.forward._config import SinkSpec, build_sink
-from authz.forward._driver import Forwarder
+from authz.forward._driver import EventCache, Forwarder
 from authz.forward._sink import HttpClient, Sink
 from authz.forward._tenant import TenantSecrets, sink_spec
 from authz.storage.protocols import Store
@@ -71,7 +71,11 @@ class ForwarderSupervisor:
         self._env = os.environ if env is None else env
         self._secrets_dir = secrets_dir
         self.reload_s = reload_s
-        self._factory = forwarder_factory or (lambda store, sink, settings: Forwarder(store, sink, settings))
+        #: one read and decode of each event serves every sink of this process
+        self.cache = EventCache()
+        self._factory = forwarder_factory or (
+            lambda store, sink, settings: Forwarder(store, sink, settings, cache=self.cache)
+        )
         self._running: dict[str, _Running] = {}
         self._failed: dict[str, tuple[Any, ...]] = {}
 

@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from authz.errors import ConfigError
-from authz.forward._config import _KINDS, _SETTINGS, SinkSpec
+from authz.forward._config import _KINDS, _NAME, _SETTINGS, SinkSpec
 from authz.forward._driver import ForwarderSettings
 from authz.storage.models import SinkConfig
 
+#: What a sink or route name must match (as in the sinks file).
+SINK_NAME = _NAME
 SINK_KINDS = ("webhook", "splunk", "datadog", "sentinel", "s3")
 ROUTE_KINDS = ("slack", "teams", "pagerduty")
 #: Decisions and system actions a route may match on.

@@ -52,6 +52,11 @@ def add_forward_command(
     config_arg(run)
     run.add_argument("--once", action="store_true", help="one pass over every tenant, then exit")
     run.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
+    run.add_argument(
+        "--nice",
+        type=int,
+        help="lower this process's CPU priority by this much (TESSERA_FORWARD_NICE, default 10; 0 keeps it)",
+    )
     run.set_defaults(func=cmd_forward_run)
 
     status = fsub.add_parser("status", help="cursor, chain head, lag and errors per sink and tenant (JSON)")
@@ -111,9 +116,24 @@ def _specs(args: argparse.Namespace, *, required: bool = True):
     return load_sink_specs(path)
 
 
+def _lower_priority(given: int | None) -> None:
+    """The forwarder drains the chain in the background: on a host it shares with a check service it
+    yields the CPU to decisions (at the cost of lag under saturation, never of a slower decision)."""
+    raw = given if given is not None else os.environ.get("TESSERA_FORWARD_NICE", "10")
+    try:
+        steps = int(raw)
+    except ValueError:
+        raise ConfigError(f"TESSERA_FORWARD_NICE must be a whole number, got {raw!r}") from None
+    if steps < 0:
+        raise ConfigError("TESSERA_FORWARD_NICE cannot raise the priority (it must be 0 or more)")
+    if steps:
+        os.nice(steps)
+
+
 def cmd_forward_run(args: argparse.Namespace) -> int:
     from authz.storage import open_store
 
+    _lower_priority(args.nice)
     specs = _specs(args, required=False)  # without a sinks file: the tenants' API-configured sinks only
     http = _outbound(args)
     policy = _policy(args)

@@ -151,7 +151,14 @@ def parse_request(
     if not metadata_url:
         return parsed
     token = parsed.messages[0].input.token if parsed.messages else None
-    verified = bool(token) and authenticates is not None and authenticates(token)
+    pinned = request.attributes.context_extensions.get("tenant")
+    # On a route pinned to a tenant, a token of another tenant is not a credential for this resource:
+    # challenged like one that does not verify, so an OAuth client goes to this tenant's servers.
+    verified = (
+        bool(token)
+        and authenticates is not None
+        and (authenticates(token, tenant=pinned) if pinned else authenticates(token))
+    )
     return dataclasses.replace(parsed, resource_metadata=metadata_url, token_verified=verified)
 
 
@@ -348,6 +355,7 @@ def add_receipt(
         decision_id=last.decision_id,
         audit_seq=seq,
         audit_hash=chain,
+        server=request.attributes.context_extensions.get("server") or None,
     )
     reply.ok_response.headers.append(_header(RECEIPT_HEADER, receipt, overwrite=True))
 

@@ -21,6 +21,7 @@ import pytest
 from authz.audit import admin_event
 from authz.forward import (
     ChainGap,
+    EventCache,
     Forwarder,
     ForwarderSettings,
     NdjsonFileSink,
@@ -323,6 +324,29 @@ async def test_a_gap_in_the_chain_is_a_loud_error_and_the_cursor_does_not_pass_i
     await task
     assert (await store.get_forwarder_cursor("acme", "file")).seq == 4
     assert len(path.read_bytes().splitlines()) == 4
+
+
+async def test_forwarders_sharing_a_cache_read_and_decode_each_event_once(store, tmp_path: Path):
+    await append(store, "acme", 10)
+    reads: list[int] = []
+    iter_events = store.iter_events
+
+    def counting(tenant, **kw):
+        reads.append(kw["after_seq"])
+        return iter_events(tenant, **kw)
+
+    store.iter_events = counting  # type: ignore[method-assign]
+    cache = EventCache(max_events=8)
+    sinks = [NdjsonFileSink(f"file-{i}", tmp_path / f"out-{i}.ndjson") for i in range(3)]
+    for sink in sinks:
+        await Forwarder(store, sink, FAST, cache=cache).pass_once()
+    for i in range(3):
+        lines = (tmp_path / f"out-{i}.ndjson").read_bytes().splitlines()
+        assert [json.loads(line)["tessera_chain"]["seq"] for line in lines] == list(range(1, 11))
+    # The first sink read the chain (batches of 4, then the empty read at the head); the others were
+    # served from the cache except what it had evicted (it holds 8) and the reads at the head.
+    assert reads[:4] == [0, 4, 8, 10]
+    assert len(reads) < 3 * 4 and cache.hits > 0
 
 
 def test_backoff_is_full_jitter_capped_and_honours_retry_after():

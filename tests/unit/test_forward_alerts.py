@@ -206,3 +206,23 @@ async def test_a_rate_rule_posts_once_per_burst_and_counts_nothing_twice_on_a_re
     )
     assert texts[0].endswith("https://console.example.com/acme/events/6")  # the event that crossed it
     assert texts[1].startswith("Rate alert in acme: 4 events") and texts[1].endswith("/acme/events/11")
+
+
+async def test_a_slack_url_is_never_in_an_error_a_log_or_an_event(store, http, caplog):
+    """The incoming-webhook URL is the credential: an unreachable Slack keeps it out of the recorded
+    error, the dead letter, its chain event and the logs."""
+    from tests.pg import free_port
+
+    caplog.set_level("DEBUG")
+    secret_path = "/services/T000/B000/s3cr3t-token-part"
+    await store.append_events([deny("d1", "x", 0)])
+    url = f"http://127.0.0.1:{free_port()}{secret_path}"  # nothing listens there
+    rule = NotifyRule(decisions=("deny",), actions=())
+    sink = SlackSink("slack", Secret(url), http, rule=rule)
+    await Forwarder(store, sink, ForwarderSettings(max_attempts=2, backoff_base_s=0.0)).pass_once()
+    (dead,) = await store.list_dead_letters(sink="slack")
+    cursor = await store.get_forwarder_cursor("acme", "slack")
+    events = [r.event async for r in store.iter_events("acme")]
+    assert "<webhook URL>" in dead.reason
+    for text in (dead.reason, cursor.last_error or "", *events, caplog.text):
+        assert "s3cr3t" not in text

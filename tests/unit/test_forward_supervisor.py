@@ -63,7 +63,17 @@ async def test_sinks_configured_per_tenant_start_change_and_stop_without_a_resta
         await eventually(lambda: arrived(first).get("acme") == [1, 2, 3, 4, 5])
         assert "globex" not in arrived(first)  # an API sink receives its own tenant's chain only
         assert supervisor.sink_names == ["acme/soc"]
-        assert (await store.get_forwarder_cursor("acme", "acme/soc")).seq == 5
+        # the receiver answers before the forwarder records the acknowledgement: wait for the cursor too
+        cursor = {}
+
+        async def at_head() -> bool:
+            cursor["seq"] = (await store.get_forwarder_cursor("acme", "acme/soc")).seq
+            return cursor["seq"] == 5
+
+        deadline = time.monotonic() + 15
+        while not await at_head():
+            assert time.monotonic() < deadline, cursor
+            await asyncio.sleep(0.05)
 
         # Pointed elsewhere: the running forwarder is replaced; new events go to the new receiver only.
         spec = validate_sink_spec("webhook", {"url": second.url, **FAST}, "hook-key", route=False)
@@ -79,7 +89,10 @@ async def test_sinks_configured_per_tenant_start_change_and_stop_without_a_resta
         # Deleted: stopped, its lease released at once (a successor need not wait for it to expire).
         await store.delete_sink_config("acme", "soc")
         await eventually(lambda: supervisor.sink_names == [])
-        assert await store.forwarder_lease("acme/soc") is None
+        deadline = time.monotonic() + 15
+        while await store.forwarder_lease("acme/soc") is not None:  # released as its task ends
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
         await append(store, "acme", 1)
         await asyncio.sleep(0.3)
         assert arrived(second)["acme"] == [6, 7, 8]

@@ -12,11 +12,12 @@ from authz.server.admin.auth import principal
 from authz.storage import Approval, approving_principals
 
 MAX_NOTE = 1000
-# Which stored statuses can have each effective status ("expired" is computed from expires_at).
+# Which stored statuses can have each effective status ("expired" is computed from expires_at, and
+# stored once authz.admin.expiry recorded the timeout of a pending one).
 _STORED = {
     "pending": ("pending",),
     "approved": ("approved",),
-    "expired": ("pending", "approved"),
+    "expired": ("pending", "approved", "expired"),
     "rejected": ("rejected",),
     "consumed": ("consumed",),
 }

@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 from authz.api.admin.v1 import forwarder_config_service_pb2 as pb
 from authz.api.admin.v1 import forwarder_config_service_pb2_grpc as pb_grpc
 from authz.errors import ConfigError, DependencyError, InvalidArgument, NotFound, OutboundRefused
-from authz.forward import request_replay
-from authz.forward._config import _NAME
-from authz.forward._tenant import (
+from authz.forward import (
     ROUTE_KINDS,
     SINK_KINDS,
+    SINK_NAME,
     forwarder_sink_name,
+    request_replay,
     spec_urls,
     validate_route_spec,
     validate_sink_spec,
@@ -68,9 +68,9 @@ class ForwarderConfigService(pb_grpc.ForwarderConfigServiceServicer):
     # -- shared ----------------------------------------------------------------------------------------
     @staticmethod
     def _check_name(name: str) -> None:
-        if not _NAME.match(name):
+        if not SINK_NAME.match(name):
             raise InvalidArgument(
-                f"name {name!r} must match {_NAME.pattern} (lowercase letters, digits, '_', '.', '-')",
+                f"name {name!r} must match {SINK_NAME.pattern} (lowercase letters, digits, '_', '.', '-')",
                 metadata={"field": "name"},
             )
 

@@ -1,0 +1,99 @@
+"""``tessera forward replay``: it records the replay request through the same store method as
+``ReplayDeadLetter`` (audited as the CLI user) and resends at once through the sinks file's sink; with
+``--request-only`` it leaves the resend to the forwarder holding the sink's lease. Real SQLite store,
+real CLI entry point, NDJSON file sink."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from authz.audit import admin_event
+from authz.cli import main
+from authz.forward import Forwarder, NdjsonFileSink
+from authz.storage.sqlite import SQLiteStore
+
+
+async def _setup(db: Path) -> list[int]:
+    store = SQLiteStore(db)
+    try:
+        await store.append_events(
+            [
+                ("acme", admin_event("acme", "alice", "tenant.update", f"t:{i}", time_ms=1_000))
+                for i in range(4)
+            ]
+        )
+        assert await store.acquire_forwarder_lease("file", "old-host:1:x", 1.0, 10)
+        first = await store.dead_letter_batch("acme", "file", "old-host:1:x", 1, 2, "disk full", 3, 2.0)
+        second = await store.dead_letter_batch("acme", "file", "old-host:1:x", 3, 4, "disk full", 3, 3.0)
+        await store.release_forwarder_lease("file", "old-host:1:x")
+        return [first.id, second.id]
+    finally:
+        await store.close()
+
+
+def seqs(path: Path) -> list[int]:
+    return [json.loads(line)["tessera_chain"]["seq"] for line in path.read_bytes().splitlines()]
+
+
+def test_replay_from_the_cli_is_audited_and_request_only_leaves_it_to_the_forwarder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TESSERA_MASTER_KEY", "00" * 32)
+    db, out = tmp_path / "tessera.db", tmp_path / "out.ndjson"
+    config = tmp_path / "sinks.json"
+    config.write_text(json.dumps({"sinks": [{"name": "file", "type": "file", "path": str(out)}]}))
+    first, second = asyncio.run(_setup(db))
+    common = ["--config", str(config), "--database-url", f"sqlite:///{db}"]
+
+    assert main(["forward", "replay", str(first), *common]) == 0
+    assert seqs(out) == [1, 2]
+    assert main(["forward", "replay", str(second), "--request-only", *common]) == 0
+    assert seqs(out) == [1, 2]  # only requested
+
+    async def check() -> None:
+        store = SQLiteStore(db)
+        try:
+            dead = {d.id: d for d in await store.list_dead_letters(include_replayed=True)}
+            assert dead[first].replayed_at is not None and dead[first].replay_requested_at is not None
+            assert dead[second].replayed_at is None and dead[second].replay_requested_at is not None
+            events = [json.loads(r.event)["tessera"] async for r in store.iter_events("acme")]
+            replays = [e for e in events if e.get("action") == "dead_letter.replay"]
+            assert [e["target"] for e in replays] == [f"dead_letter:{first}", f"dead_letter:{second}"]
+            assert all(e["actor"].startswith("cli:") for e in replays)
+            # The forwarder holding the lease resends the requested one on its next pass.
+            forwarder = Forwarder(store, NdjsonFileSink("file", out))
+            await forwarder.pass_once()
+            assert (await store.list_dead_letters()) == []
+        finally:
+            await store.close()
+
+    asyncio.run(check())
+    lines = seqs(out)
+    assert lines[:2] == [1, 2] and sorted(set(lines)) == list(range(1, 7))  # 3, 4 replayed; 5, 6 new
+    assert lines.count(3) == 1 and lines.count(4) == 1
+
+
+def test_replaying_an_unknown_or_replayed_dead_letter_is_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TESSERA_MASTER_KEY", "00" * 32)
+    db = tmp_path / "tessera.db"
+    first, _ = asyncio.run(_setup(db))
+    common = ["--database-url", f"sqlite:///{db}"]
+    assert main(["forward", "replay", "999", "--request-only", *common]) != 0
+    assert main(["forward", "replay", str(first), "--request-only", *common]) == 0
+    assert (
+        main(["forward", "replay", str(first), "--request-only", *common]) == 0
+    )  # asked twice: same request
+
+    async def replayed() -> None:
+        store = SQLiteStore(db)
+        try:
+            await store.mark_dead_letter_replayed(first, 10.0)
+        finally:
+            await store.close()
+
+    asyncio.run(replayed())
+    assert main(["forward", "replay", str(first), "--request-only", *common]) != 0  # replayed already
