@@ -675,6 +675,12 @@ MATRIX = {
     "ReceiptKeyService/GetReceiptKeys": ("public", True),
 }
 ROLES = ("viewer", "operator", "admin")
+#: What a public RPC answers every caller on the matrix stack: the exchange is off (the stack trusts no
+#: OAuth issuer), the receipt keys are served.
+PUBLIC_ANSWERS = {
+    "TokenExchangeService/ExchangeToken": C.FAILED_PRECONDITION,
+    "ReceiptKeyService/GetReceiptKeys": OK,
+}
 ALLOWED_CODES = {OK, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ALREADY_EXISTS}
 
 
@@ -687,11 +693,14 @@ def test_role_and_scope_matrix(admin_gateway: AdminGateway, env: dict[str, Any],
     least, other_tenant_may = MATRIX[rpc]
     request = _matrix_requests(admin_gateway, env)[rpc]
     keys = env["keys"]
-    public = least == "public"
-    expected = {
-        f"{role}@matrix": public or (least != "-" and ROLES.index(role) >= ROLES.index(least))
-        for role in ROLES
-    }
+    if least == "public":
+        # no key is asked for and any key is ignored: every caller, with or without a key, gets the RPC's
+        # own answer
+        callers = {**keys, "no key": None}
+        codes = {who: admin_gateway.grpc(rpc, request(), key).code for who, key in callers.items()}
+        assert set(codes.values()) == {PUBLIC_ANSWERS[rpc]}, codes
+        return
+    expected = {f"{role}@matrix": least != "-" and ROLES.index(role) >= ROLES.index(least) for role in ROLES}
     expected["admin@other"] = other_tenant_may
     expected["root"] = True
     outcomes = {}
@@ -702,12 +711,8 @@ def test_role_and_scope_matrix(admin_gateway: AdminGateway, env: dict[str, Any],
             assert result.code in ALLOWED_CODES, (who, result.code, result.status)
         else:
             assert result.code is C.PERMISSION_DENIED, (who, result.code, result.status)
-    # A public RPC answers without a key, or with a wrong one, exactly as it answers the root key (keys
-    # play no part: the receipt keys are OK; the token exchange is FAILED_PRECONDITION, this stack
-    # trusting no OAuth issuer); every other RPC refuses both.
-    unauthenticated = {outcomes["root"]} if public else {C.UNAUTHENTICATED}
-    assert admin_gateway.grpc(rpc, request(), None).code in unauthenticated
-    assert admin_gateway.grpc(rpc, request(), keys["wrong"]).code in unauthenticated
+    assert admin_gateway.grpc(rpc, request(), None).code is C.UNAUTHENTICATED
+    assert admin_gateway.grpc(rpc, request(), keys["wrong"]).code is C.UNAUTHENTICATED
 
 
 def test_lists_are_narrowed_to_the_keys_tenant(admin_gateway: AdminGateway, env: dict[str, Any]) -> None:
