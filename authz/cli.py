@@ -311,9 +311,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         upstream=int(os.environ.get("TESSERA_DEMO_PORT", "9000")),
         admin_metrics=cfg.listen.admin_metrics_port,
     )
-    stack = Stack(var_dir, ports, env=env, replicas=args.replicas, otlp_endpoint=_otlp_endpoint())
+    # The operator console runs when an OpenID provider is configured (TESSERA_OIDC_*, TESSERA_CONSOLE_*).
+    console = {} if os.environ.get("TESSERA_OIDC_ISSUER") else None
+    stack = Stack(
+        var_dir, ports, env=env, replicas=args.replicas, otlp_endpoint=_otlp_endpoint(), console_env=console
+    )
     print("starting Tessera: demo MCP server, check service, admin service, Envoy ...", flush=True)
     with stack:
+        console_url = (
+            f"{stack.url}/console/"
+            if stack.console
+            else "off (set TESSERA_OIDC_ISSUER: docs/configuration.md)"
+        )
         token = mint(
             _keyring(cfg), tenant="demo", agent="demo-agent", expires=datetime.now(UTC) + timedelta(days=1)
         )
@@ -328,6 +337,7 @@ Tessera is running.
   admin API (gRPC)  127.0.0.1:{stack.ports.admin} (reflection on: buf curl / grpcurl), metrics http://127.0.0.1:{stack.ports.admin_metrics}/metrics
   demo upstream     {stack.upstream_url}/mcp   (refuses requests without a Tessera receipt)
   intent catalog    derived from the demo upstream's tools/list: GET {stack.url}/v1/admin/tenants/demo/intent
+  console           {console_url}
   state             {var_dir} ({"PostgreSQL" if args.database_url else "SQLite"}, master key, logs)
 
 Demo token (tenant demo, agent demo-agent, valid 24h):

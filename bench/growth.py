@@ -32,6 +32,12 @@ from authz.token import KeyRing, TokenAuthenticator, attenuate, mint
 MASTER = "bench-growth-key-0123456789abcdef0123456789"
 
 
+#: Each case is timed in this many alternating rounds and the fastest round is kept: the machine is
+#: shared with the load generators and other work, and a ratio of two cases timed at different moments
+#: would otherwise measure the load as much as the code.
+ROUNDS = 5
+
+
 def _per_call(fn: Callable[[], Any], n: int) -> float:
     started = time.perf_counter()
     for _ in range(n):
@@ -46,6 +52,18 @@ async def _per_call_async(fn: Callable[[], Any], n: int) -> float:
     return (time.perf_counter() - started) / n * 1e6
 
 
+async def _fastest(cases: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    """µs per call of each case: rounds alternate between the cases, the fastest round counts."""
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(ROUNDS):
+        for name, measure in cases.items():
+            micros = measure()
+            if hasattr(micros, "__await__"):
+                micros = await micros
+            best[name] = min(best[name], micros)
+    return best
+
+
 def policy_source(rules: int) -> str:
     """A policy of ``rules`` tool rules (one per tool name), as a large real policy grows."""
     lines = ["package tessera", "", "import rego.v1", "", 'default decision := {"allow": false}', ""]
@@ -57,18 +75,20 @@ def policy_source(rules: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def policy_rows() -> dict[str, float]:
-    out = {}
+async def policy_rows() -> dict[str, float]:
+    cases = {}
     for rules in (10, 1000):
         policy = compile_policy(policy_source(rules))
         policy._memo = None  # the engine's cost, as for a call never seen before
         inp = {"tool": f"tool_{rules - 1}", "arguments": {"amount": 5}}
         assert policy.evaluate(inp).outcome in ("allow", "deny")
-        out[f"policy evaluation, {rules} rules"] = _per_call(lambda p=policy, i=inp: p.evaluate(i), 500)
-    return out
+        cases[f"policy evaluation, {rules} rules"] = lambda p=policy, i=inp: _per_call(
+            lambda: p.evaluate(i), 100
+        )
+    return await _fastest(cases)
 
 
-def token_rows() -> dict[str, float]:
+async def token_rows() -> dict[str, float]:
     keyring = KeyRing(Secret(MASTER))
     base = mint(
         keyring,
@@ -77,17 +97,17 @@ def token_rows() -> dict[str, float]:
         tools=["read_invoice"],
         expires=datetime.now(UTC) + timedelta(hours=2),
     )
-    out = {}
+    cases = {}
     for depth in (1, 10):
         token = base
         for i in range(depth):
             token = attenuate(token, [f"tools = read_invoice,tool_{i}"])
         authenticator = TokenAuthenticator(keyring, cache_size=0, caveat_cache_size=0)
         assert not hasattr(authenticator.authenticate(token), "reason")
-        out[f"token verify (uncached), attenuated {depth}x"] = _per_call(
-            lambda a=authenticator, t=token: a.authenticate(t), 500
+        cases[f"token verify (uncached), attenuated {depth}x"] = lambda a=authenticator, t=token: _per_call(
+            lambda: a.authenticate(t), 200
         )
-    return out
+    return await _fastest(cases)
 
 
 def _events(decision: Any, count: int, tenant: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -98,47 +118,58 @@ def _events(decision: Any, count: int, tenant: str | None = None) -> list[tuple[
 
 
 async def tenant_rows(decision: Any, workdir: Path) -> dict[str, float]:
-    out = {}
-    for tenants in (1, 1000):
-        store = SQLiteStore(workdir / f"growth-tenants-{tenants}.db")
-        try:
-            for i in range(1, tenants):  # every other tenant has a chain head too
-                await store.append_events(_events(decision, 1, f"other-{i}"))
+    stores, cases = [], {}
+    try:
+        for tenants in (1, 1000):
+            store = SQLiteStore(workdir / f"growth-tenants-{tenants}.db")
+            stores.append(store)
+            await store.append_events(
+                [
+                    (f"other-{i}", event)
+                    for i in range(1, tenants)
+                    for _, event in _events(decision, 1, f"other-{i}")
+                ]
+            )  # every other tenant has a chain head too
             events = _events(decision, 1)
-            out[f"audit append, {tenants} tenant chains"] = await _per_call_async(
-                lambda s=store, e=events: s.append_events(e), 1000
+            cases[f"audit append, {tenants} tenant chains"] = lambda s=store, e=events: _per_call_async(
+                lambda: s.append_events(e), 200
             )
-        finally:
+        return await _fastest(cases)
+    finally:
+        for store in stores:
             await store.close()
-    return out
 
 
 async def chain_rows(decision: Any, workdir: Path, *, long: bool) -> dict[str, float]:
-    """µs per event verified (``verify_chain`` re-hashes and re-reads every event)."""
-    out = {}
-    sizes = (10_000, 1_000_000) if long else (10_000, 100_000)
-    for size in sizes:
-        store = SQLiteStore(workdir / f"growth-chain-{size}.db")
-        try:
+    """µs per event verified (``verify_chain`` re-reads and re-hashes every event); two alternating
+    rounds, the faster counts."""
+    stores, best = {}, {}
+    try:
+        for size in (10_000, 1_000_000) if long else (10_000, 100_000):
+            store = stores[size] = SQLiteStore(workdir / f"growth-chain-{size}.db")
             batch = _events(decision, 1000)
             for _ in range(size // 1000):
                 await store.append_events(batch)
-            started = time.perf_counter()
-            result = await verify_chain(store, chain_tenant(decision))
-            elapsed = time.perf_counter() - started
-            assert result.ok and result.events_checked == size, result
-            out[f"chain verify, {size:,} events (µs/event)"] = elapsed / size * 1e6
-        finally:
+        for _ in range(2):
+            for size, store in stores.items():
+                started = time.perf_counter()
+                result = await verify_chain(store, chain_tenant(decision))
+                elapsed = time.perf_counter() - started
+                assert result.ok and result.events_checked == size, result
+                name = f"chain verify, {size:,} events (µs/event)"
+                best[name] = min(best.get(name, float("inf")), elapsed / size * 1e6)
+        return best
+    finally:
+        for store in stores.values():
             await store.close()
-    return out
 
 
 async def budget_rows(workdir: Path, *, long: bool) -> dict[str, float]:
-    out = {}
-    sizes = (1_000, 1_000_000) if long else (1_000, 100_000)
-    for size in sizes:
-        store = SQLiteStore(workdir / f"growth-budget-{size}.db")
-        try:
+    stores, cases = [], {}
+    try:
+        for size in (1_000, 1_000_000) if long else (1_000, 100_000):
+            store = SQLiteStore(workdir / f"growth-budget-{size}.db")
+            stores.append(store)
             with store.db.transaction() as conn:  # live counters of other tokens, written in bulk
                 conn.executemany(
                     "INSERT INTO budget_counters (counter_key, window_start, used, expires_at) "
@@ -146,12 +177,13 @@ async def budget_rows(workdir: Path, *, long: bool) -> dict[str, float]:
                     ((f"token:{i:08d}:max_calls",) for i in range(size)),
                 )
             reservation = [Reservation(f"token:{size // 2:08d}:max_calls", 0, 1, 1e12, "token:max_calls")]
-            out[f"budget reserve, {size:,} live counters"] = await _per_call_async(
-                lambda s=store, r=reservation: s.reserve(r), 1000
+            cases[f"budget reserve, {size:,} live counters"] = lambda s=store, r=reservation: _per_call_async(
+                lambda: s.reserve(r), 200
             )
-        finally:
+        return await _fastest(cases)
+    finally:
+        for store in stores:
             await store.close()
-    return out
 
 
 async def growth_rows(decision: Any, *, long: bool = False) -> list[tuple[str, float, float]]:
@@ -159,9 +191,9 @@ async def growth_rows(decision: Any, *, long: bool = False) -> list[tuple[str, f
     with tempfile.TemporaryDirectory(prefix="tessera-growth-") as tmp:
         workdir = Path(tmp)
         groups = [
-            policy_rows(),
+            await policy_rows(),
             await tenant_rows(decision, workdir),
-            token_rows(),
+            await token_rows(),
             await chain_rows(decision, workdir, long=long),
             await budget_rows(workdir, long=long),
         ]

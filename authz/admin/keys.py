@@ -121,6 +121,11 @@ class Principal:
         return f"{self.name} (key {self.key_id}, principal {self.principal})"
 
     @property
+    def label(self) -> str:
+        """How refusals name the caller: ``key <id>``, or the person signed in with OIDC."""
+        return f"{self.principal} (OIDC)" if self.issuer else f"key {self.key_id}"
+
+    @property
     def all_tenants(self) -> bool:
         return self.tenant is None
 

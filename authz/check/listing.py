@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +58,10 @@ ITEM_KINDS: Mapping[str, tuple[str, str]] = {
 #: including list results it answered to another caller's token, so every response on it that carries
 #: a list member is filtered for the caller who opened the stream.
 STREAM_METHOD = "stream"
+
+#: The ``method`` of a :class:`ListContext` for a JSON-RPC batch that holds several list methods: as on a
+#: stream, every result that carries a list member is filtered.
+BATCH_METHOD = "batch"
 
 #: The policy input key that, when the policy reads it, makes prompts (resp. resources and resource
 #: templates) subject to the policy in the list phase. A policy that never reads it does not judge them.
@@ -263,7 +267,7 @@ class ListFilter:
         if not isinstance(message, dict) or "result" not in message:
             return message  # an error, a notification, a server request: nothing listed
         result = message["result"]
-        if ctx.method == STREAM_METHOD:
+        if ctx.method in (STREAM_METHOD, BATCH_METHOD):
             if not isinstance(result, dict):
                 return message
             members = [m for m in ITEM_KINDS if m in result]
@@ -309,6 +313,14 @@ class ListTally:
 
     def __bool__(self) -> bool:
         return bool(self.listed or self.withheld)
+
+
+def one_context(contexts: list[ListContext]) -> ListContext:
+    """The context of a whole request from its list messages' contexts (a batch may hold several)."""
+    first = contexts[0]
+    if len({ctx.method for ctx in contexts}) > 1:
+        return replace(first, method=BATCH_METHOD)
+    return first
 
 
 def _policy_reads(policy: Any, key: str) -> bool:

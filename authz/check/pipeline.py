@@ -133,15 +133,18 @@ class Pipeline:
         """The token authenticator (shared, with its cache, by the list filter)."""
         return self._auth
 
-    def authenticates(self, token: str | None) -> bool:
-        """Does ``token`` verify (signature and key id, cached)? For the transport to decide, before
-        reading a body, whether the caller is worth that work. The full check still runs in :meth:`check`."""
+    def authenticates(self, token: str | None, tenant: str | None = None) -> bool:
+        """Does ``token`` verify (signature and key id, cached), and belong to ``tenant`` when one is
+        given (a route pinned to a tenant)? For the transport to decide, before reading a body, whether
+        the caller is worth that work, and in OAuth mode whether to challenge it. The full check still
+        runs in :meth:`check`."""
         if not token:
             return False
         try:
-            return isinstance(self._auth.authenticate(token), AuthenticatedToken)
+            token_ = self._auth.authenticate(token)
         except Exception:  # a malformed token must not cost more than a denial
             return False
+        return isinstance(token_, AuthenticatedToken) and (tenant is None or token_.tenant == tenant)
 
     # -- the one fail-closed boundary --------------------------------------------------------------------
     async def check(self, inp: CheckInput) -> Decision:

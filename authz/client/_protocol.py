@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +31,17 @@ POLL_MAX = 5.0
 _BODY_EXCERPT = 2000
 
 
+#: ``/v1/mcp`` or one of several tool servers behind the gateway, ``/v1/mcp/<name>`` (docs/mcp.md).
+_MCP_ENDPOINT = re.compile(r"/v1/mcp(/[a-z0-9_-]+)?$")
+
+
 def endpoint(url: str) -> str:
-    """``http://host:8080`` → ``http://host:8080/v1/mcp``; a URL already ending in ``/v1/mcp`` is kept."""
+    """``http://host:8080`` → ``http://host:8080/v1/mcp``; a URL already ending in ``/v1/mcp`` or in a
+    named server's ``/v1/mcp/<name>`` is kept."""
     if not isinstance(url, str) or not url.strip():
         raise ValueError("the gateway URL must be a non-empty string, e.g. http://127.0.0.1:8080")
     url = url.strip().rstrip("/")
-    return url if url.endswith(MCP_PATH) else url + MCP_PATH
+    return url if _MCP_ENDPOINT.search(url) else url + MCP_PATH
 
 
 def encode_prompt(prompt: str) -> str:

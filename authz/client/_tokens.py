@@ -373,7 +373,8 @@ def attenuate(
     - ``max_calls`` / ``max_cost``: a budget of its own, counted *on top of* the parent's: the sub-agent
       can never spend more than its parent allows.
     - ``args``: argument constraints, as strings (``"amount <= 1000"``, ``"currency in EUR,USD"``) or a
-      mapping of exact values (``{"invoice_id": "INV-1001"}`` → ``arg:invoice_id = "INV-1001"``).
+      mapping of exact values (``{"invoice_id": "INV-1001"}`` → ``arg:invoice_id = "INV-1001"``;
+      an integral float is written as an int, ``1.0`` → ``1``, as the TypeScript SDK must).
     - ``prompt``: bind the token to this one user request (its SHA-256).
     - ``agent``: bind an unbound token to one agent id.
     - ``caveats``: raw caveat strings, appended last.

@@ -80,6 +80,26 @@ def _status(value: str) -> str:
     return value.removeprefix("APPROVAL_STATUS_").removeprefix("AUDIT_DECISION_").lower()
 
 
+def safe_next(path: str) -> str:
+    """Where to go after signing in: a console path, never another site (no open redirect)."""
+    if not path.startswith("/console/") or "//" in path or "\\" in path or "://" in path:
+        return "/console/approvals"
+    return path
+
+
+def _budget_summary(rules: list[dict]) -> str:
+    """The most used budget counter of a tenant, e.g. ``"7 of 10 calls (agent bot), 2 rules"``."""
+    if not rules:
+        return "no budget rules"
+    usages = [u for r in rules for u in r.get("usage", []) if u.get("limit")]
+    counted = f"{len(rules)} rule{'s' if len(rules) != 1 else ''}"
+    if not usages:
+        return f"{counted}, nothing used yet"
+    top = max(usages, key=lambda u: u["used"] / u["limit"])
+    who = f" (agent {top['agent']})" if top.get("agent") else ""
+    return f"{top['used']:g} of {top['limit']:g} {top['kind']}{who}, {counted}"
+
+
 def _templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -237,10 +257,7 @@ class Console:
     # -- sign-in ----------------------------------------------------------------------------------
 
     async def login(self, request: Request) -> Response:
-        next_path = request.query_params.get("next", "")
-        if not next_path.startswith("/console/") or next_path.startswith("//"):
-            next_path = "/console/approvals"  # never an open redirect
-        key, pending = self.sessions.begin_login(next_path)
+        key, pending = self.sessions.begin_login(safe_next(request.query_params.get("next", "")))
         try:
             url = await self.signin.authorization_url(pending)
         except (DependencyError, ValueError) as exc:
@@ -483,6 +500,14 @@ class Console:
             checkpoints=checkpoints["checkpoints"],
         )
 
+    async def audit_checkpoint(self, request: Request, session: Session) -> Response:
+        form = await request.form()
+        if (refused := self.csrf_refused(request, session, form)) is not None:
+            return refused
+        tenant = str(form.get("tenant", ""))
+        await self.call(request, session, "AuditService", "CreateAuditCheckpoint", {"tenant": tenant})
+        return RedirectResponse(f"/console/audit/verify?tenant={quote(tenant)}", status_code=303)
+
     async def audit_export(self, request: Request, session: Session) -> Response:
         f = self._audit_filters(request)
         fmt = "csv" if request.query_params.get("format") == "csv" else "ndjson"
@@ -510,7 +535,13 @@ class Console:
     # -- tenants ----------------------------------------------------------------------------------
 
     async def tenants(self, request: Request, session: Session) -> Response:
-        return self.render("tenants.html", request, session, tenants=await self._tenants(request, session))
+        tenants = await self._tenants(request, session)
+        for tenant in tenants:
+            budgets = await self.call(
+                request, session, "TenantService", "GetTenantBudgets", {"tenant": tenant["name"]}
+            )
+            tenant["budget"] = _budget_summary(budgets["rules"])
+        return self.render("tenants.html", request, session, tenants=tenants)
 
     # -- the app ----------------------------------------------------------------------------------
 
@@ -531,6 +562,7 @@ class Console:
             Route("/console/audit/event", p(self.audit_event)),
             Route("/console/audit/verify", p(self.audit_verify)),
             Route("/console/audit/export", p(self.audit_export)),
+            Route("/console/audit/checkpoint", p(self.audit_checkpoint), methods=["POST"]),
             Route("/console/tenants", p(self.tenants)),
             *Lifecycle(self).routes(),
             Mount("/console/static", StaticFiles(directory=HERE / "static"), name="static"),

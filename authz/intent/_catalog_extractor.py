@@ -38,6 +38,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from types import MappingProxyType
 
 from authz.errors import InvalidArgument
@@ -73,6 +74,9 @@ DEFAULT_NEGATIONS = (
     "instead of",
     "rather than",
     "other than",
+    "hold off on",
+    "hold off",
+    "refrain from",
 )
 #: The action class of investigating ("figure out why", "look into"): asks for every tool that reads.
 DIAGNOSE = "diagnose"
@@ -147,6 +151,9 @@ _STATE_WORDS = frozenset(
     ]
 )
 _PARTICIPLES = frozenset({"paid", "sent", "shown", "seen", "done", "gesendet", "bezahlt", "gelöscht"})
+#: Forms of "be" before a verb's -ing form (a state) and the user speaking of their own steps.
+_BE = frozenset(["is", "are", "was", "were", "be", "been", "being", "am"])
+_SELF = frozenset(["i", "we", "i'll", "we'll", "i'm", "we're", "ich", "wir"])
 #: Words after which a past form may still be a request ("have it deleted", "get them paid").
 _REQUEST_LEADS = frozenset(
     ["it", "them", "him", "her", "this", "these", "those", "everything", "all", "get", "gets", "got", "be"]
@@ -217,12 +224,13 @@ class _Decisions:
 
 
 #: What a word may start (bit flags of :meth:`_CompiledCatalog.learn`).
-_SENTENCE, _ACTION, _OBJECT, _CUE, _MARKER, _READ_ONLY = 1, 2, 4, 8, 16, 32
+_SENTENCE, _ACTION, _OBJECT, _CUE, _MARKER, _READ_ONLY, _POST_NEGATION = 1, 2, 4, 8, 16, 32, 64
 _MAX_WORDS = 50_000
 
 
 class _CompiledCatalog:
     __slots__ = (
+        "_object_terms",
         "by_class",
         "class_tools",
         "cues",
@@ -291,6 +299,7 @@ class _CompiledCatalog:
         self.mentions = mentions
         self.object_words = frozenset(objects)
         self.labels = labels
+        self._object_terms: dict[frozenset[str], tuple[str, ...]] = {}
         self.single_objects = single
         self.phrases = phrases
         by_class: dict[str, list[str]] = {}
@@ -313,6 +322,14 @@ class _CompiledCatalog:
         #: stemmed and classified once per catalog (bounded: past the limit, words are not kept).
         self.words: dict[str, tuple[str, int]] = {}
 
+    def object_terms(self, names: frozenset[str]) -> tuple[str, ...]:
+        """The recorded terms of a set of object names ("object:invoice"), formatted once."""
+        terms = self._object_terms.get(names)
+        if terms is None:
+            terms = tuple(f"object:{self.labels.get(name, name)}" for name in names)
+            self._object_terms[names] = terms
+        return terms
+
     def learn(self, token: str) -> tuple[str, int]:
         st = _stem(token)
         flags = 0
@@ -328,6 +345,8 @@ class _CompiledCatalog:
             flags |= _MARKER
         if st in self.lexicon.read_only_first:
             flags |= _READ_ONLY
+        if token in self.lexicon.post_negations:
+            flags |= _POST_NEGATION
         word = (st, flags)
         if len(self.words) < _MAX_WORDS:
             self.words[token] = word
@@ -429,25 +448,24 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
 
     # One pass: stems, sentences, and the positions where an action, object or phrase may start.
     action_index, object_index, phrase_index = lex.actions, catalog.object_index, catalog.phrases
-    stemmed: list[str] = []
-    sentence_of: list[int] = []
     action_at: list[int] = []
     object_at: list[int] = []
     cue_at: list[int] = []
     marker_at: list[int] = []
     questions: set[int] = set()
     read_only_at: list[int] = []
-    sentence = 0
+    post_at = False  # any "nothing/nicht" that may negate the verb before it
     words, learn = catalog.words, catalog.learn
-    for i, tok in enumerate(tokens):
-        word = words.get(tok) or learn(tok)
-        st, flags = word
-        stemmed.append(st)
-        if flags:  # most words are none of these: one lookup, one test
-            if flags & _SENTENCE:
-                if tok == "?" and i:
-                    questions.add(sentence)
-                sentence += 1
+    # Each word's (stem, flags) by one dict lookup; the loop below visits only the flagged words.
+    known = [words.get(tok) or learn(tok) for tok in tokens]
+    stemmed = [word[0] for word in known]
+    # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
+    sentence_of = list(accumulate(word[1] & _SENTENCE for word in known))
+    sentence = sentence_of[-1]
+    for i, (_, flags) in enumerate(known):
+        if flags:
+            if flags & _SENTENCE and i and tokens[i] == "?":
+                questions.add(sentence_of[i] - 1)
             if flags & _ACTION:
                 action_at.append(i)
             if flags & _OBJECT:
@@ -458,8 +476,9 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 marker_at.append(i)
             if flags & _READ_ONLY:
                 read_only_at.append(i)
-        sentence_of.append(sentence)
-    injection = _injection_at(lex, stemmed, marker_at)
+            if flags & _POST_NEGATION:
+                post_at = True
+    injection = _injection_at(lex, stemmed, marker_at) if marker_at else n
 
     # Action terms, longest first; a position used by one term is not reused by another.
     actions: list[_Action] = []
@@ -468,12 +487,23 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if i in taken:
             continue
         prev = tokens[i - 1] if i and tokens[i - 1] not in BREAK_TOKENS else None
-        if prev in _STATE_WORDS and (tokens[i].endswith(("ed", "en")) or tokens[i] in _PARTICIPLES):
+        tok = tokens[i]
+        participle = tok.endswith(("ed", "en")) and not tok.endswith("een")  # not "green", "screen"
+        if prev in _STATE_WORDS and (participle or tok in _PARTICIPLES):
             continue  # "the approved invoices", "is already paid": a state, not a request
         if prev is not None and tokens[i].endswith("ed") and prev not in _REQUEST_LEADS:
             continue  # "Tom moved to a competitor", "Meyer changed banks": a report, not a request
+        if prev in _BE and tokens[i].endswith("ing"):
+            continue  # "which deals are closing": what is happening, not a request
+        if prev in _SELF or (prev == "will" and i > 1 and tokens[i - 2] in _SELF):
+            continue  # "I'll send it myself": the user's own step, not the agent's
         for term in action_index[stemmed[i]]:
-            if prev is not None and prev not in _VERB_LEADS and term.words in catalog.object_words:
+            if (
+                prev is not None
+                and prev not in _VERB_LEADS
+                and term.words in catalog.object_words
+                and not (term.noun and _after_light_verb(lex, stemmed, i))
+            ):
                 continue  # "draft replies", "new emails": the word is the object here
             if len(term.words) == 1:  # most terms: one word, already matched by the index
                 positions: list[int] | None = [i]
@@ -510,46 +540,21 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # Negation scopes: forward from a cue, and "nothing/nicht" right after a verb.
     scope_of = [-1] * n
     cue_of: list[str] = []
-    # Weak terms ("any", "open") do not count as the action a negation scope has reached.
-    starts = {a.start for a in actions if a.term is not None and (a.term.strong or a.term.noun)}
-    ends = {a.start + len(a.term.words) for a in actions if a.term is not None}
-    after = 0  # a cue's words are not cues again ("not … no")
-    for i in cue_at:
-        if i < after:
-            continue
-        cue_len = _cue_at(catalog, tokens, i)
-        if not cue_len:
-            continue
-        after = i + cue_len
-        scope = len(cue_of)
-        cue_of.append(" ".join(tokens[i : i + cue_len]))
-        # A cue right after a verb ("lösche keine Snapshots") has that verb: its scope ends at a comma.
-        k, words, covered_action = i + cue_len, 0, i in ends
-        while k < n and words < NEGATION_WINDOW:
-            tok = tokens[k]
-            if tok in SENTENCE_TOKENS or tok in _SCOPE_STOP_WORDS:
-                break
-            if tok in BREAK_TOKENS:  # "," or ":" ends the scope only once it has covered an action
-                if covered_action:
-                    break
-            else:
-                if scope_of[k] == -1:
-                    scope_of[k] = scope
-                covered_action = covered_action or k in starts
-                words += 1
-            k += 1
+    if cue_at:
+        _negation_scopes(catalog, tokens, actions, cue_at, scope_of, cue_of)
+    post_negations = lex.post_negations
     for action in actions:
         action.scope = scope_of[action.start]
-        if action.scope == -1 and action.term is not None:
+        if action.scope == -1 and action.term is not None and post_at:
             end = action.start + len(action.term.words)
             for k in range(end, min(n, end + 2)):
                 if tokens[k] in BREAK_TOKENS:
                     break
-                if tokens[k] in lex.post_negations:
+                if tokens[k] in post_negations:
                     action.scope = len(cue_of)
                     cue_of.append(tokens[k])
                     break
-
+    # a cue's words are not cues again ("not … no")
     sentence_objects: dict[int, set[str]] = {}
     scope_objects: dict[int, set[str]] = {}
     for pos, names in objects_at:
@@ -604,9 +609,13 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if term is None:
             strong, weak, label = frozenset(), frozenset({"read", "list"}), "question"
         else:
-            if not (term.strong or term.weak):  # an action noun asks for nothing unless negated
-                continue
             strong, weak, label = term.strong, term.weak, term.text
+            if not (strong or weak):
+                # An action noun asks for nothing unless negated, or after a light verb ("make a
+                # payment", "issue a refund"): then it is the action.
+                if not _after_light_verb(lex, stemmed, action.start):
+                    continue
+                strong = term.noun
             if stemmed[action.start - 1] in lex.only if action.start else False:
                 only = True
         asked = False
@@ -641,7 +650,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         for name, objects in safe_tools:
             if objects & task_objects:
                 d.allow(name, 0.6, "reads what the task is about")
-    if not only:
+    if not only and read_only_at:
         only = _read_only(lex, stemmed, read_only_at, injection)
     if only:
         d.terms.add("only")
@@ -650,7 +659,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 d.forbid(tool, "the prompt restricts itself to what it names")
     for pos, names in objects_at:
         if pos < injection:
-            d.terms.update(f"object:{catalog.labels.get(name, name)}" for name in names)
+            d.terms.update(catalog.object_terms(names))
 
     allowed = frozenset(d.allowed) - frozenset(d.forbidden)
     forbidden = frozenset(d.forbidden)
@@ -684,6 +693,56 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         determined=True,
         terms=tuple(sorted(d.terms))[:_MAX_TERMS],
     )
+
+
+_ARTICLES = frozenset(["a", "an", "the", "one", "this", "that", "ein", "eine", "einen", "die", "der", "das"])
+
+
+def _after_light_verb(lex: Lexicon, stemmed: list[str], start: int) -> bool:
+    k = start - 1
+    if k >= 0 and stemmed[k] in _ARTICLES:
+        k -= 1
+    return k >= 0 and stemmed[k] in lex.light_verbs
+
+
+def _negation_scopes(
+    catalog: _CompiledCatalog,
+    tokens: list[str],
+    actions: list[_Action],
+    cue_at: list[int],
+    scope_of: list[int],
+    cue_of: list[str],
+) -> None:
+    """Marks the words each negation cue covers in ``scope_of`` (its index in ``cue_of``)."""
+    n = len(tokens)
+    # Weak terms ("any", "open") do not count as the action a negation scope has reached.
+    starts = {a.start for a in actions if a.term is not None and (a.term.strong or a.term.noun)}
+    ends = {a.start + len(a.term.words) for a in actions if a.term is not None}
+    after = 0  # a cue's words are not cues again ("not … no")
+    for i in cue_at:
+        if i < after:
+            continue
+        cue_len = _cue_at(catalog, tokens, i)
+        if not cue_len:
+            continue
+        after = i + cue_len
+        scope = len(cue_of)
+        cue_of.append(" ".join(tokens[i : i + cue_len]))
+        # A cue right after a verb ("lösche keine Snapshots") has that verb: its scope ends at a comma.
+        k, words, covered_action = i + cue_len, 0, i in ends
+        while k < n and words < NEGATION_WINDOW:
+            tok = tokens[k]
+            if tok in SENTENCE_TOKENS or tok in _SCOPE_STOP_WORDS:
+                break
+            if tok in BREAK_TOKENS:  # "," or ":" ends the scope only once it has covered an action
+                if covered_action:
+                    break
+            else:
+                if scope_of[k] == -1:
+                    scope_of[k] = scope
+                covered_action = covered_action or k in starts
+                words += 1
+            k += 1
 
 
 def _undetermined(truncated: bool, terms: set[str] | frozenset[str] = frozenset()) -> Intent:

@@ -24,6 +24,7 @@ from authz.errors import ConfigError, DependencyError, InvalidArgument
 from authz.intent._catalog import ToolCatalog
 from authz.intent._derive import MAX_TOOLS, catalog_from_tools_list
 from authz.outbound import OutboundClient
+from authz.receipts import HEADER as RECEIPT_HEADER
 
 __all__ = ["CatalogRefresher", "catalog_for_settings", "fetch_tools_list", "refresh_catalogs"]
 
@@ -40,9 +41,18 @@ _KEPT = ("name", "title", "description", "inputSchema", "annotations")
 Fetch = Callable[[str], Awaitable[dict[str, Any]]]
 
 
-async def fetch_tools_list(url: str, *, outbound: OutboundClient, timeout_s: float = 10.0) -> dict[str, Any]:
+async def fetch_tools_list(
+    url: str,
+    *,
+    outbound: OutboundClient,
+    timeout_s: float = 10.0,
+    receipt_for: Callable[[bytes], str] | None = None,
+) -> dict[str, Any]:
     """``{"tools": [...]}`` from the MCP server at ``url`` (streamable HTTP); raises DependencyError
     (:class:`authz.errors.OutboundRefused` when ``outbound``'s policy refuses the address).
+
+    ``receipt_for`` (:func:`authz.receipts.self_receipts`) puts a Tessera receipt on every request of the
+    session, so a tool server that refuses requests without one (``ReceiptMiddleware``) answers.
 
     The URL is vetted by Tessera's one outbound client (resolved once, loopback/private/metadata
     addresses refused unless ``TESSERA_OUTBOUND_ALLOW`` permits them). For ``http`` URLs the MCP session
@@ -62,7 +72,16 @@ async def fetch_tools_list(url: str, *, outbound: OutboundClient, timeout_s: flo
     if parsed.scheme == "http":
         target = str(parsed.copy_with(host=address))
         headers["host"] = parsed.netloc.decode("ascii")
-    client = httpx2.AsyncClient(headers=headers, timeout=timeout_s, follow_redirects=False, trust_env=False)
+    hooks: dict[str, list[Any]] = {}
+    if receipt_for is not None:
+
+        async def add_receipt(request: Any) -> None:
+            request.headers[RECEIPT_HEADER] = receipt_for(request.content)
+
+        hooks["request"] = [add_receipt]
+    client = httpx2.AsyncClient(
+        headers=headers, timeout=timeout_s, follow_redirects=False, trust_env=False, event_hooks=hooks
+    )
     tools: list[dict[str, Any]] = []
     try:
         async with (

@@ -15,7 +15,8 @@ the issuer's :class:`~authz.oauth.ExchangeAllowance` allow:
 
 The agent can then attenuate the result offline (``authz.client.attenuate``) for its sub-agents.
 Errors are :class:`authz.errors.InvalidArgument` whose metadata ``error`` is the RFC 6749 §5.2 error
-code; a subject token that cannot be checked because its issuer's keys are unavailable raises
+code (and, once the subject token verified, ``tenant``, ``agent`` and ``issuer``); a subject token
+that cannot be checked because its issuer's keys are unavailable raises
 :class:`authz.errors.DependencyError` (fail closed).
 """
 
@@ -88,15 +89,20 @@ class TokenExchange:
         if isinstance(verified, TokenRejection):
             raise _refuse("invalid_grant", f"subject_token rejected: {verified.reason}")
         issuer, token = verified
-        if issuer.exchange is None:
-            raise _refuse("invalid_grant", "token exchange is not enabled for the subject token's issuer")
-        rejection = token.check(now=now, tool=None, arguments=None, prompt=None)
-        if rejection is not None:  # expired, not yet valid
-            raise _refuse("invalid_grant", f"subject_token rejected: {rejection.reason}")
-        allowance = issuer.exchange
-
-        allowed = _intersect(token.tools, allowance.tools)
-        tools = _requested_tools(form.get("scope"), allowed)
+        try:
+            if issuer.exchange is None:
+                raise _refuse("invalid_grant", "token exchange is not enabled for the subject token's issuer")
+            rejection = token.check(now=now, tool=None, arguments=None, prompt=None)
+            if rejection is not None:  # expired, not yet valid
+                raise _refuse("invalid_grant", f"subject_token rejected: {rejection.reason}")
+            allowance = issuer.exchange
+            allowed = _intersect(token.tools, allowance.tools)
+            tools = _requested_tools(form.get("scope"), allowed)
+        except InvalidArgument as exc:
+            # The subject verified: say whose request this was, so the refusal can be audited in the
+            # tenant's chain (a widening attempt is worth a record). Nothing the caller does not hold.
+            exc.metadata.update(tenant=issuer.tenant, agent=token.agent or "", issuer=issuer.issuer)
+            raise
         expires = now + timedelta(seconds=allowance.max_ttl_s)
         if token.expires is not None and token.expires < expires:
             expires = token.expires

@@ -19,12 +19,22 @@ database driver: only ``cryptography`` and the standard library (a test keeps it
 
 from authz.receipts._asgi import ReceiptMiddleware
 from authz.receipts._format import HEADER, Receipt, ReceiptError, body_sha256
-from authz.receipts._sign import DEFAULT_TTL_S, ReceiptKey, ReceiptSigner, derived_keys, jwks
+from authz.receipts._sign import (
+    DEFAULT_TTL_S,
+    SELF_AGENT,
+    ReceiptKey,
+    ReceiptSigner,
+    derived_keys,
+    jwks,
+    self_receipt_issuer,
+    self_receipts,
+)
 from authz.receipts._verify import ReceiptVerifier, ReplayCache, load_jwks
 
 __all__ = [
     "DEFAULT_TTL_S",
     "HEADER",
+    "SELF_AGENT",
     "Receipt",
     "ReceiptError",
     "ReceiptKey",
@@ -36,4 +46,6 @@ __all__ = [
     "derived_keys",
     "jwks",
     "load_jwks",
+    "self_receipt_issuer",
+    "self_receipts",
 ]

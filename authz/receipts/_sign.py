@@ -83,6 +83,7 @@ class ReceiptSigner:
         decision_id: str,
         audit_seq: int | None,
         audit_hash: str | None,
+        server: str | None = None,
     ) -> str:
         """The compact receipt for one forwarded request."""
         now = int(self._clock())
@@ -99,6 +100,41 @@ class ReceiptSigner:
             "iat": now,
             "exp": now + self._ttl_s,
             "jti": decision_id,
+            "server": server,
         }
         message = self._head + b64u(self._encode(claims).encode()).encode("ascii")
         return f"{message.decode('ascii')}.{b64u(self.key.private_key.sign(message))}"
+
+
+#: The agent named in receipts of Tessera's own requests to a tool server (not an agent's call).
+SELF_AGENT = "tessera:self"
+
+
+def self_receipts(signer: ReceiptSigner, purpose: str) -> Callable[[bytes], str]:
+    """Receipts for requests Tessera itself sends a tool server (the intent catalog's ``tools/list``),
+    so a server that refuses everything without a receipt still answers Tessera. Each binds its body and
+    expires like any receipt; the agent is :data:`SELF_AGENT`, there is no tool and no audit position,
+    and the decision id names ``purpose`` (``catalog-<random>``)."""
+    import secrets
+
+    def issue(body: bytes) -> str:
+        return signer.issue(
+            tenant=None,
+            agent=SELF_AGENT,
+            tool=None,
+            body=body,
+            decision_id=f"{purpose}-{secrets.token_hex(12)}",
+            audit_seq=None,
+            audit_hash=None,
+        )
+
+    return issue
+
+
+def self_receipt_issuer(config: Any, derive: Callable[[str, str], bytes]) -> Callable[[bytes], str] | None:
+    """:func:`self_receipts` for the catalog, from the receipt settings (``authz.config.ReceiptConfig``:
+    ``enabled``, ``kids``, ``ttl_s``) and ``KeyRing.derive_subkey``; None when receipts are off."""
+    if not config.enabled:
+        return None
+    active = derived_keys(config.kids[:1], derive)[0]
+    return self_receipts(ReceiptSigner(active, ttl_s=config.ttl_s), "catalog")

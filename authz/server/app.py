@@ -28,7 +28,7 @@ from authz.oauth import accept_access_tokens
 from authz.observability import CheckMetrics, Tracing, new_registry, serve_http, setup_tracing
 from authz.outbound import OutboundClient, policy_from_config
 from authz.policy import OpaClients, compile_policy
-from authz.receipts import ReceiptSigner, derived_keys
+from authz.receipts import ReceiptSigner, derived_keys, self_receipt_issuer
 from authz.server.check_service import AuthorizationService
 from authz.server.list_service import add_list_processor, list_filter_for
 from authz.storage import Store, TenantSettings, open_store
@@ -98,15 +98,18 @@ def _extractor_factory(config: TesseraConfig):
     return build
 
 
-def _catalog_refresher(config: TesseraConfig, store: Store) -> CatalogRefresher:
+def _catalog_refresher(config: TesseraConfig, store: Store, keyring: KeyRing) -> CatalogRefresher:
     """Fetches each tenant's upstream ``tools/list`` on a schedule (tenants with ``intent.tools_url``)."""
 
     outbound = OutboundClient(
         policy_from_config(config), timeout_s=config.intent.refresh_timeout_s, purpose="intent tools/list"
     )
+    receipt_for = self_receipt_issuer(config.receipts, keyring.derive_subkey)
 
     async def fetch(url: str) -> dict[str, Any]:
-        return await fetch_tools_list(url, outbound=outbound, timeout_s=config.intent.refresh_timeout_s)
+        return await fetch_tools_list(
+            url, outbound=outbound, timeout_s=config.intent.refresh_timeout_s, receipt_for=receipt_for
+        )
 
     return CatalogRefresher(store, interval_s=config.intent.refresh_s, fetch=fetch)
 
@@ -219,7 +222,7 @@ async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = No
         refresher = asyncio.create_task(runtime.directory.run(), name="tenant-refresh")
         stack.callback(refresher.cancel)
         catalogs = asyncio.create_task(
-            _catalog_refresher(config, runtime.store).run(), name="catalog-refresh"
+            _catalog_refresher(config, runtime.store, runtime.keyring).run(), name="catalog-refresh"
         )
         stack.callback(catalogs.cancel)
         if runtime.jwks is not None:

@@ -151,7 +151,14 @@ def parse_request(
     if not metadata_url:
         return parsed
     token = parsed.messages[0].input.token if parsed.messages else None
-    verified = bool(token) and authenticates is not None and authenticates(token)
+    pinned = request.attributes.context_extensions.get("tenant")
+    # On a route pinned to a tenant, a token of another tenant is not a credential for this resource:
+    # challenged like one that does not verify, so an OAuth client goes to this tenant's servers.
+    verified = (
+        bool(token)
+        and authenticates is not None
+        and (authenticates(token, tenant=pinned) if pinned else authenticates(token))
+    )
     return dataclasses.replace(parsed, resource_metadata=metadata_url, token_verified=verified)
 
 
@@ -348,6 +355,7 @@ def add_receipt(
         decision_id=last.decision_id,
         audit_seq=seq,
         audit_hash=chain,
+        server=request.attributes.context_extensions.get("server") or None,
     )
     reply.ok_response.headers.append(_header(RECEIPT_HEADER, receipt, overwrite=True))
 
@@ -361,8 +369,9 @@ def mark_list_request(
     :class:`~authz.check.listing.ListContext` as dynamic metadata. Returns a deny reply instead when
     the context cannot be built: a list that cannot be filtered is not forwarded.
     """
-    from authz.check.listing import LIST_HEADER, METADATA_KEY, ListContextError
+    from authz.check.listing import LIST_HEADER, METADATA_KEY, ListContextError, one_context
 
+    contexts = []
     for message, decision in zip(parsed.messages, decisions, strict=False):
         try:
             ctx = listing.context_for(message.input, decision, message.request_id)
@@ -370,9 +379,11 @@ def mark_list_request(
             denial = unavailable(decision, str(exc))
             return deny_for(parsed, denial, parsed.messages)
         if ctx is not None:
-            reply.ok_response.headers.append(_header(LIST_HEADER, ctx.method, overwrite=True))
-            reply.dynamic_metadata.update({METADATA_KEY: ctx.to_metadata()})
-            return None  # one context per request: a batch is filtered by its first list method
+            contexts.append(ctx)
+    if contexts:  # one context per request: a batch of several list methods filters each result it holds
+        ctx = one_context(contexts)
+        reply.ok_response.headers.append(_header(LIST_HEADER, ctx.method, overwrite=True))
+        reply.dynamic_metadata.update({METADATA_KEY: ctx.to_metadata()})
     return None
 
 

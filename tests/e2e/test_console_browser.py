@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.integration.console_support"]
 
+# The machine may be busy: a live refresh or a page may take longer than Playwright's 5 s default.
+expect.set_options(timeout=15_000)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 CHROMIUM = os.environ.get("TESSERA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -83,6 +85,8 @@ def test_operator_sees_an_escalated_call_appear_approves_it_and_the_resume_succe
     expect(card.locator("time[data-expires]")).to_contain_text("in ")  # the countdown runs
     shot(page, "approvals")
     card.get_by_label("Note").fill("payee verified by phone")
+    page.wait_for_timeout(1500)  # several refresh periods: the focused form must survive them
+    expect(card.get_by_label("Note")).to_have_value("payee verified by phone")
     card.get_by_role("button", name="Approve").click()
     expect(page.locator("#notice")).to_contain_text(f"Approval {approval_id} is now approved")
     expect(page.locator(f"#history tr[data-approval='{approval_id}']")).to_contain_text(
@@ -172,6 +176,11 @@ def test_a_tampered_audit_row_shows_up_as_a_failed_verification_naming_its_seque
     page = new_page()
     sign_in(page, console_stack, "olivia", "/console/audit?tenant=northwind")
     expect(page.locator("#events tbody tr[data-seq]").first).to_be_visible()
+    page.locator("#events tbody tr[data-seq] a").first.click()
+    expect(page.locator("#event-json")).to_contain_text('"class_name": "API Activity"')
+    shot(page, "audit-event")
+    page.go_back()
+    shot(page, "audit")
     page.locator("#verify-link").click()
     expect(page.locator("#verify-result")).to_have_text("intact")
     seqs = sorted(int(s) for s in _seqs(console_stack, "northwind"))

@@ -1,9 +1,11 @@
 """The TypeScript SDK (sdk/typescript) against the real stack, and its npm package.
 
-Builds the SDK with npm (``npm ci && npm run build``), runs its Node unit tests, then its end-to-end
-tests (``node --test test/e2e/``) against the stack of tests/e2e/conftest.py with the gateway URL and
-fresh tokens in the environment. Without node/npm these tests fail rather than skip: ``.ci/run``
-installs them, and a missing toolchain must not read as a passing SDK.
+Builds the SDK with npm (``npm ci && npm run build``), runs its Node unit tests under the installed Node
+and under Node 18 (npm's ``node@18`` package), then its end-to-end tests (``node --test test/e2e/``:
+the SDK's own client, and the official MCP SDK's client with the adapter) against the stack of
+tests/e2e/conftest.py with the gateway URL and fresh tokens in the environment. Without node/npm these
+tests fail rather than skip: ``.ci/run`` installs them, and a missing toolchain must not read as a
+passing SDK.
 """
 
 from __future__ import annotations
@@ -13,20 +15,32 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from authz.client import AsyncGateway, MemoryWriter, ProvenanceError
 from authz.client._tokens import _integral_floats_as_ints
 from authz.local.stack import free_port
+from authz.storage import open_store
+from authz.storage.memory_writers import RegisteredWriter
 from tests.e2e.conftest import unique_agent
 
-pytestmark = pytest.mark.integration
+# npm ci fetches the MCP SDK's dependency tree (the adapter's tests use the real SDK): on a loaded
+# machine that alone can outlast the suite's default 120 s per test.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 SDK = Path(__file__).parents[2] / "sdk" / "typescript"
+READ = ("read_invoice", {"invoice_id": "INV-1001"})
+# The oldest Node the package supports (package.json engines: >=18), from npm's `node` package, which
+# installs the official binary for this platform; kept in the npm cache the server-everything tests use.
+NODE_18 = "node@18.20.8"
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
@@ -41,14 +55,37 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: f
 def built() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("node and npm are needed for the TypeScript SDK tests (.ci/run installs them)")
-    run(["npm", "ci", "--no-audit", "--no-fund"], SDK)
+    run(["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"], SDK)
     run(["npm", "run", "build"], SDK)
     return SDK
 
 
+@pytest.fixture(scope="module")
+def node18() -> str:
+    cache = Path(os.environ.get("TESSERA_NPM_CACHE", Path.home() / ".cache" / "tessera-npm")) / "node18"
+    binary = cache / "node_modules" / ".bin" / "node"
+    if not binary.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(cache), NODE_18], cache)
+    assert run([str(binary), "--version"], cache).startswith("v18."), "the node@18 package gave another Node"
+    return str(binary)
+
+
+def unit_test_counts(node: str, sdk: Path) -> tuple[int, int]:
+    out = run([node, "--test", "test/unit/"], sdk)
+    passed, failed = (int(re.search(rf"^# {k} (\d+)$", out, re.M).group(1)) for k in ("pass", "fail"))
+    assert failed == 0 and "# skipped 0" in out, out
+    return passed, failed
+
+
 def test_node_unit_tests_pass(built):
-    out = run(["node", "--test", "test/unit/"], built)
-    assert "# fail 0" in out and "# pass 0" not in out
+    passed, _ = unit_test_counts("node", built)
+    assert passed >= 45
+
+
+def test_node_unit_tests_pass_on_node_18(built, node18):
+    """The same unit tests (the MCP SDK adapter's included) under Node 18, the oldest supported."""
+    assert unit_test_counts(node18, built) == unit_test_counts("node", built)
 
 
 def test_argument_numbers_are_written_as_the_python_sdk_writes_them(built):
@@ -92,33 +129,47 @@ def test_the_sdk_against_the_real_stack(built, stack):
     assert "# pass 8" in out, out
 
 
-async def test_wait_for_approval_completes_when_approved_while_the_sdk_polls(built, stack, approvals):
-    agent = unique_agent()
-    env = {"TESSERA_E2E_URL": stack.url, "TESSERA_E2E_APPROVAL_TOKEN": stack.token(agent=agent)}
-    node = await asyncio.create_subprocess_exec(
-        "node",
+async def node_test_approving(
+    node: str, test_file: str, cwd: Path, env: dict[str, str], approvals, agent
+) -> str:
+    """Run one Node test file while approving the call it leaves pending for ``agent``, once the SDK has
+    polled it at least once; returns the runner's output after asserting it exited 0."""
+    proc = await asyncio.create_subprocess_exec(
+        node,
         "--test",
-        "test/e2e/approval.test.mjs",
-        cwd=built,
+        test_file,
+        cwd=cwd,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        pending = await approvals.pending_for(agent)
+        pending = await approvals.pending_for(agent, timeout=120)
         await asyncio.sleep(0.6)  # let the SDK poll at least once while the call is pending
-        assert node.returncode is None
+        assert proc.returncode is None
         await approvals.decide(pending.approval_id, "approve")
-        out = (await asyncio.wait_for(node.communicate(), 60))[0].decode()
+        out = (await asyncio.wait_for(proc.communicate(), 120))[0].decode()
     finally:
-        if node.returncode is None:
-            node.kill()
-            await node.wait()
-    assert node.returncode == 0 and "# pass 1" in out and "# fail 0" in out, out
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out
+    return out
 
 
-async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approvals):
-    """@modelcontextprotocol/sdk's Client over its StreamableHTTPClientTransport, with the adapter."""
+async def test_wait_for_approval_completes_when_approved_while_the_sdk_polls(built, stack, approvals):
+    agent = unique_agent()
+    env = {"TESSERA_E2E_URL": stack.url, "TESSERA_E2E_APPROVAL_TOKEN": stack.token(agent=agent)}
+    out = await node_test_approving("node", "test/e2e/approval.test.mjs", built, env, approvals, agent)
+    assert "# pass 1" in out and "# fail 0" in out, out
+
+
+@pytest.mark.parametrize("node", ["default", "18"])
+async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approvals, node, request):
+    """@modelcontextprotocol/sdk's Client over its StreamableHTTPClientTransport, with the adapter, under
+    the installed Node and under Node 18. The file's last test leaves a transfer pending and resumes it
+    with waitForApproval once it is approved here."""
+    binary = "node" if node == "default" else request.getfixturevalue("node18")
     agent = unique_agent()
     env = {
         "TESSERA_E2E_URL": stack.url,
@@ -127,28 +178,51 @@ async def test_the_official_mcp_sdk_client_through_tessera(built, stack, approva
         "TESSERA_E2E_APPROVAL_TOKEN": stack.token(agent=agent),
         "TESSERA_E2E_DEAD_URL": f"http://127.0.0.1:{free_port()}",
     }
-    node = await asyncio.create_subprocess_exec(
-        "node",
-        "--test",
-        "test/e2e/mcp.test.mjs",
-        cwd=built,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        # the file's last test leaves a transfer pending and polls it with waitForApproval
-        pending = await approvals.pending_for(agent, timeout=120)
-        await asyncio.sleep(0.6)  # let the adapter poll at least once while the call is pending
-        assert node.returncode is None
-        await approvals.decide(pending.approval_id, "approve")
-        out = (await asyncio.wait_for(node.communicate(), 120))[0].decode()
-    finally:
-        if node.returncode is None:
-            node.kill()
-            await node.wait()
-    assert node.returncode == 0, out
+    out = await node_test_approving(binary, "test/e2e/mcp.test.mjs", built, env, approvals, agent)
     assert "# fail 0" in out and "# skipped 0" in out and "# pass 6" in out, out
+
+
+async def test_memory_writer_entries_signed_in_typescript_are_verified_by_tessera(built, stack):
+    """TypeScript MemoryWriter entries through the real stack: a registered writer's entry passes, a
+    planted, foreign-key, unregistered-writer or wrong-source entry is denied with -32014."""
+    writer_id = f"ts-ingester-{uuid.uuid4().hex[:8]}"
+    seed = os.urandom(32)
+    probe_writer = MemoryWriter(seed, writer_id)  # the Python SDK, to see when Tessera has the writer
+    now = time.time()
+    store = open_store(f"sqlite:///{stack.stack.workdir}/tessera.db")
+    try:
+        await store.create_memory_writer(
+            RegisteredWriter(
+                tenant="demo",
+                writer_id=writer_id,
+                public_key=probe_writer.public_key,
+                sources=("erp",),
+                expires_at=None,
+                created_at=now,
+                created_by="e2e",
+                updated_at=now,
+            )
+        )
+    finally:
+        await store.close()
+    async with AsyncGateway(stack.url, stack.token()) as gw:
+        deadline = time.monotonic() + 30
+        while True:  # the check service reloads writers when the store's change counter moves
+            try:
+                await gw.tool_call(*READ, provenance=[probe_writer.sign("probe", "probe", "erp")])
+                break
+            except ProvenanceError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    env = {
+        "TESSERA_E2E_URL": stack.url,
+        "TESSERA_E2E_TOKEN": stack.token(),
+        "TESSERA_E2E_WRITER_ID": writer_id,
+        "TESSERA_E2E_WRITER_SEED_HEX": seed.hex(),
+    }
+    out = run(["node", "--test", "test/e2e/memory.test.mjs"], built, env=env)
+    assert "# fail 0" in out and "# skipped 0" in out and "# pass 3" in out, out
 
 
 def test_npm_pack_produces_an_installable_tarball(built, tmp_path):
@@ -165,9 +239,19 @@ def test_npm_pack_produces_an_installable_tarball(built, tmp_path):
         "const esm = await import('tessera-authz'); const cjs = (await import('node:module'))"
         ".createRequire(import.meta.url)('tessera-authz');"
         "if (typeof esm.attenuate !== 'function' || typeof cjs.Gateway !== 'function') process.exit(1);"
-        "console.log(Object.keys(esm).includes('BudgetError') ? 'ok' : 'missing');"
+        "const names = ['BudgetError', 'MemoryWriter', 'withTesseraErrors', 'tesseraTransportOptions',"
+        " 'errorFromMcp', 'waitForApproval', 'pythonJson'];"
+        "const missing = names.filter((n) => typeof esm[n] !== 'function' || typeof cjs[n] !== 'function');"
+        "console.log(missing.length ? `missing ${missing}` : 'ok');"
     )
     assert run(["node", "--input-type=module", "-e", check], app).strip() == "ok"
+    # no runtime dependencies: the MCP SDK is an optional peer, so installing offline pulled in nothing
+    installed = json.loads((app / "node_modules" / "tessera-authz" / "package.json").read_text())
+    assert "dependencies" not in installed
+    assert installed["peerDependenciesMeta"]["@modelcontextprotocol/sdk"] == {"optional": True}
+    assert sorted(p.name for p in (app / "node_modules").iterdir() if not p.name.startswith(".")) == [
+        "tessera-authz"
+    ]
     files = json.loads(run(["npm", "pack", "--ignore-scripts", "--dry-run", "--json"], built))[0]["files"]
     paths = {f["path"] for f in files}
     assert {"dist/esm/index.js", "dist/cjs/index.js", "dist/esm/index.d.ts", "package.json"} <= paths

@@ -7,6 +7,7 @@ The npm package is installed once into a cache directory (`TESSERA_NPM_CACHE`, d
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -218,3 +219,32 @@ def test_a_stream_resumed_with_last_event_id_replays_the_list_filtered_for_the_r
         f"{everything.url}/v1/mcp", {**resume, "authorization": f"Bearer {narrowed}"}, 2
     )
     assert replayed == ["echo"]
+
+
+async def test_notifications_keep_arriving_on_the_get_stream_that_the_list_processor_watches(
+    everything: Gateway,
+):
+    """The GET stream passes the list processor chunk by chunk (STREAMED): server notifications on it are
+    not held back, and the stream outlives the processor's per-message timeout (1 s) many times over."""
+    name = "http.tessera_ingress.ext_proc.tessera_list.streams_started"
+    before = int(everything.stack.envoy.stats(name).get(name, 0))
+    logs: list[float] = []
+
+    async def on_log(params) -> None:
+        logs.append(time.monotonic())
+
+    token = everything.token("ev")
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http,
+        streamable_http_client(f"{everything.url}/v1/mcp", http_client=http) as (read, write),
+        ClientSession(read, write, logging_callback=on_log) as session,
+    ):
+        await session.initialize()
+        await session.call_tool("toggle-simulated-logging", {})  # a log message every 5 s, on the GET stream
+        started = time.monotonic()
+        while len(logs) < 3 and time.monotonic() - started < 30:
+            await asyncio.sleep(0.5)
+        await session.call_tool("toggle-simulated-logging", {})
+    assert len(logs) >= 3, logs
+    assert logs[-1] - logs[0] >= 8  # one stream, open across several notifications
+    assert int(everything.stack.envoy.stats(name).get(name, 0)) > before  # the GET stream was processed

@@ -4,7 +4,9 @@ The browser-driven flows are in tests/e2e/test_console_browser.py."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -143,3 +145,95 @@ def test_policy_and_token_pages_render_for_an_admin(console_stack: ConsoleStack)
     ):
         page = session.get(path)
         assert page.status_code == 200, (path, page.text[-2000:])
+
+
+def _id_token(cs: ConsoleStack, sub: str, client_id: str = "tessera-console") -> str:
+    """An ID token straight from the provider (the code flow without the console), as a script might."""
+    redirect = "http://127.0.0.1:1/cb"
+    chosen = httpx.post(
+        f"{cs.issuer}/oauth2/authorize",
+        params={
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect,
+            "scope": "openid email",
+            "state": "s",
+            "nonce": "n",
+        },
+        data={"sub": sub},
+        timeout=10,
+    )
+    code = parse_qs(urlsplit(chosen.headers["location"]).query)["code"][0]
+    tokens = httpx.post(
+        f"{cs.issuer}/oauth2/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect},
+        auth=(client_id, "secret"),
+        timeout=10,
+    )
+    return tokens.json()["id_token"]
+
+
+def test_the_admin_api_takes_an_id_token_as_a_principal_with_mapped_role_and_scope(
+    console_stack: ConsoleStack,
+) -> None:
+    def get(path: str, token: str) -> httpx.Response:
+        return httpx.get(
+            f"{console_stack.url}{path}", headers={"authorization": f"Bearer {token}"}, timeout=10
+        )
+
+    olivia = _id_token(console_stack, "olivia")
+    assert get("/v1/admin/approvals", olivia).status_code == 200
+    tina = _id_token(console_stack, "tina")
+    assert get("/v1/admin/tenants/northwind/approvals", tina).status_code == 200
+    foreign = get("/v1/admin/tenants/demo/approvals", tina)
+    assert foreign.status_code == 403 and "northwind" in foreign.json()["message"]
+    nobody = get("/v1/admin/approvals", _id_token(console_stack, "nobody"))
+    assert nobody.status_code == 403 and "no Tessera role" in nobody.json()["message"]
+    other_client = get("/v1/admin/approvals", _id_token(console_stack, "olivia", client_id="another-app"))
+    assert other_client.status_code == 401  # the audience is the console's client id, nothing else
+    header, payload, signature = olivia.split(".")
+    forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+    assert get("/v1/admin/approvals", forged).status_code == 401
+
+
+def test_audit_export_and_checkpoints_through_the_console(console_stack: ConsoleStack) -> None:
+    console_stack.gateway.call(
+        "read_invoice", {"invoice_id": "INV-1001"}, token=console_stack.gateway.token()
+    )
+    session = console_stack.sign_in("olivia")
+    export = session.get("/console/audit/export?tenant=demo&format=ndjson")
+    assert export.status_code == 200 and export.headers["content-type"].startswith("application/x-ndjson")
+    assert 'filename="tessera-audit-demo.ndjson"' in export.headers["content-disposition"]
+    lines = [json.loads(line) for line in export.text.splitlines() if line.strip()]
+    assert lines and {line["tenant"] for line in lines} == {"demo"}
+    csv = session.get("/console/audit/export?tenant=demo&format=csv&decision=allow")
+    assert csv.status_code == 200 and csv.text.splitlines()[0].startswith(("tenant", "seq"))
+    signed = session.post("/console/audit/checkpoint", {"tenant": "demo", "csrf": session.csrf()})
+    assert signed.status_code == 303
+    verify = session.get("/console/audit/verify?tenant=demo")
+    assert verify.status_code == 200 and 'id="verify-result">intact' in verify.text
+    assert "No signed checkpoint yet" not in verify.text
+
+
+def test_draft_validation_shows_line_numbered_errors_and_a_viewer_cannot_save(
+    console_stack: ConsoleStack,
+) -> None:
+    ada = console_stack.sign_in("ada")
+    bad = 'package tessera\n\nimport rego.v1\n\ndecision := {"allow": true if\n'
+    saved = ada.post(
+        "/console/policies/draft/save",
+        {"tenant": "contoso", "name": "broken", "source": bad, "csrf": ada.csrf()},
+    )
+    assert saved.status_code == 303, saved.text
+    checked = ada.post(
+        "/console/policies/draft/check",
+        {"tenant": "contoso", "name": "broken", "action": "validate", "csrf": ada.csrf()},
+    )
+    assert checked.status_code == 200 and "Validation: invalid" in checked.text
+    assert "line " in checked.text
+    victor = console_stack.sign_in("victor")
+    refused = victor.post(
+        "/console/policies/draft/save",
+        {"tenant": "contoso", "name": "mine", "source": "package tessera\n", "csrf": victor.csrf()},
+    )
+    assert refused.status_code == 403 and "admin" in refused.text

@@ -6,7 +6,7 @@ The client starts without credentials; Tessera's 401 names the protected-resourc
 the client discovers the authorization server from it, reads its metadata, registers itself (RFC 7591),
 has the user log in (the redirect handler submits the server's login form), exchanges the code for a
 JWT access token bound to the resource (RFC 8707) and calls a tool. Tessera fetched the server's JWKS
-through its outbound client (loopback is allowed for this one port by TESSERA_OUTBOUND_ALLOW).
+through its outbound client (the local stack's TESSERA_OUTBOUND_ALLOW admits loopback).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-from authz.client import attenuate
+from authz.client import CapabilityError, attenuate, exchange_token
 from authz.local.stack import StackPorts
 from authz.oauth import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from tests.integration.conftest import Gateway, rpc_error, start_gateway
@@ -84,10 +84,9 @@ def flow_gateway(
     stack, gw = start_gateway(
         workdir,
         ports=ports,
-        env={
-            "TESSERA_OAUTH_ISSUERS_FILE": str(issuers),
-            "TESSERA_OUTBOUND_ALLOW": f"127.0.0.1:{authorization_server.port}",
-        },
+        # The JWKS is fetched through the outbound client: the local stack's allowlist (loopback) lets
+        # it reach this server (tests/unit/test_oauth_tokens.py shows a fetch the rules refuse).
+        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers)},
         oauth_authorization_servers=[authorization_server.issuer],
     )
     try:
@@ -228,3 +227,22 @@ def test_exchanges_that_would_widen_or_do_not_verify_are_refused(
     details = response.json()["details"]
     assert any(d.get("metadata", {}).get("error") == error for d in details), details
     assert "access_token" not in response.text
+    if case == "widened":  # the subject verified: the attempt is in the tenant's chain
+        events = httpx.get(
+            f"{gw.url}/v1/admin/tenants/demo/audit/events",
+            headers={"authorization": f"Bearer {gw.stack.admin_key}"},
+            params={"page_size": 1000},
+            timeout=10,
+        ).json()["events"]
+        refused = [e["event"] for e in events if "token.exchange.refused" in str(e["event"])]
+        assert refused and "invalid_scope" in str(refused[-1]) and "delete_invoice" in str(refused[-1])
+
+
+def test_the_sdk_exchanges_and_a_widened_exchange_raises(flow_gateway, authorization_server):
+    gw = flow_gateway
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    capability = exchange_token(gw.url, subject, tools=["list_invoices"])
+    assert "result" in gw.call("list_invoices", {}, token=capability).json()
+    with pytest.raises(CapabilityError) as refused:
+        exchange_token(gw.url, subject, tools=["list_invoices", "delete_invoice"])
+    assert refused.value.data["error"] == "invalid_scope" and "delete_invoice" in refused.value.reason

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from authz.local.stack import StackPorts
-from tests.integration.conftest import Gateway, rpc_error, start_gateway
+from tests.integration.conftest import Gateway, start_gateway
 from tests.oauth_issuer import StandInIssuer
 
 READ = {"invoice_id": "INV-1001"}
@@ -44,11 +44,10 @@ def tenants_gateway(
             for tenant, issuer in issuers.items()
         )
     )
-    allow = ",".join(f"127.0.0.1:{i.url.rsplit(':', 1)[1]}" for i in issuers.values())
     stack, gw = start_gateway(
         workdir,
         ports=ports,
-        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers_file), "TESSERA_OUTBOUND_ALLOW": allow},
+        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers_file)},
         oauth_tenants={t: (resources[t], [issuers[t].issuer]) for t in issuers},
     )
     try:
@@ -93,9 +92,16 @@ def test_a_token_from_another_tenants_issuer_is_refused(tenants_gateway, issuers
     assert first.status_code == 200 and "result" in first.json(), (first.status_code, first.text)
     # acme's issuer, signed with its published key, audience acme's resource: a valid acme token, on
     # demo's resource. Its tenant is acme, and demo's host pins every check to demo.
+    # Not a credential for this resource: the 401 challenge, naming demo's metadata (and so its servers).
     foreign = issuers["acme"].token(_resource(gw, "acme"), scope="read_invoice")
-    error = rpc_error(gw.call("read_invoice", READ, token=foreign, headers=_host(gw, "demo")))
+    response = gw.call("read_invoice", READ, token=foreign, headers=_host(gw, "demo"))
+    assert response.status_code == 401, response.text
+    challenge = response.headers["www-authenticate"]
+    assert (
+        'error="invalid_token"' in challenge and f"127.0.0.1:{gw.stack.ports.listen}/.well-known" in challenge
+    )
+    error = response.json()["error"]
     assert error["code"] == -32010 and "tenant" in error["data"]["reason"]
-    # demo's token on acme's host: refused the same way (wrong tenant; its audience is demo's resource)
-    error = rpc_error(gw.call("read_invoice", READ, token=own, headers=_host(gw, "acme")))
-    assert error["code"] == -32010
+    # demo's token on acme's host: refused the same way
+    response = gw.call("read_invoice", READ, token=own, headers=_host(gw, "acme"))
+    assert response.status_code == 401 and response.json()["error"]["code"] == -32010

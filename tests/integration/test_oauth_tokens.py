@@ -30,20 +30,28 @@ def issuer() -> Iterator[StandInIssuer]:
 
 
 @pytest.fixture(scope="module")
+def unreachable_issuer() -> StandInIssuer:
+    """A trusted issuer whose JWKS cannot be fetched: it stops before the gateway starts."""
+    server = StandInIssuer()
+    server.close()
+    return server
+
+
+@pytest.fixture(scope="module")
 def oauth_tokens_gateway(
-    tmp_path_factory: pytest.TempPathFactory, issuer: StandInIssuer
+    tmp_path_factory: pytest.TempPathFactory, issuer: StandInIssuer, unreachable_issuer: StandInIssuer
 ) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("oauth-tokens")
     issuers = workdir / "issuers.yaml"
     # The issuer's `tessera_max_calls` claim sets a per-token call budget.
-    issuers.write_text(issuer.issuers_yaml(AUDIENCE) + "    max_calls_claim: tessera_max_calls\n")
+    issuers.write_text(
+        issuer.issuers_yaml(AUDIENCE)
+        + "    max_calls_claim: tessera_max_calls\n"
+        + unreachable_issuer.issuers_yaml(AUDIENCE).removeprefix("issuers:\n")
+    )
     stack, gw = start_gateway(
         workdir,
-        env={
-            "TESSERA_OAUTH_ISSUERS_FILE": str(issuers),
-            # The JWKS is fetched under the outbound rules: this loopback port only.
-            "TESSERA_OUTBOUND_ALLOW": f"127.0.0.1:{issuer.url.rsplit(':', 1)[1]}",
-        },
+        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers)},
         oauth_authorization_servers=[issuer.issuer],
     )
     try:
@@ -119,3 +127,11 @@ def test_a_budget_claim_limits_the_calls_of_its_token(oauth_tokens_gateway, issu
         )
     error = rpc_error(oauth_tokens_gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=token))
     assert error["code"] == -32013
+
+
+def test_an_issuer_whose_keys_cannot_be_fetched_fails_closed(oauth_tokens_gateway, unreachable_issuer):
+    # Signed with the unreachable issuer's real key: Tessera cannot check it, so it is not let through,
+    # and the caller is told authorization is unavailable rather than that its token is bad.
+    token = unreachable_issuer.token(AUDIENCE, scope="read_invoice")
+    error = rpc_error(oauth_tokens_gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=token))
+    assert error["code"] == -32018 and "could not be fetched" in error["data"]["reason"]

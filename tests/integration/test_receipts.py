@@ -7,6 +7,7 @@ until they expire."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -169,3 +170,48 @@ def _body_of() -> bytes:
     return json.dumps(
         {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": READ[0], "arguments": READ[1]}}
     ).encode()
+
+
+def test_tesseras_own_catalog_fetch_carries_a_receipt_the_guarded_tool_server_accepts(gw: Gateway):
+    """The intent catalog's tools/list goes straight to the tool server, not through Envoy: it carries a
+    receipt Tessera signs for itself (agent ``tessera:self``), or a server that demands receipts would
+    refuse it and the catalog would never be derived."""
+    import asyncio
+
+    from authz.config import ReceiptConfig
+    from authz.errors import DependencyError
+    from authz.intent import fetch_tools_list
+    from authz.outbound import OutboundClient, OutboundPolicy
+    from authz.receipts import SELF_AGENT, self_receipt_issuer
+
+    url = f"{gw.stack.upstream_url}/mcp"
+
+    async def fetch(receipt_for):
+        async with OutboundClient(OutboundPolicy.build(["127.0.0.0/8"])) as outbound:
+            return await fetch_tools_list(url, outbound=outbound, timeout_s=10, receipt_for=receipt_for)
+
+    with pytest.raises(DependencyError):  # the server refuses a session without receipts
+        asyncio.run(fetch(None))
+    gw.clear_upstream()
+    listed = asyncio.run(fetch(self_receipt_issuer(ReceiptConfig(), gw.keyring.derive_subkey)))
+    assert sorted(t["name"] for t in listed["tools"]) == [
+        "delete_invoice",
+        "list_invoices",
+        "read_invoice",
+        "transfer_funds",
+    ]
+    seen = gw.upstream_requests("/mcp")
+    assert seen, "the demo server recorded no request"
+    # each request of the session carried its own receipt (the server verified each: it answered)
+    for record in seen:
+        (token,) = record["headers"]["x-tessera-receipt"]
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        assert claims["agent"] == SELF_AGENT and claims["tool"] is None, claims
+        assert claims["decision_id"].startswith("catalog-")
+    # and the stack's own refresher derived the demo tenant's catalog from that guarded server
+    log = gw.stack.workdir / "check-0.log"
+    deadline = time.monotonic() + 30
+    while "tenant demo: catalog refreshed from" not in log.read_text():
+        assert time.monotonic() < deadline, "the check service never derived the demo catalog"
+        time.sleep(0.5)

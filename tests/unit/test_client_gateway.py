@@ -451,6 +451,9 @@ def test_url_normalisation_and_token_sources(monkeypatch):
     assert Gateway("http://h:8080/").url == "http://h:8080/v1/mcp"
     assert Gateway("http://h:8080/v1/mcp").url == "http://h:8080/v1/mcp"
     assert Gateway("https://h/base").url == "https://h/base/v1/mcp"
+    # one of several tool servers behind the gateway (docs/mcp.md) keeps its own path, also attenuated
+    assert Gateway("http://h:8080/v1/mcp/billing/").url == "http://h:8080/v1/mcp/billing"
+    assert Gateway("http://h:8080/v1/mcp/billing", "t").with_token("u").url == "http://h:8080/v1/mcp/billing"
     assert Gateway("http://h").token == "from-env"
     assert Gateway("http://h", "Bearer  abc ").token == "abc"
     assert "abc" not in repr(Gateway("http://h", "abc"))

@@ -133,3 +133,21 @@ def test_bad_addresses_are_refused(text):
 
 def test_ipv6_literal_address():
     assert parse_address("[::1]:9191") == ("::1", 9191)
+
+
+def test_mcp_servers_from_the_command_line_get_their_routes(tmp_path):
+    out = tmp_path / "envoy.yaml"
+    servers = ("--mcp-server", "billing=127.0.0.1:8001", "--mcp-server", "hr=hr-tools:9000")
+    proc = _cli("--mode", "sidecar", "--upstream", "127.0.0.1:8000", *servers, "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = yaml.safe_load(out.read_text())
+    clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
+    assert (
+        clusters["mcp_server_billing"]["type"] == "STATIC"
+        and clusters["mcp_server_hr"]["type"] == "STRICT_DNS"
+    )
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    paths = {r["match"].get("path") for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+    assert {"/v1/mcp/billing", "/v1/mcp/hr"} <= paths
+    bad = _cli("--mode", "sidecar", "--mcp-server", "billing")
+    assert bad.returncode != 0 and "NAME=HOST:PORT" in bad.stderr

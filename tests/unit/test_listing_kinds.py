@@ -9,9 +9,10 @@ import json
 from dataclasses import replace
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from google.protobuf import json_format
 
 from authz.audit import ChainRecorder, verify_chain
-from authz.check.listing import STREAM_METHOD, ListFilter, ListTally
+from authz.check.listing import BATCH_METHOD, METADATA_KEY, STREAM_METHOD, ListContext, ListFilter, ListTally
 from authz.server.ext_proc import ListProcessor, SseStreamFilter, filter_body
 from tests.unit.test_listing import DEMO_TOOLS, _metadata, context, make_filter, token, tools_result
 from tests.unit.test_pipeline import call, make_pipeline
@@ -194,3 +195,25 @@ async def test_a_list_whose_audit_event_cannot_be_written_is_withheld(tmp_path):
     )
     error = json.loads(replies[-1].immediate_response.body)
     assert error["error"]["code"] == -32018 and "audit" in error["error"]["data"]["reason"]
+
+
+async def test_a_batch_of_several_list_methods_filters_every_list_in_it(tmp_path):
+    from authz.server import wire
+
+    pipeline, _ = await make_pipeline(tmp_path, policy=KINDS_POLICY)
+    listing = ListFilter(authenticator=pipeline.authenticator, directory=pipeline._directory)
+    tok = token()
+    inputs = [replace(call(tok, tool=None), rpc_method=m) for m in ("tools/list", "prompts/list")]
+    parsed = wire.ParsedRequest(
+        "mcp", tuple(wire.Message(i, request_id=n) for n, i in enumerate(inputs)), batch=True
+    )
+    decisions = [await pipeline.check(i) for i in inputs]
+    reply = wire.ok_response(decisions[0], parsed, strip_authorization=True)
+    assert wire.mark_list_request(reply, parsed, decisions, listing) is None
+    ctx = ListContext.from_metadata(
+        json.loads(json_format.MessageToJson(reply.dynamic_metadata))[METADATA_KEY]
+    )
+    assert ctx.method == BATCH_METHOD
+    body = json.dumps([tools_result(DEMO_TOOLS, request_id=0), {**PROMPTS, "id": 1}]).encode()
+    tools, prompts = json.loads(filter_body(listing, ctx, "application/json", body))
+    assert names(tools, "tools") == ["read_invoice"] and names(prompts, "prompts") == ["summary"]

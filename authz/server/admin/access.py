@@ -60,7 +60,7 @@ class Rule:
         the call needs is missing."""
         if not principal.has_role(self.role):
             raise PermissionDenied(
-                f"{method} needs the {self.role} role; key {principal.key_id} has {principal.role}",
+                f"{method} needs the {self.role} role; {principal.label} has {principal.role}",
                 reason="ROLE_INSUFFICIENT",
                 metadata={"required_role": self.role, "role": principal.role},
             )
@@ -72,13 +72,13 @@ class Rule:
                 return
             raise PermissionDenied(
                 f"{method} without a tenant needs a key for all tenants; "
-                f"key {principal.key_id} is limited to tenant {principal.tenant}",
+                f"{principal.label} is limited to tenant {principal.tenant}",
                 reason="TENANT_SCOPE",
                 metadata={"key_tenant": principal.tenant or ""},
             )
         if not principal.may_act_on(tenant):
             raise PermissionDenied(
-                f"key {principal.key_id} is limited to tenant {principal.tenant}, not {tenant}",
+                f"{principal.label} is limited to tenant {principal.tenant}, not {tenant}",
                 reason="TENANT_SCOPE",
                 metadata={"tenant": tenant, "key_tenant": principal.tenant or ""},
             )

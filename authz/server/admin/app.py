@@ -71,6 +71,7 @@ from authz.config import TesseraConfig
 from authz.errors import ConfigError
 from authz.observability import AdminMetrics, new_registry, serve_http, setup_tracing
 from authz.outbound import OutboundClient, policy_from_config
+from authz.receipts import self_receipt_issuer
 from authz.secrets import Secret
 from authz.server.admin._common import LOOPBACK_PROXIES, AdminRuntime
 from authz.server.admin.approvals import ApprovalService
@@ -84,7 +85,7 @@ from authz.server.admin.keys import AdminKeyService
 from authz.server.admin.memory_writers import MemoryWriterService
 from authz.server.admin.observe import AdminMetricsInterceptor, count_pending_approvals
 from authz.server.admin.policies import PolicyService
-from authz.server.admin.receipt_keys import RECEIPT_KIDS, ReceiptKeyService
+from authz.server.admin.receipt_keys import RECEIPT_KIDS, SELF_RECEIPTS, ReceiptKeyService
 from authz.server.admin.tenants import TenantService
 from authz.server.admin.tokens import TokenService
 from authz.storage import Store, open_store
@@ -338,6 +339,8 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
     runtime.extras["metrics"] = AdminMetrics(tenant_label=config.observability.metrics_tenant_label)
     await enable_token_exchange(runtime, config)
     runtime.extras[RECEIPT_KIDS] = config.receipts.kids
+    # Tessera's own requests to tool servers (RefreshIntentCatalog's tools/list) carry a receipt too.
+    runtime.extras[SELF_RECEIPTS] = self_receipt_issuer(config.receipts, runtime.keyring.derive_subkey)
     await bootstrap_admin_key(store, settings.bootstrap_key)
     return runtime
 

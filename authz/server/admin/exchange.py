@@ -83,6 +83,8 @@ class TokenExchangeService(pb_grpc.TokenExchangeServiceServicer):
             issued = exchange.exchange(form, now=now)
         except InvalidArgument as exc:
             log.info("token exchange refused: %s", exc)
+            if exc.metadata.get("tenant"):  # the subject verified, so the tenant's chain records it
+                await self._audit_refusal(exc)
             raise
         if await self.rt.store.get_tenant(issued.tenant) is None:
             raise InvalidArgument(
@@ -116,3 +118,17 @@ class TokenExchangeService(pb_grpc.TokenExchangeServiceServicer):
             expires_in=max(0, int((issued.expires - now).total_seconds())),
             scope=" ".join(issued.tools or ()),
         )
+
+    async def _audit_refusal(self, exc: InvalidArgument) -> None:
+        meta = exc.metadata
+        try:
+            await append_admin_event(
+                self.rt.store,
+                meta["tenant"],
+                f"oauth:{meta.get('agent') or '-'}@{meta.get('issuer', '-')}",
+                "token.exchange.refused",
+                f"issuer:{meta.get('issuer', '-')}",
+                {"error": meta.get("error"), "reason": exc.message[:500]},
+            )
+        except Exception as audit_error:  # the caller is refused either way; say what was not recorded
+            log.error("could not audit a refused token exchange: %s", audit_error)

@@ -13,6 +13,7 @@ from authz.intent import catalog_for_settings, catalog_from_tools_list, fetch_to
 from authz.outbound import OutboundClient
 from authz.server.admin import convert
 from authz.server.admin._common import AdminRuntime
+from authz.server.admin.receipt_keys import SELF_RECEIPTS
 from authz.server.admin.tenants import validated_settings
 from authz.storage import TenantSettings
 
@@ -176,7 +177,12 @@ class IntentService(pb_grpc.IntentServiceServicer):
         fetched_at = self.rt.clock()
         try:
             async with self._outbound() as outbound:
-                listed = await fetch_tools_list(url, outbound=outbound, timeout_s=REFRESH_TIMEOUT_S)
+                listed = await fetch_tools_list(
+                    url,
+                    outbound=outbound,
+                    timeout_s=REFRESH_TIMEOUT_S,
+                    receipt_for=self.rt.extras.get(SELF_RECEIPTS),
+                )
             catalog_from_tools_list(listed)  # refuse to store what cannot become a catalog
         except (DependencyError, ConfigError) as exc:
             # The stored list (and the catalog every replica derived from it) stays as it was.

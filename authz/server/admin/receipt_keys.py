@@ -14,6 +14,9 @@ from authz.server.admin._common import AdminRuntime
 
 #: ``AdminRuntime.extras`` key holding TESSERA_RECEIPT_KIDS (active first).
 RECEIPT_KIDS = "receipt_kids"
+#: ``AdminRuntime.extras`` key holding the issuer of receipts for Tessera's own tool-server requests
+#: (:func:`authz.receipts.self_receipt_issuer`), or None when receipts are off.
+SELF_RECEIPTS = "self_receipts"
 
 
 class ReceiptKeyService(pb_grpc.ReceiptKeyServiceServicer):

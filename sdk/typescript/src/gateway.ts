@@ -61,13 +61,26 @@ export function encodePrompt(prompt: string): string {
   return encodeURIComponent(prompt).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
-/** `http://host:8080` -> its base URL without a trailing slash or an /v1/mcp suffix. */
-export function baseUrl(url: string): string {
+/** `/v1/mcp`, or one of several tool servers behind the gateway: `/v1/mcp/<name>`. */
+const MCP_SUFFIX = /\/v1\/mcp(\/[a-z0-9_-]+)?$/;
+
+function splitUrl(url: string): [string, string] {
   if (typeof url !== "string" || !url.trim()) {
     throw new Error("the gateway URL must be a non-empty string, e.g. http://127.0.0.1:8080");
   }
   const trimmed = url.trim().replace(/\/+$/, "");
-  return trimmed.endsWith(MCP_PATH) ? trimmed.slice(0, -MCP_PATH.length) : trimmed;
+  const match = MCP_SUFFIX.exec(trimmed);
+  return match ? [trimmed.slice(0, match.index), match[0]] : [trimmed, MCP_PATH];
+}
+
+/** `http://host:8080` -> its base URL without a trailing slash or an /v1/mcp[/<name>] suffix. */
+export function baseUrl(url: string): string {
+  return splitUrl(url)[0];
+}
+
+/** The MCP path of `url`: `/v1/mcp`, or `/v1/mcp/<name>` when it names one of several tool servers. */
+export function mcpPath(url: string): string {
+  return splitUrl(url)[1];
 }
 
 function cleanToken(token: string | undefined | null): string | null {
@@ -100,6 +113,8 @@ export function tesseraHeaders(
 
 export class Gateway {
   readonly url: string;
+  /** `/v1/mcp`, or `/v1/mcp/<name>` when the URL given named one tool server of several. */
+  readonly mcpPath: string;
   private readonly token: string | null;
   private readonly timeoutMs: number;
   private readonly fetchImpl: typeof fetch;
@@ -110,6 +125,7 @@ export class Gateway {
     const timeout = options.timeout ?? 10;
     if (!(typeof timeout === "number" && timeout > 0)) throw new Error("timeout must be a positive number of seconds");
     this.url = baseUrl(url);
+    this.mcpPath = mcpPath(url);
     this.token = cleanToken(token ?? process.env[TOKEN_ENV]);
     this.timeoutMs = timeout * 1000;
     this.fetchImpl = options.fetch ?? fetch;
@@ -118,7 +134,7 @@ export class Gateway {
   /** A gateway for the same endpoint with another token (e.g. an attenuated one for a sub-agent). */
   withToken(token: string): Gateway {
     if (typeof token !== "string" || !token.trim()) throw new Error("withToken needs a token");
-    return new Gateway(this.url, token, { timeout: this.timeoutMs / 1000, fetch: this.fetchImpl });
+    return new Gateway(this.url + this.mcpPath, token, { timeout: this.timeoutMs / 1000, fetch: this.fetchImpl });
   }
 
   /**
@@ -234,7 +250,7 @@ export class Gateway {
     const rid = requestId ?? this.nextId++;
     const message: Record<string, unknown> = { jsonrpc: "2.0", id: rid, method };
     if (params !== undefined) message["params"] = params;
-    const response = await this.post(MCP_PATH, JSON.stringify(message), headers);
+    const response = await this.post(this.mcpPath, JSON.stringify(message), headers);
     const body = await response.text().catch((exc: unknown) => {
       throw new GatewayError(`the gateway's reply could not be read: ${String(exc)}`, { cause: exc });
     });

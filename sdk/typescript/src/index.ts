@@ -3,3 +3,4 @@ export * from "./tokens.js";
 export * from "./approval.js";
 export * from "./gateway.js";
 export * from "./mcp.js";
+export * from "./memory.js";

@@ -14,7 +14,7 @@
  * ```
  */
 import { GatewayError, ProtocolError, TesseraError, errorFromRpc, isRecord } from "./errors.js";
-import { MCP_PATH, TOKEN_ENV, baseUrl, tesseraHeaders } from "./gateway.js";
+import { TOKEN_ENV, baseUrl, mcpPath, tesseraHeaders } from "./gateway.js";
 
 /** The `params._meta` keys the gateway reads per call (it prefers them to the connection's headers). */
 export const META_PROMPT = "tessera/intent-prompt";
@@ -30,9 +30,12 @@ export interface TesseraInputs {
   provenance?: Record<string, unknown>[];
 }
 
-/** The gateway's MCP endpoint for `url` (`http://host:8080` -> `http://host:8080/v1/mcp`), for the transport. */
+/**
+ * The gateway's MCP endpoint for `url` (`http://host:8080` -> `http://host:8080/v1/mcp`; a named tool
+ * server's `.../v1/mcp/<name>` is kept), for the transport.
+ */
 export function mcpEndpoint(url: string): URL {
-  return new URL(baseUrl(url) + MCP_PATH);
+  return new URL(baseUrl(url) + mcpPath(url));
 }
 
 /**

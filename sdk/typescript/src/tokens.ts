@@ -283,7 +283,8 @@ function finite(value: unknown): boolean {
   return true;
 }
 
-function isWellFormed(text: string): boolean {
+/** True when `text` has no lone surrogate (it round-trips through UTF-8), as Python requires to encode it. */
+export function isWellFormed(text: string): boolean {
   return Buffer.from(text, "utf8").toString("utf8") === text;
 }
 

@@ -54,6 +54,23 @@ test("toolCall posts JSON-RPC tools/call with the token, prompt and approval hea
   });
 });
 
+test("a URL naming one of several tool servers keeps its /v1/mcp/<name> path, also for withToken", async () => {
+  reply = (req) => ok(req);
+  seen.length = 0;
+  const gw = new Gateway(`${url}/v1/mcp/billing/`, "tok-1");
+  assert.equal(gw.url, url);
+  assert.equal(gw.mcpPath, "/v1/mcp/billing");
+  await gw.toolCall("read_invoice", { invoice_id: "INV-1" });
+  await gw.withToken("tok-2").toolCall("read_invoice", { invoice_id: "INV-1" });
+  assert.deepEqual(
+    seen.map((r) => [r.path, r.headers.authorization]),
+    [
+      ["/v1/mcp/billing", "Bearer tok-1"],
+      ["/v1/mcp/billing", "Bearer tok-2"],
+    ],
+  );
+});
+
 test("a JSON-RPC error becomes its typed error with the decision id", async () => {
   reply = (req) => ({
     status: 200,

@@ -80,6 +80,9 @@ const denial = (code, data) => () => ({ error: { code, message: `denied ${code}`
 test("mcpEndpoint, mcpHeaders and tesseraMeta", () => {
   assert.equal(mcpEndpoint("http://gw:8080/").href, "http://gw:8080/v1/mcp");
   assert.equal(mcpEndpoint("http://gw:8080/v1/mcp").href, "http://gw:8080/v1/mcp");
+  // one of several tool servers behind the gateway keeps its own path
+  assert.equal(mcpEndpoint("http://gw:8080/v1/mcp/billing").href, "http://gw:8080/v1/mcp/billing");
+  assert.equal(mcpEndpoint("http://gw:8080/v1/mcp/billing/").href, "http://gw:8080/v1/mcp/billing");
   assert.deepEqual(mcpHeaders("Bearer t-1", { intentPrompt: "zahle 5 €", approvalId: "ap-1" }), {
     authorization: "Bearer t-1",
     "X-Intent-Prompt": "zahle%205%20%E2%82%AC",
