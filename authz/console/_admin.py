@@ -74,11 +74,21 @@ def _error(exc: grpc.aio.AioRpcError) -> AdminError:
 
 class AdminClient:
     def __init__(self, address: str, timeout_s: float = 10.0):
-        self._channel = grpc.aio.insecure_channel(address)
+        self._address = address
+        self._channel: grpc.aio.Channel | None = None
         self._timeout_s = timeout_s
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        # Opened on first use, inside the event loop that serves the console: a grpc.aio channel binds
+        # to the loop current at its creation, and the console may be built before that loop runs.
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._address)
+        return self._channel
+
     async def close(self) -> None:
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
 
     @staticmethod
     def _metadata(id_token: str, client: str | None) -> tuple[tuple[str, str], ...]:
@@ -91,7 +101,7 @@ class AdminClient:
         desc = _method(service, method)
         request_cls = message_factory.GetMessageClass(desc.input_type)
         response_cls = message_factory.GetMessageClass(desc.output_type)
-        factory = self._channel.unary_stream if streaming else self._channel.unary_unary
+        factory = self.channel.unary_stream if streaming else self.channel.unary_unary
         call = factory(
             f"/{PACKAGE}.{service}/{method}",
             request_serializer=lambda m: m.SerializeToString(),
