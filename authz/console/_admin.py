@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from authz.api.admin.v1 import (  # noqa: F401  (each import registers its service in the pool)
     approval_service_pb2,
@@ -23,7 +25,6 @@ from authz.api.admin.v1 import (  # noqa: F401  (each import registers its servi
     tenant_service_pb2,
     token_service_pb2,
 )
-from authz.server.status import error_info
 
 PACKAGE = "authz.api.admin.v1"
 
@@ -57,25 +58,37 @@ def _method(service: str, method: str):
 
 
 def _error(exc: grpc.aio.AioRpcError) -> AdminError:
+    """The refusal as the console shows it; the ErrorInfo reason when the status carries one."""
     reason = ""
     try:
-        from grpc_status import rpc_status
-
         status = rpc_status.from_call(exc)
-        info = error_info(status) if status is not None else None
-        reason = info.reason if info else ""
-    except Exception:  # the details are a courtesy; the code and message are enough
+        for detail in status.details if status is not None else ():
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+    except ValueError:  # malformed details: the code and message are enough
         reason = ""
     return AdminError(exc.code(), exc.details() or exc.code().name, reason)
 
 
 class AdminClient:
     def __init__(self, address: str, timeout_s: float = 10.0):
-        self._channel = grpc.aio.insecure_channel(address)
+        self._address = address
+        self._channel: grpc.aio.Channel | None = None
         self._timeout_s = timeout_s
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        # Opened on first use, inside the event loop that serves the console: a grpc.aio channel binds
+        # to the loop current at its creation, and the console may be built before that loop runs.
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._address)
+        return self._channel
+
     async def close(self) -> None:
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
 
     @staticmethod
     def _metadata(id_token: str, client: str | None) -> tuple[tuple[str, str], ...]:
@@ -88,7 +101,7 @@ class AdminClient:
         desc = _method(service, method)
         request_cls = message_factory.GetMessageClass(desc.input_type)
         response_cls = message_factory.GetMessageClass(desc.output_type)
-        factory = self._channel.unary_stream if streaming else self._channel.unary_unary
+        factory = self.channel.unary_stream if streaming else self.channel.unary_unary
         call = factory(
             f"/{PACKAGE}.{service}/{method}",
             request_serializer=lambda m: m.SerializeToString(),

@@ -207,7 +207,11 @@ async def test_kill_9_under_load_loses_no_returned_decision(tmp_path):
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     assert proc.stdout.readline().strip() == "ready"
     reader.start()
-    await asyncio.sleep(1.0)
+    # Kill once enough decisions were returned (a fixed sleep got too few on a loaded machine), and
+    # then some more time under load, so the kill lands among writes in flight.
+    deadline = time.monotonic() + 60
+    while len(lines) <= 600 and time.monotonic() < deadline and proc.poll() is None:
+        await asyncio.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     reader.join(10)

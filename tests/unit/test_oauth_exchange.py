@@ -127,7 +127,8 @@ async def test_bad_exchanges_are_refused_with_the_oauth_error(issuer, case, erro
     elif case == "actor":
         form["actor_token"] = good
     elif case == "expired":
-        form["subject_token"] = issuer.token(AUDIENCE, lifetime_s=-60)
+        # expired a minute before the exchange's clock (NOW, fixed at import), however long ago that was
+        form["subject_token"] = issuer.token(AUDIENCE, exp=int(NOW.timestamp()) - 60)
     elif case == "wrong-audience":
         form["subject_token"] = issuer.token("https://elsewhere.example/v1/mcp")
     elif case == "unsigned":
