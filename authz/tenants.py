@@ -131,6 +131,7 @@ def _intent_extras(intent: dict[str, Any], where: str) -> tuple[str, str | None]
     return undetermined, tools_url or None
 
 
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL")
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -141,6 +142,9 @@ def expand_env(value: str, where: str, env: Mapping[str, str] | None = None) -> 
 
     def one(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
+        if _SECRET_NAME.search(name):
+            # the URL is logged, stored and audited: a secret must never be spliced into it
+            raise ConfigError(f"{where}: {name} looks like a secret and cannot be used in a URL")
         if env.get(name):
             return env[name]
         if default is None:

@@ -134,15 +134,19 @@ def forwarder_rounds(
             pairs.append((off["rps"], on["rps"]))
     finally:
         receiver.stop()
-    out = workdir / "forwarded.ndjson"
-    forwarded = sum(1 for _ in out.open("rb")) if out.exists() else 0
+    forwarded = _lines(workdir)
     return {
         "cpu": cpu_per_event(workdir, env),
         "pairs": pairs,
-        "ratio": sum(on for _, on in pairs) / sum(off for off, _ in pairs),
+        "ratio": sum(on for _, on in pairs) / sum(off for off, _ in pairs) if pairs else 0.0,
         "forwarded": forwarded,
         "requests": receiver.requests,
     }
+
+
+def _lines(folder: Path) -> int:
+    """Events the NDJSON file sink wrote in ``folder``, rotated files included."""
+    return sum(1 for path in folder.glob("forwarded.ndjson*") for _ in path.open("rb"))
 
 
 def cpu_per_event(workdir: Path, env: dict[str, str]) -> dict:
@@ -171,8 +175,7 @@ def cpu_per_event(workdir: Path, env: dict[str, str]) -> dict:
         proc.returncode = os.waitstatus_to_exitcode(status)
     finally:
         receiver.stop()
-    out = workdir / "cpu" / "forwarded.ndjson"
-    events = sum(1 for _ in out.open("rb")) if out.exists() else 0
+    events = _lines(workdir / "cpu")
     cpu = usage.ru_utime + usage.ru_stime
     return {
         "events": events,
@@ -186,12 +189,15 @@ def report(summary: dict | None) -> list[str]:
     if not summary:
         return []
     pairs = ", ".join(f"{on / off:.3f}" for off, on in summary["pairs"])
-    lines = [
-        f"all audit forwarders on / off throughput, direct, 32: {summary['ratio']:.3f}x  (target >= 0.95x; "
-        f"{len(summary['pairs'])} alternating pairs: {pairs})",
-        f"  meanwhile {summary['forwarded']} events to the NDJSON file and {summary['requests']} requests to "
-        "the stand-in SIEM/chat receiver (webhook, Splunk, Datadog, Sentinel, Slack, Teams, PagerDuty)",
-    ]
+    lines = []
+    if summary["pairs"]:
+        lines = [
+            f"all audit forwarders on / off throughput, direct, 32: {summary['ratio']:.3f}x  (target >= "
+            f"0.95x; {len(summary['pairs'])} alternating pairs: {pairs})",
+            f"  meanwhile {summary['forwarded']} events to the NDJSON file and {summary['requests']} "
+            "requests to the stand-in SIEM/chat receiver (webhook, Splunk, Datadog, Sentinel, Slack, Teams, "
+            "PagerDuty)",
+        ]
     cpu = summary.get("cpu")
     if cpu:
         lines.append(

@@ -10,9 +10,10 @@
 :class:`Gateway` blocks, :class:`AsyncGateway` is its async twin (same arguments, results and errors).
 Tool calls travel as MCP ``tools/call`` over ``POST <gateway>/v1/mcp`` (ARCHITECTURE §2); results come
 back as :class:`ToolResult`. Tokens are narrowed offline for sub-agents with :func:`attenuate` and read
-with :func:`inspect`. Memory writers sign the entries agents present as provenance with
-:class:`MemoryWriter`. Agents on the official ``mcp`` SDK get the same headers and errors from
-:func:`tessera_transport`, :func:`tessera_meta` and :func:`mcp_errors`.
+with :func:`inspect`; an agent with an access token from its organisation's authorization server
+trades it for a capability token with :func:`exchange_token`. Memory writers sign the entries agents
+present as provenance with :class:`MemoryWriter`. Agents on the official ``mcp`` SDK get the same
+headers and errors from :func:`tessera_transport`, :func:`tessera_meta` and :func:`mcp_errors`.
 
 Exceptions (the JSON-RPC code the gateway sent, and the check that decided)::
 
@@ -44,6 +45,7 @@ from ._errors import (
     UnavailableError,
     error_from_rpc,
 )
+from ._exchange import aexchange_token, exchange_token
 from ._gateway import AsyncGateway, Gateway
 from ._mcp import error_from_mcp, mcp_errors, mcp_headers, mcp_http_client, tessera_meta, tessera_transport
 from ._memory import MemoryWriter
@@ -66,9 +68,11 @@ __all__ = [
     "TokenInfo",
     "ToolResult",
     "UnavailableError",
+    "aexchange_token",
     "attenuate",
     "error_from_mcp",
     "error_from_rpc",
+    "exchange_token",
     "inspect",
     "mcp_errors",
     "mcp_headers",

@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from authz.api.admin.v1 import (  # noqa: F401  (each import registers its service in the pool)
     approval_service_pb2,
@@ -23,7 +25,6 @@ from authz.api.admin.v1 import (  # noqa: F401  (each import registers its servi
     tenant_service_pb2,
     token_service_pb2,
 )
-from authz.server.status import error_info
 
 PACKAGE = "authz.api.admin.v1"
 
@@ -57,14 +58,16 @@ def _method(service: str, method: str):
 
 
 def _error(exc: grpc.aio.AioRpcError) -> AdminError:
+    """The refusal as the console shows it; the ErrorInfo reason when the status carries one."""
     reason = ""
     try:
-        from grpc_status import rpc_status
-
         status = rpc_status.from_call(exc)
-        info = error_info(status) if status is not None else None
-        reason = info.reason if info else ""
-    except Exception:  # the details are a courtesy; the code and message are enough
+        for detail in status.details if status is not None else ():
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+    except ValueError:  # malformed details: the code and message are enough
         reason = ""
     return AdminError(exc.code(), exc.details() or exc.code().name, reason)
 

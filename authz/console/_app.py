@@ -80,6 +80,13 @@ def _status(value: str) -> str:
     return value.removeprefix("APPROVAL_STATUS_").removeprefix("AUDIT_DECISION_").lower()
 
 
+def safe_next(path: str) -> str:
+    """Where to go after signing in: a console path, never another site (no open redirect)."""
+    if not path.startswith("/console/") or "//" in path or "\\" in path or "://" in path:
+        return "/console/approvals"
+    return path
+
+
 def _budget_summary(rules: list[dict]) -> str:
     """The most used budget counter of a tenant, e.g. ``"7 of 10 calls (agent bot), 2 rules"``."""
     if not rules:
@@ -250,10 +257,7 @@ class Console:
     # -- sign-in ----------------------------------------------------------------------------------
 
     async def login(self, request: Request) -> Response:
-        next_path = request.query_params.get("next", "")
-        if not next_path.startswith("/console/") or next_path.startswith("//"):
-            next_path = "/console/approvals"  # never an open redirect
-        key, pending = self.sessions.begin_login(next_path)
+        key, pending = self.sessions.begin_login(safe_next(request.query_params.get("next", "")))
         try:
             url = await self.signin.authorization_url(pending)
         except (DependencyError, ValueError) as exc:

@@ -38,6 +38,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from types import MappingProxyType
 
 from authz.errors import InvalidArgument
@@ -73,6 +74,9 @@ DEFAULT_NEGATIONS = (
     "instead of",
     "rather than",
     "other than",
+    "hold off on",
+    "hold off",
+    "refrain from",
 )
 #: The action class of investigating ("figure out why", "look into"): asks for every tool that reads.
 DIAGNOSE = "diagnose"
@@ -444,8 +448,6 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
 
     # One pass: stems, sentences, and the positions where an action, object or phrase may start.
     action_index, object_index, phrase_index = lex.actions, catalog.object_index, catalog.phrases
-    stemmed: list[str] = []
-    sentence_of: list[int] = []
     action_at: list[int] = []
     object_at: list[int] = []
     cue_at: list[int] = []
@@ -453,17 +455,17 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     questions: set[int] = set()
     read_only_at: list[int] = []
     post_at = False  # any "nothing/nicht" that may negate the verb before it
-    sentence = 0
     words, learn = catalog.words, catalog.learn
-    for i, tok in enumerate(tokens):
-        word = words.get(tok) or learn(tok)
-        st, flags = word
-        stemmed.append(st)
-        if flags:  # most words are none of these: one lookup, one test
-            if flags & _SENTENCE:
-                if tok == "?" and i:
-                    questions.add(sentence)
-                sentence += 1
+    # Each word's (stem, flags) by one dict lookup; the loop below visits only the flagged words.
+    known = [words.get(tok) or learn(tok) for tok in tokens]
+    stemmed = [word[0] for word in known]
+    # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
+    sentence_of = list(accumulate(word[1] & _SENTENCE for word in known))
+    sentence = sentence_of[-1]
+    for i, (_, flags) in enumerate(known):
+        if flags:
+            if flags & _SENTENCE and i and tokens[i] == "?":
+                questions.add(sentence_of[i] - 1)
             if flags & _ACTION:
                 action_at.append(i)
             if flags & _OBJECT:
@@ -476,7 +478,6 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 read_only_at.append(i)
             if flags & _POST_NEGATION:
                 post_at = True
-        sentence_of.append(sentence)
     injection = _injection_at(lex, stemmed, marker_at) if marker_at else n
 
     # Action terms, longest first; a position used by one term is not reused by another.
@@ -497,7 +498,12 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if prev in _SELF or (prev == "will" and i > 1 and tokens[i - 2] in _SELF):
             continue  # "I'll send it myself": the user's own step, not the agent's
         for term in action_index[stemmed[i]]:
-            if prev is not None and prev not in _VERB_LEADS and term.words in catalog.object_words:
+            if (
+                prev is not None
+                and prev not in _VERB_LEADS
+                and term.words in catalog.object_words
+                and not (term.noun and _after_light_verb(lex, stemmed, i))
+            ):
                 continue  # "draft replies", "new emails": the word is the object here
             if len(term.words) == 1:  # most terms: one word, already matched by the index
                 positions: list[int] | None = [i]
@@ -603,9 +609,13 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if term is None:
             strong, weak, label = frozenset(), frozenset({"read", "list"}), "question"
         else:
-            if not (term.strong or term.weak):  # an action noun asks for nothing unless negated
-                continue
             strong, weak, label = term.strong, term.weak, term.text
+            if not (strong or weak):
+                # An action noun asks for nothing unless negated, or after a light verb ("make a
+                # payment", "issue a refund"): then it is the action.
+                if not _after_light_verb(lex, stemmed, action.start):
+                    continue
+                strong = term.noun
             if stemmed[action.start - 1] in lex.only if action.start else False:
                 only = True
         asked = False
@@ -683,6 +693,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         determined=True,
         terms=tuple(sorted(d.terms))[:_MAX_TERMS],
     )
+
+
+_ARTICLES = frozenset(["a", "an", "the", "one", "this", "that", "ein", "eine", "einen", "die", "der", "das"])
+
+
+def _after_light_verb(lex: Lexicon, stemmed: list[str], start: int) -> bool:
+    k = start - 1
+    if k >= 0 and stemmed[k] in _ARTICLES:
+        k -= 1
+    return k >= 0 and stemmed[k] in lex.light_verbs
 
 
 def _negation_scopes(

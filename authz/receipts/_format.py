@@ -56,7 +56,8 @@ class Receipt:
     ``jti``: the receipt id (the decision id of the request's last message); ``tool``: the tool of a
     single ``tools/call`` (None for session messages such as ``initialize`` and for batches, whose
     tools the body names); ``audit_seq``/``audit_hash``: where the allow sits in the tenant's audit chain;
-    ``iat``/``exp``: epoch seconds.
+    ``iat``/``exp``: epoch seconds; ``server``: the tool server the gateway routed to, when it serves
+    several (``/v1/mcp/<name>``), so a receipt for one cannot be spent at another (None: the default one).
     """
 
     kid: str
@@ -70,6 +71,7 @@ class Receipt:
     iat: int
     exp: int
     jti: str
+    server: str | None = None
 
     def claims(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class Receipt:
             "iat": self.iat,
             "exp": self.exp,
             "jti": self.jti,
+            "server": self.server,
         }
 
 
@@ -137,5 +140,6 @@ def parse(token: str) -> tuple[Receipt, bytes, bytes]:
         iat=numbers["iat"],
         exp=numbers["exp"],
         jti=jti,
+        server=_str_or_none(claims, "server"),
     )
     return receipt, f"{head_b64}.{claims_b64}".encode("ascii"), signature

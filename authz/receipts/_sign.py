@@ -83,6 +83,7 @@ class ReceiptSigner:
         decision_id: str,
         audit_seq: int | None,
         audit_hash: str | None,
+        server: str | None = None,
     ) -> str:
         """The compact receipt for one forwarded request."""
         now = int(self._clock())
@@ -99,6 +100,7 @@ class ReceiptSigner:
             "iat": now,
             "exp": now + self._ttl_s,
             "jti": decision_id,
+            "server": server,
         }
         message = self._head + b64u(self._encode(claims).encode()).encode("ascii")
         return f"{message.decode('ascii')}.{b64u(self.key.private_key.sign(message))}"

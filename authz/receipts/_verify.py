@@ -95,7 +95,9 @@ class ReceiptVerifier:
     Tessera publishes them (``<gateway>/v1/admin/receipt-keys``), fetched on first use and again when a
     receipt names an unknown key id (at most every ``min_refetch_s``), so a key rotation needs no restart.
     Receipts under a previous key verify as long as Tessera still publishes that key and they have not
-    expired. Optional expectations (``tenant``) refuse receipts issued for someone else.
+    expired. Optional expectations refuse receipts issued for someone else: ``tenant``, and ``server``
+    (a tool server behind ``/v1/mcp/<name>`` gives its name; the default server leaves it None and then
+    refuses receipts naming any server).
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class ReceiptVerifier:
         *,
         jwks_url: str | None = None,
         tenant: str | None = None,
+        server: str | None = None,
         leeway_s: float = DEFAULT_LEEWAY_S,
         replay_cache: ReplayCache | int | None = DEFAULT_REPLAY_CACHE,
         clock: Callable[[], float] = time.time,
@@ -116,6 +119,7 @@ class ReceiptVerifier:
         self._keys: dict[str, Ed25519PublicKey] = self._load(keys) if keys is not None else {}
         self._jwks_url = jwks_url
         self._tenant = tenant
+        self._server = server
         self._leeway_s = leeway_s
         if isinstance(replay_cache, int):
             replay_cache = ReplayCache(replay_cache)
@@ -203,6 +207,8 @@ class ReceiptVerifier:
             raise ReceiptError("wrong_body", "the receipt was issued for a different request body")
         if self._tenant is not None and receipt.tenant != self._tenant:
             raise ReceiptError("wrong_tenant", "the receipt was issued for another tenant")
+        if receipt.server != self._server:
+            raise ReceiptError("wrong_server", "the receipt was issued for another tool server")
         if self.replay_cache is not None and not self.replay_cache.claim(
             receipt.jti, receipt.exp + int(self._leeway_s), now
         ):

@@ -355,6 +355,7 @@ def add_receipt(
         decision_id=last.decision_id,
         audit_seq=seq,
         audit_hash=chain,
+        server=request.attributes.context_extensions.get("server") or None,
     )
     reply.ok_response.headers.append(_header(RECEIPT_HEADER, receipt, overwrite=True))
 

@@ -156,6 +156,7 @@ def test_mcp_cors_origins_and_idle_timeout_reach_the_envoy_config_the_gateway_ru
         "mcp.corsOrigins[0]=https://app.example",
         "mcp.corsOrigins[1]=http://localhost:3000",
         "mcp.idleTimeoutMs=120000",
+        "mcp.servers.billing=billing-tools:8000",
     )
     [(_, path, _)] = _envoy_configs(docs, tmp_path)
     validate_envoy_config(path)
@@ -169,10 +170,14 @@ def test_mcp_cors_origins_and_idle_timeout_reach_the_envoy_config_the_gateway_ru
         {"exact": "http://localhost:3000"},
     ]
     routes = {r["name"]: r for r in vhost["routes"]}
-    for name in ("mcp", "mcp_stream"):
+    for name in ("mcp", "mcp_stream", "mcp@billing"):
         assert (
             routes[name]["route"]["idle_timeout"] == "120.000s" and routes[name]["route"]["timeout"] == "0s"
         )
+    assert routes["mcp@billing"]["match"]["path"] == "/v1/mcp/billing"
+    billing = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "mcp_server_billing")
+    endpoint = billing["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert endpoint["socket_address"] == {"address": "billing-tools", "port_value": 8000}
     # The defaults: the renderer's origin (the MCP Inspector) and 300 s.
     [(_, default_path, args)] = _envoy_configs(render(None), tmp_path / "defaults")
     assert "--cors-origin" not in args
@@ -414,6 +419,7 @@ def test_dashboards_ship_from_the_chart_directory():
         ("postgres-without-secret.yaml", "database.type=postgresql needs database.existingSecret"),
         ("bad-port.yaml", "at '/check/port': maximum"),
         ("mcp-cors-origin-with-path.yaml", "at '/mcp/corsOrigins/0'"),
+        ("mcp-server-bad-name.yaml", "at '/mcp/servers': additional properties 'Billing' not allowed"),
         ("oauth-without-resource.yaml", "oauth.enabled needs oauth.resource"),
         ("oauth-issuer-without-audience.yaml", "missing property 'audience'"),
     ],

@@ -85,6 +85,8 @@ def test_operator_sees_an_escalated_call_appear_approves_it_and_the_resume_succe
     expect(card.locator("time[data-expires]")).to_contain_text("in ")  # the countdown runs
     shot(page, "approvals")
     card.get_by_label("Note").fill("payee verified by phone")
+    page.wait_for_timeout(1500)  # several refresh periods: the focused form must survive them
+    expect(card.get_by_label("Note")).to_have_value("payee verified by phone")
     card.get_by_role("button", name="Approve").click()
     expect(page.locator("#notice")).to_contain_text(f"Approval {approval_id} is now approved")
     expect(page.locator(f"#history tr[data-approval='{approval_id}']")).to_contain_text(

@@ -213,3 +213,27 @@ def test_audit_export_and_checkpoints_through_the_console(console_stack: Console
     verify = session.get("/console/audit/verify?tenant=demo")
     assert verify.status_code == 200 and 'id="verify-result">intact' in verify.text
     assert "No signed checkpoint yet" not in verify.text
+
+
+def test_draft_validation_shows_line_numbered_errors_and_a_viewer_cannot_save(
+    console_stack: ConsoleStack,
+) -> None:
+    ada = console_stack.sign_in("ada")
+    bad = 'package tessera\n\nimport rego.v1\n\ndecision := {"allow": true if\n'
+    saved = ada.post(
+        "/console/policies/draft/save",
+        {"tenant": "contoso", "name": "broken", "source": bad, "csrf": ada.csrf()},
+    )
+    assert saved.status_code == 303, saved.text
+    checked = ada.post(
+        "/console/policies/draft/check",
+        {"tenant": "contoso", "name": "broken", "action": "validate", "csrf": ada.csrf()},
+    )
+    assert checked.status_code == 200 and "Validation: invalid" in checked.text
+    assert "line " in checked.text
+    victor = console_stack.sign_in("victor")
+    refused = victor.post(
+        "/console/policies/draft/save",
+        {"tenant": "contoso", "name": "mine", "source": "package tessera\n", "csrf": victor.csrf()},
+    )
+    assert refused.status_code == 403 and "admin" in refused.text

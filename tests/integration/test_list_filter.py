@@ -210,6 +210,21 @@ def test_a_failing_processor_answers_a_json_rpc_error_never_the_list(broken_gate
     assert "result" in gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=gateway.token()).json()
 
 
+@pytest.mark.parametrize(("mode", "status"), [("abort", 503), ("stall", 504)])
+def test_a_get_stream_the_processor_fails_on_is_a_5xx_not_a_json_rpc_200(broken_gateway, mode, status):
+    # 503 (status_on_error) when the processor fails, 504 when it times out (Envoy's own status).
+    gateway, processor = broken_gateway
+    processor.mode = mode
+    response = httpx.get(
+        f"{gateway.url}/v1/mcp",
+        headers={"accept": "text/event-stream", "authorization": f"Bearer {gateway.token()}"},
+        timeout=10,
+    )
+    assert response.status_code == status, (response.status_code, response.text)
+    for tool in DEMO_TOOLS:
+        assert tool not in response.text
+
+
 def test_an_unreachable_processor_answers_a_json_rpc_error_never_the_list(broken_gateway):
     gateway, _ = broken_gateway
     gateway.broken_server.stop(0).wait()  # type: ignore[attr-defined]

@@ -158,3 +158,38 @@ def _events(db: Path, tenant: str) -> list[dict]:
             "SELECT event FROM audit_events WHERE tenant = ? ORDER BY seq", (tenant,)
         ).fetchall()
     return [json.loads(r[0]) for r in rows]
+
+
+def test_receipts_name_the_server_they_were_issued_for(two_servers: Gateway):
+    """A receipt forwarded to billing says so: billing's verifier accepts it, the default server's refuses."""
+    import httpx
+
+    from authz.receipts import ReceiptError, ReceiptVerifier
+
+    clerk = two_servers.token("multi", agent="billing-clerk")
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 6,
+            "method": "tools/call",
+            "params": {"name": "list_invoices", "arguments": {}},
+        }
+    ).encode()
+    answered = httpx.post(
+        f"{two_servers.url}/v1/mcp/billing",
+        content=body,
+        headers={
+            "authorization": f"Bearer {clerk}",
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+        },
+        timeout=10,
+    )
+    assert answered.status_code == 200, answered.text
+    host, port = two_servers.stack.mcp_servers["billing"]
+    seen = httpx.get(f"http://{host}:{port}/_demo/requests", params={"path": "/mcp"}, timeout=5).json()
+    token = seen["requests"][-1]["headers"]["x-tessera-receipt"][0]
+    keys = httpx.get(f"{two_servers.url}/v1/admin/receipt-keys", timeout=5).json()
+    assert ReceiptVerifier(keys, server="billing").verify(token, body).server == "billing"
+    with pytest.raises(ReceiptError, match="another tool server"):
+        ReceiptVerifier(keys).verify(token, body)

@@ -22,7 +22,7 @@ from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-from authz.client import attenuate
+from authz.client import CapabilityError, attenuate, exchange_token
 from authz.local.stack import StackPorts
 from authz.oauth import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from tests.integration.conftest import Gateway, rpc_error, start_gateway
@@ -236,3 +236,13 @@ def test_exchanges_that_would_widen_or_do_not_verify_are_refused(
         ).json()["events"]
         refused = [e["event"] for e in events if "token.exchange.refused" in str(e["event"])]
         assert refused and "invalid_scope" in str(refused[-1]) and "delete_invoice" in str(refused[-1])
+
+
+def test_the_sdk_exchanges_and_a_widened_exchange_raises(flow_gateway, authorization_server):
+    gw = flow_gateway
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    capability = exchange_token(gw.url, subject, tools=["list_invoices"])
+    assert "result" in gw.call("list_invoices", {}, token=capability).json()
+    with pytest.raises(CapabilityError) as refused:
+        exchange_token(gw.url, subject, tools=["list_invoices", "delete_invoice"])
+    assert refused.value.data["error"] == "invalid_scope" and "delete_invoice" in refused.value.reason

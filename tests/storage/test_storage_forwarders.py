@@ -193,3 +193,30 @@ async def test_timed_out_approvals_expire_once_across_replicas(backend: Backend)
     assert await one.expire_approvals(NOW) == []
     assert (await two.get_approval("acme", "open")).status == "pending"
     assert (await two.get_approval("acme", "late-0")).status == "expired"
+
+
+async def test_a_dead_letter_and_its_announcement_commit_together(store: Store):
+    """The forwarder stores a dead letter inside ``run_audited`` (its ``forwarder.dead_letter`` event in
+    the same transaction); without the lease neither stands."""
+    from authz.audit import admin_event
+
+    def announce(dead) -> list:
+        return [
+            (
+                "acme",
+                admin_event("acme", "tessera", "forwarder.dead_letter", f"dead_letter:{dead.id}", time_ms=1),
+            )
+        ]
+
+    with pytest.raises(FailedPrecondition):
+        await store.run_audited(
+            lambda: store.dead_letter_batch("acme", "hook", "fwd-a", 1, 2, "HTTP 400", 1, NOW), announce
+        )
+    assert await store.list_dead_letters() == [] and await store.audit_head("acme") is None
+    assert await store.acquire_forwarder_lease("hook", "fwd-a", NOW, 10)
+    dead = await store.run_audited(
+        lambda: store.dead_letter_batch("acme", "hook", "fwd-a", 1, 2, "HTTP 400", 1, NOW), announce
+    )
+    assert await store.list_dead_letters() == [dead]
+    assert (await store.audit_head("acme"))[0] == 1
+    assert (await store.get_forwarder_cursor("acme", "hook")).seq == 2

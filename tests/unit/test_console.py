@@ -172,3 +172,26 @@ def test_budget_summary_names_the_most_used_counter():
     ]
     assert _budget_summary(rules) == "7 of 10 cost (agent bot), 2 rules"
     assert _budget_summary([{"usage": []}]) == "1 rule, nothing used yet"
+
+
+def test_sign_in_with_the_provider_unreachable_is_a_503_page_not_a_crash():
+    console = Console(_settings())  # the provider at 127.0.0.1:1, refused by the outbound rules anyway
+    client = TestClient(console.app(), follow_redirects=False)
+    page = client.get("/console/login?next=/console/audit")
+    assert page.status_code == 503 and "Sign-in unavailable" in page.text
+    assert "tessera_console_login" not in page.headers.get("set-cookie", "")
+
+
+def test_after_sign_in_only_console_paths():
+    from authz.console._app import safe_next
+
+    assert safe_next("/console/audit?tenant=demo") == "/console/audit?tenant=demo"
+    for bad in (
+        "//evil.example/x",
+        "https://evil.example/",
+        "/console//evil.example",
+        "/console/\\evil",
+        "/other",
+        "",
+    ):
+        assert safe_next(bad) == "/console/approvals", bad

@@ -199,6 +199,10 @@ def test_tenants_file_intent_settings(tmp_path, monkeypatch):
         parse_tenants_file(
             write_tenants(tmp_path, "{mode: enforce, tools_url: '${TESSERA_UNSET_UPSTREAM}/mcp'}")
         )
+    with pytest.raises(ConfigError, match="looks like a secret"):
+        parse_tenants_file(
+            write_tenants(tmp_path, "{mode: enforce, tools_url: 'http://x/${TESSERA_MASTER_KEY}'}")
+        )
     default, _ = parse_tenants_file(write_tenants(tmp_path, "{mode: enforce}"))["demo"]
     assert default.intent_undetermined == "deny" and default.tools_url is None
     assert "intent_undetermined" not in default.to_json()  # settings stored before this read back unchanged

@@ -89,6 +89,7 @@ def test_a_receipt_verifies_and_carries_its_claims():
         ("future", "not_yet_valid"),
         ("replayed", "replayed"),
         ("other tenant", "wrong_tenant"),
+        ("other server", "wrong_server"),
     ],
 )
 def test_each_refusal_names_its_reason(case, reason):
@@ -117,9 +118,33 @@ def test_each_refusal_names_its_reason(case, reason):
         clock.now = NOW - 6
     elif case == "replayed":
         verifier.verify(token, body)
+    elif case == "other server":  # a receipt for the billing server, spent at the default one
+        token = signer.issue(
+            tenant="demo", agent="a", tool="t", body=body, decision_id="d-9", audit_seq=1, audit_hash="h",
+            server="billing",
+        )  # fmt: skip
     with pytest.raises(ReceiptError) as err:
         verifier.verify(token, body)
     assert err.value.reason == reason
+
+
+def test_a_named_tool_server_accepts_only_receipts_for_itself():
+    clock = Clock()
+    (key,) = keys("r1")
+    signer = ReceiptSigner(key, clock=clock)
+
+    def for_server(server, decision_id):
+        return signer.issue(
+            tenant="demo", agent="a", tool="t", body=BODY, decision_id=decision_id, audit_seq=1,
+            audit_hash="h", server=server,
+        )  # fmt: skip
+
+    billing = ReceiptVerifier(jwks([key]), clock=clock, server="billing")
+    assert billing.verify(for_server("billing", "d1"), BODY).server == "billing"
+    for other, decision_id in ((None, "d2"), ("crm", "d3")):
+        with pytest.raises(ReceiptError) as err:
+            billing.verify(for_server(other, decision_id), BODY)
+        assert err.value.reason == "wrong_server"
 
 
 def test_receipts_of_a_previous_key_verify_while_it_is_published():

@@ -329,6 +329,10 @@ host:port), admin (host:port).
     {{- end }}
     - --mcp-idle-timeout-ms
     - {{ int $root.Values.mcp.idleTimeoutMs | quote }}
+    {{- range $name, $address := $root.Values.mcp.servers }}
+    - --mcp-server
+    - {{ printf "%s=%s" $name $address | quote }}
+    {{- end }}
     {{- if and $root.Values.tracing.enabled $root.Values.tracing.envoyCollector }}
     - --otlp
     - {{ $root.Values.tracing.envoyCollector | quote }}

@@ -1,0 +1,98 @@
+"""Token exchange from the agent's side: its IdP access token in, a Tessera capability token out.
+
+``POST <gateway>/v1/oauth/token`` (RFC 8693 style, docs/mcp.md). The capability token that comes back
+is a macaroon: hand it to :class:`Gateway`, or narrow it offline with :func:`attenuate` for sub-agents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from ._errors import CAPABILITY, UNAVAILABLE, CapabilityError, GatewayError, UnavailableError
+from ._protocol import transport_error
+
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+TOKEN_PATH = "/v1/oauth/token"
+
+
+def _request(gateway_url: str, access_token: str, tools: Sequence[str] | None) -> tuple[str, dict[str, str]]:
+    if not isinstance(access_token, str) or not access_token.strip():
+        raise ValueError("access_token must be the agent's access token from its authorization server")
+    if not isinstance(gateway_url, str) or not gateway_url.strip():
+        raise ValueError("the gateway URL must be a non-empty string, e.g. https://gw.example.com")
+    base = gateway_url.strip().rstrip("/").removesuffix("/v1/mcp")
+    form = {
+        "grant_type": TOKEN_EXCHANGE_GRANT,
+        "subject_token": access_token.strip(),
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+    }
+    if tools is not None:
+        if isinstance(tools, str) or not tools:
+            raise ValueError("tools must be a non-empty sequence of tool names (None: all allowed)")
+        form["scope"] = " ".join(tools)
+    return base + TOKEN_PATH, form
+
+
+def _result(url: str, response: httpx.Response) -> str:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if (
+        response.status_code == 200
+        and isinstance(body, Mapping)
+        and isinstance(body.get("access_token"), str)
+    ):
+        return body["access_token"]
+    # The admin service's error: a google.rpc.Status whose ErrorInfo carries the RFC 6749 error code.
+    message = body.get("message") if isinstance(body, Mapping) else None
+    info = (
+        next(
+            (d for d in (body.get("details") or ()) if isinstance(d, Mapping) and "metadata" in d),
+            {},
+        )
+        if isinstance(body, Mapping)
+        else {}
+    )
+    oauth_error = (info.get("metadata") or {}).get("error")
+    data = {"check": "capability", "reason": message or f"HTTP {response.status_code}", "error": oauth_error}
+    if response.status_code == 400 and oauth_error:
+        raise CapabilityError(CAPABILITY, f"token exchange refused ({oauth_error})", data)
+    if response.status_code == 503:
+        raise UnavailableError(UNAVAILABLE, "token exchange unavailable", {**data, "check": "unavailable"})
+    raise GatewayError(
+        f"token exchange at {url} failed", http_status=response.status_code, body=response.text[:2000]
+    )
+
+
+def exchange_token(
+    gateway_url: str, access_token: str, *, tools: Sequence[str] | None = None, timeout: float = 10.0
+) -> str:
+    """Trade ``access_token`` (a JWT from an issuer the gateway trusts) for a capability token, at most
+    ``tools`` (None: everything the token's claims and the tenant allow). Raises
+    :class:`CapabilityError` when refused (``e.data["error"]`` is the OAuth error code, e.g.
+    ``invalid_scope`` for tools beyond what is allowed), :class:`UnavailableError` when the gateway
+    cannot check the token now, :class:`GatewayError` when it cannot be reached."""
+    url, form = _request(gateway_url, access_token, tools)
+    try:
+        response = httpx.post(url, data=form, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, url) from exc
+    return _result(url, response)
+
+
+async def aexchange_token(
+    gateway_url: str, access_token: str, *, tools: Sequence[str] | None = None, timeout: float = 10.0
+) -> str:
+    """The async twin of :func:`exchange_token`."""
+    url, form = _request(gateway_url, access_token, tools)
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            response = await http.post(url, data=form)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, url) from exc
+    return _result(url, response)
