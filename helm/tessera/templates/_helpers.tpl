@@ -86,6 +86,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail "tracing.enabled needs tracing.otlpEndpoint: the OTLP receiver of the check and admin services' spans (e.g. http://otel-collector.observability:4317)" -}}
 {{- end -}}
 {{- include "tessera.oauthValidate" . -}}
+{{- include "tessera.consoleValidate" . -}}
 {{- if and .Values.istio.enabled (eq .Values.mode "sidecar") -}}
 {{- fail "istio.enabled with mode=sidecar: Istio's sidecars call the check service themselves; use mode=gateway with gateway.enabled=false" -}}
 {{- end -}}
@@ -269,6 +270,7 @@ app.kubernetes.io/component: {{ .component }}
     - name: TESSERA_ADMIN_TRUSTED_PROXIES
       value: {{ join "," . | quote }}
     {{- end }}
+    {{- include "tessera.oidcEnv" . | nindent 4 }}
     {{- include "tessera.extraEnv" .Values.admin.env | nindent 4 }}
   ports:
     - name: grpc-admin
@@ -338,6 +340,10 @@ host:port), admin (host:port).
     - {{ $root.Values.tracing.envoyCollector | quote }}
     {{- end }}
     {{- include "tessera.envoyOAuthArgs" $root | nindent 4 }}
+    {{- with include "tessera.consoleAddress" $root }}
+    - --console
+    - {{ . | quote }}
+    {{- end }}
     - --output
     - /etc/envoy/envoy.yaml
   resources:
