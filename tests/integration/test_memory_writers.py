@@ -45,9 +45,7 @@ def audit_events(gw: Gateway) -> list[dict]:
     events: list[dict] = []
     token = ""
     while True:
-        answer = admin(
-            gw, "GET", "/tenants/demo/audit/events", params={"page_size": 10, "page_token": token}
-        )
+        answer = admin(gw, "GET", "/tenants/demo/audit/events", params={"page_size": 10, "page_token": token})
         assert answer.status_code == 200, (answer.status_code, answer.text[:300])
         events += answer.json()["events"]
         token = answer.json().get("next_page_token") or ""
