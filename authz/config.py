@@ -68,6 +68,8 @@ class CheckConfig:
     approval_quorum: int = 1
     #: Strip the Authorization header before forwarding to the upstream.
     strip_authorization: bool = True
+    #: TESSERA_POLICY_ENGINE: the in-process Rego engine, "regopy" (rego-cpp) or "regorus".
+    policy_engine: str = "regopy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +308,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         approval_ttl_s=_int(env, "TESSERA_APPROVAL_TTL_S", 900),
         approval_quorum=_int(env, "TESSERA_APPROVAL_QUORUM", 1),
         strip_authorization=_bool(env, "TESSERA_STRIP_AUTHORIZATION", True),
+        policy_engine=_policy_engine(env),
     )
     if check.deadline_ms <= 0 or check.approval_ttl_s <= 0 or check.approval_quorum < 1:
         raise ConfigError("deadline, approval TTL and quorum must be positive")
@@ -337,6 +340,15 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         else None,
         receipts=_receipts(env),
     )
+
+
+def _policy_engine(env: Mapping[str, str]) -> str:
+    from authz.policy import POLICY_ENGINES
+
+    engine = (env.get("TESSERA_POLICY_ENGINE") or "regopy").strip().lower()
+    if engine not in POLICY_ENGINES:
+        raise ConfigError(f"TESSERA_POLICY_ENGINE must be one of {', '.join(POLICY_ENGINES)}, got {engine!r}")
+    return engine
 
 
 def _receipts(env: Mapping[str, str]) -> ReceiptConfig:

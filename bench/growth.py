@@ -2,6 +2,7 @@
 a ratio to its smallest one (in process, on this machine, µs per operation).
 
 - policy size: one evaluation (memo off, the engine's own cost) of a policy with 10 vs 1,000 rules;
+- policy engine: the same evaluation (demo policy, and 1,000 rules) under regorus vs regopy;
 - tenants: the committed audit append of one decision when 1 vs 1,000 tenants have chains;
 - attenuation depth: verifying (uncached) a token attenuated 1 vs 10 times;
 - audit chain length: ``verify_chain`` time per event over 10k vs 100k events (1M with ``--long``);
@@ -23,7 +24,7 @@ from typing import Any
 
 from authz.audit import verify_chain
 from authz.audit._events import chain_tenant, event_from_decision
-from authz.policy import compile_policy
+from authz.policy import compile_policy, default_policy_source
 from authz.secrets import Secret
 from authz.storage.models import Reservation
 from authz.storage.sqlite import SQLiteStore
@@ -86,6 +87,35 @@ async def policy_rows() -> dict[str, float]:
             lambda: p.evaluate(i), 100
         )
     return await _fastest(cases)
+
+
+def _demo_input(amount: int) -> dict[str, Any]:
+    return {
+        "phase": "call",
+        "tool": "transfer_funds",
+        "arguments": {"amount": amount, "iban": "DE00"},
+        "approval": None,
+        "provenance": {"presented": False, "verified": False, "entries": []},
+    }
+
+
+async def engine_rows() -> list[dict[str, float]]:
+    """One evaluation (memo off) under each in-process engine: the demo policy, then 1,000 rules."""
+    groups = []
+    for label, source, inp in (
+        ("demo policy", default_policy_source(), _demo_input(20000)),
+        ("1,000 rules", policy_source(1000), {"tool": "tool_999", "arguments": {"amount": 5}}),
+    ):
+        cases = {}
+        for engine in ("regopy", "regorus"):
+            policy = compile_policy(source, engine=engine)
+            policy._memo = None  # the engine's own cost
+            assert policy.evaluate(inp).outcome in ("allow", "deny", "escalate")
+            cases[f"policy evaluation, {label}, {engine}"] = lambda p=policy, i=inp: _per_call(
+                lambda: p.evaluate(i), 100
+            )
+        groups.append(await _fastest(cases))
+    return groups
 
 
 async def token_rows() -> dict[str, float]:
@@ -192,6 +222,7 @@ async def growth_rows(decision: Any, *, long: bool = False) -> list[tuple[str, f
         workdir = Path(tmp)
         groups = [
             await policy_rows(),
+            *await engine_rows(),
             await tenant_rows(decision, workdir),
             await token_rows(),
             await chain_rows(decision, workdir, long=long),

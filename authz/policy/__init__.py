@@ -43,6 +43,7 @@ The input must be JSON-compatible (mappings with string keys, lists, str, int, f
 # input, same decision contract, every failure a deny); see :mod:`authz.policy._opa`.
 from authz.policy._compiled import (
     MAX_POLICY_SOURCE_BYTES,
+    POLICY_ENGINES,
     CompiledPolicy,
     PolicySet,
     compile_policy,
@@ -58,6 +59,7 @@ __all__ = [
     "ENTRYPOINT",
     "MAX_POLICY_SOURCE_BYTES",
     "OUTCOMES",
+    "POLICY_ENGINES",
     "CompiledPolicy",
     "OpaClients",
     "OpaPolicy",

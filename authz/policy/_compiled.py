@@ -14,10 +14,12 @@ from typing import Any
 
 from authz.errors import CompileDiagnostic, InvalidArgument, PolicyCompileError
 from authz.policy._engine import RegoProgram, compile_error_from, line_column
+from authz.policy._regorus import RegorusProgram
 from authz.policy._result import PolicyResult, result_from_engine
 
 __all__ = [
     "MAX_POLICY_SOURCE_BYTES",
+    "POLICY_ENGINES",
     "CompiledPolicy",
     "PolicySet",
     "compile_policy",
@@ -26,6 +28,10 @@ __all__ = [
 
 #: Policies larger than this are refused before compiling (the engine's cost grows with size).
 MAX_POLICY_SOURCE_BYTES = 1024 * 1024
+
+#: The in-process Rego engines a compiled policy can run on (``TESSERA_POLICY_ENGINE``), and the default.
+POLICY_ENGINES = ("regopy", "regorus")
+DEFAULT_POLICY_ENGINE = "regopy"
 
 #: Decisions remembered per compiled policy (first in, first out beyond this), and the longest memo key
 #: (canonical engine input, characters) worth remembering: together they bound the memo's memory.
@@ -41,7 +47,7 @@ _DECISION_RE = re.compile(r"^[ \t]*(?:default[ \t]+)?decision\b", re.MULTILINE)
 
 
 class CompiledPolicy:
-    """A policy source compiled into a rego-cpp bundle, ready to evaluate.
+    """A policy source compiled by one in-process engine (rego-cpp or regorus), ready to evaluate.
 
     Immutable from the outside: ``version`` (the store's version number, 0 for drafts and tests),
     ``content_hash`` (``"sha256:"`` + hex digest of the UTF-8 source, what audit events record) and
@@ -59,7 +65,7 @@ class CompiledPolicy:
 
     __slots__ = ("_content_hash", "_memo", "_program", "_source", "_version", "memo_hits")
 
-    def __init__(self, source: str, version: int, content_hash: str, program: RegoProgram):
+    def __init__(self, source: str, version: int, content_hash: str, program: RegoProgram | RegorusProgram):
         self._source = source
         self._version = version
         self._content_hash = content_hash
@@ -78,6 +84,11 @@ class CompiledPolicy:
     @property
     def source(self) -> str:
         return self._source
+
+    @property
+    def engine(self) -> str:
+        """The in-process engine evaluating this policy: ``"regopy"`` or ``"regorus"``."""
+        return "regorus" if isinstance(self._program, RegorusProgram) else "regopy"
 
     @property
     def input_keys(self) -> frozenset[str] | None:
@@ -130,14 +141,19 @@ class CompiledPolicy:
         return f"CompiledPolicy(version={self._version}, content_hash={self._content_hash!r})"
 
 
-def compile_policy(source: str, *, version: int = 0) -> CompiledPolicy:
+def compile_policy(source: str, *, version: int = 0, engine: str | None = None) -> CompiledPolicy:
     """Compile ``source`` (Rego v1 syntax, ``package tessera``, defining ``decision``).
 
     Raises :class:`~authz.errors.PolicyCompileError` with line/column diagnostics when the source does
     not compile, declares another package or defines no ``decision`` rule, and
     :class:`~authz.errors.InvalidArgument` for a non-string, empty or oversized source or a negative
-    version. Compiling costs a few milliseconds; do it once per policy version.
+    version. Compiling costs a few milliseconds; do it once per policy version. ``engine`` is one of
+    :data:`POLICY_ENGINES` (``None``: the default, ``regopy``); both give the same decisions on the
+    shipped policies (tests/unit/test_policy_engines.py).
     """
+    engine = DEFAULT_POLICY_ENGINE if engine is None else engine
+    if engine not in POLICY_ENGINES:
+        raise InvalidArgument(f"policy engine must be one of {', '.join(POLICY_ENGINES)}, got {engine!r}")
     if not isinstance(source, str):
         raise InvalidArgument(f"policy source must be a string, got {type(source).__name__}")
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
@@ -153,7 +169,7 @@ def compile_policy(source: str, *, version: int = 0) -> CompiledPolicy:
         offset = raw.index(b"\x00")
         line, column = line_column(raw, offset)
         raise compile_error_from([CompileDiagnostic(line, column, "policy source contains a NUL character")])
-    program = RegoProgram(source)
+    program = RegoProgram(source) if engine == "regopy" else RegorusProgram(source)
     _check_shape(source, raw)
     return CompiledPolicy(source, version, policy_hash(source), program)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
@@ -117,7 +118,8 @@ def _catalog_refresher(config: TesseraConfig, store: Store, keyring: KeyRing) ->
 async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     store = open_store(config.store.database_url)
     if config.tenants_file is not None:
-        for change in await apply_tenants_file(store, config.tenants_file, validate_policy=compile_policy):
+        validate = functools.partial(compile_policy, engine=config.check.policy_engine)
+        for change in await apply_tenants_file(store, config.tenants_file, validate_policy=validate):
             log.info("%s", change)
     keyring = KeyRing(
         config.keys.master_key, active_kid=config.keys.active_kid, live_kids=config.keys.live_kids
@@ -125,7 +127,9 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     opa = OpaClients(policy_from_config(config))
     directory = TenantDirectory(
         store,
-        compile_policy=lambda source, version: compile_policy(source, version=version),
+        compile_policy=lambda source, version: compile_policy(
+            source, version=version, engine=config.check.policy_engine
+        ),
         build_extractor=_extractor_factory(config),
         poll_interval_s=config.store.poll_interval_s,
         remote_policy=opa.policy,

@@ -1,0 +1,238 @@
+"""Engine parity: every shipped policy decides the same under ``regopy`` (rego-cpp) and ``regorus``
+(``TESSERA_POLICY_ENGINE``), on fixed and hypothesis-generated inputs; bad policies are refused by both;
+every regorus failure is a deny. Both engines are the real libraries, run in process.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from authz.config import load
+from authz.errors import ConfigError, InvalidArgument, PolicyCompileError
+from authz.policy import POLICY_ENGINES, compile_policy
+from tests.unit.test_policy_parity import INPUTS, policy_input
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Every policy the project ships (the demo tenants file points at these).
+SHIPPED = {str(p.relative_to(ROOT)): p.read_text() for p in sorted((ROOT / "authz").rglob("*.rego"))}
+
+_SPRINTF = re.compile(r'sprintf\(\s*"((?:[^"\\]|\\.)*)"')
+_VERB = re.compile(r"%[-+# 0-9.]*[a-zA-Z]")
+
+
+def regorus_form(reason: str, source: str) -> str | None:
+    """The documented regorus difference applied to ``reason``: when it was rendered from one of the
+    source's sprintf formats, the same text with the one space after each format verb removed (what
+    regorus' sprintf produces); None when it matches no format."""
+    for fmt in _SPRINTF.findall(source):
+        literals = _VERB.split(fmt.replace("%%", "\x00"))
+        pattern = "(.*?)".join(re.escape(p.replace("\x00", "%")) for p in literals)
+        match = re.fullmatch(pattern, reason, re.DOTALL)
+        if match is None or len(literals) < 2:
+            continue
+        out = literals[0].replace("\x00", "%")
+        for value, literal in zip(match.groups(), literals[1:], strict=True):
+            literal = literal.replace("\x00", "%")
+            out += value + (literal[1:] if literal.startswith(" ") else literal)
+        return out
+    return None
+
+
+def assert_same(source: str, a, b, doc) -> None:
+    assert (a.outcome, a.quorum, a.requires_step_up, a.error) == (
+        b.outcome,
+        b.quorum,
+        b.requires_step_up,
+        b.error,
+    ), doc
+    assert b.reason == a.reason or b.reason == regorus_form(a.reason, source), (a.reason, b.reason, doc)
+
+
+def test_the_sprintf_normaliser_is_exact() -> None:
+    src = 'x := sprintf("transfer of %v exceeds the %v threshold", [a, b])'
+    assert regorus_form("transfer of 50000 exceeds the 10000 threshold", src) == (
+        "transfer of 50000exceeds the 10000threshold"
+    )
+    assert regorus_form("something else", src) is None
+
+
+@pytest.fixture(scope="module")
+def engines() -> dict[str, dict]:
+    return {name: {e: compile_policy(src, engine=e) for e in POLICY_ENGINES} for name, src in SHIPPED.items()}
+
+
+def test_shipped_policies_are_found() -> None:
+    assert "authz/policy/examples/demo.rego" in SHIPPED
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_policies_decide_the_same_on_fixed_inputs(engines, name) -> None:
+    regopy, regorus = engines[name]["regopy"], engines[name]["regorus"]
+    assert (regopy.engine, regorus.engine) == ("regopy", "regorus")
+    outcomes, normalised = set(), 0
+    for doc in INPUTS:
+        a, b = regopy.evaluate(doc), regorus.evaluate(doc)
+        assert_same(SHIPPED[name], a, b, doc)
+        normalised += a.reason != b.reason
+        outcomes.add(a.outcome)
+    if name.endswith("demo.rego"):
+        assert outcomes == {"allow", "deny", "escalate"}
+        assert normalised > 0  # the sprintf difference is really exercised, and normalised exactly
+
+
+_json_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+_amount = (
+    st.integers(min_value=-(10**7), max_value=10**7)
+    | st.floats(min_value=-1e7, max_value=1e7, allow_nan=False)
+    | st.sampled_from([0, 1, 10000, 10000.0, 10001, 100000, 100001, "100", None, True])
+    | _json_scalar
+)
+_iban = st.sampled_from(["DE89370400440532013000", "GB82WEST12345698765432"]) | st.text(max_size=8)
+
+
+@st.composite
+def demo_inputs(draw) -> dict:
+    tool = draw(
+        st.sampled_from(["read_invoice", "list_invoices", "delete_invoice", "transfer_funds"])
+        | st.text(max_size=10)
+    )
+    arguments = draw(st.dictionaries(st.text(max_size=6), _json_scalar, max_size=3))
+    if draw(st.booleans()):
+        arguments["amount"] = draw(_amount)
+    if draw(st.booleans()):
+        arguments["iban"] = draw(_iban)
+    approval = draw(
+        st.none()
+        | st.builds(
+            lambda s: {"id": "a1", "status": s},
+            st.sampled_from(["pending", "approved", "rejected", "expired"]) | st.text(max_size=5),
+        )
+    )
+    doc = policy_input(tool, arguments, approval)
+    doc["phase"] = draw(st.sampled_from(["call", "list"]))
+    if draw(st.booleans()):
+        entries = draw(
+            st.lists(
+                st.fixed_dictionaries(
+                    {"verified": st.booleans(), "content": _iban.map(lambda s: f"pay {s}")}
+                ),
+                max_size=3,
+            )
+        )
+        doc["provenance"] = {
+            "presented": True,
+            "verified": any(e["verified"] for e in entries),
+            "entries": entries,
+        }
+    return doc
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=demo_inputs())
+def test_shipped_policies_decide_the_same_on_generated_inputs(engines, doc) -> None:
+    for name, source in SHIPPED.items():
+        assert_same(
+            source, engines[name]["regopy"].evaluate(doc), engines[name]["regorus"].evaluate(doc), doc
+        )
+
+
+BAD_POLICIES = {
+    "syntax error": 'package tessera\n\nimport rego.v1\n\ndecision := {"allow": true} if {\n',
+    "no package": 'import rego.v1\n\ndecision := {"allow": true}\n',
+    "another package": 'package other\n\nimport rego.v1\n\ndecision := {"allow": true}\n',
+    "no decision rule": "package tessera\n\nimport rego.v1\n\nallow := true\n",
+    "unterminated string": 'package tessera\n\nimport rego.v1\n\ndecision := {"allow": true, "reason": "x}\n',
+    "empty": "   \n",
+    "NUL": 'package tessera\n\nimport rego.v1\n\ndecision := {"allow": true}\x00\n',
+}
+
+
+@pytest.mark.parametrize("engine", POLICY_ENGINES)
+@pytest.mark.parametrize("case", sorted(BAD_POLICIES))
+def test_bad_policies_are_refused_by_both_engines(engine, case) -> None:
+    with pytest.raises(PolicyCompileError) as refused:
+        compile_policy(BAD_POLICIES[case], engine=engine)
+    assert refused.value.diagnostics
+    assert "/tmp" not in str(refused.value)  # no engine temp path leaks into diagnostics
+
+
+def test_a_syntax_error_points_at_its_line_under_regorus() -> None:
+    with pytest.raises(PolicyCompileError) as refused:
+        compile_policy(BAD_POLICIES["unterminated string"], engine="regorus")
+    assert refused.value.diagnostics[0].line == 5
+
+
+BROKEN_AT_EVALUATION = {
+    "failing built-in": 'decision := {"allow": to_number(input.tool) > 0}',
+    "conflicting values": (
+        'decision := {"allow": true} if input.tool\ndecision := {"allow": false} if input.tool'
+    ),
+    "not an object": 'decision := "allow"',
+    "unknown key": 'decision := {"allow": true, "allowed": true}',
+    "undefined": 'decision := {"allow": true} if input.tool == "never"',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_AT_EVALUATION))
+def test_a_policy_broken_at_evaluation_denies_with_error_under_both(case) -> None:
+    source = f"package tessera\n\nimport rego.v1\n\n{BROKEN_AT_EVALUATION[case]}\n"
+    doc = policy_input("read_invoice", {})
+    results = [compile_policy(source, engine=e).evaluate(doc) for e in POLICY_ENGINES]
+    for result in results:
+        assert result.outcome == "deny" and result.error, result
+    assert "/tmp" not in results[1].reason
+
+
+def test_regorus_refuses_a_policy_without_the_v1_import() -> None:
+    # Without it the engine parses Rego v0, where `if` is a plain name: refuse rather than guess.
+    source = 'package tessera\n\ndecision := {"allow": true} if input.tool == "read_invoice"\n'
+    assert compile_policy(source, engine="regopy").evaluate(policy_input("read_invoice", {})).allowed
+    with pytest.raises(PolicyCompileError, match=r"import rego\.v1"):
+        compile_policy(source, engine="regorus")
+
+
+def test_regorus_denies_an_integer_it_cannot_hold_exactly() -> None:
+    source = SHIPPED["authz/policy/examples/demo.rego"]
+    policy = compile_policy(source, engine="regorus")
+    doc = policy_input("transfer_funds", {"amount": 2**64 + 5})
+    result = policy.evaluate(doc)
+    assert result.outcome == "deny" and result.error and "too large" in result.reason
+    assert policy.evaluate(policy_input("transfer_funds", {"amount": 2**63 - 1})).escalated
+
+
+def test_regorus_denies_input_nested_too_deep() -> None:
+    policy = compile_policy(SHIPPED["authz/policy/examples/demo.rego"], engine="regorus")
+    deep: object = 1
+    for _ in range(100):
+        deep = [deep]
+    result = policy.evaluate(policy_input("transfer_funds", {"amount": deep}))
+    assert result.outcome == "deny" and result.error
+
+
+def test_the_memo_applies_under_regorus() -> None:
+    policy = compile_policy(SHIPPED["authz/policy/examples/demo.rego"], engine="regorus")
+    assert policy.memoized
+    doc = policy_input("transfer_funds", {"amount": 50})
+    first = policy.evaluate(doc)
+    assert policy.evaluate(doc) is first and policy.memo_hits == 1
+
+
+def test_the_engine_comes_from_tessera_policy_engine(tmp_path) -> None:
+    base = {"TESSERA_MASTER_KEY": "k" * 32, "TESSERA_VAR_DIR": str(tmp_path)}
+    assert load(base).check.policy_engine == "regopy"
+    assert load({**base, "TESSERA_POLICY_ENGINE": "regorus"}).check.policy_engine == "regorus"
+    with pytest.raises(ConfigError, match="TESSERA_POLICY_ENGINE"):
+        load({**base, "TESSERA_POLICY_ENGINE": "opa"})
+    with pytest.raises(InvalidArgument):
+        compile_policy(SHIPPED["authz/policy/examples/demo.rego"], engine="opa")
