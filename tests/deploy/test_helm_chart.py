@@ -261,7 +261,8 @@ def test_network_policy_only_envoy_reaches_the_check_port():
                                          "app.kubernetes.io/name": "tessera-authz"}}}
     ]  # fmt: skip
     admin = one(docs, "NetworkPolicy", "t-tessera-authz-admin")
-    [admin_rule] = admin["spec"]["ingress"]
+    # the admin port's rule (the other opens its /metrics port to the monitoring namespaces)
+    [admin_rule] = [r for r in admin["spec"]["ingress"] if r["ports"][0]["port"] == 9192]
     sources = admin_rule["from"]
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "platform-ops"}}} in sources
     assert all("namespaceSelector" in s or "podSelector" in s for s in sources)

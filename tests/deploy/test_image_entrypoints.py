@@ -67,7 +67,7 @@ def test_dockerfile_is_multi_stage_non_root_with_tessera_as_entrypoint():
     assert runtime["copy_from"] == [["/opt/tessera", "/opt/tessera"]]  # only the built venv crosses over
     assert runtime["env"]["PYTHONDONTWRITEBYTECODE"] == "1"  # nothing written to a read-only root
     text = (ROOT / "Dockerfile").read_text()
-    assert "tessera_authz-*.whl)[envoy,postgres]" in text
+    assert "tessera_authz-*.whl)[envoy,postgres,console]" in text
 
 
 class Pod:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -117,7 +118,9 @@ def _run_suite(node: str, entry: Path, url: str, out: Path, token: str | None) -
     )
     results: dict[str, tuple[str, ...]] = {}
     for checks in sorted(out.glob("server-*/checks.json")):
-        scenario = checks.parent.name.removeprefix("server-").rsplit("-20", 1)[0]
+        # results/server-<scenario>-<ISO timestamp with dashes>/checks.json
+        scenario = re.sub(r"-\d{4}-\d{2}-\d{2}T[\d-]+Z?$", "", checks.parent.name.removeprefix("server-"))
+        assert scenario not in results, checks
         results[scenario] = tuple(sorted(f"{c['id']}={c['status']}" for c in json.loads(checks.read_text())))
     assert results, proc.stdout[-3000:] + proc.stderr[-3000:]
     return results

@@ -237,3 +237,14 @@ def test_draft_validation_shows_line_numbered_errors_and_a_viewer_cannot_save(
         {"tenant": "contoso", "name": "mine", "source": "package tessera\n", "csrf": victor.csrf()},
     )
     assert refused.status_code == 403 and "admin" in refused.text
+
+
+def test_event_detail_finds_an_event_by_sequence(console_stack: ConsoleStack) -> None:
+    token = console_stack.gateway.token()
+    for n in range(3):
+        console_stack.gateway.call("read_invoice", {"invoice_id": f"INV-100{n}"}, token=token)
+    session = console_stack.sign_in("victor")
+    for seq in (1, 2):
+        page = session.get(f"/console/audit/event?tenant=demo&seq={seq}")
+        assert page.status_code == 200 and f"Event {seq} of demo" in page.text
+    assert session.get("/console/audit/event?tenant=demo&seq=999999").status_code == 404

@@ -45,3 +45,15 @@ def test_no_console_no_route() -> None:
     doc = yaml.safe_load(render_envoy_config(**BASE))
     assert "console" not in [r.get("name") for r in _vhost(doc)["routes"]]
     assert "tessera_console" not in [c["name"] for c in doc["static_resources"]["clusters"]]
+
+
+def test_envoy_config_command_routes_the_console_to_a_service_name(tmp_path: Path) -> None:
+    from authz.cli import main
+
+    out = tmp_path / "front.yaml"
+    assert main(["envoy-config", "--mode", "front-proxy", "--upstream", "tools:9000", "--console",
+                 "tessera-console:9470", "--output", str(out)]) == 0  # fmt: skip
+    doc = yaml.safe_load(out.read_text())
+    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "tessera_console"]
+    assert cluster["type"] == "STRICT_DNS"
+    assert "console" in [r.get("name") for r in _vhost(doc)["routes"]]

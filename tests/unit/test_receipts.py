@@ -217,6 +217,12 @@ def test_the_replay_cache_is_bounded_and_refuses_what_it_may_have_forgotten():
     assert not cache.claim("d", 103, 101)
 
 
+def test_the_fast_signer_signs_exactly_like_cryptography():
+    (key,) = keys("r1")
+    message = b"header.claims"
+    assert ReceiptSigner(key)._sign(message) == key.private_key.sign(message)
+
+
 def test_derived_keys_are_stable_per_kid_and_master():
     ring = KeyRing(Secret(b"m" * 32))
     one, two = derived_keys(["r1", "r2"], ring.derive_subkey), derived_keys(["r1"], ring.derive_subkey)

@@ -1,0 +1,88 @@
+"""The SDK's token exchange (authz.client.exchange_token): the request it sends and how it reads each
+answer, against a real HTTP server on 127.0.0.1 answering as the gateway would."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+from authz.client import CapabilityError, GatewayError, UnavailableError, aexchange_token, exchange_token
+
+
+class Answers:
+    def __init__(self) -> None:
+        self.status = 200
+        self.body: Any = {}
+        self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
+
+
+@pytest.fixture
+def gateway() -> Iterator[tuple[str, Answers]]:
+    answers = Answers()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["content-length"])
+            form = parse_qs(self.rfile.read(length).decode())
+            answers.requests.append((self.path, self.headers["content-type"], form))
+            body = json.dumps(answers.body).encode() if not isinstance(answers.body, bytes) else answers.body
+            self.send_response(answers.status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", answers
+    server.shutdown()
+    server.server_close()
+
+
+def _status(code: int, error: str) -> dict:
+    return {
+        "code": code,
+        "message": f"refused: {error}",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "metadata": {"error": error}}],
+    }
+
+
+def test_the_request_is_an_rfc_8693_form_and_the_token_comes_back(gateway):
+    url, answers = gateway
+    answers.body = {"access_token": "macaroon", "token_type": "Bearer"}
+    assert exchange_token(url + "/v1/mcp", "eyJ.jwt.sig", tools=["a", "b"]) == "macaroon"
+    path, content_type, form = answers.requests[-1]
+    assert path == "/v1/oauth/token" and content_type == "application/x-www-form-urlencoded"
+    assert form == {
+        "grant_type": ["urn:ietf:params:oauth:grant-type:token-exchange"],
+        "subject_token": ["eyJ.jwt.sig"],
+        "subject_token_type": ["urn:ietf:params:oauth:token-type:access_token"],
+        "scope": ["a b"],
+    }
+
+
+async def test_answers_map_to_the_sdk_errors(gateway):
+    url, answers = gateway
+    answers.status, answers.body = 400, _status(3, "invalid_scope")
+    with pytest.raises(CapabilityError) as refused:
+        exchange_token(url, "eyJ.jwt.sig")
+    assert refused.value.data["error"] == "invalid_scope" and refused.value.reason == "refused: invalid_scope"
+    answers.status, answers.body = 503, _status(14, "")
+    with pytest.raises(UnavailableError):
+        await aexchange_token(url, "eyJ.jwt.sig")
+    answers.status, answers.body = 502, b"upstream connect error"
+    with pytest.raises(GatewayError) as broken:
+        exchange_token(url, "eyJ.jwt.sig")
+    assert broken.value.http_status == 502
+    with pytest.raises(ValueError):
+        exchange_token(url, "eyJ.jwt.sig", tools="a")
