@@ -241,6 +241,22 @@ def test_regorus_denies_an_integer_it_cannot_hold_exactly() -> None:
     assert policy.evaluate(policy_input("transfer_funds", {"amount": 2**63 - 1})).escalated
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ({1, 2}, "not JSON-compatible"),
+        (float("nan"), "non-finite"),
+        (float("-inf"), "non-finite"),
+        (b"bytes", "not JSON-compatible"),
+        ("unpaired \ud800 surrogate", "surrogate"),
+    ],
+)
+def test_regorus_denies_unusable_input_with_a_clear_reason(value, reason) -> None:
+    policy = compile_policy(SHIPPED["authz/policy/examples/demo.rego"], engine="regorus")
+    result = policy.evaluate(policy_input("transfer_funds", {"amount": 5, "x": value}))
+    assert result.outcome == "deny" and result.error and reason in result.reason, result
+
+
 def test_regorus_denies_input_nested_too_deep() -> None:
     policy = compile_policy(SHIPPED["authz/policy/examples/demo.rego"], engine="regorus")
     deep: object = 1
