@@ -282,3 +282,28 @@ def test_the_engine_comes_from_tessera_policy_engine(tmp_path) -> None:
         load({**base, "TESSERA_POLICY_ENGINE": "opa"})
     with pytest.raises(InvalidArgument):
         compile_policy(SHIPPED["authz/policy/examples/demo.rego"], engine="opa")
+
+
+async def test_admin_validation_compiles_on_the_configured_engine(tmp_path) -> None:
+    from authz.api.admin.v1 import policy_service_pb2 as policy_pb
+    from authz.server.admin.app import build_admin_runtime
+    from authz.server.admin.policies import PolicyService
+
+    no_v1 = 'package tessera\n\ndecision := {"allow": true} if input.tool == "read_invoice"\n'
+    env = {
+        "TESSERA_MASTER_KEY": "k" * 32,
+        "TESSERA_VAR_DIR": str(tmp_path),
+        "TESSERA_DATABASE_URL": f"sqlite:///{tmp_path / 'admin.db'}",
+    }
+    for engine, valid in (("regopy", True), ("regorus", False)):
+        runtime = await build_admin_runtime(load({**env, "TESSERA_POLICY_ENGINE": engine}))
+        try:
+            assert runtime.policy_engine == engine
+            answer = await PolicyService(runtime).ValidatePolicy(
+                policy_pb.ValidatePolicyRequest(tenant="demo", source=no_v1), None
+            )
+        finally:
+            await runtime.store.close()
+        assert answer.valid is valid, (engine, answer)
+        if not valid:
+            assert "import rego.v1" in answer.diagnostics[0].message
