@@ -48,11 +48,12 @@ class Validation:
         return self.compiled is not None
 
 
-def validate_source(source: str) -> Validation:
-    """Compile ``source``; problems come back as diagnostics (an oversized source is one at 0:0)."""
+def validate_source(source: str, engine: str | None = None) -> Validation:
+    """Compile ``source`` (on ``engine``, as the check services will); problems come back as
+    diagnostics (an oversized source is one at 0:0)."""
     digest = policy_hash(source) if isinstance(source, str) else ""
     try:
-        return Validation(compile_policy(source), (), digest)
+        return Validation(compile_policy(source, engine=engine), (), digest)
     except PolicyCompileError as exc:
         diagnostics = tuple(exc.diagnostics) or (CompileDiagnostic(0, 0, exc.message),)
         return Validation(None, diagnostics, digest)
@@ -60,9 +61,9 @@ def validate_source(source: str) -> Validation:
         return Validation(None, (CompileDiagnostic(0, 0, exc.message),), digest)
 
 
-def compile_or_raise(source: str) -> CompiledPolicy:
+def compile_or_raise(source: str, engine: str | None = None) -> CompiledPolicy:
     """Compile ``source``; PolicyCompileError (with every diagnostic) when it does not compile."""
-    result = validate_source(source)
+    result = validate_source(source, engine)
     if result.compiled is None:
         first = result.diagnostics[0]
         raise PolicyCompileError(f"the policy does not compile: {first}", list(result.diagnostics))

@@ -145,6 +145,7 @@ class Forwarder:
     ):
         self.store = store
         self._cache = cache
+        self._primed: set[str] = set()
         self.sink = sink
         self.settings = settings or ForwarderSettings()
         self.holder = holder or default_holder()
@@ -191,6 +192,9 @@ class Forwarder:
         return True
 
     async def forward_tenant(self, tenant: str) -> None:
+        if tenant not in self._primed:
+            await self._prime(tenant)
+            self._primed.add(tenant)
         while True:
             cursor = await self.store.get_forwarder_cursor(tenant, self.sink.name)
             batch = await self._read(tenant, cursor.seq + 1, cursor.seq + self.settings.batch_size)
@@ -230,6 +234,27 @@ class Forwarder:
                     attempts,
                     outcome.reason,
                 )
+
+    async def _prime(self, tenant: str) -> None:
+        """A sink that keeps a time window (a notifier's rate rule) gets the events it already
+        acknowledged within that window, read back from the chain, before its first batch."""
+        window_ms = getattr(self.sink, "window_ms", lambda: None)()
+        if not window_ms:
+            return
+        cursor = await self.store.get_forwarder_cursor(tenant, self.sink.name)
+        if cursor.seq == 0:
+            return
+        last = await self._read(tenant, cursor.seq, cursor.seq)
+        if not last:
+            return
+        events: list[ForwardEvent] = []
+        rows = self.store.iter_events(tenant, since_ms=last[0].time_ms - window_ms)
+        async with aclosing(rows) as records:  # type: ignore[type-var]
+            async for record in records:
+                if record.seq > cursor.seq:
+                    break
+                events.append(forward_event(record))
+        self.sink.prime(tenant, events, cursor.seq)  # type: ignore[attr-defined]
 
     # -- dead letters ----------------------------------------------------------------------------------
     async def _dead_letter(

@@ -168,9 +168,8 @@ class _Notifier:
 
     async def send(self, batch: Sequence[ForwardEvent]) -> Outcome:
         for event in batch:
-            if ((event.event.get("tessera") or {}).get("details") or {}).get("sink") == self.name:
-                continue  # a dead letter of this very notifier: posting it here would fail the same way
-            if not self.rule.matches(event):
+            # (not a dead letter of this very notifier: posting it here would fail the same way)
+            if not self._counts(event):
                 continue
             if self.rate is None:
                 outcome = await self._post(event, _summary(event), event.hash)
@@ -179,6 +178,25 @@ class _Notifier:
             if not isinstance(outcome, Ack):
                 return outcome
         return Ack()
+
+    def window_ms(self) -> int | None:
+        """How far back a rate rule counts (the forwarder primes the window with it after a start)."""
+        return self.rate.minutes * 60_000 if self.rate is not None else None
+
+    def prime(self, tenant: str, events: Sequence[ForwardEvent], upto: int) -> None:
+        """Rebuild the tenant's rate window from the events already delivered (up to the cursor
+        ``upto``), so a restart in the middle of a burst neither misses its alert nor repeats it."""
+        if self.rate is None or not events:
+            return
+        window = self._windows.setdefault(tenant, _RateWindow())
+        horizon = events[-1].time_ms - self.rate.minutes * 60_000
+        window.times = deque(e.time_ms for e in events if e.time_ms > horizon and self._counts(e))
+        window.counted_upto = upto
+        window.armed = len(window.times) <= self.rate.more_than
+
+    def _counts(self, event: ForwardEvent) -> bool:
+        own = ((event.event.get("tessera") or {}).get("details") or {}).get("sink") == self.name
+        return not own and self.rule.matches(event)
 
     async def _count(self, event: ForwardEvent) -> Outcome:
         assert self.rate is not None

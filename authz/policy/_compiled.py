@@ -169,8 +169,12 @@ def compile_policy(source: str, *, version: int = 0, engine: str | None = None) 
         offset = raw.index(b"\x00")
         line, column = line_column(raw, offset)
         raise compile_error_from([CompileDiagnostic(line, column, "policy source contains a NUL character")])
-    program = RegoProgram(source) if engine == "regopy" else RegorusProgram(source)
-    _check_shape(source, raw)
+    if engine == "regopy":
+        program: RegoProgram | RegorusProgram = RegoProgram(source)
+        _check_shape(source, raw)
+    else:
+        _check_shape(source, raw)  # first: the shape diagnostics point at their line, the v1 check cannot
+        program = RegorusProgram(source)
     return CompiledPolicy(source, version, policy_hash(source), program)
 
 

@@ -99,6 +99,8 @@ class RegorusProgram:
             _check_depth(input)
             _check_numbers(input)
             text = _encode(input)
+            if not text.isascii():
+                text.encode("utf-8")  # an unpaired surrogate cannot reach the engine: say so here
         except Exception as exc:  # anything the input conversion raises is the caller's bad input
             return EngineResult("error", message=f"policy input could not be passed to the engine: {exc}")
         with self._lock:
@@ -114,13 +116,17 @@ class RegorusProgram:
 
 
 def _check_numbers(value: Any) -> None:
-    """Refuse integers the engine would round (it holds i64/u64 exactly, larger ones as floats)."""
+    """Refuse integers the engine would round (it holds i64/u64 exactly, larger ones as floats) and
+    non-finite floats (JSON has none)."""
     stack = [value]
     while stack:
         item = stack.pop()
         if type(item) is int:
             if not _INT_MIN <= item < _INT_LIMIT:
                 raise ValueError("an integer in the input is too large for the regorus engine")
+        elif type(item) is float:
+            if item != item or item in (float("inf"), float("-inf")):
+                raise ValueError("input contains a non-finite number")
         elif isinstance(item, Mapping):
             stack.extend(item.values())
         elif isinstance(item, list | tuple):

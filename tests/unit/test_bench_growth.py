@@ -35,3 +35,16 @@ def test_rounds_alternate_between_cases_and_the_fastest_counts():
     best = asyncio.run(_fastest({"a": case("a"), "b": slow_b}))
     assert best == {"a": 3.0, "b": 2.0}
     assert order == ["a", "b"] * ROUNDS
+
+
+def test_engine_rows_time_regorus_against_regopy_on_the_same_policy(monkeypatch):
+    import bench.growth as growth
+
+    # A small stand-in for the 1,000-rule policy keeps this fast; the real size runs in make bench.
+    monkeypatch.setattr(growth, "policy_source", lambda rules: policy_source(5))
+    groups = asyncio.run(growth.engine_rows())
+    assert [list(g) for g in groups] == [
+        ["policy evaluation, demo policy, regopy", "policy evaluation, demo policy, regorus"],
+        ["policy evaluation, 1,000 rules, regopy", "policy evaluation, 1,000 rules, regorus"],
+    ]  # regopy first: each group's ratio is regorus' time over regopy's
+    assert all(0 < micros < float("inf") for g in groups for micros in g.values())

@@ -226,3 +226,34 @@ async def test_a_slack_url_is_never_in_an_error_a_log_or_an_event(store, http, c
     assert "<webhook URL>" in dead.reason
     for text in (dead.reason, cursor.last_error or "", *events, caplog.text):
         assert "s3cr3t" not in text
+
+
+async def test_a_restart_in_the_middle_of_a_burst_neither_misses_nor_repeats_the_rate_alert(store, http):
+    await store.append_events([deny(f"a{i}", "transfer_funds", i) for i in range(3)])  # 3: not above 3
+    code = (await anext(store.iter_events("acme"))).event
+    code = json.loads(code)["tessera"]["code"]
+    receiver = Receiver(slack_check, ok=(200, {}, b"ok")).start()
+
+    def notifier() -> SlackSink:  # a fresh process: a new sink object with an empty window
+        rule = NotifyRule(decisions=("deny",), codes=(code,), tools=("transfer_funds",), actions=())
+        return SlackSink("slack", Secret(receiver.url + SLACK_PATH), http, rule=rule, rate=RateRule(3, 5))
+
+    async def one_process_pass() -> None:
+        """A process that starts, forwards what is there and stops (releasing its lease, as on SIGTERM)."""
+        forwarder = Forwarder(store, notifier(), FAST)
+        await forwarder.pass_once()
+        await store.release_forwarder_lease("slack", forwarder.holder)
+
+    try:
+        await one_process_pass()
+        assert receiver.accepted == []
+        await store.append_events([deny("a3", "transfer_funds", 3)])  # the 4th within 5 minutes
+        await one_process_pass()  # restarted: the window is read back from the chain
+        assert len(receiver.accepted) == 1
+        await store.append_events([deny("a4", "transfer_funds", 3.5)])  # still the same burst
+        await one_process_pass()  # restarted again: no second alert
+        assert len(receiver.accepted) == 1
+        assert (await store.get_forwarder_cursor("acme", "slack")).seq == 5
+    finally:
+        receiver.stop()
+    assert receiver.accepted[0].json()["text"].startswith("Rate alert in acme: 4 events")

@@ -46,6 +46,9 @@ class AdminRuntime:
     #: Peers whose ``x-forwarded-for`` names the real client (Envoy in front of the admin port): the
     #: limiter counts that client, not the proxy every REST caller shares.
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = LOOPBACK_PROXIES
+    #: The Rego engine the check services compile policies with (TESSERA_POLICY_ENGINE): validation,
+    #: dry runs and promotions compile on the same one.
+    policy_engine: str = "regopy"
 
     async def audit(self, tenant: str | None, action: str, target: str, details: Mapping[str, Any]) -> None:
         """Record one mutation in the tenant's chain (``_admin`` when it belongs to no tenant), as the

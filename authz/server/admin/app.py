@@ -313,6 +313,7 @@ async def build_admin_runtime(config: TesseraConfig, settings: AdminSettings | N
         authenticator=TokenAuthenticator(keyring, cache_size=1000),
         clock=time.time,
         intent_http=bool(config.intent.http_url),
+        policy_engine=config.check.policy_engine,
         outbound=OutboundClient(
             policy_from_config(config),
             timeout_s=settings.webhook_timeout_s,

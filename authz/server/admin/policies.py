@@ -121,7 +121,7 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
     # -- validate and dry-run ----------------------------------------------------------------------------
     async def ValidatePolicy(self, request: pb.ValidatePolicyRequest, context) -> pb.ValidatePolicyResponse:
         source = await self._candidate_source(request)
-        result = await asyncio.to_thread(logic.validate_source, source)
+        result = await asyncio.to_thread(logic.validate_source, source, self.rt.policy_engine)
         return pb.ValidatePolicyResponse(
             valid=result.valid,
             diagnostics=[
@@ -133,13 +133,16 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
     async def DryRunPolicy(self, request: pb.DryRunPolicyRequest, context) -> pb.DryRunPolicyResponse:
         await self.rt.require_tenant(request.tenant)
         source = await self._candidate_source(request)
-        candidate = await asyncio.to_thread(logic.compile_or_raise, source)
+        candidate = await asyncio.to_thread(logic.compile_or_raise, source, self.rt.policy_engine)
         active_version = await self._active(request.tenant)
         active = None
         if active_version is not None:
             try:
                 active = await asyncio.to_thread(
-                    compile_policy, active_version.source, version=active_version.version
+                    compile_policy,
+                    active_version.source,
+                    version=active_version.version,
+                    engine=self.rt.policy_engine,
                 )
             except InvalidArgument:
                 active = None  # a stored policy that no longer compiles: the tenant denies everything
@@ -194,7 +197,7 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
     async def PromotePolicy(self, request: pb.PromotePolicyRequest, context) -> pb.PromotePolicyResponse:
         await self.rt.require_tenant(request.tenant)
         source = await self._candidate_source(request)
-        compiled = await asyncio.to_thread(logic.compile_or_raise, source)
+        compiled = await asyncio.to_thread(logic.compile_or_raise, source, self.rt.policy_engine)
         previous = await self._active(request.tenant)
         version = await self.rt.audited(
             lambda: self.rt.store.promote_policy(
@@ -236,7 +239,7 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
                 f"tenant {request.tenant!r} has no policy version {target}", reason="POLICY_VERSION_NOT_FOUND"
             )
         await asyncio.to_thread(
-            logic.compile_or_raise, source
+            logic.compile_or_raise, source, self.rt.policy_engine
         )  # never activate what the check path cannot load
         version = await self.rt.audited(
             lambda: self.rt.store.activate_policy(request.tenant, target, principal().identity),
