@@ -188,7 +188,9 @@ def test_receipts_name_the_server_they_were_issued_for(two_servers: Gateway):
     assert answered.status_code == 200, answered.text
     host, port = two_servers.stack.mcp_servers["billing"]
     seen = httpx.get(f"http://{host}:{port}/_demo/requests", params={"path": "/mcp"}, timeout=5).json()
-    token = seen["requests"][-1]["headers"]["x-tessera-receipt"][0]
+    decision = answered.headers["x-tessera-decision-id"]
+    (forwarded,) = [r for r in seen["requests"] if r["headers"].get("x-tessera-decision-id") == [decision]]
+    token = forwarded["headers"]["x-tessera-receipt"][0]
     keys = httpx.get(f"{two_servers.url}/v1/admin/receipt-keys", timeout=5).json()
     assert ReceiptVerifier(keys, server="billing").verify(token, body).server == "billing"
     with pytest.raises(ReceiptError, match="another tool server"):

@@ -37,10 +37,14 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         stack.stop()
 
 
-def forwarded_receipt(gw: Gateway) -> tuple[str, dict]:
-    """The receipt on the last request the demo server saw, and that request's record."""
-    (last,) = gw.upstream_requests("/mcp")[-1:]
-    return last["headers"]["x-tessera-receipt"][0], last
+def forwarded_receipt(gw: Gateway, answered: httpx.Response) -> tuple[str, dict]:
+    """The receipt on the request the demo server saw for ``answered`` (found by its decision id: the
+    intent catalog's own tools/list fetches reach the server too), and that request's record."""
+    decision = answered.headers["x-tessera-decision-id"]
+    (seen,) = [
+        r for r in gw.upstream_requests("/mcp") if r["headers"].get("x-tessera-decision-id") == [decision]
+    ]
+    return seen["headers"]["x-tessera-receipt"][0], seen
 
 
 def direct(gw: Gateway, body: bytes, receipt: str | None = None) -> httpx.Response:
@@ -55,7 +59,7 @@ def test_an_allowed_call_carries_a_receipt_bound_to_its_body_and_audit_position(
     body = _body_of()
     response = gw.mcp(None, gw.token(), raw=body)
     assert response.status_code == 200 and "result" in response.json(), response.text
-    token, _ = forwarded_receipt(gw)
+    token, _ = forwarded_receipt(gw, response)
     keys = httpx.get(f"{gw.url}/v1/admin/receipt-keys", timeout=5)  # through Envoy, no admin key
     assert keys.status_code == 200, keys.text
     verifier = ReceiptVerifier(keys.json())
@@ -94,7 +98,7 @@ def test_a_receipt_copied_onto_another_body_or_replayed_is_refused(gw: Gateway):
     gw.clear_upstream()
     allowed = gw.call(*READ, token=gw.token())
     assert allowed.status_code == 200 and "result" in allowed.json(), allowed.text
-    token, _ = forwarded_receipt(gw)
+    token, _ = forwarded_receipt(gw, allowed)
     swapped = direct(gw, json.dumps(DELETE_BODY).encode(), token)
     assert swapped.status_code == 403 and swapped.json()["error"]["code"] == "receipt_wrong_body"
     replayed = direct(gw, _body_of(), token)  # the very bytes the gateway forwarded
@@ -106,7 +110,7 @@ def test_a_client_cannot_bring_its_own_receipt_through_the_gateway(gw: Gateway):
     gw.clear_upstream()
     response = gw.call(*READ, token=gw.token(), headers={"x-tessera-receipt": "forged.receipt.value"})
     assert response.status_code == 200 and "result" in response.json(), response.text
-    token, _ = forwarded_receipt(gw)
+    token, _ = forwarded_receipt(gw, response)
     assert token != "forged.receipt.value" and token.count(".") == 2
 
 
@@ -149,7 +153,7 @@ def test_rotation_keeps_receipts_of_the_previous_key_valid_until_they_expire(gw:
         gw.clear_upstream()
         rotated = gw.call(*READ, token=gw.token())
         assert rotated.status_code == 200 and "result" in rotated.json(), rotated.text
-        token, _ = forwarded_receipt(gw)
+        token, _ = forwarded_receipt(gw, rotated)
         assert ReceiptVerifier(published).verify(token, _body_of()).kid == "r2"
         # In flight across the switch: signed under r1, not yet expired -> the tool server accepts it.
         accepted = direct(gw, body, old_receipt(time.time() - 5, "in-flight"))
