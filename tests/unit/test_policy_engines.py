@@ -5,6 +5,7 @@ every regorus failure is a deny. Both engines are the real libraries, run in pro
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -41,8 +42,10 @@ def _format_values(fmt: str, text: str, *, regorus: bool) -> list[str] | None:
 def _same_value(a: str, b: str) -> bool:
     if a == b:
         return True
-    try:  # the engines format some floats differently (8.1e-38 vs 0.000...81): same number
-        return float(a) == float(b)
+    # The engines format floats differently: regopy with 16 significant digits (148714.6637884043),
+    # regorus the shortest exact form (148714.66378840432), tiny ones in full (0.000...81 vs 8.1e-38).
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-15)
     except ValueError:
         return False
 
@@ -82,6 +85,16 @@ def test_the_sprintf_normaliser_is_exact() -> None:
     )
     assert not same_reason(regopy, "transfer of 50000 exceeds the 10000 threshold!", src)
     assert not same_reason(regopy, "transfer of 50001exceeds the 10000threshold", src)
+    assert same_reason(
+        "transfer of 148714.6637884043 exceeds the 1 threshold",
+        "transfer of 148714.66378840432exceeds the 1threshold",
+        src,
+    )
+    assert not same_reason(
+        "transfer of 148714.6637884 exceeds the 1 threshold",
+        "transfer of 148714.66378840432exceeds the 1threshold",
+        src,
+    )
     assert not same_reason(regopy, "transfer of 50000 exceeds the 10000threshold", "no format here")
 
 
@@ -109,16 +122,17 @@ def test_shipped_policies_decide_the_same_on_fixed_inputs(engines, name) -> None
         assert normalised > 0  # the sprintf difference is really exercised, and normalised exactly
 
 
+# Subnormal floats are left out: regopy cannot read them (see the test below), regorus can.
 _json_scalar = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False)
     | st.text(max_size=12)
 )
 _amount = (
     st.integers(min_value=-(10**7), max_value=10**7)
-    | st.floats(min_value=-1e7, max_value=1e7, allow_nan=False)
+    | st.floats(min_value=-1e7, max_value=1e7, allow_nan=False, allow_subnormal=False)
     | st.sampled_from([0, 1, 10000, 10000.0, 10001, 100000, 100001, "100", None, True])
     | _json_scalar
 )
@@ -165,6 +179,7 @@ def demo_inputs(draw) -> dict:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=demo_inputs())
 @example(doc=policy_input("transfer_funds", {"amount": 8.13323738118193e-38}))
+@example(doc=policy_input("transfer_funds", {"amount": 148714.66378840432}))
 @example(
     doc=policy_input(
         "transfer_funds", {"amount": 123456789.5, "iban": "DE"}, {"id": "a", "status": "approved"}
@@ -175,6 +190,18 @@ def test_shipped_policies_decide_the_same_on_generated_inputs(engines, doc) -> N
         assert_same(
             source, engines[name]["regopy"].evaluate(doc), engines[name]["regorus"].evaluate(doc), doc
         )
+
+
+def test_a_subnormal_number_is_the_one_known_decision_difference() -> None:
+    # rego-cpp's number parser refuses subnormal floats, so regopy fails closed (deny, error) where
+    # regorus decides as OPA would; found by the generated inputs above. Both are safe.
+    source = SHIPPED["authz/policy/examples/demo.rego"]
+    doc = policy_input("transfer_funds", {"amount": 2.2250738585e-313})
+    regopy, regorus = (compile_policy(source, engine=e).evaluate(doc) for e in POLICY_ENGINES)
+    assert regopy.outcome == "deny" and regopy.error
+    assert regorus.allowed and same_reason(
+        "transfer of 2.2250738585e-313 is within the 10000 limit", regorus.reason, source
+    )
 
 
 BAD_POLICIES = {
