@@ -499,8 +499,10 @@ _base_ids = itertools.count()
 
 def _unique_base_id() -> int:
     # Envoy's hot-restart shared memory and domain sockets are keyed by base id: two Envoys on one
-    # machine must differ. pid (22 bits) x a per-process counter (5 bits), never 0 (Envoy's default).
-    return ((os.getpid() & 0x3FFFFF) << 5 | (next(_base_ids) & 0x1F)) + 1
+    # machine must differ. pid (16 bits) x a per-process counter (11 bits), never 0 (Envoy's default).
+    # The counter must not wrap while an earlier Envoy of the same process still runs: a test session
+    # keeps one stack up while it starts hundreds of others (5 bits wrapped after 32 and collided).
+    return ((os.getpid() & 0xFFFF) << 11 | (next(_base_ids) & 0x7FF)) + 1
 
 
 # Sets the parent-death signal (Linux prctl PR_SET_PDEATHSIG = 1, SIGTERM = 15) in the child, gives up if

@@ -29,6 +29,8 @@ from authz.secrets import Secret
 QUIET_LOGGERS = (
     "httpx",
     "httpcore",
+    "httpx2",  # the mcp SDK's HTTP client (the intent catalog's tools/list fetch)
+    "httpcore2",
     "grpc",
     "grpc._cython",
     "asyncio",

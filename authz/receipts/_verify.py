@@ -23,6 +23,9 @@ DEFAULT_LEEWAY_S = 5
 DEFAULT_REPLAY_CACHE = 100_000
 #: An unknown key id triggers a JWKS fetch at most this often (a forged kid must not hammer Tessera).
 MIN_REFETCH_S = 10.0
+#: After a failed fetch (Tessera not up yet, a network blip) the next one may come this soon: a tool
+#: server that starts before Tessera must not refuse calls for ``min_refetch_s`` once Tessera is up.
+FAILED_REFETCH_S = 0.25
 MAX_JWKS_BYTES = 64 * 1024
 
 
@@ -129,6 +132,7 @@ class ReceiptVerifier:
         self._fetch_timeout_s = fetch_timeout_s
         self._fetch = fetch
         self._fetched_at: float | None = None
+        self._fetch_failed = False
         self._fetch_lock = asyncio.Lock()
 
     @staticmethod
@@ -149,14 +153,17 @@ class ReceiptVerifier:
         if self._jwks_url is None:
             return
         self._fetched_at = self._clock()
+        self._fetch_failed = True
         self._keys = load_jwks(self._fetch(self._jwks_url, self._fetch_timeout_s))
+        self._fetch_failed = False
 
     async def arefresh(self) -> None:
         await asyncio.to_thread(self.refresh)
 
     def _may_refetch(self) -> bool:
+        interval = min(self._min_refetch_s, FAILED_REFETCH_S) if self._fetch_failed else self._min_refetch_s
         return self._jwks_url is not None and (
-            self._fetched_at is None or self._clock() - self._fetched_at >= self._min_refetch_s
+            self._fetched_at is None or self._clock() - self._fetched_at >= interval
         )
 
     def verify(self, token: str | None, body: bytes) -> Receipt:

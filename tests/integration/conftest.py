@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,14 +81,32 @@ class Gateway:
             timeout=10,
         )
 
-    def upstream_requests(self, path: str | None = None) -> list[dict]:
+    def upstream_requests(self, path: str | None = None, *, include_tessera: bool = False) -> list[dict]:
+        """What the demo tool server received: the calls Envoy forwarded. Tessera's own requests (the
+        intent catalog's tools/list fetch, on its own schedule) are left out unless ``include_tessera``."""
         params = {"path": path} if path else {}
-        return httpx.get(f"{self.stack.upstream_url}/_demo/requests", params=params, timeout=5).json()[
+        seen = httpx.get(f"{self.stack.upstream_url}/_demo/requests", params=params, timeout=5).json()[
             "requests"
         ]
+        return seen if include_tessera else [r for r in seen if not _from_tessera_itself(r)]
 
     def clear_upstream(self) -> None:
         httpx.delete(f"{self.stack.upstream_url}/_demo/requests", timeout=5)
+
+
+def _from_tessera_itself(record: dict) -> bool:
+    """A request whose receipt Tessera signed for its own use (agent ``tessera:self``)."""
+    from authz.receipts import SELF_AGENT
+
+    for token in record.get("headers", {}).get("x-tessera-receipt", ()):
+        try:
+            payload = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (IndexError, ValueError):
+            continue
+        if claims.get("agent") == SELF_AGENT:
+            return True
+    return False
 
 
 def start_gateway(workdir: Path, **stack_kwargs: Any) -> tuple[Stack, Gateway]:

@@ -485,7 +485,7 @@ def test_logs_are_json_lines_and_hold_no_secret(traced: Gateway):
         for line in lines:
             record = json.loads(line)  # every line is one JSON object
             assert {"time", "level", "logger", "message"} <= record.keys(), line
-            assert not record["logger"].startswith(("httpx", "httpcore")) or record["level"] != "info"
+            assert not record["logger"].startswith(("httpx", "httpcore")) or record["level"] != "info", line
             if record.get("decision_id"):
                 decision_lines += 1
                 assert "trace_id" in record and "tenant" in record

@@ -205,7 +205,7 @@ def test_tesseras_own_catalog_fetch_carries_a_receipt_the_guarded_tool_server_ac
         "read_invoice",
         "transfer_funds",
     ]
-    seen = gw.upstream_requests("/mcp")
+    seen = gw.upstream_requests("/mcp", include_tessera=True)
     assert seen, "the demo server recorded no request"
     # each request of the session carried its own receipt (the server verified each: it answered)
     for record in seen:

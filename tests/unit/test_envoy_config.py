@@ -527,3 +527,13 @@ def test_envoy_process_reports_a_failed_start(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="exited"):
             envoy.__enter__()
     assert not envoy.running()
+
+
+def test_base_ids_stay_distinct_across_many_envoys_of_one_process():
+    # A test session keeps one stack's Envoy up while it starts hundreds of others: their base ids (the
+    # hot-restart socket names) must never repeat within the process, or the later Envoy exits.
+    from authz.local.envoy_config import _unique_base_id
+
+    ids = [_unique_base_id() for _ in range(600)]
+    assert len(set(ids)) == len(ids)
+    assert all(0 < i < 2**28 for i in ids)  # Envoy's hot restart multiplies it by 10 in a uint32

@@ -182,6 +182,39 @@ def test_an_unknown_key_id_refetches_the_published_keys_at_most_so_often():
     assert len(fetched) == 2
 
 
+def test_a_failed_key_fetch_is_retried_soon_not_after_the_full_interval():
+    """A tool server that starts before Tessera: its first fetch fails; a call once Tessera is up must
+    not be refused for the whole refetch interval."""
+    clock = Clock()
+    (r1,) = keys("r1")
+    signer = ReceiptSigner(r1, clock=clock)
+    up = [False]
+    fetched: list[float] = []
+
+    def fetch(url: str, timeout: float) -> bytes:
+        fetched.append(clock.now)
+        if not up[0]:
+            raise ConnectionRefusedError("Tessera is not up yet")
+        return json.dumps(jwks([r1])).encode()
+
+    verifier = ReceiptVerifier(jwks_url="http://gw/keys", clock=clock, fetch=fetch, min_refetch_s=10)
+    with pytest.raises(ReceiptError) as refused:
+        asyncio.run(verifier.averify(issue(signer, decision_id="early"), BODY))
+    assert refused.value.reason == "keys_unavailable"
+    up[0] = True
+    with pytest.raises(ReceiptError, match="unknown key"):  # right after the failure: not yet again
+        asyncio.run(verifier.averify(issue(signer, decision_id="too-soon"), BODY))
+    clock.now += 0.3  # well inside min_refetch_s, past the short retry after a failure
+    assert asyncio.run(verifier.averify(issue(signer, decision_id="later"), BODY)).kid == "r1"
+    assert len(fetched) == 2
+    # after a successful fetch the full interval holds again for an unknown key id
+    (stranger,) = keys("r9")
+    clock.now += 1
+    with pytest.raises(ReceiptError, match="unknown key"):
+        asyncio.run(verifier.averify(issue(ReceiptSigner(stranger, clock=clock), decision_id="x"), BODY))
+    assert len(fetched) == 2
+
+
 def test_requests_arriving_during_the_first_key_fetch_wait_for_it():
     clock = Clock()
     (r1,) = keys("r1")
