@@ -266,12 +266,9 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class SlackSink(_Notifier):
-    """Slack incoming webhook (the URL is the secret): ``{"text", "blocks"}``; Slack answers 200 ``ok``,
-    400 ``invalid_payload``, 403/404/410 for a revoked hook or archived channel (dead letter), 429 with
-    ``Retry-After`` and 5xx (retried)."""
+class _IncomingWebhook(_Notifier):
+    """A chat incoming webhook whose URL is the credential (Slack, Teams)."""
 
-    vendor = "Slack"
     secret_url = True
 
     def __init__(
@@ -287,6 +284,14 @@ class SlackSink(_Notifier):
     ):
         self.name, self._url, self._http = name, url, http
         self._configure(rule, link_template, approval_link_template, rate)
+
+
+class SlackSink(_IncomingWebhook):
+    """Slack incoming webhook (the URL is the secret): ``{"text", "blocks"}``; Slack answers 200 ``ok``,
+    400 ``invalid_payload``, 403/404/410 for a revoked hook or archived channel (dead letter), 429 with
+    ``Retry-After`` and 5xx (retried)."""
+
+    vendor = "Slack"
 
     def request(
         self, event: ForwardEvent, summary: str, link: str | None, dedup_key: str
@@ -301,26 +306,11 @@ class SlackSink(_Notifier):
         return self._url.reveal().decode(), body, {"content-type": "application/json"}
 
 
-class TeamsSink(_Notifier):
+class TeamsSink(_IncomingWebhook):
     """Microsoft Teams incoming webhook (Workflows; the URL is the secret): a message with one Adaptive
     Card attachment. Teams answers 200/202; 429 and 5xx are retried, other 4xx dead-lettered."""
 
     vendor = "Teams"
-    secret_url = True
-
-    def __init__(
-        self,
-        name: str,
-        url: Secret,
-        http: HttpClient,
-        *,
-        rule: NotifyRule | None = None,
-        link_template: str | None = None,
-        approval_link_template: str | None = None,
-        rate: RateRule | None = None,
-    ):
-        self.name, self._url, self._http = name, url, http
-        self._configure(rule, link_template, approval_link_template, rate)
 
     def request(
         self, event: ForwardEvent, summary: str, link: str | None, dedup_key: str
