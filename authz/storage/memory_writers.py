@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from authz.errors import FailedPrecondition
 
 #: Column order of the ``memory_writers`` table as both stores read and write it.
 WRITER_COLUMNS = (
@@ -117,4 +119,22 @@ def writer_from_row(row: tuple) -> RegisteredWriter:
         disabled_by,
         _unb64(prev),
         until,
+    )
+
+
+def rotated(
+    writer: RegisteredWriter, public_key: bytes, previous_until: float | None, now: float
+) -> RegisteredWriter:
+    """``writer`` with ``public_key`` as its key; the old key stays valid until ``previous_until`` (None:
+    retired at once). A disabled writer is never rotated back into use (FailedPrecondition)."""
+    if writer.disabled:
+        raise FailedPrecondition(
+            f"memory writer {writer.writer_id!r} is disabled; register a new writer", reason="WRITER_DISABLED"
+        )
+    return replace(
+        writer,
+        public_key=public_key,
+        previous_public_key=writer.public_key if previous_until is not None else None,
+        previous_until=previous_until,
+        updated_at=now,
     )

@@ -14,8 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from authz.errors import AlreadyExists, FailedPrecondition, NotFound
-from authz.storage.memory_writers import WRITER_COLUMNS, RegisteredWriter, writer_from_row, writer_row
+from authz.errors import AlreadyExists, NotFound
+from authz.storage.memory_writers import (
+    WRITER_COLUMNS,
+    RegisteredWriter,
+    rotated,
+    writer_from_row,
+    writer_row,
+)
 from authz.storage.postgres._changes import bump
 
 _INSERT = (
@@ -100,17 +106,6 @@ class PostgresMemoryWriterStore:
     ) -> RegisteredWriter:
         async with self._connection() as conn, conn.transaction():
             writer = await _locked(conn, tenant, writer_id)
-            if writer.disabled:
-                raise FailedPrecondition(
-                    f"memory writer {writer_id!r} is disabled; register a new writer",
-                    reason="WRITER_DISABLED",
-                )
-            writer = replace(
-                writer,
-                public_key=public_key,
-                previous_public_key=writer.public_key if previous_until is not None else None,
-                previous_until=previous_until,
-                updated_at=now,
-            )
+            writer = rotated(writer, public_key, previous_until, now)
             await _write(conn, writer)
             return writer

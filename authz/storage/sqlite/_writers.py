@@ -10,8 +10,14 @@ import sqlite3
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from authz.errors import AlreadyExists, FailedPrecondition, NotFound
-from authz.storage.memory_writers import WRITER_COLUMNS, RegisteredWriter, writer_from_row, writer_row
+from authz.errors import AlreadyExists, NotFound
+from authz.storage.memory_writers import (
+    WRITER_COLUMNS,
+    RegisteredWriter,
+    rotated,
+    writer_from_row,
+    writer_row,
+)
 
 if TYPE_CHECKING:
     from authz.storage.sqlite._db import SQLiteDatabase
@@ -92,17 +98,6 @@ class SQLiteMemoryWriterStore:
     ) -> RegisteredWriter:
         with self.db.transaction() as conn:
             writer = _locked(conn, tenant, writer_id)
-            if writer.disabled:
-                raise FailedPrecondition(
-                    f"memory writer {writer_id!r} is disabled; register a new writer",
-                    reason="WRITER_DISABLED",
-                )
-            writer = replace(
-                writer,
-                public_key=public_key,
-                previous_public_key=writer.public_key if previous_until is not None else None,
-                previous_until=previous_until,
-                updated_at=now,
-            )
+            writer = rotated(writer, public_key, previous_until, now)
             _write(conn, writer)
             return writer
