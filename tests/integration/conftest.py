@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,14 +96,14 @@ class Gateway:
 def _from_tessera_itself(record: dict) -> bool:
     """A request whose receipt Tessera signed for its own use (agent ``tessera:self``)."""
     from authz.receipts import SELF_AGENT
+    from authz.receipts._format import parse
 
     for token in record.get("headers", {}).get("x-tessera-receipt", ()):
         try:
-            payload = token.split(".")[1]
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (IndexError, ValueError):
+            receipt, _, _ = parse(token)
+        except (ValueError, TypeError):
             continue
-        if claims.get("agent") == SELF_AGENT:
+        if receipt.agent == SELF_AGENT:
             return True
     return False
 

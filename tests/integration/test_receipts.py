@@ -7,7 +7,6 @@ until they expire."""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -188,6 +187,7 @@ def test_tesseras_own_catalog_fetch_carries_a_receipt_the_guarded_tool_server_ac
     from authz.intent import fetch_tools_list
     from authz.outbound import OutboundClient, OutboundPolicy
     from authz.receipts import SELF_AGENT, self_receipt_issuer
+    from authz.receipts._format import parse
 
     url = f"{gw.stack.upstream_url}/mcp"
 
@@ -210,10 +210,9 @@ def test_tesseras_own_catalog_fetch_carries_a_receipt_the_guarded_tool_server_ac
     # each request of the session carried its own receipt (the server verified each: it answered)
     for record in seen:
         (token,) = record["headers"]["x-tessera-receipt"]
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        assert claims["agent"] == SELF_AGENT and claims["tool"] is None, claims
-        assert claims["decision_id"].startswith("catalog-")
+        receipt, _, _ = parse(token)
+        assert receipt.agent == SELF_AGENT and receipt.tool is None, receipt
+        assert receipt.decision_id.startswith("catalog-")
     # and the stack's own refresher derived the demo tenant's catalog from that guarded server
     log = gw.stack.workdir / "check-0.log"
     deadline = time.monotonic() + 30
