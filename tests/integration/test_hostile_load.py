@@ -1,6 +1,7 @@
 """Bounded always-run version of ``make bench``'s hostile-load row (issue 13 §2): tokenless clients send
 ~800 KB, 80,000-key objects and 5,000-level nesting through the real Envoy while agents make ordinary
-calls; the agents' calls keep succeeding and the check process's memory does not climb and stay up.
+calls; the agents' calls keep succeeding and the check process's memory, measured after ordinary calls
+have warmed it, does not climb and stay up.
 (Before the fix: half of the legitimate calls failed and the process grew from 85 to 487 MB.)"""
 
 from __future__ import annotations
