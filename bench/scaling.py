@@ -8,9 +8,11 @@ fastest of five chunks; PostgreSQL: the median transaction, since the machine is
 
 - SQLite: the append transaction (canonical JSON is computed before the lock and not counted);
 - PostgreSQL (when its server binaries are found; ``fsync`` on, data on disk), with the commit waiting
-  for its WAL flush and without: from the start of the locked part of the append (the head upsert just
-  before ``FOR UPDATE``, an upper bound) to the commit's return, over 127.0.0.1; and one charge of a
-  tenant-wide budget counter (a row every call of the tenant updates; one statement, upper bound).
+  for its WAL flush and without: the append's one statement (``tessera_audit_append()``, which takes
+  the head lock and commits) from its send to its reply over 127.0.0.1, an upper bound of the lock's
+  hold (the round trip is counted, the lock is taken after the request arrives and released at its
+  commit); and one charge of a tenant-wide budget counter (a row every call of the tenant updates; one
+  statement, upper bound).
 """
 
 from __future__ import annotations
