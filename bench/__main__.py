@@ -44,7 +44,7 @@ from authz.token import KeyRing, mint
 from bench import forwarding, listing, pgrow
 from bench.growth import growth_rows
 from bench.hostile import run_hostile_load
-from bench.scaling import hold_rows
+from bench.scaling import hold_rows, sqlite_pages_per_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = "bench-master-key-0123456789abcdef0123456789"
@@ -599,15 +599,18 @@ def main(argv: list[str] | None = None) -> int:
     breakdown, decision = asyncio.run(_breakdown(workdir, body))
     growth = asyncio.run(growth_rows(decision, long=args.long))
     holds = asyncio.run(hold_rows(decision))
+    pages = asyncio.run(sqlite_pages_per_commit(decision, workdir))
     _report(rows, breakdown, audit + "\n" + hostile.summary())
     print("\n".join(listing.report(dict(rows), list_streams)))
     print("\n".join(forwarding.report(forwarding_summary)))
     print("\n".join(pgrow.report(pg_summary)))
     print("\n".join(_model_report(growth, holds)))
+    print(f"  SQLite: pages written per committed 1-event append (WAL frames)  {pages:6.2f}")
     if args.json:
         result = figures(rows, allows, answered)
         result.update(pgrow.figures(pg_summary, dict(rows)))
         result["growth"] = {name: {"us": round(us, 2), "ratio": round(r, 3)} for name, us, r in growth}
+        result["sqlite_pages_per_commit"] = round(pages, 2)
         result["chain_head_hold"] = {name: {"ms": ms, "events_per_s": eps} for name, ms, eps in holds}
         if forwarding_summary:
             result["forwarder_ratio"] = round(forwarding_summary["ratio"], 3)
