@@ -24,7 +24,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.audit import verify_chain
-from authz.local.stack import free_port, spawn, stop_process, wait_http
+from authz.local.stack import child_pids, free_port, free_port_run, spawn, stop_process, wait_http
 from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
@@ -32,20 +32,6 @@ from authz.token import KeyRing, mint
 ROOT = Path(__file__).resolve().parents[2]
 MASTER = "workers-test-master-key-0123456789abcdef0123"
 WORKERS = 2
-
-
-def _consecutive_free_ports(count: int) -> int:
-    """A base port with ``count`` free ports from it (worker i serves metrics on base + i)."""
-    for _ in range(100):
-        base = free_port()
-        try:
-            for offset in range(count):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no run of free ports")
 
 
 def _request(token: str, n: int) -> external_auth_pb2.CheckRequest:
@@ -77,11 +63,6 @@ def _decisions_counted(metrics_port: int) -> float:
         for line in text.splitlines()
         if line.startswith("tessera_decisions_total{") and 'decision="allow"' in line
     )
-
-
-def _worker_pids(supervisor: int) -> list[int]:
-    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
-    return [int(pid) for pid in children]
 
 
 class _Agents:
@@ -146,7 +127,7 @@ async def test_two_workers_share_the_port_chain_verifies_and_a_killed_worker_los
         'tenants:\n  acme:\n    intent: {mode: "off"}\n'
         f"    policy: {ROOT / 'authz/policy/examples/demo.rego'}\n"
     )
-    check_port, metrics = free_port(), _consecutive_free_ports(WORKERS)
+    check_port, metrics = free_port(), free_port_run(WORKERS)
     env = {
         "TESSERA_MASTER_KEY": MASTER,
         "TESSERA_VAR_DIR": str(tmp_path),
@@ -161,7 +142,7 @@ async def test_two_workers_share_the_port_chain_verifies_and_a_killed_worker_los
     try:
         for index in range(WORKERS):
             wait_http(f"http://127.0.0.1:{metrics + index}/readyz", 60, supervisor, f"worker {index}")
-        assert len(_worker_pids(supervisor.pid)) == WORKERS
+        assert len(child_pids(supervisor.pid)) == WORKERS
         token = mint(
             KeyRing(Secret(MASTER)),
             tenant="acme",
@@ -177,7 +158,7 @@ async def test_two_workers_share_the_port_chain_verifies_and_a_killed_worker_los
         counted = [_decisions_counted(metrics + index) for index in range(WORKERS)]
         assert all(c > 0 for c in counted), counted
 
-        victim = _worker_pids(supervisor.pid)[0]
+        victim = child_pids(supervisor.pid)[0]
         os.kill(victim, signal.SIGKILL)  # no flush, no shutdown hooks
         before = agents.count()
         _wait_answers(agents, before + 200)  # the surviving worker (and then the restarted one) answer
@@ -185,15 +166,15 @@ async def test_two_workers_share_the_port_chain_verifies_and_a_killed_worker_los
         # The supervisor replaces the dead worker: a new pid, both metrics ports ready again.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            pids = _worker_pids(supervisor.pid)
+            pids = child_pids(supervisor.pid)
             if len(pids) == WORKERS and victim not in pids:
                 break
             time.sleep(0.1)
-        assert victim not in _worker_pids(supervisor.pid)
-        assert len(_worker_pids(supervisor.pid)) == WORKERS
+        assert victim not in child_pids(supervisor.pid)
+        assert len(child_pids(supervisor.pid)) == WORKERS
         for index in range(WORKERS):
             wait_http(f"http://127.0.0.1:{metrics + index}/readyz", 60, supervisor, f"worker {index}")
-        last_pids = _worker_pids(supervisor.pid)
+        last_pids = child_pids(supervisor.pid)
         agents.stop()
         assert not [f for f in agents.failures if f.startswith("denied")], agents.failures[:5]
         # Only connections to the killed worker may have failed, and only as unavailable/cancelled.
