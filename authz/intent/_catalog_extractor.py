@@ -295,6 +295,9 @@ class _CompiledCatalog:
             found: set[str] = set()
             for word in tokenize(tool.description or ""):
                 found |= single.get(stem(word), frozenset())
+            # Actions addressed to people (send, schedule): looking the people up is part of the task.
+            for cls in infos[tool.name].classes & lexicon.addressed.keys():
+                found |= lexicon.addressed[cls]
             mentions[tool.name] = frozenset(found)
         self.mentions = mentions
         self.object_words = frozenset(objects)
@@ -502,7 +505,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 prev is not None
                 and prev not in _VERB_LEADS
                 and term.words in catalog.object_words
-                and not (term.noun and _after_light_verb(lex, stemmed, i))
+                and not ((term.noun or term.strong) and _after_light_verb(lex, stemmed, i))
             ):
                 continue  # "draft replies", "new emails": the word is the object here
             if len(term.words) == 1:  # most terms: one word, already matched by the index
@@ -698,9 +701,15 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
 _ARTICLES = frozenset(["a", "an", "the", "one", "this", "that", "ein", "eine", "einen", "die", "der", "das"])
 
 
+#: Words between a light verb and its noun that do not change it ("mach bitte ein Backup", "make us a copy").
+_FILLERS = frozenset(stem(w) for w in ["please", "bitte", "mal", "uns", "us", "me", "mir", "quick", "kurz"])
+
+
 def _after_light_verb(lex: Lexicon, stemmed: list[str], start: int) -> bool:
     k = start - 1
     if k >= 0 and stemmed[k] in _ARTICLES:
+        k -= 1
+    while k >= 0 and stemmed[k] in _FILLERS and k > start - 4:
         k -= 1
     return k >= 0 and stemmed[k] in lex.light_verbs
 
@@ -730,6 +739,8 @@ def _negation_scopes(
         cue_of.append(" ".join(tokens[i : i + cue_len]))
         # A cue right after a verb ("lösche keine Snapshots") has that verb: its scope ends at a comma.
         k, words, covered_action = i + cue_len, 0, i in ends
+        if k < n and (tokens[k] in _PARTICIPLES or tokens[k].endswith("ed")):
+            covered_action = True  # "never received, push it back": a state; the comma ends the scope
         while k < n and words < NEGATION_WINDOW:
             tok = tokens[k]
             if tok in SENTENCE_TOKENS or tok in _SCOPE_STOP_WORDS:
