@@ -34,10 +34,11 @@ CATALOGS = ("demo", "ap", "cloud", "crm")
 KINDS = {"para", "syn", "multi", "neg", "scope", "inj", "de", "other"}
 
 
-#: The parts the targets are held on. holdout2 was added untuned (false-deny rate 16.9 %, catch 100 %),
-#: stood at 12.5 % / 99.3 % after the second round, and is development data since the third round read
-#: its misses (lexicon 3: 1.5 % / 99.3 %).
-TARGET_PARTS = ("cases", "holdout", "holdout2")
+#: The parts the targets are held on, each on its own. holdout2 was added untuned (false-deny rate 16.9 %,
+#: catch 100 %), stood at 12.5 % / 99.3 % after the second round, and is development data since the third
+#: round read its misses (lexicon 3: 1.5 % / 99.3 %). holdout3, measured once after the third round and
+#: never tuned on: 1.6 % / 99.5 %.
+TARGET_PARTS = ("cases", "holdout", "holdout2", "holdout3")
 
 
 def corpus(parts: tuple[str, ...] | None = None) -> list[tuple[str, Path]]:
@@ -76,9 +77,10 @@ def test_the_corpus_is_large_varied_and_well_formed():
     assert len(german) >= 40 and sum(c["kind"] == "inj" for c in cases) >= 30
 
 
-def test_the_built_in_extractor_meets_the_targets_on_the_corpus():
+@pytest.mark.parametrize("part", TARGET_PARTS)
+def test_the_built_in_extractor_meets_the_targets_on_each_part_of_the_corpus(part):
     totals = {"allow_cases": 0, "deny_cases": 0, "false_denies": 0, "missed_denies": 0}
-    for name, path in corpus(TARGET_PARTS):
+    for name, path in corpus((part,)):
         report = asyncio.run(
             evaluate(catalog_extractor(load_tools_list(DATA / f"{name}_tools.json")), load_cases(path))
         )
