@@ -53,6 +53,40 @@ ITEM_KINDS: Mapping[str, tuple[str, str]] = {
     "resourceTemplates": ("resource_template", "uriTemplate"),
 }
 
+#: The MCP requests that read one listed item, and the ``params`` member that names it: each is decided
+#: like that item's entry in its list (:meth:`ListFilter.item_verdict`), so whatever a list withholds
+#: from a caller, a direct get or read of it is denied. ``completion/complete`` names its item in
+#: ``params.ref`` (a prompt by ``name``, a resource template by ``uri``).
+ITEM_METHODS: Mapping[str, tuple[str, str]] = {
+    "prompts/get": ("prompt", "name"),
+    "resources/read": ("resource", "uri"),
+    "resources/subscribe": ("resource", "uri"),
+}
+_COMPLETION_REFS = {"ref/prompt": ("prompt", "name"), "ref/resource": ("resource_template", "uri")}
+
+
+def item_of(method: str, params: Any) -> tuple[str, str] | None:
+    """``(kind, name)`` of the item an item request names, None for any other method.
+
+    Raises :class:`ValueError` when an item request does not name its item (it cannot be judged, so it
+    is refused as invalid params rather than forwarded)."""
+    if method == "completion/complete":
+        ref = params.get("ref") if isinstance(params, dict) else None
+        spec = _COMPLETION_REFS.get(ref.get("type")) if isinstance(ref, dict) else None
+        if spec is None:
+            raise ValueError("completion/complete needs a ref of type ref/prompt or ref/resource")
+        container = ref
+    elif method in ITEM_METHODS:
+        spec, container = ITEM_METHODS[method], params
+    else:
+        return None
+    kind, key = spec
+    name = container.get(key) if isinstance(container, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{method} needs a {key!r}")
+    return kind, name
+
+
 #: The ``method`` of a :class:`ListContext` for an MCP GET stream (the standalone stream, or a stream
 #: resumed with ``Last-Event-ID``). The server may replay on it any earlier message of the session,
 #: including list results it answered to another caller's token, so every response on it that carries
@@ -143,6 +177,25 @@ def _text(value: Any) -> str:
     return value
 
 
+def caller_context(
+    token: AuthenticatedToken, inp: CheckInput, method: str, rpc_id: str = "null"
+) -> ListContext:
+    """The :class:`ListContext` of an authenticated caller's request ``inp``."""
+    return ListContext(
+        tenant=token.tenant,
+        agent=token.agent,
+        token_id=token.token_id,
+        jti=token.jti,
+        caveats=tuple(token.raw_caveats),
+        tools=token.tools,
+        method=method,
+        path=inp.path,
+        source_ip=inp.source_ip,
+        rpc_id=rpc_id,
+        server=inp.server,
+    )
+
+
 def rpc_id_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
 
@@ -180,19 +233,7 @@ class ListFilter:
         token = self._auth.authenticate(inp.token) if inp.token else None
         if not isinstance(token, AuthenticatedToken):
             raise ListContextError("the list request's token does not authenticate")
-        return ListContext(
-            tenant=token.tenant,
-            agent=token.agent,
-            token_id=token.token_id,
-            jti=token.jti,
-            caveats=tuple(token.raw_caveats),
-            tools=token.tools,
-            method=method,
-            path=inp.path,
-            source_ip=inp.source_ip,
-            rpc_id=rpc_id_json(request_id),
-            server=inp.server,
-        )
+        return caller_context(token, inp, method, rpc_id_json(request_id))
 
     # -- on the response ------------------------------------------------------------------------------
     def visible(self, ctx: ListContext, tool: str, kind: str = "tool") -> bool:
@@ -200,15 +241,13 @@ class ListFilter:
 
         ``kind`` is ``tool``, ``prompt``, ``resource`` or ``resource_template`` and ``tool`` the
         item's name (a URI or URI template for resources). Prompts and resources are judged by the
-        policy only when it reads ``input.prompt`` (resp. ``input.resource``); no caveat names them."""
-        tenant = self._directory.get(ctx.tenant)
+        policy only when it reads ``input.prompt`` (resp. ``input.resource``)."""
         if kind != "tool":
-            if tenant is None or tenant.settings_error is not None:
-                return False
-            if tenant.policy is None or not _policy_reads(tenant.policy, _POLICY_NAMES[kind]):
-                return True
-            result = tenant.policy.evaluate(self.policy_input(ctx, tool, kind))
-            return result.outcome in ("allow", "escalate")
+            verdict = self.item_verdict(ctx, tool, kind)
+            if isinstance(verdict, bool):
+                return verdict
+            return verdict.outcome in ("allow", "escalate")
+        tenant = self._directory.get(ctx.tenant)
         if ctx.tools is not None and tool not in ctx.tools:
             return False
         if tenant is None or tenant.policy is None or tenant.settings_error is not None:
@@ -223,6 +262,18 @@ class ListFilter:
             return False
         result = tenant.policy.evaluate(self.policy_input(ctx, tool))
         return result.outcome in ("allow", "escalate")
+
+    def item_verdict(self, ctx: ListContext, name: str, kind: str) -> Any:
+        """The list-phase judgement of a prompt, resource or resource template: ``True`` (listed) or
+        ``False`` (withheld) when decided without the policy, else the policy's result for it (an
+        awaitable with a policy server). Shared by the list filter and the check of a get or read of
+        the item (:data:`ITEM_METHODS`), so the two can never disagree."""
+        tenant = self._directory.get(ctx.tenant)
+        if tenant is None or tenant.settings_error is not None:
+            return False
+        if tenant.policy is None or not _policy_reads(tenant.policy, _POLICY_NAMES[kind]):
+            return True
+        return tenant.policy.evaluate(self.policy_input(ctx, name, kind))
 
     def policy_input(self, ctx: ListContext, name: str, kind: str = "tool") -> dict[str, Any]:
         """The list-phase policy input: a call's shape, ``phase: "list"``, no arguments.
