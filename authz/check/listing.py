@@ -34,7 +34,7 @@ from authz.check.directory import TenantDirectory, TenantView
 from authz.check.models import CheckInput, Decision
 from authz.intent import CatalogExtractor, catalog_for_settings
 from authz.provenance import NOT_PRESENTED
-from authz.token import AuthenticatedToken
+from authz.token import AuthenticatedToken, item_violation
 
 #: The JSON-RPC methods whose result is filtered, and the result member that holds the items.
 LIST_RESULTS: Mapping[str, str] = {
@@ -134,6 +134,10 @@ class ListContext:
     rpc_id: str = "null"
     #: The tool server the list came from (its route's ``server`` context extension), None with one.
     server: str | None = None
+    #: The token's ``prompts`` caveats (their intersection, None: none) and ``resources`` caveats (the
+    #: URI prefixes of each): items outside them are withheld like tools outside ``tools``.
+    prompts: frozenset[str] | None = None
+    resources: tuple[tuple[str, ...], ...] = ()
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -148,12 +152,15 @@ class ListContext:
             "source_ip": self.source_ip,
             "rpc_id": self.rpc_id,
             "server": self.server,
+            "prompts": sorted(self.prompts) if self.prompts is not None else None,
+            "resources": [list(prefixes) for prefixes in self.resources],
         }
 
     @classmethod
     def from_metadata(cls, data: Mapping[str, Any]) -> ListContext:
         try:
             tools = data.get("tools")
+            prompts = data.get("prompts")
             return cls(
                 tenant=_text(data["tenant"]),
                 agent=data.get("agent") if isinstance(data.get("agent"), str) else None,
@@ -166,6 +173,8 @@ class ListContext:
                 source_ip=_text(data.get("source_ip", "")),
                 rpc_id=_text(data.get("rpc_id", "null")),
                 server=_text(data["server"]) if data.get("server") is not None else None,
+                prompts=None if prompts is None else frozenset(_text(p) for p in prompts),
+                resources=tuple(tuple(_text(p) for p in prefixes) for prefixes in data.get("resources", ())),
             )
         except (KeyError, TypeError) as exc:
             raise ListContextError(f"list context incomplete: {exc}") from None
@@ -193,6 +202,8 @@ def caller_context(
         source_ip=inp.source_ip,
         rpc_id=rpc_id,
         server=inp.server,
+        prompts=token.prompts,
+        resources=token.resources,
     )
 
 
@@ -268,6 +279,8 @@ class ListFilter:
         ``False`` (withheld) when decided without the policy, else the policy's result for it (an
         awaitable with a policy server). Shared by the list filter and the check of a get or read of
         the item (:data:`ITEM_METHODS`), so the two can never disagree."""
+        if item_violation(ctx.prompts, ctx.resources, kind, name) is not None:
+            return False  # outside the token's prompts/resources caveats
         tenant = self._directory.get(ctx.tenant)
         if tenant is None or tenant.settings_error is not None:
             return False

@@ -376,6 +376,8 @@ class Pipeline:
             arguments=inp.arguments if inp.tool is not None else None,
             prompt=inp.intent_prompt,
             expected_tenant=inp.pinned_tenant,
+            server=inp.server,  # every request names its server: None is the main endpoint
+            item=(inp.item_kind, inp.item) if inp.item_kind is not None and inp.item is not None else None,
         )
         if rejection is not None:
             return self._deny(state, Check.CAPABILITY, rejection.reason)

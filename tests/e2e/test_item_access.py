@@ -21,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from authz.local.stack import StackPorts, spawn, stop_process
+from authz.token import attenuate
 from tests.e2e.test_server_everything import _server_everything, wait_http_any
 from tests.integration.conftest import Gateway, start_gateway
 
@@ -128,3 +129,24 @@ def _events(db: Path, tenant: str) -> list[dict]:
             "SELECT event FROM audit_events WHERE tenant = ? ORDER BY seq", (tenant,)
         ).fetchall()
     return [json.loads(r[0]) for r in rows]
+
+
+async def test_prompts_and_resources_caveats_narrow_the_lists_and_the_reads(items: Gateway):
+    """A token attenuated to one prompt and one resource prefix sees and reads only those (-32010 for the
+    rest), on top of what the policy hides."""
+    token = attenuate(
+        items.token("ev"), ["prompts = simple-prompt", "resources = demo://resource/static/document/f"]
+    )
+    http, transport = _session(items, token)
+    async with http, transport as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        assert [p.name for p in (await session.list_prompts()).prompts] == ["simple-prompt"]
+        assert [str(r.uri) for r in (await session.list_resources()).resources] == [SHOWN_RESOURCE]
+        assert (await session.get_prompt("simple-prompt")).messages
+        assert (await session.read_resource(SHOWN_RESOURCE)).contents
+        with pytest.raises(MCPError) as denied:
+            await session.get_prompt("resource-prompt", {"resourceType": "Text", "resourceId": "1"})
+        assert denied.value.error.code == -32010
+        with pytest.raises(MCPError) as denied:
+            await session.read_resource("demo://resource/static/document/structure.md")
+        assert denied.value.error.code == -32010
