@@ -463,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_call_command(sub)
 
+    from authz.client.writer_cli import add_memory_writer_commands
+
+    add_memory_writer_commands(sub)
+
     from authz.intent.cli import add_intent_commands
 
     def open_store_for(args: argparse.Namespace):

@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from authz.api.admin.v1 import (  # noqa: F401  (each import registers its service in the pool)
     approval_service_pb2,
     audit_service_pb2,
+    memory_writer_service_pb2,
     policy_service_pb2,
     tenant_service_pb2,
     token_service_pb2,

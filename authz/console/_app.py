@@ -35,6 +35,7 @@ from authz.console._lifecycle import Lifecycle
 from authz.console._sessions import LOGIN_COOKIE, SESSION_COOKIE, Session, SessionStore
 from authz.console._settings import ConsoleSettings
 from authz.console._signin import SignIn
+from authz.console._writers import MemoryWriters
 from authz.errors import DependencyError, PermissionDenied, Unauthenticated
 
 log = logging.getLogger("tessera.console")
@@ -576,6 +577,7 @@ class Console:
             Route("/console/audit/checkpoint", p(self.audit_checkpoint), methods=["POST"]),
             Route("/console/tenants", p(self.tenants)),
             *Lifecycle(self).routes(),
+            *MemoryWriters(self).routes(),
             Mount("/console/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
         app = Starlette(routes=routes)

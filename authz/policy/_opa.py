@@ -19,7 +19,10 @@ in Tessera do not change what OPA decides (the audit still records the version T
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
+import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +93,67 @@ class OpaSettings:
         }
 
 
+class PinnedResolver:
+    """An aiohttp resolver that knows one name: ``host`` resolves to the vetted ``address``, anything
+    else is refused (the OPA client only ever connects to its own server)."""
+
+    def __init__(self, host: str, address: str):
+        self.host = host
+        self.address = address
+        self.family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_UNSPEC) -> list[dict[str, Any]]:
+        if host != self.host:
+            raise OSError(f"OPA server: {host} is not the vetted host {self.host}")
+        return [
+            {
+                "hostname": host,
+                "host": self.address,
+                "port": port,
+                "family": self.family,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def _pinned_client_class(base: type) -> type:
+    """``opa_client``'s AsyncOpaClient with its HTTPS connections pinned to a vetted address."""
+    cached = _PINNED_CLASSES.get(base)
+    if cached is not None:
+        return cached
+
+    class PinnedOpaClient(base):  # type: ignore[misc, valid-type]
+        pinned_address: str | None = None
+
+        async def _init_session(self) -> None:
+            if self.pinned_address is None:
+                await super()._init_session()
+                return
+            import aiohttp
+
+            # What the library's own session has (default CA certificates, its headers and timeout),
+            # with a resolver that only answers the vetted address.
+            context = ssl.create_default_context()
+            self._connector = aiohttp.TCPConnector(
+                ssl=context, resolver=PinnedResolver(self.host, self.pinned_address)
+            )
+            self._session = aiohttp.ClientSession(
+                headers=self.headers,
+                connector=self._connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+
+    _PINNED_CLASSES[base] = PinnedOpaClient
+    return PinnedOpaClient
+
+
+_PINNED_CLASSES: dict[type, type] = {}
+
+
 class OpaClients:
     """One ``opa_client.AsyncOpaClient`` per OPA server, shared by every tenant and policy version that
     use it; created on first use (inside the event loop), closed by :meth:`aclose`."""
@@ -109,18 +173,25 @@ class OpaClients:
             https = parts.scheme == "https"
             port = parts.port or (443 if https else 8181)
             host = parts.hostname or ""
+            pinned: str | None = None
             if self._outbound is not None:
-                # Resolved and vetted once; over plain HTTP the client is pointed at the vetted address
-                # itself, so a later DNS answer cannot move it (HTTPS keeps the name for the certificate).
+                # Resolved and vetted once, and every connection goes to the vetted address, so a later
+                # DNS answer cannot move it (rebinding). Over plain HTTP the client is simply pointed at
+                # the address; over HTTPS the URL keeps the name (SNI and the certificate are checked
+                # against it) and the connector's resolver answers that name with the vetted address.
                 address = vet_host_sync(self._outbound, host, port, "OPA server")
-                host = host if https else address
-            client = AsyncOpaClient(
+                if https:
+                    pinned = address
+                else:
+                    host = address
+            client = _pinned_client_class(AsyncOpaClient)(
                 host=host,
                 port=port,
                 ssl=https,
                 retries=0,  # one attempt: the check's deadline leaves no room to retry
                 timeout=_MAX_TIMEOUT_MS / 1000,  # the per-call timeout is ours (asyncio.timeout)
             )
+            client.pinned_address = pinned
             self._clients[url] = client
         return client
 

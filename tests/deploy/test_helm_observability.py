@@ -142,3 +142,38 @@ def test_tracing_without_an_endpoint_fails_with_a_message_that_names_it(tmp_path
     proc = helm("template", "t", str(CHART), "--set", "tracing.sampler=sometimes", check=False)
     assert proc.returncode != 0
     assert "/tracing/sampler" in proc.stderr
+
+
+def _receipt_settings(c: dict) -> dict[str, str]:
+    return {k: v for k, v in _env(c).items() if k.startswith("TESSERA_RECEIPT")}
+
+
+@pytest.mark.parametrize("values", [None, POSTGRES], ids=["sqlite", "postgres-replicas"])
+def test_receipt_settings_reach_check_and_admin_alike_and_load(values, tmp_path: Path):
+    """Receipts verified by tool servers against the admin service's published keys: the check service
+    that signs and the admin service that publishes must be given the same key ids and lifetime."""
+    from authz.config import load
+
+    docs = render(values, "receipts.kids={r2,r1}", "receipts.ttlS=120")
+    specs = dict(pod_specs(docs))
+    check = container(specs["t-tessera-authz-check"], "check")
+    admin = container(specs["t-tessera-authz-admin" if values else "t-tessera-authz-check"], "admin")
+    settings = _receipt_settings(check)
+    assert settings == {
+        "TESSERA_RECEIPTS": "true",
+        "TESSERA_RECEIPT_KIDS": "r2,r1",
+        "TESSERA_RECEIPT_TTL_S": "120",
+    }
+    assert _receipt_settings(admin) == settings
+    config = load({**settings, "TESSERA_MASTER_KEY": "m" * 32, "TESSERA_VAR_DIR": str(tmp_path)})
+    assert (config.receipts.enabled, config.receipts.kids, config.receipts.ttl_s) == (True, ("r2", "r1"), 120)
+    # Off, and the defaults (no key ids rendered: Tessera's own default r1)
+    off = container(dict(pod_specs(render(None, "receipts.enabled=false")))["t-tessera-authz-check"], "check")
+    assert _receipt_settings(off) == {"TESSERA_RECEIPTS": "false", "TESSERA_RECEIPT_TTL_S": "60"}
+
+
+def test_receipt_values_out_of_range_fail_at_render():
+    for bad, where in (("receipts.ttlS=0", "/receipts/ttlS"), ("receipts.kids={a b}", "/receipts/kids/0")):
+        proc = helm("template", "t", str(CHART), "--set", bad, check=False)
+        assert proc.returncode != 0, bad
+        assert where in proc.stderr, proc.stderr

@@ -302,6 +302,7 @@ def test_every_page_is_reachable_by_keyboard_and_labelled(console_stack: Console
         "/console/audit",
         "/console/policies",
         "/console/tokens",
+        "/console/memory-writers",
         "/console/tenants",
     ):
         page.goto(f"{console_stack.url}{path}")

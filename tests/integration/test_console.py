@@ -248,3 +248,75 @@ def test_event_detail_finds_an_event_by_sequence(console_stack: ConsoleStack) ->
         page = session.get(f"/console/audit/event?tenant=demo&seq={seq}")
         assert page.status_code == 200 and f"Event {seq} of demo" in page.text
     assert session.get("/console/audit/event?tenant=demo&seq=999999").status_code == 404
+
+
+def test_memory_writers_registered_rotated_and_disabled_through_the_console(
+    console_stack: ConsoleStack,
+) -> None:
+    import base64
+    import hashlib
+
+    from authz.client import MemoryWriter
+
+    first, second = (MemoryWriter(bytes([n]) * 32, "console-loader") for n in (7, 8))
+    ada = console_stack.sign_in("ada")
+    form = {"tenant": "contoso", "writer_id": "console-loader", "csrf": ada.csrf()}
+    # A key that is not base64 is refused by the console with a clear message; nothing is registered.
+    bad = ada.post(
+        "/console/memory-writers/action", form | {"action": "register", "public_key": "not base64!"}
+    )
+    assert bad.status_code == 400 and "not base64" in bad.text
+    listed = console_stack.admin_rest("/v1/admin/tenants/contoso/memory-writers", method="GET").json()
+    assert "console-loader" not in [w["writer_id"] for w in listed.get("writers", [])]
+    key = base64.b64encode(first.public_key).decode()
+    registered = ada.post(
+        "/console/memory-writers/action",
+        form
+        | {
+            "action": "register",
+            "public_key": key,
+            "sources": "erp\ns3://invoices/*",
+            "expires_at": "2030-01-01",
+        },
+    )
+    assert registered.status_code == 303, registered.text[-1500:]
+    page = ada.get("/console/memory-writers?tenant=contoso")
+    assert page.status_code == 200 and 'id="writer-console-loader"' in page.text
+    assert hashlib.sha256(first.public_key).hexdigest()[:16] in page.text  # the audit events' key_sha256
+    assert "s3://invoices/*" in page.text and "2030-01-01" in page.text
+    (writer,) = [
+        w
+        for w in console_stack.admin_rest("/v1/admin/tenants/contoso/memory-writers", method="GET").json()[
+            "writers"
+        ]
+        if w["writer_id"] == "console-loader"
+    ]
+    assert writer["public_key"] == key and writer["sources"] == ["erp", "s3://invoices/*"]
+    assert writer["created_by"].startswith("ada@example.com")
+    # A viewer sees the writers but has no forms, and the admin API refuses a forged change.
+    victor = console_stack.sign_in("victor")
+    viewed = victor.get("/console/memory-writers?tenant=contoso")
+    assert viewed.status_code == 200 and 'id="writer-console-loader"' in viewed.text
+    assert 'value="disable"' not in viewed.text and 'value="register"' not in viewed.text
+    forged = victor.post(
+        "/console/memory-writers/action", form | {"action": "disable", "csrf": victor.csrf()}
+    )
+    assert forged.status_code == 403
+    # Rotate with a grace period for the old key, then disable.
+    rotated = ada.post(
+        "/console/memory-writers/action",
+        form
+        | {
+            "action": "rotate",
+            "public_key": base64.urlsafe_b64encode(second.public_key).decode(),
+            "previous_key_grace_s": "3600",
+        },
+    )
+    assert rotated.status_code == 303, rotated.text[-1500:]
+    page = ada.get("/console/memory-writers?tenant=contoso").text
+    assert hashlib.sha256(second.public_key).hexdigest()[:16] in page and "previous" in page
+    disabled = ada.post("/console/memory-writers/action", form | {"action": "disable"})
+    assert disabled.status_code == 303
+    page = ada.get("/console/memory-writers?tenant=contoso").text
+    row = page[page.index('id="writer-console-loader"') :].split("</tr>")[0]
+    assert "disabled" in row and "ada@example.com" in row and 'value="rotate"' not in row

@@ -114,6 +114,14 @@ app.kubernetes.io/component: {{ .component }}
 - name: TESSERA_LIVE_KIDS
   value: {{ join "," . | quote }}
 {{- end }}
+- name: TESSERA_RECEIPTS
+  value: {{ .Values.receipts.enabled | quote }}
+{{- with .Values.receipts.kids }}
+- name: TESSERA_RECEIPT_KIDS
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: TESSERA_RECEIPT_TTL_S
+  value: {{ .Values.receipts.ttlS | quote }}
 {{- if include "tessera.postgres" . }}
 - name: TESSERA_DATABASE_URL
   valueFrom:
