@@ -171,7 +171,10 @@ def test_lexicon_derives_split_phrasal_verbs_and_joined_german_separable_verbs()
         # a negated state ends at the comma: the request after it stands
         ("ap", "Goods never delivered, kick the invoice back.", {"rejectInvoice"}, {"approveInvoice"}),
         # writing to someone reads the people it addresses
-        ("crm", "Ping Ola about the contract.", {"send_email", "search_contacts"}, {"delete_contact"}),
+        ("crm", "Ping Ola about it by email.", {"send_email", "search_contacts"}, {"delete_contact"}),
+        # common words that are actions only with the tool's object
+        ("crm", "Let me know which deals are stuck, thanks in advance.", {"list_deals"}, {"send_email"}),
+        ("crm", "Switch to German and summarize the inbox.", {"read_inbox"}, {"update_contact"}),
     ],
 )
 def test_task_language_categories(catalog, prompt, allowed, denied):
