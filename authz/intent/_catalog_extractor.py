@@ -39,6 +39,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
+from operator import itemgetter
 from types import MappingProxyType
 
 from authz.errors import InvalidArgument
@@ -226,6 +227,7 @@ class _Decisions:
 #: What a word may start (bit flags of :meth:`_CompiledCatalog.learn`).
 _SENTENCE, _ACTION, _OBJECT, _CUE, _MARKER, _READ_ONLY, _POST_NEGATION = 1, 2, 4, 8, 16, 32, 64
 _MAX_WORDS = 50_000
+_FIRST, _LAST = itemgetter(0), itemgetter(2)
 
 
 class _CompiledCatalog:
@@ -341,7 +343,7 @@ class _CompiledCatalog:
         self.cues = cues
         #: token -> (stem, what it may start): filled as prompts are read, so each distinct word is
         #: stemmed and classified once per catalog (bounded: past the limit, words are not kept).
-        self.words: dict[str, tuple[str, int]] = {}
+        self.words: dict[str, tuple[str, int, int]] = {}
         self.compounds: dict[str, frozenset[str]] = {}
 
     def object_terms(self, names: frozenset[str]) -> tuple[str, ...]:
@@ -352,7 +354,7 @@ class _CompiledCatalog:
             self._object_terms[names] = terms
         return terms
 
-    def learn(self, token: str) -> tuple[str, int]:
+    def learn(self, token: str) -> tuple[str, int, int]:
         st = _stem(token)
         flags = 0
         if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS:
@@ -376,7 +378,7 @@ class _CompiledCatalog:
             flags |= _READ_ONLY
         if token in self.lexicon.post_negations:
             flags |= _POST_NEGATION
-        word = (st, flags)
+        word = (st, flags, flags & _SENTENCE)  # the last: 1 where a new sentence starts
         if len(self.words) < _MAX_WORDS:
             self.words[token] = word
         return word
@@ -487,12 +489,13 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     post_at = False  # any "nothing/nicht" that may negate the verb before it
     words, learn = catalog.words, catalog.learn
     # Each word's (stem, flags) by one dict lookup; the loop below visits only the flagged words.
-    known = [words.get(tok) or learn(tok) for tok in tokens]
-    stemmed = [word[0] for word in known]
+    get = words.get
+    known = [get(tok) or learn(tok) for tok in tokens]
+    stemmed = list(map(_FIRST, known))
     # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
-    sentence_of = list(accumulate(word[1] & _SENTENCE for word in known))
+    sentence_of = list(accumulate(map(_LAST, known)))
     sentence = sentence_of[-1]
-    for i, (_, flags) in enumerate(known):
+    for i, (_, flags, _) in enumerate(known):
         if flags:
             if flags & _SENTENCE and i and tokens[i] == "?":
                 questions.add(sentence_of[i] - 1)
@@ -785,7 +788,7 @@ def _undetermined(truncated: bool, terms: set[str] | frozenset[str] = frozenset(
     why = "nothing in the prompt was recognized as a request for a catalog tool"
     if truncated:
         why += f" (prompt truncated to {MAX_PROMPT_CHARS} characters)"
-    return Intent(
+    return Intent.trusted(
         frozenset(),
         frozenset(),
         0.0,
