@@ -3,7 +3,8 @@
 Every word is normalized and stemmed (:mod:`authz.intent._text`); the shipped lexicon
 (:mod:`authz.intent._lexicon`, ``lexicon.yaml``) maps task language in English and German to action
 classes (*read, list, export, create, update, delete, approve, reject, pay, send, draft, schedule, start,
-stop, restart, terminate, backup, scale, execute*). A tool's classes come from its catalog verbs, its
+stop, restart, terminate, backup, scale, execute, publish, archive, restore, assign, merge, deploy, upload,
+comment*). A tool's classes come from its catalog verbs, its
 objects from its keywords (plus the lexicon's synonyms of them).
 
 * **Untrusted text**: quoted passages ("the note says: '…'") are content, not requests, and are skipped.

@@ -182,3 +182,36 @@ def test_task_language_categories(catalog, prompt, allowed, denied):
     intent = extractor.extract_now("t", prompt)
     assert allowed <= intent.allowed_tools, (intent.allowed_tools, intent.rationale)
     assert not denied & intent.allowed_tools, (intent.allowed_tools, intent.rationale)
+
+
+#: A code-hosting and delivery upstream, outside the corpus' four catalogs: its verbs are lexicon classes.
+DEVOPS_TOOLS = {
+    "tools": [
+        {"name": "list_issues", "description": "List the issues of a repository."},
+        {"name": "merge_pull_request", "description": "Merge a pull request into its base branch."},
+        {"name": "add_comment", "description": "Add a comment to an issue or pull request."},
+        {"name": "assign_issue", "description": "Assign an issue to a team member."},
+        {"name": "deploy_release", "description": "Deploy a release to production."},
+        {"name": "rollback_deployment", "description": "Roll a deployment back to the previous release."},
+        {"name": "archive_repository", "description": "Archive a repository (read-only from then on)."},
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("prompt", "allowed", "denied"),
+    [
+        ("Merge PR 42 once the checks are green.", {"merge_pull_request"}, {"archive_repository"}),
+        ("Roll back yesterday's release, it breaks the login.", {"rollback_deployment"}, {"deploy_release"}),
+        ("Hand the login issue over to Priya.", {"assign_issue"}, {"merge_pull_request"}),
+        ("Ship release 2.3 to production.", {"deploy_release"}, {"rollback_deployment"}),
+        ("Don't merge anything, just add a comment to PR 7.", {"add_comment"}, {"merge_pull_request"}),
+        ("Führe den Pull Request 12 zusammen.", {"merge_pull_request"}, {"deploy_release"}),
+    ],
+)
+def test_catalogs_beyond_the_corpus_get_their_verbs_from_the_lexicon(prompt, allowed, denied):
+    catalog = catalog_from_tools_list(DEVOPS_TOOLS)
+    assert catalog.tools["merge_pull_request"].verbs == ("merge",)  # not only matchable by its whole name
+    intent = CatalogExtractor({"t": catalog}).extract_now("t", prompt)
+    assert allowed <= intent.allowed_tools, (intent.allowed_tools, intent.rationale)
+    assert not denied & intent.allowed_tools, (intent.allowed_tools, intent.rationale)
