@@ -229,6 +229,9 @@ class _Decisions:
 #: What a word may start (bit flags of :meth:`_CompiledCatalog.learn`).
 _SENTENCE, _ACTION, _OBJECT, _CUE, _MARKER, _READ_ONLY, _POST_NEGATION = 1, 2, 4, 8, 16, 32, 64
 _MAX_WORDS = 50_000
+#: Longer words are classified each time they are read, not kept: the table stays small (50,000 words of
+#: at most 64 characters) whatever prompts arrive.
+_MAX_KEPT_WORD = 64
 _FIRST, _LAST = itemgetter(0), itemgetter(2)
 
 
@@ -370,7 +373,7 @@ class _CompiledCatalog:
             names = self.compounds.get(st) or _compound(self, st)
             if names:
                 flags |= _OBJECT
-                if len(self.compounds) < _MAX_WORDS:
+                if len(self.compounds) < _MAX_WORDS and len(st) <= _MAX_KEPT_WORD:
                     self.compounds[st] = names
         if token in self.cues:
             flags |= _CUE
@@ -381,7 +384,7 @@ class _CompiledCatalog:
         if token in self.lexicon.post_negations:
             flags |= _POST_NEGATION
         word = (st, flags, flags & _SENTENCE)  # the last: 1 where a new sentence starts
-        if len(self.words) < _MAX_WORDS:
+        if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
             self.words[token] = word
         return word
 

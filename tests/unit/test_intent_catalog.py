@@ -369,3 +369,10 @@ async def test_a_prompt_of_unclosed_quotes_is_read_as_ordinary_text(extractor):
     for text in ("“" * 20_000, "„" * 20_000, "'" * 20_000, "a “" * 6_000):
         result = await extractor.extract("demo", None, text)
         assert not result.allowed_tools
+
+
+async def test_the_per_catalog_word_table_keeps_only_ordinary_words(extractor):
+    await extractor.extract("demo", None, "pay invoice " + "x" * 5_000 + " " + "Lieferantenrechnungen" * 100)
+    table = extractor._catalogs["demo"]
+    assert "pay" in table.words and "invoice" in table.words
+    assert all(len(word) <= 64 for word in table.words) and all(len(word) <= 64 for word in table.compounds)
