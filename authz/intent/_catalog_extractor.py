@@ -253,6 +253,7 @@ class _CompiledCatalog:
         "safe_by_object",
         "safe_tools",
         "single_objects",
+        "tool_objects",
         "tools",
         "unsafe",
         "words",
@@ -286,6 +287,7 @@ class _CompiledCatalog:
         for words, canonical in lexicon.objects.items():
             objects.setdefault(words, set()).update(canonical)
         self.tools = MappingProxyType(infos)
+        self.tool_objects = {name: info.objects for name, info in infos.items()}
         known = frozenset(name for info in infos.values() for name in info.objects)
         index: dict[str, list[tuple[tuple[str, ...], frozenset[str]]]] = {}
         single: dict[str, frozenset[str]] = {}
@@ -659,7 +661,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         asked = False
         for tool in _targets(catalog, strong, objs, require_object=False):
             asked = True
-            named = bool(catalog.tools[tool].objects & objs)
+            named = not catalog.tool_objects[tool].isdisjoint(objs)
             d.allow(tool, 0.9 if named else 0.75, f"{label!r}" + (" with its object" if named else ""))
         for tool in _targets(catalog, weak - strong, objs, require_object=True):
             asked = True
@@ -879,7 +881,10 @@ def _targets(
 
 
 def _named(catalog: _CompiledCatalog, tools: Iterable[str], objs: set[str]) -> tuple[str, ...]:
-    return tuple(t for t in tools if catalog.tools[t].objects & objs) if objs else ()
+    if not objs:
+        return ()
+    tool_objects = catalog.tool_objects
+    return tuple(t for t in tools if not tool_objects[t].isdisjoint(objs))
 
 
 def _term_positions(
