@@ -215,3 +215,13 @@ def test_catalogs_beyond_the_corpus_get_their_verbs_from_the_lexicon(prompt, all
     intent = CatalogExtractor({"t": catalog}).extract_now("t", prompt)
     assert allowed <= intent.allowed_tools, (intent.allowed_tools, intent.rationale)
     assert not denied & intent.allowed_tools, (intent.allowed_tools, intent.rationale)
+
+
+def test_input_schema_identifiers_name_what_a_tool_acts_on():
+    catalog = catalog_from_tools_list(tools("crm"))
+    assert "contact" in catalog.tools["schedule_meeting"].keywords  # contact_id
+    assert "deal" in catalog.tools["updateDealStage"].keywords
+    send = catalog.tools["send_email"].keywords  # to, subject, body: parameters, not objects
+    assert not {"to", "subject", "body"} & set(send)
+    listed = {"tools": [{"name": "close", "inputSchema": {"properties": {"ticketId": {"type": "string"}}}}]}
+    assert "ticket" in catalog_from_tools_list(listed).tools["close"].keywords
