@@ -98,6 +98,12 @@ class TokenExchangeService(pb_grpc.TokenExchangeServiceServicer):
             raise InvalidArgument(
                 "the subject token is revoked", reason="INVALID_GRANT", metadata={"error": "invalid_grant"}
             )
+        if issued.actor is not None and await self.rt.store.is_revoked(
+            issued.tenant, issued.actor["jti"], (issued.actor["token_id"],)
+        ):
+            raise InvalidArgument(
+                "the actor token is revoked", reason="INVALID_GRANT", metadata={"error": "invalid_grant"}
+            )
         # Recorded before the token is handed out: an exchange the chain does not show never happened.
         await append_admin_event(
             self.rt.store,
@@ -111,6 +117,9 @@ class TokenExchangeService(pb_grpc.TokenExchangeServiceServicer):
                 "issuer": issued.issuer,
                 "subject_token_id": issued.subject_token_id,
                 "caveats": list(issued.caveats),
+                # RFC 8693: the servers the token was asked for ("" is /v1/mcp) and who acts.
+                "servers": list(issued.servers) if issued.servers is not None else None,
+                "act": issued.actor,
             },
         )
         return pb.ExchangeTokenResponse(
