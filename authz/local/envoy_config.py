@@ -355,9 +355,10 @@ def _add_mcp_servers(
     index = next((i for i, r in enumerate(routes) if r.get("name") == "method_not_allowed"), len(routes))
     added: list[dict[str, Any]] = []
     for name, endpoint in servers.items():
-        if not isinstance(name, str) or not _SERVER_NAME.fullmatch(name):
+        # "default" names /v1/mcp in a token's servers caveat, so no other server may carry it.
+        if not isinstance(name, str) or not _SERVER_NAME.fullmatch(name) or name == "default":
             raise ConfigError(
-                f"not an MCP server name: {name!r} (lower-case letters, digits, - and _)",
+                f"not an MCP server name: {name!r} (lower-case letters, digits, - and _; not 'default')",
                 reason="ENVOY_CONFIG_VALUE",
             )
         cluster_name = MCP_SERVER_CLUSTER_PREFIX + name

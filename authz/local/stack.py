@@ -53,6 +53,31 @@ def free_port() -> int:
 _handed_out: set[int] = set()
 
 
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (check workers serve metrics on base + i)."""
+    for _ in range(100):
+        base = free_port()
+        try:
+            for port in range(base + 1, base + count):
+                if port in _handed_out:
+                    raise OSError(f"port {port} already handed out")
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.update(range(base, base + count))
+        return base
+    raise OSError(f"no run of {count} free ports")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of process ``pid`` (Linux /proc): a check supervisor's workers."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
