@@ -17,10 +17,9 @@ RFC 8693 parameters beyond the subject token:
 
 * ``resource`` (an absolute URI, RFC 8707) and ``audience`` (a server name or such a URI) bind the
   token to the MCP servers named: the issuer's ``audience`` (this gateway's ``/v1/mcp``, server
-  ``""``) or ``<audience>/<name>`` for a name in the allowance's ``servers`` (``/v1/mcp/<name>``).
-  Anything the tenant does not serve is refused with ``invalid_target``. The servers bound are in
-  :attr:`ExchangedToken.servers` and the audit event (the call-time ``servers`` caveat is not part of
-  this module yet).
+  ``default``) or ``<audience>/<name>`` for a name in the allowance's ``servers`` (``/v1/mcp/<name>``),
+  through a ``servers`` caveat, enforced on every call. Anything the tenant does not serve is refused
+  with ``invalid_target``. The servers bound are also in :attr:`ExchangedToken.servers` (audited).
 * ``actor_token`` / ``actor_token_type`` (delegation): the actor's JWT is verified exactly like the
   subject's and must act in the same tenant; the issued token is no wider than both (tools
   intersected, the earlier expiry, the tighter budgets) and :attr:`ExchangedToken.actor` records who
@@ -47,7 +46,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authz.errors import InvalidArgument
-from authz.token import AuthenticatedToken, KeyRing, TokenRejection, inspect, mint, valid_jti
+from authz.token import (
+    DEFAULT_SERVER,
+    AuthenticatedToken,
+    KeyRing,
+    TokenRejection,
+    inspect,
+    mint,
+    valid_jti,
+)
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -70,8 +77,8 @@ class ExchangedToken:
     issuer: str
     subject_token_id: str
     caveats: tuple[str, ...]
-    #: The MCP servers the token is for (RFC 8693 ``resource`` / ``audience``): ``""`` is ``/v1/mcp``,
-    #: a name is ``/v1/mcp/<name>``; None: not bound (every server of the tenant).
+    #: The MCP servers the token is for (RFC 8693 ``resource`` / ``audience``; its ``servers`` caveat):
+    #: ``default`` is ``/v1/mcp``, a name is ``/v1/mcp/<name>``; None: not bound (every server).
     servers: tuple[str, ...] | None = None
     #: Who acts for the subject (RFC 8693 ``act``): ``{"agent", "issuer", "token_id", "jti"}``; None
     #: without an actor token.
@@ -143,6 +150,7 @@ class TokenExchange:
             max_calls=_least(allowance.max_calls, (token, actor), "calls"),
             max_cost=_least(allowance.max_cost, (token, actor), "cost"),
             jti=jti,
+            extra_caveats=[f"servers = {','.join(servers)}"] if servers else (),
         )
         info = inspect(issued)
         return ExchangedToken(
@@ -195,10 +203,10 @@ def _bound_servers(
     form: Mapping[str, str], audience: str, servers: tuple[str, ...] | None
 ) -> tuple[str, ...] | None:
     """The servers ``resource`` and ``audience`` name (each given at most once), or None when neither
-    is given. ``audience`` is the issuer's: this gateway's ``/v1/mcp`` (server ``""``); the tenant also
-    serves ``<audience>/<name>`` for each name in ``servers``."""
+    is given. ``audience`` is the issuer's: this gateway's ``/v1/mcp`` (server ``default``); the tenant
+    also serves ``<audience>/<name>`` for each name in ``servers``."""
     base = audience.rstrip("/")
-    served = {"": base} | {name: f"{base}/{name}" for name in servers or ()}
+    served = {DEFAULT_SERVER: base} | {name: f"{base}/{name}" for name in servers or ()}
     by_url = {url: name for name, url in served.items()}
     bound: list[str] = []
     resource = form.get("resource")
@@ -211,7 +219,7 @@ def _bound_servers(
         bound.append(by_url[resource.rstrip("/")])
     target = form.get("audience")
     if target is not None:
-        name = target if target and target in served else by_url.get(target.rstrip("/"))
+        name = target if target in served else by_url.get(target.rstrip("/"))
         if name is None:
             raise _refuse("invalid_target", f"this tenant serves no audience {target!r}")
         bound.append(name)

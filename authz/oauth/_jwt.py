@@ -21,6 +21,7 @@ import yaml
 from authz.errors import ConfigError, DependencyError, InvalidArgument
 from authz.outbound import OutboundClient, OutboundPolicy
 from authz.token import (
+    DEFAULT_SERVER,
     AuthenticatedToken,
     BudgetCounter,
     ExpiresCaveat,
@@ -71,9 +72,13 @@ class ExchangeAllowance:
         if self.max_cost is not None:
             object.__setattr__(self, "max_cost", str(self.max_cost))
         if self.servers is not None and not all(
-            isinstance(name, str) and _SERVER_NAME.fullmatch(name) for name in self.servers
+            isinstance(name, str) and _SERVER_NAME.fullmatch(name) and name != DEFAULT_SERVER
+            for name in self.servers
         ):
-            raise ConfigError(f"exchange.servers must be MCP server names, got {self.servers!r}")
+            raise ConfigError(
+                f"exchange.servers must be MCP server names (not {DEFAULT_SERVER!r}: /v1/mcp is always "
+                f"served), got {self.servers!r}"
+            )
         limit = self.max_exchanges_per_jti
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
             raise ConfigError(f"exchange.max_exchanges_per_jti must be a positive int, got {limit!r}")

@@ -221,6 +221,17 @@ def test_a_resource_binds_the_exchange_to_a_served_server_and_is_audited(gw, aut
     assert response.status_code == 200, response.text
     details = _exchange_events(gw)[-1]["tessera"]["details"]
     assert details["servers"] == ["billing"] and details["act"] is None
+    # Bound to billing: a call at the main endpoint (/v1/mcp, server `default`) is refused.
+    capability = response.json()["access_token"]
+    refused = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=capability).json()
+    assert refused["error"]["code"] == -32010 and "server" in refused["error"]["data"]["reason"]
+    # Bound to the main endpoint (RFC 8707 resource = /v1/mcp): the call passes.
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    with _client("127.0.0.14") as http:
+        main = http.post(f"{gw.url}/v1/oauth/token", data=_form(subject, resource=f"{gw.url}/v1/mcp"))
+    assert main.status_code == 200, main.text
+    allowed = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=main.json()["access_token"]).json()
+    assert "result" in allowed, allowed
 
 
 def test_an_actor_token_delegates_no_wider_than_both_and_is_recorded(gw, authorization_server):

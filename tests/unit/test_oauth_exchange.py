@@ -184,7 +184,8 @@ async def test_resource_and_audience_bind_the_token_to_servers_the_tenant_serves
     assert exchange.exchange(_form(subject), now=NOW).servers is None  # not asked: not bound
     bound = exchange.exchange(_form(subject, resource=f"{AUDIENCE}/billing"), now=NOW)
     assert bound.servers == ("billing",)
-    assert exchange.exchange(_form(subject, resource=AUDIENCE + "/"), now=NOW).servers == ("",)
+    assert _verify(bound.token).servers == frozenset({"billing"})  # the caveat, enforced per call
+    assert exchange.exchange(_form(subject, resource=AUDIENCE + "/"), now=NOW).servers == ("default",)
     both = exchange.exchange(_form(subject, resource=f"{AUDIENCE}/billing", audience="crm"), now=NOW)
     assert both.servers == ("billing", "crm")
     assert exchange.exchange(_form(subject, audience=f"{AUDIENCE}/crm"), now=NOW).servers == ("crm",)
