@@ -26,6 +26,7 @@ Trusted issuers come from a YAML file (``TESSERA_OAUTH_ISSUERS_FILE``)::
           max_calls: 100                                # budget caveats on every exchanged token
           max_cost: "50"
           servers: [billing]                            # /v1/mcp/<name> an RFC 8693 resource may name
+          max_exchanges_per_jti: 5                      # tokens one subject token may be traded for
 
 :class:`TokenExchange` turns such an access token into a Tessera capability token (RFC 8693 style),
 bounded by its claims and by the issuer's ``exchange`` allowance; the admin service serves it at

@@ -83,6 +83,11 @@ class ExchangedToken:
     #: Who acts for the subject (RFC 8693 ``act``): ``{"agent", "issuer", "token_id", "jti"}``; None
     #: without an actor token.
     actor: dict[str, str] | None = None
+    #: The issuer allowance's ``max_exchanges_per_jti`` (None: no limit), counted per ``jti`` by the
+    #: caller in the store (:meth:`authz.storage.protocols.ExchangeStore.count_exchange`) until
+    #: ``subject_expires``.
+    max_exchanges: int | None = None
+    subject_expires: datetime | None = None
 
 
 def _refuse(error: str, message: str) -> InvalidArgument:
@@ -165,6 +170,8 @@ class TokenExchange:
             subject_token_id=token.token_id,
             caveats=tuple(info.caveats),
             servers=servers,
+            max_exchanges=allowance.max_exchanges_per_jti,
+            subject_expires=token.expires,
             actor=(
                 {
                     "agent": actor.agent or "",

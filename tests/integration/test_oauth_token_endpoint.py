@@ -25,6 +25,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # authlib
 AGENT = "agent-7"
 #: An orchestrator acting for AGENT (RFC 8693 actor_token), allowed fewer tools.
 ACTOR = "orchestrator"
+#: Tokens one subject token may be exchanged for (the issuer's allowance).
+MAX_EXCHANGES = 3
 #: Small, so a burst is quick to send: 4 requests, then one per 30 s (Retry-After: 30).
 RATE = TokenRateLimit(burst=4, window_s=120)
 
@@ -53,6 +55,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, authorization_server: OAuthServ
         "    exchange:\n"
         "      tools: [read_invoice, list_invoices]\n"
         "      servers: [billing]\n"  # /v1/mcp/billing, beside /v1/mcp
+        f"      max_exchanges_per_jti: {MAX_EXCHANGES}\n"
     )
     stack, gateway = start_gateway(
         workdir,
@@ -255,3 +258,28 @@ def test_an_actor_token_delegates_no_wider_than_both_and_is_recorded(gw, authori
     details = _exchange_events(gw)[-1]["tessera"]["details"]
     assert details["agent"] == AGENT and details["servers"] is None
     assert details["act"]["agent"] == ACTOR and details["act"]["issuer"] == authorization_server.issuer
+
+
+def test_a_subject_token_is_exchanged_at_most_the_allowed_times(gw, authorization_server):
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    with _client("127.0.0.16") as http:
+        answers = [
+            http.post(f"{gw.url}/v1/oauth/token", data=_form(subject)) for _ in range(MAX_EXCHANGES + 1)
+        ]
+    assert [a.status_code for a in answers] == [200] * MAX_EXCHANGES + [400], answers[-1].text
+    assert answers[-1].json()["error"] == "invalid_grant"
+    assert f"{MAX_EXCHANGES} times" in answers[-1].json()["error_description"]
+    # The refusal is in the tenant's chain; another token of the same agent is counted apart.
+    events = httpx.get(
+        f"{gw.url}/v1/admin/tenants/demo/audit/events",
+        headers={"authorization": f"Bearer {gw.stack.admin_key}"},
+        params={"page_size": 1000},
+        timeout=10,
+    ).json()["events"]
+    refused = [
+        e["event"]["tessera"] for e in events if e["event"]["api"]["operation"] == "token.exchange.refused"
+    ]
+    assert refused and "times" in refused[-1]["details"]["reason"]
+    other = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    with _client("127.0.0.17") as http:  # 127.0.0.16 spent its rate-limit burst
+        assert http.post(f"{gw.url}/v1/oauth/token", data=_form(other)).status_code == 200
