@@ -283,3 +283,19 @@ def test_a_subject_token_is_exchanged_at_most_the_allowed_times(gw, authorizatio
     other = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
     with _client("127.0.0.17") as http:  # 127.0.0.16 spent its rate-limit burst
         assert http.post(f"{gw.url}/v1/oauth/token", data=_form(other)).status_code == 200
+
+
+def test_envoys_own_503_when_the_admin_service_is_down_is_an_rfc_body_too(tmp_path):
+    # No admin service behind the route: Envoy answers 503 itself (upstream connect failure, a plain
+    # text local reply); the client still gets the RFC 6749 shape and the no-store headers.
+    stack, gateway = start_gateway(tmp_path, start_admin=False, upstream_receipts=False)
+    try:
+        with _client("127.0.0.18") as http:
+            response = http.post(f"{gateway.url}/v1/oauth/token", data=_form("eyJ.x.y"))
+    finally:
+        stack.stop()
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/json"
+    _assert_no_store(response)
+    body = response.json()
+    assert set(body) == {"error", "error_description"} and body["error"] == "temporarily_unavailable"
