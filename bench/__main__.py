@@ -1,7 +1,8 @@
 """`make bench`: Tessera's check path measured on this machine, printed as one table from one run.
 
 1. Direct gRPC ``Check`` (h2load, gRPC frames over h2c): the full pipeline (token, intent, provenance,
-   policy, budget, durable audit) vs a no-op servicer with the same grpc.aio + uvloop setup.
+   policy, budget, durable audit) vs a no-op servicer with the same grpc.aio + uvloop setup; the same
+   rows with PostgreSQL as the store when its server binaries are here (bench/pgrow.py).
 2. Through Envoy (wrk): Envoy + Tessera vs Envoy alone, both answering with a ``direct_response`` so
    the upstream does not count, at 1 and 32 requests in flight.
 3. Errors, and a check that every allowed call was durably audited (events in the chain vs allows).
@@ -40,10 +41,10 @@ from authz.local.stack import CheckProcess, free_port, free_port_run, spawn, sto
 from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
-from bench import forwarding, listing
+from bench import forwarding, listing, pgrow
 from bench.growth import growth_rows
 from bench.hostile import run_hostile_load
-from bench.scaling import hold_rows
+from bench.scaling import hold_rows, sqlite_pages_per_commit
 from bench.workers import check_pid, connections, spawn_noops, stop_noops, wait_workers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -528,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, dict]] = []
     seconds = args.seconds
     forwarding_summary: dict | None = None
+    pg_summary: dict = {"skipped": "not run"}
 
     def direct(name: str, port: int, streams: int) -> dict:
         log = workdir / f"h2load-{len(rows)}.log"
@@ -545,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
             direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
             direct("direct gRPC, Tessera pipeline, 1 in flight", check_port, 1)
+            pg_summary = pgrow.postgres_rows(workdir, env, direct)
         forwarding_summary = forwarding.forwarder_rounds(
             workdir, env, check_port, direct, args.forwarder_rounds
         )
@@ -611,15 +614,20 @@ def main(argv: list[str] | None = None) -> int:
     breakdown, decision = asyncio.run(_breakdown(workdir, body))
     growth = asyncio.run(growth_rows(decision, long=args.long))
     holds = asyncio.run(hold_rows(decision))
+    pages = asyncio.run(sqlite_pages_per_commit(decision, workdir))
     _report(rows, breakdown, audit + "\n" + hostile.summary())
     print(f"check processes: {args.workers} (the no-op floor: {args.workers}, same run)")
     print("\n".join(listing.report(dict(rows), list_streams)))
     print("\n".join(forwarding.report(forwarding_summary)))
+    print("\n".join(pgrow.report(pg_summary)))
     print("\n".join(_model_report(growth, holds)))
+    print(f"  SQLite: pages written per committed 1-event append (WAL frames)  {pages:6.2f}")
     if args.json:
         result = figures(rows, allows, answered)
+        result.update(pgrow.figures(pg_summary, dict(rows)))
         result["workers"] = args.workers
         result["growth"] = {name: {"us": round(us, 2), "ratio": round(r, 3)} for name, us, r in growth}
+        result["sqlite_pages_per_commit"] = round(pages, 2)
         result["chain_head_hold"] = {name: {"ms": ms, "events_per_s": eps} for name, ms, eps in holds}
         if forwarding_summary:
             result["forwarder_ratio"] = round(forwarding_summary["ratio"], 3)
@@ -629,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     hostile_ok = hostile.success_rate >= 0.99
-    return 0 if allows >= answered and hostile_ok and all(r["errors"] == 0 for _, r in rows) else 1
+    audited = allows >= answered and pgrow.ok(pg_summary)
+    return 0 if audited and hostile_ok and all(r["errors"] == 0 for _, r in rows) else 1
 
 
 if __name__ == "__main__":

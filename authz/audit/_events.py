@@ -134,6 +134,8 @@ def event_from_decision(decision: Decision, *, time_ms: int) -> dict[str, Any]:
     if d.server is not None:  # only with several tool servers behind one endpoint
         event["tessera"]["server"] = clean_text(d.server, 256)
         event["api"]["service"] = {"name": clean_text(d.server, 256)}
+    if d.item is not None:  # a prompt read or resource read: which one (a name or URI, never content)
+        event["tessera"]["item"] = clean_text(d.item, 1024)
     if d.trace_id is not None:  # only with tracing on: from an event to its trace
         event["tessera"]["trace_id"] = json_safe(d.trace_id, max_len=64)
     if d.intent_determined is not None:  # which words the intent extractor matched, never the prompt

@@ -34,7 +34,7 @@ from authz.check.directory import TenantDirectory, TenantView
 from authz.check.models import CheckInput, Decision
 from authz.intent import CatalogExtractor, catalog_for_settings
 from authz.provenance import NOT_PRESENTED
-from authz.token import AuthenticatedToken
+from authz.token import AuthenticatedToken, item_violation
 
 #: The JSON-RPC methods whose result is filtered, and the result member that holds the items.
 LIST_RESULTS: Mapping[str, str] = {
@@ -52,6 +52,40 @@ ITEM_KINDS: Mapping[str, tuple[str, str]] = {
     "resources": ("resource", "uri"),
     "resourceTemplates": ("resource_template", "uriTemplate"),
 }
+
+#: The MCP requests that read one listed item, and the ``params`` member that names it: each is decided
+#: like that item's entry in its list (:meth:`ListFilter.item_verdict`), so whatever a list withholds
+#: from a caller, a direct get or read of it is denied. ``completion/complete`` names its item in
+#: ``params.ref`` (a prompt by ``name``, a resource template by ``uri``).
+ITEM_METHODS: Mapping[str, tuple[str, str]] = {
+    "prompts/get": ("prompt", "name"),
+    "resources/read": ("resource", "uri"),
+    "resources/subscribe": ("resource", "uri"),
+}
+_COMPLETION_REFS = {"ref/prompt": ("prompt", "name"), "ref/resource": ("resource_template", "uri")}
+
+
+def item_of(method: str, params: Any) -> tuple[str, str] | None:
+    """``(kind, name)`` of the item an item request names, None for any other method.
+
+    Raises :class:`ValueError` when an item request does not name its item (it cannot be judged, so it
+    is refused as invalid params rather than forwarded)."""
+    if method == "completion/complete":
+        ref = params.get("ref") if isinstance(params, dict) else None
+        spec = _COMPLETION_REFS.get(ref.get("type")) if isinstance(ref, dict) else None
+        if spec is None:
+            raise ValueError("completion/complete needs a ref of type ref/prompt or ref/resource")
+        container = ref
+    elif method in ITEM_METHODS:
+        spec, container = ITEM_METHODS[method], params
+    else:
+        return None
+    kind, key = spec
+    name = container.get(key) if isinstance(container, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{method} needs a {key!r}")
+    return kind, name
+
 
 #: The ``method`` of a :class:`ListContext` for an MCP GET stream (the standalone stream, or a stream
 #: resumed with ``Last-Event-ID``). The server may replay on it any earlier message of the session,
@@ -100,6 +134,10 @@ class ListContext:
     rpc_id: str = "null"
     #: The tool server the list came from (its route's ``server`` context extension), None with one.
     server: str | None = None
+    #: The token's ``prompts`` caveats (their intersection, None: none) and ``resources`` caveats (the
+    #: URI prefixes of each): items outside them are withheld like tools outside ``tools``.
+    prompts: frozenset[str] | None = None
+    resources: tuple[tuple[str, ...], ...] = ()
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -114,12 +152,15 @@ class ListContext:
             "source_ip": self.source_ip,
             "rpc_id": self.rpc_id,
             "server": self.server,
+            "prompts": sorted(self.prompts) if self.prompts is not None else None,
+            "resources": [list(prefixes) for prefixes in self.resources],
         }
 
     @classmethod
     def from_metadata(cls, data: Mapping[str, Any]) -> ListContext:
         try:
             tools = data.get("tools")
+            prompts = data.get("prompts")
             return cls(
                 tenant=_text(data["tenant"]),
                 agent=data.get("agent") if isinstance(data.get("agent"), str) else None,
@@ -132,6 +173,8 @@ class ListContext:
                 source_ip=_text(data.get("source_ip", "")),
                 rpc_id=_text(data.get("rpc_id", "null")),
                 server=_text(data["server"]) if data.get("server") is not None else None,
+                prompts=None if prompts is None else frozenset(_text(p) for p in prompts),
+                resources=tuple(tuple(_text(p) for p in prefixes) for prefixes in data.get("resources", ())),
             )
         except (KeyError, TypeError) as exc:
             raise ListContextError(f"list context incomplete: {exc}") from None
@@ -141,6 +184,27 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
     return value
+
+
+def caller_context(
+    token: AuthenticatedToken, inp: CheckInput, method: str, rpc_id: str = "null"
+) -> ListContext:
+    """The :class:`ListContext` of an authenticated caller's request ``inp``."""
+    return ListContext(
+        tenant=token.tenant,
+        agent=token.agent,
+        token_id=token.token_id,
+        jti=token.jti,
+        caveats=tuple(token.raw_caveats),
+        tools=token.tools,
+        method=method,
+        path=inp.path,
+        source_ip=inp.source_ip,
+        rpc_id=rpc_id,
+        server=inp.server,
+        prompts=token.prompts,
+        resources=token.resources,
+    )
 
 
 def rpc_id_json(value: Any) -> str:
@@ -180,19 +244,7 @@ class ListFilter:
         token = self._auth.authenticate(inp.token) if inp.token else None
         if not isinstance(token, AuthenticatedToken):
             raise ListContextError("the list request's token does not authenticate")
-        return ListContext(
-            tenant=token.tenant,
-            agent=token.agent,
-            token_id=token.token_id,
-            jti=token.jti,
-            caveats=tuple(token.raw_caveats),
-            tools=token.tools,
-            method=method,
-            path=inp.path,
-            source_ip=inp.source_ip,
-            rpc_id=rpc_id_json(request_id),
-            server=inp.server,
-        )
+        return caller_context(token, inp, method, rpc_id_json(request_id))
 
     # -- on the response ------------------------------------------------------------------------------
     def visible(self, ctx: ListContext, tool: str, kind: str = "tool") -> bool:
@@ -200,15 +252,13 @@ class ListFilter:
 
         ``kind`` is ``tool``, ``prompt``, ``resource`` or ``resource_template`` and ``tool`` the
         item's name (a URI or URI template for resources). Prompts and resources are judged by the
-        policy only when it reads ``input.prompt`` (resp. ``input.resource``); no caveat names them."""
-        tenant = self._directory.get(ctx.tenant)
+        policy only when it reads ``input.prompt`` (resp. ``input.resource``)."""
         if kind != "tool":
-            if tenant is None or tenant.settings_error is not None:
-                return False
-            if tenant.policy is None or not _policy_reads(tenant.policy, _POLICY_NAMES[kind]):
-                return True
-            result = tenant.policy.evaluate(self.policy_input(ctx, tool, kind))
-            return result.outcome in ("allow", "escalate")
+            verdict = self.item_verdict(ctx, tool, kind)
+            if isinstance(verdict, bool):
+                return verdict
+            return verdict.outcome in ("allow", "escalate")
+        tenant = self._directory.get(ctx.tenant)
         if ctx.tools is not None and tool not in ctx.tools:
             return False
         if tenant is None or tenant.policy is None or tenant.settings_error is not None:
@@ -223,6 +273,20 @@ class ListFilter:
             return False
         result = tenant.policy.evaluate(self.policy_input(ctx, tool))
         return result.outcome in ("allow", "escalate")
+
+    def item_verdict(self, ctx: ListContext, name: str, kind: str) -> Any:
+        """The list-phase judgement of a prompt, resource or resource template: ``True`` (listed) or
+        ``False`` (withheld) when decided without the policy, else the policy's result for it (an
+        awaitable with a policy server). Shared by the list filter and the check of a get or read of
+        the item (:data:`ITEM_METHODS`), so the two can never disagree."""
+        if item_violation(ctx.prompts, ctx.resources, kind, name) is not None:
+            return False  # outside the token's prompts/resources caveats
+        tenant = self._directory.get(ctx.tenant)
+        if tenant is None or tenant.settings_error is not None:
+            return False
+        if tenant.policy is None or not _policy_reads(tenant.policy, _POLICY_NAMES[kind]):
+            return True
+        return tenant.policy.evaluate(self.policy_input(ctx, name, kind))
 
     def policy_input(self, ctx: ListContext, name: str, kind: str = "tool") -> dict[str, Any]:
         """The list-phase policy input: a call's shape, ``phase: "list"``, no arguments.

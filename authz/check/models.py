@@ -85,6 +85,12 @@ class CheckInput:
     #: The MCP tool server the request goes to, when one listener fronts several (``/v1/mcp/<server>``,
     #: Envoy route context_extensions); None for the default endpoint.
     server: str | None = None
+    #: What a ``prompts/get``, ``resources/read``, ``resources/subscribe`` or ``completion/complete``
+    #: names: ``item_kind`` is ``prompt``, ``resource`` or ``resource_template`` (the list phase's
+    #: ``input.kind``) and ``item`` the prompt's name or the resource's URI (template). Such a request is
+    #: decided like the list entry of that item (:mod:`authz.check.listing`); None for other messages.
+    item_kind: str | None = None
+    item: str | None = None
 
     @property
     def full_pipeline(self) -> bool:
@@ -129,6 +135,8 @@ class Decision:
     memory_writers: tuple[str, ...] = ()
     #: The MCP tool server the call went to (:attr:`CheckInput.server`), None for the default endpoint.
     server: str | None = None
+    #: The prompt or resource a get/read named (:attr:`CheckInput.item`), None for other messages.
+    item: str | None = None
 
     @property
     def allowed(self) -> bool:

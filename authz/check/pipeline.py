@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from authz.budget import rule_reservations, token_reservations, tool_cost
 from authz.canonical import stable_json
 from authz.check.directory import TenantDirectory, TenantView
+from authz.check.listing import ListFilter, caller_context
 from authz.check.models import RETRY_AFTER_MS, Check, CheckInput, Decision, Outcome, new_decision_id
 from authz.echo import bounded_reason, echo
 from authz.intent import judge_intent
@@ -120,6 +121,12 @@ class Pipeline:
             ("budget", self._budget),
         )
         self._session: tuple[tuple[str, Stage], ...] = (("capability", self._capability),)
+        # A get/read of a prompt or resource: the token, then that item's list-phase judgement.
+        self._item_read: tuple[tuple[str, Stage], ...] = (
+            ("capability", self._capability),
+            ("policy", self._item_access),
+        )
+        self._listing = ListFilter(authenticator=authenticator, directory=directory, clock=clock)
         self._observer = observer
         self._observe_stages = observer.observe_stages if observer is not None else None
         self._tracer = tracer
@@ -287,7 +294,10 @@ class Pipeline:
         return _NO_SPAN if self._tracer is None else self._tracer.stage(name)
 
     async def _run(self, state: CallState) -> Decision:
-        stages = self._full if state.input.full_pipeline else self._session
+        inp = state.input
+        stages = (
+            self._full if inp.full_pipeline else self._item_read if inp.item is not None else self._session
+        )
         observe, tracer = self._observe_stages, self._tracer
         # One timestamp per stage boundary, handed to the metrics once per check (cheaper than a
         # histogram update per stage).
@@ -341,6 +351,7 @@ class Pipeline:
             intent_terms=state.intent.terms if state.intent is not None else (),
             intent_determined=state.intent.determined if state.intent is not None else None,
             memory_writers=state.provenance.writers,
+            item=inp.item,
         )
 
     def _deny(self, state: CallState, check: Check, reason: str, **data: Any) -> Decision:
@@ -365,6 +376,8 @@ class Pipeline:
             arguments=inp.arguments if inp.tool is not None else None,
             prompt=inp.intent_prompt,
             expected_tenant=inp.pinned_tenant,
+            server=inp.server,  # every request names its server: None is the main endpoint
+            item=(inp.item_kind, inp.item) if inp.item_kind is not None and inp.item is not None else None,
         )
         if rejection is not None:
             return self._deny(state, Check.CAPABILITY, rejection.reason)
@@ -458,6 +471,33 @@ class Pipeline:
             return self._escalation(state, approval)
         state.approval_to_consume = approved
         return None
+
+    async def _item_access(self, state: CallState) -> Decision | None:
+        """A ``prompts/get``, ``resources/read``, ``resources/subscribe`` or ``completion/complete``:
+        allowed exactly when the item would be listed to this caller (the same list-phase input, see
+        :meth:`ListFilter.item_verdict`), except that ``escalate`` denies: a read cannot wait for an
+        approval, which is bound to a tool call."""
+        tenant, inp = state.tenant, state.input
+        assert tenant is not None and inp.item_kind is not None and inp.item is not None
+        if tenant.settings_error is not None:
+            return self._unavailable(state, tenant.settings_error)
+        ctx = caller_context(state.token, inp, inp.rpc_method or "")
+        verdict = self._listing.item_verdict(ctx, inp.item, inp.item_kind)
+        if verdict is True:
+            return None
+        what = f"{inp.item_kind.replace('_', ' ')} {echo(inp.item)}"
+        if verdict is False:
+            return self._deny(state, Check.POLICY, f"{what} is not available to this caller")
+        if inspect.isawaitable(verdict):  # a policy server (OPA) answers asynchronously
+            verdict = await verdict
+        if verdict.outcome == "allow":
+            return None
+        if verdict.outcome == "escalate":
+            return self._deny(
+                state, Check.POLICY, f"{what} needs a human approval, which a read cannot wait for"
+            )
+        reason = bounded_reason(verdict.reason) or "denied by policy"
+        return self._deny(state, Check.POLICY, f"{what}: {reason}")
 
     async def _load_approval(self, state: CallState) -> Decision | None:
         inp, token = state.input, state.token

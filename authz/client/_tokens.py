@@ -3,9 +3,10 @@
 Tokens are macaroons (V2 binary, base64url without padding, ARCHITECTURE §3). Anyone holding one can
 append first-party caveats without any key, and the gateway enforces every caveat in the chain, so a
 sub-agent's token can only ever be narrower than its parent's. This module speaks the caveat grammar
-the gateway verifies (``tenant``, ``agent``, ``tools``, ``expires``, ``not_before``, ``max_calls``,
-``max_cost``, ``prompt_sha256``, ``arg:<path> <op> <value>``) with nothing but pymacaroons, so the SDK
-stays free of server code; a unit test holds it to the gateway's own parser.
+the gateway verifies (``tenant``, ``agent``, ``tools``, ``prompts``, ``resources``, ``servers``,
+``expires``, ``not_before``, ``max_calls``, ``max_cost``, ``prompt_sha256``, ``arg:<path> <op> <value>``)
+with nothing but pymacaroons, so the SDK stays free of server code; a unit test holds it to the
+gateway's own parser.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _NAME_RE = re.compile(r"[^\s|,\x00-\x1f\x7f]{1,128}")
 _AGENT_RE = re.compile(r"\S{1,256}")
 _TOOL_RE = re.compile(r"[^\s,]{1,128}")
+_PREFIX_RE = re.compile(r"[^\s,]{1,512}")
+_SERVER_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+#: What each list-valued caveat holds: its item pattern and what an item is called in an error.
+_LISTS = {
+    "tools": (_TOOL_RE, "tool name"),
+    "prompts": (_TOOL_RE, "prompt name"),
+    "resources": (_PREFIX_RE, "resource URI prefix"),
+    "servers": (_SERVER_RE, "server name"),
+}
 _CALLS_RE = re.compile(r"0|[1-9][0-9]{0,18}")
 _COST_RE = re.compile(r"(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,6})?")
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -47,6 +57,9 @@ _OPERATOR_OF = {
     "tenant": "=",
     "agent": "=",
     "tools": "=",
+    "prompts": "=",
+    "resources": "=",
+    "servers": "=",
     "expires": "<",
     "not_before": ">",
     "max_calls": "=",
@@ -87,10 +100,11 @@ def _parse(text: str) -> tuple[str, Any]:
         raise _Malformed(f"malformed caveat {text!r}: invalid tenant id")
     if key == "agent" and not _AGENT_RE.fullmatch(value):
         raise _Malformed(f"malformed caveat {text!r}: invalid agent id")
-    if key == "tools":
+    if key in _LISTS:
+        pattern, what = _LISTS[key]
         names = [name.lstrip(" ") for name in value.split(",")]
-        if not all(_TOOL_RE.fullmatch(name) for name in names):
-            raise _Malformed(f"malformed caveat {text!r}: invalid tool name")
+        if not all(pattern.fullmatch(name) for name in names):
+            raise _Malformed(f"malformed caveat {text!r}: invalid {what}")
         return key, frozenset(names)
     if key in ("expires", "not_before"):
         return key, _parse_time(text, value)
@@ -283,6 +297,11 @@ class TokenInfo:
     args: tuple[str, ...]
     prompt_sha256: str | None
     problems: tuple[str, ...]
+    #: Intersection of the ``prompts`` caveats, of the ``servers`` caveats (None: any), and the URI
+    #: prefixes of each ``resources`` caveat (a resource must start with one of each).
+    prompts: frozenset[str] | None = None
+    servers: frozenset[str] | None = None
+    resources: tuple[frozenset[str], ...] = ()
 
     def allows_tool(self, tool: str) -> bool:
         """Whether the tools caveats admit ``tool`` (other caveats may still deny a call)."""
@@ -306,6 +325,9 @@ def inspect(token: str) -> TokenInfo:
     costs: list[Decimal] = []
     args: list[str] = []
     prompt: str | None = None
+    prompts: frozenset[str] | None = None
+    servers: frozenset[str] | None = None
+    resources: list[frozenset[str]] = []
     for text in texts:
         try:
             key, value = _parse(text)
@@ -320,6 +342,12 @@ def inspect(token: str) -> TokenInfo:
             agent = agent or value
         elif key == "tools":
             tools = value if tools is None else tools & value
+        elif key == "prompts":
+            prompts = value if prompts is None else prompts & value
+        elif key == "servers":
+            servers = value if servers is None else servers & value
+        elif key == "resources":
+            resources.append(value)
         elif key == "expires":
             expires.append(value)
         elif key == "not_before":
@@ -350,6 +378,9 @@ def inspect(token: str) -> TokenInfo:
         args=tuple(args),
         prompt_sha256=prompt,
         problems=tuple(problems),
+        prompts=prompts,
+        servers=servers,
+        resources=tuple(resources),
     )
 
 
@@ -365,6 +396,9 @@ def attenuate(
     prompt: str | None = None,
     agent: str | None = None,
     caveats: Sequence[str] = (),
+    prompts: Sequence[str] | None = None,
+    resources: Sequence[str] | None = None,
+    servers: Sequence[str] | None = None,
 ) -> str:
     """A narrower token for a sub-agent, made offline (no key, no network).
 
@@ -377,6 +411,9 @@ def attenuate(
       an integral float is written as an int, ``1.0`` → ``1``, as the TypeScript SDK must).
     - ``prompt``: bind the token to this one user request (its SHA-256).
     - ``agent``: bind an unbound token to one agent id.
+    - ``prompts``: only these MCP prompts; ``resources``: only MCP resources whose URI starts with one
+      of these prefixes; ``servers``: only these MCP tool servers (``/v1/mcp/<name>``, ``default`` for
+      ``/v1/mcp``). Each intersects with earlier caveats of its kind.
     - ``caveats``: raw caveat strings, appended last.
 
     Every caveat is checked against the gateway's grammar first, so a typo raises ValueError here
@@ -395,6 +432,11 @@ def attenuate(
         if bad:
             raise ValueError(f"invalid tool name {bad[0]!r} (1-128 characters, no whitespace or comma)")
         new.append("tools = " + ",".join(tools))
+    for key, names in (("prompts", prompts), ("resources", resources), ("servers", servers)):
+        if names is not None:
+            if isinstance(names, str) or not names or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"{key} must be a non-empty sequence of strings")
+            new.append(f"{key} = " + ",".join(names))  # checked against the grammar below
     if not_before is not None:
         new.append(f"not_before > {_format_time(not_before)}")
     if expires is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from authz.local.envoy_config import JSON_LOG_FORMAT, EnvoyProcess, die_with_parent, render_envoy_config
+from authz.local.envoy_oauth import TokenRateLimit
 
 
 def free_port() -> int:
@@ -261,6 +262,9 @@ class Stack:
     #: The admin service gets the TESSERA_OIDC_* ones too, to accept the console's users.
     console_env: dict[str, str] | None = None
     console: ConsoleProcess | None = None
+    #: The token endpoint's per-address rate limit; None: TESSERA_OAUTH_TOKEN_RATE_LIMIT of ``env``
+    #: (or the process environment), else the default.
+    oauth_token_rate_limit: TokenRateLimit | None = None
     upstream: subprocess.Popen | None = None
     checks: list[CheckProcess] = field(default_factory=list)
     admin: AdminProcess | None = None
@@ -381,6 +385,8 @@ class Stack:
                     oauth_authorization_servers=self.oauth_authorization_servers or (),
                     oauth_tenants=self.oauth_tenants,
                     console_endpoint=("127.0.0.1", self.console.port) if self.console else None,
+                    oauth_token_rate_limit=self.oauth_token_rate_limit
+                    or TokenRateLimit.from_env({**os.environ, **self.env}),
                 )
             )
             self.envoy = EnvoyProcess(

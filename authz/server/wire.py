@@ -21,6 +21,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
+from authz.check.listing import item_of
 from authz.check.models import Check, CheckInput, Code, Decision, Outcome, new_decision_id, unavailable
 from authz.config import BodyLimitsConfig
 from authz.receipts import HEADER as RECEIPT_HEADER
@@ -286,6 +287,12 @@ def _mcp_message(item: Any, base: dict[str, Any]) -> Message:
         if "tessera/provenance" in meta:
             fields["provenance"] = meta["tessera/provenance"]
     if method != "tools/call":
+        try:
+            item = item_of(method, params)  # a prompt or resource read is decided like its list entry
+        except ValueError as exc:
+            raise _ProtocolError(Code.INVALID_PARAMS, f"invalid params: {exc}", request_id) from None
+        if item is not None:
+            fields["item_kind"], fields["item"] = item
         return Message(CheckInput(**fields, rpc_method=method), request_id, notification)
     if not isinstance(params, dict) or not isinstance(params.get("name"), str) or not params["name"]:
         raise _ProtocolError(Code.INVALID_PARAMS, "invalid params: tools/call needs a tool name", request_id)

@@ -18,6 +18,7 @@ Everything here is pure: no I/O, no clock (callers pass ``now``), no global stat
 
 from ._caveats import (
     ARG_OPERATORS,
+    DEFAULT_SERVER,
     MAX_CAVEAT_LENGTH,
     AgentCaveat,
     ArgCaveat,
@@ -27,6 +28,9 @@ from ._caveats import (
     MaxCostCaveat,
     NotBeforeCaveat,
     PromptCaveat,
+    PromptsCaveat,
+    ResourcesCaveat,
+    ServersCaveat,
     TenantCaveat,
     ToolsCaveat,
     format_time,
@@ -34,11 +38,20 @@ from ._caveats import (
 )
 from ._keys import MIN_MASTER_BYTES, KeyRing, valid_name
 from ._mint import TokenInfo, attenuate, hash_prompt, inspect, mint
-from ._verify import AuthenticatedToken, BudgetCounter, TokenAuthenticator, TokenRejection
+from ._verify import (
+    ANY_SERVER,
+    AuthenticatedToken,
+    BudgetCounter,
+    TokenAuthenticator,
+    TokenRejection,
+    item_violation,
+)
 from ._wire import MAX_CAVEATS, MAX_TOKEN_LENGTH, valid_jti
 
 __all__ = [
+    "ANY_SERVER",
     "ARG_OPERATORS",
+    "DEFAULT_SERVER",
     "MAX_CAVEATS",
     "MAX_CAVEAT_LENGTH",
     "MAX_TOKEN_LENGTH",
@@ -54,6 +67,9 @@ __all__ = [
     "MaxCostCaveat",
     "NotBeforeCaveat",
     "PromptCaveat",
+    "PromptsCaveat",
+    "ResourcesCaveat",
+    "ServersCaveat",
     "TenantCaveat",
     "TokenAuthenticator",
     "TokenInfo",
@@ -63,6 +79,7 @@ __all__ = [
     "format_time",
     "hash_prompt",
     "inspect",
+    "item_violation",
     "mint",
     "parse_caveat",
     "valid_jti",

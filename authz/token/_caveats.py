@@ -7,6 +7,12 @@ non-empty, without leading or trailing whitespace; no control characters anywher
     tenant = T                 T: tenant id (1-128 chars, no whitespace, "|" or ",")
     agent = A                  A: agent id (1-256 chars, no whitespace)
     tools = a,b,c              tool names (no whitespace or ","); optional spaces after commas
+    prompts = a,b              MCP prompt names (as tools); several prompts caveats intersect
+    resources = p,q            MCP resource URI prefixes (no whitespace or ","; 1-512 chars each): a
+                               resource's URI (a template's uriTemplate) must start with one of them,
+                               in every resources caveat
+    servers = a,b              MCP tool servers (``/v1/mcp/<name>``; ``default`` is ``/v1/mcp`` and
+                               ``/v1/tool-call``); names as the gateway's: [a-z0-9][a-z0-9_-]{0,62}
     expires < RFC3339          valid while now <  T
     not_before > RFC3339       valid once  now >= T
     max_calls = N              N: integer 0 <= N < 2**63, no sign, no leading zeros
@@ -66,6 +72,8 @@ _NUMERIC_OPS = frozenset(_COMPARE)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _AGENT_RE = re.compile(r"\S{1,256}")
 _TOOL_RE = re.compile(r"[^\s,]{1,128}")
+_PREFIX_RE = re.compile(r"[^\s,]{1,512}")
+_SERVER_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _CALLS_RE = re.compile(r"0|[1-9][0-9]{0,18}")
 _COST_RE = re.compile(r"(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,6})?")
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -97,6 +105,39 @@ class ToolsCaveat:
 
     raw: str
     tools: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PromptsCaveat:
+    """``prompts = a,b``: a prompt got or listed must be one of these (several prompts caveats intersect)."""
+
+    raw: str
+    prompts: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcesCaveat:
+    """``resources = p,q``: a resource read, subscribed, completed or listed must have a URI (a template
+    its ``uriTemplate``) that starts with one of these prefixes; several resources caveats must all hold."""
+
+    raw: str
+    prefixes: tuple[str, ...]
+
+    def admits(self, uri: str) -> bool:
+        return uri.startswith(self.prefixes)
+
+
+@dataclass(frozen=True, slots=True)
+class ServersCaveat:
+    """``servers = a,b``: the MCP tool servers (``/v1/mcp/<name>``) the token may reach; ``default``
+    names the main endpoint (``/v1/mcp``, ``/v1/tool-call``). Several servers caveats intersect."""
+
+    raw: str
+    servers: frozenset[str]
+
+
+#: The name a ``servers`` caveat gives the main endpoint (``/v1/mcp`` and ``/v1/tool-call``).
+DEFAULT_SERVER = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +229,9 @@ Caveat: TypeAlias = (
     TenantCaveat
     | AgentCaveat
     | ToolsCaveat
+    | PromptsCaveat
+    | ResourcesCaveat
+    | ServersCaveat
     | ExpiresCaveat
     | NotBeforeCaveat
     | MaxCallsCaveat
@@ -255,6 +299,26 @@ def _parse_tools(raw: str, value: str) -> Caveat:
     return ToolsCaveat(raw, frozenset(names))
 
 
+def _names(raw: str, value: str, pattern: re.Pattern[str], what: str) -> list[str]:
+    names = [name.lstrip(" ") for name in value.split(",")]
+    for name in names:
+        if not pattern.fullmatch(name):
+            raise _malformed(raw, f"invalid {what} {show(name)}")
+    return names
+
+
+def _parse_prompts(raw: str, value: str) -> Caveat:
+    return PromptsCaveat(raw, frozenset(_names(raw, value, _TOOL_RE, "prompt name")))
+
+
+def _parse_resources(raw: str, value: str) -> Caveat:
+    return ResourcesCaveat(raw, tuple(dict.fromkeys(_names(raw, value, _PREFIX_RE, "resource URI prefix"))))
+
+
+def _parse_servers(raw: str, value: str) -> Caveat:
+    return ServersCaveat(raw, frozenset(_names(raw, value, _SERVER_RE, "server name")))
+
+
 def _parse_expires(raw: str, value: str) -> Caveat:
     return ExpiresCaveat(raw, _parse_time(raw, value), value)
 
@@ -285,6 +349,9 @@ _SIMPLE = {
     "tenant": ("=", _parse_tenant),
     "agent": ("=", _parse_agent),
     "tools": ("=", _parse_tools),
+    "prompts": ("=", _parse_prompts),
+    "resources": ("=", _parse_resources),
+    "servers": ("=", _parse_servers),
     "expires": ("<", _parse_expires),
     "not_before": (">", _parse_not_before),
     "max_calls": ("=", _parse_max_calls),

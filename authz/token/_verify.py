@@ -15,6 +15,7 @@ from authz.echo import echo
 from authz.errors import InvalidArgument
 
 from ._caveats import (
+    DEFAULT_SERVER,
     AgentCaveat,
     ArgCaveat,
     Caveat,
@@ -23,6 +24,9 @@ from ._caveats import (
     MaxCostCaveat,
     NotBeforeCaveat,
     PromptCaveat,
+    PromptsCaveat,
+    ResourcesCaveat,
+    ServersCaveat,
     TenantCaveat,
     ToolsCaveat,
     parse_caveat,
@@ -30,6 +34,9 @@ from ._caveats import (
 )
 from ._keys import KeyRing
 from ._wire import b64url_decode, decode_identifier, decode_macaroon, malformed
+
+#: ``AuthenticatedToken.check(server=...)`` default: the ``servers`` caveats are not evaluated.
+ANY_SERVER = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,12 @@ class AuthenticatedToken:
     budget_counters: tuple[BudgetCounter, ...]
     #: Intersection of every ``tools`` caveat; None if there is none.
     tools: frozenset[str] | None = field(init=False)
+    #: Intersection of every ``prompts`` caveat; None if there is none.
+    prompts: frozenset[str] | None = field(init=False)
+    #: The URI prefixes of each ``resources`` caveat (a resource must match one of each); () if none.
+    resources: tuple[tuple[str, ...], ...] = field(init=False)
+    #: Intersection of every ``servers`` caveat (``default`` is the main endpoint); None if there is none.
+    servers: frozenset[str] | None = field(init=False)
     #: Earliest ``expires`` / latest ``not_before``; None if absent.
     expires: datetime | None = field(init=False)
     not_before: datetime | None = field(init=False)
@@ -112,6 +125,11 @@ class AuthenticatedToken:
         setattr_(self, "_args", tuple(c for c in self.caveats if isinstance(c, ArgCaveat)))
         setattr_(self, "_prompts", tuple(c for c in self.caveats if isinstance(c, PromptCaveat)))
         setattr_(self, "tools", intersect_tools(tools))
+        prompts = [c.prompts for c in self.caveats if isinstance(c, PromptsCaveat)]
+        setattr_(self, "prompts", frozenset.intersection(*prompts) if prompts else None)
+        setattr_(self, "resources", tuple(c.prefixes for c in self.caveats if isinstance(c, ResourcesCaveat)))
+        servers = [c.servers for c in self.caveats if isinstance(c, ServersCaveat)]
+        setattr_(self, "servers", frozenset.intersection(*servers) if servers else None)
         setattr_(self, "expires", min((c.at for c in expires), default=None))
         setattr_(self, "not_before", max((c.at for c in not_before), default=None))
 
@@ -128,6 +146,8 @@ class AuthenticatedToken:
         prompt: str | None,
         expected_tenant: str | None = None,
         expected_agent: str | None = None,
+        server: str | None = ANY_SERVER,
+        item: tuple[str, str] | None = None,
     ) -> TokenRejection | None:
         """None if the request satisfies every caveat, else the first violation.
 
@@ -139,6 +159,11 @@ class AuthenticatedToken:
         messages): ``tools`` caveats must all contain ``tool``; every ``arg:`` caveat must hold for
         ``arguments`` (None counts as no arguments, so every arg caveat fails); ``prompt_sha256`` caveats
         must match the SHA-256 of ``prompt`` (a missing prompt fails).
+
+        ``server`` (the MCP tool server the request goes to, None for the main endpoint) must be in the
+        ``servers`` caveats; the default :data:`ANY_SERVER` skips that check (a caller that is not a
+        request to a server). ``item`` (``(kind, name)`` of a prompt or resource a request reads) must
+        be admitted by the ``prompts`` / ``resources`` caveats (:func:`item_violation`).
 
         ``max_calls``/``max_cost`` are not evaluated (budget stage). ``now`` must be timezone-aware
         (InvalidArgument otherwise: a programming error, not a denial).
@@ -155,6 +180,16 @@ class AuthenticatedToken:
         for c in self._not_before:
             if now < c.at:
                 return TokenRejection(f"token not valid before {c.text}")
+        if self.servers is not None and server != ANY_SERVER:
+            name = DEFAULT_SERVER if server is None else server
+            if name not in self.servers:
+                return TokenRejection(
+                    f"server {echo(name)} not allowed by caveat 'servers = {','.join(sorted(self.servers))}'"
+                )
+        if item is not None:
+            why = item_violation(self.prompts, self.resources, *item)
+            if why is not None:
+                return TokenRejection(why)
         if tool is None:
             return None
         for c in self._tools:
@@ -172,6 +207,26 @@ class AuthenticatedToken:
                 if not hmac.compare_digest(digest, c.sha256):
                     return TokenRejection(f"prompt does not match caveat {show(c.raw)}")
         return None
+
+
+def item_violation(
+    prompts: frozenset[str] | None, resources: tuple[tuple[str, ...], ...], kind: str, name: str
+) -> str | None:
+    """Why the ``prompts`` / ``resources`` caveats (as :class:`AuthenticatedToken` holds them) refuse the
+    MCP item ``name`` of ``kind`` (``prompt``, ``resource``, ``resource_template``), None if they admit it.
+    Tools are the ``tools`` caveats' business; any other kind is refused once a caveat names items."""
+    if kind == "prompt":
+        if prompts is not None and name not in prompts:
+            return f"prompt {echo(name)} not allowed by the token's prompts caveats"
+        return None
+    if kind in ("resource", "resource_template"):
+        for prefixes in resources:
+            if not name.startswith(prefixes):
+                return f"resource {echo(name)} not allowed by caveat 'resources = {','.join(prefixes)}'"
+        return None
+    if prompts is not None or resources:
+        return f"an item of kind {echo(kind)} is not allowed by the token's prompts/resources caveats"
+    return None
 
 
 def intersect_tools(caveats: tuple[ToolsCaveat, ...]) -> frozenset[str] | None:

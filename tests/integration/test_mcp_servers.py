@@ -195,3 +195,23 @@ def test_receipts_name_the_server_they_were_issued_for(two_servers: Gateway):
     assert ReceiptVerifier(keys, server="billing").verify(token, body).server == "billing"
     with pytest.raises(ReceiptError, match="another tool server"):
         ReceiptVerifier(keys).verify(token, body)
+
+
+async def test_a_servers_caveat_confines_a_token_to_its_servers(two_servers: Gateway):
+    """``servers = billing``: the whole MCP session works at /v1/mcp/billing, and the same token is refused
+    (-32010) at /v1/mcp, whose name in the caveat is ``default``."""
+    clerk = two_servers.token("multi", agent="billing-clerk", extra_caveats=["servers = billing"])
+    assert (await _session(two_servers, clerk, "/v1/mcp/billing"))[1] == "ok"
+    for body in (
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "read_invoice", "arguments": {}},
+        },
+    ):
+        error = two_servers.mcp(body, clerk).json()["error"]
+        assert error["code"] == -32010 and "server 'default' not allowed" in error["data"]["reason"]
+    both = two_servers.token("multi", agent="billing-clerk", extra_caveats=["servers = billing,default"])
+    assert (await _session(two_servers, both, "/v1/mcp"))[1] == "ok"

@@ -17,6 +17,9 @@ const OPERATOR_OF: Record<string, string> = {
   tenant: "=",
   agent: "=",
   tools: "=",
+  prompts: "=",
+  resources: "=",
+  servers: "=",
   expires: "<",
   not_before: ">",
   max_calls: "=",
@@ -27,6 +30,8 @@ const CONTROL_RE = /[\x00-\x1f\x7f]/;
 const NAME_RE = /^[^\s|,\x00-\x1f\x7f]{1,128}$/u;
 const AGENT_RE = /^\S{1,256}$/u;
 const TOOL_RE = /^[^\s,]{1,128}$/u;
+const PREFIX_RE = /^[^\s,]{1,512}$/u;
+const SERVER_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const CALLS_RE = /^(?:0|[1-9][0-9]{0,18})$/;
 const COST_RE = /^(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,6})?$/;
 const SHA256_RE = /^[0-9a-fA-F]{64}$/;
@@ -239,6 +244,15 @@ function parseCaveat(text: string): [string, unknown] {
     case "tools": {
       const names = value.split(",").map((n) => n.replace(/^ +/, ""));
       if (!names.every((n) => TOOL_RE.test(n))) throw bad("invalid tool name");
+      return [key, new Set(names)];
+    }
+    case "prompts":
+    case "resources":
+    case "servers": {
+      // MCP items: prompt names, resource URI prefixes, tool server names (docs/caveats.md)
+      const pattern = key === "prompts" ? TOOL_RE : key === "resources" ? PREFIX_RE : SERVER_RE;
+      const names = value.split(",").map((n) => n.replace(/^ +/, ""));
+      if (!names.every((n) => pattern.test(n))) throw bad(`invalid ${key} item`);
       return [key, new Set(names)];
     }
     case "expires":
