@@ -60,7 +60,7 @@ bench: $(STAMP) ## run the benchmark (starts its own stack) and print one table
 
 INTENT_DATA := tests/data/intent
 eval-intent: $(STAMP) ## measure the intent extractor on the labelled corpus (EXTRACTOR=URL for an HTTP one)
-	@for set in demo ap cloud crm; do for part in cases holdout holdout2; do \
+	@for set in demo ap cloud crm; do for part in cases holdout holdout2 holdout3; do \
 	  echo "== $$set $$part"; \
 	  $(BIN)/tessera intent eval --summary --tools $(INTENT_DATA)/$${set}_tools.json \
 	    --cases $(INTENT_DATA)/$${set}_$${part}.jsonl $(if $(EXTRACTOR),--extractor $(EXTRACTOR)) || exit 1; \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring  # the C escaper when available (json's own choice)
 from typing import Any
 
 import rfc8785
@@ -21,13 +22,113 @@ def canonical_json(value: Any) -> bytes:
     ``rfc8785``'s pure-Python one, which handles everything else (floats, non-ASCII keys, lone
     surrogates). ``tests/unit/test_audit_chain.py`` cross-checks the two. Raises ``rfc8785`` errors for
     values RFC 8785 cannot represent (e.g. integers beyond ±2**53-1 given as numbers, NaN).
+
+    Everything else that is plain JSON (floats, non-ASCII keys: an audit event whose denial data or
+    admin details hold a float) goes through :func:`_encode`, a one-pass encoder about 4x faster than
+    ``rfc8785``; anything it does not handle exactly (other types, values RFC 8785 refuses) is left to
+    ``rfc8785`` itself, so errors are the reference's own. ``tests/unit/test_properties.py`` proves
+    both paths byte-identical to ``rfc8785`` over the audit event shapes, floats and unicode.
     """
     if type(value) is dict and _plain(value):
         try:
             return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         except UnicodeEncodeError:  # a lone surrogate: let rfc8785 decide
             pass
-    return rfc8785.dumps(value)
+    parts: list[str] = []
+    try:
+        _encode(value, parts.append)
+        return "".join(parts).encode()
+    except (_NotPlain, UnicodeEncodeError):  # UnicodeEncodeError: a lone surrogate
+        return rfc8785.dumps(value)
+
+
+class _NotPlain(Exception):
+    """A value :func:`_encode` leaves to ``rfc8785`` (which encodes it the same way or refuses it)."""
+
+
+def _encode(value: Any, out) -> None:
+    """RFC 8785 text of plain JSON values (exact types only), appended piecewise to ``out``."""
+    kind = type(value)
+    if kind is str:
+        out(encode_basestring(value))  # escapes exactly ", \\, and controls (short forms, else \\u00xx)
+    elif kind is dict:
+        if not value:
+            out("{}")
+            return
+        keys = list(value)
+        for key in keys:
+            if type(key) is not str:
+                raise _NotPlain
+        if "".join(keys).isascii():
+            keys.sort()
+        else:  # RFC 8785 §3.2.3: keys ordered by their UTF-16 code units, not code points
+            keys.sort(key=_utf16)
+        sep = "{"
+        for key in keys:
+            out(sep)
+            out(encode_basestring(key))
+            out(":")
+            _encode(value[key], out)
+            sep = ","
+        out("}")
+    elif kind is list:
+        if not value:
+            out("[]")
+            return
+        sep = "["
+        for item in value:
+            out(sep)
+            _encode(item, out)
+            sep = ","
+        out("]")
+    elif value is None:
+        out("null")
+    elif kind is bool:
+        out("true" if value else "false")
+    elif kind is int:
+        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            raise _NotPlain
+        out(str(value))
+    elif kind is float:
+        out(_number(value))
+    else:
+        raise _NotPlain
+
+
+def _utf16(key: str) -> bytes:
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def _number(value: float) -> str:
+    """ECMAScript's Number::toString (RFC 8785 §3.2.2.3) from Python's shortest round-trip digits."""
+    if value != value or value in (_INF, -_INF):
+        raise _NotPlain  # NaN and infinities: rfc8785 refuses them
+    if value == 0:
+        return "0"  # and -0
+    sign = ""
+    if value < 0:
+        sign, value = "-", -value
+    mantissa, _, exponent = repr(value).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    significant = (whole + fraction).lstrip("0")
+    # value = 0.DIGITS * 10**point: each leading zero dropped moves the point one place left
+    point = len(whole) + int(exponent or 0) - (len(whole) + len(fraction) - len(significant))
+    digits = significant.rstrip("0")
+    count = len(digits)
+    if count <= point <= 21:
+        return sign + digits + "0" * (point - count)
+    if 0 < point <= 21:
+        return sign + digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return sign + "0." + "0" * -point + digits
+    power = point - 1
+    tail = f"e{'+' if power > 0 else '-'}{abs(power)}"
+    if count == 1:
+        return sign + digits + tail
+    return sign + digits[0] + "." + digits[1:] + tail
+
+
+_INF = float("inf")
 
 
 def stable_json(value: Any) -> bytes:

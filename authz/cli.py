@@ -29,6 +29,7 @@ def _config(args: argparse.Namespace):
         "metrics_port": getattr(args, "metrics_port", None),
         "admin_port": getattr(args, "admin_port", None),
         "var_dir": getattr(args, "var_dir", None),
+        "check_workers": getattr(args, "workers", None),
     }
     return config_mod.load(**overrides)
 
@@ -197,6 +198,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     _redact_secrets(cfg)
+    if cfg.check.workers > 1:
+        from authz.server.workers import serve_workers
+
+        return serve_workers(cfg, os.environ)
     uvloop.run(serve_check(cfg))
     return 0
 
@@ -392,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tenants-file", help="tenants YAML applied at startup (TESSERA_TENANTS_FILE)")
     serve.add_argument("--check-port", type=int)
     serve.add_argument("--metrics-port", type=int)
+    serve.add_argument(
+        "--workers", type=int, help="check processes sharing the check port (TESSERA_CHECK_WORKERS)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     serve_admin = sub.add_parser("serve-admin", help="run the admin service (gRPC, REST through Envoy)")

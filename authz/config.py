@@ -70,6 +70,9 @@ class CheckConfig:
     strip_authorization: bool = True
     #: TESSERA_POLICY_ENGINE: the in-process Rego engine, "regopy" (rego-cpp) or "regorus".
     policy_engine: str = "regopy"
+    #: TESSERA_CHECK_WORKERS: check processes sharing the check port (SO_REUSEPORT), each with its own
+    #: store connection; worker i serves health and metrics on TESSERA_METRICS_PORT + i.
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +312,10 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> TesseraConfi
         approval_quorum=_int(env, "TESSERA_APPROVAL_QUORUM", 1),
         strip_authorization=_bool(env, "TESSERA_STRIP_AUTHORIZATION", True),
         policy_engine=_policy_engine(env),
+        workers=_int(env, "TESSERA_CHECK_WORKERS", 1),
     )
+    if check.workers < 1:
+        raise ConfigError("TESSERA_CHECK_WORKERS must be at least 1")
     if check.deadline_ms <= 0 or check.approval_ttl_s <= 0 or check.approval_quorum < 1:
         raise ConfigError("deadline, approval TTL and quorum must be positive")
     intent = IntentConfig(

@@ -1,7 +1,8 @@
 """`make bench`: Tessera's check path measured on this machine, printed as one table from one run.
 
 1. Direct gRPC ``Check`` (h2load, gRPC frames over h2c): the full pipeline (token, intent, provenance,
-   policy, budget, durable audit) vs a no-op servicer with the same grpc.aio + uvloop setup.
+   policy, budget, durable audit) vs a no-op servicer with the same grpc.aio + uvloop setup; the same
+   rows with PostgreSQL as the store when its server binaries are here (bench/pgrow.py).
 2. Through Envoy (wrk): Envoy + Tessera vs Envoy alone, both answering with a ``direct_response`` so
    the upstream does not count, at 1 and 32 requests in flight.
 3. Errors, and a check that every allowed call was durably audited (events in the chain vs allows).
@@ -36,14 +37,15 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 
 from authz.local.envoy_config import EnvoyProcess, render_envoy_config
-from authz.local.stack import CheckProcess, free_port, spawn, stop_process
+from authz.local.stack import CheckProcess, free_port, free_port_run, spawn, stop_process
 from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
-from bench import forwarding, listing
+from bench import forwarding, listing, pgrow
 from bench.growth import growth_rows
 from bench.hostile import run_hostile_load
-from bench.scaling import hold_rows
+from bench.scaling import hold_rows, sqlite_pages_per_commit
+from bench.workers import check_pid, connections, spawn_noops, stop_noops, wait_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = "bench-master-key-0123456789abcdef0123456789"
@@ -389,7 +391,7 @@ def _traced_service(runtime):
 def _tracing_rows(workdir: Path, env: dict[str, str], direct) -> None:
     """The same check service with tracing turned on by OTEL_*, exporting every span (sampled 100%:
     h2load sends no traceparent) over OTLP/gRPC to a counting sink, as a collector would receive them."""
-    port, metrics, sink_port = free_port(), free_port(), free_port()
+    port, metrics, sink_port = free_port(), free_port_run(int(env["TESSERA_CHECK_WORKERS"])), free_port()
     sink = spawn([sys.executable, "-m", "bench.otlp_sink", str(sink_port)], log=workdir / "otlp-sink.log")
     traced_env = env | {
         "TESSERA_CHECK_PORT": str(port),
@@ -491,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the audit forwarder rows (with --forwarder-rounds)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="check processes (TESSERA_CHECK_WORKERS) and as many no-op processes (default 1)",
+    )
     args = parser.parse_args(argv)
     for tool in ("h2load", "wrk"):
         if shutil.which(tool) is None:
@@ -505,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     script.write_text(WRK_SCRIPT.format(body=json.dumps(MCP_BODY), token=token))
     list_script = workdir / "list.lua"
     list_script.write_text(WRK_SCRIPT.format(body=json.dumps(listing.LIST_REQUEST), token=token))
-    check_port, metrics_port, noop_port = free_port(), free_port(), free_port()
+    check_port, metrics_port, noop_port = free_port(), free_port_run(args.workers), free_port()
     env = {
         "TESSERA_MASTER_KEY": MASTER,
         "TESSERA_VAR_DIR": str(workdir),
@@ -513,27 +521,33 @@ def main(argv: list[str] | None = None) -> int:
         "TESSERA_DEADLINE_MS": "1000",
         "TESSERA_CHECK_PORT": str(check_port),
         "TESSERA_METRICS_PORT": str(metrics_port),
+        "TESSERA_CHECK_WORKERS": str(args.workers),
     }
     tessera = CheckProcess(check_port, metrics_port, env, workdir / "check.log")
-    noop = envoy = None
+    noops: list = []
+    envoy = None
     rows: list[tuple[str, dict]] = []
     seconds = args.seconds
     forwarding_summary: dict | None = None
+    pg_summary: dict = {"skipped": "not run"}
 
     def direct(name: str, port: int, streams: int) -> dict:
         log = workdir / f"h2load-{len(rows)}.log"
-        rows.append((name, h2load(port, body, seconds=seconds, clients=1, streams=streams, log=log)))
+        clients, per_client = connections(streams, args.workers)
+        rows.append((name, h2load(port, body, seconds=seconds, clients=clients, streams=per_client, log=log)))
         return rows[-1][1]
 
     try:
         tessera.start()
-        noop = spawn([sys.executable, "-m", "bench.noop", str(noop_port)], log=workdir / "noop.log")
+        wait_workers(metrics_port, args.workers, tessera.proc)
+        noops = spawn_noops(noop_port, args.workers, workdir)
         _wait_listening(noop_port)
         if not args.forwarder_only:
             direct("direct gRPC, no-op servicer, 32 in flight", noop_port, 32)
             direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
             direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
             direct("direct gRPC, Tessera pipeline, 1 in flight", check_port, 1)
+            pg_summary = pgrow.postgres_rows(workdir, env, direct)
         forwarding_summary = forwarding.forwarder_rounds(
             workdir, env, check_port, direct, args.forwarder_rounds
         )
@@ -558,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
         finally:
             floor_envoy.stop()
-        stop_process(noop)
+        stop_noops(noops)
         listen, admin = free_port(), free_port()
         config_path = bench_envoy_config(workdir, listen, admin, check_port)
         envoy = EnvoyProcess(config_path, admin_port=admin, log_path=workdir / "envoy.log")
@@ -577,12 +591,16 @@ def main(argv: list[str] | None = None) -> int:
         list_streams = int(envoy.stats(listing.STREAMS_STAT).get(listing.STREAMS_STAT, 0))
         # Hostile tokenless bodies beside legitimate calls (after the stats: its denials are not errors).
         hostile = run_hostile_load(
-            f"http://127.0.0.1:{listen}/v1/mcp", token, MCP_BODY, tessera.proc.pid, seconds=seconds
+            f"http://127.0.0.1:{listen}/v1/mcp",
+            token,
+            MCP_BODY,
+            check_pid(tessera.proc, args.workers),
+            seconds=seconds,
         )
     finally:
         if envoy is not None:
             envoy.stop()
-        stop_process(noop)
+        stop_noops(noops)
         tessera.stop()
     allows, _events = asyncio.run(_audited(workdir / "tessera.db"))
     answered = sum(r["ok"] for name, r in rows if "Tessera" in name)
@@ -596,13 +614,20 @@ def main(argv: list[str] | None = None) -> int:
     breakdown, decision = asyncio.run(_breakdown(workdir, body))
     growth = asyncio.run(growth_rows(decision, long=args.long))
     holds = asyncio.run(hold_rows(decision))
+    pages = asyncio.run(sqlite_pages_per_commit(decision, workdir))
     _report(rows, breakdown, audit + "\n" + hostile.summary())
+    print(f"check processes: {args.workers} (the no-op floor: {args.workers}, same run)")
     print("\n".join(listing.report(dict(rows), list_streams)))
     print("\n".join(forwarding.report(forwarding_summary)))
+    print("\n".join(pgrow.report(pg_summary)))
     print("\n".join(_model_report(growth, holds)))
+    print(f"  SQLite: pages written per committed 1-event append (WAL frames)  {pages:6.2f}")
     if args.json:
         result = figures(rows, allows, answered)
+        result.update(pgrow.figures(pg_summary, dict(rows)))
+        result["workers"] = args.workers
         result["growth"] = {name: {"us": round(us, 2), "ratio": round(r, 3)} for name, us, r in growth}
+        result["sqlite_pages_per_commit"] = round(pages, 2)
         result["chain_head_hold"] = {name: {"ms": ms, "events_per_s": eps} for name, ms, eps in holds}
         if forwarding_summary:
             result["forwarder_ratio"] = round(forwarding_summary["ratio"], 3)
@@ -612,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     hostile_ok = hostile.success_rate >= 0.99
-    return 0 if allows >= answered and hostile_ok and all(r["errors"] == 0 for _, r in rows) else 1
+    audited = allows >= answered and pgrow.ok(pg_summary)
+    return 0 if audited and hostile_ok and all(r["errors"] == 0 for _, r in rows) else 1
 
 
 if __name__ == "__main__":

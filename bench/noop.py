@@ -11,7 +11,7 @@ import uvloop
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2, status_pb2
 
-from authz.server.app import GRPC_SERVER_OPTIONS
+from authz.server.app import grpc_server_options
 
 
 class NoopAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
@@ -21,8 +21,8 @@ class NoopAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
         return self._OK
 
 
-async def serve(port: int) -> None:
-    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+async def serve(port: int, *, reuse_port: bool = False) -> None:
+    server = grpc.aio.server(options=grpc_server_options(reuse_port=reuse_port))
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(NoopAuthorization(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -34,4 +34,5 @@ async def serve(port: int) -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(serve(int(sys.argv[1])))
+    # `--reuse-port`: one of several no-op processes sharing the port, the floor for check workers.
+    uvloop.run(serve(int(sys.argv[1]), reuse_port="--reuse-port" in sys.argv[2:]))

@@ -48,21 +48,21 @@ def _result(url: str, response: httpx.Response) -> str:
         and isinstance(body.get("access_token"), str)
     ):
         return body["access_token"]
-    # The admin service's error: a google.rpc.Status whose ErrorInfo carries the RFC 6749 error code.
-    message = body.get("message") if isinstance(body, Mapping) else None
-    info = (
-        next(
-            (d for d in (body.get("details") or ()) if isinstance(d, Mapping) and "metadata" in d),
-            {},
-        )
-        if isinstance(body, Mapping)
-        else {}
-    )
-    oauth_error = (info.get("metadata") or {}).get("error")
-    data = {"check": "capability", "reason": message or f"HTTP {response.status_code}", "error": oauth_error}
-    if response.status_code == 400 and oauth_error:
+    # The gateway answers errors as RFC 6749 §5.2 says: {"error": <code>, "error_description": ...}.
+    oauth_error = body.get("error") if isinstance(body, Mapping) else None
+    oauth_error = oauth_error if isinstance(oauth_error, str) else None
+    message = body.get("error_description") if isinstance(body, Mapping) else None
+    data: dict[str, Any] = {
+        "check": "capability",
+        "reason": message if isinstance(message, str) else f"HTTP {response.status_code}",
+        "error": oauth_error,
+    }
+    if response.status_code in (400, 401) and oauth_error:
         raise CapabilityError(CAPABILITY, f"token exchange refused ({oauth_error})", data)
-    if response.status_code == 503:
+    if response.status_code in (429, 503):  # rate limited, or the issuer's keys are unavailable
+        retry_after = response.headers.get("retry-after", "")
+        if retry_after.isdigit():
+            data["retry_after_ms"] = int(retry_after) * 1000
         raise UnavailableError(UNAVAILABLE, "token exchange unavailable", {**data, "check": "unavailable"})
     raise GatewayError(
         f"token exchange at {url} failed", http_status=response.status_code, body=response.text[:2000]

@@ -39,6 +39,7 @@ import yaml
 
 from authz.errors import ConfigError
 from authz.forward._driver import ForwarderSettings
+from authz.forward._event import GZIP_LEVEL
 from authz.forward._file import NdjsonFileSink
 from authz.forward._sink import HttpClient, Sink
 from authz.forward._vendors import DatadogLogsSink, SentinelSink, SplunkHecSink
@@ -55,7 +56,7 @@ _KINDS = {
     "slack": {"secret_env", "notify", "link_template", "approval_link_template", "rate"},
     "teams": {"secret_env", "notify", "link_template", "approval_link_template", "rate"},
     "pagerduty": {"secret_env", "url", "notify", "link_template", "approval_link_template", "rate"},
-    "s3": {"bucket", "prefix", "region", "endpoint_url", "access_key_env", "secret_env"},
+    "s3": {"bucket", "prefix", "region", "endpoint_url", "access_key_env", "secret_env", "gzip_level"},
     "sentinel": {"endpoint", "dcr_id", "stream", "directory_id", "client_id", "secret_env", "authority"},
 }
 
@@ -171,13 +172,18 @@ def _s3(spec: SinkSpec, env: Mapping[str, str], policy: Any) -> Sink:
         raise ConfigError(f"sink {spec.name}: 'bucket' and 'region' are required")
     access_key = env.get(opts["access_key_env"]) if "access_key_env" in opts else None
     secret_key = _secret(spec, env).reveal().decode() if "secret_env" in opts else None
+    gzip_level = opts.get("gzip_level", GZIP_LEVEL)
+    if not isinstance(gzip_level, int) or not 1 <= gzip_level <= 9:
+        raise ConfigError(f"sink {spec.name}: 'gzip_level' must be a whole number from 1 to 9")
     endpoint = opts.get("endpoint_url")
     host, port = endpoint_host(region, endpoint)
     vet = (lambda: vet_host_sync(policy, host, port, f"S3 sink {spec.name}")) if policy is not None else None
     client = s3_client(
         region=region, endpoint_url=endpoint, access_key_id=access_key, secret_access_key=secret_key
     )
-    return S3Sink(spec.name, bucket, client, prefix=str(opts.get("prefix", "")), vet=vet)
+    return S3Sink(
+        spec.name, bucket, client, prefix=str(opts.get("prefix", "")), vet=vet, gzip_level=gzip_level
+    )
 
 
 def _notifier(spec: SinkSpec, secret: Secret, http: HttpClient) -> Sink:

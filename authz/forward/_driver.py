@@ -181,7 +181,11 @@ class Forwarder:
     async def pass_once(self) -> bool:
         """Bring every tenant's cursor up to its chain head, if this instance holds (or takes) the lease.
         False when another instance holds it."""
-        if not await self._renew(force=True):
+        # The holder renews only when a third of the TTL has passed (a write transaction per sink and
+        # pass would compete with the decisions' audit appends for the database's write lock); an
+        # instance without the lease asks for it on every pass.
+        fresh = self.lease_held and self._clock() - self._renewed_at < self.settings.lease_ttl_s / 3
+        if not fresh and not await self._renew(force=True):
             return False
         tenants = self.settings.tenants
         if tenants is None:

@@ -43,6 +43,9 @@ class NotifyRule:
     actions: tuple[str, ...] = SYSTEM_ACTIONS
 
     def matches(self, event: ForwardEvent) -> bool:
+        decision = event.decision  # the index column: the events a rule excludes are never decoded
+        if self.decisions and decision not in self.decisions and not (self.actions and decision == "admin"):
+            return False
         t = event.event.get("tessera") or {}
         if self.actions and t.get("decision") == "admin" and t.get("action") in self.actions:
             return True
@@ -195,8 +198,10 @@ class _Notifier:
         window.armed = len(window.times) <= self.rate.more_than
 
     def _counts(self, event: ForwardEvent) -> bool:
+        if not self.rule.matches(event):
+            return False
         own = ((event.event.get("tessera") or {}).get("details") or {}).get("sink") == self.name
-        return not own and self.rule.matches(event)
+        return not own
 
     async def _count(self, event: ForwardEvent) -> Outcome:
         assert self.rate is not None

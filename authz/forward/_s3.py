@@ -21,7 +21,7 @@ from itertools import groupby
 from typing import Any
 from urllib.parse import urlsplit
 
-from authz.forward._event import ForwardEvent
+from authz.forward._event import GZIP_LEVEL, ForwardEvent
 from authz.forward._sink import Ack, Outcome, Reject, Retry, parse_retry_after
 
 # S3 error codes an operator must fix (bucket, permissions, credentials): resending cannot help.
@@ -48,9 +48,12 @@ class S3Sink:
         *,
         prefix: str = "",
         vet: Callable[[], object] | None = None,
+        gzip_level: int = GZIP_LEVEL,
     ):
         """``client``: a boto3 S3 client (see :func:`s3_client`); ``vet()`` raises when the endpoint is
-        refused by the outbound rules."""
+        refused by the outbound rules; ``gzip_level`` 1 (fastest) to 9 (smallest objects)."""
+        if not 1 <= gzip_level <= 9:
+            raise ValueError("gzip_level must be 1..9")
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         self.name = name
@@ -58,13 +61,16 @@ class S3Sink:
         self.prefix = prefix
         self._client = client
         self._vet = vet
+        self.gzip_level = gzip_level
 
     def objects(self, batch: Sequence[ForwardEvent]) -> list[tuple[str, bytes]]:
         """``(key, gzip body)`` per partition the batch touches (events stay in seq order)."""
         out = []
         for folder, group in groupby(batch, key=lambda e: partition_key(self.prefix, e)):
             events = list(group)
-            body = gzip.compress(b"".join(e.ndjson_line() for e in events), mtime=0)
+            body = gzip.compress(
+                b"".join(e.ndjson_line() for e in events), compresslevel=self.gzip_level, mtime=0
+            )
             out.append((f"{folder}{events[0].seq:012d}-{events[-1].seq:012d}.ndjson.gz", body))
         return out
 

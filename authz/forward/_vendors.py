@@ -10,23 +10,17 @@ import gzip
 import json
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from authz.forward._event import ForwardEvent
+from authz.forward._event import GZIP_LEVEL, ForwardEvent, json_bytes, json_hex, quoted
 from authz.forward._sink import HttpClient, Outcome, Retry, classify_http
 from authz.secrets import Secret
 
 
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def _rfc3339(time_ms: int) -> str:
-    return (
-        datetime.fromtimestamp(time_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    seconds, millis = divmod(time_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 class SplunkHecSink:
@@ -57,11 +51,16 @@ class SplunkHecSink:
         self._meta: dict[str, str] = {"host": host, "source": source, "sourcetype": sourcetype}
         if index:
             self._meta["index"] = index
+        # "host":…,"source":…: the members between "time" and "event", the same for every event
+        self._meta_json = b"," + json_bytes(self._meta)[1:-1] + b',"event":'
+
+    def entry(self, event: ForwardEvent) -> bytes:
+        """``{"time", "host", "source", "sourcetype", ["index"], "event"}`` around the shared document."""
+        time_s = repr(event.time_ms / 1000).encode()
+        return b"".join((b'{"time":', time_s, self._meta_json, event.document_bytes(), b"}\n"))
 
     async def send(self, batch: Sequence[ForwardEvent]) -> Outcome:
-        body = b"".join(
-            _json({"time": e.time_ms / 1000, **self._meta, "event": e.document()}) + b"\n" for e in batch
-        )
+        body = b"".join(self.entry(e) for e in batch)
         headers = {
             "authorization": "Splunk " + self._token.reveal().decode(),
             "content-type": "application/json",
@@ -83,6 +82,8 @@ class DatadogLogsSink:
     """
 
     MAX_ENTRIES = 1000
+    #: the members Datadog's entry adds to the document (besides ``message``)
+    _ADDED = ("ddsource", "service", "hostname", "ddtags", "tessera_chain")
 
     def __init__(
         self,
@@ -102,24 +103,44 @@ class DatadogLogsSink:
         self._service = service
         self._hostname = hostname
         self._tags = list(tags)
+        self._tags_json: dict[tuple[str, str], bytes] = {}  # (tenant, decision): few distinct values
+        self._added_json = b"".join(
+            (b',"ddsource":"tessera","service":', json_bytes(service), b',"hostname":', json_bytes(hostname))
+        )
+
+    def _ddtags(self, event: ForwardEvent) -> str:
+        decision = [f"decision:{event.decision}"] if event.decision else []
+        return ",".join([f"tenant:{event.tenant}", *decision, *self._tags])
 
     def _entry(self, event: ForwardEvent) -> dict[str, Any]:
         doc = event.document()
-        decision = (doc.get("tessera") or {}).get("decision")
-        tags = [f"tenant:{event.tenant}", *([f"decision:{decision}"] if decision else []), *self._tags]
         return {
             **doc,
             "ddsource": "tessera",
             "service": self._service,
             "hostname": self._hostname,
-            "ddtags": ",".join(tags),
+            "ddtags": self._ddtags(event),
             "message": doc.get("message") or doc.get("class_name") or "tessera audit event",
         }
+
+    def entry(self, event: ForwardEvent) -> bytes:
+        """:meth:`_entry` as JSON. The usual event already has its ``message`` and none of the members
+        Datadog's entry adds: then the entry is the shared document with those members appended (the
+        same JSON, without encoding the event again)."""
+        raw = event.event
+        message = raw.get("message")
+        if not (isinstance(message, str) and message) or any(key in raw for key in self._ADDED):
+            return json_bytes(self._entry(event))
+        document = event.document_bytes()
+        tags = self._tags_json.get((event.tenant, event.decision))
+        if tags is None:
+            tags = self._tags_json[(event.tenant, event.decision)] = json_bytes(self._ddtags(event))
+        return b"".join((document[:-1], self._added_json, b',"ddtags":', tags, b"}"))
 
     async def send(self, batch: Sequence[ForwardEvent]) -> Outcome:
         if len(batch) > self.MAX_ENTRIES:
             return Retry(f"Datadog accepts at most {self.MAX_ENTRIES} entries per request; lower batch_size")
-        body = gzip.compress(_json([self._entry(e) for e in batch]))
+        body = gzip.compress(b"[" + b",".join(self.entry(e) for e in batch) + b"]", GZIP_LEVEL)
         headers = {
             "dd-api-key": self._key.reveal().decode(),
             "content-type": "application/json",
@@ -204,16 +225,38 @@ class SentinelSink:
 
     @staticmethod
     def record(event: ForwardEvent) -> dict[str, Any]:
-        doc = event.document()
         return {
             "TimeGenerated": _rfc3339(event.time_ms),
             "Tenant": event.tenant,
             "ChainSeq": event.seq,
             "ChainHash": event.hash,
             "PrevHash": event.prev_hash,
-            "Decision": (doc.get("tessera") or {}).get("decision"),
-            "Event": doc,
+            "Decision": event.decision,
+            "Event": event.document(),
         }
+
+    @staticmethod
+    def record_bytes(event: ForwardEvent) -> bytes:
+        """:meth:`record` as JSON, around the shared document (the event is not encoded again)."""
+        return b"".join(
+            (
+                b'{"TimeGenerated":"',
+                _rfc3339(event.time_ms).encode(),
+                b'","Tenant":',
+                quoted(event.tenant),
+                b',"ChainSeq":',
+                str(event.seq).encode(),
+                b',"ChainHash":',
+                json_hex(event.hash),
+                b',"PrevHash":',
+                json_hex(event.prev_hash),
+                b',"Decision":',
+                quoted(event.decision),
+                b',"Event":',
+                event.document_bytes(),
+                b"}",
+            )
+        )
 
     async def send(self, batch: Sequence[ForwardEvent]) -> Outcome:
         token = await self._access_token()
@@ -224,7 +267,7 @@ class SentinelSink:
             "content-type": "application/json",
             "content-encoding": "gzip",
         }
-        body = gzip.compress(_json([self.record(e) for e in batch]))
+        body = gzip.compress(b"[" + b",".join(self.record_bytes(e) for e in batch) + b"]", GZIP_LEVEL)
         response = await self._http.request("POST", self.url, content=body, headers=headers)
         if response.status_code == 401:
             self._token = None  # expired or revoked early: fetch a new one on the retry

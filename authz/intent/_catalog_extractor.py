@@ -233,6 +233,7 @@ class _CompiledCatalog:
         "_object_terms",
         "by_class",
         "class_tools",
+        "compounds",
         "cues",
         "labels",
         "lexicon",
@@ -241,6 +242,8 @@ class _CompiledCatalog:
         "object_index",
         "object_words",
         "phrases",
+        "reads_along",
+        "safe_by_object",
         "safe_tools",
         "single_objects",
         "tools",
@@ -295,6 +298,9 @@ class _CompiledCatalog:
             found: set[str] = set()
             for word in tokenize(tool.description or ""):
                 found |= single.get(stem(word), frozenset())
+            # Actions addressed to people (send, schedule): looking the people up is part of the task.
+            for cls in infos[tool.name].classes & lexicon.addressed.keys():
+                found |= lexicon.addressed[cls]
             mentions[tool.name] = frozenset(found)
         self.mentions = mentions
         self.object_words = frozenset(objects)
@@ -311,6 +317,21 @@ class _CompiledCatalog:
         self.unsafe = tuple(sorted(name for name, info in infos.items() if not info.safe))
         self.lexicon_term = f"lexicon:{lexicon.version}"
         self.safe_tools = tuple((name, info.objects) for name, info in sorted(infos.items()) if info.safe)
+        safe_by_object: dict[str, list[str]] = {}
+        for name, tool_objects in self.safe_tools:
+            for obj in tool_objects:
+                safe_by_object.setdefault(obj, []).append(name)
+        self.safe_by_object = {obj: tuple(names) for obj, names in safe_by_object.items()}
+        # The safe tools a task asking for a tool may read: those sharing its objects (and, for a tool
+        # that writes, the objects its description mentions).
+        self.reads_along = {
+            name: tuple(
+                safe
+                for safe, safe_objects in self.safe_tools
+                if safe_objects & (info.objects if info.safe else info.objects | mentions[name])
+            )
+            for name, info in infos.items()
+        }
         cues: dict[str, list[tuple[str, ...]]] = {}
         for cue in (*DEFAULT_NEGATIONS, *lexicon.negations, *catalog.negations):
             words = tuple(t for t in tokenize(cue) if t not in BREAK_TOKENS)
@@ -321,6 +342,7 @@ class _CompiledCatalog:
         #: token -> (stem, what it may start): filled as prompts are read, so each distinct word is
         #: stemmed and classified once per catalog (bounded: past the limit, words are not kept).
         self.words: dict[str, tuple[str, int]] = {}
+        self.compounds: dict[str, frozenset[str]] = {}
 
     def object_terms(self, names: frozenset[str]) -> tuple[str, ...]:
         """The recorded terms of a set of object names ("object:invoice"), formatted once."""
@@ -337,8 +359,15 @@ class _CompiledCatalog:
             flags |= _SENTENCE
         if st in self.lexicon.actions:
             flags |= _ACTION
-        if st in self.object_index or st in self.phrases or (len(st) >= 9 and st.isalpha()):
+        if st in self.object_index or st in self.phrases:
             flags |= _OBJECT
+        elif len(st) >= 9 and st.isalpha():
+            # German compounds ("Lieferantenrechnungen"): split once per word, here, not per prompt.
+            names = self.compounds.get(st) or _compound(self, st)
+            if names:
+                flags |= _OBJECT
+                if len(self.compounds) < _MAX_WORDS:
+                    self.compounds[st] = names
         if token in self.cues:
             flags |= _CUE
         if st in self.lexicon.injection_first:
@@ -416,16 +445,17 @@ class CatalogExtractor:
         catalog = self._catalogs.get(tenant)
         if catalog is None:
             return Intent.empty("catalog", f"tenant {tenant!r} has no tool catalog", "no tool catalog")
+        if not self._cache_size:
+            return _match(catalog, prompt)
         key = (tenant, hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest())
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
         intent = _match(catalog, prompt)
-        if self._cache_size:
-            self._cache[key] = intent
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self._cache[key] = intent
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
         return intent
 
 
@@ -502,7 +532,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 prev is not None
                 and prev not in _VERB_LEADS
                 and term.words in catalog.object_words
-                and not (term.noun and _after_light_verb(lex, stemmed, i))
+                and not ((term.noun or term.strong) and _after_light_verb(lex, stemmed, i))
             ):
                 continue  # "draft replies", "new emails": the word is the object here
             if len(term.words) == 1:  # most terms: one word, already matched by the index
@@ -527,8 +557,8 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 if len(words) == 1 or tuple(stemmed[i : i + len(words)]) == words:
                     objects_at.append((i, names))
                     break
-        elif len(tok) >= 9 and tok.isalpha():  # German compounds: "Lieferantenrechnungen"
-            names = _compound(catalog, tok)
+        else:  # a German compound ("Lieferantenrechnungen"), split when the word was first seen
+            names = catalog.compounds.get(tok)
             if names:
                 objects_at.append((i, names))
         for words, tool, phrase in phrase_index.get(tok, ()):
@@ -633,23 +663,21 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         active.add(action.sentence)
         if asked or term is None:
             d.terms.add("question" if term is None else term.label)
-    safe_tools = catalog.safe_tools
+    # Reading what the task is about: safe tools with an object an active sentence names, and safe tools
+    # sharing an object with a tool the prompt asked for (both looked up in tables built per catalog).
+    reads: set[str] = set()
+    safe_by_object = catalog.safe_by_object
     for s in active:
-        objs = sentence_objects.get(s)
-        if objs:
-            for name, objects in safe_tools:
-                if objects & objs:
-                    d.allow(name, 0.6, "reads what the task is about")
-    # The task's own objects may be read: safe tools sharing an object with a tool the prompt asked for.
-    task_objects: set[str] = set()
+        for name in sentence_objects.get(s, ()):
+            reads.update(safe_by_object.get(name, ()))
+    for name in sorted(reads):
+        d.allow(name, 0.6, "reads what the task is about")
+    reads.clear()
+    reads_along = catalog.reads_along
     for tool in d.allowed:
-        task_objects |= catalog.tools[tool].objects
-        if not catalog.tools[tool].safe:
-            task_objects |= catalog.mentions[tool]
-    if task_objects:
-        for name, objects in safe_tools:
-            if objects & task_objects:
-                d.allow(name, 0.6, "reads what the task is about")
+        reads.update(reads_along[tool])
+    for name in sorted(reads):
+        d.allow(name, 0.6, "reads what the task is about")
     if not only and read_only_at:
         only = _read_only(lex, stemmed, read_only_at, injection)
     if only:
@@ -698,9 +726,15 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
 _ARTICLES = frozenset(["a", "an", "the", "one", "this", "that", "ein", "eine", "einen", "die", "der", "das"])
 
 
+#: Words between a light verb and its noun that do not change it ("mach bitte ein Backup", "make us a copy").
+_FILLERS = frozenset(stem(w) for w in ["please", "bitte", "mal", "uns", "us", "me", "mir", "quick", "kurz"])
+
+
 def _after_light_verb(lex: Lexicon, stemmed: list[str], start: int) -> bool:
     k = start - 1
     if k >= 0 and stemmed[k] in _ARTICLES:
+        k -= 1
+    while k >= 0 and stemmed[k] in _FILLERS and k > start - 4:
         k -= 1
     return k >= 0 and stemmed[k] in lex.light_verbs
 
@@ -730,6 +764,8 @@ def _negation_scopes(
         cue_of.append(" ".join(tokens[i : i + cue_len]))
         # A cue right after a verb ("lösche keine Snapshots") has that verb: its scope ends at a comma.
         k, words, covered_action = i + cue_len, 0, i in ends
+        if k < n and (tokens[k] in _PARTICIPLES or tokens[k].endswith("ed")):
+            covered_action = True  # "never received, push it back": a state; the comma ends the scope
         while k < n and words < NEGATION_WINDOW:
             tok = tokens[k]
             if tok in SENTENCE_TOKENS or tok in _SCOPE_STOP_WORDS:

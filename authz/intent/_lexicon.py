@@ -44,6 +44,56 @@ def _marker_stems(text: str) -> tuple[str, ...]:
     return tuple(stem(t) for t in tokenize(text))
 
 
+#: Particles of English phrasal verbs: "shut down" also matches "shut the boxes down".
+_EN_PARTICLES = frozenset(["up", "down", "off", "out", "back", "in", "on", "away"])
+#: Separable prefixes of German verbs: "fahr … runter" also matches "runterfahren", "runterzufahren",
+#: "runtergefahrt" (regular participles; irregular ones are listed as they are written).
+_DE_PARTICLES = frozenset(
+    [
+        "ab",
+        "an",
+        "auf",
+        "aus",
+        "bei",
+        "durch",
+        "ein",
+        "fest",
+        "frei",
+        "heraus",
+        "herunter",
+        "hinzu",
+        "hoch",
+        "los",
+        "mit",
+        "nach",
+        "raus",
+        "runter",
+        "um",
+        "vor",
+        "weg",
+        "weiter",
+        "zu",
+        "zurück",
+        "zusammen",
+    ]
+)
+
+
+def derived_forms(text: str) -> list[str]:
+    """``text`` and the forms derived from it: phrasal verbs split by their object, German verbs joined."""
+    forms = [text]
+    if GAP in text:
+        head, _, tail = (part.strip() for part in text.partition(GAP))
+        if " " not in head and tail in _DE_PARTICLES and head.isalpha():
+            base = head[:-1] if head.endswith("e") else head
+            forms += [f"{tail}{base}en", f"{tail}zu{base}en", f"{tail}ge{base}t"]
+    else:
+        words = text.split()
+        if len(words) == 2 and words[1] in _EN_PARTICLES and words[0].isalpha():
+            forms.append(f"{words[0]} {GAP} {words[1]}")
+    return forms
+
+
 def _split_gap(text: str, stems: Any = _stems) -> tuple[tuple[str, ...], int]:
     if GAP in text:
         head, _, tail = text.partition(GAP)
@@ -70,14 +120,15 @@ class Lexicon:
             if spec.get("safe"):
                 safe.add(cls)
             for kind in ("terms", "weak", "nouns"):
-                for text in spec.get(kind) or ():
-                    words, gap = _split_gap(str(text))
-                    if not words:
-                        raise ConfigError(f"{origin}: actions.{cls}.{kind}: {text!r} contains no word")
-                    key = (words, gap)
-                    texts.setdefault(key, str(text))
-                    entry = collected.setdefault(key, {"strong": set(), "weak": set(), "noun": set()})
-                    entry[{"terms": "strong", "weak": "weak", "nouns": "noun"}[kind]].add(cls)
+                for written in spec.get(kind) or ():
+                    for text in derived_forms(str(written)) if kind != "nouns" else [str(written)]:
+                        words, gap = _split_gap(text)
+                        if not words:
+                            raise ConfigError(f"{origin}: actions.{cls}.{kind}: {text!r} contains no word")
+                        key = (words, gap)
+                        texts.setdefault(key, text)
+                        entry = collected.setdefault(key, {"strong": set(), "weak": set(), "noun": set()})
+                        entry[{"terms": "strong", "weak": "weak", "nouns": "noun"}[kind]].add(cls)
         self.classes = frozenset(data["actions"])
         self.safe = frozenset(safe)
         index: dict[str, list[ActionTerm]] = {}
@@ -118,6 +169,10 @@ class Lexicon:
             for syn in synonyms or ():
                 objects.setdefault(_stems(str(syn)), set()).add(name)
         self.objects = {words: frozenset(names) for words, names in objects.items()}
+        self.addressed = {
+            str(cls): frozenset(" ".join(_stems(str(o))) for o in names or ())
+            for cls, names in (data.get("addressed") or {}).items()
+        }
 
     def classes_of(self, text: str) -> frozenset[str]:
         """The action classes a tool's verb names (strong, else weak, else noun senses)."""

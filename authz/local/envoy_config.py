@@ -36,6 +36,7 @@ import yaml
 
 from authz.errors import ConfigError
 from authz.local.envoy_console import add_console_route, console_cluster
+from authz.local.envoy_oauth import TokenRateLimit, set_token_rate_limit
 from authz.token import valid_name
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent / "envoy" / "envoy.yaml"
@@ -158,6 +159,7 @@ def render_envoy_config(
     listen_address: str | None = None,
     mcp_servers: Mapping[str, tuple[str, int]] | None = None,
     console_endpoint: tuple[str, int] | None = None,
+    oauth_token_rate_limit: TokenRateLimit | None = None,
 ) -> str:
     """Render the shipped config with other ports, check replicas, upstream, timeout and body limit.
 
@@ -192,6 +194,8 @@ def render_envoy_config(
       streams, preflight), and the check learns the server's name (``input.server``).
     - ``console_endpoint``: the operator console (``tessera serve-console``); when given, ``/console``
       is routed to it (cluster ``tessera_console``, the check and the transcoder off). None: no route.
+    - ``oauth_token_rate_limit``: the per-client-address token bucket of ``POST /v1/oauth/token``
+      (:mod:`authz.local.envoy_oauth`); None: the default (60 per 60 s).
 
     Returns YAML text; the shipped file is not modified. Raises :class:`ConfigError` for a bad value
     or when the source lacks one of the named pieces it rewrites.
@@ -255,6 +259,7 @@ def render_envoy_config(
                     _set_oauth(vhost, oauth_resource, oauth_authorization_servers)
                 if console_endpoint is not None:
                     add_console_route(vhost)
+                set_token_rate_limit(vhost, oauth_token_rate_limit or TokenRateLimit())
                 for route in vhost.get("routes", ()):
                     per_route = (route.get("typed_per_filter_config") or {}).get(EXT_AUTHZ_FILTER) or {}
                     body = (per_route.get("check_settings") or {}).get("with_request_body")

@@ -19,6 +19,7 @@ Modes:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pathlib import Path
 
 from authz.errors import ConfigError
 from authz.local.envoy_config import render_envoy_config, validate_envoy_config
+from authz.local.envoy_oauth import ENV as TOKEN_RATE_ENV
+from authz.local.envoy_oauth import TokenRateLimit
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,9 @@ def _mcp_options(args: argparse.Namespace) -> dict:
         options["console_endpoint"] = parse_address(args.console)
     if getattr(args, "oauth_tenant", None):
         options["oauth_tenants"] = parse_oauth_tenants(args.oauth_tenant)
+    rate = getattr(args, "oauth_token_rate_limit", None) or os.environ.get(TOKEN_RATE_ENV)
+    if rate:
+        options["oauth_token_rate_limit"] = TokenRateLimit.parse(rate)
     return options
 
 
@@ -224,6 +230,11 @@ def add_envoy_config_command(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="TENANT,RESOURCE_URL,ISSUER[,ISSUER...]",
         help="OAuth mode for one tenant on the resource URL's host, naming its own issuers (repeat)",
+    )
+    p.add_argument(
+        "--oauth-token-rate-limit",
+        metavar="BURST/WINDOWs",
+        help=f"POST /v1/oauth/token per client address (default ${TOKEN_RATE_ENV} or 60/60s)",
     )
     p.add_argument("--output", "-o", help="write here instead of stdout")
     p.add_argument("--validate", action="store_true", help="then run envoy --mode validate on --output")

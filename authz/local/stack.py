@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from authz.local.envoy_config import JSON_LOG_FORMAT, EnvoyProcess, die_with_parent, render_envoy_config
+from authz.local.envoy_oauth import TokenRateLimit
 
 
 def free_port() -> int:
@@ -50,6 +51,31 @@ def free_port() -> int:
 
 
 _handed_out: set[int] = set()
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (check workers serve metrics on base + i)."""
+    for _ in range(100):
+        base = free_port()
+        try:
+            for port in range(base + 1, base + count):
+                if port in _handed_out:
+                    raise OSError(f"port {port} already handed out")
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.update(range(base, base + count))
+        return base
+    raise OSError(f"no run of {count} free ports")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of process ``pid`` (Linux /proc): a check supervisor's workers."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _ephemeral_low() -> int:
@@ -236,6 +262,9 @@ class Stack:
     #: The admin service gets the TESSERA_OIDC_* ones too, to accept the console's users.
     console_env: dict[str, str] | None = None
     console: ConsoleProcess | None = None
+    #: The token endpoint's per-address rate limit; None: TESSERA_OAUTH_TOKEN_RATE_LIMIT of ``env``
+    #: (or the process environment), else the default.
+    oauth_token_rate_limit: TokenRateLimit | None = None
     upstream: subprocess.Popen | None = None
     checks: list[CheckProcess] = field(default_factory=list)
     admin: AdminProcess | None = None
@@ -356,6 +385,8 @@ class Stack:
                     oauth_authorization_servers=self.oauth_authorization_servers or (),
                     oauth_tenants=self.oauth_tenants,
                     console_endpoint=("127.0.0.1", self.console.port) if self.console else None,
+                    oauth_token_rate_limit=self.oauth_token_rate_limit
+                    or TokenRateLimit.from_env({**os.environ, **self.env}),
                 )
             )
             self.envoy = EnvoyProcess(

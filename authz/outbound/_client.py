@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +80,13 @@ def _split(url: str) -> tuple[httpx.URL, str, int]:
     return parsed, parsed.host, parsed.port or _DEFAULT_PORTS[parsed.scheme]
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Loading the CA bundle costs tens of ms of CPU per context: every outbound client of a process
+    (the forwarder builds one per sink) shares one verifying context."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class OutboundClient:
     """One HTTP client for every URL an admin or a tenant file can set (approval webhooks, intent
     extractor, and later forwarders, OPA and notifications).
@@ -111,7 +120,9 @@ class OutboundClient:
         self.max_redirects = max_redirects
         self._resolve = resolver
         self._purpose = purpose
-        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, trust_env=False)
+        self._client = httpx.AsyncClient(
+            timeout=timeout_s, follow_redirects=False, trust_env=False, verify=_tls_context()
+        )
 
     async def vet(self, url: str) -> tuple[httpx.URL, str, str]:
         """Resolve and vet ``url``: ``(parsed URL, host name, address to connect to)``.

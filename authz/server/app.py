@@ -45,6 +45,12 @@ CHECK_SERVICE_NAME = "envoy.service.auth.v3.Authorization"
 GRPC_SERVER_OPTIONS = [("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 1000)]
 
 
+def grpc_server_options(*, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """:data:`GRPC_SERVER_OPTIONS`, with ``SO_REUSEPORT`` for the workers that share one check port
+    (authz.server.workers): the kernel spreads the clients' connections over them."""
+    return [("grpc.so_reuseport", int(reuse_port)), *GRPC_SERVER_OPTIONS[1:]]
+
+
 def tune_gc() -> None:
     """Keep the cyclic garbage collector off the hot path.
 
@@ -175,13 +181,18 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
     )
 
 
-async def serve_check(config: TesseraConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Run the check service until SIGTERM/SIGINT: ext_authz + health on the check port, metrics HTTP."""
+async def serve_check(
+    config: TesseraConfig, *, ready: asyncio.Event | None = None, reuse_port: bool = False
+) -> None:
+    """Run the check service until SIGTERM/SIGINT: ext_authz + health on the check port, metrics HTTP.
+
+    ``reuse_port``: bind the check port with SO_REUSEPORT (one of several workers, authz.server.workers).
+    """
     runtime = await build_runtime(config)
     tune_gc()
     # With tracing off there is no interceptor at all: a grpc.aio interceptor costs on every call.
     interceptors = runtime.tracing.server_interceptors() if runtime.tracing is not None else None
-    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
+    server = grpc.aio.server(options=grpc_server_options(reuse_port=reuse_port), interceptors=interceptors)
     listing = list_filter_for(runtime)
     service = AuthorizationService(
         runtime.pipeline,

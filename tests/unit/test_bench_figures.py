@@ -26,3 +26,24 @@ def test_figures_are_ratios_of_one_run_and_name_every_key_scripts_read():
     assert result["errors"] == 2 and result["audited_equals_answered"] is True
     assert figures(rows, allows=10, answered=11)["audited_equals_answered"] is False
     assert json.loads(json.dumps(result)) == result  # printable as one JSON object
+
+
+def test_postgres_rows_are_a_ratio_to_the_same_runs_no_op_floor_and_check_the_audit():
+    from bench import pgrow
+
+    rows = {
+        "direct gRPC, no-op servicer, 32 in flight": _row(4000, 7.0, 9.0),
+        pgrow.ROW_32: _row(800, 35.0, 60.0),
+    }
+    result = pgrow.figures({"allows": 900, "answered": 900}, rows)
+    assert result == {
+        "postgres_ratio": 0.2,
+        "postgres_p99_ms_direct_32": 60.0,
+        "postgres_audited_equals_answered": True,
+    }
+    missing = {"allows": 899, "answered": 900}
+    assert pgrow.figures(missing, rows)["postgres_audited_equals_answered"] is False
+    assert not pgrow.ok(missing) and "MISSING EVENTS" in pgrow.report(missing)[0]
+    skipped = {"skipped": "PostgresNotInstalled: no initdb"}
+    assert pgrow.ok(skipped) and "not measured" in pgrow.report(skipped)[0]
+    assert "Tessera" not in pgrow.ROW_32 + pgrow.ROW_1  # kept out of the SQLite rows' audit count

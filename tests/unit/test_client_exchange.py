@@ -19,6 +19,7 @@ class Answers:
     def __init__(self) -> None:
         self.status = 200
         self.body: Any = {}
+        self.headers: dict[str, str] = {}
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
 
 
@@ -35,6 +36,8 @@ def gateway() -> Iterator[tuple[str, Answers]]:
             self.send_response(answers.status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
+            for name, value in answers.headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
@@ -49,12 +52,9 @@ def gateway() -> Iterator[tuple[str, Answers]]:
     server.server_close()
 
 
-def _status(code: int, error: str) -> dict:
-    return {
-        "code": code,
-        "message": f"refused: {error}",
-        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "metadata": {"error": error}}],
-    }
+def _refusal(error: str) -> dict:
+    """The gateway's RFC 6749 §5.2 error body."""
+    return {"error": error, "error_description": f"refused: {error}"}
 
 
 def test_the_request_is_an_rfc_8693_form_and_the_token_comes_back(gateway):
@@ -73,13 +73,20 @@ def test_the_request_is_an_rfc_8693_form_and_the_token_comes_back(gateway):
 
 async def test_answers_map_to_the_sdk_errors(gateway):
     url, answers = gateway
-    answers.status, answers.body = 400, _status(3, "invalid_scope")
+    answers.status, answers.body = 400, _refusal("invalid_scope")
     with pytest.raises(CapabilityError) as refused:
         exchange_token(url, "eyJ.jwt.sig")
     assert refused.value.data["error"] == "invalid_scope" and refused.value.reason == "refused: invalid_scope"
-    answers.status, answers.body = 503, _status(14, "")
+    answers.status, answers.body = 503, _refusal("temporarily_unavailable")
     with pytest.raises(UnavailableError):
         await aexchange_token(url, "eyJ.jwt.sig")
+    # Envoy's rate limit: 429 + Retry-After, which the error carries on.
+    answers.status, answers.body = 429, _refusal("temporarily_unavailable")
+    answers.headers = {"retry-after": "12"}
+    with pytest.raises(UnavailableError) as limited:
+        exchange_token(url, "eyJ.jwt.sig")
+    assert limited.value.data["retry_after_ms"] == 12_000
+    answers.headers = {}
     answers.status, answers.body = 502, b"upstream connect error"
     with pytest.raises(GatewayError) as broken:
         exchange_token(url, "eyJ.jwt.sig")

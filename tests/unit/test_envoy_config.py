@@ -104,6 +104,8 @@ def test_shipped_config_contract() -> None:
         "envoy.filters.http.cors",
         EXT_AUTHZ,
         "envoy.filters.http.ext_proc",
+        "envoy.filters.http.lua",  # the token endpoint's RFC 6749 answers (oauth_token route only)
+        "envoy.filters.http.local_ratelimit",  # the token endpoint's per-address bucket
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]

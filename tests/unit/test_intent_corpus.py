@@ -3,7 +3,9 @@
 Targets (issue 17): false-deny rate ≤ 2 % on benign in-scope calls, catch rate ≥ 95 % on out-of-scope
 calls, over the whole corpus (≥ 400 cases, four tool catalogs). ``*_holdout.jsonl`` were written before
 any tuning of the extractor and are reported on their own by ``make eval-intent``; ``*_holdout2.jsonl``
-(business-task prompts in the style of agent SDK examples) was written before the second round of tuning.
+(business-task prompts in the style of agent SDK examples) was written before the second round of tuning
+and is development data since the third; ``*_holdout3.jsonl`` was written before the third round and never
+tuned on.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ CATALOGS = ("demo", "ap", "cloud", "crm")
 KINDS = {"para", "syn", "multi", "neg", "scope", "inj", "de", "other"}
 
 
-#: The parts the targets are held on. holdout2 was added untuned (false-deny rate 16.9 %, catch 100 %);
-#: after the development round it stands at 12.5 % false denies and 99.3 % caught (`make eval-intent`),
-#: short of the targets: it joins once general rules meet them on it (never by editing its cases).
-TARGET_PARTS = ("cases", "holdout")
+#: The parts the targets are held on, each on its own. holdout2 was added untuned (false-deny rate 16.9 %,
+#: catch 100 %), stood at 12.5 % / 99.3 % after the second round, and is development data since the third
+#: round read its misses (lexicon 3: 1.5 % / 99.3 %). holdout3, measured once after the third round and
+#: never tuned on: 1.6 % / 99.5 %.
+TARGET_PARTS = ("cases", "holdout", "holdout2", "holdout3")
 
 
 def corpus(parts: tuple[str, ...] | None = None) -> list[tuple[str, Path]]:
@@ -53,6 +56,14 @@ def test_the_second_held_out_set_is_large_enough():
     assert sum(c["kind"] == "de" for c in cases) >= 20 and sum(c["kind"] == "inj" for c in cases) >= 15
 
 
+def test_the_third_held_out_set_is_large_and_covers_every_catalog_and_kind():
+    parts = corpus(("holdout3",))
+    assert {name for name, _ in parts} == set(CATALOGS)
+    cases = [case for _, path in parts for case in load_cases(path)]
+    assert len(cases) >= 200 and {c["kind"] for c in cases} == KINDS
+    assert sum(c["kind"] == "de" for c in cases) >= 40 and sum(c["kind"] == "inj" for c in cases) >= 20
+
+
 def test_the_corpus_is_large_varied_and_well_formed():
     cases = [case for _, path in corpus() for case in load_cases(path)]
     assert len(cases) >= 400
@@ -66,9 +77,10 @@ def test_the_corpus_is_large_varied_and_well_formed():
     assert len(german) >= 40 and sum(c["kind"] == "inj" for c in cases) >= 30
 
 
-def test_the_built_in_extractor_meets_the_targets_on_the_corpus():
+@pytest.mark.parametrize("part", TARGET_PARTS)
+def test_the_built_in_extractor_meets_the_targets_on_each_part_of_the_corpus(part):
     totals = {"allow_cases": 0, "deny_cases": 0, "false_denies": 0, "missed_denies": 0}
-    for name, path in corpus(TARGET_PARTS):
+    for name, path in corpus((part,)):
         report = asyncio.run(
             evaluate(catalog_extractor(load_tools_list(DATA / f"{name}_tools.json")), load_cases(path))
         )

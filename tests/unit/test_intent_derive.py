@@ -42,7 +42,7 @@ def test_split_name(name, words):
 
 def test_the_lexicon_is_versioned_and_covers_english_and_german():
     lexicon = load_lexicon()
-    assert lexicon.version == 2
+    assert lexicon.version == 3
     assert lexicon.classes_of("pay") == {"pay"} and lexicon.classes_of("überweise") == {"pay"}
     assert lexicon.classes_of("describe") == {"read"} and "read" in lexicon.safe
     assert "delete" not in lexicon.safe
@@ -140,3 +140,42 @@ def test_extraction_is_deterministic():
     first = CatalogExtractor({"t": catalog}, cache_size=0).extract_now("t", prompt)
     second = CatalogExtractor({"t": catalog}, cache_size=0).extract_now("t", prompt)
     assert first == second
+
+
+def test_lexicon_derives_split_phrasal_verbs_and_joined_german_separable_verbs():
+    from authz.intent._lexicon import derived_forms
+
+    assert derived_forms("shut down") == ["shut down", "shut … down"]
+    joined = ["runterfahren", "runterzufahren", "runtergefahrt"]
+    assert derived_forms("fahr … runter") == ["fahr … runter", *joined]
+    assert derived_forms("look into") == ["look into"]  # "into" is no particle that moves
+    lexicon = load_lexicon()
+    assert lexicon.classes_of("runterfahren") == {"stop"} and lexicon.classes_of("aufräumen") == {"delete"}
+
+
+@pytest.mark.parametrize(
+    ("catalog", "prompt", "allowed", "denied"),
+    [
+        # a phrasal verb split by its object
+        ("cloud", "Shut the batch boxes down tonight.", {"stop_instance"}, {"terminateInstance"}),
+        ("cloud", "Power the build VM back up.", {"start_instance"}, {"terminateInstance"}),
+        # a German separable verb, apart and joined
+        ("cloud", "Fahr bitte den Server runter.", {"stop_instance"}, {"terminateInstance"}),
+        ("cloud", "Den Server bitte runterfahren.", {"stop_instance"}, {"terminateInstance"}),
+        # a light verb and its noun, with a filler between ("take us a snapshot", "mach bitte ein Backup")
+        ("cloud", "Mach bitte eine Sicherung der Platte von db-9.", {"create_snapshot"}, {"delete_snapshot"}),
+        # task language from the larger lexicon
+        ("cloud", "Triple the replicas of the search deployment.", {"scale_deployment"}, {"stop_instance"}),
+        ("demo", "Reimburse Jo for invoice INV-12.", {"transfer_funds", "read_invoice"}, {"delete_invoice"}),
+        ("ap", "Rubber stamp invoice VI-3 please.", {"approveInvoice"}, {"schedule_payment"}),
+        # a negated state ends at the comma: the request after it stands
+        ("ap", "Goods never delivered, kick the invoice back.", {"rejectInvoice"}, {"approveInvoice"}),
+        # writing to someone reads the people it addresses
+        ("crm", "Ping Ola about the contract.", {"send_email", "search_contacts"}, {"delete_contact"}),
+    ],
+)
+def test_task_language_categories(catalog, prompt, allowed, denied):
+    extractor = CatalogExtractor({"t": catalog_from_tools_list(tools(catalog))})
+    intent = extractor.extract_now("t", prompt)
+    assert allowed <= intent.allowed_tools, (intent.allowed_tools, intent.rationale)
+    assert not denied & intent.allowed_tools, (intent.allowed_tools, intent.rationale)

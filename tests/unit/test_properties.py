@@ -262,3 +262,115 @@ def test_stable_json_and_json_safe_never_fail(value):
     assert isinstance(stable_json(value), bytes)
     safe = json_safe(value)
     canonical_json(safe) if not (isinstance(safe, float) and math.isnan(safe)) else None
+
+
+# The audit event shapes (what the chain hashes): decisions with every optional part, admin events with
+# nested details, and the values that stress an encoder: floats at ECMAScript's notation boundaries,
+# subnormals, -0, integers at and past ±(2**53-1), non-ASCII and astral keys (UTF-16 order), control
+# characters, lone surrogates.
+EDGE_FLOATS = [
+    0.0,
+    -0.0,
+    5e-324,
+    1e-7,
+    1e-6,
+    1.5e-7,
+    0.000001234,
+    1e16,
+    1.5e16,
+    1e20,
+    1e21,
+    1.7976931348623157e308,
+]
+any_text = st.text(st.characters(blacklist_categories=()), max_size=12) | st.sampled_from(
+    ["\u00e9t\u00e9", "\U0001f600", "\ufb01", "\ue000", "\x00\x1f\x7f", '"\\', "\ud800"]
+)
+edge_numbers = (
+    st.floats()
+    | st.sampled_from(EDGE_FLOATS)
+    | st.integers()
+    | st.sampled_from([MAX_SAFE_INT, -MAX_SAFE_INT, MAX_SAFE_INT + 1, 2**64])
+)
+event_scalars = st.none() | st.booleans() | edge_numbers | any_text
+event_json = st.recursive(
+    event_scalars,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(any_text, c, max_size=4),
+    max_leaves=16,
+)
+optional_text = st.none() | any_text
+
+
+@st.composite
+def audit_events(draw):
+    from authz.audit import admin_event, event_from_decision
+    from authz.check.models import Check, Decision, Outcome
+
+    time_ms = draw(st.integers(0, 2**41))
+    if draw(st.booleans()):
+        return admin_event(
+            draw(any_text),
+            draw(any_text),
+            draw(any_text),
+            draw(any_text),
+            draw(st.dictionaries(any_text, event_json, max_size=4)),
+            time_ms=time_ms,
+        )
+    decision = Decision(
+        decision_id=draw(any_text),
+        outcome=draw(st.sampled_from(list(Outcome))),
+        check=draw(st.none() | st.sampled_from(list(Check))),
+        reason=draw(any_text),
+        data=draw(st.dictionaries(any_text, event_scalars, max_size=5)),
+        tenant=draw(optional_text),
+        agent=draw(optional_text),
+        token_id=draw(optional_text),
+        jti=draw(optional_text),
+        tool=draw(optional_text),
+        rpc_method=draw(optional_text),
+        arguments_sha256=draw(optional_text),
+        argument_keys=tuple(draw(st.lists(any_text, max_size=4))),
+        prompt_sha256=draw(optional_text),
+        policy_version=draw(st.none() | st.integers(0, 2**60)),
+        policy_hash=draw(optional_text),
+        approval_id=draw(optional_text),
+        latency_us=draw(st.integers(0, 2**40)),
+        trace_id=draw(optional_text),
+        intent_terms=tuple(draw(st.lists(any_text, max_size=3))),
+        intent_determined=draw(st.none() | st.booleans()),
+        memory_writers=tuple(draw(st.lists(any_text, max_size=2))),
+        server=draw(optional_text),
+    )
+    return event_from_decision(decision, time_ms=time_ms)
+
+
+def _same_as_reference(value) -> None:
+    # rfc8785 refuses with CanonicalizationError, or UnicodeEncodeError for a lone surrogate in a key.
+    refusals = (rfc8785.CanonicalizationError, UnicodeEncodeError)
+    try:
+        expected = rfc8785.dumps(value)
+    except refusals as refused:
+        try:
+            canonical_json(value)
+        except refusals as exc:
+            assert type(exc) is type(refused)
+            return
+        raise AssertionError("canonical_json encoded what RFC 8785 refuses") from None
+    assert canonical_json(value) == expected
+
+
+@PROPS
+@given(audit_events())
+def test_audit_events_encode_byte_identical_to_rfc8785(event):
+    _same_as_reference(event)
+
+
+@PROPS
+@given(event_json)
+def test_edge_values_encode_byte_identical_to_rfc8785(value):
+    _same_as_reference(value)
+    _same_as_reference({"value": value, "list": [value], "\U0001f600": value, "\ue000": 1})
+
+
+def test_number_forms_at_the_notation_boundaries():
+    for value in EDGE_FLOATS + [-x for x in EDGE_FLOATS] + [0.1, 1 / 3, 123.456, 2.0**53, 1e22]:
+        assert canonical_json([value]) == rfc8785.dumps([value]), value

@@ -76,6 +76,8 @@ class TokenExchangeService(pb_grpc.TokenExchangeServiceServicer):
             raise FailedPrecondition(
                 "token exchange is off: no trusted OAuth issuers (TESSERA_OAUTH_ISSUERS_FILE)",
                 reason="TOKEN_EXCHANGE_OFF",
+                # RFC 6749 §5.2: this server supports no token-exchange grant.
+                metadata={"error": "unsupported_grant_type"},
             )
         form = parse_form(request.form.content_type, request.form.data)
         now = datetime.fromtimestamp(self.rt.clock(), UTC)

@@ -1,12 +1,14 @@
 """The :class:`~authz.storage.protocols.AuditStore` half of the PostgreSQL store (in ``PostgresStore``).
 
 Several writers (the group-commit recorder of every replica, the admin service) extend one linear chain
-per tenant: an append transaction first makes sure each of its tenants has a head row
-(``INSERT ... ON CONFLICT DO NOTHING``), then locks those rows ``FOR UPDATE`` in tenant order (two
-appends sharing tenants never wait on each other in a cycle), hashes on top of the locked heads, inserts
-the events and moves the heads. Canonical JSON is computed before the transaction; only the hashing,
-which needs the head, happens while the locks are held. Each statement carries a whole batch (arrays
-through ``unnest``), so a group commit costs the same five round trips whatever its size.
+per tenant. An append is ONE statement, ``tessera_audit_append()`` (migration 0007): it makes sure each of
+its tenants has a head row, locks those rows ``FOR UPDATE`` in tenant order (two appends sharing tenants
+never wait on each other in a cycle), hashes on top of the locked heads with the server's ``sha256()``,
+inserts the events and moves the heads. Sent on an autocommit connection it is its own transaction, so
+a head stays locked for the server's work and the commit only, never across a client round trip (five
+round trips did before: head upsert, ``FOR UPDATE``, insert, head update, commit). Canonical JSON is
+computed before the statement; the arguments are arrays, so a group commit costs one statement whatever
+its size.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 import rfc8785
 
-from authz.chain import GENESIS_HASH, canonical_event, chain_hash, event_index
+from authz.chain import canonical_event, event_index
 from authz.errors import InvalidArgument
 from authz.storage.protocols import AuditCheckpoint, AuditRecord
 
@@ -47,7 +49,9 @@ class PostgresAuditStore:
         if not events:
             return []
         prepared = _prepare(events)
-        async with self._connection() as conn, conn.transaction():
+        # No conn.transaction(): the pool's connections autocommit, so the one statement commits itself
+        # (inside run_audited the same call joins the audited transaction instead).
+        async with self._connection() as conn:
             return await _append_locked(conn, prepared)
 
     async def run_audited(
@@ -151,38 +155,17 @@ def _prepare(events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, by
 async def _append_locked(
     conn: psycopg.AsyncConnection, prepared: list[tuple[str, bytes, tuple]]
 ) -> list[tuple[str, int, str]]:
-    """Extend the chains inside the caller's transaction, locking each tenant's head row first."""
-    tenants = sorted({tenant for tenant, _, _ in prepared})
-    columns: list[list[Any]] = [[] for _ in range(8)]
-    result: list[tuple[str, int, str]] = []
-    await conn.execute(
-        "INSERT INTO audit_heads (tenant, seq, hash) SELECT t, 0, %s FROM unnest(%s::text[]) AS t "
-        "ON CONFLICT (tenant) DO NOTHING",
-        (GENESIS_HASH, tenants),
-    )
-    cur = await conn.execute(
-        "SELECT tenant, seq, hash FROM audit_heads WHERE tenant = ANY(%s::text[]) ORDER BY tenant FOR UPDATE",
-        (tenants,),
-    )
-    heads: dict[str, tuple[int, str]] = {t: (seq, digest) for t, seq, digest in await cur.fetchall()}
+    """Extend the chains in one statement (its own transaction, or a part of the caller's)."""
+    columns: list[list[Any]] = [[] for _ in range(5)]
     for tenant, canonical, (time_ms, decision, agent) in prepared:
-        head_seq, prev_hash = heads[tenant]
-        seq, digest = head_seq + 1, chain_hash(prev_hash, canonical)
-        row = (tenant, seq, time_ms, decision, agent, canonical.decode(), prev_hash, digest)
+        row = (tenant, time_ms, decision, agent, canonical.decode())
         for column, value in zip(columns, row, strict=True):
             column.append(value)
-        result.append((tenant, seq, digest))
-        heads[tenant] = (seq, digest)
-    await conn.execute(
-        f"INSERT INTO audit_events ({_COLUMNS}) SELECT * FROM unnest("
-        "%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
-        "%s::text[])",
-        columns,
-    )
-    await conn.execute(
-        "UPDATE audit_heads AS h SET seq = v.seq, hash = v.hash "
-        "FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS v (tenant, seq, hash) "
-        "WHERE h.tenant = v.tenant",
-        (tenants, [heads[t][0] for t in tenants], [heads[t][1] for t in tenants]),
-    )
-    return result
+    cur = await conn.execute(_APPEND_SQL, columns)
+    return [(tenant, seq, digest) for tenant, seq, digest in await cur.fetchall()]
+
+
+_APPEND_SQL = (
+    "SELECT tenant, seq, hash FROM tessera_audit_append("
+    "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[])"
+)

@@ -450,6 +450,8 @@ the listener's mode passed to `tessera envoy-config`.
 
 {{- define "tessera.envoyOAuthArgs" -}}
 {{- $o := .Values.oauth -}}
+- --oauth-token-rate-limit
+- {{ $o.tokenRateLimit | default "60/60s" | quote }}
 {{- if $o.enabled -}}
 {{- if $o.resource }}
 - --oauth-resource

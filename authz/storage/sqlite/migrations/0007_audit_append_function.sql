@@ -1,0 +1,3 @@
+-- PostgreSQL's 0007 creates tessera_audit_append(), its one-statement audit append. SQLite has no
+-- server-side functions and needs none: its append runs in-process with no round trips (see
+-- authz/storage/sqlite/_audit.py). The file keeps both stores' migration names in step.

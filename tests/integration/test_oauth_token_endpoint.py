@@ -1,0 +1,186 @@
+"""The token endpoint (`POST /v1/oauth/token`) as OAuth clients read it, through real Envoy: RFC 6749 §5.2
+error bodies, `Cache-Control: no-store` / `Pragma: no-cache` on every answer, and the per-client-address
+rate limit (Envoy's local_ratelimit, 429 + Retry-After) that leaves other routes and other clients alone.
+
+The subject tokens come from a real authorization server process (oidc-provider-mock,
+tests/oauth_server.py). Each test speaks from its own loopback source address (127.0.0.x), so the
+rate-limit buckets, which are per address, never mix between tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from authz.local.envoy_oauth import TokenRateLimit
+from authz.local.stack import StackPorts
+from authz.oauth import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
+from tests.integration.conftest import Gateway, start_gateway
+from tests.oauth_server import OAuthServer
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # authlib's own internals
+
+AGENT = "agent-7"
+#: Small, so a burst is quick to send: 4 requests, then one per 30 s (Retry-After: 30).
+RATE = TokenRateLimit(burst=4, window_s=120)
+
+
+@pytest.fixture(scope="module")
+def authorization_server() -> Iterator[OAuthServer]:
+    server = OAuthServer(users=[(AGENT, {"tools": ["read_invoice", "list_invoices"]})])
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, authorization_server: OAuthServer) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("oauth-token-endpoint")
+    ports = StackPorts.free()
+    issuers = workdir / "issuers.yaml"
+    issuers.write_text(
+        "issuers:\n"
+        f"  - issuer: {authorization_server.issuer}\n"
+        f"    jwks_uri: {authorization_server.jwks_uri}\n"
+        f"    audience: http://127.0.0.1:{ports.listen}/v1/mcp\n"
+        "    tenant: demo\n"
+        "    tools_claim: tools\n"
+        "    exchange:\n"
+        "      tools: [read_invoice, list_invoices]\n"
+    )
+    stack, gateway = start_gateway(
+        workdir,
+        ports=ports,
+        env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers)},
+        oauth_token_rate_limit=RATE,
+    )
+    try:
+        yield gateway
+    finally:
+        stack.stop()
+
+
+def _client(source: str) -> httpx.Client:
+    """An HTTP client whose connections come from ``source`` (a loopback address of its own)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=10)
+
+
+def _form(subject: str, **extra: str) -> dict[str, str]:
+    return {
+        "grant_type": TOKEN_EXCHANGE_GRANT,
+        "subject_token": subject,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        **extra,
+    }
+
+
+def _assert_no_store(response: httpx.Response) -> None:
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
+
+
+def test_a_token_response_is_never_cached(gw, authorization_server):
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    with _client("127.0.0.11") as http:
+        response = http.post(f"{gw.url}/v1/oauth/token", data=_form(subject))
+    assert response.status_code == 200, response.text
+    _assert_no_store(response)
+    assert response.json()["token_type"] == "Bearer"
+
+
+CASES = [
+    ("expired", "invalid_grant"),
+    ("not-a-jwt", "invalid_grant"),
+    ("no-subject-type", "invalid_request"),
+    ("twice", "invalid_request"),
+    ("json-body", "invalid_request"),
+    ("client-credentials", "unsupported_grant_type"),
+    ("widened", "invalid_scope"),
+]
+
+
+@pytest.mark.parametrize(("case", "error"), CASES)
+def test_errors_are_rfc_6749_bodies(gw, authorization_server, case, error):
+    resource = f"{gw.url}/v1/mcp"
+    url = f"{gw.url}/v1/oauth/token"
+    # One source address per case: each has a bucket of its own.
+    with _client(f"127.0.0.{30 + CASES.index((case, error))}") as http:
+        if case == "expired":
+            response = http.post(
+                url, data=_form(authorization_server.issue(AGENT, resource=resource, lifetime_s=-60))
+            )
+        elif case == "not-a-jwt":
+            response = http.post(url, data=_form("not-a-token"))
+        elif case == "no-subject-type":
+            form = _form(authorization_server.issue(AGENT, resource=resource))
+            del form["subject_token_type"]
+            response = http.post(url, data=form)
+        elif case == "twice":
+            response = http.post(
+                url,
+                content=f"grant_type={TOKEN_EXCHANGE_GRANT}&grant_type={TOKEN_EXCHANGE_GRANT}",
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+        elif case == "json-body":
+            response = http.post(url, json=_form("x"))
+        elif case == "client-credentials":
+            response = http.post(url, data={"grant_type": "client_credentials"})
+        else:
+            subject = authorization_server.issue(AGENT, resource=resource)
+            response = http.post(url, data=_form(subject, scope="read_invoice delete_invoice"))
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    _assert_no_store(response)
+    body = response.json()
+    # Exactly the two members of RFC 6749 §5.2 (error_uri is optional and not sent), nothing of gRPC.
+    assert set(body) == {"error", "error_description"}, body
+    assert body["error"] == error
+    assert isinstance(body["error_description"], str) and body["error_description"]
+    assert "grpc-status" not in response.headers
+    if case == "widened":
+        assert "delete_invoice" in body["error_description"]
+
+
+def test_a_description_with_quotes_and_backslashes_stays_valid_json(gw, authorization_server):
+    # The refused scope is echoed in the description, JSON-escaped by the transcoder; the rewritten
+    # body must still parse and carry it unchanged.
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    with _client("127.0.0.13") as http:
+        response = http.post(f"{gw.url}/v1/oauth/token", data=_form(subject, scope='read_invoice a"b\\c'))
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid_scope" and 'a"b\\c' in body["error_description"]
+
+
+def test_a_burst_beyond_the_bucket_gets_429_and_other_routes_and_clients_do_not(gw, authorization_server):
+    url = f"{gw.url}/v1/oauth/token"
+    with _client("127.0.0.21") as http:
+        answers = [http.post(url, data={"grant_type": "client_credentials"}) for _ in range(RATE.burst)]
+        # Within the burst: the admin service answered each (a refusal, but not a rate limit).
+        assert [a.status_code for a in answers] == [400] * RATE.burst
+        limited = http.post(url, data={"grant_type": "client_credentials"})
+        assert limited.status_code == 429, limited.text
+        assert limited.headers["retry-after"] == str(RATE.retry_after_s) == "30"
+        assert limited.headers["content-type"] == "application/json"
+        _assert_no_store(limited)
+        body = limited.json()
+        assert set(body) == {"error", "error_description"} and body["error"] == "temporarily_unavailable"
+        # The same address on another route: the MCP endpoint is not limited.
+        token = gw.token(tools=["read_invoice"])
+        call = http.post(
+            f"{gw.url}/v1/mcp",
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "tools/call",
+                "params": {"name": "read_invoice", "arguments": {"invoice_id": "INV-1001"}},
+            },
+            headers={"authorization": f"Bearer {token}", "accept": "application/json, text/event-stream"},
+        )
+        assert call.status_code == 200 and "result" in call.json(), call.text
+    # Another client address still gets its token.
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    with _client("127.0.0.22") as http:
+        response = http.post(url, data=_form(subject))
+    assert response.status_code == 200, response.text

@@ -1,0 +1,15 @@
+"""The benchmark's SQLite I/O figure: pages one committed audit append writes (bench/scaling.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.scaling import sqlite_pages_per_commit
+from tests.unit.test_audit_recorder import decision
+
+
+async def test_a_committed_append_writes_one_page_per_btree_it_touches(tmp_path: Path):
+    # audit_events (table, primary-key index, time index, agent index) and audit_heads: five B-trees,
+    # each writing its rightmost leaf, plus the occasional split. A new index or a wider row shows here.
+    pages = await sqlite_pages_per_commit(decision(0), tmp_path, commits=200)
+    assert 5.0 <= pages < 7.0, pages
