@@ -1,25 +1,28 @@
 """The forwarder row of ``make bench``: decision throughput with every audit forwarder on vs off.
 
-``tessera forward run`` drains the check process's chain to a sink of each HTTP kind (webhook, Splunk
-HEC, Datadog, Sentinel, Slack, Teams, PagerDuty) and a local NDJSON file. The HTTP sinks post to one
+``tessera forward run`` drains the check process's chain to a sink of each kind: webhook, Splunk HEC,
+Datadog, Sentinel, Slack, Teams, PagerDuty, S3 and a local NDJSON file. The HTTP sinks post to one
 STAND-IN receiver in this process (it answers 2xx at once, and an access token for Sentinel's token
-request); S3 is left out (it needs moto's server, a process of its own). Runs alternate off / on
+request); S3 goes to moto's S3-compatible server (``moto[server]``), the STAND-IN for Amazon S3, a process
+of its own started at a lowered CPU priority (Amazon's CPU is not this host's). Runs alternate off / on
 (off, on, off, on, ...) so that drift of a shared machine falls on both sides alike; the figure is the
 ratio of the summed throughputs, and each pair's ratio is printed beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from authz.local.stack import spawn, stop_process
+from authz.local.stack import free_port, spawn, stop_process
 
 ROW_OFF = "direct gRPC, Tessera pipeline (forwarders off), 32 in flight"
 ROW_ON = "direct gRPC, Tessera + all forwarders, 32 in flight"
@@ -35,6 +38,8 @@ class StandInReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the SIEM and chat services answer
+
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length", "0")))
                 receiver.requests += 1
@@ -64,8 +69,73 @@ class StandInReceiver:
         self._server.server_close()
 
 
-def sinks_config(workdir: Path, url: str) -> tuple[dict, dict[str, str]]:
-    """Every sink kind but S3, all on ``url``; and the environment holding their credentials."""
+S3_BUCKET = "tessera-bench"
+
+
+@contextlib.contextmanager
+def moto_s3(workdir: Path) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 (nice 10) with the bench bucket; yields its endpoint URL."""
+    port = free_port()
+    proc = spawn(
+        [
+            "nice",
+            "-n",
+            "10",
+            str(Path(sys.executable).parent / "moto_server"),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        log=workdir / "moto.log",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start (see moto.log)") from None
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        from authz.forward._s3 import s3_client
+
+        client = s3_client(
+            region="eu-west-1", endpoint_url=endpoint, access_key_id="bench", secret_access_key="bench"
+        )
+        client.create_bucket(Bucket=S3_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        client.close()
+        yield endpoint
+    finally:
+        stop_process(proc)
+
+
+def s3_objects(endpoint: str, prefix: str) -> tuple[int, int]:
+    """(objects, events) the S3 sink wrote under ``prefix``."""
+    import gzip
+
+    from authz.forward._s3 import s3_client
+
+    client = s3_client(
+        region="eu-west-1", endpoint_url=endpoint, access_key_id="bench", secret_access_key="bench"
+    )
+    objects = events = 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET, Prefix=prefix):
+            for item in page.get("Contents", []):
+                body = client.get_object(Bucket=S3_BUCKET, Key=item["Key"])["Body"].read()
+                objects += 1
+                events += gzip.decompress(body).count(b"\n")
+    finally:
+        client.close()
+    return objects, events
+
+
+def sinks_config(workdir: Path, url: str, s3_endpoint: str, prefix: str = "") -> tuple[dict, dict[str, str]]:
+    """Every sink kind, the HTTP ones on ``url``, S3 on ``s3_endpoint`` (under ``prefix``); and the
+    environment holding their credentials."""
     notify = {"decisions": ["deny", "escalate"]}  # the bench's calls are allowed: few messages, as in life
     sinks = [
         {"name": "file", "type": "file", "path": str(workdir / "forwarded.ndjson")},
@@ -92,12 +162,23 @@ def sinks_config(workdir: Path, url: str) -> tuple[dict, dict[str, str]]:
             "secret_env": "BENCH_FWD_SECRET",
             "notify": notify,
         },
+        {
+            "name": "s3",
+            "type": "s3",
+            "bucket": S3_BUCKET,
+            "region": "eu-west-1",
+            "endpoint_url": s3_endpoint,
+            "prefix": prefix + "audit/",
+            "access_key_env": "BENCH_FWD_S3_KEY",
+            "secret_env": "BENCH_FWD_SECRET",
+        },
     ]
     for sink in sinks:
         sink["batch_size"] = 500
     env = {
         "BENCH_FWD_SECRET": "bench-credential",
         "BENCH_FWD_HOOK": url + "/services/T0/B0/bench",
+        "BENCH_FWD_S3_KEY": "bench",
         "TESSERA_OUTBOUND_ALLOW": "127.0.0.1",  # the stand-in receiver is on loopback
     }
     return {"sinks": sinks}, env
@@ -112,35 +193,39 @@ def forwarder_rounds(
 ) -> dict:
     """``rounds`` pairs of runs, forwarders off then on; the summary the report prints."""
     receiver = StandInReceiver()
-    config, sink_env = sinks_config(workdir, receiver.url)
-    path = workdir / "forward.json"
-    path.write_text(json.dumps(config))
-    database = f"sqlite:///{workdir / 'tessera.db'}"
     pairs: list[tuple[float, float]] = []
-    try:
-        for _ in range(rounds):
-            off = direct(ROW_OFF, check_port, 32)
-            forwarder = spawn(
-                [sys.executable, "-m", "authz.cli", "forward", "run", "--config", str(path), "--database-url",
-                 database],
-                env=env | sink_env,
-                log=workdir / "forward.log",
-            )  # fmt: skip
-            try:
-                time.sleep(2.0)  # started, leases taken, caught up with what the earlier runs committed
-                on = direct(ROW_ON, check_port, 32)
-            finally:
-                stop_process(forwarder)
-            pairs.append((off["rps"], on["rps"]))
-    finally:
-        receiver.stop()
-    forwarded = _lines(workdir)
+    with moto_s3(workdir) as s3_endpoint:
+        config, sink_env = sinks_config(workdir, receiver.url, s3_endpoint)
+        path = workdir / "forward.json"
+        path.write_text(json.dumps(config))
+        database = f"sqlite:///{workdir / 'tessera.db'}"
+        try:
+            for _ in range(rounds):
+                off = direct(ROW_OFF, check_port, 32)
+                forwarder = spawn(
+                    [sys.executable, "-m", "authz.cli", "forward", "run", "--config", str(path),
+                     "--database-url", database],
+                    env=env | sink_env,
+                    log=workdir / "forward.log",
+                )  # fmt: skip
+                try:
+                    time.sleep(2.0)  # started, leases taken, caught up with what the earlier runs committed
+                    on = direct(ROW_ON, check_port, 32)
+                finally:
+                    stop_process(forwarder)
+                pairs.append((off["rps"], on["rps"]))
+        finally:
+            receiver.stop()
+        forwarded = _lines(workdir)
+        s3 = s3_objects(s3_endpoint, "audit/")
+        cpu = cpu_per_event(workdir, env, s3_endpoint)
     return {
-        "cpu": cpu_per_event(workdir, env),
+        "cpu": cpu,
         "pairs": pairs,
         "ratio": sum(on for _, on in pairs) / sum(off for off, _ in pairs) if pairs else 0.0,
         "forwarded": forwarded,
         "requests": receiver.requests,
+        "s3": s3,
     }
 
 
@@ -149,39 +234,51 @@ def _lines(folder: Path) -> int:
     return sum(1 for path in folder.glob("forwarded.ndjson*") for _ in path.open("rb"))
 
 
-def cpu_per_event(workdir: Path, env: dict[str, str]) -> dict:
+def _once(workdir: Path, env: dict[str, str], config: Path, name: str) -> tuple[float, float]:
+    """``tessera forward run --once`` at normal priority: (user+system CPU seconds from the kernel's
+    ``wait4``, wall seconds)."""
+    database = f"sqlite:///{workdir / 'tessera.db'}"
+    started = time.monotonic()
+    proc = spawn(
+        [sys.executable, "-m", "authz.cli", "forward", "run", "--once", "--nice", "0",
+         "--config", str(config), "--database-url", database],
+        env=env,
+        log=workdir / f"{name}.log",
+    )  # fmt: skip
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tessera forward run --once exited with {proc.returncode} (see {name}.log)")
+    return usage.ru_utime + usage.ru_stime, time.monotonic() - started
+
+
+def cpu_per_event(workdir: Path, env: dict[str, str], s3_endpoint: str) -> dict:
     """CPU the forwarder spends per event with every sink on: ``tessera forward run --once`` (fresh sink
-    names, so fresh cursors) over the whole chain the runs left, its user+system time from the kernel
-    (``wait4``), divided by the events it forwarded. CPU time, not wall time: a figure a shared machine
-    does not blur, to set against the check service's CPU per decision."""
+    names, so fresh cursors) over the whole chain the runs left, then the same command again, which finds
+    every cursor at the head: its CPU is the process's fixed cost (interpreter start, imports, clients,
+    leases, one empty pass). Per event = (first - second) / events. CPU time, not wall time: a figure a
+    shared machine does not blur, to set against the check service's CPU per decision."""
     receiver = StandInReceiver()
-    config, sink_env = sinks_config(workdir / "cpu", receiver.url)
     (workdir / "cpu").mkdir(exist_ok=True)
+    config, sink_env = sinks_config(workdir / "cpu", receiver.url, s3_endpoint, prefix="cpu/")
     for sink in config["sinks"]:
         sink["name"] = "cpu-" + sink["name"]
     path = workdir / "forward-cpu.json"
     path.write_text(json.dumps(config))
-    database = f"sqlite:///{workdir / 'tessera.db'}"
     try:
-        started = time.monotonic()
-        proc = spawn(
-            [sys.executable, "-m", "authz.cli", "forward", "run", "--once", "--nice", "0",
-             "--config", str(path), "--database-url", database],
-            env=env | sink_env,
-            log=workdir / "forward-cpu.log",
-        )  # fmt: skip
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu, wall = _once(workdir, env | sink_env, path, "forward-cpu")
+        fixed, _ = _once(workdir, env | sink_env, path, "forward-cpu-idle")
     finally:
         receiver.stop()
     events = _lines(workdir / "cpu")
-    cpu = usage.ru_utime + usage.ru_stime
     return {
         "events": events,
         "cpu_s": cpu,
+        "fixed_s": fixed,
         "wall_s": wall,
-        "us_per_event": cpu / events * 1e6 if events else 0,
+        "us_per_event": (cpu - fixed) / events * 1e6 if events else 0,
+        "us_per_event_with_start": cpu / events * 1e6 if events else 0,
+        "s3": s3_objects(s3_endpoint, "cpu/"),
     }
 
 
@@ -194,15 +291,17 @@ def report(summary: dict | None) -> list[str]:
         lines = [
             f"all audit forwarders on / off throughput, direct, 32: {summary['ratio']:.3f}x  (target >= "
             f"0.95x; {len(summary['pairs'])} alternating pairs: {pairs})",
-            f"  meanwhile {summary['forwarded']} events to the NDJSON file and {summary['requests']} "
+            f"  meanwhile {summary['forwarded']} events to the NDJSON file, {summary['requests']} "
             "requests to the stand-in SIEM/chat receiver (webhook, Splunk, Datadog, Sentinel, Slack, Teams, "
-            "PagerDuty)",
+            f"PagerDuty) and {summary['s3'][1]} events in {summary['s3'][0]} objects to S3 (moto)",
         ]
     cpu = summary.get("cpu")
     if cpu:
         lines.append(
-            f"  forwarder CPU with all 8 sinks: {cpu['us_per_event']:.0f} us per event "
-            f"({cpu['events']} events, {cpu['cpu_s']:.1f} s CPU in {cpu['wall_s']:.1f} s wall, "
-            "tessera forward run --once)"
+            f"  forwarder CPU with all 9 sinks: {cpu['us_per_event']:.0f} us per event "
+            f"({cpu['events']} events, {cpu['cpu_s']:.2f} s CPU in {cpu['wall_s']:.1f} s wall, less "
+            f"{cpu['fixed_s']:.2f} s of process start and an empty pass; "
+            f"{cpu['us_per_event_with_start']:.0f} us with it; tessera forward run --once; "
+            f"S3 got {cpu['s3'][1]} events in {cpu['s3'][0]} objects)"
         )
     return lines

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from authz.check.directory import TenantDirectory, TenantView
+from authz.check.directory import TenantDirectory, TenantView, settings_for_server
 from authz.check.models import CheckInput, Decision
 from authz.intent import CatalogExtractor, catalog_for_settings
 from authz.provenance import NOT_PRESENTED
@@ -220,14 +220,14 @@ class ListFilter:
         authenticator: Any,
         directory: TenantDirectory,
         clock: Callable[[], float] = time.time,
-        catalog_names: Callable[[TenantView], frozenset[str] | None] | None = None,
+        catalog_names: Callable[[TenantView, str | None], frozenset[str] | None] | None = None,
     ):
         self._auth = authenticator
         self._directory = directory
         self._clock = clock
         self._catalog_names = catalog_names or binding_catalog
-        # Parsed catalogs per tenant snapshot: a refresh installs new TenantView objects.
-        self._catalogs: dict[int, tuple[TenantView, frozenset[str] | None]] = {}
+        # Parsed catalogs per (tenant snapshot, server): a refresh installs new TenantView objects.
+        self._catalogs: dict[tuple[int, str | None], tuple[TenantView, frozenset[str] | None]] = {}
 
     # -- at check time --------------------------------------------------------------------------------
     def context_for(self, inp: CheckInput, decision: Decision, request_id: Any) -> ListContext | None:
@@ -263,11 +263,12 @@ class ListFilter:
             return False
         if tenant is None or tenant.policy is None or tenant.settings_error is not None:
             return False
-        cached = self._catalogs.get(id(tenant))
+        key = (id(tenant), ctx.server)
+        cached = self._catalogs.get(key)
         if cached is None or cached[0] is not tenant:
             if len(self._catalogs) > 1024:
                 self._catalogs.clear()
-            cached = self._catalogs[id(tenant)] = (tenant, self._catalog_names(tenant))
+            cached = self._catalogs[key] = (tenant, self._catalog_names(tenant, ctx.server))
         catalog = cached[1]
         if catalog is not None and tool not in catalog:
             return False
@@ -394,17 +395,18 @@ def _policy_reads(policy: Any, key: str) -> bool:
     return keys is None or key in keys
 
 
-def binding_catalog(tenant: TenantView) -> frozenset[str] | None:
-    """The tool names a tenant's catalog restricts calls to, or None when the catalog does not bind.
+def binding_catalog(tenant: TenantView, server: str | None = None) -> frozenset[str] | None:
+    """The tool names a tenant's catalog for ``server`` (None: the main endpoint; catalogs are per
+    (tenant, server)) restricts calls to, or None when the catalog does not bind.
 
     It binds in intent ``enforce`` mode with ``require_prompt`` and the built-in catalog extractor:
     every call then needs a prompt whose extracted intent allows the tool, and that extractor only
     ever allows catalogued tools. An HTTP extractor may name any tool, so there the catalog does not
     bind."""
-    settings = tenant.settings
+    settings = settings_for_server(tenant.settings, server)
     if settings.intent_mode != "enforce" or not settings.require_prompt:
         return None
-    if not isinstance(tenant.extractor, CatalogExtractor):
+    if not isinstance(tenant.extractor_for(server), CatalogExtractor):
         return None
     if settings.intent_undetermined == "policy":  # an undetermined prompt lets the policy allow any tool
         return None

@@ -14,6 +14,7 @@ stays refused, dead-lettered), never silently skipped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -35,8 +36,17 @@ _REJECT_CODES = {
 
 
 def partition_key(prefix: str, event: ForwardEvent) -> str:
-    when = datetime.fromtimestamp(event.time_ms / 1000, UTC)
-    return f"{prefix}tenant={event.tenant}/date={when:%Y-%m-%d}/hour={when:%H}/"
+    return _partition(prefix, event.tenant, event.time_ms // HOUR_MS)
+
+
+HOUR_MS = 3_600_000
+
+
+@functools.lru_cache(maxsize=256)
+def _partition(prefix: str, tenant: str, hour: int) -> str:
+    """The folder of an hour (hours since the epoch): a batch's events share one or two of them."""
+    when = datetime.fromtimestamp(hour * 3600, UTC)
+    return f"{prefix}tenant={tenant}/date={when:%Y-%m-%d}/hour={when:%H}/"
 
 
 class S3Sink:

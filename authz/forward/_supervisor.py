@@ -45,7 +45,7 @@ class _Running:
     forwarder: Forwarder
     sink: Sink
     stop: asyncio.Event
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None
 
 
 class ForwarderSupervisor:
@@ -63,7 +63,11 @@ class ForwarderSupervisor:
         secrets_dir: str | None = None,
         reload_s: float = 5.0,
         forwarder_factory: Callable[[Store, Sink, Any], Forwarder] | None = None,
+        drive: bool = True,
     ):
+        """``drive=False``: ``reconcile()`` builds the sinks' forwarders without running their loops
+        (``tessera forward run --once`` calls each ``pass_once()`` itself; a loop beside it would send the
+        same batches a second time)."""
         self.store = store
         self._make_http = make_http
         self._file_specs = list(file_specs)
@@ -71,6 +75,7 @@ class ForwarderSupervisor:
         self._env = os.environ if env is None else env
         self._secrets_dir = secrets_dir
         self.reload_s = reload_s
+        self._drive = drive
         #: one read and decode of each event serves every sink of this process
         self.cache = EventCache()
         self._factory = forwarder_factory or (
@@ -132,18 +137,24 @@ class ForwarderSupervisor:
         self._failed.pop(name, None)
         forwarder = self._factory(self.store, sink, spec.settings)
         stop = asyncio.Event()
-        task = asyncio.create_task(forwarder.run(stop), name=f"forward:{name}")
+        task = asyncio.create_task(forwarder.run(stop), name=f"forward:{name}") if self._drive else None
         self._running[name] = _Running(key, forwarder, sink, stop, task)
         log.info("sink %s: started (%s)", name, spec.kind)
 
     async def _stop(self, name: str) -> None:
         running = self._running.pop(name)
         running.stop.set()
-        done, _ = await asyncio.wait({running.task}, timeout=STOP_GRACE_S)
-        if not done:
-            running.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running.task
+        if running.task is not None:
+            done, _ = await asyncio.wait({running.task}, timeout=STOP_GRACE_S)
+            if not done:
+                running.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running.task
+        else:  # not driven (--once): its lease goes now rather than after the TTL
+            with contextlib.suppress(Exception):
+                await running.forwarder.store.release_forwarder_lease(
+                    running.sink.name, running.forwarder.holder
+                )
         with contextlib.suppress(Exception):
             await running.sink.aclose()
 

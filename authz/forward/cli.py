@@ -149,6 +149,7 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
             policy=policy,
             secrets_dir=os.environ.get("TESSERA_FORWARD_SECRETS_DIR") or None,
             reload_s=reload_s_from_env(os.environ),
+            drive=not args.once,
         )
         try:
             if args.once:

@@ -15,6 +15,7 @@ from authz.audit import admin_event
 from authz.cli import main
 from authz.forward import Forwarder, NdjsonFileSink
 from authz.storage.sqlite import SQLiteStore
+from tests.forward_receivers import Receiver
 
 
 async def _setup(db: Path) -> list[int]:
@@ -97,3 +98,46 @@ def test_replaying_an_unknown_or_replayed_dead_letter_is_refused(tmp_path: Path,
 
     asyncio.run(replayed())
     assert main(["forward", "replay", str(first), "--request-only", *common]) != 0  # replayed already
+
+
+def test_run_once_sends_each_batch_once_and_releases_the_leases(tmp_path: Path, monkeypatch) -> None:
+    """``forward run --once`` drives one pass per sink itself: no forwarder loop runs beside it sending the
+    same batches again (the receiver gets each event exactly once), and the leases are free afterwards."""
+    monkeypatch.setenv("TESSERA_MASTER_KEY", "00" * 32)
+    monkeypatch.setenv("TESSERA_OUTBOUND_ALLOW", "127.0.0.1")
+    monkeypatch.setenv("FWD_TEST_SECRET", "k")
+    db = tmp_path / "tessera.db"
+
+    async def setup() -> None:
+        store = SQLiteStore(db)
+        try:
+            await store.append_events(
+                [
+                    ("acme", admin_event("acme", "alice", "tenant.update", f"t:{i}", time_ms=1_000))
+                    for i in range(30)
+                ]
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(setup())
+    receiver = Receiver(lambda request: None).start()
+    try:
+        hook = {"name": "hook", "type": "webhook", "url": receiver.url, "secret_env": "FWD_TEST_SECRET"}
+        config = tmp_path / "sinks.json"
+        config.write_text(json.dumps({"sinks": [hook | {"batch_size": 4}]}))
+        assert main(["forward", "run", "--once", "--nice", "0", "--config", str(config), "--database-url",
+                     f"sqlite:///{db}"]) == 0  # fmt: skip
+    finally:
+        receiver.stop()
+    sent = [e["tessera_chain"]["seq"] for r in receiver.accepted for e in r.json()["events"]]
+    assert sent == list(range(1, 31)) and len(receiver.accepted) == 8
+
+    async def lease() -> object:
+        store = SQLiteStore(db)
+        try:
+            return await store.forwarder_lease("hook")
+        finally:
+            await store.close()
+
+    assert asyncio.run(lease()) is None
