@@ -4,13 +4,18 @@ A ``tools/list`` request itself needs a valid token only (ARCHITECTURE §2). Its
 the inputs a ``tools/call`` is decided on, evaluated for each listed tool without arguments:
 
 1. the token's ``tools`` caveats (their intersection): a tool outside them is hidden;
-2. the tenant's catalog, where it binds: with intent ``enforce`` + ``require_prompt`` and the built-in
-   catalog extractor, a tool absent from the catalog can never match a prompt's intent, so it is hidden;
+2. the tenant's catalog for the list's server (catalogs are per tenant and server), where it binds:
+   with intent ``enforce`` + ``require_prompt`` and the built-in catalog extractor, a tool absent from
+   the catalog can never match a prompt's intent, so it is hidden;
 3. the tenant's active policy, evaluated in the **list phase**: the same input document as a call, with
    ``input.phase == "list"`` (``"call"`` for a call), ``input.arguments == {}``, no intent, provenance
    or approval. ``allow`` or ``escalate`` lists the tool (some call may pass, possibly after a human
    approves); ``deny``, an evaluation error or an undefined decision hides it. A tenant without an
    active policy lists nothing (every call of it would be denied).
+
+Prompts and resources are hidden by the token's ``prompts`` / ``resources`` caveats and by a policy
+that names them (:meth:`ListFilter.item_verdict`); a get or read of one (:data:`ITEM_METHODS`) is
+decided by the same judgement on the check path, so what a list withholds cannot be fetched either.
 
 A policy tells the phases apart with ``input.phase``; a rule that judges arguments should answer the
 list phase explicitly (the demo policy lists ``transfer_funds``, whose calls depend on the amount).
