@@ -2,9 +2,11 @@
 
 ``hash = SHA-256(prev_hash || JCS(event))``: ``prev_hash`` is the previous event's hash as 32 raw bytes
 (32 zero bytes for a tenant's first event), ``JCS`` is RFC 8785 canonical JSON, hashes are stored and
-exchanged as lowercase hex. Stores call :func:`canonical_event` and :func:`chain_hash` inside their
-append transaction, after reading (and locking) the tenant's head. It imports nothing from
-:mod:`authz.audit` or :mod:`authz.storage`, so neither package imports the other's internals.
+exchanged as lowercase hex. Stores call :func:`canonical_event` before their append transaction and
+:func:`chain_hash` inside it, after reading (and locking) the tenant's head; PostgreSQL computes the
+same hash server-side instead (``tessera_audit_append()``, its migration 0007), on the same bytes.
+It imports nothing from :mod:`authz.audit` or :mod:`authz.storage`, so neither package imports the
+other's internals.
 """
 
 from __future__ import annotations

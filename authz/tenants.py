@@ -78,13 +78,8 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
             mode = "off"
         if mode not in _INTENT_MODES:
             raise ConfigError(f"{where}: intent.mode must be one of {', '.join(_INTENT_MODES)}")
-        catalog = spec.get("catalog") or {}
-        if isinstance(catalog, str):
-            catalog = _load_yaml(path.parent / catalog)
-        if not isinstance(catalog, dict):
-            raise ConfigError(f"{where}: catalog must be a mapping or a path to one")
-        if "tenants" in catalog:  # a shared catalog file: take this tenant's part
-            catalog = (catalog["tenants"] or {}).get(name, {})
+        catalog = _catalog(spec.get("catalog"), path, name, where)
+        server_catalogs = _server_catalogs(spec.get("servers"), path, name, where)
         policy_source = None
         policy_file, policy_engine = _policy_spec(spec.get("policy"), where)
         if policy_file:
@@ -106,6 +101,7 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
                 tool_costs={str(k): float(v) for k, v in (spec.get("tool_costs") or {}).items()},
                 budget_rules=tuple(spec.get("budget_rules") or ()),
                 policy_engine=policy_engine,
+                server_catalogs=server_catalogs,
             )
             parse_rules(settings.budget_rules)
         except (TypeError, ValueError) as exc:
@@ -114,6 +110,57 @@ def parse_tenants_file(path: Path) -> dict[str, tuple[TenantSettings, str | None
             raise ConfigError(f"{where}: {exc.message}") from None
         result[str(name)] = (settings, policy_source)
     return result
+
+
+def _catalog(raw: Any, path: Path, tenant: str, where: str) -> dict[str, Any]:
+    """A ``catalog:`` value: a mapping, or a path to one (a shared file: this tenant's part)."""
+    catalog = raw or {}
+    if isinstance(catalog, str):
+        catalog = _load_yaml(path.parent / catalog)
+    if not isinstance(catalog, dict):
+        raise ConfigError(f"{where}: catalog must be a mapping or a path to one")
+    if "tenants" in catalog:  # a shared catalog file: take this tenant's part
+        catalog = (catalog["tenants"] or {}).get(tenant, {})
+    return catalog
+
+
+_SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def _server_catalogs(raw: Any, path: Path, tenant: str, where: str) -> dict[str, dict[str, Any]]:
+    """``servers: {<name>: {catalog: ..., tools_url: ...}}``: the catalog of each MCP tool server
+    (``/v1/mcp/<name>``), kept apart from the main endpoint's (catalogs are per tenant and server)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: servers must be a mapping of server name to its catalog")
+    result: dict[str, dict[str, Any]] = {}
+    for server, entry in raw.items():
+        here = f"{where}: servers.{server}"
+        if not isinstance(server, str) or not _SERVER_NAME.fullmatch(server) or server == "default":
+            raise ConfigError(f"{here}: not an MCP server name (lower-case letters, digits, - and _)")
+        entry = entry or {}
+        if not isinstance(entry, dict) or set(entry) - {"catalog", "tools_url"}:
+            raise ConfigError(f"{here}: expected a mapping with catalog and/or tools_url")
+        _, tools_url = _intent_extras({"tools_url": entry.get("tools_url")}, here)
+        result[server] = {"catalog": _catalog(entry.get("catalog"), path, tenant, here)}
+        if tools_url:
+            result[server]["tools_url"] = tools_url
+    return result
+
+
+def _keep_fetched(settings: TenantSettings, existing: TenantSettings) -> TenantSettings:
+    """The tool lists fetched from upstreams are not part of the file: keep them across restarts while
+    the URL they came from is unchanged (the main endpoint's and each server's)."""
+    if existing.tools_url and existing.tools_url == settings.tools_url:
+        settings = dataclasses.replace(settings, upstream_tools=existing.upstream_tools)
+    servers = {}
+    for server, entry in settings.server_catalogs.items():
+        old = existing.server_catalogs.get(server) or {}
+        if entry.get("tools_url") and old.get("tools_url") == entry["tools_url"] and "upstream_tools" in old:
+            entry = {**entry, "upstream_tools": old["upstream_tools"]}
+        servers[server] = entry
+    return dataclasses.replace(settings, server_catalogs=servers)
 
 
 def _intent_extras(intent: dict[str, Any], where: str) -> tuple[str, str | None]:
@@ -187,9 +234,8 @@ async def apply_tenants_file(store: Store, path: Path, *, validate_policy: Any =
     active = await store.active_policies()
     for name, (settings, source) in parse_tenants_file(path).items():
         existing = await store.get_tenant(name)
-        if existing is not None and existing.tools_url and existing.tools_url == settings.tools_url:
-            # the tool list fetched from the upstream is not part of the file: keep it across restarts
-            settings = dataclasses.replace(settings, upstream_tools=existing.upstream_tools)
+        if existing is not None:
+            settings = _keep_fetched(settings, existing)
         if existing != settings:
             await store.put_tenant(name, settings)
             changes.append(f"tenant {name}: settings applied")

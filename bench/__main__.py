@@ -8,7 +8,9 @@
 3. Errors, and a check that every allowed call was durably audited (events in the chain vs allows).
 4. Hostile tokenless bodies (800 KB objects, deep nesting) beside legitimate calls through Envoy:
    the legitimate success rate (target >= 99 %) and the check process's memory (bench/hostile.py).
-5. Cost growth (bench/growth.py) and the chain-head lock hold time behind docs/scaling.md's model
+5. An MCP GET stream through the list processor vs an unprocessed passthrough, in events per second
+   (bench/mcp_stream.py).
+6. Cost growth (bench/growth.py) and the chain-head lock hold time behind docs/scaling.md's model
    (bench/scaling.py), in process.
 
 The load generators share the two cores with Envoy and Tessera; compare rows of one run as ratios.
@@ -41,7 +43,7 @@ from authz.local.stack import CheckProcess, free_port, free_port_run, spawn, sto
 from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
-from bench import forwarding, listing, pgrow
+from bench import forwarding, listing, mcp_stream, pgrow
 from bench.growth import growth_rows
 from bench.hostile import run_hostile_load
 from bench.scaling import hold_rows, sqlite_pages_per_commit
@@ -597,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             check_pid(tessera.proc, args.workers),
             seconds=seconds,
         )
+        stream_summary = mcp_stream.stream_rows(workdir, check_port, token, seconds)  # its own Envoy
     finally:
         if envoy is not None:
             envoy.stop()
@@ -618,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     _report(rows, breakdown, audit + "\n" + hostile.summary())
     print(f"check processes: {args.workers} (the no-op floor: {args.workers}, same run)")
     print("\n".join(listing.report(dict(rows), list_streams)))
+    print("\n".join(mcp_stream.report(stream_summary)))
     print("\n".join(forwarding.report(forwarding_summary)))
     print("\n".join(pgrow.report(pg_summary)))
     print("\n".join(_model_report(growth, holds)))
@@ -626,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         result = figures(rows, allows, answered)
         result.update(pgrow.figures(pg_summary, dict(rows)))
         result["workers"] = args.workers
+        result["mcp_stream"] = {k: v for k, v in stream_summary.items() if k != "processor_streams"}
         result["growth"] = {name: {"us": round(us, 2), "ratio": round(r, 3)} for name, us, r in growth}
         result["sqlite_pages_per_commit"] = round(pages, 2)
         result["chain_head_hold"] = {name: {"ms": ms, "events_per_s": eps} for name, ms, eps in holds}
@@ -637,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     hostile_ok = hostile.success_rate >= 0.99
-    audited = allows >= answered and pgrow.ok(pg_summary)
+    audited = allows >= answered and pgrow.ok(pg_summary) and mcp_stream.ok(stream_summary)
     return 0 if audited and hostile_ok and all(r["errors"] == 0 for _, r in rows) else 1
 
 

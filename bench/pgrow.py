@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from authz.local.stack import CheckProcess, free_port
+from authz.local.stack import CheckProcess, free_port, free_port_run
 from authz.storage import open_store
 
 # Not named "Tessera ...": the SQLite rows' audit check sums the answers of the rows so named.
@@ -46,7 +46,8 @@ def postgres_rows(workdir: Path, env: dict[str, str], direct: Callable[[str, int
     try:
         with PostgresCluster(settings=durable) as cluster:
             url = cluster.create_database()
-            port, metrics = free_port(), free_port()
+            # One metrics port per check worker (python -m bench --workers N).
+            port, metrics = free_port(), free_port_run(int(env.get("TESSERA_CHECK_WORKERS", "1")))
             pg_env = env | {
                 "TESSERA_DATABASE_URL": url,
                 "TESSERA_CHECK_PORT": str(port),

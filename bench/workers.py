@@ -50,3 +50,74 @@ def check_pid(proc, workers: int) -> int:
         if pids:
             return pids[0]
     return proc.pid
+
+
+def compare(counts: list[int], seconds: int) -> list[tuple[int, dict, dict]]:
+    """Direct rows only, at 32 in flight, for each process count: ``(count, no-op row, Tessera row)``.
+
+    ``python -m bench.workers 1 2``: the quick answer to "do more check processes help on this host"
+    (with SQLite they share one writer lock), without the whole table."""
+    import shutil
+    import tempfile
+
+    from authz.local.stack import CheckProcess, free_port, free_port_run
+    from bench.__main__ import MASTER, TENANTS, _check_request, _token, _wait_listening, h2load
+
+    results = []
+    for count in counts:
+        workdir = Path(tempfile.mkdtemp(prefix=f"tessera-bench-workers-{count}-"))
+        (workdir / "tenants.yaml").write_text(TENANTS)
+        body = workdir / "check.bin"
+        body.write_bytes(_check_request(_token()))
+        port, metrics, noop_port = free_port(), free_port_run(count), free_port()
+        env = {
+            "TESSERA_MASTER_KEY": MASTER,
+            "TESSERA_VAR_DIR": str(workdir),
+            "TESSERA_TENANTS_FILE": str(workdir / "tenants.yaml"),
+            "TESSERA_DEADLINE_MS": "1000",
+            "TESSERA_CHECK_PORT": str(port),
+            "TESSERA_METRICS_PORT": str(metrics),
+            "TESSERA_CHECK_WORKERS": str(count),
+        }
+        tessera = CheckProcess(port, metrics, env, workdir / "check.log")
+        noops: list = []
+        clients, streams = connections(32, count)
+        try:
+            tessera.start()
+            wait_workers(metrics, count, tessera.proc)
+            noops = spawn_noops(noop_port, count, workdir)
+            _wait_listening(noop_port)
+            kwargs = {"seconds": seconds, "clients": clients, "streams": streams}
+            noop_row = h2load(noop_port, body, log=workdir / "noop.log.h2", **kwargs)
+            full_row = h2load(port, body, log=workdir / "full.log.h2", **kwargs)
+            results.append((count, noop_row, full_row))
+        finally:
+            stop_noops(noops)
+            tessera.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.workers", description=compare.__doc__.splitlines()[0]
+    )
+    parser.add_argument("counts", nargs="*", type=int, default=[1, 2], help="process counts (default 1 2)")
+    parser.add_argument("--seconds", type=int, default=8)
+    args = parser.parse_args(argv)
+    print(
+        f"{'processes':>9} {'no-op req/s':>12} {'Tessera req/s':>14} {'ratio':>6} {'p99 ms':>8} {'errors':>7}"
+    )
+    for count, noop_row, full_row in compare(args.counts, args.seconds):
+        print(
+            f"{count:9d} {noop_row['rps']:12.0f} {full_row['rps']:14.0f} "
+            f"{full_row['rps'] / noop_row['rps']:6.2f} {full_row['p99']:8.2f} "
+            f"{noop_row['errors'] + full_row['errors']:7d}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

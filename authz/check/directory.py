@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from authz.budget import BudgetRule, parse_rules
-from authz.errors import ConfigError, InvalidArgument
+from authz.errors import ConfigError, DependencyError, InvalidArgument
 from authz.provenance import NO_WRITERS, WriterKeys
 from authz.storage import PolicyVersion, Store, StoreVersions, TenantSettings
 
@@ -37,6 +37,45 @@ class TenantView:
     settings_error: str | None = None
     #: The tenant's registered memory writers with their keys loaded (authz.provenance.WriterKeys).
     writers: WriterKeys = NO_WRITERS
+    #: Intent extractors per MCP tool server (``settings.server_catalogs``), and the one for a named
+    #: server without a catalog of its own (an empty catalog); see :meth:`extractor_for`.
+    server_extractors: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    unlisted_server_extractor: Any | None = None
+
+    def extractor_for(self, server: str | None) -> Any | None:
+        """The intent extractor for a request to ``server`` (None: the main endpoint). Catalogs are per
+        (tenant, server): ``read_invoice`` of one server is not ``read_invoice`` of another."""
+        if server is None:
+            return self.extractor
+        found = self.server_extractors.get(server)
+        return found if found is not None else self.unlisted_server_extractor
+
+
+class UnusableCatalog:
+    """The intent extractor of a server whose catalog does not load: every extraction fails, so its
+    calls with a prompt deny with -32018 (the pipeline's one fail-closed boundary)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    async def extract(self, tenant: str, agent: str | None, prompt: str) -> Any:
+        raise DependencyError(self.reason)
+
+
+def settings_for_server(settings: TenantSettings, server: str | None) -> TenantSettings:
+    """The tenant's settings as a request to ``server`` sees them: that server's catalog, tools URL and
+    fetched tool list in place of the main endpoint's (an empty catalog when it has none)."""
+    if server is None:
+        return settings
+    entry = settings.server_catalogs.get(server) or {}
+    upstream = entry.get("upstream_tools")
+    return replace(
+        settings,
+        catalog=dict(entry.get("catalog") or {}),
+        tools_url=entry.get("tools_url") or None,
+        upstream_tools=tuple(upstream) if isinstance(upstream, list | tuple) else None,
+        server_catalogs={},
+    )
 
 
 class TenantDirectory:
@@ -103,16 +142,7 @@ class TenantDirectory:
                 writers.get(name, ()), previous.writers if previous is not None else None
             )
             if previous is not None and previous.settings == tenant_settings:
-                views[name] = TenantView(
-                    name,
-                    tenant_settings,
-                    policy,
-                    version,
-                    previous.extractor,
-                    previous.budget_rules,
-                    previous.settings_error,
-                    tenant_writers,
-                )
+                views[name] = replace(previous, policy=policy, policy_version=version, writers=tenant_writers)
                 continue
             rules: tuple[BudgetRule, ...] = ()
             settings_error = None
@@ -122,13 +152,41 @@ class TenantDirectory:
             except (InvalidArgument, ConfigError) as exc:
                 log.error("tenant %s settings are unusable: %s", name, exc.message)
                 extractor, settings_error = None, f"tenant settings are unusable: {exc.message}"
+            servers, unlisted = self._server_extractors(name, tenant_settings)
             views[name] = TenantView(
-                name, tenant_settings, policy, version, extractor, rules, settings_error, tenant_writers
+                name,
+                tenant_settings,
+                policy,
+                version,
+                extractor,
+                rules,
+                settings_error,
+                tenant_writers,
+                MappingProxyType(servers),
+                unlisted,
             )
         self._compiled = compiled
         self._tenants = MappingProxyType(views)
         self._versions = versions
         return True
+
+    def _server_extractors(self, name: str, settings: TenantSettings) -> tuple[dict[str, Any], Any | None]:
+        """Per-server extractors of a tenant, and the one for servers without a catalog (intent off: none)."""
+        if settings.intent_mode == "off":
+            return {}, None
+        servers = {
+            server: self._server_extractor(name, settings, server) for server in settings.server_catalogs
+        }
+        return servers, self._server_extractor(name, settings, None)
+
+    def _server_extractor(self, name: str, settings: TenantSettings, server: str | None) -> Any | None:
+        """One server's extractor (``server`` None: for servers without a catalog, an empty one). A
+        catalog that does not load fails that server's calls closed, not the tenant's other servers."""
+        try:
+            return self._build_extractor(name, settings_for_server(settings, server or "\x00unlisted"))
+        except (InvalidArgument, ConfigError) as exc:
+            log.error("tenant %s: the catalog of server %s is unusable: %s", name, server, exc.message)
+            return UnusableCatalog(f"the catalog of server {server!r} is unusable: {exc.message}")
 
     async def _memory_writers(self) -> dict[str, list[Any]]:
         """Every tenant's registered memory writers (read with the settings: a writer change bumps the

@@ -4,13 +4,18 @@ A ``tools/list`` request itself needs a valid token only (ARCHITECTURE §2). Its
 the inputs a ``tools/call`` is decided on, evaluated for each listed tool without arguments:
 
 1. the token's ``tools`` caveats (their intersection): a tool outside them is hidden;
-2. the tenant's catalog, where it binds: with intent ``enforce`` + ``require_prompt`` and the built-in
-   catalog extractor, a tool absent from the catalog can never match a prompt's intent, so it is hidden;
+2. the tenant's catalog for the list's server (catalogs are per tenant and server), where it binds:
+   with intent ``enforce`` + ``require_prompt`` and the built-in catalog extractor, a tool absent from
+   the catalog can never match a prompt's intent, so it is hidden;
 3. the tenant's active policy, evaluated in the **list phase**: the same input document as a call, with
    ``input.phase == "list"`` (``"call"`` for a call), ``input.arguments == {}``, no intent, provenance
    or approval. ``allow`` or ``escalate`` lists the tool (some call may pass, possibly after a human
    approves); ``deny``, an evaluation error or an undefined decision hides it. A tenant without an
    active policy lists nothing (every call of it would be denied).
+
+Prompts and resources are hidden by the token's ``prompts`` / ``resources`` caveats and by a policy
+that names them (:meth:`ListFilter.item_verdict`); a get or read of one (:data:`ITEM_METHODS`) is
+decided by the same judgement on the check path, so what a list withholds cannot be fetched either.
 
 A policy tells the phases apart with ``input.phase``; a rule that judges arguments should answer the
 list phase explicitly (the demo policy lists ``transfer_funds``, whose calls depend on the amount).
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from authz.check.directory import TenantDirectory, TenantView
+from authz.check.directory import TenantDirectory, TenantView, settings_for_server
 from authz.check.models import CheckInput, Decision
 from authz.intent import CatalogExtractor, catalog_for_settings
 from authz.provenance import NOT_PRESENTED
@@ -220,14 +225,14 @@ class ListFilter:
         authenticator: Any,
         directory: TenantDirectory,
         clock: Callable[[], float] = time.time,
-        catalog_names: Callable[[TenantView], frozenset[str] | None] | None = None,
+        catalog_names: Callable[[TenantView, str | None], frozenset[str] | None] | None = None,
     ):
         self._auth = authenticator
         self._directory = directory
         self._clock = clock
         self._catalog_names = catalog_names or binding_catalog
-        # Parsed catalogs per tenant snapshot: a refresh installs new TenantView objects.
-        self._catalogs: dict[int, tuple[TenantView, frozenset[str] | None]] = {}
+        # Parsed catalogs per (tenant snapshot, server): a refresh installs new TenantView objects.
+        self._catalogs: dict[tuple[int, str | None], tuple[TenantView, frozenset[str] | None]] = {}
 
     # -- at check time --------------------------------------------------------------------------------
     def context_for(self, inp: CheckInput, decision: Decision, request_id: Any) -> ListContext | None:
@@ -263,11 +268,12 @@ class ListFilter:
             return False
         if tenant is None or tenant.policy is None or tenant.settings_error is not None:
             return False
-        cached = self._catalogs.get(id(tenant))
+        key = (id(tenant), ctx.server)
+        cached = self._catalogs.get(key)
         if cached is None or cached[0] is not tenant:
             if len(self._catalogs) > 1024:
                 self._catalogs.clear()
-            cached = self._catalogs[id(tenant)] = (tenant, self._catalog_names(tenant))
+            cached = self._catalogs[key] = (tenant, self._catalog_names(tenant, ctx.server))
         catalog = cached[1]
         if catalog is not None and tool not in catalog:
             return False
@@ -394,17 +400,18 @@ def _policy_reads(policy: Any, key: str) -> bool:
     return keys is None or key in keys
 
 
-def binding_catalog(tenant: TenantView) -> frozenset[str] | None:
-    """The tool names a tenant's catalog restricts calls to, or None when the catalog does not bind.
+def binding_catalog(tenant: TenantView, server: str | None = None) -> frozenset[str] | None:
+    """The tool names a tenant's catalog for ``server`` (None: the main endpoint; catalogs are per
+    (tenant, server)) restricts calls to, or None when the catalog does not bind.
 
     It binds in intent ``enforce`` mode with ``require_prompt`` and the built-in catalog extractor:
     every call then needs a prompt whose extracted intent allows the tool, and that extractor only
     ever allows catalogued tools. An HTTP extractor may name any tool, so there the catalog does not
     bind."""
-    settings = tenant.settings
+    settings = settings_for_server(tenant.settings, server)
     if settings.intent_mode != "enforce" or not settings.require_prompt:
         return None
-    if not isinstance(tenant.extractor, CatalogExtractor):
+    if not isinstance(tenant.extractor_for(server), CatalogExtractor):
         return None
     if settings.intent_undetermined == "policy":  # an undetermined prompt lets the policy allow any tool
         return None

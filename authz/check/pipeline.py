@@ -402,8 +402,10 @@ class Pipeline:
         settings = tenant.settings
         if settings.intent_mode == "off":
             return None
-        if inp.intent_prompt and tenant.extractor is not None:
-            state.intent = await tenant.extractor.extract(tenant.name, state.token.agent, inp.intent_prompt)
+        # Catalogs are per (tenant, server): a named server's tools are matched against its own catalog.
+        extractor = tenant.extractor if inp.server is None else tenant.extractor_for(inp.server)
+        if inp.intent_prompt and extractor is not None:
+            state.intent = await extractor.extract(tenant.name, state.token.agent, inp.intent_prompt)
         verdict = judge_intent(
             mode=settings.intent_mode,
             require_prompt=settings.require_prompt,

@@ -3,7 +3,8 @@
 Every word is normalized and stemmed (:mod:`authz.intent._text`); the shipped lexicon
 (:mod:`authz.intent._lexicon`, ``lexicon.yaml``) maps task language in English and German to action
 classes (*read, list, export, create, update, delete, approve, reject, pay, send, draft, schedule, start,
-stop, restart, terminate, backup, scale, execute*). A tool's classes come from its catalog verbs, its
+stop, restart, terminate, backup, scale, execute, publish, archive, restore, assign, merge, deploy, upload,
+comment*). A tool's classes come from its catalog verbs, its
 objects from its keywords (plus the lexicon's synonyms of them).
 
 * **Untrusted text**: quoted passages ("the note says: '…'") are content, not requests, and are skipped.
@@ -39,6 +40,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
+from operator import itemgetter
 from types import MappingProxyType
 
 from authz.errors import InvalidArgument
@@ -107,10 +109,11 @@ _SCOPE_STOP_WORDS = frozenset(
 _SENTENCE_WORDS = frozenset({"but", "however", "although", "though", "whereas", "aber", "sondern"})
 _MAX_RATIONALE = 600
 _MAX_TERMS = 32
-#: Quoted passages: double quotes, typographic quotes, and single quotes that are not apostrophes.
-_QUOTED = re.compile(
-    r"\"[^\"\n]{0,2000}\"|“[^”\n]{0,2000}”|„[^“”\n]{0,2000}[“”]|(?<!\w)'[^'\n]{1,2000}'(?!\w)"
-)
+#: Where a quoted passage may open: double quotes, typographic quotes, and single quotes that are not
+#: apostrophes. A passage ends at its closing quote on the same line, at most _MAX_QUOTED characters on.
+_QUOTE_OPEN = re.compile("[\"“„']")
+_QUOTE_CLOSE = {'"': ('"',), "“": ("”",), "„": ("“", "”"), "'": ("'",)}
+_MAX_QUOTED = 2000
 #: Words after which a participle describes a state ("the approved invoices", "is already paid").
 _STATE_WORDS = frozenset(
     [
@@ -226,6 +229,10 @@ class _Decisions:
 #: What a word may start (bit flags of :meth:`_CompiledCatalog.learn`).
 _SENTENCE, _ACTION, _OBJECT, _CUE, _MARKER, _READ_ONLY, _POST_NEGATION = 1, 2, 4, 8, 16, 32, 64
 _MAX_WORDS = 50_000
+#: Longer words are classified each time they are read, not kept: the table stays small (50,000 words of
+#: at most 64 characters) whatever prompts arrive.
+_MAX_KEPT_WORD = 64
+_FIRST, _LAST = itemgetter(0), itemgetter(2)
 
 
 class _CompiledCatalog:
@@ -246,6 +253,7 @@ class _CompiledCatalog:
         "safe_by_object",
         "safe_tools",
         "single_objects",
+        "tool_objects",
         "tools",
         "unsafe",
         "words",
@@ -279,6 +287,7 @@ class _CompiledCatalog:
         for words, canonical in lexicon.objects.items():
             objects.setdefault(words, set()).update(canonical)
         self.tools = MappingProxyType(infos)
+        self.tool_objects = {name: info.objects for name, info in infos.items()}
         known = frozenset(name for info in infos.values() for name in info.objects)
         index: dict[str, list[tuple[tuple[str, ...], frozenset[str]]]] = {}
         single: dict[str, frozenset[str]] = {}
@@ -341,7 +350,7 @@ class _CompiledCatalog:
         self.cues = cues
         #: token -> (stem, what it may start): filled as prompts are read, so each distinct word is
         #: stemmed and classified once per catalog (bounded: past the limit, words are not kept).
-        self.words: dict[str, tuple[str, int]] = {}
+        self.words: dict[str, tuple[str, int, int]] = {}
         self.compounds: dict[str, frozenset[str]] = {}
 
     def object_terms(self, names: frozenset[str]) -> tuple[str, ...]:
@@ -352,7 +361,7 @@ class _CompiledCatalog:
             self._object_terms[names] = terms
         return terms
 
-    def learn(self, token: str) -> tuple[str, int]:
+    def learn(self, token: str) -> tuple[str, int, int]:
         st = _stem(token)
         flags = 0
         if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS:
@@ -366,7 +375,7 @@ class _CompiledCatalog:
             names = self.compounds.get(st) or _compound(self, st)
             if names:
                 flags |= _OBJECT
-                if len(self.compounds) < _MAX_WORDS:
+                if len(self.compounds) < _MAX_WORDS and len(st) <= _MAX_KEPT_WORD:
                     self.compounds[st] = names
         if token in self.cues:
             flags |= _CUE
@@ -376,8 +385,8 @@ class _CompiledCatalog:
             flags |= _READ_ONLY
         if token in self.lexicon.post_negations:
             flags |= _POST_NEGATION
-        word = (st, flags)
-        if len(self.words) < _MAX_WORDS:
+        word = (st, flags, flags & _SENTENCE)  # the last: 1 where a new sentence starts
+        if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
             self.words[token] = word
         return word
 
@@ -470,7 +479,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     text = prompt[:MAX_PROMPT_CHARS] if truncated else prompt
     quoted = 0
     if '"' in text or "'" in text or "“" in text or "„" in text:
-        text, quoted = _QUOTED.subn(" ; ", text)
+        text, quoted = _strip_quoted(text)
     tokens = tokenize(text)
     if not tokens:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
@@ -487,12 +496,13 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     post_at = False  # any "nothing/nicht" that may negate the verb before it
     words, learn = catalog.words, catalog.learn
     # Each word's (stem, flags) by one dict lookup; the loop below visits only the flagged words.
-    known = [words.get(tok) or learn(tok) for tok in tokens]
-    stemmed = [word[0] for word in known]
+    get = words.get
+    known = [get(tok) or learn(tok) for tok in tokens]
+    stemmed = list(map(_FIRST, known))
     # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
-    sentence_of = list(accumulate(word[1] & _SENTENCE for word in known))
+    sentence_of = list(accumulate(map(_LAST, known)))
     sentence = sentence_of[-1]
-    for i, (_, flags) in enumerate(known):
+    for i, (_, flags, _) in enumerate(known):
         if flags:
             if flags & _SENTENCE and i and tokens[i] == "?":
                 questions.add(sentence_of[i] - 1)
@@ -651,7 +661,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         asked = False
         for tool in _targets(catalog, strong, objs, require_object=False):
             asked = True
-            named = bool(catalog.tools[tool].objects & objs)
+            named = not catalog.tool_objects[tool].isdisjoint(objs)
             d.allow(tool, 0.9 if named else 0.75, f"{label!r}" + (" with its object" if named else ""))
         for tool in _targets(catalog, weak - strong, objs, require_object=True):
             asked = True
@@ -723,6 +733,63 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     )
 
 
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _strip_quoted(text: str) -> tuple[str, int]:
+    """``text`` with each quoted passage replaced by a sentence break, and how many there were.
+
+    One left-to-right pass: each opening quote looks up the next closing quote and line break, and those
+    positions are remembered until the scan passes them, so the work is linear in the prompt (a pattern
+    that searched on from every opening quote took seconds on 20,000 unclosed quotes). A single quote
+    opens only where it is not an apostrophe (no letter before it) and closes only before a non-letter,
+    with at least one character between.
+    """
+    nearest: dict[str, int] = {}
+
+    def next_at(char: str, start: int) -> int:  # next index of char at or after start, -1 if none
+        k = nearest.get(char, -2)
+        if k == -2 or (k != -1 and k < start):
+            k = text.find(char, start)
+            nearest[char] = k
+        return k
+
+    parts: list[str] = []
+    last = 0
+    n = len(text)
+    for match in _QUOTE_OPEN.finditer(text):
+        i = match.start()
+        if i < last:
+            continue  # inside a passage already taken out
+        opener = text[i]
+        if opener == "'" and i and _is_word(text[i - 1]):
+            continue
+        closers = _QUOTE_CLOSE[opener]
+        close = next_at(closers[0], i + 1)
+        if len(closers) > 1:  # „ closes with “ or ”
+            other = next_at(closers[1], i + 1)
+            if other != -1 and (close == -1 or other < close):
+                close = other
+        if close == -1:
+            continue
+        inner = close - i - 1
+        if inner > _MAX_QUOTED:
+            continue
+        if opener == "'" and (inner < 1 or (close + 1 < n and _is_word(text[close + 1]))):
+            continue
+        line_break = next_at("\n", i + 1)
+        if line_break != -1 and line_break < close:
+            continue
+        parts.append(text[last:i])
+        parts.append(" ; ")
+        last = close + 1
+    if not parts:
+        return text, 0
+    parts.append(text[last:])
+    return "".join(parts), len(parts) // 2
+
+
 _ARTICLES = frozenset(["a", "an", "the", "one", "this", "that", "ein", "eine", "einen", "die", "der", "das"])
 
 
@@ -785,7 +852,7 @@ def _undetermined(truncated: bool, terms: set[str] | frozenset[str] = frozenset(
     why = "nothing in the prompt was recognized as a request for a catalog tool"
     if truncated:
         why += f" (prompt truncated to {MAX_PROMPT_CHARS} characters)"
-    return Intent(
+    return Intent.trusted(
         frozenset(),
         frozenset(),
         0.0,
@@ -814,7 +881,10 @@ def _targets(
 
 
 def _named(catalog: _CompiledCatalog, tools: Iterable[str], objs: set[str]) -> tuple[str, ...]:
-    return tuple(t for t in tools if catalog.tools[t].objects & objs) if objs else ()
+    if not objs:
+        return ()
+    tool_objects = catalog.tool_objects
+    return tuple(t for t in tools if not tool_objects[t].isdisjoint(objs))
 
 
 def _term_positions(

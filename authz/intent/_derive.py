@@ -99,6 +99,20 @@ def _actions(words: list[str], lexicon: Lexicon) -> list[str]:
     return verbs
 
 
+def _schema_objects(schema: Any) -> list[str]:
+    """Objects the input schema identifies: ``invoice_id``, ``contactId`` → invoice, contact. Other
+    properties (amount, subject, since) are parameters of the call, not what it acts on."""
+    properties = schema.get("properties") if isinstance(schema, Mapping) else None
+    if not isinstance(properties, Mapping):
+        return []
+    found: list[str] = []
+    for key in list(properties)[:50]:
+        words = split_name(key) if isinstance(key, str) else []
+        if len(words) >= 2 and words[-1] in ("id", "ids"):
+            found.extend(words[:-1])
+    return found
+
+
 def _tool(spec: Any, lexicon: Lexicon, where: str) -> CatalogTool:
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{where}: expected a tool object")
@@ -116,7 +130,7 @@ def _tool(spec: Any, lexicon: Lexicon, where: str) -> CatalogTool:
     if not verbs:
         verbs = _actions(_words(description, 3), lexicon)
     objects: list[str] = []
-    for word in (*name_words, *title_words):
+    for word in (*name_words, *title_words, *_schema_objects(spec.get("inputSchema"))):
         if verbs and word == verbs[0]:
             continue
         if stem(word) in _NOT_OBJECTS or word in objects or not any(c.isalpha() for c in word):

@@ -107,17 +107,15 @@ class Intent:
         this runs once per new prompt on the check path. Input from outside goes through the
         constructor."""
         intent = object.__new__(cls)
-        for name, value in (
-            ("allowed_tools", allowed_tools),
-            ("forbidden_tools", forbidden_tools),
-            ("confidence", confidence),
-            ("rationale", rationale),
-            ("source", source),
-            ("summary", summary),
-            ("determined", determined),
-            ("terms", terms),
-        ):
-            object.__setattr__(intent, name, value)
+        set_field = object.__setattr__
+        set_field(intent, "allowed_tools", allowed_tools)
+        set_field(intent, "forbidden_tools", forbidden_tools)
+        set_field(intent, "confidence", confidence)
+        set_field(intent, "rationale", rationale)
+        set_field(intent, "source", source)
+        set_field(intent, "summary", summary)
+        set_field(intent, "determined", determined)
+        set_field(intent, "terms", terms)
         return intent
 
     @classmethod

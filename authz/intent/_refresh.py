@@ -151,9 +151,12 @@ async def refresh_catalogs(
     for name, settings in sorted(known.items()):
         if wanted is not None and name not in wanted:
             continue
+        servers = sorted(s for s, e in settings.server_catalogs.items() if e.get("tools_url"))
+        for server in servers:  # catalogs are per (tenant, server): each server's list is its own
+            outcome[f"{name}/{server}"] = await _refresh_server(store, name, server, fetch)
         url = getattr(settings, "tools_url", None)
         if not url:
-            if wanted is not None:
+            if wanted is not None and not servers:
                 outcome[name] = "no tools_url configured"
             continue
         try:
@@ -175,6 +178,32 @@ async def refresh_catalogs(
         outcome[name] = f"updated ({len(tools)} tools)"
         log.info("tenant %s: catalog refreshed from %s (%d tools)", name, url, len(tools))
     return outcome
+
+
+async def _refresh_server(store: Any, tenant: str, server: str, fetch: Fetch) -> str:
+    """Fetch one tool server's ``tools/list`` into ``server_catalogs[server].upstream_tools``."""
+    settings = await store.get_tenant(tenant)
+    entry = (settings.server_catalogs.get(server) or {}) if settings is not None else {}
+    url = entry.get("tools_url")
+    if not url:
+        return "no tools_url configured"
+    try:
+        listed = await fetch(url)
+        catalog_from_tools_list(listed)
+    except (DependencyError, ConfigError) as exc:
+        log.warning("tenant %s server %s: tools/list refresh failed: %s", tenant, server, exc.message)
+        return f"failed: {exc.message}"
+    tools = list(listed["tools"])
+    current = await store.get_tenant(tenant)  # re-read: settings may have changed while fetching
+    entry = (current.server_catalogs.get(server) or {}) if current is not None else {}
+    if current is None or entry.get("tools_url") != url:
+        return "skipped: settings changed during the refresh"
+    if entry.get("upstream_tools") == tools:
+        return "unchanged"
+    catalogs = {**current.server_catalogs, server: {**entry, "upstream_tools": tools}}
+    await store.put_tenant(tenant, dataclasses.replace(current, server_catalogs=catalogs))
+    log.info("tenant %s server %s: catalog refreshed from %s (%d tools)", tenant, server, url, len(tools))
+    return f"updated ({len(tools)} tools)"
 
 
 class CatalogRefresher:
@@ -207,18 +236,27 @@ class CatalogRefresher:
         now = self._clock()
         due: dict[str, tuple[str, float]] = {}
         for name, settings in (await self._store.list_tenants()).items():
-            if not settings.tools_url:
+            # the tenant's URLs, its servers' included (catalogs per tenant and server)
+            urls = " ".join(
+                filter(
+                    None,
+                    [settings.tools_url, *(e.get("tools_url") for e in settings.server_catalogs.values())],
+                )
+            )
+            if not urls:
                 continue
             interval = settings.intent_refresh_s or self._interval_s
-            last = self._last.get((name, settings.tools_url))
+            last = self._last.get((name, urls))
             if last is None or now - last >= interval:
-                due[name] = (settings.tools_url, interval)
-                self._last[(name, settings.tools_url)] = now
+                due[name] = (urls, interval)
+                self._last[(name, urls)] = now
         if not due:
             return {}
         outcome = await refresh_catalogs(self._store, fetch=self._fetch, tenants=due)
         for name, (url, interval) in due.items():
-            if outcome.get(name, "").startswith("failed"):
+            if any(
+                v.startswith("failed") for k, v in outcome.items() if k == name or k.startswith(name + "/")
+            ):
                 self._last[(name, url)] = now - interval + min(interval, RETRY_S)
         return outcome
 

@@ -25,13 +25,17 @@ Trusted issuers come from a YAML file (``TESSERA_OAUTH_ISSUERS_FILE``)::
           max_ttl_s: 3600                               # lifetime cap (never past the JWT's exp)
           max_calls: 100                                # budget caveats on every exchanged token
           max_cost: "50"
+          servers: [billing]                            # /v1/mcp/<name> an RFC 8693 resource may name
+          max_exchanges_per_jti: 5                      # tokens one subject token may be traded for
 
 :class:`TokenExchange` turns such an access token into a Tessera capability token (RFC 8693 style),
 bounded by its claims and by the issuer's ``exchange`` allowance; the admin service serves it at
-``POST /v1/oauth/token`` (``TokenExchangeService``).
+``POST /v1/oauth/token`` (``TokenExchangeService``), including RFC 8693's ``resource`` / ``audience``
+(bound to a server the tenant serves, else ``invalid_target``) and ``actor_token`` (delegation, no
+wider than both tokens, the actor recorded).
 """
 
-from ._exchange import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, ExchangedToken, TokenExchange
+from ._exchange import ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, ExchangedToken, TokenExchange
 from ._jwt import (
     ExchangeAllowance,
     JwksCache,
@@ -43,6 +47,7 @@ from ._jwt import (
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
+    "JWT_TOKEN_TYPE",
     "TOKEN_EXCHANGE_GRANT",
     "ExchangeAllowance",
     "ExchangedToken",

@@ -13,6 +13,21 @@ the issuer's :class:`~authz.oauth.ExchangeAllowance` allow:
 * ``jti`` the subject token's ``jti`` (its SHA-256 when it has none or an unusable one), so revoking
   that jti revokes the access token and every capability token exchanged for it at once.
 
+RFC 8693 parameters beyond the subject token:
+
+* ``resource`` (an absolute URI, RFC 8707) and ``audience`` (a server name or such a URI) bind the
+  token to the MCP servers named: the issuer's ``audience`` (this gateway's ``/v1/mcp``, server
+  ``default``) or ``<audience>/<name>`` for a name in the allowance's ``servers`` (``/v1/mcp/<name>``),
+  through a ``servers`` caveat, enforced on every call. Anything the tenant does not serve is refused
+  with ``invalid_target``. The servers bound are also in :attr:`ExchangedToken.servers` (audited).
+* ``actor_token`` / ``actor_token_type`` (delegation): the actor's JWT is verified exactly like the
+  subject's and must act in the same tenant; the issued token is no wider than both (tools
+  intersected, the earlier expiry, the tighter budgets) and :attr:`ExchangedToken.actor` records who
+  acts (RFC 8693 ``act``: its agent, issuer and token id), for the audit event.
+
+Token types: ``subject_token_type`` and ``actor_token_type`` are ``access_token`` or ``jwt`` (both a
+JWT access token here); any other type is ``invalid_request``.
+
 The agent can then attenuate the result offline (``authz.client.attenuate``) for its sub-agents.
 Errors are :class:`authz.errors.InvalidArgument` whose metadata ``error`` is the RFC 6749 §5.2 error
 code (and, once the subject token verified, ``tenant``, ``agent`` and ``issuer``); a subject token
@@ -28,15 +43,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from authz.errors import InvalidArgument
-from authz.token import AuthenticatedToken, KeyRing, TokenRejection, inspect, mint, valid_jti
+from authz.token import (
+    DEFAULT_SERVER,
+    AuthenticatedToken,
+    KeyRing,
+    TokenRejection,
+    inspect,
+    mint,
+    valid_jti,
+)
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-#: The parameters of RFC 8693 §2.1 that Tessera reads; any other parameter is ignored (as the RFC
-#: allows), except these, which Tessera does not support and refuses rather than silently dropping.
-_UNSUPPORTED = ("actor_token", "actor_token_type")
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+#: The token types a subject or actor token may be (RFC 8693 §3): a JWT access token either way.
+_JWT_TYPES = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +77,17 @@ class ExchangedToken:
     issuer: str
     subject_token_id: str
     caveats: tuple[str, ...]
+    #: The MCP servers the token is for (RFC 8693 ``resource`` / ``audience``; its ``servers`` caveat):
+    #: ``default`` is ``/v1/mcp``, a name is ``/v1/mcp/<name>``; None: not bound (every server).
+    servers: tuple[str, ...] | None = None
+    #: Who acts for the subject (RFC 8693 ``act``): ``{"agent", "issuer", "token_id", "jti"}``; None
+    #: without an actor token.
+    actor: dict[str, str] | None = None
+    #: The issuer allowance's ``max_exchanges_per_jti`` (None: no limit), counted per ``jti`` by the
+    #: caller in the store (:meth:`authz.storage.protocols.ExchangeStore.count_exchange`) until
+    #: ``subject_expires``.
+    max_exchanges: int | None = None
+    subject_expires: datetime | None = None
 
 
 def _refuse(error: str, message: str) -> InvalidArgument:
@@ -73,30 +108,33 @@ class TokenExchange:
         grant = form.get("grant_type")
         if grant != TOKEN_EXCHANGE_GRANT:
             raise _refuse("unsupported_grant_type", f"grant_type must be {TOKEN_EXCHANGE_GRANT}")
-        for name in _UNSUPPORTED:
-            if form.get(name):
-                raise _refuse("invalid_request", f"{name} is not supported (no delegation chains)")
         subject = form.get("subject_token")
         if not subject:
             raise _refuse("invalid_request", "subject_token is required")
-        if form.get("subject_token_type") != ACCESS_TOKEN_TYPE:
-            raise _refuse("invalid_request", f"subject_token_type must be {ACCESS_TOKEN_TYPE}")
+        _token_type(form, "subject_token_type")
+        actor_jwt = form.get("actor_token")
+        if actor_jwt:
+            _token_type(form, "actor_token_type")
+        elif form.get("actor_token_type"):
+            raise _refuse("invalid_request", "actor_token_type without actor_token")
         requested_type = form.get("requested_token_type")
         if requested_type and requested_type != ACCESS_TOKEN_TYPE:
             raise _refuse("invalid_request", f"requested_token_type must be {ACCESS_TOKEN_TYPE}")
 
-        verified = self._auth.verify_access_token(subject)
-        if isinstance(verified, TokenRejection):
-            raise _refuse("invalid_grant", f"subject_token rejected: {verified.reason}")
-        issuer, token = verified
+        issuer, token = self._verified(subject, "subject_token", now)
+        actor = None
         try:
             if issuer.exchange is None:
                 raise _refuse("invalid_grant", "token exchange is not enabled for the subject token's issuer")
-            rejection = token.check(now=now, tool=None, arguments=None, prompt=None)
-            if rejection is not None:  # expired, not yet valid
-                raise _refuse("invalid_grant", f"subject_token rejected: {rejection.reason}")
             allowance = issuer.exchange
+            servers = _bound_servers(form, issuer.audience, allowance.servers)
             allowed = _intersect(token.tools, allowance.tools)
+            if actor_jwt:
+                actor_issuer, actor = self._verified(actor_jwt, "actor_token", now)
+                if actor_issuer.tenant != issuer.tenant:
+                    raise _refuse("invalid_grant", "actor_token acts in another tenant than subject_token")
+                # Delegation never widens: what the subject may, narrowed to what the actor may.
+                allowed = _intersect(actor.tools, tuple(sorted(allowed)) if allowed is not None else None)
             tools = _requested_tools(form.get("scope"), allowed)
         except InvalidArgument as exc:
             # The subject verified: say whose request this was, so the refusal can be audited in the
@@ -104,8 +142,9 @@ class TokenExchange:
             exc.metadata.update(tenant=issuer.tenant, agent=token.agent or "", issuer=issuer.issuer)
             raise
         expires = now + timedelta(seconds=allowance.max_ttl_s)
-        if token.expires is not None and token.expires < expires:
-            expires = token.expires
+        for holder in (token, actor):
+            if holder is not None and holder.expires is not None and holder.expires < expires:
+                expires = holder.expires
         jti = _family_jti(token)
         issued = mint(
             self._keyring,
@@ -113,9 +152,10 @@ class TokenExchange:
             agent=token.agent,
             tools=list(tools) if tools is not None else None,
             expires=expires,
-            max_calls=_least(allowance.max_calls, token, "calls"),
-            max_cost=_least(allowance.max_cost, token, "cost"),
+            max_calls=_least(allowance.max_calls, (token, actor), "calls"),
+            max_cost=_least(allowance.max_cost, (token, actor), "cost"),
             jti=jti,
+            extra_caveats=[f"servers = {','.join(servers)}"] if servers else (),
         )
         info = inspect(issued)
         return ExchangedToken(
@@ -129,7 +169,68 @@ class TokenExchange:
             issuer=issuer.issuer,
             subject_token_id=token.token_id,
             caveats=tuple(info.caveats),
+            servers=servers,
+            max_exchanges=allowance.max_exchanges_per_jti,
+            subject_expires=token.expires,
+            actor=(
+                {
+                    "agent": actor.agent or "",
+                    "issuer": actor_issuer.issuer,
+                    "token_id": actor.token_id,
+                    "jti": actor.jti,
+                }
+                if actor is not None
+                else None
+            ),
         )
+
+    def _verified(self, jwt_text: str, name: str, now: datetime) -> tuple[Any, AuthenticatedToken]:
+        """A subject or actor token verified (trusted issuer, signature, audience) and valid ``now``."""
+        verified = self._auth.verify_access_token(jwt_text)
+        if isinstance(verified, TokenRejection):
+            raise _refuse("invalid_grant", f"{name} rejected: {verified.reason}")
+        issuer, token = verified
+        rejection = token.check(now=now, tool=None, arguments=None, prompt=None)
+        if rejection is not None:  # expired, not yet valid
+            error = _refuse("invalid_grant", f"{name} rejected: {rejection.reason}")
+            error.metadata.update(tenant=issuer.tenant, agent=token.agent or "", issuer=issuer.issuer)
+            raise error
+        return issuer, token
+
+
+def _token_type(form: Mapping[str, str], name: str) -> None:
+    if form.get(name) not in _JWT_TYPES:
+        raise _refuse(
+            "invalid_request",
+            f"{name} must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}, not {form.get(name)!r}",
+        )
+
+
+def _bound_servers(
+    form: Mapping[str, str], audience: str, servers: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """The servers ``resource`` and ``audience`` name (each given at most once), or None when neither
+    is given. ``audience`` is the issuer's: this gateway's ``/v1/mcp`` (server ``default``); the tenant
+    also serves ``<audience>/<name>`` for each name in ``servers``."""
+    base = audience.rstrip("/")
+    served = {DEFAULT_SERVER: base} | {name: f"{base}/{name}" for name in servers or ()}
+    by_url = {url: name for name, url in served.items()}
+    bound: list[str] = []
+    resource = form.get("resource")
+    if resource is not None:
+        url = urlsplit(resource)
+        if not url.scheme or not url.netloc or url.fragment or "#" in resource:
+            raise _refuse("invalid_target", "resource must be an absolute URI without a fragment (RFC 8707)")
+        if resource.rstrip("/") not in by_url:
+            raise _refuse("invalid_target", f"this tenant serves no resource {resource!r}")
+        bound.append(by_url[resource.rstrip("/")])
+    target = form.get("audience")
+    if target is not None:
+        name = target if target in served else by_url.get(target.rstrip("/"))
+        if name is None:
+            raise _refuse("invalid_target", f"this tenant serves no audience {target!r}")
+        bound.append(name)
+    return tuple(dict.fromkeys(bound)) or None
 
 
 def _intersect(claims: frozenset[str] | None, allowance: tuple[str, ...] | None) -> frozenset[str] | None:
@@ -160,10 +261,12 @@ def _requested_tools(scope: str | None, allowed: frozenset[str] | None) -> tuple
     return wanted
 
 
-def _least(allowed: Any, token: AuthenticatedToken, kind: str) -> Any:
-    """The tighter of the allowance's budget and the subject token's own (from its budget claim)."""
+def _least(allowed: Any, tokens: tuple[AuthenticatedToken | None, ...], kind: str) -> Any:
+    """The tightest of the allowance's budget and the subject's (and actor's) own budget claims."""
     limits = [Decimal(str(allowed))] if allowed is not None else []
-    limits += [Decimal(str(c.limit)) for c in token.budget_counters if c.kind == kind]
+    for token in tokens:
+        if token is not None:
+            limits += [Decimal(str(c.limit)) for c in token.budget_counters if c.kind == kind]
     if not limits:
         return None
     least = min(limits)

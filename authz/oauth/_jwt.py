@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ import yaml
 from authz.errors import ConfigError, DependencyError, InvalidArgument
 from authz.outbound import OutboundClient, OutboundPolicy
 from authz.token import (
+    DEFAULT_SERVER,
     AuthenticatedToken,
     BudgetCounter,
     ExpiresCaveat,
@@ -31,6 +33,8 @@ from authz.token import (
 
 log = logging.getLogger("tessera.oauth")
 
+#: An MCP server's name in ``/v1/mcp/<name>`` (as ``tessera envoy-config --mcp-server`` takes it).
+_SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"})
 
 
@@ -41,12 +45,18 @@ class ExchangeAllowance:
 
     ``tools``: the tools an exchanged token may name (None: only the claims limit them);
     ``max_ttl_s``: the longest lifetime of an exchanged token (never past the subject token's ``exp``);
-    ``max_calls`` / ``max_cost``: budget caveats every exchanged token carries (None: none)."""
+    ``max_calls`` / ``max_cost``: budget caveats every exchanged token carries (None: none);
+    ``servers``: the named MCP servers (``/v1/mcp/<name>``) the tenant serves beside ``/v1/mcp``, which
+    an exchange's RFC 8693 ``resource`` / ``audience`` may name (None: only ``/v1/mcp``);
+    ``max_exchanges_per_jti``: how many tokens one subject token (by ``jti``) may be exchanged for
+    (None: no limit)."""
 
     tools: tuple[str, ...] | None = None
     max_ttl_s: int = 3600
     max_calls: int | None = None
     max_cost: str | None = None
+    servers: tuple[str, ...] | None = None
+    max_exchanges_per_jti: int | None = None
 
     def __post_init__(self) -> None:
         if self.tools is not None and (
@@ -61,6 +71,17 @@ class ExchangeAllowance:
             raise ConfigError(f"exchange.max_calls must be a positive int, got {self.max_calls!r}")
         if self.max_cost is not None:
             object.__setattr__(self, "max_cost", str(self.max_cost))
+        if self.servers is not None and not all(
+            isinstance(name, str) and _SERVER_NAME.fullmatch(name) and name != DEFAULT_SERVER
+            for name in self.servers
+        ):
+            raise ConfigError(
+                f"exchange.servers must be MCP server names (not {DEFAULT_SERVER!r}: /v1/mcp is always "
+                f"served), got {self.servers!r}"
+            )
+        limit = self.max_exchanges_per_jti
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+            raise ConfigError(f"exchange.max_exchanges_per_jti must be a positive int, got {limit!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +130,9 @@ def load_issuers(path: Path) -> tuple[TrustedIssuer, ...]:
                 if not isinstance(exchange, dict):
                     raise ConfigError(f"{path}: `exchange` is a mapping")
                 exchange = dict(exchange)
-                if isinstance(exchange.get("tools"), list):
-                    exchange["tools"] = tuple(exchange["tools"])
+                for name in ("tools", "servers"):
+                    if isinstance(exchange.get(name), list):
+                        exchange[name] = tuple(exchange[name])
                 fields["exchange"] = ExchangeAllowance(**exchange)
             issuers.append(TrustedIssuer(**fields))
         except TypeError as exc:

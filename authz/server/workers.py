@@ -33,8 +33,7 @@ from authz.config import TesseraConfig
 
 log = logging.getLogger("tessera")
 
-#: A worker that lived at least this long is restarted at once; one that dies sooner waits, doubling up
-#: to :data:`_MAX_BACKOFF_S`, so a worker that cannot start does not spin.
+#: A worker that lived at least this long is restarted at once (see WorkerSupervisor.poll).
 _HEALTHY_AFTER_S = 30.0
 _MAX_BACKOFF_S = 10.0
 
@@ -83,6 +82,7 @@ class WorkerSupervisor:
         self._procs: list[subprocess.Popen | None] = [None] * count
         self._started = [0.0] * count
         self._backoff = [0.0] * count
+        self._died: list[float | None] = [None] * count
         self._stopping = False
         self.restarts = 0
 
@@ -97,25 +97,31 @@ class WorkerSupervisor:
         for index in range(self._count):
             self._spawn(index)
 
-    @property
-    def pids(self) -> list[int | None]:
-        return [proc.pid if proc is not None else None for proc in self._procs]
-
     def poll(self) -> None:
-        """Restart every worker that exited (unless stopping); call it periodically."""
+        """Restart every worker that exited (unless stopping); call it periodically. A worker that died
+        within :data:`_HEALTHY_AFTER_S` of its start waits a back-off (0.5 s, doubling up to
+        :data:`_MAX_BACKOFF_S`) before its restart, so one that cannot start does not spin."""
         now = time.monotonic()
         for index, proc in enumerate(self._procs):
             if self._stopping or proc is None or proc.poll() is None:
                 continue
-            lived = now - self._started[index]
-            if lived >= _HEALTHY_AFTER_S:
-                self._backoff[index] = 0.0
-            elif now < self._started[index] + self._backoff[index] + lived:
-                continue  # still backing off after a quick death
-            log.warning(
-                "check worker %d (pid %d) exited with code %s; restarting", index, proc.pid, proc.returncode
-            )
-            self._backoff[index] = min(_MAX_BACKOFF_S, max(0.5, self._backoff[index] * 2))
+            if self._died[index] is None:
+                self._died[index] = now
+                lived = now - self._started[index]
+                if lived >= _HEALTHY_AFTER_S:
+                    self._backoff[index] = 0.0
+                else:
+                    self._backoff[index] = min(_MAX_BACKOFF_S, max(0.5, self._backoff[index] * 2))
+                log.warning(
+                    "check worker %d (pid %d) exited with code %s; restarting in %.1f s",
+                    index,
+                    proc.pid,
+                    proc.returncode,
+                    self._backoff[index],
+                )
+            if now - self._died[index] < self._backoff[index]:
+                continue
+            self._died[index] = None
             self.restarts += 1
             self._spawn(index)
 

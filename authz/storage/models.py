@@ -36,6 +36,12 @@ class TenantSettings:
     #: Seconds between scheduled refreshes of ``upstream_tools``; None: the service's
     #: ``TESSERA_INTENT_REFRESH_S``. Written to JSON only when set.
     intent_refresh_s: float | None = None
+    #: Catalogs per MCP tool server (``/v1/mcp/<name>``): server name → ``{catalog: {tool: entry},
+    #: tools_url: str, upstream_tools: [tool, ...]}`` (each member optional), the same three things the
+    #: fields above hold for the main endpoint. A request to a named server uses that server's catalog
+    #: (none registered: an empty one), never the main endpoint's (authz.check.directory). Written to
+    #: JSON only when set.
+    server_catalogs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -58,6 +64,8 @@ class TenantSettings:
             data["upstream_tools"] = list(self.upstream_tools)
         if self.intent_refresh_s is not None:
             data["intent_refresh_s"] = self.intent_refresh_s
+        if self.server_catalogs:
+            data["server_catalogs"] = self.server_catalogs
         return data
 
     @classmethod
@@ -79,6 +87,7 @@ class TenantSettings:
             intent_refresh_s=(
                 float(data["intent_refresh_s"]) if data.get("intent_refresh_s") is not None else None
             ),
+            server_catalogs={str(k): dict(v) for k, v in dict(data.get("server_catalogs") or {}).items()},
         )
 
 

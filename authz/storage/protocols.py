@@ -434,6 +434,19 @@ class MemoryWriterStore(Protocol):
         stops at once, e.g. after a leak). NotFound when unknown, FailedPrecondition when disabled."""
 
 
+class ExchangeStore(Protocol):
+    """How often each OAuth subject token was exchanged for a capability token (``POST /v1/oauth/token``
+    with an allowance's ``max_exchanges_per_jti``, :mod:`authz.oauth`)."""
+
+    async def count_exchange(
+        self, tenant: str, jti: str, *, limit: int, expires_at: float, now: float
+    ) -> int | None:
+        """Count one more exchange of the subject token ``jti`` of ``tenant`` unless ``limit`` are
+        counted already (atomic across replicas): the new count, or None when the limit is reached
+        (nothing counted). ``expires_at``: when the subject token expires; its count is kept until
+        then (the latest ``expires_at`` of a counted exchange wins). Counts expired at ``now`` are deleted."""
+
+
 @runtime_checkable
 class Store(
     TenantStore,
@@ -445,6 +458,7 @@ class Store(
     AdminStore,
     ForwarderStore,
     MemoryWriterStore,
+    ExchangeStore,
     Protocol,
 ):
     """Everything a Tessera process needs from its database."""

@@ -40,13 +40,33 @@ decision := {"allow": true, "reason": "billing read"} if {
 """
 
 
+# A tenant in intent enforce mode whose catalogs are per server: the main endpoint's names the invoice
+# reads, billing's only its slow report (docs/mcp.md "Catalogs per server").
+ALLOW_ALL = 'package tessera\nimport rego.v1\ndecision := {"allow": true, "reason": "allowed"}\n'
+CATALOGS_TENANT = """  catalogs:
+    intent: {{mode: enforce, require_prompt: true}}
+    policy: {policy}
+    catalog:
+      tools:
+        read_invoice: {{verbs: [read, show], keywords: [invoice]}}
+        list_invoices: {{verbs: [list], keywords: [invoice]}}
+    servers:
+      billing:
+        catalog:
+          tools:
+            slow_report: {{verbs: [run, build], keywords: [report]}}
+"""
+
+
 @pytest.fixture(scope="module")
 def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("servers")
     (workdir / "servers.rego").write_text(SERVERS_POLICY)
     tenants = workdir / "tenants.yaml"
+    (workdir / "allow.rego").write_text(ALLOW_ALL)
     tenants.write_text(
         f'tenants:\n  multi:\n    intent:\n      mode: "off"\n    policy: {workdir / "servers.rego"}\n'
+        + CATALOGS_TENANT.format(policy=workdir / "allow.rego")
     )
     billing_port = free_port()
     billing = spawn(
@@ -134,13 +154,17 @@ def test_audit_events_name_the_server(two_servers: Gateway):
     assert any(t["server"] == "billing" and t["listed"] == {"tool": 3} for t in lists), lists
 
 
-def _post(gw: Gateway, path: str, body: dict, token: str):
+def _post(gw: Gateway, path: str, body: dict, token: str, headers: dict | None = None):
     import httpx
 
     return httpx.post(
         f"{gw.url}{path}",
         json=body,
-        headers={"authorization": f"Bearer {token}", "accept": "application/json, text/event-stream"},
+        headers={
+            "authorization": f"Bearer {token}",
+            "accept": "application/json, text/event-stream",
+            **(headers or {}),
+        },
         timeout=10,
     )
 
@@ -215,3 +239,24 @@ async def test_a_servers_caveat_confines_a_token_to_its_servers(two_servers: Gat
         assert error["code"] == -32010 and "server 'default' not allowed" in error["data"]["reason"]
     both = two_servers.token("multi", agent="billing-clerk", extra_caveats=["servers = billing,default"])
     assert (await _session(two_servers, both, "/v1/mcp"))[1] == "ok"
+
+
+def test_catalogs_are_per_server_for_lists_and_intent(two_servers: Gateway):
+    """The same tool and prompt: listed and allowed at /v1/mcp, whose catalog has it; not listed and
+    denied by intent (-32011) at /v1/mcp/billing, whose catalog names only its report."""
+    token = two_servers.token("catalogs")
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    main = two_servers.mcp(listing, token).json()["result"]["tools"]
+    assert {t["name"] for t in main} == {"read_invoice", "list_invoices"}
+    billing = _sse_message(_post(two_servers, "/v1/mcp/billing", listing, token).text)["result"]["tools"]
+    assert [t["name"] for t in billing] == ["slow_report"]
+    show = {"X-Intent-Prompt": "show invoice INV-1001"}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "read_invoice", "arguments": {"invoice_id": "INV-1001"}},
+    }
+    assert "result" in two_servers.mcp(call, token, headers=show).json()
+    denied = _post(two_servers, "/v1/mcp/billing", call, token, headers=show).json()["error"]
+    assert denied["code"] == -32011, denied

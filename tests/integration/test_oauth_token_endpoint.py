@@ -23,13 +23,19 @@ from tests.oauth_server import OAuthServer
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # authlib's own internals
 
 AGENT = "agent-7"
+#: An orchestrator acting for AGENT (RFC 8693 actor_token), allowed fewer tools.
+ACTOR = "orchestrator"
+#: Tokens one subject token may be exchanged for (the issuer's allowance).
+MAX_EXCHANGES = 3
 #: Small, so a burst is quick to send: 4 requests, then one per 30 s (Retry-After: 30).
 RATE = TokenRateLimit(burst=4, window_s=120)
 
 
 @pytest.fixture(scope="module")
 def authorization_server() -> Iterator[OAuthServer]:
-    server = OAuthServer(users=[(AGENT, {"tools": ["read_invoice", "list_invoices"]})])
+    server = OAuthServer(
+        users=[(AGENT, {"tools": ["read_invoice", "list_invoices"]}), (ACTOR, {"tools": ["list_invoices"]})]
+    )
     yield server
     server.close()
 
@@ -48,6 +54,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory, authorization_server: OAuthServ
         "    tools_claim: tools\n"
         "    exchange:\n"
         "      tools: [read_invoice, list_invoices]\n"
+        "      servers: [billing]\n"  # /v1/mcp/billing, beside /v1/mcp
+        f"      max_exchanges_per_jti: {MAX_EXCHANGES}\n"
     )
     stack, gateway = start_gateway(
         workdir,
@@ -97,6 +105,8 @@ CASES = [
     ("json-body", "invalid_request"),
     ("client-credentials", "unsupported_grant_type"),
     ("widened", "invalid_scope"),
+    ("unserved-resource", "invalid_target"),
+    ("saml-actor", "invalid_request"),
 ]
 
 
@@ -126,6 +136,15 @@ def test_errors_are_rfc_6749_bodies(gw, authorization_server, case, error):
             response = http.post(url, json=_form("x"))
         elif case == "client-credentials":
             response = http.post(url, data={"grant_type": "client_credentials"})
+        elif case == "unserved-resource":
+            subject = authorization_server.issue(AGENT, resource=resource)
+            response = http.post(url, data=_form(subject, resource=f"{resource}/payroll"))
+        elif case == "saml-actor":
+            subject = authorization_server.issue(AGENT, resource=resource)
+            form = _form(
+                subject, actor_token="PHNhbWw+", actor_token_type="urn:ietf:params:oauth:token-type:saml2"
+            )
+            response = http.post(url, data=form)
         else:
             subject = authorization_server.issue(AGENT, resource=resource)
             response = http.post(url, data=_form(subject, scope="read_invoice delete_invoice"))
@@ -184,3 +203,99 @@ def test_a_burst_beyond_the_bucket_gets_429_and_other_routes_and_clients_do_not(
     with _client("127.0.0.22") as http:
         response = http.post(url, data=_form(subject))
     assert response.status_code == 200, response.text
+
+
+def _exchange_events(gw: Gateway) -> list[dict]:
+    events = httpx.get(
+        f"{gw.url}/v1/admin/tenants/demo/audit/events",
+        headers={"authorization": f"Bearer {gw.stack.admin_key}"},
+        params={"page_size": 1000},
+        timeout=10,
+    ).json()["events"]
+    return [e["event"] for e in events if e["event"].get("api", {}).get("operation") == "token.exchange"]
+
+
+def test_a_resource_binds_the_exchange_to_a_served_server_and_is_audited(gw, authorization_server):
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    with _client("127.0.0.14") as http:
+        response = http.post(
+            f"{gw.url}/v1/oauth/token", data=_form(subject, resource=f"{gw.url}/v1/mcp/billing")
+        )
+    assert response.status_code == 200, response.text
+    details = _exchange_events(gw)[-1]["tessera"]["details"]
+    assert details["servers"] == ["billing"] and details["act"] is None
+    # Bound to billing: a call at the main endpoint (/v1/mcp, server `default`) is refused.
+    capability = response.json()["access_token"]
+    refused = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=capability).json()
+    assert refused["error"]["code"] == -32010 and "server" in refused["error"]["data"]["reason"]
+    # Bound to the main endpoint (RFC 8707 resource = /v1/mcp): the call passes.
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    with _client("127.0.0.14") as http:
+        main = http.post(f"{gw.url}/v1/oauth/token", data=_form(subject, resource=f"{gw.url}/v1/mcp"))
+    assert main.status_code == 200, main.text
+    allowed = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=main.json()["access_token"]).json()
+    assert "result" in allowed, allowed
+
+
+def test_an_actor_token_delegates_no_wider_than_both_and_is_recorded(gw, authorization_server):
+    resource = f"{gw.url}/v1/mcp"
+    subject = authorization_server.issue(AGENT, resource=resource)
+    actor = authorization_server.issue(ACTOR, resource=resource)
+    with _client("127.0.0.15") as http:
+        response = http.post(
+            f"{gw.url}/v1/oauth/token",
+            data=_form(subject, actor_token=actor, actor_token_type=ACCESS_TOKEN_TYPE),
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    # The agent may read and list, its orchestrator only list: the token lists.
+    assert body["scope"] == "list_invoices"
+    capability = body["access_token"]
+    assert "result" in gw.call("list_invoices", {}, token=capability).json()
+    denied = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=capability).json()
+    assert denied["error"]["code"] == -32010
+    # The tenant's chain says who acted for whom.
+    details = _exchange_events(gw)[-1]["tessera"]["details"]
+    assert details["agent"] == AGENT and details["servers"] is None
+    assert details["act"]["agent"] == ACTOR and details["act"]["issuer"] == authorization_server.issuer
+
+
+def test_a_subject_token_is_exchanged_at_most_the_allowed_times(gw, authorization_server):
+    subject = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    with _client("127.0.0.16") as http:
+        answers = [
+            http.post(f"{gw.url}/v1/oauth/token", data=_form(subject)) for _ in range(MAX_EXCHANGES + 1)
+        ]
+    assert [a.status_code for a in answers] == [200] * MAX_EXCHANGES + [400], answers[-1].text
+    assert answers[-1].json()["error"] == "invalid_grant"
+    assert f"{MAX_EXCHANGES} times" in answers[-1].json()["error_description"]
+    # The refusal is in the tenant's chain; another token of the same agent is counted apart.
+    events = httpx.get(
+        f"{gw.url}/v1/admin/tenants/demo/audit/events",
+        headers={"authorization": f"Bearer {gw.stack.admin_key}"},
+        params={"page_size": 1000},
+        timeout=10,
+    ).json()["events"]
+    refused = [
+        e["event"]["tessera"] for e in events if e["event"]["api"]["operation"] == "token.exchange.refused"
+    ]
+    assert refused and "times" in refused[-1]["details"]["reason"]
+    other = authorization_server.issue(AGENT, resource=f"{gw.url}/v1/mcp")
+    with _client("127.0.0.17") as http:  # 127.0.0.16 spent its rate-limit burst
+        assert http.post(f"{gw.url}/v1/oauth/token", data=_form(other)).status_code == 200
+
+
+def test_envoys_own_503_when_the_admin_service_is_down_is_an_rfc_body_too(tmp_path):
+    # No admin service behind the route: Envoy answers 503 itself (upstream connect failure, a plain
+    # text local reply); the client still gets the RFC 6749 shape and the no-store headers.
+    stack, gateway = start_gateway(tmp_path, start_admin=False, upstream_receipts=False)
+    try:
+        with _client("127.0.0.18") as http:
+            response = http.post(f"{gateway.url}/v1/oauth/token", data=_form("eyJ.x.y"))
+    finally:
+        stack.stop()
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/json"
+    _assert_no_store(response)
+    body = response.json()
+    assert set(body) == {"error", "error_description"} and body["error"] == "temporarily_unavailable"

@@ -99,6 +99,22 @@ async def test_tenant_settings_round_trip_and_replace(store: Store):
     await store.put_tenant("acme", intent)
     assert await store.get_tenant("acme") == intent
 
+    # catalogs per MCP tool server (a server's catalog, tools URL and fetched list) round-trip too
+    servers = TenantSettings(
+        intent_mode="enforce",
+        server_catalogs={
+            "billing": {
+                "catalog": {"tools": {"pay_bill": {"verbs": ["pay"], "keywords": ["bill"]}}},
+                "tools_url": "https://billing.example.com/mcp",
+                "upstream_tools": [{"name": "pay_bill", "description": "Pay a bill."}],
+            },
+            "hr": {"catalog": {}},
+        },
+    )
+    await store.put_tenant("acme", servers)
+    assert await store.get_tenant("acme") == servers
+    assert (await store.list_tenants())["acme"] == servers
+
     replaced = TenantSettings(intent_mode="advisory")
     await store.put_tenant("acme", replaced)
     assert await store.get_tenant("acme") == replaced

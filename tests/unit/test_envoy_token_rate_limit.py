@@ -3,6 +3,10 @@ behaviour through real Envoy is tests/integration/test_oauth_token_endpoint.py."
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -44,3 +48,25 @@ def test_the_default_is_sixty_a_minute():
 def test_bad_limits_are_refused(spec):
     with pytest.raises(ConfigError):
         TokenRateLimit.parse(spec)
+
+
+def _cli_bucket(tmp_path, *args: str, env: dict[str, str] | None = None) -> dict:
+    out = tmp_path / "envoy.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "authz.cli", "envoy-config", "--mode", "sidecar", *args, "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = yaml.safe_load(out.read_text())
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    route = next(r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r["name"] == "oauth_token")
+    return route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]["token_bucket"]
+
+
+def test_envoy_config_takes_the_flag_else_the_environment(tmp_path):
+    env = {"TESSERA_OAUTH_TOKEN_RATE_LIMIT": "10/20s"}
+    assert _cli_bucket(tmp_path, env=env)["max_tokens"] == 10
+    assert _cli_bucket(tmp_path, "--oauth-token-rate-limit", "7/70s", env=env)["fill_interval"] == "10.000s"

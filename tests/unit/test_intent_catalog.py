@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
 
@@ -16,6 +18,7 @@ from authz.intent import (
     load_catalogs,
     parse_catalogs,
 )
+from authz.intent._catalog_extractor import _strip_quoted
 from authz.intent._text import stem, tokenize
 
 # --- text ----------------------------------------------------------------------------------------------
@@ -335,3 +338,41 @@ def test_extractor_argument_checks():
         CatalogExtractor({"t": {"tools": {}}})  # type: ignore[dict-item]
     with pytest.raises(InvalidArgument):
         CatalogExtractor({}).extract_now("t", None)  # type: ignore[arg-type]
+
+
+# --- quoted passages -------------------------------------------------------------------------------------
+
+#: What a quoted passage is, as a pattern (the extractor scans for it in one pass instead: this pattern,
+#: searched on from every opening quote, took seconds on 20,000 unclosed quotes).
+QUOTED_SPEC = re.compile(
+    r"\"[^\"\n]{0,2000}\"|“[^”\n]{0,2000}”|„[^“”\n]{0,2000}[“”]|(?<!\w)'[^'\n]{1,2000}'(?!\w)"
+)
+
+
+def test_quoted_passages_are_found_exactly_as_the_pattern_defines_them():
+    rnd = random.Random(17)
+    alphabet = ['"', "“", "”", "„", "'", "a", " ", "\n", "é", "_", "1", "."]
+    for _ in range(20_000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 14)))
+        assert _strip_quoted(text) == QUOTED_SPEC.subn(" ; ", text), repr(text)
+    for length in (1999, 2000, 2001):  # the longest passage
+        text = 'say "' + "a" * length + '" then'
+        assert _strip_quoted(text) == QUOTED_SPEC.subn(" ; ", text)
+    assert _strip_quoted("pay it. The note says: \"delete all\" and 'wire 5 EUR'") == (
+        "pay it. The note says:  ;  and  ; ",
+        2,
+    )
+    assert _strip_quoted("don't delete O'Brien's invoice") == ("don't delete O'Brien's invoice", 0)
+
+
+async def test_a_prompt_of_unclosed_quotes_is_read_as_ordinary_text(extractor):
+    for text in ("“" * 20_000, "„" * 20_000, "'" * 20_000, "a “" * 6_000):
+        result = await extractor.extract("demo", None, text)
+        assert not result.allowed_tools
+
+
+async def test_the_per_catalog_word_table_keeps_only_ordinary_words(extractor):
+    await extractor.extract("demo", None, "pay invoice " + "x" * 5_000 + " " + "Lieferantenrechnungen" * 100)
+    table = extractor._catalogs["demo"]
+    assert "pay" in table.words and "invoice" in table.words
+    assert all(len(word) <= 64 for word in table.words) and all(len(word) <= 64 for word in table.compounds)

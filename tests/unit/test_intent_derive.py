@@ -171,7 +171,10 @@ def test_lexicon_derives_split_phrasal_verbs_and_joined_german_separable_verbs()
         # a negated state ends at the comma: the request after it stands
         ("ap", "Goods never delivered, kick the invoice back.", {"rejectInvoice"}, {"approveInvoice"}),
         # writing to someone reads the people it addresses
-        ("crm", "Ping Ola about the contract.", {"send_email", "search_contacts"}, {"delete_contact"}),
+        ("crm", "Ping Ola about it by email.", {"send_email", "search_contacts"}, {"delete_contact"}),
+        # common words that are actions only with the tool's object
+        ("crm", "Let me know which deals are stuck, thanks in advance.", {"list_deals"}, {"send_email"}),
+        ("crm", "Switch to German and summarize the inbox.", {"read_inbox"}, {"update_contact"}),
     ],
 )
 def test_task_language_categories(catalog, prompt, allowed, denied):
@@ -179,3 +182,46 @@ def test_task_language_categories(catalog, prompt, allowed, denied):
     intent = extractor.extract_now("t", prompt)
     assert allowed <= intent.allowed_tools, (intent.allowed_tools, intent.rationale)
     assert not denied & intent.allowed_tools, (intent.allowed_tools, intent.rationale)
+
+
+#: A code-hosting and delivery upstream, outside the corpus' four catalogs: its verbs are lexicon classes.
+DEVOPS_TOOLS = {
+    "tools": [
+        {"name": "list_issues", "description": "List the issues of a repository."},
+        {"name": "merge_pull_request", "description": "Merge a pull request into its base branch."},
+        {"name": "add_comment", "description": "Add a comment to an issue or pull request."},
+        {"name": "assign_issue", "description": "Assign an issue to a team member."},
+        {"name": "deploy_release", "description": "Deploy a release to production."},
+        {"name": "rollback_deployment", "description": "Roll a deployment back to the previous release."},
+        {"name": "archive_repository", "description": "Archive a repository (read-only from then on)."},
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("prompt", "allowed", "denied"),
+    [
+        ("Merge PR 42 once the checks are green.", {"merge_pull_request"}, {"archive_repository"}),
+        ("Roll back yesterday's release, it breaks the login.", {"rollback_deployment"}, {"deploy_release"}),
+        ("Hand the login issue over to Priya.", {"assign_issue"}, {"merge_pull_request"}),
+        ("Ship release 2.3 to production.", {"deploy_release"}, {"rollback_deployment"}),
+        ("Don't merge anything, just add a comment to PR 7.", {"add_comment"}, {"merge_pull_request"}),
+        ("Führe den Pull Request 12 zusammen.", {"merge_pull_request"}, {"deploy_release"}),
+    ],
+)
+def test_catalogs_beyond_the_corpus_get_their_verbs_from_the_lexicon(prompt, allowed, denied):
+    catalog = catalog_from_tools_list(DEVOPS_TOOLS)
+    assert catalog.tools["merge_pull_request"].verbs == ("merge",)  # not only matchable by its whole name
+    intent = CatalogExtractor({"t": catalog}).extract_now("t", prompt)
+    assert allowed <= intent.allowed_tools, (intent.allowed_tools, intent.rationale)
+    assert not denied & intent.allowed_tools, (intent.allowed_tools, intent.rationale)
+
+
+def test_input_schema_identifiers_name_what_a_tool_acts_on():
+    catalog = catalog_from_tools_list(tools("crm"))
+    assert "contact" in catalog.tools["schedule_meeting"].keywords  # contact_id
+    assert "deal" in catalog.tools["updateDealStage"].keywords
+    send = catalog.tools["send_email"].keywords  # to, subject, body: parameters, not objects
+    assert not {"to", "subject", "body"} & set(send)
+    listed = {"tools": [{"name": "close", "inputSchema": {"properties": {"ticketId": {"type": "string"}}}}]}
+    assert "ticket" in catalog_from_tools_list(listed).tools["close"].keywords

@@ -176,3 +176,85 @@ async def test_the_tighter_budget_of_allowance_and_claims_is_issued(issuer):
         ("calls", "4"),
         ("cost", "100"),
     ]
+
+
+async def test_resource_and_audience_bind_the_token_to_servers_the_tenant_serves(issuer):
+    exchange = await _exchange(issuer, ExchangeAllowance(servers=("billing", "crm")))
+    subject = issuer.token(AUDIENCE, scope="read_invoice")
+    assert exchange.exchange(_form(subject), now=NOW).servers is None  # not asked: not bound
+    bound = exchange.exchange(_form(subject, resource=f"{AUDIENCE}/billing"), now=NOW)
+    assert bound.servers == ("billing",)
+    assert _verify(bound.token).servers == frozenset({"billing"})  # the caveat, enforced per call
+    assert exchange.exchange(_form(subject, resource=AUDIENCE + "/"), now=NOW).servers == ("default",)
+    both = exchange.exchange(_form(subject, resource=f"{AUDIENCE}/billing", audience="crm"), now=NOW)
+    assert both.servers == ("billing", "crm")
+    assert exchange.exchange(_form(subject, audience=f"{AUDIENCE}/crm"), now=NOW).servers == ("crm",)
+    for extra in (
+        {"resource": f"{AUDIENCE}/payroll"},  # not served by the tenant
+        {"resource": "https://elsewhere.example/v1/mcp"},
+        {"resource": "billing"},  # not an absolute URI
+        {"resource": f"{AUDIENCE}/billing#x"},
+        {"audience": "payroll"},
+        {"audience": ""},
+    ):
+        with pytest.raises(InvalidArgument) as refused:
+            exchange.exchange(_form(subject, **extra), now=NOW)
+        assert refused.value.metadata["error"] == "invalid_target", extra
+        assert refused.value.metadata["tenant"] == "demo"  # audited in the tenant's chain
+
+
+async def test_an_actor_token_narrows_the_issued_token_and_is_recorded(issuer):
+    exchange = await _exchange(issuer, ExchangeAllowance(max_ttl_s=3600))
+    subject = issuer.token(AUDIENCE, scope="read_invoice list_invoices", lifetime_s=1200, jti="subj-1")
+    actor = issuer.token(AUDIENCE, sub="orchestrator", scope="list_invoices pay", lifetime_s=300, jti="act-1")
+    issued = exchange.exchange(
+        _form(subject, actor_token=actor, actor_token_type="urn:ietf:params:oauth:token-type:jwt"), now=NOW
+    )
+    token = _verify(issued.token)
+    assert token.agent == "agent-7" and token.jti == "subj-1"  # on behalf of the subject
+    assert token.tools == frozenset({"list_invoices"})  # no wider than both
+    assert token.expires <= datetime.fromtimestamp(
+        jwt.decode(actor, options={"verify_signature": False})["exp"], UTC
+    )
+    assert issued.actor is not None and issued.actor["agent"] == "orchestrator"
+    assert issued.actor["issuer"] == issuer.issuer and issued.actor["jti"] == "act-1"
+    # A scope beyond the actor's tools is a widening, refused.
+    with pytest.raises(InvalidArgument) as refused:
+        exchange.exchange(
+            _form(subject, actor_token=actor, actor_token_type=ACCESS_TOKEN_TYPE, scope="read_invoice"),
+            now=NOW,
+        )
+    assert refused.value.metadata["error"] == "invalid_scope"
+
+
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("actor-type", "invalid_request"),
+        ("type-without-actor", "invalid_request"),
+        ("actor-expired", "invalid_grant"),
+        ("actor-unsigned", "invalid_grant"),
+        ("refresh-token-subject", "invalid_request"),
+    ],
+)
+async def test_bad_actor_tokens_and_token_types_are_refused(issuer, case, error):
+    exchange = await _exchange(issuer, ExchangeAllowance())
+    form = _form(issuer.token(AUDIENCE, scope="read_invoice"))
+    actor = issuer.token(AUDIENCE, sub="orchestrator", scope="read_invoice")
+    if case == "actor-type":
+        form.update(actor_token=actor, actor_token_type="urn:ietf:params:oauth:token-type:saml2")
+    elif case == "type-without-actor":
+        form["actor_token_type"] = ACCESS_TOKEN_TYPE
+    elif case == "actor-expired":
+        expired = issuer.token(AUDIENCE, sub="orchestrator", exp=int(NOW.timestamp()) - 60)
+        form.update(actor_token=expired, actor_token_type=ACCESS_TOKEN_TYPE)
+    elif case == "actor-unsigned":
+        claims = {"iss": issuer.issuer, "aud": AUDIENCE, "exp": 2**31, "sub": "orchestrator"}
+        form.update(
+            actor_token=jwt.encode(claims, None, algorithm="none"), actor_token_type=ACCESS_TOKEN_TYPE
+        )
+    else:
+        form["subject_token_type"] = "urn:ietf:params:oauth:token-type:refresh_token"
+    with pytest.raises(InvalidArgument) as refused:
+        exchange.exchange(form, now=NOW)
+    assert refused.value.metadata["error"] == error

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from authz.check import Check, CheckInput, Outcome, Pipeline, TenantDirectory
-from authz.intent import CatalogExtractor, ToolCatalog
+from authz.intent import CatalogExtractor, catalog_for_settings
 from authz.policy import compile_policy, default_policy_source, policy_hash
 from authz.secrets import Secret
 from authz.storage import TenantSettings
@@ -31,7 +31,7 @@ async def make_pipeline(tmp_path, *, policy: str | None = None, settings: Tenant
 
     def extractor(tenant, s):
         return (
-            CatalogExtractor({tenant: ToolCatalog.from_mapping(s.catalog)})
+            CatalogExtractor({tenant: catalog_for_settings(s.catalog, s.upstream_tools)})  # as the app does
             if s.intent_mode != "off"
             else None
         )

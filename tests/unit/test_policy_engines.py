@@ -51,14 +51,14 @@ def _same_value(a: str, b: str) -> bool:
 
 
 def same_reason(regopy: str, regorus: str, source: str) -> bool:
-    """The reasons are equal, or differ only in the documented sprintf rendering of regorus: both come
-    from one of the source's sprintf formats, regorus dropped the one space after each verb, and the
-    interpolated values are equal (as text, or as numbers)."""
+    """The reasons are equal, or differ only in how the engines write a float: both come from one of the
+    source's sprintf formats, rendered alike (regorus' dropped space after ``%v``/``%s`` is undone by
+    authz.policy._regorus.keep_spaces_after_verbs), and the interpolated values are equal as numbers."""
     if regopy == regorus:
         return True
     for fmt in _SPRINTF.findall(source):
         a = _format_values(fmt, regopy, regorus=False)
-        b = _format_values(fmt, regorus, regorus=True)
+        b = _format_values(fmt, regorus, regorus=False)
         if a is not None and b is not None and all(map(_same_value, a, b)):
             return True
     return False
@@ -74,25 +74,27 @@ def assert_same(source: str, a, b, doc) -> None:
     assert same_reason(a.reason, b.reason, source), (a.reason, b.reason, doc)
 
 
-def test_the_sprintf_normaliser_is_exact() -> None:
+def test_the_reason_comparison_is_exact() -> None:
     src = 'x := sprintf("transfer of %v exceeds the %v threshold", [a, b])'
     regopy = "transfer of 50000 exceeds the 10000 threshold"
-    assert same_reason(regopy, "transfer of 50000exceeds the 10000threshold", src)
+    assert same_reason(regopy, regopy, src)
+    # regorus' own rendering (space after the verb dropped) no longer passes as the same reason.
+    assert not same_reason(regopy, "transfer of 50000exceeds the 10000threshold", src)
     assert same_reason(
         "transfer of 8.1e-38 exceeds the 1 threshold",
-        "transfer of 0.000000000000000000000000000000000000081exceeds the 1threshold",
+        "transfer of 0.000000000000000000000000000000000000081 exceeds the 1 threshold",
         src,
     )
     assert not same_reason(regopy, "transfer of 50000 exceeds the 10000 threshold!", src)
-    assert not same_reason(regopy, "transfer of 50001exceeds the 10000threshold", src)
+    assert not same_reason(regopy, "transfer of 50001 exceeds the 10000 threshold", src)
     assert same_reason(
         "transfer of 148714.6637884043 exceeds the 1 threshold",
-        "transfer of 148714.66378840432exceeds the 1threshold",
+        "transfer of 148714.66378840432 exceeds the 1 threshold",
         src,
     )
     assert not same_reason(
         "transfer of 148714.6637884 exceeds the 1 threshold",
-        "transfer of 148714.66378840432exceeds the 1threshold",
+        "transfer of 148714.66378840432 exceeds the 1 threshold",
         src,
     )
     assert not same_reason(regopy, "transfer of 50000 exceeds the 10000threshold", "no format here")
@@ -111,15 +113,15 @@ def test_shipped_policies_are_found() -> None:
 def test_shipped_policies_decide_the_same_on_fixed_inputs(engines, name) -> None:
     regopy, regorus = engines[name]["regopy"], engines[name]["regorus"]
     assert (regopy.engine, regorus.engine) == ("regopy", "regorus")
-    outcomes, normalised = set(), 0
+    outcomes, formatted = set(), 0
     for doc in INPUTS:
         a, b = regopy.evaluate(doc), regorus.evaluate(doc)
         assert_same(SHIPPED[name], a, b, doc)
-        normalised += a.reason != b.reason
+        formatted += a.reason == b.reason and "transfer of" in a.reason
         outcomes.add(a.outcome)
     if name.endswith("demo.rego"):
         assert outcomes == {"allow", "deny", "escalate"}
-        assert normalised > 0  # the sprintf difference is really exercised, and normalised exactly
+        assert formatted > 0  # reasons built by sprintf("... %v ...") are really exercised, and equal
 
 
 # Subnormal floats are left out: regopy cannot read them (see the test below), regorus can.
@@ -251,14 +253,6 @@ def test_a_policy_broken_at_evaluation_denies_with_error_under_both(case) -> Non
     assert "/tmp" not in results[1].reason
 
 
-def test_regorus_refuses_a_policy_without_the_v1_import() -> None:
-    # Without it the engine parses Rego v0, where `if` is a plain name: refuse rather than guess.
-    source = 'package tessera\n\ndecision := {"allow": true} if input.tool == "read_invoice"\n'
-    assert compile_policy(source, engine="regopy").evaluate(policy_input("read_invoice", {})).allowed
-    with pytest.raises(PolicyCompileError, match=r"import rego\.v1"):
-        compile_policy(source, engine="regorus")
-
-
 def test_regorus_denies_an_integer_it_cannot_hold_exactly() -> None:
     source = SHIPPED["authz/policy/examples/demo.rego"]
     policy = compile_policy(source, engine="regorus")
@@ -322,7 +316,8 @@ async def test_admin_validation_compiles_on_the_configured_engine(tmp_path) -> N
         "TESSERA_VAR_DIR": str(tmp_path),
         "TESSERA_DATABASE_URL": f"sqlite:///{tmp_path / 'admin.db'}",
     }
-    for engine, valid in (("regopy", True), ("regorus", False)):
+    # A v1 policy without `import rego.v1` is valid on both (regorus gets the import added).
+    for engine, valid in (("regopy", True), ("regorus", True)):
         runtime = await build_admin_runtime(load({**env, "TESSERA_POLICY_ENGINE": engine}))
         try:
             assert runtime.policy_engine == engine
@@ -332,5 +327,57 @@ async def test_admin_validation_compiles_on_the_configured_engine(tmp_path) -> N
         finally:
             await runtime.store.close()
         assert answer.valid is valid, (engine, answer)
-        if not valid:
-            assert "import rego.v1" in answer.diagnostics[0].message
+
+
+SPRINTF_POLICY = """package tessera
+
+import rego.v1
+
+decision := {"allow": false, "reason": concat("|", [
+    sprintf("tool %s denied", [input.tool]),
+    sprintf("%v is %v  two %s\\tx %s", ["x", 5, "y", "z"]),
+    sprintf("%v%%  ok %s", [5, "z"]),
+    sprintf(`%s raw %v`, ["r", 1.5]),
+    sprintf("%s %s %s", ["a", "b", "c"]),
+])}
+"""
+
+
+def test_sprintf_with_s_and_v_renders_the_same_on_both_engines() -> None:
+    doc = {"tool": 'x" %s y'}
+    regopy, regorus = (compile_policy(SPRINTF_POLICY, engine=e).evaluate(doc) for e in POLICY_ENGINES)
+    assert regopy.reason == 'tool x" %s y denied|x is 5  two y\tx z|5%  ok z|r raw 1.5|a b c'
+    assert regorus.reason == regopy.reason
+
+
+def test_numeric_verbs_before_a_space_still_render_differently_on_regorus() -> None:
+    # The known residual difference (authz/policy/_regorus.py): regorus reads the space after %d as
+    # its space flag (" 5two"; reasons are stripped). Pinned so a fixed opa-eval shows up here.
+    rule = 'decision := {"allow": false, "reason": sprintf("%d two", [5])}'
+    source = f"package tessera\n\nimport rego.v1\n\n{rule}\n"
+    regopy, regorus = (compile_policy(source, engine=e).evaluate({}) for e in POLICY_ENGINES)
+    assert regopy.reason == "5 two"
+    assert regorus.reason == "5two"
+
+
+def test_a_v1_policy_without_the_import_decides_the_same_on_both_engines() -> None:
+    # Without the import regorus would read Rego v0 ("if", "in", "contains" as plain names).
+    source = (
+        "# header comment\npackage tessera # trailing comment\n\n"
+        'default decision := {"allow": false, "reason": "no"}\n'
+        'decision := {"allow": true, "reason": "listed"} if input.tool in {"a", "b"}\n'
+        "names contains n if some n in [1, 2]\n"
+    )
+    for doc in ({"tool": "a"}, {"tool": "z"}):
+        regopy, regorus = (compile_policy(source, engine=e).evaluate(doc) for e in POLICY_ENGINES)
+        assert regopy == regorus, doc
+    # Line numbers still point at the author's lines: the import goes on the package line.
+    broken = 'package tessera\n\ndecision := {"allow": true} if {\n'
+    lines = {e: _first_line(broken, e) for e in POLICY_ENGINES}
+    assert lines["regorus"] >= 3, lines
+
+
+def _first_line(source: str, engine: str) -> int:
+    with pytest.raises(PolicyCompileError) as caught:
+        compile_policy(source, engine=engine)
+    return caught.value.diagnostics[0].line

@@ -8,7 +8,7 @@ is audited in its tenant's chain, as the agent it was issued to.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -98,6 +98,14 @@ class TokenExchangeService(pb_grpc.TokenExchangeServiceServicer):
             raise InvalidArgument(
                 "the subject token is revoked", reason="INVALID_GRANT", metadata={"error": "invalid_grant"}
             )
+        if issued.actor is not None and await self.rt.store.is_revoked(
+            issued.tenant, issued.actor["jti"], (issued.actor["token_id"],)
+        ):
+            raise InvalidArgument(
+                "the actor token is revoked", reason="INVALID_GRANT", metadata={"error": "invalid_grant"}
+            )
+        if issued.max_exchanges is not None:
+            await self._count(issued, now)
         # Recorded before the token is handed out: an exchange the chain does not show never happened.
         await append_admin_event(
             self.rt.store,
@@ -111,6 +119,9 @@ class TokenExchangeService(pb_grpc.TokenExchangeServiceServicer):
                 "issuer": issued.issuer,
                 "subject_token_id": issued.subject_token_id,
                 "caveats": list(issued.caveats),
+                # RFC 8693: the servers the token was asked for ("" is /v1/mcp) and who acts.
+                "servers": list(issued.servers) if issued.servers is not None else None,
+                "act": issued.actor,
             },
         )
         return pb.ExchangeTokenResponse(
@@ -120,6 +131,33 @@ class TokenExchangeService(pb_grpc.TokenExchangeServiceServicer):
             expires_in=max(0, int((issued.expires - now).total_seconds())),
             scope=" ".join(issued.tools or ()),
         )
+
+    async def _count(self, issued: Any, now: datetime) -> None:
+        """One more exchange of the subject token's ``jti``, or ``invalid_grant`` (audited) when the
+        issuer's ``max_exchanges_per_jti`` is reached."""
+        # A JWT without exp cannot verify (exp is required); a day is a bound should that change.
+        until = issued.subject_expires or now + timedelta(days=1)
+        counted = await self.rt.store.count_exchange(
+            issued.tenant,
+            issued.jti,
+            limit=issued.max_exchanges,
+            expires_at=until.timestamp(),
+            now=now.timestamp(),
+        )
+        if counted is None:
+            refused = InvalidArgument(
+                f"the subject token was already exchanged {issued.max_exchanges} times (the most its "
+                "issuer's allowance permits per token)",
+                reason="INVALID_GRANT",
+                metadata={
+                    "error": "invalid_grant",
+                    "tenant": issued.tenant,
+                    "agent": issued.agent or "",
+                    "issuer": issued.issuer,
+                },
+            )
+            await self._audit_refusal(refused)
+            raise refused
 
     async def _audit_refusal(self, exc: InvalidArgument) -> None:
         meta = exc.metadata

@@ -76,6 +76,13 @@ _POLICY_LOCK_CLASS = 0x74737261
 # The driver's errors that mean "the database cannot be reached or cannot serve right now": connection
 # failures, server shutdown, statement/lock timeouts, deadlock or serialisation aborts (all
 # OperationalError), the pool's timeouts, and writes landing on a standby during a failover.
+#: One more exchange of a subject token, unless its limit is reached (then no row comes back).
+_COUNT_EXCHANGE = (
+    "INSERT INTO oauth_exchanges (tenant, jti, uses, expires_at) VALUES (%s, %s, 1, %s) "
+    "ON CONFLICT (tenant, jti) DO UPDATE SET uses = oauth_exchanges.uses + 1, "
+    "expires_at = GREATEST(oauth_exchanges.expires_at, excluded.expires_at) "
+    "WHERE oauth_exchanges.uses < %s RETURNING uses"
+)
 _TRANSIENT = (psycopg.OperationalError, pg_errors.ReadOnlySqlTransaction, OSError, TimeoutError)
 
 
@@ -368,6 +375,15 @@ class PostgresStore(
             (tenant, jti, list(token_ids)),
         )
         return bool(rows)
+
+    async def count_exchange(
+        self, tenant: str, jti: str, *, limit: int, expires_at: float, now: float
+    ) -> int | None:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM oauth_exchanges WHERE expires_at < %s", (now,))
+            cur = await conn.execute(_COUNT_EXCHANGE, (tenant, jti, expires_at, limit))
+            row = await cur.fetchone()
+        return row[0] if row else None
 
     async def list_revocations(self, tenant: str | None = None) -> list[Revocation]:
         sql = "SELECT tenant, kind, value, reason, revoked_at, revoked_by FROM revocations"

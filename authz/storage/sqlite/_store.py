@@ -46,6 +46,15 @@ def _consume(conn: sqlite3.Connection, claim: ApprovalClaim) -> bool:
     return cur.rowcount == 1
 
 
+#: One more exchange of a subject token, unless its limit is reached (then no row comes back).
+_COUNT_EXCHANGE = (
+    "INSERT INTO oauth_exchanges (tenant, jti, uses, expires_at) VALUES (?, ?, 1, ?) "
+    "ON CONFLICT (tenant, jti) DO UPDATE SET uses = oauth_exchanges.uses + 1, "
+    "expires_at = MAX(oauth_exchanges.expires_at, excluded.expires_at) "
+    "WHERE oauth_exchanges.uses < ? RETURNING uses"
+)
+
+
 class _Exhausted(Exception):
     """Unwinds a reservation transaction (rolling it back) when one counter would pass its limit."""
 
@@ -150,6 +159,14 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore, SQLiteForwarderStore, SQLi
             (tenant, jti, *token_ids),
         )
         return bool(rows)
+
+    async def count_exchange(
+        self, tenant: str, jti: str, *, limit: int, expires_at: float, now: float
+    ) -> int | None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM oauth_exchanges WHERE expires_at < ?", (now,))
+            row = conn.execute(_COUNT_EXCHANGE, (tenant, jti, expires_at, limit)).fetchone()
+        return row[0] if row else None
 
     async def list_revocations(self, tenant: str | None = None) -> list[Revocation]:
         sql = "SELECT tenant, kind, value, reason, revoked_at, revoked_by FROM revocations"

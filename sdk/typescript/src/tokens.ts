@@ -420,15 +420,20 @@ export interface AttenuateOptions {
   prompt?: string;
   /** Bind an unbound token to one agent id. */
   agent?: string;
+  /** MCP: only these prompts; only resources whose URI starts with one of these prefixes; only these
+   * tool servers (`/v1/mcp/<name>`, `default` for `/v1/mcp`). Each intersects with earlier ones. */
+  prompts?: string[];
+  resources?: string[];
+  servers?: string[];
   /** Raw caveat strings, appended last. */
   caveats?: string[];
 }
 
 /**
  * A narrower token for a sub-agent, made offline (no key, no network). Caveats are appended in the
- * Python SDK's order (agent, tools, not_before, expires, max_calls, max_cost, prompt, args, caveats) and
- * each is checked against the gateway's grammar first, so a typo throws here instead of producing a
- * token the gateway would refuse.
+ * Python SDK's order (agent, tools, prompts, resources, servers, not_before, expires, max_calls, max_cost,
+ * prompt, args, caveats) and each is checked against the gateway's grammar first, so a typo throws here
+ * instead of producing a token the gateway would refuse.
  */
 export function attenuate(token: string, options: AttenuateOptions): string {
   const m = decode(token);
@@ -446,6 +451,14 @@ export function attenuate(token: string, options: AttenuateOptions): string {
       throw new Error(`invalid tool name '${badTool}' (1-128 characters, no whitespace or comma)`);
     }
     added.push(`tools = ${tools.join(",")}`);
+  }
+  for (const key of ["prompts", "resources", "servers"] as const) {
+    const names = options[key];
+    if (names === undefined) continue;
+    if (!Array.isArray(names) || names.length === 0 || !names.every((n) => typeof n === "string")) {
+      throw new Error(`${key} must be a non-empty array of strings`);
+    }
+    added.push(`${key} = ${names.join(",")}`); // checked against the grammar below
   }
   if (options.notBefore !== undefined) added.push(`not_before > ${formatTime(options.notBefore)}`);
   if (options.expires !== undefined) added.push(`expires < ${formatTime(options.expires)}`);

@@ -63,10 +63,14 @@ class TokenExchangeServiceServicer:
     def ExchangeToken(self, request, context):
         """`grant_type=urn:ietf:params:oauth:grant-type:token-exchange`, `subject_token=<JWT>`,
         `subject_token_type=urn:ietf:params:oauth:token-type:access_token`, optional `scope` (the tools
-        wanted, space-separated; never more than allowed), optional `requested_token_type` (access_token).
+        wanted, space-separated; never more than allowed), optional `requested_token_type` (access_token),
+        optional `resource` / `audience` (the MCP servers the token is for; one the tenant does not serve:
+        invalid_target), optional `actor_token` + `actor_token_type` (delegation: verified like the
+        subject, same tenant; the token is no wider than both and the audit event records the actor).
         Errors are INVALID_ARGUMENT (HTTP 400) whose ErrorInfo metadata `error` holds the RFC 6749 error
         code (invalid_request, unsupported_grant_type, invalid_grant, invalid_scope, invalid_target);
-        UNAVAILABLE when the issuer's signing keys cannot be fetched. Role: none (public).
+        UNAVAILABLE when the issuer's signing keys cannot be fetched. Role: none (public). Through the
+        gateway, Envoy rewrites errors into RFC 6749 §5.2 bodies (`{"error", "error_description"}`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -92,3 +92,16 @@ test("formatTime writes RFC 3339 UTC as the Python SDK does", () => {
   const soon = Date.parse(formatTime(60));
   assert.ok(Math.abs(soon - Date.now() - 60_000) < 5_000);
 });
+
+test("attenuate writes the MCP prompts, resources and servers caveats as the Python SDK does", () => {
+  const out = attenuate(root, { prompts: ["summary"], resources: ["file:///public/"], servers: ["billing"] });
+  assert.deepEqual(inspect(out).caveats, [
+    "prompts = summary",
+    "resources = file:///public/",
+    "servers = billing",
+  ]);
+  assert.deepEqual(inspect(out).problems, []);
+  assert.throws(() => attenuate(root, { servers: ["Billing"] }), /invalid servers item/);
+  assert.throws(() => attenuate(root, { prompts: [] }), /non-empty/);
+  assert.throws(() => attenuate(root, { resources: ["a b"] }), /invalid resources item/);
+});
