@@ -1,6 +1,6 @@
 """A get or read of a prompt or resource is decided like that item's list entry (authz.check.listing):
-whatever a list withholds from a caller, ``prompts/get``, ``resources/read``, ``resources/subscribe`` and
-``completion/complete`` of it are denied.
+whatever a list withholds from a caller, ``prompts/get``, ``resources/read``, ``resources/subscribe``,
+``resources/unsubscribe`` and ``completion/complete`` of it are denied.
 
 Real parts: SQLite tenant snapshot, real macaroons, Rego policies, the pipeline and the wire layer."""
 
@@ -48,6 +48,7 @@ def test_the_wire_names_the_item_of_each_read_method():
         ("prompts/get", {"name": "secret-plan", "arguments": {}}, ("prompt", "secret-plan")),
         ("resources/read", {"uri": "file:///hr/pay.csv"}, ("resource", "file:///hr/pay.csv")),
         ("resources/subscribe", {"uri": "file:///hr/pay.csv"}, ("resource", "file:///hr/pay.csv")),
+        ("resources/unsubscribe", {"uri": "file:///hr/pay.csv"}, ("resource", "file:///hr/pay.csv")),
         (
             "completion/complete",
             {"ref": {"type": "ref/prompt", "name": "secret-plan"}, "argument": {"name": "a", "value": ""}},
@@ -74,6 +75,7 @@ def test_the_wire_names_the_item_of_each_read_method():
         ("prompts/get", {"name": 7}),
         ("resources/read", {"uri": ""}),
         ("resources/subscribe", {}),
+        ("resources/unsubscribe", {"uri": 3}),
         ("completion/complete", {"ref": {"type": "ref/other", "name": "x"}}),
         ("completion/complete", {"ref": {"type": "ref/prompt"}}),
     ],
@@ -86,7 +88,12 @@ def test_a_read_that_does_not_name_its_item_is_invalid_params_never_forwarded(me
 
 
 def test_item_of_covers_exactly_the_read_methods():
-    assert set(ITEM_METHODS) == {"prompts/get", "resources/read", "resources/subscribe"}
+    assert set(ITEM_METHODS) == {
+        "prompts/get",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+    }
     assert item_of("prompts/list", {}) is None and item_of("tools/call", {"name": "x"}) is None
 
 
@@ -101,6 +108,8 @@ async def test_what_the_list_withholds_a_get_or_read_denies_and_what_it_shows_pa
         ("resources/read", "resource", "file:///public/a.txt"),
         ("resources/read", "resource", "file:///hr/pay.csv"),
         ("resources/subscribe", "resource", "file:///hr/pay.csv"),
+        ("resources/unsubscribe", "resource", "file:///hr/pay.csv"),
+        ("resources/unsubscribe", "resource", "file:///public/a.txt"),
         ("completion/complete", "resource_template", "file:///public/{p}"),
         ("completion/complete", "resource_template", "db://{t}"),
     ]
