@@ -9,7 +9,6 @@ they are missing from the lists, and ``prompts/get``, ``resources/read``, ``reso
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,9 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from authz.local.stack import StackPorts, spawn, stop_process
 from authz.token import attenuate
-from tests.e2e.test_server_everything import _server_everything, wait_http_any
-from tests.integration.conftest import Gateway, start_gateway
+from tests.e2e.test_server_everything import everything_gateway
+from tests.integration.conftest import Gateway
 
 HIDDEN_PROMPT = "args-prompt"
 HIDDEN_RESOURCE = "demo://resource/static/document/architecture.md"
@@ -47,30 +45,8 @@ decision := {{"allow": true, "reason": "resource shown"}} if {{
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    entry = _server_everything()
-    workdir = tmp_path_factory.mktemp("items")
-    (workdir / "items.rego").write_text(ITEMS_POLICY)
-    tenants = workdir / "tenants.yaml"
-    tenants.write_text(
-        f'tenants:\n  ev:\n    intent:\n      mode: "off"\n    policy: {workdir / "items.rego"}\n'
-    )
-    ports = StackPorts.free()
-    node = spawn(
-        [shutil.which("node") or "node", str(entry), "streamableHttp"],
-        env={"PORT": str(ports.upstream)},
-        log=workdir / "server-everything.log",
-    )
-    try:
-        wait_http_any(f"http://127.0.0.1:{ports.upstream}/mcp", node)
-        stack, gw = start_gateway(
-            workdir, ports=ports, start_upstream=False, env={"TESSERA_TENANTS_FILE": str(tenants)}
-        )
-        try:
-            yield gw
-        finally:
-            stack.stop()
-    finally:
-        stop_process(node)
+    with everything_gateway(tmp_path_factory.mktemp("items"), ITEMS_POLICY) as gw:
+        yield gw
 
 
 def _session(gw: Gateway, token: str):

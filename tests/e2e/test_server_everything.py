@@ -8,6 +8,7 @@ The npm package is installed once into a cache directory (`TESSERA_NPM_CACHE`, d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -40,14 +41,15 @@ def _server_everything() -> Path:
     return entry
 
 
-@pytest.fixture(scope="module")
-def everything(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@contextlib.contextmanager
+def everything_gateway(workdir: Path, policy_source: str) -> Iterator[Gateway]:
+    """server-everything as the upstream of a full stack whose tenant ``ev`` runs ``policy_source``
+    (intent off); both stop when the block ends."""
     entry = _server_everything()
-    workdir = tmp_path_factory.mktemp("everything")
-    (workdir / "allow.rego").write_text(ALLOW_ALL)
+    (workdir / "ev.rego").write_text(policy_source)
     tenants = workdir / "tenants.yaml"
     tenants.write_text(
-        f'tenants:\n  ev:\n    intent:\n      mode: "off"\n    policy: {workdir / "allow.rego"}\n'
+        f'tenants:\n  ev:\n    intent:\n      mode: "off"\n    policy: {workdir / "ev.rego"}\n'
     )
     ports = StackPorts.free()
     node = spawn(
@@ -67,6 +69,12 @@ def everything(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             stack.stop()
     finally:
         stop_process(node)
+
+
+@pytest.fixture(scope="module")
+def everything(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with everything_gateway(tmp_path_factory.mktemp("everything"), ALLOW_ALL) as gw:
+        yield gw
 
 
 def wait_http_any(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
