@@ -97,10 +97,6 @@ class WorkerSupervisor:
         for index in range(self._count):
             self._spawn(index)
 
-    @property
-    def pids(self) -> list[int | None]:
-        return [proc.pid if proc is not None else None for proc in self._procs]
-
     def poll(self) -> None:
         """Restart every worker that exited (unless stopping); call it periodically. A worker that died
         within :data:`_HEALTHY_AFTER_S` of its start waits a back-off (0.5 s, doubling up to

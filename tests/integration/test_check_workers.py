@@ -1,4 +1,5 @@
-"""TESSERA_CHECK_WORKERS=2: two real check processes share one port (SO_REUSEPORT) and one SQLite file.
+"""TESSERA_CHECK_WORKERS=2: two real check processes share one port (SO_REUSEPORT) and one store: one
+SQLite file (one writer lock) or one PostgreSQL database (the chain-head row lock).
 
 Both answer checks (each one's own /metrics counts decisions), the tenant's audit chain verifies across
 their interleaved appends, and SIGKILL of one worker under load loses no decision a client was answered:
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
@@ -28,6 +30,9 @@ from authz.local.stack import child_pids, free_port, free_port_run, spawn, stop_
 from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
+from tests.pg import pg_fixtures
+
+pg_cluster, pg_url = pg_fixtures()
 
 ROOT = Path(__file__).resolve().parents[2]
 MASTER = "workers-test-master-key-0123456789abcdef0123"
@@ -121,7 +126,13 @@ def _wait_answers(agents: _Agents, more_than: int, timeout: float = 60.0) -> Non
         time.sleep(0.05)
 
 
-async def test_two_workers_share_the_port_chain_verifies_and_a_killed_worker_loses_nothing(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_two_workers_share_the_port_chain_verifies_and_a_killed_worker_loses_nothing(
+    tmp_path, request, backend
+):
+    database_url = (
+        f"sqlite:///{tmp_path / 'tessera.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    )
     tenants = tmp_path / "tenants.yaml"
     tenants.write_text(
         'tenants:\n  acme:\n    intent: {mode: "off"}\n'
@@ -135,6 +146,7 @@ async def test_two_workers_share_the_port_chain_verifies_and_a_killed_worker_los
         "TESSERA_CHECK_PORT": str(check_port),
         "TESSERA_METRICS_PORT": str(metrics),
         "TESSERA_CHECK_WORKERS": str(WORKERS),
+        "TESSERA_DATABASE_URL": database_url,
     }
     supervisor = spawn([sys.executable, "-m", "authz.cli", "serve"], env=env, log=tmp_path / "serve.log")
     agents = None
@@ -191,7 +203,7 @@ async def test_two_workers_share_the_port_chain_verifies_and_a_killed_worker_los
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", metrics + index))
 
-    store = open_store(f"sqlite:///{tmp_path / 'tessera.db'}")
+    store = open_store(database_url)
     try:
         result = await verify_chain(store, "acme")
         assert result.ok, result.summary()

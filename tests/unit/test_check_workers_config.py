@@ -39,3 +39,34 @@ def test_only_workers_bind_with_so_reuseport():
     # A single check process must fail to start on a port already in use, not share it silently.
     assert dict(grpc_server_options())["grpc.so_reuseport"] == 0
     assert dict(grpc_server_options(reuse_port=True))["grpc.so_reuseport"] == 1
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_a_growing_back_off(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    from authz.server import workers
+
+    cfg = config.load(BASE | {"TESSERA_VAR_DIR": str(tmp_path), "TESSERA_CHECK_WORKERS": "2"})
+    supervisor = workers.WorkerSupervisor(cfg, {}, 1)
+    spawned: list[float] = []
+
+    def spawn_failing(index: int) -> None:  # a real process that exits at once, as a broken worker would
+        supervisor._procs[index] = subprocess.Popen([sys.executable, "-S", "-c", "raise SystemExit(3)"])
+        supervisor._started[index] = time.monotonic()
+        spawned.append(time.monotonic())
+
+    monkeypatch.setattr(supervisor, "_spawn", spawn_failing)
+    supervisor.start()
+    deadline = time.monotonic() + 30.0  # bounded; under no load three starts take about 1.6 s
+    while len(spawned) < 3 and time.monotonic() < deadline:
+        supervisor.poll()
+        time.sleep(0.02)
+    supervisor.stop()
+    assert len(spawned) == 3, spawned
+    # Each restart waited at least its back-off, and the back-off doubled (0.5 s, then 1 s): without
+    # it the supervisor would restart every 20 ms poll.
+    first, second = spawned[1] - spawned[0], spawned[2] - spawned[1]
+    assert first >= 0.5 and second >= 1.0, (first, second)
+    assert supervisor.restarts == 2
