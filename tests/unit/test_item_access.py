@@ -12,6 +12,7 @@ from authz.check import Check
 from authz.check.listing import ITEM_METHODS, item_of
 from authz.check.models import CheckInput
 from authz.server import wire
+from authz.token import attenuate
 from tests.unit.test_listing import context, token
 from tests.unit.test_listing_kinds import KINDS_POLICY
 from tests.unit.test_pipeline import make_pipeline
@@ -167,3 +168,23 @@ def test_the_audit_event_of_a_read_names_its_item():
     event = event_from_decision(replace(decision, item="secret-plan"), time_ms=1)
     assert event["tessera"]["item"] == "secret-plan" and event["tessera"]["rpc_method"] == "prompts/get"
     assert "item" not in event_from_decision(decision, time_ms=1)["tessera"]
+
+
+async def test_the_scope_a_denied_read_lacks_names_the_caveat_that_would_admit_it(tmp_path):
+    """OAuth mode's insufficient_scope 403 (authz.server.wire.missing_scope): ``prompts:<name>`` and
+    ``resources:<uri>`` for an item outside the token's caveats, nothing for other denials."""
+    pipeline, _ = await make_pipeline(tmp_path, policy=KINDS_POLICY)
+    tok = attenuate(token(), ["prompts = summary", "resources = file:///public/"])
+    verified = pipeline.authenticator.authenticate(tok)
+    for method, params, scope in [
+        ("prompts/get", {"name": "secret-plan"}, "prompts:secret-plan"),
+        ("resources/read", {"uri": "file:///hr/pay.csv"}, "resources:file:///hr/pay.csv"),
+        ("resources/unsubscribe", {"uri": "file:///hr/pay.csv"}, "resources:file:///hr/pay.csv"),
+        ("prompts/get", {"name": "summary"}, None),  # admitted by the caveats: no scope is missing
+    ]:
+        messages = wire.parse_request(request(rpc(method, params)), deadline=None).messages
+        inp = messages[0].input
+        decision = await pipeline.check(read(tok, method, inp.item_kind, inp.item))
+        if scope is not None:
+            assert not decision.allowed and decision.check is Check.CAPABILITY, method
+        assert wire.missing_scope(decision, verified, messages) == scope, (method, params)
