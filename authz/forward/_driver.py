@@ -204,6 +204,10 @@ class Forwarder:
             batch = await self._read(tenant, cursor.seq + 1, cursor.seq + self.settings.batch_size)
             if not batch:
                 return
+            # Let the other sinks of the process take their turn between batches: a sink that never
+            # waits on I/O (a file, a notifier with nothing to post) would otherwise drain a whole
+            # backlog at once, starving the others and running past what the shared cache holds.
+            await asyncio.sleep(0)
             outcome, attempts = await self._deliver(batch)
             await self._renew()
             now = self._clock()

@@ -154,8 +154,16 @@ def cmd_forward_run(args: argparse.Namespace) -> int:
         try:
             if args.once:
                 await supervisor.reconcile()
-                for forwarder in supervisor.forwarders:
-                    await forwarder.pass_once()
+                # All sinks at once, as the running loops do: they read the chain together, so each
+                # event is read and prepared once for all of them (the shared cache).
+                passes = [forwarder.pass_once() for forwarder in supervisor.forwarders]
+                failed = [
+                    r
+                    for r in await asyncio.gather(*passes, return_exceptions=True)
+                    if isinstance(r, Exception)
+                ]
+                if failed:
+                    raise failed[0]
                 return
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
