@@ -66,6 +66,9 @@ ITEM_METHODS: Mapping[str, tuple[str, str]] = {
     "prompts/get": ("prompt", "name"),
     "resources/read": ("resource", "uri"),
     "resources/subscribe": ("resource", "uri"),
+    # Decided like a subscribe so a caller can never probe, through the answer to an unsubscribe, a
+    # resource it may not see.
+    "resources/unsubscribe": ("resource", "uri"),
 }
 _COMPLETION_REFS = {"ref/prompt": ("prompt", "name"), "ref/resource": ("resource_template", "uri")}
 

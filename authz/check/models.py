@@ -85,7 +85,7 @@ class CheckInput:
     #: The MCP tool server the request goes to, when one listener fronts several (``/v1/mcp/<server>``,
     #: Envoy route context_extensions); None for the default endpoint.
     server: str | None = None
-    #: What a ``prompts/get``, ``resources/read``, ``resources/subscribe`` or ``completion/complete``
+    #: What a ``prompts/get``, ``resources/read``, ``resources/(un)subscribe`` or ``completion/complete``
     #: names: ``item_kind`` is ``prompt``, ``resource`` or ``resource_template`` (the list phase's
     #: ``input.kind``) and ``item`` the prompt's name or the resource's URI (template). Such a request is
     #: decided like the list entry of that item (:mod:`authz.check.listing`); None for other messages.

@@ -475,7 +475,7 @@ class Pipeline:
         return None
 
     async def _item_access(self, state: CallState) -> Decision | None:
-        """A ``prompts/get``, ``resources/read``, ``resources/subscribe`` or ``completion/complete``:
+        """A ``prompts/get``, ``resources/read``, ``resources/(un)subscribe`` or ``completion/complete``:
         allowed exactly when the item would be listed to this caller (the same list-phase input, see
         :meth:`ListFilter.item_verdict`), except that ``escalate`` denies: a read cannot wait for an
         approval, which is bound to a tool call."""

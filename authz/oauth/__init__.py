@@ -35,7 +35,14 @@ bounded by its claims and by the issuer's ``exchange`` allowance; the admin serv
 wider than both tokens, the actor recorded).
 """
 
-from ._exchange import ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, ExchangedToken, TokenExchange
+from ._exchange import (
+    ACCESS_TOKEN_TYPE,
+    JWT_TOKEN_TYPE,
+    REPEATABLE_PARAMETERS,
+    TOKEN_EXCHANGE_GRANT,
+    ExchangedToken,
+    TokenExchange,
+)
 from ._jwt import (
     ExchangeAllowance,
     JwksCache,
@@ -48,6 +55,7 @@ from ._jwt import (
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "JWT_TOKEN_TYPE",
+    "REPEATABLE_PARAMETERS",
     "TOKEN_EXCHANGE_GRANT",
     "ExchangeAllowance",
     "ExchangedToken",

@@ -15,11 +15,13 @@ the issuer's :class:`~authz.oauth.ExchangeAllowance` allow:
 
 RFC 8693 parameters beyond the subject token:
 
-* ``resource`` (an absolute URI, RFC 8707) and ``audience`` (a server name or such a URI) bind the
-  token to the MCP servers named: the issuer's ``audience`` (this gateway's ``/v1/mcp``, server
+* ``resource`` (an absolute URI, RFC 8707) and ``audience`` (a server name or such a URI), each of
+  which may be given several times (RFC 8693 §2.1), bind the token to the union of the MCP servers
+  named: the issuer's ``audience`` (this gateway's ``/v1/mcp``, server
   ``default``) or ``<audience>/<name>`` for a name in the allowance's ``servers`` (``/v1/mcp/<name>``),
-  through a ``servers`` caveat, enforced on every call. Anything the tenant does not serve is refused
-  with ``invalid_target``. The servers bound are also in :attr:`ExchangedToken.servers` (audited).
+  through a ``servers`` caveat, enforced on every call. If any one of them names something the tenant
+  does not serve, the request is refused with ``invalid_target``. The servers bound are also in
+  :attr:`ExchangedToken.servers` (audited).
 * ``actor_token`` / ``actor_token_type`` (delegation): the actor's JWT is verified exactly like the
   subject's and must act in the same tenant; the issued token is no wider than both (tools
   intersected, the earlier expiry, the tighter budgets) and :attr:`ExchangedToken.actor` records who
@@ -59,6 +61,9 @@ from authz.token import (
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+#: The token request parameters that may be given several times (RFC 8693 §2.1); the form parser hands
+#: them over as a tuple of values, every other parameter as one string.
+REPEATABLE_PARAMETERS = frozenset({"resource", "audience"})
 #: The token types a subject or actor token may be (RFC 8693 §3): a JWT access token either way.
 _JWT_TYPES = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
 
@@ -102,8 +107,9 @@ class TokenExchange:
         self._auth = authenticator
         self._keyring = keyring
 
-    def exchange(self, form: Mapping[str, str], *, now: datetime) -> ExchangedToken:
-        """``form``: the token request's parameters (each once). Raises InvalidArgument (with the RFC
+    def exchange(self, form: Mapping[str, str | tuple[str, ...]], *, now: datetime) -> ExchangedToken:
+        """``form``: the token request's parameters (each once, but :data:`REPEATABLE_PARAMETERS` a
+        string or a tuple of strings). Raises InvalidArgument (with the RFC
         6749 error code in ``metadata["error"]``) or DependencyError; never returns a wider token."""
         grant = form.get("grant_type")
         if grant != TOKEN_EXCHANGE_GRANT:
@@ -198,7 +204,7 @@ class TokenExchange:
         return issuer, token
 
 
-def _token_type(form: Mapping[str, str], name: str) -> None:
+def _token_type(form: Mapping[str, Any], name: str) -> None:
     if form.get(name) not in _JWT_TYPES:
         raise _refuse(
             "invalid_request",
@@ -206,26 +212,33 @@ def _token_type(form: Mapping[str, str], name: str) -> None:
         )
 
 
+def _values(form: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    """Every value of a repeatable parameter (() when absent)."""
+    value = form.get(name)
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def _bound_servers(
-    form: Mapping[str, str], audience: str, servers: tuple[str, ...] | None
+    form: Mapping[str, Any], audience: str, servers: tuple[str, ...] | None
 ) -> tuple[str, ...] | None:
-    """The servers ``resource`` and ``audience`` name (each given at most once), or None when neither
-    is given. ``audience`` is the issuer's: this gateway's ``/v1/mcp`` (server ``default``); the tenant
-    also serves ``<audience>/<name>`` for each name in ``servers``."""
+    """The union of the servers every ``resource`` and ``audience`` names, or None when neither is
+    given; one that names nothing the tenant serves refuses the whole request. ``audience`` is the
+    issuer's: this gateway's ``/v1/mcp`` (server ``default``); the tenant also serves
+    ``<audience>/<name>`` for each name in ``servers``."""
     base = audience.rstrip("/")
     served = {DEFAULT_SERVER: base} | {name: f"{base}/{name}" for name in servers or ()}
     by_url = {url: name for name, url in served.items()}
     bound: list[str] = []
-    resource = form.get("resource")
-    if resource is not None:
+    for resource in _values(form, "resource"):
         url = urlsplit(resource)
         if not url.scheme or not url.netloc or url.fragment or "#" in resource:
             raise _refuse("invalid_target", "resource must be an absolute URI without a fragment (RFC 8707)")
         if resource.rstrip("/") not in by_url:
             raise _refuse("invalid_target", f"this tenant serves no resource {resource!r}")
         bound.append(by_url[resource.rstrip("/")])
-    target = form.get("audience")
-    if target is not None:
+    for target in _values(form, "audience"):
         name = target if target in served else by_url.get(target.rstrip("/"))
         if name is None:
             raise _refuse("invalid_target", f"this tenant serves no audience {target!r}")

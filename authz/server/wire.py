@@ -10,6 +10,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from authz.check.models import Check, CheckInput, Code, Decision, Outcome, new_d
 from authz.config import BodyLimitsConfig
 from authz.receipts import HEADER as RECEIPT_HEADER
 from authz.server import body as body_limits
+from authz.token import AuthenticatedToken, item_violation
 
 TESSERA_HEADER_PREFIX = "x-tessera-"
 DECISION_HEADER = "x-tessera-decision-id"
@@ -475,25 +477,45 @@ def unauthenticated(
 def insufficient_scope(
     parsed: ParsedRequest, denial: Decision, authenticator: Any
 ) -> external_auth_pb2.CheckResponse | None:
-    """OAuth mode: a verified token denied because the tool is outside its tools is HTTP 403 with
-    ``WWW-Authenticate: Bearer error="insufficient_scope", scope="<tool>"`` (RFC 6750 §3.1), so an OAuth
-    client can ask for that scope; None for any other denial (the JSON-RPC contract applies)."""
-    if denial.check is not Check.CAPABILITY or denial.tool is None or not parsed.messages:
+    """OAuth mode: a verified token denied because the tool, prompt or resource is outside its caveats
+    is HTTP 403 with ``WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`` (RFC 6750
+    §3.1), so an OAuth client can ask for that scope; None for any other denial (the JSON-RPC contract
+    applies). See :func:`missing_scope` for the scope named."""
+    if denial.check is not Check.CAPABILITY or not parsed.messages:
         return None
     token = authenticator.authenticate(parsed.messages[0].input.token or "")
-    tools = getattr(token, "tools", None)
-    if tools is None or denial.tool in tools:
+    scope = missing_scope(denial, token, parsed.messages)
+    if scope is None:
         return None
-    challenge = (
-        f'Bearer error="insufficient_scope", scope="{denial.tool}", '
-        f'resource_metadata="{parsed.resource_metadata}"'
-    )
+    # An item name that cannot be written as a scope token (RFC 6750 §3: no space, quote or backslash,
+    # printable ASCII only) is left out of the header rather than echoed into it; still a 403.
+    named = f'scope="{scope}", ' if _SCOPE_TOKEN.fullmatch(scope) else ""
+    challenge = f'Bearer error="insufficient_scope", {named}resource_metadata="{parsed.resource_metadata}"'
     request_id = next((m.request_id for m in parsed.messages if not m.is_notification), None)
     reply = denied_response(
         403, {"jsonrpc": "2.0", "id": request_id, "error": decision_error(denial)}, denial.decision_id
     )
     reply.denied_response.headers.append(_header("www-authenticate", challenge))
     return reply
+
+
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+def missing_scope(denial: Decision, token: Any, messages: Sequence[Message]) -> str | None:
+    """The scope a verified ``token`` lacks for ``denial``, None when the denial is not about one: the
+    tool's name for a tool outside its ``tools`` caveats; ``prompts:<name>`` / ``resources:<uri>`` for
+    a prompt or resource (template) outside its ``prompts`` / ``resources`` caveats (the caveat that
+    would admit it)."""
+    if denial.tool is not None:
+        tools = getattr(token, "tools", None)
+        return denial.tool if tools is not None and denial.tool not in tools else None
+    if denial.item is None or not isinstance(token, AuthenticatedToken):
+        return None
+    kind = next((m.input.item_kind for m in messages if m.input.item == denial.item), None)
+    if kind is None or item_violation(token.prompts, token.resources, kind, denial.item) is None:
+        return None
+    return f"{'prompts' if kind == 'prompt' else 'resources'}:{denial.item}"
 
 
 def stream_denial(denial: Decision, error: dict[str, Any]) -> external_auth_pb2.CheckResponse:

@@ -117,7 +117,7 @@ class PromptsCaveat:
 
 @dataclass(frozen=True, slots=True)
 class ResourcesCaveat:
-    """``resources = p,q``: a resource read, subscribed, completed or listed must have a URI (a template
+    """``resources = p,q``: a resource read, (un)subscribed, completed or listed must have a URI (a template
     its ``uriTemplate``) that starts with one of these prefixes; several resources caveats must all hold."""
 
     raw: str

@@ -2,8 +2,8 @@
 
 Upstream: the official reference server `@modelcontextprotocol/server-everything` (real prompts and
 resources); client: the official Python `mcp` SDK. The tenant's policy hides one prompt and one resource:
-they are missing from the lists, and ``prompts/get``, ``resources/read`` and ``resources/subscribe`` of
-them are denied (-32012, audited) while the listed ones work.
+they are missing from the lists, and ``prompts/get``, ``resources/read``, ``resources/subscribe`` and
+``resources/unsubscribe`` of them are denied (-32012, audited) while the listed ones work.
 """
 
 from __future__ import annotations
@@ -76,11 +76,12 @@ async def test_a_hidden_resource_is_not_listed_and_its_read_and_subscribe_are_de
         assert SHOWN_RESOURCE in uris and HIDDEN_RESOURCE not in uris
         contents = (await session.read_resource(SHOWN_RESOURCE)).contents
         assert contents and contents[0].text
-        for attempt in (session.read_resource, session.subscribe_resource):
+        for attempt in (session.read_resource, session.subscribe_resource, session.unsubscribe_resource):
             with pytest.raises(MCPError) as denied:
                 await attempt(HIDDEN_RESOURCE)
             assert denied.value.error.code == -32012, attempt
         await session.subscribe_resource(SHOWN_RESOURCE)
+        await session.unsubscribe_resource(SHOWN_RESOURCE)
 
 
 def test_a_denied_read_is_audited_with_its_item(items: Gateway):

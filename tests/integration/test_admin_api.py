@@ -303,6 +303,22 @@ CASES = [
         reason="NO_TOOLS_URL",
     ),
     Case(
+        "intent settings of a server the tenant lacks",
+        "IntentService/GetIntentSettings",
+        {"tenant": "cases", "server": "payroll"},
+        C.NOT_FOUND,
+        404,
+        reason="SERVER_NOT_FOUND",
+    ),
+    Case(
+        "refresh of a server the tenant lacks",
+        "IntentService/RefreshIntentCatalog",
+        {"tenant": "cases", "server": "payroll"},
+        C.NOT_FOUND,
+        404,
+        reason="SERVER_NOT_FOUND",
+    ),
+    Case(
         "create a sink",
         "ForwarderConfigService/CreateSink",
         lambda e, t: {

@@ -237,6 +237,31 @@ def test_a_resource_binds_the_exchange_to_a_served_server_and_is_audited(gw, aut
     assert "result" in allowed, allowed
 
 
+def test_repeated_resources_bind_the_union_and_one_unserved_refuses_the_request(gw, authorization_server):
+    """RFC 8693 §2.1: ``resource`` and ``audience`` may repeat; the token is bound to every server named,
+    and one the tenant does not serve refuses the whole request (invalid_target)."""
+    resource = f"{gw.url}/v1/mcp"
+    with _client("127.0.0.19") as http:
+        subject = authorization_server.issue(AGENT, resource=resource)
+        both = http.post(
+            f"{gw.url}/v1/oauth/token",
+            data=_form(subject) | {"resource": [resource, f"{resource}/billing"], "audience": ["billing"]},
+        )
+        assert both.status_code == 200, both.text
+        assert _exchange_events(gw)[-1]["tessera"]["details"]["servers"] == ["default", "billing"]
+        # Bound to default and billing: the main endpoint still serves it.
+        allowed = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=both.json()["access_token"])
+        assert "result" in allowed.json(), allowed.text
+        subject = authorization_server.issue(AGENT, resource=resource)
+        one_unserved = http.post(
+            f"{gw.url}/v1/oauth/token",
+            data=_form(subject) | {"resource": [f"{resource}/billing", f"{resource}/payroll"]},
+        )
+    assert one_unserved.status_code == 400, one_unserved.text
+    assert one_unserved.json()["error"] == "invalid_target"
+    assert "payroll" in one_unserved.json()["error_description"]
+
+
 def test_an_actor_token_delegates_no_wider_than_both_and_is_recorded(gw, authorization_server):
     resource = f"{gw.url}/v1/mcp"
     subject = authorization_server.issue(AGENT, resource=resource)

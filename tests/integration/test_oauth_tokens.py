@@ -16,6 +16,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from authz.token import attenuate
 from tests.integration.conftest import Gateway, rpc_error, start_gateway
 from tests.oauth_issuer import StandInIssuer
 
@@ -116,6 +117,36 @@ def test_macaroons_work_beside_access_tokens(oauth_tokens_gateway):
     assert (
         "result" in oauth_tokens_gateway.call("read_invoice", {"invoice_id": "INV-1001"}, token=token).json()
     )
+
+
+def test_a_prompt_or_resource_outside_the_token_gets_the_insufficient_scope_403(oauth_tokens_gateway):
+    """Like a tool outside ``tools``: a prompt outside ``prompts`` or a resource outside ``resources`` is
+    HTTP 403 naming the scope the token lacks; what the caveats admit still reaches the server."""
+    gw = oauth_tokens_gateway
+    token = attenuate(gw.token(), ["prompts = summary", "resources = file:///public/"])
+    cases = [
+        ("prompts/get", {"name": "secret-plan"}, "prompts:secret-plan"),
+        ("resources/read", {"uri": "file:///hr/pay.csv"}, "resources:file:///hr/pay.csv"),
+        ("resources/subscribe", {"uri": "file:///hr/pay.csv"}, "resources:file:///hr/pay.csv"),
+    ]
+    for method, params, scope in cases:
+        denied = gw.mcp({"jsonrpc": "2.0", "id": 5, "method": method, "params": params}, token)
+        assert denied.status_code == 403, (method, denied.status_code, denied.text)
+        assert denied.json()["error"]["code"] == -32010 and denied.json()["id"] == 5
+        challenge = denied.headers["www-authenticate"]
+        assert challenge.startswith(f'Bearer error="insufficient_scope", scope="{scope}", resource_metadata=')
+    # A URI that cannot be written as a scope token is not echoed into the header; still a 403.
+    quoted = gw.mcp(
+        {"jsonrpc": "2.0", "id": 6, "method": "resources/read", "params": {"uri": 'file:///x" y'}}, token
+    )
+    assert quoted.status_code == 403 and "scope=" not in quoted.headers["www-authenticate"]
+    for method, params in [
+        ("prompts/get", {"name": "summary"}),
+        ("resources/read", {"uri": "file:///public/a"}),
+    ]:
+        admitted = gw.mcp({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}, token)
+        assert admitted.status_code == 200 and "www-authenticate" not in admitted.headers, method
+        assert admitted.json().get("error", {}).get("code") != -32010, method
 
 
 def test_a_budget_claim_limits_the_calls_of_its_token(oauth_tokens_gateway, issuer):

@@ -201,3 +201,72 @@ async def test_roles_viewer_reads_operator_refreshes_admin_changes(admin, loopba
         stub.GetIntentSettings(pb.GetIntentSettingsRequest(tenant="acme"), metadata=auth(viewer))
     )
     assert code is grpc.StatusCode.PERMISSION_DENIED  # another tenant's settings
+
+
+async def test_a_servers_catalog_is_shown_and_refreshed_on_its_own_and_audited(
+    admin,  # noqa: F811
+    loopback_allowed,
+    upstream,  # noqa: F811
+):
+    """Catalogs are per (tenant, server): ``server`` names the tool server whose catalog Get shows and
+    Refresh fetches from that server's own tools_url, leaving the main endpoint's alone."""
+    tenant = "servers-co"
+    billing = {"catalog": {}, "tools_url": upstream}
+    await admin.store.put_tenant(tenant, TenantSettings(server_catalogs={"billing": billing}))
+    stub = pb_grpc.IntentServiceStub(admin.channel)
+
+    def get(server: str = ""):
+        return stub.GetIntentSettings(
+            pb.GetIntentSettingsRequest(tenant=tenant, server=server), metadata=auth(ROOT)
+        )
+
+    def refresh(server: str = ""):
+        return stub.RefreshIntentCatalog(
+            pb.RefreshIntentCatalogRequest(tenant=tenant, server=server), metadata=auth(ROOT)
+        )
+
+    before = await get("billing")
+    assert before.settings.tools_url == upstream and not before.catalog.fetched
+    assert (await get()).settings.tools_url == ""  # the main endpoint has none
+
+    refreshed = await refresh("billing")
+    assert refreshed.outcome == "updated" and refreshed.catalog.fetched
+    assert set(refreshed.catalog.catalog_tools) == DEMO_TOOLS and refreshed.catalog.upstream_tools == 4
+    stored = await admin.store.get_tenant(tenant)
+    assert {t["name"] for t in stored.server_catalogs["billing"]["upstream_tools"]} == DEMO_TOOLS
+    assert stored.upstream_tools is None  # the main endpoint's list is untouched
+    shown = await get("billing")
+    assert shown.catalog.fetched and set(shown.catalog.catalog_tools) == DEMO_TOOLS
+    main = await get("default")
+    assert not main.catalog.fetched and list(main.catalog.catalog_tools) == []
+    assert (await refresh("billing")).outcome == "unchanged"
+
+    # the main endpoint has no tools_url; an unknown server is NOT_FOUND, for reads and refreshes
+    code, status = await failure(refresh())
+    assert code is grpc.StatusCode.FAILED_PRECONDITION and "no tools_url" in status.message
+    for call in (get("payroll"), refresh("payroll")):
+        code, status = await failure(call)
+        assert code is grpc.StatusCode.NOT_FOUND and "payroll" in status.message
+
+    # the server's upstream goes away: UNAVAILABLE, its stored list stays, the failure is audited
+    dead = closed_port_url()
+    kept = stored.server_catalogs["billing"]["upstream_tools"]
+    await admin.store.put_tenant(
+        tenant,
+        TenantSettings(
+            server_catalogs={"billing": {"catalog": {}, "tools_url": dead, "upstream_tools": kept}}
+        ),
+    )
+    code, status = await failure(refresh("billing"))
+    assert code is grpc.StatusCode.UNAVAILABLE and dead in status.message
+    assert (await admin.store.get_tenant(tenant)).server_catalogs["billing"]["upstream_tools"] == kept
+
+    events = [e for e in await admin_events(admin.store, tenant) if e["action"].startswith("tenant.intent")]
+    assert [e["action"] for e in events] == [
+        "tenant.intent.refresh",
+        "tenant.intent.refresh",
+        "tenant.intent.refresh.failed",
+    ]
+    assert [e["details"]["server"] for e in events] == ["billing"] * 3
+    assert [e["details"].get("outcome") for e in events[:2]] == ["updated", "unchanged"]
+    assert events[2]["details"]["kept_tools"] == 4

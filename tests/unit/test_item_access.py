@@ -1,6 +1,6 @@
 """A get or read of a prompt or resource is decided like that item's list entry (authz.check.listing):
-whatever a list withholds from a caller, ``prompts/get``, ``resources/read``, ``resources/subscribe`` and
-``completion/complete`` of it are denied.
+whatever a list withholds from a caller, ``prompts/get``, ``resources/read``, ``resources/subscribe``,
+``resources/unsubscribe`` and ``completion/complete`` of it are denied.
 
 Real parts: SQLite tenant snapshot, real macaroons, Rego policies, the pipeline and the wire layer."""
 
@@ -12,6 +12,7 @@ from authz.check import Check
 from authz.check.listing import ITEM_METHODS, item_of
 from authz.check.models import CheckInput
 from authz.server import wire
+from authz.token import attenuate
 from tests.unit.test_listing import context, token
 from tests.unit.test_listing_kinds import KINDS_POLICY
 from tests.unit.test_pipeline import make_pipeline
@@ -48,6 +49,7 @@ def test_the_wire_names_the_item_of_each_read_method():
         ("prompts/get", {"name": "secret-plan", "arguments": {}}, ("prompt", "secret-plan")),
         ("resources/read", {"uri": "file:///hr/pay.csv"}, ("resource", "file:///hr/pay.csv")),
         ("resources/subscribe", {"uri": "file:///hr/pay.csv"}, ("resource", "file:///hr/pay.csv")),
+        ("resources/unsubscribe", {"uri": "file:///hr/pay.csv"}, ("resource", "file:///hr/pay.csv")),
         (
             "completion/complete",
             {"ref": {"type": "ref/prompt", "name": "secret-plan"}, "argument": {"name": "a", "value": ""}},
@@ -74,6 +76,7 @@ def test_the_wire_names_the_item_of_each_read_method():
         ("prompts/get", {"name": 7}),
         ("resources/read", {"uri": ""}),
         ("resources/subscribe", {}),
+        ("resources/unsubscribe", {"uri": 3}),
         ("completion/complete", {"ref": {"type": "ref/other", "name": "x"}}),
         ("completion/complete", {"ref": {"type": "ref/prompt"}}),
     ],
@@ -86,7 +89,12 @@ def test_a_read_that_does_not_name_its_item_is_invalid_params_never_forwarded(me
 
 
 def test_item_of_covers_exactly_the_read_methods():
-    assert set(ITEM_METHODS) == {"prompts/get", "resources/read", "resources/subscribe"}
+    assert set(ITEM_METHODS) == {
+        "prompts/get",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+    }
     assert item_of("prompts/list", {}) is None and item_of("tools/call", {"name": "x"}) is None
 
 
@@ -101,6 +109,8 @@ async def test_what_the_list_withholds_a_get_or_read_denies_and_what_it_shows_pa
         ("resources/read", "resource", "file:///public/a.txt"),
         ("resources/read", "resource", "file:///hr/pay.csv"),
         ("resources/subscribe", "resource", "file:///hr/pay.csv"),
+        ("resources/unsubscribe", "resource", "file:///hr/pay.csv"),
+        ("resources/unsubscribe", "resource", "file:///public/a.txt"),
         ("completion/complete", "resource_template", "file:///public/{p}"),
         ("completion/complete", "resource_template", "db://{t}"),
     ]
@@ -158,3 +168,23 @@ def test_the_audit_event_of_a_read_names_its_item():
     event = event_from_decision(replace(decision, item="secret-plan"), time_ms=1)
     assert event["tessera"]["item"] == "secret-plan" and event["tessera"]["rpc_method"] == "prompts/get"
     assert "item" not in event_from_decision(decision, time_ms=1)["tessera"]
+
+
+async def test_the_scope_a_denied_read_lacks_names_the_caveat_that_would_admit_it(tmp_path):
+    """OAuth mode's insufficient_scope 403 (authz.server.wire.missing_scope): ``prompts:<name>`` and
+    ``resources:<uri>`` for an item outside the token's caveats, nothing for other denials."""
+    pipeline, _ = await make_pipeline(tmp_path, policy=KINDS_POLICY)
+    tok = attenuate(token(), ["prompts = summary", "resources = file:///public/"])
+    verified = pipeline.authenticator.authenticate(tok)
+    for method, params, scope in [
+        ("prompts/get", {"name": "secret-plan"}, "prompts:secret-plan"),
+        ("resources/read", {"uri": "file:///hr/pay.csv"}, "resources:file:///hr/pay.csv"),
+        ("resources/unsubscribe", {"uri": "file:///hr/pay.csv"}, "resources:file:///hr/pay.csv"),
+        ("prompts/get", {"name": "summary"}, None),  # admitted by the caveats: no scope is missing
+    ]:
+        messages = wire.parse_request(request(rpc(method, params)), deadline=None).messages
+        inp = messages[0].input
+        decision = await pipeline.check(read(tok, method, inp.item_kind, inp.item))
+        if scope is not None:
+            assert not decision.allowed and decision.check is Check.CAPABILITY, method
+        assert wire.missing_scope(decision, verified, messages) == scope, (method, params)

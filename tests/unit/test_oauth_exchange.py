@@ -147,6 +147,12 @@ def test_the_form_is_parsed_strictly():
     body = f"grant_type={TOKEN_EXCHANGE_GRANT}&subject_token=abc&scope=a+b".encode()
     form = parse_form("application/x-www-form-urlencoded; charset=utf-8", body)
     assert form == {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": "abc", "scope": "a b"}
+    # resource and audience may repeat (RFC 8693 §2.1): every value, in order, as a tuple.
+    repeated = parse_form(
+        "application/x-www-form-urlencoded",
+        b"resource=https%3A%2F%2Fa%2Fv1%2Fmcp&audience=crm&resource=https%3A%2F%2Fa%2Fv1%2Fmcp%2Fb",
+    )
+    assert repeated == {"resource": ("https://a/v1/mcp", "https://a/v1/mcp/b"), "audience": ("crm",)}
     for content_type, data in [
         ("application/json", b"{}"),
         ("application/x-www-form-urlencoded", b"scope=a&scope=b"),
@@ -201,6 +207,23 @@ async def test_resource_and_audience_bind_the_token_to_servers_the_tenant_serves
             exchange.exchange(_form(subject, **extra), now=NOW)
         assert refused.value.metadata["error"] == "invalid_target", extra
         assert refused.value.metadata["tenant"] == "demo"  # audited in the tenant's chain
+
+
+async def test_repeated_resources_and_audiences_bind_the_union_and_one_unserved_refuses_all(issuer):
+    exchange = await _exchange(issuer, ExchangeAllowance(servers=("billing", "crm")))
+    subject = issuer.token(AUDIENCE, scope="read_invoice")
+    form = _form(subject) | {"resource": (AUDIENCE, f"{AUDIENCE}/billing"), "audience": ("crm", "billing")}
+    issued = exchange.exchange(form, now=NOW)
+    assert issued.servers == ("default", "billing", "crm")
+    assert _verify(issued.token).servers == frozenset({"default", "billing", "crm"})
+    for extra in (
+        {"resource": (f"{AUDIENCE}/billing", f"{AUDIENCE}/payroll")},
+        {"audience": ("crm", "payroll")},
+        {"resource": (f"{AUDIENCE}/billing",), "audience": ("crm", "")},
+    ):
+        with pytest.raises(InvalidArgument) as refused:
+            exchange.exchange(_form(subject) | extra, now=NOW)
+        assert refused.value.metadata["error"] == "invalid_target", extra
 
 
 async def test_an_actor_token_narrows_the_issued_token_and_is_recorded(issuer):

@@ -16,7 +16,7 @@ from authz.api.admin.v1 import token_exchange_service_pb2 as pb
 from authz.api.admin.v1 import token_exchange_service_pb2_grpc as pb_grpc
 from authz.audit import append_admin_event
 from authz.errors import FailedPrecondition, InvalidArgument
-from authz.oauth import ACCESS_TOKEN_TYPE, TokenExchange, accept_access_tokens
+from authz.oauth import ACCESS_TOKEN_TYPE, REPEATABLE_PARAMETERS, TokenExchange, accept_access_tokens
 from authz.outbound import OutboundClient, policy_from_config
 from authz.server.admin._common import AdminRuntime
 
@@ -48,8 +48,10 @@ def _invalid_request(message: str) -> InvalidArgument:
     return InvalidArgument(message, reason="INVALID_REQUEST", metadata={"error": "invalid_request"})
 
 
-def parse_form(content_type: str, data: bytes) -> dict[str, str]:
-    """The token request's parameters; each at most once (RFC 6749 §3.2)."""
+def parse_form(content_type: str, data: bytes) -> dict[str, str | tuple[str, ...]]:
+    """The token request's parameters: each at most once (RFC 6749 §3.2), except ``resource`` and
+    ``audience`` (:data:`~authz.oauth.REPEATABLE_PARAMETERS`, RFC 8693 §2.1), which come as a tuple of
+    every value given."""
     if content_type.split(";", 1)[0].strip().lower() != _FORM:
         raise _invalid_request(f"the token request must be {_FORM}, not {content_type or 'empty'!r}")
     if len(data) > MAX_FORM_BYTES:
@@ -58,11 +60,14 @@ def parse_form(content_type: str, data: bytes) -> dict[str, str]:
         pairs = parse_qsl(data.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(data))
     except (UnicodeDecodeError, ValueError):
         raise _invalid_request("the token request is not a valid form") from None
-    form: dict[str, str] = {}
+    form: dict[str, str | tuple[str, ...]] = {}
     for name, value in pairs:
-        if name in form:
+        if name in REPEATABLE_PARAMETERS:
+            form[name] = (*form.get(name, ()), value)
+        elif name in form:
             raise _invalid_request(f"parameter {name!r} is given more than once")
-        form[name] = value
+        else:
+            form[name] = value
     return form
 
 

@@ -1,5 +1,6 @@
 """``IntentService``: a tenant's intent settings (undetermined, tools_url, refresh interval) and a
-refresh of its derived catalog on request (``RefreshIntentCatalog``)."""
+refresh of its derived catalog on request (``RefreshIntentCatalog``). Get and Refresh also take an MCP
+tool server (``server``): catalogs are per (tenant, server), each server's from its own ``tools_url``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from typing import Any
 
 from authz.api.admin.v1 import intent_service_pb2 as pb
 from authz.api.admin.v1 import intent_service_pb2_grpc as pb_grpc
-from authz.errors import ConfigError, DependencyError, FailedPrecondition, InvalidArgument, OutboundRefused
+from authz.check.directory import settings_for_server
+from authz.errors import (
+    ConfigError,
+    DependencyError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutboundRefused,
+)
 from authz.intent import catalog_for_settings, catalog_from_tools_list, fetch_tools_list
 from authz.outbound import OutboundClient
 from authz.server.admin import convert
@@ -16,6 +25,7 @@ from authz.server.admin._common import AdminRuntime
 from authz.server.admin.receipt_keys import SELF_RECEIPTS
 from authz.server.admin.tenants import validated_settings
 from authz.storage import TenantSettings
+from authz.token import DEFAULT_SERVER
 
 FIELDS = tuple(f.name for f in pb.IntentSettings.DESCRIPTOR.fields)
 #: The shortest per-tenant refresh interval: a tenant cannot make every replica poll its upstream
@@ -78,6 +88,20 @@ class IntentService(pb_grpc.IntentServiceServicer):
         assert settings is not None
         return settings
 
+    async def _server_view(self, tenant: str, server: str) -> tuple[TenantSettings, str | None]:
+        """The tenant's settings and, for a named tool server, those settings as that server sees them
+        (its catalog, tools_url and fetched list); the server is None for the main endpoint."""
+        settings = await self._settings(tenant)
+        if server in ("", DEFAULT_SERVER):
+            return settings, None
+        if server not in settings.server_catalogs:
+            raise NotFound(
+                f"tenant {tenant!r} has no MCP server {server!r}",
+                reason="SERVER_NOT_FOUND",
+                metadata={"tenant": tenant, "server": server},
+            )
+        return settings, server
+
     def _outbound(self) -> OutboundClient:
         # The operator's outbound rules (the runtime's policy), named for what this client fetches.
         return OutboundClient(
@@ -87,10 +111,9 @@ class IntentService(pb_grpc.IntentServiceServicer):
     async def GetIntentSettings(
         self, request: pb.GetIntentSettingsRequest, context
     ) -> pb.GetIntentSettingsResponse:
-        settings = await self._settings(request.tenant)
-        return pb.GetIntentSettingsResponse(
-            settings=intent_settings(settings), catalog=catalog_state(settings)
-        )
+        settings, server = await self._server_view(request.tenant, request.server)
+        view = settings_for_server(settings, server)
+        return pb.GetIntentSettingsResponse(settings=intent_settings(view), catalog=catalog_state(view))
 
     async def UpdateIntentSettings(
         self, request: pb.UpdateIntentSettingsRequest, context
@@ -166,13 +189,17 @@ class IntentService(pb_grpc.IntentServiceServicer):
         self, request: pb.RefreshIntentCatalogRequest, context
     ) -> pb.RefreshIntentCatalogResponse:
         tenant = request.tenant
-        current = await self._settings(tenant)
+        stored, server = await self._server_view(tenant, request.server)
+        current = settings_for_server(stored, server)
+        # The audit names the server whose catalog this was (absent: the main endpoint's).
+        named = {"server": server} if server is not None else {}
         url = current.tools_url
         if not url:
+            whose = f"tenant {tenant!r}" + (f" server {server!r}" if server else "")
             raise FailedPrecondition(
-                f"tenant {tenant!r} has no tools_url: its catalog is the hand-written one",
+                f"{whose} has no tools_url: its catalog is the hand-written one",
                 reason="NO_TOOLS_URL",
-                metadata={"tenant": tenant},
+                metadata={"tenant": tenant, **named},
             )
         fetched_at = self.rt.clock()
         try:
@@ -191,9 +218,14 @@ class IntentService(pb_grpc.IntentServiceServicer):
                 tenant,
                 "tenant.intent.refresh.failed",
                 f"tenant:{tenant}",
-                {"tools_url": url, "reason": exc.message, "kept_tools": len(current.upstream_tools or ())},
+                {
+                    **named,
+                    "tools_url": url,
+                    "reason": exc.message,
+                    "kept_tools": len(current.upstream_tools or ()),
+                },
             )
-            metadata = {"tenant": tenant, "tools_url": url, **exc.metadata}
+            metadata = {"tenant": tenant, **named, "tools_url": url, **exc.metadata}
             if refused:
                 raise FailedPrecondition(
                     f"tools_url refused: {exc.message}; the previous catalog stays",
@@ -207,18 +239,32 @@ class IntentService(pb_grpc.IntentServiceServicer):
             ) from None
         tools = tuple(listed["tools"])
         latest = await self._settings(tenant)  # settings may have changed while fetching
-        if latest.tools_url != url:
+        if server is not None and server not in latest.server_catalogs:
+            raise FailedPrecondition(
+                f"the tenant's server {server!r} was removed during the refresh; nothing was stored",
+                reason="SETTINGS_CHANGED",
+                metadata={"tenant": tenant, **named},
+            )
+        latest_view = settings_for_server(latest, server)
+        if latest_view.tools_url != url:
             raise FailedPrecondition(
                 "the tenant's tools_url changed during the refresh; nothing was stored",
                 reason="SETTINGS_CHANGED",
-                metadata={"tenant": tenant},
+                metadata={"tenant": tenant, **named},
             )
-        changed = tools != latest.upstream_tools
-        settings = dataclasses.replace(latest, upstream_tools=tools) if changed else latest
+        changed = tools != latest_view.upstream_tools
+        if not changed:
+            updated, settings = latest, latest_view
+        elif server is None:
+            updated = settings = dataclasses.replace(latest, upstream_tools=tools)
+        else:  # stored as the scheduled refresher stores a server's list (authz.intent refresh_catalogs)
+            entry = {**latest.server_catalogs[server], "upstream_tools": list(tools)}
+            updated = dataclasses.replace(latest, server_catalogs={**latest.server_catalogs, server: entry})
+            settings = settings_for_server(updated, server)
 
         async def store() -> None:
             if changed:
-                await self.rt.store.put_tenant(tenant, settings)
+                await self.rt.store.put_tenant(tenant, updated)
 
         outcome = "updated" if changed else "unchanged"
         await self.rt.audited(
@@ -226,7 +272,7 @@ class IntentService(pb_grpc.IntentServiceServicer):
             tenant,
             "tenant.intent.refresh",
             f"tenant:{tenant}",
-            {"tools_url": url, "outcome": outcome, "tools": [t.get("name", "") for t in tools]},
+            {**named, "tools_url": url, "outcome": outcome, "tools": [t.get("name", "") for t in tools]},
         )
         return pb.RefreshIntentCatalogResponse(
             outcome=outcome, catalog=catalog_state(settings), fetched_at=convert.timestamp(fetched_at)

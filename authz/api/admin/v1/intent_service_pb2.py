@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'authz/api/admin/v1/intent_service.proto\x12\x12\x61uthz.api.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x0eIntentSettings\x12<\n\x0cundetermined\x18\x01 \x01(\x0e\x32&.authz.api.admin.v1.UndeterminedAction\x12\x11\n\ttools_url\x18\x02 \x01(\t\x12\x1a\n\x12refresh_interval_s\x18\x03 \x01(\x05\"g\n\x12IntentCatalogState\x12\x16\n\x0eupstream_tools\x18\x01 \x01(\x05\x12\x0f\n\x07\x66\x65tched\x18\x02 \x01(\x08\x12\x15\n\rcatalog_tools\x18\x03 \x03(\t\x12\x11\n\toverrides\x18\x04 \x01(\x05\"*\n\x18GetIntentSettingsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x8a\x01\n\x19GetIntentSettingsResponse\x12\x34\n\x08settings\x18\x01 \x01(\x0b\x32\".authz.api.admin.v1.IntentSettings\x12\x37\n\x07\x63\x61talog\x18\x02 \x01(\x0b\x32&.authz.api.admin.v1.IntentCatalogState\"\x94\x01\n\x1bUpdateIntentSettingsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x34\n\x08settings\x18\x02 \x01(\x0b\x32\".authz.api.admin.v1.IntentSettings\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x8d\x01\n\x1cUpdateIntentSettingsResponse\x12\x34\n\x08settings\x18\x01 \x01(\x0b\x32\".authz.api.admin.v1.IntentSettings\x12\x37\n\x07\x63\x61talog\x18\x02 \x01(\x0b\x32&.authz.api.admin.v1.IntentCatalogState\"-\n\x1bRefreshIntentCatalogRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x98\x01\n\x1cRefreshIntentCatalogResponse\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x37\n\x07\x63\x61talog\x18\x02 \x01(\x0b\x32&.authz.api.admin.v1.IntentCatalogState\x12.\n\nfetched_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*w\n\x12UndeterminedAction\x12#\n\x1fUNDETERMINED_ACTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18UNDETERMINED_ACTION_DENY\x10\x01\x12\x1e\n\x1aUNDETERMINED_ACTION_POLICY\x10\x02\x32\x90\x04\n\rIntentService\x12\x9b\x01\n\x11GetIntentSettings\x12,.authz.api.admin.v1.GetIntentSettingsRequest\x1a-.authz.api.admin.v1.GetIntentSettingsResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/admin/tenants/{tenant}/intent\x12\xae\x01\n\x14UpdateIntentSettings\x12/.authz.api.admin.v1.UpdateIntentSettingsRequest\x1a\x30.authz.api.admin.v1.UpdateIntentSettingsResponse\"3\x82\xd3\xe4\x93\x02-2!/v1/admin/tenants/{tenant}/intent:\x08settings\x12\xaf\x01\n\x14RefreshIntentCatalog\x12/.authz.api.admin.v1.RefreshIntentCatalogRequest\x1a\x30.authz.api.admin.v1.RefreshIntentCatalogResponse\"4\x82\xd3\xe4\x93\x02.\")/v1/admin/tenants/{tenant}/intent:refresh:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'authz/api/admin/v1/intent_service.proto\x12\x12\x61uthz.api.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x0eIntentSettings\x12<\n\x0cundetermined\x18\x01 \x01(\x0e\x32&.authz.api.admin.v1.UndeterminedAction\x12\x11\n\ttools_url\x18\x02 \x01(\t\x12\x1a\n\x12refresh_interval_s\x18\x03 \x01(\x05\"g\n\x12IntentCatalogState\x12\x16\n\x0eupstream_tools\x18\x01 \x01(\x05\x12\x0f\n\x07\x66\x65tched\x18\x02 \x01(\x08\x12\x15\n\rcatalog_tools\x18\x03 \x03(\t\x12\x11\n\toverrides\x18\x04 \x01(\x05\":\n\x18GetIntentSettingsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\"\x8a\x01\n\x19GetIntentSettingsResponse\x12\x34\n\x08settings\x18\x01 \x01(\x0b\x32\".authz.api.admin.v1.IntentSettings\x12\x37\n\x07\x63\x61talog\x18\x02 \x01(\x0b\x32&.authz.api.admin.v1.IntentCatalogState\"\x94\x01\n\x1bUpdateIntentSettingsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x34\n\x08settings\x18\x02 \x01(\x0b\x32\".authz.api.admin.v1.IntentSettings\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x8d\x01\n\x1cUpdateIntentSettingsResponse\x12\x34\n\x08settings\x18\x01 \x01(\x0b\x32\".authz.api.admin.v1.IntentSettings\x12\x37\n\x07\x63\x61talog\x18\x02 \x01(\x0b\x32&.authz.api.admin.v1.IntentCatalogState\"=\n\x1bRefreshIntentCatalogRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\"\x98\x01\n\x1cRefreshIntentCatalogResponse\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x37\n\x07\x63\x61talog\x18\x02 \x01(\x0b\x32&.authz.api.admin.v1.IntentCatalogState\x12.\n\nfetched_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*w\n\x12UndeterminedAction\x12#\n\x1fUNDETERMINED_ACTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18UNDETERMINED_ACTION_DENY\x10\x01\x12\x1e\n\x1aUNDETERMINED_ACTION_POLICY\x10\x02\x32\x90\x04\n\rIntentService\x12\x9b\x01\n\x11GetIntentSettings\x12,.authz.api.admin.v1.GetIntentSettingsRequest\x1a-.authz.api.admin.v1.GetIntentSettingsResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/admin/tenants/{tenant}/intent\x12\xae\x01\n\x14UpdateIntentSettings\x12/.authz.api.admin.v1.UpdateIntentSettingsRequest\x1a\x30.authz.api.admin.v1.UpdateIntentSettingsResponse\"3\x82\xd3\xe4\x93\x02-2!/v1/admin/tenants/{tenant}/intent:\x08settings\x12\xaf\x01\n\x14RefreshIntentCatalog\x12/.authz.api.admin.v1.RefreshIntentCatalogRequest\x1a\x30.authz.api.admin.v1.RefreshIntentCatalogResponse\"4\x82\xd3\xe4\x93\x02.\")/v1/admin/tenants/{tenant}/intent:refresh:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,24 +40,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INTENTSERVICE'].methods_by_name['UpdateIntentSettings']._serialized_options = b'\202\323\344\223\002-2!/v1/admin/tenants/{tenant}/intent:\010settings'
   _globals['_INTENTSERVICE'].methods_by_name['RefreshIntentCatalog']._loaded_options = None
   _globals['_INTENTSERVICE'].methods_by_name['RefreshIntentCatalog']._serialized_options = b'\202\323\344\223\002.\")/v1/admin/tenants/{tenant}/intent:refresh:\001*'
-  _globals['_UNDETERMINEDACTION']._serialized_start=1074
-  _globals['_UNDETERMINEDACTION']._serialized_end=1193
+  _globals['_UNDETERMINEDACTION']._serialized_start=1106
+  _globals['_UNDETERMINEDACTION']._serialized_end=1225
   _globals['_INTENTSETTINGS']._serialized_start=160
   _globals['_INTENTSETTINGS']._serialized_end=285
   _globals['_INTENTCATALOGSTATE']._serialized_start=287
   _globals['_INTENTCATALOGSTATE']._serialized_end=390
   _globals['_GETINTENTSETTINGSREQUEST']._serialized_start=392
-  _globals['_GETINTENTSETTINGSREQUEST']._serialized_end=434
-  _globals['_GETINTENTSETTINGSRESPONSE']._serialized_start=437
-  _globals['_GETINTENTSETTINGSRESPONSE']._serialized_end=575
-  _globals['_UPDATEINTENTSETTINGSREQUEST']._serialized_start=578
-  _globals['_UPDATEINTENTSETTINGSREQUEST']._serialized_end=726
-  _globals['_UPDATEINTENTSETTINGSRESPONSE']._serialized_start=729
-  _globals['_UPDATEINTENTSETTINGSRESPONSE']._serialized_end=870
-  _globals['_REFRESHINTENTCATALOGREQUEST']._serialized_start=872
-  _globals['_REFRESHINTENTCATALOGREQUEST']._serialized_end=917
-  _globals['_REFRESHINTENTCATALOGRESPONSE']._serialized_start=920
-  _globals['_REFRESHINTENTCATALOGRESPONSE']._serialized_end=1072
-  _globals['_INTENTSERVICE']._serialized_start=1196
-  _globals['_INTENTSERVICE']._serialized_end=1724
+  _globals['_GETINTENTSETTINGSREQUEST']._serialized_end=450
+  _globals['_GETINTENTSETTINGSRESPONSE']._serialized_start=453
+  _globals['_GETINTENTSETTINGSRESPONSE']._serialized_end=591
+  _globals['_UPDATEINTENTSETTINGSREQUEST']._serialized_start=594
+  _globals['_UPDATEINTENTSETTINGSREQUEST']._serialized_end=742
+  _globals['_UPDATEINTENTSETTINGSRESPONSE']._serialized_start=745
+  _globals['_UPDATEINTENTSETTINGSRESPONSE']._serialized_end=886
+  _globals['_REFRESHINTENTCATALOGREQUEST']._serialized_start=888
+  _globals['_REFRESHINTENTCATALOGREQUEST']._serialized_end=949
+  _globals['_REFRESHINTENTCATALOGRESPONSE']._serialized_start=952
+  _globals['_REFRESHINTENTCATALOGRESPONSE']._serialized_end=1104
+  _globals['_INTENTSERVICE']._serialized_start=1228
+  _globals['_INTENTSERVICE']._serialized_end=1756
 # @@protoc_insertion_point(module_scope)

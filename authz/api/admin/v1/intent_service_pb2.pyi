@@ -44,10 +44,12 @@ class IntentCatalogState(_message.Message):
     def __init__(self, upstream_tools: _Optional[int] = ..., fetched: _Optional[bool] = ..., catalog_tools: _Optional[_Iterable[str]] = ..., overrides: _Optional[int] = ...) -> None: ...
 
 class GetIntentSettingsRequest(_message.Message):
-    __slots__ = ("tenant",)
+    __slots__ = ("tenant", "server")
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
     tenant: str
-    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+    server: str
+    def __init__(self, tenant: _Optional[str] = ..., server: _Optional[str] = ...) -> None: ...
 
 class GetIntentSettingsResponse(_message.Message):
     __slots__ = ("settings", "catalog")
@@ -76,10 +78,12 @@ class UpdateIntentSettingsResponse(_message.Message):
     def __init__(self, settings: _Optional[_Union[IntentSettings, _Mapping]] = ..., catalog: _Optional[_Union[IntentCatalogState, _Mapping]] = ...) -> None: ...
 
 class RefreshIntentCatalogRequest(_message.Message):
-    __slots__ = ("tenant",)
+    __slots__ = ("tenant", "server")
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
     tenant: str
-    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+    server: str
+    def __init__(self, tenant: _Optional[str] = ..., server: _Optional[str] = ...) -> None: ...
 
 class RefreshIntentCatalogResponse(_message.Message):
     __slots__ = ("outcome", "catalog", "fetched_at")
