@@ -128,6 +128,20 @@ def _lower_priority(given: int | None) -> None:
         raise ConfigError("TESSERA_FORWARD_NICE cannot raise the priority (it must be 0 or more)")
     if steps:
         os.nice(steps)
+    _idle_scheduling()
+
+
+def _idle_scheduling() -> None:
+    """``TESSERA_FORWARD_SCHED=idle``: Linux's SCHED_IDLE, stronger than any nice level: the forwarder runs
+    only on CPU time nothing else on the host wants (a nice-19 process still gets a slice beside busy
+    normal ones). Set before any thread starts, so every thread of the process inherits it."""
+    raw = os.environ.get("TESSERA_FORWARD_SCHED", "normal").strip().lower()
+    if raw not in ("normal", "idle"):
+        raise ConfigError(f"TESSERA_FORWARD_SCHED must be normal or idle, got {raw!r}")
+    if raw == "idle":
+        if not hasattr(os, "SCHED_IDLE"):
+            raise ConfigError("TESSERA_FORWARD_SCHED=idle needs Linux (SCHED_IDLE)")
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def cmd_forward_run(args: argparse.Namespace) -> int:

@@ -141,3 +141,41 @@ def test_run_once_sends_each_batch_once_and_releases_the_leases(tmp_path: Path, 
             await store.close()
 
     assert asyncio.run(lease()) is None
+
+
+def test_forward_run_can_take_only_idle_cpu(tmp_path: Path) -> None:
+    """TESSERA_FORWARD_SCHED=idle puts the running forwarder (every thread) under SCHED_IDLE; a bad value
+    stops it with a clear error before any work."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = os.environ | {"TESSERA_MASTER_KEY": "00" * 32, "TESSERA_FORWARD_SCHED": "idle"}
+    args = [
+        sys.executable,
+        "-m",
+        "authz.cli",
+        "forward",
+        "run",
+        "--database-url",
+        f"sqlite:///{tmp_path / 't.db'}",
+    ]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            if os.sched_getscheduler(proc.pid) == os.SCHED_IDLE:  # set once the CLI reached the command
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # the loop's threads start right after
+        threads = os.listdir(f"/proc/{proc.pid}/task")
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert threads and all(os.sched_getscheduler(int(t)) == os.SCHED_IDLE for t in threads), threads
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    bad = subprocess.run(
+        args, env=env | {"TESSERA_FORWARD_SCHED": "lowest"}, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "TESSERA_FORWARD_SCHED must be normal or idle" in bad.stderr
