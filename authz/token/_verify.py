@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -209,6 +210,12 @@ class AuthenticatedToken:
         return None
 
 
+#: Parts of a URI that let a server resolve it outside the text a ``resources`` prefix matched
+#: (``file:///public/../secret`` starts with ``file:///public/``): dot segments, and the percent-encoded
+#: or backslash forms of '.' and '/'. Under a ``resources`` caveat such a URI is refused.
+_ESCAPES_PREFIX = re.compile(r"(?:^|[/\\])\.{1,2}(?:[/\\?#]|$)|%2e|%2f|%5c|\\", re.IGNORECASE)
+
+
 def item_violation(
     prompts: frozenset[str] | None, resources: tuple[tuple[str, ...], ...], kind: str, name: str
 ) -> str | None:
@@ -220,6 +227,11 @@ def item_violation(
             return f"prompt {echo(name)} not allowed by the token's prompts caveats"
         return None
     if kind in ("resource", "resource_template"):
+        if resources and _ESCAPES_PREFIX.search(name):
+            return (
+                f"resource {echo(name)} has a dot segment or an encoded '.', '/' or '\\', "
+                "which a prefix cannot judge"
+            )
         for prefixes in resources:
             if not name.startswith(prefixes):
                 return f"resource {echo(name)} not allowed by caveat 'resources = {','.join(prefixes)}'"

@@ -68,6 +68,34 @@ def test_caveats_of_a_kind_intersect_so_attenuation_only_narrows():
     assert "not allowed" in narrow.check(**ok, item=("prompt", "a")).reason
 
 
+def test_a_resources_prefix_cannot_be_escaped_by_dot_segments_or_encodings():
+    """``file:///public/../secret`` starts with ``file:///public/`` but a server resolves it outside: under a
+    ``resources`` caveat dot segments and encoded '.', '/' or '\\' are refused; plain names still pass."""
+    tok = authenticated(attenuate(token(), ["resources = file:///public/"]))
+    ok = {"now": NOW, "tool": None, "arguments": None, "prompt": None}
+    for escape in (
+        "file:///public/../secret",
+        "file:///public/..",
+        "file:///public/./a",
+        "file:///public/%2e%2e/secret",
+        "file:///public/%2E%2e%2Fsecret",
+        "file:///public/a%2fb",
+        "file:///public/x\\..\\y",
+    ):
+        for kind in ("resource", "resource_template"):
+            rejection = tok.check(**ok, item=(kind, escape))
+            assert rejection is not None and "dot segment" in rejection.reason, (kind, escape)
+    for plain in (
+        "file:///public/a.txt",
+        "file:///public/a..b",
+        "file:///public/.hidden/x",
+        "file:///public/{id}",
+    ):
+        assert tok.check(**ok, item=("resource", plain)) is None, plain
+    # Without a resources caveat nothing is judged by prefix, so nothing is refused for its shape.
+    assert authenticated(token()).check(**ok, item=("resource", "file:///x/../y")) is None
+
+
 def test_a_servers_caveat_restricts_every_request_and_default_is_the_main_endpoint():
     tok = authenticated(attenuate(token(), ["servers = billing"]))
     ok = {"now": NOW, "tool": None, "arguments": None, "prompt": None}
