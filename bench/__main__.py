@@ -47,7 +47,7 @@ from bench import forwarding, listing, mcp_stream, pgrow
 from bench.growth import growth_rows
 from bench.hostile import run_hostile_load
 from bench.scaling import hold_rows, sqlite_pages_per_commit
-from bench.workers import check_pid, connections, spawn_noops, stop_noops, wait_workers
+from bench.workers import check_env, check_pid, connections, spawn_noops, stop_noops, wait_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = "bench-master-key-0123456789abcdef0123456789"
@@ -516,15 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     list_script = workdir / "list.lua"
     list_script.write_text(WRK_SCRIPT.format(body=json.dumps(listing.LIST_REQUEST), token=token))
     check_port, metrics_port, noop_port = free_port(), free_port_run(args.workers), free_port()
-    env = {
-        "TESSERA_MASTER_KEY": MASTER,
-        "TESSERA_VAR_DIR": str(workdir),
-        "TESSERA_TENANTS_FILE": str(workdir / "tenants.yaml"),
-        "TESSERA_DEADLINE_MS": "1000",
-        "TESSERA_CHECK_PORT": str(check_port),
-        "TESSERA_METRICS_PORT": str(metrics_port),
-        "TESSERA_CHECK_WORKERS": str(args.workers),
-    }
+    env = check_env(MASTER, workdir, check_port, metrics_port, args.workers)
     tessera = CheckProcess(check_port, metrics_port, env, workdir / "check.log")
     noops: list = []
     envoy = None

@@ -43,6 +43,20 @@ def wait_workers(metrics_port: int, workers: int, proc, timeout: float = 60.0) -
         wait_http(f"http://127.0.0.1:{metrics_port + index}/readyz", timeout, proc, f"check worker {index}")
 
 
+def check_env(master: str, workdir: Path, port: int, metrics_port: int, workers: int) -> dict[str, str]:
+    """The bench's check service environment: ``workers`` processes on ``port``, worker i's metrics on
+    ``metrics_port + i``, the workdir's tenants file, a generous deadline."""
+    return {
+        "TESSERA_MASTER_KEY": master,
+        "TESSERA_VAR_DIR": str(workdir),
+        "TESSERA_TENANTS_FILE": str(workdir / "tenants.yaml"),
+        "TESSERA_DEADLINE_MS": "1000",
+        "TESSERA_CHECK_PORT": str(port),
+        "TESSERA_METRICS_PORT": str(metrics_port),
+        "TESSERA_CHECK_WORKERS": str(workers),
+    }
+
+
 def check_pid(proc, workers: int) -> int:
     """The process to watch for memory: the check process itself, or the first worker of a supervisor."""
     if workers > 1:
@@ -70,15 +84,7 @@ def compare(counts: list[int], seconds: int) -> list[tuple[int, dict, dict]]:
         body = workdir / "check.bin"
         body.write_bytes(_check_request(_token()))
         port, metrics, noop_port = free_port(), free_port_run(count), free_port()
-        env = {
-            "TESSERA_MASTER_KEY": MASTER,
-            "TESSERA_VAR_DIR": str(workdir),
-            "TESSERA_TENANTS_FILE": str(workdir / "tenants.yaml"),
-            "TESSERA_DEADLINE_MS": "1000",
-            "TESSERA_CHECK_PORT": str(port),
-            "TESSERA_METRICS_PORT": str(metrics),
-            "TESSERA_CHECK_WORKERS": str(count),
-        }
+        env = check_env(MASTER, workdir, port, metrics, count)
         tessera = CheckProcess(port, metrics, env, workdir / "check.log")
         noops: list = []
         clients, streams = connections(32, count)
