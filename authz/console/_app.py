@@ -409,6 +409,12 @@ class Console:
     async def _tenants(self, request: Request, session: Session) -> list[dict]:
         return (await self.call(request, session, "TenantService", "ListTenants", {}))["tenants"]
 
+    async def tenant_choice(self, request: Request, session: Session) -> tuple[list[dict], str]:
+        """The tenants the person sees, and the one a page shows: ``?tenant=``, else the first."""
+        tenants = await self._tenants(request, session)
+        wanted = request.query_params.get("tenant", "")
+        return tenants, wanted or (tenants[0]["name"] if tenants else "")
+
     @staticmethod
     def _audit_filters(request: Request) -> dict[str, str]:
         q = request.query_params

@@ -40,12 +40,6 @@ class Lifecycle:
     def __init__(self, console: Console):
         self.c = console
 
-    async def _tenant(self, request: Request, session: Session) -> tuple[list[dict], str]:
-        tenants = await self.c._tenants(request, session)
-        wanted = request.query_params.get("tenant", "")
-        names = [t["name"] for t in tenants]
-        return tenants, wanted if wanted else (names[0] if names else "")
-
     async def _active(self, request: Request, session: Session, tenant: str) -> dict | None:
         try:
             answer = await self.c.call(
@@ -60,7 +54,7 @@ class Lifecycle:
     # -- policies ---------------------------------------------------------------------------------
 
     async def policies(self, request: Request, session: Session) -> Response:
-        tenants, tenant = await self._tenant(request, session)
+        tenants, tenant = await self.c.tenant_choice(request, session)
         ctx: dict[str, Any] = {
             "tenants": tenants,
             "tenant": tenant,
@@ -188,7 +182,7 @@ class Lifecycle:
     # -- tokens -----------------------------------------------------------------------------------
 
     async def tokens(self, request: Request, session: Session, **extra: Any) -> Response:
-        tenants, tenant = await self._tenant(request, session)
+        tenants, tenant = await self.c.tenant_choice(request, session)
         tenant = extra.pop("tenant", tenant)
         revocations = []
         if tenant:

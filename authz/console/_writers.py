@@ -72,11 +72,8 @@ class MemoryWriters:
         self.c = console
 
     async def page(self, request: Request, session: Session, **extra: Any) -> Response:
-        tenants = await self.c._tenants(request, session)
-        names = [t["name"] for t in tenants]
-        tenant = (
-            extra.pop("tenant", None) or request.query_params.get("tenant") or (names[0] if names else "")
-        )
+        tenants, shown = await self.c.tenant_choice(request, session)
+        tenant = extra.pop("tenant", None) or shown
         writers: list[dict] = []
         if tenant:
             answer = await self.c.call(request, session, SERVICE, "ListMemoryWriters", {"tenant": tenant})
