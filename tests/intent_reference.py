@@ -1,0 +1,960 @@
+"""Reference implementation of the catalog intent extractor, kept for the differential test.
+
+This is the extractor as it stood before the matching was compiled per catalog for speed (issue 17): a
+straightforward reading of the rules below, one step after another. ``tests/unit/test_intent_differential.py``
+holds the shipped extractor (:mod:`authz.intent._catalog_extractor`) to the same Intent, field by field, on
+the whole corpus and on generated prompts. Not imported by Tessera.
+
+The built-in extractor: deterministic matching of a prompt against the tenant's catalog and the lexicon.
+
+Every word is normalized and stemmed (:mod:`authz.intent._text`); the shipped lexicon
+(:mod:`authz.intent._lexicon`, ``lexicon.yaml``) maps task language in English and German to action
+classes (*read, list, export, create, update, delete, approve, reject, pay, send, draft, schedule, start,
+stop, restart, terminate, backup, scale, execute, publish, archive, restore, assign, merge, deploy, upload,
+comment*). A tool's classes come from its catalog verbs, its
+objects from its keywords (plus the lexicon's synonyms of them).
+
+* **Untrusted text**: quoted passages ("the note says: '…'") are content, not requests, and are skipped.
+  From an injection marker (*ignore previous instructions*, *new task*, *SYSTEM:* …) to the end of the
+  prompt nothing is a request, and every action asked there is **forbidden**.
+* **Sentences** are cut at ``. ; ! ?``, line breaks and *but, however, although, though, whereas, aber,
+  sondern*. An action and an object pair up only inside one sentence; a question asks to read about the
+  objects it names.
+* An action term outside negation asks for the tools of its classes: those whose objects the sentence
+  names, or, when it names none of theirs, all of them. *Weak* terms ("book", "send", "handle") only ask
+  for tools whose objects the sentence names. Tools that only read are also asked for when their objects
+  are named in a sentence that asks for anything: reading what the task is about is part of the task.
+  Hand-written ``phrases`` ask for their tool directly.
+* **Negation**: a cue (*not, don't, never, without, no …*, German *nicht, kein, nie, ohne …*, the tenant's
+  ``negations``) negates up to 6 following words within the clause; *nothing/nichts/nicht* right after a
+  verb negate it ("lösche nichts"). A negated action forbids the tools of its classes whose objects the
+  scope names, or all of them. A negated *change/touch/modify* forbids every tool that writes.
+* **Scope**: *only/just/nur* before an action, or *read-only / nothing else / no changes*, forbids every
+  tool that writes and was not asked for.
+* **Outcome**: forbidden wins over allowed; when nothing was allowed or forbidden the intent is
+  *undetermined*. ``terms`` lists what matched (lexicon and catalog words, never the prompt).
+* **Confidence** (a heuristic): 0.9 when every decision came from a strong term with an object, 0.75 with
+  strong terms alone, 0.6 when a weak term, a question or a read-along decided; minus 0.2 when an
+  injection was found; halved when the prompt had to be truncated; 0 when undetermined.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import itemgetter
+from types import MappingProxyType
+
+from authz.errors import InvalidArgument
+from authz.intent._catalog import ToolCatalog
+from authz.intent._lexicon import ActionTerm, Lexicon, load_lexicon
+from authz.intent._model import Intent
+from authz.intent._text import BREAK_TOKENS, SENTENCE_TOKENS, stem, tokenize
+
+__all__ = ["DEFAULT_NEGATIONS", "CatalogExtractor"]
+
+#: Built-in negation cues (English); the lexicon adds German ones, a tenant catalog its own.
+DEFAULT_NEGATIONS = (
+    "not",
+    "no",
+    "never",
+    "without",
+    "don't",
+    "dont",
+    "doesn't",
+    "doesnt",
+    "didn't",
+    "won't",
+    "can't",
+    "cannot",
+    "shouldn't",
+    "mustn't",
+    "isn't",
+    "aren't",
+    "nor",
+    "neither",
+    "avoid",
+    "except",
+    "instead of",
+    "rather than",
+    "other than",
+    "hold off on",
+    "hold off",
+    "refrain from",
+)
+#: The action class of investigating ("figure out why", "look into"): asks for every tool that reads.
+DIAGNOSE = "diagnose"
+NEGATION_WINDOW = 6
+GAP_WINDOW = 8
+#: Longer prompts are matched on their first this-many characters (and the confidence is halved).
+MAX_PROMPT_CHARS = 20_000
+_SCOPE_STOP_WORDS = frozenset(
+    [
+        "and",
+        "but",
+        "then",
+        "so",
+        "also",
+        "plus",
+        "however",
+        "while",
+        "whereas",
+        "although",
+        "though",
+        "because",
+        "und",
+        "aber",
+        "dann",
+        "sondern",
+    ]
+)
+_SENTENCE_WORDS = frozenset({"but", "however", "although", "though", "whereas", "aber", "sondern"})
+_MAX_RATIONALE = 600
+_MAX_TERMS = 32
+#: Where a quoted passage may open: double quotes, typographic quotes, and single quotes that are not
+#: apostrophes. A passage ends at its closing quote on the same line, at most _MAX_QUOTED characters on.
+_QUOTE_OPEN = re.compile("[\"“„']")
+_QUOTE_CLOSE = {'"': ('"',), "“": ("”",), "„": ("“", "”"), "'": ("'",)}
+_MAX_QUOTED = 2000
+#: Words after which a participle describes a state ("the approved invoices", "is already paid").
+_STATE_WORDS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "all",
+        "any",
+        "my",
+        "our",
+        "your",
+        "their",
+        "these",
+        "those",
+        "this",
+        "that",
+        "is",
+        "are",
+        "was",
+        "were",
+        "been",
+        "be",
+        "being",
+        "already",
+        "not",
+        "still",
+        "die",
+        "der",
+        "das",
+        "den",
+        "dem",
+        "ist",
+        "sind",
+        "wurde",
+        "wurden",
+        "bereits",
+        "schon",
+    ]
+)
+_PARTICIPLES = frozenset({"paid", "sent", "shown", "seen", "done", "gesendet", "bezahlt", "gelöscht"})
+#: Forms of "be" before a verb's -ing form (a state) and the user speaking of their own steps.
+_BE = frozenset(["is", "are", "was", "were", "be", "been", "being", "am"])
+_SELF = frozenset(["i", "we", "i'll", "we'll", "i'm", "we're", "ich", "wir"])
+#: Words after which a past form may still be a request ("have it deleted", "get them paid").
+_REQUEST_LEADS = frozenset(
+    ["it", "them", "him", "her", "this", "these", "those", "everything", "all", "get", "gets", "got", "be"]
+)
+#: Words after which a word that is both an action and an object ("email", "reply") is the action.
+_VERB_LEADS = frozenset(
+    [
+        "please",
+        "kindly",
+        "and",
+        "then",
+        "also",
+        "or",
+        "to",
+        "i",
+        "we",
+        "you",
+        "just",
+        "only",
+        "pls",
+        "bitte",
+        "und",
+        "dann",
+        "oder",
+        "auch",
+        "nur",
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _ToolInfo:
+    name: str
+    classes: frozenset[str]
+    objects: frozenset[str]
+    safe: bool
+
+
+@dataclass(slots=True)
+class _Action:
+    term: ActionTerm | None  # None: a question
+    start: int
+    sentence: int
+    scope: int = -1  # negation scope id, -1 outside any
+    untrusted: bool = False
+    generic: bool = False
+
+
+@dataclass(slots=True)
+class _Decisions:
+    allowed: dict[str, float] = field(default_factory=dict)
+    forbidden: dict[str, str] = field(default_factory=dict)
+    terms: set[str] = field(default_factory=set)
+    reasons: list[str] = field(default_factory=list)
+
+    def allow(self, tool: str, strength: float, why: str) -> None:
+        previous = self.allowed.get(tool)
+        if previous is None:
+            self.reasons.append(f"{tool} allowed ({why})")
+            self.allowed[tool] = strength
+        elif strength > previous:
+            self.allowed[tool] = strength
+
+    def forbid(self, tool: str, why: str) -> None:
+        if tool not in self.forbidden:
+            self.forbidden[tool] = why
+            self.reasons.append(f"{tool} forbidden ({why})")
+
+
+#: What a word may start (bit flags of :meth:`_CompiledCatalog.learn`).
+_SENTENCE, _ACTION, _OBJECT, _CUE, _MARKER, _READ_ONLY, _POST_NEGATION = 1, 2, 4, 8, 16, 32, 64
+_MAX_WORDS = 50_000
+#: Longer words are classified each time they are read, not kept: the table stays small (50,000 words of
+#: at most 64 characters) whatever prompts arrive.
+_MAX_KEPT_WORD = 64
+_FIRST, _LAST = itemgetter(0), itemgetter(2)
+
+
+class _CompiledCatalog:
+    __slots__ = (
+        "_object_terms",
+        "by_class",
+        "class_tools",
+        "compounds",
+        "cues",
+        "labels",
+        "lexicon",
+        "lexicon_term",
+        "mentions",
+        "object_index",
+        "object_words",
+        "phrases",
+        "reads_along",
+        "safe_by_object",
+        "safe_tools",
+        "single_objects",
+        "tool_objects",
+        "tools",
+        "unsafe",
+        "words",
+    )
+
+    def __init__(self, catalog: ToolCatalog, lexicon: Lexicon):
+        self.lexicon = lexicon
+        infos: dict[str, _ToolInfo] = {}
+        objects: dict[tuple[str, ...], set[str]] = {}  # object words -> canonical object names
+        phrases: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
+        labels: dict[str, str] = dict(lexicon.labels)  # object name -> as written (for recorded terms)
+        for tool in catalog.tools.values():
+            # A tool's classes: its verbs' strong senses; ambiguous weak verbs ("open") only if that is all.
+            senses = [_senses(lexicon, verb) for verb in tool.verbs]
+            classes = {c for strong, _ in senses for c in strong} or {c for _, weak in senses for c in weak}
+            names = set()
+            for keyword in tool.keywords:
+                words = _stems(keyword)
+                canonical = lexicon.canonical_objects(words)
+                labels.setdefault(" ".join(words), keyword)
+                names |= canonical
+                objects.setdefault(words, set()).update(canonical)
+            for text in tool.phrases:
+                words = _stems(text)
+                phrases.setdefault(words[0], []).append((words, tool.name, text))
+            known = {
+                c for c in classes if not c.startswith("=")
+            }  # verbs the lexicon does not know are neutral
+            safe = bool(known) and known <= lexicon.safe
+            infos[tool.name] = _ToolInfo(tool.name, frozenset(classes), frozenset(names), safe)
+        for words, canonical in lexicon.objects.items():
+            objects.setdefault(words, set()).update(canonical)
+        self.tools = MappingProxyType(infos)
+        self.tool_objects = {name: info.objects for name, info in infos.items()}
+        known = frozenset(name for info in infos.values() for name in info.objects)
+        index: dict[str, list[tuple[tuple[str, ...], frozenset[str]]]] = {}
+        single: dict[str, frozenset[str]] = {}
+        for words, names in objects.items():
+            useful = frozenset(names & known)  # synonyms of objects no tool has are noise
+            if useful:
+                index.setdefault(words[0], []).append((words, useful))
+                if len(words) == 1:
+                    single[words[0]] = useful
+        for options in index.values():
+            options.sort(key=lambda o: -len(o[0]))
+        self.object_index = index
+        # Objects a tool's description mentions ("book a meeting with a contact"): reading those is
+        # part of a task that asks for the tool.
+        mentions: dict[str, frozenset[str]] = {}
+        for tool in catalog.tools.values():
+            found: set[str] = set()
+            for word in tokenize(tool.description or ""):
+                found |= single.get(stem(word), frozenset())
+            # Actions addressed to people (send, schedule): looking the people up is part of the task.
+            for cls in infos[tool.name].classes & lexicon.addressed.keys():
+                found |= lexicon.addressed[cls]
+            mentions[tool.name] = frozenset(found)
+        self.mentions = mentions
+        self.object_words = frozenset(objects)
+        self.labels = labels
+        self._object_terms: dict[frozenset[str], tuple[str, ...]] = {}
+        self.single_objects = single
+        self.phrases = phrases
+        by_class: dict[str, list[str]] = {}
+        for info in infos.values():
+            for cls in info.classes:
+                by_class.setdefault(cls, []).append(info.name)
+        self.by_class = {cls: tuple(sorted(names)) for cls, names in by_class.items()}
+        self.class_tools: dict[frozenset[str], tuple[str, ...]] = {}
+        self.unsafe = tuple(sorted(name for name, info in infos.items() if not info.safe))
+        self.lexicon_term = f"lexicon:{lexicon.version}"
+        self.safe_tools = tuple((name, info.objects) for name, info in sorted(infos.items()) if info.safe)
+        safe_by_object: dict[str, list[str]] = {}
+        for name, tool_objects in self.safe_tools:
+            for obj in tool_objects:
+                safe_by_object.setdefault(obj, []).append(name)
+        self.safe_by_object = {obj: tuple(names) for obj, names in safe_by_object.items()}
+        # The safe tools a task asking for a tool may read: those sharing its objects (and, for a tool
+        # that writes, the objects its description mentions).
+        self.reads_along = {
+            name: tuple(
+                safe
+                for safe, safe_objects in self.safe_tools
+                if safe_objects & (info.objects if info.safe else info.objects | mentions[name])
+            )
+            for name, info in infos.items()
+        }
+        cues: dict[str, list[tuple[str, ...]]] = {}
+        for cue in (*DEFAULT_NEGATIONS, *lexicon.negations, *catalog.negations):
+            words = tuple(t for t in tokenize(cue) if t not in BREAK_TOKENS)
+            cues.setdefault(words[0], []).append(words)
+        for options in cues.values():
+            options.sort(key=len, reverse=True)
+        self.cues = cues
+        #: token -> (stem, what it may start): filled as prompts are read, so each distinct word is
+        #: stemmed and classified once per catalog (bounded: past the limit, words are not kept).
+        self.words: dict[str, tuple[str, int, int]] = {}
+        self.compounds: dict[str, frozenset[str]] = {}
+
+    def object_terms(self, names: frozenset[str]) -> tuple[str, ...]:
+        """The recorded terms of a set of object names ("object:invoice"), formatted once."""
+        terms = self._object_terms.get(names)
+        if terms is None:
+            terms = tuple(f"object:{self.labels.get(name, name)}" for name in names)
+            self._object_terms[names] = terms
+        return terms
+
+    def learn(self, token: str) -> tuple[str, int, int]:
+        st = _stem(token)
+        flags = 0
+        if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS:
+            flags |= _SENTENCE
+        if st in self.lexicon.actions:
+            flags |= _ACTION
+        if st in self.object_index or st in self.phrases:
+            flags |= _OBJECT
+        elif len(st) >= 9 and st.isalpha():
+            # German compounds ("Lieferantenrechnungen"): split once per word, here, not per prompt.
+            names = self.compounds.get(st) or _compound(self, st)
+            if names:
+                flags |= _OBJECT
+                if len(self.compounds) < _MAX_WORDS and len(st) <= _MAX_KEPT_WORD:
+                    self.compounds[st] = names
+        if token in self.cues:
+            flags |= _CUE
+        if st in self.lexicon.injection_first:
+            flags |= _MARKER
+        if st in self.lexicon.read_only_first:
+            flags |= _READ_ONLY
+        if token in self.lexicon.post_negations:
+            flags |= _POST_NEGATION
+        word = (st, flags, flags & _SENTENCE)  # the last: 1 where a new sentence starts
+        if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
+            self.words[token] = word
+        return word
+
+
+def _senses(lexicon: Lexicon, verb: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(strong, weak) classes of a catalog verb; a verb the lexicon does not know is its own class."""
+    words = _stems(verb)
+    for term in lexicon.actions.get(words[0], ()) if words else ():
+        if term.words == words and not term.gap:
+            return term.strong or term.noun, term.weak
+    return frozenset({"=" + " ".join(words)}), frozenset()
+
+
+def _stems(text: str) -> tuple[str, ...]:
+    return tuple(stem(t) for t in tokenize(text) if t not in BREAK_TOKENS)
+
+
+class CatalogExtractor:
+    """Deterministic, offline intent extraction from per-tenant :class:`ToolCatalog` s.
+
+    ``extract`` never fails: an unknown tenant or an empty prompt gives an empty intent with confidence
+    0. ``agent`` is accepted for the :class:`~authz.intent.IntentExtractor` protocol and not used.
+    Results are cached per (tenant, SHA-256 of the prompt) in a bounded LRU (``cache_size`` 0
+    disables it); :meth:`set_catalog` swaps a tenant's catalog and drops the cache.
+    """
+
+    def __init__(
+        self, catalogs: Mapping[str, ToolCatalog], *, cache_size: int = 1024, lexicon: Lexicon | None = None
+    ):
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise InvalidArgument(f"cache_size must be a non-negative integer, got {cache_size!r}")
+        self._lexicon = lexicon or load_lexicon()
+        compiled = {}
+        for tenant, catalog in catalogs.items():
+            if not isinstance(catalog, ToolCatalog):
+                raise InvalidArgument(f"catalog for tenant {tenant!r} must be a ToolCatalog")
+            compiled[tenant] = _CompiledCatalog(catalog, self._lexicon)
+        self._catalogs: Mapping[str, _CompiledCatalog] = MappingProxyType(compiled)
+        self._cache: OrderedDict[tuple[str, bytes], Intent] = OrderedDict()
+        self._cache_size = cache_size
+
+    @property
+    def tenants(self) -> frozenset[str]:
+        return frozenset(self._catalogs)
+
+    def set_catalog(self, tenant: str, catalog: ToolCatalog | None) -> None:
+        """Replace (or with ``None`` remove) a tenant's catalog."""
+        updated = dict(self._catalogs)
+        if catalog is None:
+            updated.pop(tenant, None)
+        elif isinstance(catalog, ToolCatalog):
+            updated[tenant] = _CompiledCatalog(catalog, self._lexicon)
+        else:
+            raise InvalidArgument(f"catalog for tenant {tenant!r} must be a ToolCatalog")
+        self._catalogs = MappingProxyType(updated)
+        self._cache.clear()
+
+    async def extract(self, tenant: str, agent: str | None, prompt: str) -> Intent:
+        return self.extract_now(tenant, prompt)
+
+    def extract_now(self, tenant: str, prompt: str) -> Intent:
+        """Synchronous form of :meth:`extract` (the work is CPU-only and takes microseconds)."""
+        if not isinstance(prompt, str):
+            raise InvalidArgument(f"prompt must be a string, got {type(prompt).__name__}")
+        catalog = self._catalogs.get(tenant)
+        if catalog is None:
+            return Intent.empty("catalog", f"tenant {tenant!r} has no tool catalog", "no tool catalog")
+        if not self._cache_size:
+            return _match(catalog, prompt)
+        key = (tenant, hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest())
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        intent = _match(catalog, prompt)
+        self._cache[key] = intent
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return intent
+
+
+@functools.lru_cache(maxsize=65536)
+def _stem(token: str) -> str:
+    return token if token in BREAK_TOKENS else stem(token)
+
+
+def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
+    lex = catalog.lexicon
+    truncated = len(prompt) > MAX_PROMPT_CHARS
+    text = prompt[:MAX_PROMPT_CHARS] if truncated else prompt
+    quoted = 0
+    if '"' in text or "'" in text or "“" in text or "„" in text:
+        text, quoted = _strip_quoted(text)
+    tokens = tokenize(text)
+    if not tokens:
+        return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
+    n = len(tokens)
+
+    # One pass: stems, sentences, and the positions where an action, object or phrase may start.
+    action_index, object_index, phrase_index = lex.actions, catalog.object_index, catalog.phrases
+    action_at: list[int] = []
+    object_at: list[int] = []
+    cue_at: list[int] = []
+    marker_at: list[int] = []
+    questions: set[int] = set()
+    read_only_at: list[int] = []
+    post_at = False  # any "nothing/nicht" that may negate the verb before it
+    words, learn = catalog.words, catalog.learn
+    # Each word's (stem, flags) by one dict lookup; the loop below visits only the flagged words.
+    get = words.get
+    known = [get(tok) or learn(tok) for tok in tokens]
+    stemmed = list(map(_FIRST, known))
+    # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
+    sentence_of = list(accumulate(map(_LAST, known)))
+    sentence = sentence_of[-1]
+    for i, (_, flags, _) in enumerate(known):
+        if flags:
+            if flags & _SENTENCE and i and tokens[i] == "?":
+                questions.add(sentence_of[i] - 1)
+            if flags & _ACTION:
+                action_at.append(i)
+            if flags & _OBJECT:
+                object_at.append(i)
+            if flags & _CUE:
+                cue_at.append(i)
+            if flags & _MARKER:
+                marker_at.append(i)
+            if flags & _READ_ONLY:
+                read_only_at.append(i)
+            if flags & _POST_NEGATION:
+                post_at = True
+    injection = _injection_at(lex, stemmed, marker_at) if marker_at else n
+
+    # Action terms, longest first; a position used by one term is not reused by another.
+    actions: list[_Action] = []
+    taken: set[int] = set()
+    for i in action_at:
+        if i in taken:
+            continue
+        prev = tokens[i - 1] if i and tokens[i - 1] not in BREAK_TOKENS else None
+        tok = tokens[i]
+        participle = tok.endswith(("ed", "en")) and not tok.endswith("een")  # not "green", "screen"
+        if prev in _STATE_WORDS and (participle or tok in _PARTICIPLES):
+            continue  # "the approved invoices", "is already paid": a state, not a request
+        if prev is not None and tokens[i].endswith("ed") and prev not in _REQUEST_LEADS:
+            continue  # "Tom moved to a competitor", "Meyer changed banks": a report, not a request
+        if prev in _BE and tokens[i].endswith("ing"):
+            continue  # "which deals are closing": what is happening, not a request
+        if prev in _SELF or (prev == "will" and i > 1 and tokens[i - 2] in _SELF):
+            continue  # "I'll send it myself": the user's own step, not the agent's
+        for term in action_index[stemmed[i]]:
+            if (
+                prev is not None
+                and prev not in _VERB_LEADS
+                and term.words in catalog.object_words
+                and not ((term.noun or term.strong) and _after_light_verb(lex, stemmed, i))
+            ):
+                continue  # "draft replies", "new emails": the word is the object here
+            if len(term.words) == 1:  # most terms: one word, already matched by the index
+                positions: list[int] | None = [i]
+            else:
+                positions = _term_positions(term, stemmed, sentence_of, i, taken)
+            if positions is not None:
+                taken.update(positions)
+                action = _Action(term, i, sentence_of[i], untrusted=i >= injection)
+                action.generic = len(term.words) == 1 and term.words[0] in lex.generic_change
+                actions.append(action)
+                break
+
+    # Objects the prompt names (catalog keywords and their lexicon synonyms), and tool phrases.
+    objects_at: list[tuple[int, frozenset[str]]] = []
+    phrase_hits: list[tuple[int, str, str]] = []
+    for i in object_at:
+        tok = stemmed[i]
+        options = object_index.get(tok)
+        if options is not None:
+            for words, names in options:
+                if len(words) == 1 or tuple(stemmed[i : i + len(words)]) == words:
+                    objects_at.append((i, names))
+                    break
+        else:  # a German compound ("Lieferantenrechnungen"), split when the word was first seen
+            names = catalog.compounds.get(tok)
+            if names:
+                objects_at.append((i, names))
+        for words, tool, phrase in phrase_index.get(tok, ()):
+            if tuple(stemmed[i : i + len(words)]) == words:
+                phrase_hits.append((i, tool, phrase))
+    if not actions and not objects_at and not phrase_hits:
+        return _undetermined(truncated, {catalog.lexicon_term})
+
+    # Negation scopes: forward from a cue, and "nothing/nicht" right after a verb.
+    scope_of = [-1] * n
+    cue_of: list[str] = []
+    if cue_at:
+        _negation_scopes(catalog, tokens, actions, cue_at, scope_of, cue_of)
+    post_negations = lex.post_negations
+    for action in actions:
+        action.scope = scope_of[action.start]
+        if action.scope == -1 and action.term is not None and post_at:
+            end = action.start + len(action.term.words)
+            for k in range(end, min(n, end + 2)):
+                if tokens[k] in BREAK_TOKENS:
+                    break
+                if tokens[k] in post_negations:
+                    action.scope = len(cue_of)
+                    cue_of.append(tokens[k])
+                    break
+    # a cue's words are not cues again ("not … no")
+    sentence_objects: dict[int, set[str]] = {}
+    scope_objects: dict[int, set[str]] = {}
+    for pos, names in objects_at:
+        if scope_of[pos] != -1:
+            scope_objects.setdefault(scope_of[pos], set()).update(names)
+        else:
+            sentence_objects.setdefault(sentence_of[pos], set()).update(names)
+    for s in questions:
+        if s < sentence_of[injection] if injection < n else True:
+            actions.append(_Action(None, -1, s))
+
+    d = _Decisions()
+    d.terms.add(catalog.lexicon_term)
+    active: set[int] = set()
+    only = False
+    for pos, tool, phrase in phrase_hits:
+        if pos >= injection:
+            continue
+        if scope_of[pos] != -1:
+            d.forbid(tool, f"{cue_of[scope_of[pos]]!r} before {phrase!r}")
+        else:
+            d.allow(tool, 1.0, f"phrase {phrase!r}")
+        d.terms.add(f"phrase:{phrase}")
+    for s in range(1, sentence + 1):  # "... invoice VI-5000 ... . What's the total on it?"
+        if s not in sentence_objects and s - 1 in sentence_objects:
+            sentence_objects[s] = sentence_objects[s - 1]
+    for action in actions:
+        term = action.term
+        objs = sentence_objects.get(action.sentence, set())
+        if action.untrusted:
+            if action.scope == -1 and term is not None:
+                d.terms.add("injection")
+                classes = term.strong | term.weak
+                for tool in _targets(catalog, classes, objs, require_object=not term.strong):
+                    if not catalog.tools[tool].safe:
+                        d.forbid(tool, f"asked after an injection marker: {term.text!r}")
+            continue
+        if action.scope != -1:
+            assert term is not None
+            cue = cue_of[action.scope]
+            in_scope = scope_objects.get(action.scope, set())
+            # A scope that names objects negates the action only for tools with those objects.
+            if action.generic:
+                tools = _named(catalog, catalog.unsafe, in_scope) if in_scope else catalog.unsafe
+            else:
+                # Weak terms ("any", "open", "who") negate nothing: only actions and action nouns do.
+                tools = _targets(catalog, term.strong | term.noun, in_scope, require_object=bool(in_scope))
+            for tool in tools:
+                d.forbid(tool, f"{cue!r} before {term.text!r}")
+            d.terms.add(f"negated:{term.text}")
+            continue
+        if term is None:
+            strong, weak, label = frozenset(), frozenset({"read", "list"}), "question"
+        else:
+            strong, weak, label = term.strong, term.weak, term.text
+            if not (strong or weak):
+                # An action noun asks for nothing unless negated, or after a light verb ("make a
+                # payment", "issue a refund"): then it is the action.
+                if not _after_light_verb(lex, stemmed, action.start):
+                    continue
+                strong = term.noun
+            if stemmed[action.start - 1] in lex.only if action.start else False:
+                only = True
+        asked = False
+        for tool in _targets(catalog, strong, objs, require_object=False):
+            asked = True
+            named = not catalog.tool_objects[tool].isdisjoint(objs)
+            d.allow(tool, 0.9 if named else 0.75, f"{label!r}" + (" with its object" if named else ""))
+        for tool in _targets(catalog, weak - strong, objs, require_object=True):
+            asked = True
+            d.allow(tool, 0.6, f"{label!r} with its object")
+        if DIAGNOSE in strong:  # finding out what is wrong reads whatever can be read
+            asked = True
+            for name, _objects in catalog.safe_tools:
+                d.allow(name, 0.6, f"{label!r}")
+        active.add(action.sentence)
+        if asked or term is None:
+            d.terms.add("question" if term is None else term.label)
+    # Reading what the task is about: safe tools with an object an active sentence names, and safe tools
+    # sharing an object with a tool the prompt asked for (both looked up in tables built per catalog).
+    reads: set[str] = set()
+    safe_by_object = catalog.safe_by_object
+    for s in active:
+        for name in sentence_objects.get(s, ()):
+            reads.update(safe_by_object.get(name, ()))
+    for name in sorted(reads):
+        d.allow(name, 0.6, "reads what the task is about")
+    reads.clear()
+    reads_along = catalog.reads_along
+    for tool in d.allowed:
+        reads.update(reads_along[tool])
+    for name in sorted(reads):
+        d.allow(name, 0.6, "reads what the task is about")
+    if not only and read_only_at:
+        only = _read_only(lex, stemmed, read_only_at, injection)
+    if only:
+        d.terms.add("only")
+        for tool in catalog.unsafe:
+            if tool not in d.allowed:
+                d.forbid(tool, "the prompt restricts itself to what it names")
+    for pos, names in objects_at:
+        if pos < injection:
+            d.terms.update(catalog.object_terms(names))
+
+    allowed = frozenset(d.allowed) - frozenset(d.forbidden)
+    forbidden = frozenset(d.forbidden)
+    if not allowed and not forbidden:
+        return _undetermined(truncated, d.terms)
+    strengths = [d.allowed[t] for t in allowed] or [0.9]
+    confidence = min(strengths) - (0.2 if "injection" in d.terms else 0.0)
+    parts = list(d.reasons)
+    if quoted:
+        parts.append(f"{quoted} quoted passage(s) read as content, not as requests")
+    if injection < n:
+        parts.append("injection marker found: nothing after it counts as a request")
+    if truncated:
+        confidence /= 2
+        parts.append(f"prompt truncated to {MAX_PROMPT_CHARS} characters")
+    rationale = "; ".join(parts)
+    if len(rationale) > _MAX_RATIONALE:
+        rationale = rationale[: _MAX_RATIONALE - 1] + "…"
+    summary_parts = []
+    if allowed:
+        summary_parts.append("allowed: " + ", ".join(sorted(allowed)))
+    if forbidden:
+        summary_parts.append("forbidden: " + ", ".join(sorted(forbidden)))
+    return Intent.trusted(
+        allowed,
+        forbidden,
+        round(max(0.05, confidence), 2),
+        rationale,
+        "catalog",
+        "; ".join(summary_parts),
+        determined=True,
+        terms=tuple(sorted(d.terms))[:_MAX_TERMS],
+    )
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _strip_quoted(text: str) -> tuple[str, int]:
+    """``text`` with each quoted passage replaced by a sentence break, and how many there were.
+
+    One left-to-right pass: each opening quote looks up the next closing quote and line break, and those
+    positions are remembered until the scan passes them, so the work is linear in the prompt (a pattern
+    that searched on from every opening quote took seconds on 20,000 unclosed quotes). A single quote
+    opens only where it is not an apostrophe (no letter before it) and closes only before a non-letter,
+    with at least one character between.
+    """
+    nearest: dict[str, int] = {}
+
+    def next_at(char: str, start: int) -> int:  # next index of char at or after start, -1 if none
+        k = nearest.get(char, -2)
+        if k == -2 or (k != -1 and k < start):
+            k = text.find(char, start)
+            nearest[char] = k
+        return k
+
+    parts: list[str] = []
+    last = 0
+    n = len(text)
+    for match in _QUOTE_OPEN.finditer(text):
+        i = match.start()
+        if i < last:
+            continue  # inside a passage already taken out
+        opener = text[i]
+        if opener == "'" and i and _is_word(text[i - 1]):
+            continue
+        closers = _QUOTE_CLOSE[opener]
+        close = next_at(closers[0], i + 1)
+        if len(closers) > 1:  # „ closes with “ or ”
+            other = next_at(closers[1], i + 1)
+            if other != -1 and (close == -1 or other < close):
+                close = other
+        if close == -1:
+            continue
+        inner = close - i - 1
+        if inner > _MAX_QUOTED:
+            continue
+        if opener == "'" and (inner < 1 or (close + 1 < n and _is_word(text[close + 1]))):
+            continue
+        line_break = next_at("\n", i + 1)
+        if line_break != -1 and line_break < close:
+            continue
+        parts.append(text[last:i])
+        parts.append(" ; ")
+        last = close + 1
+    if not parts:
+        return text, 0
+    parts.append(text[last:])
+    return "".join(parts), len(parts) // 2
+
+
+_ARTICLES = frozenset(["a", "an", "the", "one", "this", "that", "ein", "eine", "einen", "die", "der", "das"])
+
+
+#: Words between a light verb and its noun that do not change it ("mach bitte ein Backup", "make us a copy").
+_FILLERS = frozenset(stem(w) for w in ["please", "bitte", "mal", "uns", "us", "me", "mir", "quick", "kurz"])
+
+
+def _after_light_verb(lex: Lexicon, stemmed: list[str], start: int) -> bool:
+    k = start - 1
+    if k >= 0 and stemmed[k] in _ARTICLES:
+        k -= 1
+    while k >= 0 and stemmed[k] in _FILLERS and k > start - 4:
+        k -= 1
+    return k >= 0 and stemmed[k] in lex.light_verbs
+
+
+def _negation_scopes(
+    catalog: _CompiledCatalog,
+    tokens: list[str],
+    actions: list[_Action],
+    cue_at: list[int],
+    scope_of: list[int],
+    cue_of: list[str],
+) -> None:
+    """Marks the words each negation cue covers in ``scope_of`` (its index in ``cue_of``)."""
+    n = len(tokens)
+    # Weak terms ("any", "open") do not count as the action a negation scope has reached.
+    starts = {a.start for a in actions if a.term is not None and (a.term.strong or a.term.noun)}
+    ends = {a.start + len(a.term.words) for a in actions if a.term is not None}
+    after = 0  # a cue's words are not cues again ("not … no")
+    for i in cue_at:
+        if i < after:
+            continue
+        cue_len = _cue_at(catalog, tokens, i)
+        if not cue_len:
+            continue
+        after = i + cue_len
+        scope = len(cue_of)
+        cue_of.append(" ".join(tokens[i : i + cue_len]))
+        # A cue right after a verb ("lösche keine Snapshots") has that verb: its scope ends at a comma.
+        k, words, covered_action = i + cue_len, 0, i in ends
+        if k < n and (tokens[k] in _PARTICIPLES or tokens[k].endswith("ed")):
+            covered_action = True  # "never received, push it back": a state; the comma ends the scope
+        while k < n and words < NEGATION_WINDOW:
+            tok = tokens[k]
+            if tok in SENTENCE_TOKENS or tok in _SCOPE_STOP_WORDS:
+                break
+            if tok in BREAK_TOKENS:  # "," or ":" ends the scope only once it has covered an action
+                if covered_action:
+                    break
+            else:
+                if scope_of[k] == -1:
+                    scope_of[k] = scope
+                covered_action = covered_action or k in starts
+                words += 1
+            k += 1
+
+
+def _undetermined(truncated: bool, terms: set[str] | frozenset[str] = frozenset()) -> Intent:
+    why = "nothing in the prompt was recognized as a request for a catalog tool"
+    if truncated:
+        why += f" (prompt truncated to {MAX_PROMPT_CHARS} characters)"
+    return Intent.trusted(
+        frozenset(),
+        frozenset(),
+        0.0,
+        why,
+        "catalog",
+        "undetermined",
+        determined=False,
+        terms=tuple(sorted(terms))[:_MAX_TERMS],
+    )
+
+
+def _targets(
+    catalog: _CompiledCatalog, classes: frozenset[str], objs: set[str], *, require_object: bool
+) -> tuple[str, ...]:
+    """Tools of ``classes``: those whose objects are in ``objs``, else (unless required) all of them."""
+    if not classes:
+        return ()
+    tools = catalog.class_tools.get(classes)
+    if tools is None:  # a handful of class sets per catalog: computed once
+        tools = tuple(sorted({t for cls in classes for t in catalog.by_class.get(cls, ())}))
+        catalog.class_tools[classes] = tools
+    named = _named(catalog, tools, objs)
+    if named or require_object:
+        return named
+    return tools
+
+
+def _named(catalog: _CompiledCatalog, tools: Iterable[str], objs: set[str]) -> tuple[str, ...]:
+    if not objs:
+        return ()
+    tool_objects = catalog.tool_objects
+    return tuple(t for t in tools if not tool_objects[t].isdisjoint(objs))
+
+
+def _term_positions(
+    term: ActionTerm, stemmed: list[str], sentence_of: list[int], i: int, taken: set[int]
+) -> list[int] | None:
+    words, gap = term.words, term.gap
+    if not gap:
+        end = i + len(words)
+        if tuple(stemmed[i:end]) == words and not taken.intersection(range(i, end)):
+            return list(range(i, end))
+        return None
+    head, tail = words[:gap], words[gap:]
+    if tuple(stemmed[i : i + gap]) != head:
+        return None
+    sentence = sentence_of[i]
+    for k in range(i + gap, min(len(stemmed), i + gap + GAP_WINDOW)):
+        if sentence_of[k] != sentence:
+            break
+        if tuple(stemmed[k : k + len(tail)]) == tail and k not in taken:
+            return [*range(i, i + gap), *range(k, k + len(tail))]
+    return None
+
+
+def _injection_at(lex: Lexicon, stemmed: list[str], candidates: list[int]) -> int:
+    """Index of the first injection marker (``len(stemmed)`` when there is none)."""
+    n = len(stemmed)
+    for i in candidates:
+        for words, gap in lex.injection:
+            if stemmed[i] != words[0]:
+                continue
+            if not gap:
+                if tuple(stemmed[i : i + len(words)]) == words:
+                    return i
+                continue
+            head, tail = words[:gap], words[gap:]
+            if tuple(stemmed[i : i + gap]) != head:
+                continue
+            for k in range(i + gap, min(n, i + gap + 5)):
+                if tuple(stemmed[k : k + len(tail)]) == tail:
+                    return i
+    return n
+
+
+def _read_only(lex: Lexicon, stemmed: list[str], candidates: list[int], limit: int) -> bool:
+    for i in candidates:
+        if i >= limit:
+            break
+        for words in lex.read_only_phrases:
+            if tuple(stemmed[i : i + len(words)]) == words:
+                return True
+    return False
+
+
+def _compound(catalog: _CompiledCatalog, token: str) -> frozenset[str] | None:
+    for k in range(3, len(token) - 3):
+        names = catalog.single_objects.get(token[k:])
+        if names:
+            return names
+    return None
+
+
+def _cue_at(catalog: _CompiledCatalog, tokens: list[str], i: int) -> int:
+    for cue in catalog.cues.get(tokens[i], ()):
+        if tuple(tokens[i : i + len(cue)]) == cue:
+            return len(cue)
+    return 0
