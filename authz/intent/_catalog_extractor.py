@@ -39,15 +39,16 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import accumulate
-from operator import itemgetter
+from functools import reduce
+from itertools import accumulate, chain, compress
+from operator import itemgetter, or_
 from types import MappingProxyType
 
 from authz.errors import InvalidArgument
 from authz.intent._catalog import ToolCatalog
 from authz.intent._lexicon import ActionTerm, Lexicon, load_lexicon
 from authz.intent._model import Intent
-from authz.intent._text import BREAK_TOKENS, SENTENCE_TOKENS, stem, tokenize
+from authz.intent._text import BREAK_TOKENS, SENTENCE_TOKENS, TOKEN_PATTERN, normalize, stem, tokenize
 
 __all__ = ["DEFAULT_NEGATIONS", "CatalogExtractor"]
 
@@ -227,18 +228,27 @@ class _Decisions:
 
 
 #: What a word may start (bit flags of :meth:`_CompiledCatalog.learn`).
-_SENTENCE, _ACTION, _OBJECT, _CUE, _MARKER, _READ_ONLY, _POST_NEGATION = 1, 2, 4, 8, 16, 32, 64
+_SENTENCE, _ACTION, _OBJECT, _CUE, _MARKER, _READ_ONLY, _POST_NEGATION, _QUESTION = (1 << k for k in range(8))
 _MAX_WORDS = 50_000
 #: Longer words are classified each time they are read, not kept: the table stays small (50,000 words of
 #: at most 64 characters) whatever prompts arrive.
 _MAX_KEPT_WORD = 64
-_FIRST, _LAST = itemgetter(0), itemgetter(2)
+_TOKEN, _STEM, _FLAGS, _STARTS, _CONTEXT = (itemgetter(k) for k in range(5))
+#: How a word bears on the word after it (bits of a word table entry's last field): the checks that tell a
+#: request from a state or a report ("the approved invoices", "Tom moved"), computed once per word.
+_P_WORD, _P_STATE, _P_NOT_REQUEST_LEAD, _P_BE, _P_SELF, _P_WILL, _P_VERB_LEAD = (1 << k for k in range(7))
+#: ... and how it reads itself: a participle, an -ed form, an -ing form.
+_T_PARTICIPLE, _T_ED, _T_ING = 1 << 7, 1 << 8, 1 << 9
+_find_tokens = TOKEN_PATTERN.findall
 
 
 class _CompiledCatalog:
     __slots__ = (
         "_object_terms",
+        "action_options",
+        "asks",
         "by_class",
+        "chunks",
         "class_tools",
         "compounds",
         "cues",
@@ -249,6 +259,7 @@ class _CompiledCatalog:
         "object_index",
         "object_words",
         "phrases",
+        "read_reasons",
         "reads_along",
         "safe_by_object",
         "safe_tools",
@@ -350,8 +361,46 @@ class _CompiledCatalog:
         self.cues = cues
         #: token -> (stem, what it may start): filled as prompts are read, so each distinct word is
         #: stemmed and classified once per catalog (bounded: past the limit, words are not kept).
-        self.words: dict[str, tuple[str, int, int]] = {}
+        self.words: dict[str, tuple[str, str, int, int, int]] = {}
         self.compounds: dict[str, frozenset[str]] = {}
+        #: whitespace-delimited piece of a prompt ("invoices,", "INV-1001") -> its words' table entries:
+        #: a prompt is cut with str.split and read by one lookup per piece instead of a pattern search
+        #: over the whole text (bounded like the word table).
+        self.chunks: dict[str, tuple[tuple[str, str, int, int, int], ...]] = {}
+        self.action_options = _action_options(lexicon, self.object_words)
+        #: (id of an action term or None for a question, as an action noun, the objects its sentence
+        #: names) -> the tools it asks for with their strengths and reasons, and the term it records
+        self.asks: dict[tuple[int, bool, frozenset[str]], _Asks] = {}
+        self.read_reasons = {name: f"{name} allowed (reads what the task is about)" for name in infos}
+
+    def asks_of(
+        self, key: tuple[int, bool, frozenset[str]], term: ActionTerm | None, noun: bool, objs: frozenset[str]
+    ) -> _Asks:
+        """What an action asks for (see :attr:`asks`): the tools of its classes, those whose objects
+        ``objs`` names or else all of them; weak senses only with an object; investigating reads all."""
+        if term is None:
+            strong, weak, label = _NO_CLASSES, _QUESTION_CLASSES, "question"
+        else:
+            strong, weak, label = term.noun if noun else term.strong, term.weak, term.text
+        allows: list[tuple[str, float, str]] = []
+        asked = False
+        for tool in _targets(self, strong, objs, require_object=False):
+            asked = True
+            named = not self.tool_objects[tool].isdisjoint(objs)
+            why = f"{label!r}" + (" with its object" if named else "")
+            allows.append((tool, 0.9 if named else 0.75, f"{tool} allowed ({why})"))
+        for tool in _targets(self, weak - strong, objs, require_object=True):
+            asked = True
+            allows.append((tool, 0.6, f"{tool} allowed ({label!r} with its object)"))
+        if DIAGNOSE in strong:  # finding out what is wrong reads whatever can be read
+            asked = True
+            for name, _objects in self.safe_tools:
+                allows.append((name, 0.6, f"{name} allowed ({label!r})"))
+        recorded = "question" if term is None else term.label if asked else None
+        value = (tuple(allows), recorded)
+        if len(self.asks) < _MAX_WORDS:
+            self.asks[key] = value
+        return value
 
     def object_terms(self, names: frozenset[str]) -> tuple[str, ...]:
         """The recorded terms of a set of object names ("object:invoice"), formatted once."""
@@ -361,7 +410,18 @@ class _CompiledCatalog:
             self._object_terms[names] = terms
         return terms
 
-    def learn(self, token: str) -> tuple[str, int, int]:
+    def learn_chunk(self, chunk: str) -> tuple[tuple[str, str, int, int, int], ...]:
+        """The table entries of a piece's words (see :func:`_chunks` for what a piece is)."""
+        # An ASCII piece is looked up as written and normalized here; others come normalized already
+        # (normalizing twice is not the identity for every non-ASCII text).
+        tokens = _find_tokens(normalize(chunk) if chunk.isascii() else chunk)
+        get, learn = self.words.get, self.learn
+        entry = tuple([get(tok) or learn(tok) for tok in tokens])
+        if len(self.chunks) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
+            self.chunks[chunk] = entry
+        return entry
+
+    def learn(self, token: str) -> tuple[str, str, int, int, int]:
         st = _stem(token)
         flags = 0
         if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS:
@@ -385,10 +445,79 @@ class _CompiledCatalog:
             flags |= _READ_ONLY
         if token in self.lexicon.post_negations:
             flags |= _POST_NEGATION
-        word = (st, flags, flags & _SENTENCE)  # the last: 1 where a new sentence starts
+        if token == "?":
+            flags |= _QUESTION
+        # (token, stem, flags, 1 where a new sentence starts, context bits)
+        word = (token, st, flags, flags & _SENTENCE, _context(token))
         if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
             self.words[token] = word
         return word
+
+
+_ActionOption = tuple[ActionTerm, bool, bool, bool, bool]
+_Asks = tuple[tuple[tuple[str, float, str], ...], str | None]
+_NO_OBJECTS: frozenset[str] = frozenset()
+_NO_CLASSES: frozenset[str] = frozenset()
+_QUESTION_CLASSES = frozenset({"read", "list"})
+
+
+def _action_options(
+    lexicon: Lexicon, object_words: frozenset[tuple[str, ...]]
+) -> dict[str, tuple[dict[str, tuple[_ActionOption, ...]], tuple[_ActionOption, ...]]]:
+    """Per first stem: the action terms to try, longest first, as (term, is also an object's words, may
+    follow a light verb, one word, a generic change) and narrowed by the next stem.
+
+    A term of several words without a gap right after its first word ("go through"; "shut … down" has
+    one) can only match where the next stem is its second: per next stem the terms that may match
+    there, in the lexicon's order; and the terms that may match whatever follows.
+    """
+    compiled = {}
+    for first, terms in lexicon.actions.items():
+        options = [
+            (
+                term,
+                term.words in object_words,
+                bool(term.noun or term.strong),
+                len(term.words) == 1,
+                len(term.words) == 1 and term.words[0] in lexicon.generic_change,
+            )
+            for term in terms
+        ]
+
+        def anywhere(option: _ActionOption) -> bool:
+            return option[3] or option[0].gap == 1
+
+        by_next = {
+            second: tuple(o for o in options if anywhere(o) or o[0].words[1] == second)
+            for second in {o[0].words[1] for o in options if not anywhere(o)}
+        }
+        compiled[first] = (by_next, tuple(o for o in options if anywhere(o)))
+    return compiled
+
+
+def _context(token: str) -> int:
+    bits = 0
+    if token not in BREAK_TOKENS:
+        bits = _P_WORD
+        if token in _STATE_WORDS:
+            bits |= _P_STATE
+        if token not in _REQUEST_LEADS:
+            bits |= _P_NOT_REQUEST_LEAD
+        if token in _BE:
+            bits |= _P_BE
+        if token in _SELF:
+            bits |= _P_SELF
+        if token == "will":
+            bits |= _P_WILL
+        if token in _VERB_LEADS:
+            bits |= _P_VERB_LEAD
+    if (token.endswith(("ed", "en")) and not token.endswith("een")) or token in _PARTICIPLES:
+        bits |= _T_PARTICIPLE  # not "green", "screen"
+    if token.endswith("ed"):
+        bits |= _T_ED
+    if token.endswith("ing"):
+        bits |= _T_ING
+    return bits
 
 
 def _senses(lexicon: Lexicon, verb: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -480,153 +609,164 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     quoted = 0
     if '"' in text or "'" in text or "“" in text or "„" in text:
         text, quoted = _strip_quoted(text)
-    tokens = tokenize(text)
-    if not tokens:
+    # Each word's table entry (token, stem, flags, sentence start, context) by one lookup per
+    # whitespace-delimited piece; only pieces not seen before are tokenized.
+    chunks = _chunks(text)
+    entries = list(map(catalog.chunks.get, chunks))
+    if None in entries:
+        learn_chunk = catalog.learn_chunk
+        entries = [
+            learn_chunk(chunk) if entry is None else entry
+            for chunk, entry in zip(chunks, entries, strict=True)
+        ]
+    known = list(chain.from_iterable(entries))
+    if not known:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
-    n = len(tokens)
-
-    # One pass: stems, sentences, and the positions where an action, object or phrase may start.
-    action_index, object_index, phrase_index = lex.actions, catalog.object_index, catalog.phrases
-    action_at: list[int] = []
-    object_at: list[int] = []
-    cue_at: list[int] = []
-    marker_at: list[int] = []
-    questions: set[int] = set()
-    read_only_at: list[int] = []
-    post_at = False  # any "nothing/nicht" that may negate the verb before it
-    words, learn = catalog.words, catalog.learn
-    # Each word's (stem, flags) by one dict lookup; the loop below visits only the flagged words.
-    get = words.get
-    known = [get(tok) or learn(tok) for tok in tokens]
-    stemmed = list(map(_FIRST, known))
+    n = len(known)
+    tokens, stemmed, flags, starts, context = zip(*known, strict=True)
     # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
-    sentence_of = list(accumulate(map(_LAST, known)))
+    sentence_of = list(accumulate(starts))
     sentence = sentence_of[-1]
-    for i, (_, flags, _) in enumerate(known):
-        if flags:
-            if flags & _SENTENCE and i and tokens[i] == "?":
+
+    # The positions where an action, object, cue … may start: only the flagged words are visited, and
+    # only for the kinds of word the prompt has at all.
+    seen = reduce(or_, flags)
+    flagged = list(compress(range(n), flags))
+    action_at = [i for i in flagged if flags[i] & _ACTION] if seen & _ACTION else ()
+    object_at = [i for i in flagged if flags[i] & _OBJECT] if seen & _OBJECT else ()
+    cue_at = [i for i in flagged if flags[i] & _CUE] if seen & _CUE else ()
+    questions: set[int] = set()
+    if seen & _QUESTION:
+        for i in flagged:
+            if flags[i] & _QUESTION and i:
                 questions.add(sentence_of[i] - 1)
-            if flags & _ACTION:
-                action_at.append(i)
-            if flags & _OBJECT:
-                object_at.append(i)
-            if flags & _CUE:
-                cue_at.append(i)
-            if flags & _MARKER:
-                marker_at.append(i)
-            if flags & _READ_ONLY:
-                read_only_at.append(i)
-            if flags & _POST_NEGATION:
-                post_at = True
-    injection = _injection_at(lex, stemmed, marker_at) if marker_at else n
+    if seen & _MARKER:
+        injection = _injection_at(lex, stemmed, [i for i in flagged if flags[i] & _MARKER])
+    else:
+        injection = n
 
     # Action terms, longest first; a position used by one term is not reused by another.
     actions: list[_Action] = []
     taken: set[int] = set()
+    action_options = catalog.action_options
     for i in action_at:
         if i in taken:
             continue
-        prev = tokens[i - 1] if i and tokens[i - 1] not in BREAK_TOKENS else None
-        tok = tokens[i]
-        participle = tok.endswith(("ed", "en")) and not tok.endswith("een")  # not "green", "screen"
-        if prev in _STATE_WORDS and (participle or tok in _PARTICIPLES):
-            continue  # "the approved invoices", "is already paid": a state, not a request
-        if prev is not None and tokens[i].endswith("ed") and prev not in _REQUEST_LEADS:
-            continue  # "Tom moved to a competitor", "Meyer changed banks": a report, not a request
-        if prev in _BE and tokens[i].endswith("ing"):
-            continue  # "which deals are closing": what is happening, not a request
-        if prev in _SELF or (prev == "will" and i > 1 and tokens[i - 2] in _SELF):
-            continue  # "I'll send it myself": the user's own step, not the agent's
-        for term in action_index[stemmed[i]]:
+        before = context[i - 1] if i else 0  # 0: the prompt or a clause starts here
+        if before:
+            here = context[i]
             if (
-                prev is not None
-                and prev not in _VERB_LEADS
-                and term.words in catalog.object_words
-                and not ((term.noun or term.strong) and _after_light_verb(lex, stemmed, i))
+                # "the approved invoices", "is already paid": a state, not a request
+                (before & _P_STATE and here & _T_PARTICIPLE)
+                # "Tom moved to a competitor", "Meyer changed banks": a report, not a request
+                or (here & _T_ED and before & _P_NOT_REQUEST_LEAD)
+                # "which deals are closing": what is happening, not a request
+                or (before & _P_BE and here & _T_ING)
+                # "I'll send it myself": the user's own step, not the agent's
+                or before & _P_SELF
+                or (before & _P_WILL and i > 1 and context[i - 2] & _P_SELF)
             ):
+                continue
+        verb_lead = not before or before & _P_VERB_LEAD
+        by_next, options = action_options[stemmed[i]]
+        if by_next and i + 1 < n:
+            options = by_next.get(stemmed[i + 1], options)
+        for term, object_word, light, single, generic in options:
+            if object_word and not verb_lead and not (light and _after_light_verb(lex, stemmed, i)):
                 continue  # "draft replies", "new emails": the word is the object here
-            if len(term.words) == 1:  # most terms: one word, already matched by the index
-                positions: list[int] | None = [i]
-            else:
+            if not single:
                 positions = _term_positions(term, stemmed, sentence_of, i, taken)
-            if positions is not None:
+                if positions is None:
+                    continue
                 taken.update(positions)
-                action = _Action(term, i, sentence_of[i], untrusted=i >= injection)
-                action.generic = len(term.words) == 1 and term.words[0] in lex.generic_change
-                actions.append(action)
-                break
+            # (a one-word term's position needs no marking: later terms start after it)
+            actions.append(_Action(term, i, sentence_of[i], -1, i >= injection, generic))
+            break
 
     # Objects the prompt names (catalog keywords and their lexicon synonyms), and tool phrases.
     objects_at: list[tuple[int, frozenset[str]]] = []
     phrase_hits: list[tuple[int, str, str]] = []
+    object_index, phrase_index = catalog.object_index, catalog.phrases
     for i in object_at:
         tok = stemmed[i]
         options = object_index.get(tok)
         if options is not None:
             for words, names in options:
-                if len(words) == 1 or tuple(stemmed[i : i + len(words)]) == words:
+                if len(words) == 1 or stemmed[i : i + len(words)] == words:
                     objects_at.append((i, names))
                     break
         else:  # a German compound ("Lieferantenrechnungen"), split when the word was first seen
             names = catalog.compounds.get(tok)
             if names:
                 objects_at.append((i, names))
-        for words, tool, phrase in phrase_index.get(tok, ()):
-            if tuple(stemmed[i : i + len(words)]) == words:
-                phrase_hits.append((i, tool, phrase))
+        if phrase_index:
+            for words, tool, phrase in phrase_index.get(tok, ()):
+                if stemmed[i : i + len(words)] == words:
+                    phrase_hits.append((i, tool, phrase))
     if not actions and not objects_at and not phrase_hits:
         return _undetermined(truncated, {catalog.lexicon_term})
 
     # Negation scopes: forward from a cue, and "nothing/nicht" right after a verb.
-    scope_of = [-1] * n
+    scope_of: list[int] | None = None
     cue_of: list[str] = []
     if cue_at:
+        scope_of = [-1] * n
         _negation_scopes(catalog, tokens, actions, cue_at, scope_of, cue_of)
-    post_negations = lex.post_negations
-    for action in actions:
-        action.scope = scope_of[action.start]
-        if action.scope == -1 and action.term is not None and post_at:
-            end = action.start + len(action.term.words)
-            for k in range(end, min(n, end + 2)):
-                if tokens[k] in BREAK_TOKENS:
-                    break
-                if tokens[k] in post_negations:
-                    action.scope = len(cue_of)
-                    cue_of.append(tokens[k])
-                    break
-    # a cue's words are not cues again ("not … no")
-    sentence_objects: dict[int, set[str]] = {}
+        for action in actions:
+            action.scope = scope_of[action.start]
+    if seen & _POST_NEGATION:  # any "nothing/nicht" that may negate the verb before it
+        post_negations = lex.post_negations
+        for action in actions:
+            if action.scope == -1:
+                end = action.start + len(action.term.words)  # type: ignore[union-attr]
+                for k in range(end, min(n, end + 2)):
+                    if tokens[k] in BREAK_TOKENS:
+                        break
+                    if tokens[k] in post_negations:
+                        action.scope = len(cue_of)
+                        cue_of.append(tokens[k])
+                        break
+    sentence_objects: dict[int, frozenset[str]] = {}
     scope_objects: dict[int, set[str]] = {}
-    for pos, names in objects_at:
-        if scope_of[pos] != -1:
-            scope_objects.setdefault(scope_of[pos], set()).update(names)
-        else:
-            sentence_objects.setdefault(sentence_of[pos], set()).update(names)
+    if objects_at:
+        found: dict[int, set[str]] = {}
+        for pos, names in objects_at:
+            if scope_of is not None and scope_of[pos] != -1:
+                scope_objects.setdefault(scope_of[pos], set()).update(names)
+            else:
+                found.setdefault(sentence_of[pos], set()).update(names)
+        for s, names in found.items():
+            sentence_objects[s] = frozenset(names)
     for s in questions:
         if s < sentence_of[injection] if injection < n else True:
             actions.append(_Action(None, -1, s))
 
     d = _Decisions()
-    d.terms.add(catalog.lexicon_term)
+    terms = d.terms
+    terms.add(catalog.lexicon_term)
+    allowed_d = d.allowed
+    reasons = d.reasons
     active: set[int] = set()
     only = False
     for pos, tool, phrase in phrase_hits:
         if pos >= injection:
             continue
-        if scope_of[pos] != -1:
+        if scope_of is not None and scope_of[pos] != -1:
             d.forbid(tool, f"{cue_of[scope_of[pos]]!r} before {phrase!r}")
         else:
             d.allow(tool, 1.0, f"phrase {phrase!r}")
-        d.terms.add(f"phrase:{phrase}")
-    for s in range(1, sentence + 1):  # "... invoice VI-5000 ... . What's the total on it?"
-        if s not in sentence_objects and s - 1 in sentence_objects:
-            sentence_objects[s] = sentence_objects[s - 1]
+        terms.add(f"phrase:{phrase}")
+    if sentence_objects:
+        for s in range(1, sentence + 1):  # "... invoice VI-5000 ... . What's the total on it?"
+            if s not in sentence_objects and s - 1 in sentence_objects:
+                sentence_objects[s] = sentence_objects[s - 1]
+    asks, asks_of = catalog.asks, catalog.asks_of
     for action in actions:
         term = action.term
-        objs = sentence_objects.get(action.sentence, set())
+        objs = sentence_objects.get(action.sentence, _NO_OBJECTS)
         if action.untrusted:
             if action.scope == -1 and term is not None:
-                d.terms.add("injection")
+                terms.add("injection")
                 classes = term.strong | term.weak
                 for tool in _targets(catalog, classes, objs, require_object=not term.strong):
                     if not catalog.tools[tool].safe:
@@ -644,93 +784,125 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 tools = _targets(catalog, term.strong | term.noun, in_scope, require_object=bool(in_scope))
             for tool in tools:
                 d.forbid(tool, f"{cue!r} before {term.text!r}")
-            d.terms.add(f"negated:{term.text}")
+            terms.add(f"negated:{term.text}")
             continue
-        if term is None:
-            strong, weak, label = frozenset(), frozenset({"read", "list"}), "question"
-        else:
-            strong, weak, label = term.strong, term.weak, term.text
-            if not (strong or weak):
+        noun = False
+        if term is not None:
+            if not (term.strong or term.weak):
                 # An action noun asks for nothing unless negated, or after a light verb ("make a
                 # payment", "issue a refund"): then it is the action.
                 if not _after_light_verb(lex, stemmed, action.start):
                     continue
-                strong = term.noun
+                noun = True
             if stemmed[action.start - 1] in lex.only if action.start else False:
                 only = True
-        asked = False
-        for tool in _targets(catalog, strong, objs, require_object=False):
-            asked = True
-            named = not catalog.tool_objects[tool].isdisjoint(objs)
-            d.allow(tool, 0.9 if named else 0.75, f"{label!r}" + (" with its object" if named else ""))
-        for tool in _targets(catalog, weak - strong, objs, require_object=True):
-            asked = True
-            d.allow(tool, 0.6, f"{label!r} with its object")
-        if DIAGNOSE in strong:  # finding out what is wrong reads whatever can be read
-            asked = True
-            for name, _objects in catalog.safe_tools:
-                d.allow(name, 0.6, f"{label!r}")
+        # What the action asks for, given the objects its sentence names: computed once per
+        # (term, objects) per catalog, with its reasons already written.
+        key = (id(term), noun, objs)
+        asked = asks.get(key)
+        if asked is None:
+            asked = asks_of(key, term, noun, objs)
+        for tool, strength, reason in asked[0]:
+            previous = allowed_d.get(tool)
+            if previous is None:
+                reasons.append(reason)
+                allowed_d[tool] = strength
+            elif strength > previous:
+                allowed_d[tool] = strength
         active.add(action.sentence)
-        if asked or term is None:
-            d.terms.add("question" if term is None else term.label)
+        if asked[1]:
+            terms.add(asked[1])
     # Reading what the task is about: safe tools with an object an active sentence names, and safe tools
     # sharing an object with a tool the prompt asked for (both looked up in tables built per catalog).
+    read_reasons = catalog.read_reasons
     reads: set[str] = set()
-    safe_by_object = catalog.safe_by_object
-    for s in active:
-        for name in sentence_objects.get(s, ()):
-            reads.update(safe_by_object.get(name, ()))
-    for name in sorted(reads):
-        d.allow(name, 0.6, "reads what the task is about")
-    reads.clear()
+    if sentence_objects:
+        safe_by_object = catalog.safe_by_object
+        for s in active:
+            for name in sentence_objects.get(s, ()):
+                reads.update(safe_by_object.get(name, ()))
+        for name in sorted(reads):
+            if name not in allowed_d:
+                reasons.append(read_reasons[name])
+                allowed_d[name] = 0.6
+        reads.clear()
     reads_along = catalog.reads_along
-    for tool in d.allowed:
+    for tool in allowed_d:
         reads.update(reads_along[tool])
     for name in sorted(reads):
-        d.allow(name, 0.6, "reads what the task is about")
-    if not only and read_only_at:
-        only = _read_only(lex, stemmed, read_only_at, injection)
+        if name not in allowed_d:
+            reasons.append(read_reasons[name])
+            allowed_d[name] = 0.6
+    if not only and seen & _READ_ONLY:
+        only = _read_only(lex, stemmed, [i for i in flagged if flags[i] & _READ_ONLY], injection)
     if only:
-        d.terms.add("only")
+        terms.add("only")
         for tool in catalog.unsafe:
-            if tool not in d.allowed:
+            if tool not in allowed_d:
                 d.forbid(tool, "the prompt restricts itself to what it names")
+    object_terms = catalog.object_terms
     for pos, names in objects_at:
         if pos < injection:
-            d.terms.update(catalog.object_terms(names))
+            terms.update(object_terms(names))
 
-    allowed = frozenset(d.allowed) - frozenset(d.forbidden)
-    forbidden = frozenset(d.forbidden)
+    forbidden_d = d.forbidden
+    forbidden = frozenset(forbidden_d)
+    allowed = frozenset(allowed_d).difference(forbidden) if forbidden else frozenset(allowed_d)
     if not allowed and not forbidden:
-        return _undetermined(truncated, d.terms)
-    strengths = [d.allowed[t] for t in allowed] or [0.9]
-    confidence = min(strengths) - (0.2 if "injection" in d.terms else 0.0)
-    parts = list(d.reasons)
-    if quoted:
-        parts.append(f"{quoted} quoted passage(s) read as content, not as requests")
-    if injection < n:
-        parts.append("injection marker found: nothing after it counts as a request")
-    if truncated:
-        confidence /= 2
-        parts.append(f"prompt truncated to {MAX_PROMPT_CHARS} characters")
-    rationale = "; ".join(parts)
+        return _undetermined(truncated, terms)
+    confidence = min(map(allowed_d.__getitem__, allowed)) if allowed else 0.9
+    if "injection" in terms:
+        confidence -= 0.2
+    if quoted or injection < n or truncated:
+        parts = list(reasons)
+        if quoted:
+            parts.append(f"{quoted} quoted passage(s) read as content, not as requests")
+        if injection < n:
+            parts.append("injection marker found: nothing after it counts as a request")
+        if truncated:
+            confidence /= 2
+            parts.append(f"prompt truncated to {MAX_PROMPT_CHARS} characters")
+        rationale = "; ".join(parts)
+    else:
+        rationale = "; ".join(reasons)
     if len(rationale) > _MAX_RATIONALE:
         rationale = rationale[: _MAX_RATIONALE - 1] + "…"
-    summary_parts = []
     if allowed:
-        summary_parts.append("allowed: " + ", ".join(sorted(allowed)))
-    if forbidden:
-        summary_parts.append("forbidden: " + ", ".join(sorted(forbidden)))
+        summary = "allowed: " + ", ".join(sorted(allowed))
+        if forbidden:
+            summary += "; forbidden: " + ", ".join(sorted(forbidden))
+    else:
+        summary = "forbidden: " + ", ".join(sorted(forbidden))
     return Intent.trusted(
         allowed,
         forbidden,
         round(max(0.05, confidence), 2),
         rationale,
         "catalog",
-        "; ".join(summary_parts),
+        summary,
         determined=True,
-        terms=tuple(sorted(d.terms))[:_MAX_TERMS],
+        terms=tuple(sorted(terms)[:_MAX_TERMS]),
     )
+
+
+def _chunks(text: str) -> list[str]:
+    """``text`` cut at whitespace into the pieces the chunk table is keyed by, line breaks kept as pieces.
+
+    The same tokens as :func:`authz.intent._text.tokenize` on the whole text: no token contains
+    whitespace except the line break, which is a token of its own (checked for every code point in the
+    tests). An ASCII text is cut as written (its pieces are normalized in the table); any other is
+    normalized first, as a whole, exactly as ``tokenize`` does.
+    """
+    if not text.isascii():
+        text = normalize(text)
+    if "\n" not in text:
+        return text.split()
+    pieces: list[str] = []
+    for line in text.split("\n"):
+        pieces += line.split()
+        pieces.append("\n")
+    pieces.pop()
+    return pieces
 
 
 def _is_word(char: str) -> bool:
@@ -897,7 +1069,7 @@ def _term_positions(
             return list(range(i, end))
         return None
     head, tail = words[:gap], words[gap:]
-    if tuple(stemmed[i : i + gap]) != head:
+    if tuple(stemmed[i : i + gap]) != head or tail[0] not in stemmed[i + gap : i + gap + GAP_WINDOW]:
         return None
     sentence = sentence_of[i]
     for k in range(i + gap, min(len(stemmed), i + gap + GAP_WINDOW)):
@@ -912,9 +1084,7 @@ def _injection_at(lex: Lexicon, stemmed: list[str], candidates: list[int]) -> in
     """Index of the first injection marker (``len(stemmed)`` when there is none)."""
     n = len(stemmed)
     for i in candidates:
-        for words, gap in lex.injection:
-            if stemmed[i] != words[0]:
-                continue
+        for words, gap in lex.injection_by_first.get(stemmed[i], ()):
             if not gap:
                 if tuple(stemmed[i : i + len(words)]) == words:
                     return i

@@ -158,6 +158,11 @@ class Lexicon:
         self.injection = tuple(_split_gap(str(t), _marker_stems) for t in data.get("injection_markers") or ())
         #: first stems of injection markers and read-only phrases, to skip the rest of a prompt quickly
         self.injection_first = frozenset(words[0] for words, _ in self.injection)
+        by_first: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+        for words, gap in self.injection:
+            by_first.setdefault(words[0], []).append((words, gap))
+        #: the markers by first stem, each list in the order written
+        self.injection_by_first = {first: tuple(markers) for first, markers in by_first.items()}
         self.read_only_first = frozenset(words[0] for words in self.read_only_phrases)
         objects: dict[tuple[str, ...], set[str]] = {}
         self.labels: dict[str, str] = {}

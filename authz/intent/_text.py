@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["BREAK_TOKENS", "SENTENCE_TOKENS", "normalize", "stem", "stems", "tokenize"]
+__all__ = ["BREAK_TOKENS", "SENTENCE_TOKENS", "TOKEN_PATTERN", "normalize", "stem", "stems", "tokenize"]
 
-_TOKEN_RE = re.compile(
+#: What a token is (``tokenize`` finds every match in the normalized text).
+TOKEN_PATTERN = re.compile(
     r"\d+(?:[.,]\d+)*"  # numbers, with thousands separators / decimals
     r"|[^\W_]+(?:'[^\W_]+)*"  # words, keeping inner apostrophes (don't, o'brien)
     r"|[$€£¥₹]"  # currency signs (a transfer prompt may name no currency word)
@@ -41,7 +42,7 @@ def normalize(text: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Normalized tokens of ``text`` (words, numbers and clause punctuation), in order."""
-    return _TOKEN_RE.findall(normalize(text))
+    return TOKEN_PATTERN.findall(normalize(text))
 
 
 def stem(word: str) -> str:
