@@ -234,11 +234,14 @@ _MAX_WORDS = 50_000
 #: at most 64 characters) whatever prompts arrive.
 _MAX_KEPT_WORD = 64
 _TOKEN, _STEM, _FLAGS, _STARTS, _CONTEXT = (itemgetter(k) for k in range(5))
-#: How a word bears on the word after it (bits of a word table entry's last field): the checks that tell a
-#: request from a state or a report ("the approved invoices", "Tom moved"), computed once per word.
-_P_WORD, _P_STATE, _P_NOT_REQUEST_LEAD, _P_BE, _P_SELF, _P_WILL, _P_VERB_LEAD = (1 << k for k in range(7))
-#: ... and how it reads itself: a participle, an -ed form, an -ing form.
-_T_PARTICIPLE, _T_ED, _T_ING = 1 << 7, 1 << 8, 1 << 9
+#: A word's context bits (a word table entry's last field; 0 for punctuation), which tell a request from a
+#: state or a report ("the approved invoices", "Tom moved"), computed once per word. Bits 0-3: how the word
+#: reads itself (a participle, an -ed form, an -ing form, a word at all).
+_T_PARTICIPLE, _T_ED, _T_ING, _T_WORD = 1, 2, 4, 8
+#: Bits 4-7: which of those bits, in the word after this one, make that word no request.
+_BLOCKS = 4
+#: Bits 8-10: "will", the user themself ("I", "we"), a word after which an action/object word is the action.
+_P_WILL, _P_SELF, _P_VERB_LEAD = 1 << 8, 1 << 9, 1 << 10
 _find_tokens = TOKEN_PATTERN.findall
 
 
@@ -252,12 +255,14 @@ class _CompiledCatalog:
         "class_tools",
         "compounds",
         "cues",
+        "forbids",
         "labels",
         "lexicon",
         "lexicon_term",
         "mentions",
         "object_index",
         "object_words",
+        "only_reasons",
         "phrases",
         "read_reasons",
         "reads_along",
@@ -372,6 +377,12 @@ class _CompiledCatalog:
         #: names) -> the tools it asks for with their strengths and reasons, and the term it records
         self.asks: dict[tuple[int, bool, frozenset[str]], _Asks] = {}
         self.read_reasons = {name: f"{name} allowed (reads what the task is about)" for name in infos}
+        self.only_reasons = {
+            name: f"{name} forbidden (the prompt restricts itself to what it names)" for name in infos
+        }
+        #: (id of an action term, negation cue, the objects its scope names) -> the tools it forbids,
+        #: with their reasons, and the term it records
+        self.forbids: dict[tuple[int, str, frozenset[str]], tuple[tuple[tuple[str, str], ...], str]] = {}
 
     def asks_of(
         self, key: tuple[int, bool, frozenset[str]], term: ActionTerm | None, noun: bool, objs: frozenset[str]
@@ -402,6 +413,29 @@ class _CompiledCatalog:
             self.asks[key] = value
         return value
 
+    def forbids_of(
+        self,
+        key: tuple[int, str, frozenset[str]],
+        term: ActionTerm,
+        generic: bool,
+        cue: str,
+        in_scope: frozenset[str],
+    ) -> tuple[tuple[tuple[str, str], ...], str]:
+        """What a negated action forbids (see :attr:`forbids`)."""
+        # A scope that names objects negates the action only for tools with those objects.
+        if generic:
+            tools = _named(self, self.unsafe, in_scope) if in_scope else self.unsafe
+        else:
+            # Weak terms ("any", "open", "who") negate nothing: only actions and action nouns do.
+            tools = _targets(self, term.strong | term.noun, in_scope, require_object=bool(in_scope))
+        value = (
+            tuple((tool, f"{tool} forbidden ({cue!r} before {term.text!r})") for tool in tools),
+            f"negated:{term.text}",
+        )
+        if len(self.forbids) < _MAX_WORDS:
+            self.forbids[key] = value
+        return value
+
     def object_terms(self, names: frozenset[str]) -> tuple[str, ...]:
         """The recorded terms of a set of object names ("object:invoice"), formatted once."""
         terms = self._object_terms.get(names)
@@ -412,9 +446,7 @@ class _CompiledCatalog:
 
     def learn_chunk(self, chunk: str) -> tuple[tuple[str, str, int, int, int], ...]:
         """The table entries of a piece's words (see :func:`_chunks` for what a piece is)."""
-        # An ASCII piece is looked up as written and normalized here; others come normalized already
-        # (normalizing twice is not the identity for every non-ASCII text).
-        tokens = _find_tokens(normalize(chunk) if chunk.isascii() else chunk)
+        tokens = _find_tokens(normalize(chunk))
         get, learn = self.words.get, self.learn
         entry = tuple([get(tok) or learn(tok) for tok in tokens])
         if len(self.chunks) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
@@ -496,28 +528,30 @@ def _action_options(
 
 
 def _context(token: str) -> int:
-    bits = 0
-    if token not in BREAK_TOKENS:
-        bits = _P_WORD
-        if token in _STATE_WORDS:
-            bits |= _P_STATE
-        if token not in _REQUEST_LEADS:
-            bits |= _P_NOT_REQUEST_LEAD
-        if token in _BE:
-            bits |= _P_BE
-        if token in _SELF:
-            bits |= _P_SELF
-        if token == "will":
-            bits |= _P_WILL
-        if token in _VERB_LEADS:
-            bits |= _P_VERB_LEAD
+    if token in BREAK_TOKENS:
+        return 0
+    bits = _T_WORD
     if (token.endswith(("ed", "en")) and not token.endswith("een")) or token in _PARTICIPLES:
         bits |= _T_PARTICIPLE  # not "green", "screen"
     if token.endswith("ed"):
         bits |= _T_ED
     if token.endswith("ing"):
         bits |= _T_ING
-    return bits
+    blocks = 0
+    if token in _STATE_WORDS:
+        blocks |= _T_PARTICIPLE  # "the approved invoices", "is already paid": a state
+    if token not in _REQUEST_LEADS:
+        blocks |= _T_ED  # "Tom moved to a competitor", "Meyer changed banks": a report
+    if token in _BE:
+        blocks |= _T_ING  # "which deals are closing": what is happening
+    if token in _SELF:
+        blocks |= _T_WORD  # "I'll send it myself": the user's own step, not the agent's
+        bits |= _P_SELF
+    if token == "will":
+        bits |= _P_WILL
+    if token in _VERB_LEADS:
+        bits |= _P_VERB_LEAD
+    return bits | blocks << _BLOCKS
 
 
 def _senses(lexicon: Lexicon, verb: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -607,7 +641,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     truncated = len(prompt) > MAX_PROMPT_CHARS
     text = prompt[:MAX_PROMPT_CHARS] if truncated else prompt
     quoted = 0
-    if '"' in text or "'" in text or "“" in text or "„" in text:
+    if '"' in text or "“" in text or "„" in text or ("'" in text and _may_open_single_quote(text)):
         text, quoted = _strip_quoted(text)
     # Each word's table entry (token, stem, flags, sentence start, context) by one lookup per
     # whitespace-delimited piece; only pieces not seen before are tokenized.
@@ -623,7 +657,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     if not known:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
     n = len(known)
-    tokens, stemmed, flags, starts, context = zip(*known, strict=True)
+    tokens, stemmed, flags, starts, context = zip(*known, strict=False)
     # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
     sentence_of = list(accumulate(starts))
     sentence = sentence_of[-1]
@@ -653,20 +687,11 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if i in taken:
             continue
         before = context[i - 1] if i else 0  # 0: the prompt or a clause starts here
-        if before:
-            here = context[i]
-            if (
-                # "the approved invoices", "is already paid": a state, not a request
-                (before & _P_STATE and here & _T_PARTICIPLE)
-                # "Tom moved to a competitor", "Meyer changed banks": a report, not a request
-                or (here & _T_ED and before & _P_NOT_REQUEST_LEAD)
-                # "which deals are closing": what is happening, not a request
-                or (before & _P_BE and here & _T_ING)
-                # "I'll send it myself": the user's own step, not the agent's
-                or before & _P_SELF
-                or (before & _P_WILL and i > 1 and context[i - 2] & _P_SELF)
-            ):
-                continue
+        # a state, a report or the user's own step (see _context), "I will send it myself"
+        if before and (
+            before >> _BLOCKS & context[i] or (before & _P_WILL and i > 1 and context[i - 2] & _P_SELF)
+        ):
+            continue
         verb_lead = not before or before & _P_VERB_LEAD
         by_next, options = action_options[stemmed[i]]
         if by_next and i + 1 < n:
@@ -727,16 +752,19 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                         cue_of.append(tokens[k])
                         break
     sentence_objects: dict[int, frozenset[str]] = {}
-    scope_objects: dict[int, set[str]] = {}
+    scope_objects: dict[int, frozenset[str]] = {}
     if objects_at:
         found: dict[int, set[str]] = {}
+        in_scopes: dict[int, set[str]] = {}
         for pos, names in objects_at:
             if scope_of is not None and scope_of[pos] != -1:
-                scope_objects.setdefault(scope_of[pos], set()).update(names)
+                in_scopes.setdefault(scope_of[pos], set()).update(names)
             else:
                 found.setdefault(sentence_of[pos], set()).update(names)
         for s, names in found.items():
             sentence_objects[s] = frozenset(names)
+        for s, names in in_scopes.items():
+            scope_objects[s] = frozenset(names)
     for s in questions:
         if s < sentence_of[injection] if injection < n else True:
             actions.append(_Action(None, -1, s))
@@ -744,8 +772,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     d = _Decisions()
     terms = d.terms
     terms.add(catalog.lexicon_term)
-    allowed_d = d.allowed
-    reasons = d.reasons
+    allowed_d, forbidden_d, reasons = d.allowed, d.forbidden, d.reasons
     active: set[int] = set()
     only = False
     for pos, tool, phrase in phrase_hits:
@@ -760,7 +787,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         for s in range(1, sentence + 1):  # "... invoice VI-5000 ... . What's the total on it?"
             if s not in sentence_objects and s - 1 in sentence_objects:
                 sentence_objects[s] = sentence_objects[s - 1]
-    asks, asks_of = catalog.asks, catalog.asks_of
+    asks, asks_of, forbids = catalog.asks, catalog.asks_of, catalog.forbids
     for action in actions:
         term = action.term
         objs = sentence_objects.get(action.sentence, _NO_OBJECTS)
@@ -775,16 +802,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if action.scope != -1:
             assert term is not None
             cue = cue_of[action.scope]
-            in_scope = scope_objects.get(action.scope, set())
-            # A scope that names objects negates the action only for tools with those objects.
-            if action.generic:
-                tools = _named(catalog, catalog.unsafe, in_scope) if in_scope else catalog.unsafe
-            else:
-                # Weak terms ("any", "open", "who") negate nothing: only actions and action nouns do.
-                tools = _targets(catalog, term.strong | term.noun, in_scope, require_object=bool(in_scope))
-            for tool in tools:
-                d.forbid(tool, f"{cue!r} before {term.text!r}")
-            terms.add(f"negated:{term.text}")
+            in_scope = scope_objects.get(action.scope, _NO_OBJECTS)
+            key = (id(term), cue, in_scope)
+            negated = forbids.get(key)
+            if negated is None:
+                negated = catalog.forbids_of(key, term, action.generic, cue, in_scope)
+            for tool, reason in negated[0]:
+                if tool not in forbidden_d:
+                    forbidden_d[tool] = reason
+                    reasons.append(reason)
+            terms.add(negated[1])
             continue
         noun = False
         if term is not None:
@@ -837,15 +864,17 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         only = _read_only(lex, stemmed, [i for i in flagged if flags[i] & _READ_ONLY], injection)
     if only:
         terms.add("only")
+        only_reasons = catalog.only_reasons
         for tool in catalog.unsafe:
-            if tool not in allowed_d:
-                d.forbid(tool, "the prompt restricts itself to what it names")
+            if tool not in allowed_d and tool not in forbidden_d:
+                reason = only_reasons[tool]
+                forbidden_d[tool] = reason
+                reasons.append(reason)
     object_terms = catalog.object_terms
     for pos, names in objects_at:
         if pos < injection:
             terms.update(object_terms(names))
 
-    forbidden_d = d.forbidden
     forbidden = frozenset(forbidden_d)
     allowed = frozenset(allowed_d).difference(forbidden) if forbidden else frozenset(allowed_d)
     if not allowed and not forbidden:
@@ -888,13 +917,12 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
 def _chunks(text: str) -> list[str]:
     """``text`` cut at whitespace into the pieces the chunk table is keyed by, line breaks kept as pieces.
 
-    The same tokens as :func:`authz.intent._text.tokenize` on the whole text: no token contains
-    whitespace except the line break, which is a token of its own (checked for every code point in the
-    tests). An ASCII text is cut as written (its pieces are normalized in the table); any other is
-    normalized first, as a whole, exactly as ``tokenize`` does.
+    The pieces' tokens (each piece normalized on its own, in the table) are the tokens
+    :func:`authz.intent._text.tokenize` finds in the whole text: no token contains whitespace except the
+    line break, a token of its own; and normalizing (NFKC, case folding) never joins or changes characters
+    across whitespace, which has no compositions and breaks any run of combining marks. Both are checked
+    for every code point in the tests. So a prompt is not normalized as a whole: each distinct piece once.
     """
-    if not text.isascii():
-        text = normalize(text)
     if "\n" not in text:
         return text.split()
     pieces: list[str] = []
@@ -903,6 +931,17 @@ def _chunks(text: str) -> list[str]:
         pieces.append("\n")
     pieces.pop()
     return pieces
+
+
+def _may_open_single_quote(text: str) -> bool:
+    """Whether a single quote in ``text`` may open a passage (one with no letter before it): most
+    prompts' single quotes are apostrophes ("don't"), and :func:`_strip_quoted` has nothing to do."""
+    i = text.find("'")
+    while i != -1:
+        if not i or not _is_word(text[i - 1]):
+            return True
+        i = text.find("'", i + 1)
+    return False
 
 
 def _is_word(char: str) -> bool:

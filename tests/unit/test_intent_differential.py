@@ -14,7 +14,9 @@ identifiers, non-ASCII letters), seeded and bounded in ``make test``; ``make fuz
 from __future__ import annotations
 
 import json
+import os
 import random
+import unicodedata
 from importlib import resources
 from pathlib import Path
 
@@ -24,11 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz.intent import CatalogExtractor, ToolCatalog, catalog_from_tools_list, load_catalogs
-from authz.intent._catalog_extractor import DEFAULT_NEGATIONS, MAX_PROMPT_CHARS
+from authz.intent._catalog_extractor import DEFAULT_NEGATIONS, MAX_PROMPT_CHARS, _chunks
+from authz.intent._text import TOKEN_PATTERN, normalize, tokenize
 from tests import intent_reference
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "intent"
 CATALOGS = ("demo", "ap", "cloud", "crm")
+#: A bounded run in `make test`; `make fuzz` sets TESSERA_PROPERTY_EXAMPLES much higher.
+EXAMPLES = int(os.environ.get("TESSERA_PROPERTY_EXAMPLES", "300"))
 FIELDS = ("allowed_tools", "forbidden_tools", "confidence", "rationale", "source", "summary", "determined")
 
 
@@ -234,11 +239,11 @@ def generated_prompt(rnd: random.Random) -> str:
 
 def test_generated_prompts_give_the_reference_intent(extractors):
     rnd = random.Random(17)
-    for _ in range(3000):
+    for _ in range(10 * EXAMPLES):
         assert_same(extractors, rnd.choice(TENANTS), generated_prompt(rnd))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     tenant=st.sampled_from(TENANTS),
     pieces=st.lists(
@@ -258,3 +263,43 @@ def test_long_and_truncated_prompts_give_the_reference_intent(extractors):
         assert_same(extractors, tenant, body)
         assert_same(extractors, tenant, "pay the invoice " + "x" * 30_000)
         assert_same(extractors, tenant, "“" * 20_000 + " pay the invoice")
+
+
+def _pieces_tokens(text: str) -> list[str]:
+    return [token for chunk in _chunks(text) for token in TOKEN_PATTERN.findall(normalize(chunk))]
+
+
+def _around(chars: list[str]) -> str:
+    # Each character inside a word, after a space and before a combining mark, after a no-break space
+    # (NFKC makes it a space), and after a line break.
+    return "".join(f"a{c}b {c}\u0301 \u00a0{c}x\n{c}" for c in chars)
+
+
+def test_pieces_cut_at_whitespace_give_the_tokens_of_the_whole_normalized_text():
+    """The extractor normalizes and tokenizes each whitespace-delimited piece on its own (_chunks): the
+    same tokens as normalizing and tokenizing the whole text, for every character whose normalization,
+    case folding or whitespace-ness could make a difference, and a seeded sample of the others (every
+    code point under `make fuzz`)."""
+    everything = EXAMPLES > 1000
+    rnd = random.Random(19)
+    chars = []
+    for code in range(0x110000):
+        c = chr(code)
+        if (
+            everything
+            or c.isspace()
+            or unicodedata.combining(c)
+            or unicodedata.normalize("NFKC", c) != c
+            or c.casefold() != c
+            or rnd.random() < 0.02
+        ):
+            chars.append(c)
+    for start in range(0, len(chars), 4096):
+        text = _around(chars[start : start + 4096])
+        assert _pieces_tokens(text) == tokenize(text)
+    for text in (
+        "Stra\u00dfe \u03a3\u039f\u03a3 \u0130stanbul \ufb01le",
+        "a\u00b4b \u3000x\u2028y",
+        "e\u0301 \u0301e",
+    ):
+        assert _pieces_tokens(text) == tokenize(text)
