@@ -38,7 +38,7 @@ import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import reduce
 from itertools import accumulate, chain, compress
 from operator import itemgetter, or_
@@ -206,25 +206,24 @@ class _Action:
     generic: bool = False
 
 
-@dataclass(slots=True)
-class _Decisions:
-    allowed: dict[str, float] = field(default_factory=dict)
-    forbidden: dict[str, str] = field(default_factory=dict)
-    terms: set[str] = field(default_factory=set)
-    reasons: list[str] = field(default_factory=list)
+def _allow(allowed: dict[str, float], reasons: list[str], tool: str, strength: float, why: str) -> None:
+    """Allows ``tool`` (the strongest reason counts; the first one is written)."""
+    previous = allowed.get(tool)
+    if previous is None:
+        reasons.append(f"{tool} allowed ({why})")
+        allowed[tool] = strength
+    elif strength > previous:
+        allowed[tool] = strength
 
-    def allow(self, tool: str, strength: float, why: str) -> None:
-        previous = self.allowed.get(tool)
-        if previous is None:
-            self.reasons.append(f"{tool} allowed ({why})")
-            self.allowed[tool] = strength
-        elif strength > previous:
-            self.allowed[tool] = strength
 
-    def forbid(self, tool: str, why: str) -> None:
-        if tool not in self.forbidden:
-            self.forbidden[tool] = why
-            self.reasons.append(f"{tool} forbidden ({why})")
+def _forbid(forbidden: dict[str, str], reasons: list[str], tool: str, why: str) -> None:
+    if tool not in forbidden:
+        forbidden[tool] = why
+        reasons.append(f"{tool} forbidden ({why})")
+
+
+#: round(confidence, 2) of the few confidences there are, computed once each (round to digits is slow).
+_ROUNDED: dict[float, float] = {}
 
 
 #: What a word may start (bit flags of :meth:`_CompiledCatalog.learn`).
@@ -331,6 +330,11 @@ class _CompiledCatalog:
         self.object_words = frozenset(objects)
         self.labels = labels
         self._object_terms: dict[frozenset[str], tuple[str, ...]] = {}
+        # each object term with what it records ("object:invoice"), formatted once
+        self.object_index = {
+            first: [(words, names, self.object_terms(names)) for words, names in options]
+            for first, options in index.items()
+        }
         self.single_objects = single
         self.phrases = phrases
         by_class: dict[str, list[str]] = {}
@@ -646,14 +650,11 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # Each word's table entry (token, stem, flags, sentence start, context) by one lookup per
     # whitespace-delimited piece; only pieces not seen before are tokenized.
     chunks = _chunks(text)
-    entries = list(map(catalog.chunks.get, chunks))
-    if None in entries:
-        learn_chunk = catalog.learn_chunk
-        entries = [
-            learn_chunk(chunk) if entry is None else entry
-            for chunk, entry in zip(chunks, entries, strict=True)
-        ]
-    known = list(chain.from_iterable(entries))
+    try:
+        known = list(chain.from_iterable(map(catalog.chunks.get, chunks)))
+    except TypeError:  # a piece not seen before (its lookup gave None)
+        get, learn_chunk = catalog.chunks.get, catalog.learn_chunk
+        known = [word for chunk in chunks for word in (get(chunk) or learn_chunk(chunk))]
     if not known:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
     n = len(known)
@@ -709,21 +710,21 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             break
 
     # Objects the prompt names (catalog keywords and their lexicon synonyms), and tool phrases.
-    objects_at: list[tuple[int, frozenset[str]]] = []
+    objects_at: list[tuple[int, frozenset[str], tuple[str, ...]]] = []
     phrase_hits: list[tuple[int, str, str]] = []
     object_index, phrase_index = catalog.object_index, catalog.phrases
     for i in object_at:
         tok = stemmed[i]
         options = object_index.get(tok)
         if options is not None:
-            for words, names in options:
+            for words, names, recorded in options:
                 if len(words) == 1 or stemmed[i : i + len(words)] == words:
-                    objects_at.append((i, names))
+                    objects_at.append((i, names, recorded))
                     break
         else:  # a German compound ("Lieferantenrechnungen"), split when the word was first seen
             names = catalog.compounds.get(tok)
             if names:
-                objects_at.append((i, names))
+                objects_at.append((i, names, catalog.object_terms(names)))
         if phrase_index:
             for words, tool, phrase in phrase_index.get(tok, ()):
                 if stemmed[i : i + len(words)] == words:
@@ -756,7 +757,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     if objects_at:
         found: dict[int, set[str]] = {}
         in_scopes: dict[int, set[str]] = {}
-        for pos, names in objects_at:
+        for pos, names, _ in objects_at:
             if scope_of is not None and scope_of[pos] != -1:
                 in_scopes.setdefault(scope_of[pos], set()).update(names)
             else:
@@ -769,19 +770,19 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if s < sentence_of[injection] if injection < n else True:
             actions.append(_Action(None, -1, s))
 
-    d = _Decisions()
-    terms = d.terms
-    terms.add(catalog.lexicon_term)
-    allowed_d, forbidden_d, reasons = d.allowed, d.forbidden, d.reasons
+    terms = {catalog.lexicon_term}
+    allowed_d: dict[str, float] = {}
+    forbidden_d: dict[str, str] = {}
+    reasons: list[str] = []
     active: set[int] = set()
     only = False
     for pos, tool, phrase in phrase_hits:
         if pos >= injection:
             continue
         if scope_of is not None and scope_of[pos] != -1:
-            d.forbid(tool, f"{cue_of[scope_of[pos]]!r} before {phrase!r}")
+            _forbid(forbidden_d, reasons, tool, f"{cue_of[scope_of[pos]]!r} before {phrase!r}")
         else:
-            d.allow(tool, 1.0, f"phrase {phrase!r}")
+            _allow(allowed_d, reasons, tool, 1.0, f"phrase {phrase!r}")
         terms.add(f"phrase:{phrase}")
     if sentence_objects:
         for s in range(1, sentence + 1):  # "... invoice VI-5000 ... . What's the total on it?"
@@ -797,7 +798,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 classes = term.strong | term.weak
                 for tool in _targets(catalog, classes, objs, require_object=not term.strong):
                     if not catalog.tools[tool].safe:
-                        d.forbid(tool, f"asked after an injection marker: {term.text!r}")
+                        _forbid(forbidden_d, reasons, tool, f"asked after an injection marker: {term.text!r}")
             continue
         if action.scope != -1:
             assert term is not None
@@ -870,10 +871,9 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 reason = only_reasons[tool]
                 forbidden_d[tool] = reason
                 reasons.append(reason)
-    object_terms = catalog.object_terms
-    for pos, names in objects_at:
+    for pos, _, recorded in objects_at:
         if pos < injection:
-            terms.update(object_terms(names))
+            terms.update(recorded)
 
     forbidden = frozenset(forbidden_d)
     allowed = frozenset(allowed_d).difference(forbidden) if forbidden else frozenset(allowed_d)
@@ -902,15 +902,13 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             summary += "; forbidden: " + ", ".join(sorted(forbidden))
     else:
         summary = "forbidden: " + ", ".join(sorted(forbidden))
+    rounded = _ROUNDED.get(confidence)
+    if rounded is None:
+        rounded = round(max(0.05, confidence), 2)
+        if len(_ROUNDED) < 256:
+            _ROUNDED[confidence] = rounded
     return Intent.trusted(
-        allowed,
-        forbidden,
-        round(max(0.05, confidence), 2),
-        rationale,
-        "catalog",
-        summary,
-        determined=True,
-        terms=tuple(sorted(terms)[:_MAX_TERMS]),
+        allowed, forbidden, rounded, rationale, "catalog", summary, True, tuple(sorted(terms)[:_MAX_TERMS])
     )
 
 
