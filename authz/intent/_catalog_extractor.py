@@ -196,14 +196,11 @@ class _ToolInfo:
     safe: bool
 
 
-@dataclass(slots=True)
-class _Action:
-    term: ActionTerm | None  # None: a question
-    start: int
-    sentence: int
-    scope: int = -1  # negation scope id, -1 outside any
-    untrusted: bool = False
-    generic: bool = False
+#: An action found in a prompt, as a list (built several times per prompt: a list is the cheapest):
+#: [term (None: a question), start, sentence, negation scope id (-1 outside any), after an injection
+#: marker, a generic change ("change", "touch")].
+_Action = list
+_TERM, _START, _SCOPE = 0, 1, 3
 
 
 def _allow(allowed: dict[str, float], reasons: list[str], tool: str, strength: float, why: str) -> None:
@@ -266,6 +263,7 @@ class _CompiledCatalog:
         "read_reasons",
         "reads_along",
         "safe_by_object",
+        "safe_reading",
         "safe_tools",
         "single_objects",
         "tool_objects",
@@ -351,6 +349,11 @@ class _CompiledCatalog:
             for obj in tool_objects:
                 safe_by_object.setdefault(obj, []).append(name)
         self.safe_by_object = {obj: tuple(names) for obj, names in safe_by_object.items()}
+        #: every object a prompt can name -> the safe tools that have it (none for most)
+        self.safe_reading = {
+            name: self.safe_by_object.get(name, ())
+            for name in (*known, *(n for options in index.values() for _, names in options for n in names))
+        }
         # The safe tools a task asking for a tool may read: those sharing its objects (and, for a tool
         # that writes, the objects its description mentions).
         self.reads_along = {
@@ -681,7 +684,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         injection = n
 
     # Action terms, longest first; a position used by one term is not reused by another.
-    actions: list[_Action] = []
+    actions: list[_Action] = []  # each [term, start, sentence, scope, untrusted, generic]
     taken: set[int] = set()
     action_options = catalog.action_options
     for i in action_at:
@@ -706,7 +709,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                     continue
                 taken.update(positions)
             # (a one-word term's position needs no marking: later terms start after it)
-            actions.append(_Action(term, i, sentence_of[i], -1, i >= injection, generic))
+            actions.append([term, i, sentence_of[i], -1, i >= injection, generic])
             break
 
     # Objects the prompt names (catalog keywords and their lexicon synonyms), and tool phrases.
@@ -739,17 +742,17 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         scope_of = [-1] * n
         _negation_scopes(catalog, tokens, actions, cue_at, scope_of, cue_of)
         for action in actions:
-            action.scope = scope_of[action.start]
+            action[_SCOPE] = scope_of[action[_START]]
     if seen & _POST_NEGATION:  # any "nothing/nicht" that may negate the verb before it
         post_negations = lex.post_negations
         for action in actions:
-            if action.scope == -1:
-                end = action.start + len(action.term.words)  # type: ignore[union-attr]
+            if action[_SCOPE] == -1:
+                end = action[_START] + len(action[_TERM].words)
                 for k in range(end, min(n, end + 2)):
                     if tokens[k] in BREAK_TOKENS:
                         break
                     if tokens[k] in post_negations:
-                        action.scope = len(cue_of)
+                        action[_SCOPE] = len(cue_of)
                         cue_of.append(tokens[k])
                         break
     sentence_objects: dict[int, frozenset[str]] = {}
@@ -768,7 +771,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             scope_objects[s] = frozenset(names)
     for s in questions:
         if s < sentence_of[injection] if injection < n else True:
-            actions.append(_Action(None, -1, s))
+            actions.append([None, -1, s, -1, False, False])
 
     terms = {catalog.lexicon_term}
     allowed_d: dict[str, float] = {}
@@ -789,25 +792,24 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             if s not in sentence_objects and s - 1 in sentence_objects:
                 sentence_objects[s] = sentence_objects[s - 1]
     asks, asks_of, forbids = catalog.asks, catalog.asks_of, catalog.forbids
-    for action in actions:
-        term = action.term
-        objs = sentence_objects.get(action.sentence, _NO_OBJECTS)
-        if action.untrusted:
-            if action.scope == -1 and term is not None:
+    for term, start, in_sentence, scope, untrusted, generic in actions:
+        objs = sentence_objects.get(in_sentence, _NO_OBJECTS)
+        if untrusted:
+            if scope == -1 and term is not None:
                 terms.add("injection")
                 classes = term.strong | term.weak
                 for tool in _targets(catalog, classes, objs, require_object=not term.strong):
                     if not catalog.tools[tool].safe:
                         _forbid(forbidden_d, reasons, tool, f"asked after an injection marker: {term.text!r}")
             continue
-        if action.scope != -1:
+        if scope != -1:
             assert term is not None
-            cue = cue_of[action.scope]
-            in_scope = scope_objects.get(action.scope, _NO_OBJECTS)
+            cue = cue_of[scope]
+            in_scope = scope_objects.get(scope, _NO_OBJECTS)
             key = (id(term), cue, in_scope)
             negated = forbids.get(key)
             if negated is None:
-                negated = catalog.forbids_of(key, term, action.generic, cue, in_scope)
+                negated = catalog.forbids_of(key, term, generic, cue, in_scope)
             for tool, reason in negated[0]:
                 if tool not in forbidden_d:
                     forbidden_d[tool] = reason
@@ -819,10 +821,10 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             if not (term.strong or term.weak):
                 # An action noun asks for nothing unless negated, or after a light verb ("make a
                 # payment", "issue a refund"): then it is the action.
-                if not _after_light_verb(lex, stemmed, action.start):
+                if not _after_light_verb(lex, stemmed, start):
                     continue
                 noun = True
-            if stemmed[action.start - 1] in lex.only if action.start else False:
+            if stemmed[start - 1] in lex.only if start else False:
                 only = True
         # What the action asks for, given the objects its sentence names: computed once per
         # (term, objects) per catalog, with its reasons already written.
@@ -837,28 +839,26 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 allowed_d[tool] = strength
             elif strength > previous:
                 allowed_d[tool] = strength
-        active.add(action.sentence)
+        active.add(in_sentence)
         if asked[1]:
             terms.add(asked[1])
     # Reading what the task is about: safe tools with an object an active sentence names, and safe tools
     # sharing an object with a tool the prompt asked for (both looked up in tables built per catalog).
+    # (Allowing at 0.6, the weakest strength, changes nothing for a tool already allowed.)
     read_reasons = catalog.read_reasons
-    reads: set[str] = set()
-    if sentence_objects:
-        safe_by_object = catalog.safe_by_object
+    if sentence_objects and active:
+        reads: set[str] = set()
+        safe_reading = catalog.safe_reading.__getitem__
         for s in active:
-            for name in sentence_objects.get(s, ()):
-                reads.update(safe_by_object.get(name, ()))
-        for name in sorted(reads):
-            if name not in allowed_d:
-                reasons.append(read_reasons[name])
-                allowed_d[name] = 0.6
-        reads.clear()
-    reads_along = catalog.reads_along
-    for tool in allowed_d:
-        reads.update(reads_along[tool])
-    for name in sorted(reads):
-        if name not in allowed_d:
+            objs = sentence_objects.get(s)
+            if objs:
+                reads.update(*map(safe_reading, objs))
+        for name in sorted(reads.difference(allowed_d)):
+            reasons.append(read_reasons[name])
+            allowed_d[name] = 0.6
+    if allowed_d:
+        along = set().union(*map(catalog.reads_along.__getitem__, allowed_d))
+        for name in sorted(along.difference(allowed_d)):
             reasons.append(read_reasons[name])
             allowed_d[name] = 0.6
     if not only and seen & _READ_ONLY:
@@ -1026,8 +1026,8 @@ def _negation_scopes(
     """Marks the words each negation cue covers in ``scope_of`` (its index in ``cue_of``)."""
     n = len(tokens)
     # Weak terms ("any", "open") do not count as the action a negation scope has reached.
-    starts = {a.start for a in actions if a.term is not None and (a.term.strong or a.term.noun)}
-    ends = {a.start + len(a.term.words) for a in actions if a.term is not None}
+    starts = {a[_START] for a in actions if a[_TERM] is not None and (a[_TERM].strong or a[_TERM].noun)}
+    ends = {a[_START] + len(a[_TERM].words) for a in actions if a[_TERM] is not None}
     after = 0  # a cue's words are not cues again ("not … no")
     for i in cue_at:
         if i < after:
