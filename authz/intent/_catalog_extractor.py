@@ -255,6 +255,7 @@ class _CompiledCatalog:
         "labels",
         "lexicon",
         "lexicon_term",
+        "longest_object",
         "mentions",
         "object_index",
         "object_words",
@@ -334,6 +335,7 @@ class _CompiledCatalog:
             for first, options in index.items()
         }
         self.single_objects = single
+        self.longest_object = max(map(len, single), default=0)
         self.phrases = phrases
         by_class: dict[str, list[str]] = {}
         for info in infos.values():
@@ -493,7 +495,7 @@ class _CompiledCatalog:
         return word
 
 
-_ActionOption = tuple[ActionTerm, bool, bool, bool, bool]
+_ActionOption = tuple[ActionTerm, bool, bool, bool, bool, int, str | None]
 _Asks = tuple[tuple[tuple[str, float, str], ...], str | None]
 _NO_OBJECTS: frozenset[str] = frozenset()
 _NO_CLASSES: frozenset[str] = frozenset()
@@ -504,7 +506,8 @@ def _action_options(
     lexicon: Lexicon, object_words: frozenset[tuple[str, ...]]
 ) -> dict[str, tuple[dict[str, tuple[_ActionOption, ...]], tuple[_ActionOption, ...]]]:
     """Per first stem: the action terms to try, longest first, as (term, is also an object's words, may
-    follow a light verb, one word, a generic change) and narrowed by the next stem.
+    follow a light verb, one word, a generic change, the gap and the first word after it for a term with
+    a gap) and narrowed by the next stem.
 
     A term of several words without a gap right after its first word ("go through"; "shut … down" has
     one) can only match where the next stem is its second: per next stem the terms that may match
@@ -519,6 +522,8 @@ def _action_options(
                 bool(term.noun or term.strong),
                 len(term.words) == 1,
                 len(term.words) == 1 and term.words[0] in lexicon.generic_change,
+                term.gap,
+                term.words[term.gap] if term.gap else None,
             )
             for term in terms
         ]
@@ -700,7 +705,9 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         by_next, options = action_options[stemmed[i]]
         if by_next and i + 1 < n:
             options = by_next.get(stemmed[i + 1], options)
-        for term, object_word, light, single, generic in options:
+        for term, object_word, light, single, generic, gap, after_gap in options:
+            if after_gap is not None and after_gap not in stemmed[i + gap : i + gap + GAP_WINDOW]:
+                continue  # "shut … down" without a "down" in reach (as _term_positions would find)
             if object_word and not verb_lead and not (light and _after_light_verb(lex, stemmed, i)):
                 continue  # "draft replies", "new emails": the word is the object here
             if not single:
@@ -1146,7 +1153,9 @@ def _read_only(lex: Lexicon, stemmed: list[str], candidates: list[int], limit: i
 
 
 def _compound(catalog: _CompiledCatalog, token: str) -> frozenset[str] | None:
-    for k in range(3, len(token) - 3):
+    # The longest suffix that names an object wins; suffixes longer than any object word cannot, so a
+    # 20,000-letter word costs as much as a short one (trying them all was quadratic: 60 ms).
+    for k in range(max(3, len(token) - catalog.longest_object), len(token) - 3):
         names = catalog.single_objects.get(token[k:])
         if names:
             return names

@@ -18,6 +18,7 @@ from authz.intent import (
     load_catalogs,
     parse_catalogs,
 )
+from authz.intent import _catalog_extractor as catalog_extractor
 from authz.intent._catalog_extractor import _strip_quoted
 from authz.intent._text import stem, tokenize
 
@@ -376,3 +377,40 @@ async def test_the_per_catalog_word_table_keeps_only_ordinary_words(extractor):
     table = extractor._catalogs["demo"]
     assert "pay" in table.words and "invoice" in table.words
     assert all(len(word) <= 64 for word in table.words) and all(len(word) <= 64 for word in table.compounds)
+    assert "pay" in table.chunks and all(len(piece) <= 64 for piece in table.chunks)
+
+
+def test_a_long_word_is_split_for_compounds_only_where_an_object_word_can_end_it():
+    """A German compound is split by trying its suffixes as object words: only suffixes no longer than the
+    longest object word are tried, so a 20,000-letter word is a bounded number of lookups (trying every
+    suffix was quadratic, 60 ms for one prompt)."""
+
+    class CountingDict(dict):
+        lookups = 0
+
+        def get(self, key, default=None):
+            CountingDict.lookups += 1
+            return super().get(key, default)
+
+    extractor = CatalogExtractor(load_catalogs(demo_catalog_path()), cache_size=0)
+    table = extractor._catalogs["demo"]
+    table.single_objects = CountingDict(table.single_objects)
+    result = extractor.extract_now("demo", "Zeig mir die Lieferantenrechnungen und " + "q" * 20_000)
+    assert "read_invoice" in result.allowed_tools  # the compound still names invoices
+    assert 0 < CountingDict.lookups <= 2 * table.longest_object
+
+
+def test_the_per_catalog_tables_stop_growing_at_their_bound(monkeypatch):
+    """Prompts of ever new words and pieces fill the word and piece tables only up to their bound; past it
+    a piece is still read (the same intent), just not kept."""
+    prompt = "Pay invoice INV-77 now, don't delete anything. unseen-piece"
+    expected = CatalogExtractor(load_catalogs(demo_catalog_path()), cache_size=0).extract_now("demo", prompt)
+    monkeypatch.setattr(catalog_extractor, "_MAX_WORDS", 300)
+    extractor = CatalogExtractor(load_catalogs(demo_catalog_path()), cache_size=0)
+    table = extractor._catalogs["demo"]
+    for k in range(100):
+        extractor.extract_now("demo", " ".join(f"w{k}x{j} p{k}y{j}," for j in range(10)))
+    assert len(table.words) == 300 and len(table.chunks) == 300
+    assert extractor.extract_now("demo", prompt) == expected
+    assert expected.allowed_tools and expected.forbidden_tools
+    assert "unseen-piece" not in table.chunks and len(table.chunks) == 300
