@@ -107,6 +107,8 @@ _SCOPE_STOP_WORDS = frozenset(
         "sondern",
     ]
 )
+#: Where a negation's scope ends whatever it has covered: a sentence's end or a word that starts a clause.
+_SCOPE_ENDS = SENTENCE_TOKENS | _SCOPE_STOP_WORDS
 _SENTENCE_WORDS = frozenset({"but", "however", "although", "though", "whereas", "aber", "sondern"})
 _MAX_RATIONALE = 600
 _MAX_TERMS = 32
@@ -657,7 +659,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         text, quoted = _strip_quoted(text)
     # Each word's table entry (token, stem, flags, sentence start, context) by one lookup per
     # whitespace-delimited piece; only pieces not seen before are tokenized.
-    chunks = _chunks(text)
+    chunks = _chunks(text) if "\n" in text else text.split()  # (the common case inline)
     try:
         known = list(chain.from_iterable(map(catalog.chunks.get, chunks)))
     except TypeError:  # a piece not seen before (its lookup gave None)
@@ -666,7 +668,8 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     if not known:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
     n = len(known)
-    tokens, stemmed, flags, starts, context = zip(*known, strict=False)
+    # (equal lengths by construction; zip without the keyword argument is the faster call)
+    tokens, stemmed, flags, starts, context = zip(*known)  # noqa: B905
     # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
     sentence_of = list(accumulate(starts))
     sentence = sentence_of[-1]
@@ -1051,7 +1054,7 @@ def _negation_scopes(
             covered_action = True  # "never received, push it back": a state; the comma ends the scope
         while k < n and words < NEGATION_WINDOW:
             tok = tokens[k]
-            if tok in SENTENCE_TOKENS or tok in _SCOPE_STOP_WORDS:
+            if tok in _SCOPE_ENDS:
                 break
             if tok in BREAK_TOKENS:  # "," or ":" ends the scope only once it has covered an action
                 if covered_action:
