@@ -714,10 +714,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             if object_word and not verb_lead and not (light and _after_light_verb(lex, stemmed, i)):
                 continue  # "draft replies", "new emails": the word is the object here
             if not single:
-                positions = _term_positions(term, stemmed, sentence_of, i, taken)
-                if positions is None:
-                    continue
-                taken.update(positions)
+                if gap:
+                    positions = _term_positions(term, stemmed, sentence_of, i, taken)
+                    if positions is None:
+                        continue
+                    taken.update(positions)
+                else:  # several words in a row ("go through"): compared here, as _term_positions would
+                    end = i + len(term.words)
+                    if stemmed[i:end] != term.words or (taken and not taken.isdisjoint(range(i, end))):
+                        continue
+                    taken.update(range(i, end))
             # (a one-word term's position needs no marking: later terms start after it)
             actions.append([term, i, sentence_of[i], -1, i >= injection, generic])
             break
@@ -889,7 +895,12 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     allowed = frozenset(allowed_d).difference(forbidden) if forbidden else frozenset(allowed_d)
     if not allowed and not forbidden:
         return _undetermined(truncated, terms)
-    confidence = min(map(allowed_d.__getitem__, allowed)) if allowed else 0.9
+    if not allowed:
+        confidence = 0.9
+    elif forbidden:
+        confidence = min(map(allowed_d.__getitem__, allowed))
+    else:  # nothing forbidden: every tool allowed counts
+        confidence = min(allowed_d.values())
     if "injection" in terms:
         confidence -= 0.2
     if quoted or injection < n or truncated:

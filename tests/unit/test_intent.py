@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from authz.errors import InvalidArgument
@@ -218,3 +220,28 @@ def test_verdict_is_a_frozen_value():
     verdict = IntentVerdict(True, "ok")
     with pytest.raises(AttributeError):
         verdict.allowed = False  # type: ignore[misc]
+
+
+def test_an_intent_from_the_extractor_is_a_frozen_intent_like_any_other():
+    """Intent.trusted (the extractor's fast constructor) gives the same value as the validating one: an
+    Intent, equal, hashable and as frozen."""
+    values = (
+        frozenset({"read_invoice"}),
+        frozenset({"pay_invoice"}),
+        0.75,
+        "why",
+        "catalog",
+        "summary",
+        True,
+        ("t",),
+    )
+    fast, checked = Intent.trusted(*values), Intent(*values)
+    assert type(fast) is Intent and fast == checked and hash(fast) == hash(checked)
+    assert fast.to_policy_input() == checked.to_policy_input()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.confidence = 1.0  # type: ignore[misc]
+
+    class Named(Intent):
+        __slots__ = ()
+
+    assert type(Named.trusted(*values)) is Named and Named.trusted(*values).summary == "summary"
