@@ -39,9 +39,8 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import reduce
 from itertools import accumulate, chain, compress
-from operator import itemgetter, or_
+from operator import itemgetter
 from types import MappingProxyType
 
 from authz.errors import InvalidArgument
@@ -227,6 +226,7 @@ _ROUNDED: dict[float, float] = {}
 
 #: What a word may start (bit flags of :meth:`_CompiledCatalog.learn`).
 _SENTENCE, _ACTION, _OBJECT, _CUE, _MARKER, _READ_ONLY, _POST_NEGATION, _QUESTION = (1 << k for k in range(8))
+_RARE = _CUE | _MARKER | _READ_ONLY | _POST_NEGATION | _QUESTION
 _MAX_WORDS = 50_000
 #: Longer words are classified each time they are read, not kept: the table stays small (50,000 words of
 #: at most 64 characters) whatever prompts arrive.
@@ -674,20 +674,27 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     sentence_of = list(accumulate(starts))
     sentence = sentence_of[-1]
 
-    # The positions where an action, object, cue … may start: only the flagged words are visited, and
-    # only for the kinds of word the prompt has at all.
-    seen = reduce(or_, flags)
-    flagged = list(compress(range(n), flags))
-    action_at = [i for i in flagged if flags[i] & _ACTION] if seen & _ACTION else ()
-    object_at = [i for i in flagged if flags[i] & _OBJECT] if seen & _OBJECT else ()
-    cue_at = [i for i in flagged if flags[i] & _CUE] if seen & _CUE else ()
+    # The positions where an action, object, cue … may start: one pass over the flagged words only; the
+    # rarer kinds (markers, read-only phrases) are collected when the prompt has any.
+    action_at: list[int] = []
+    object_at: list[int] = []
+    cue_at: list[int] = []
     questions: set[int] = set()
-    if seen & _QUESTION:
-        for i in flagged:
-            if flags[i] & _QUESTION and i:
+    seen = 0  # the rarer kinds of word the prompt has
+    for i in compress(range(n), flags):
+        f = flags[i]
+        if f & _ACTION:
+            action_at.append(i)
+        if f & _OBJECT:
+            object_at.append(i)
+        if f & _RARE:
+            seen |= f
+            if f & _CUE:
+                cue_at.append(i)
+            if f & _QUESTION and i:
                 questions.add(sentence_of[i] - 1)
     if seen & _MARKER:
-        injection = _injection_at(lex, stemmed, [i for i in flagged if flags[i] & _MARKER])
+        injection = _injection_at(lex, stemmed, [i for i in compress(range(n), flags) if flags[i] & _MARKER])
     else:
         injection = n
 
@@ -878,7 +885,9 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             reasons.append(read_reasons[name])
             allowed_d[name] = 0.6
     if not only and seen & _READ_ONLY:
-        only = _read_only(lex, stemmed, [i for i in flagged if flags[i] & _READ_ONLY], injection)
+        only = _read_only(
+            lex, stemmed, [i for i in compress(range(n), flags) if flags[i] & _READ_ONLY], injection
+        )
     if only:
         terms.add("only")
         only_reasons = catalog.only_reasons
