@@ -711,14 +711,19 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             before >> _BLOCKS & context[i] or (before & _P_WILL and i > 1 and context[i - 2] & _P_SELF)
         ):
             continue
-        verb_lead = not before or before & _P_VERB_LEAD
         by_next, options = action_options[stemmed[i]]
         if by_next and i + 1 < n:
             options = by_next.get(stemmed[i + 1], options)
         for term, object_word, light, single, generic, gap, after_gap in options:
             if after_gap is not None and after_gap not in stemmed[i + gap : i + gap + GAP_WINDOW]:
                 continue  # "shut … down" without a "down" in reach (as _term_positions would find)
-            if object_word and not verb_lead and not (light and _after_light_verb(lex, stemmed, i)):
+            # (after a verb lead, or at a clause's start, such a word is the action)
+            if (
+                object_word
+                and before
+                and not before & _P_VERB_LEAD
+                and not (light and _after_light_verb(lex, stemmed, i))
+            ):
                 continue  # "draft replies", "new emails": the word is the object here
             if not single:
                 if gap:
@@ -1056,8 +1061,13 @@ def _negation_scopes(
     """Marks the words each negation cue covers in ``scope_of`` (its index in ``cue_of``)."""
     n = len(tokens)
     # Weak terms ("any", "open") do not count as the action a negation scope has reached.
-    starts = {a[_START] for a in actions if a[_TERM] is not None and (a[_TERM].strong or a[_TERM].noun)}
-    ends = {a[_START] + len(a[_TERM].words) for a in actions if a[_TERM] is not None}
+    starts: set[int] = set()
+    ends: set[int] = set()
+    for term, start, *_ in actions:
+        if term is not None:
+            if term.strong or term.noun:
+                starts.add(start)
+            ends.add(start + len(term.words))
     after = 0  # a cue's words are not cues again ("not … no")
     for i in cue_at:
         if i < after:
