@@ -29,6 +29,16 @@ objects from its keywords (plus the lexicon's synonyms of them).
 * **Confidence** (a heuristic): 0.9 when every decision came from a strong term with an object, 0.75 with
   strong terms alone, 0.6 when a weak term, a question or a read-along decided; minus 0.2 when an
   injection was found; halved when the prompt had to be truncated; 0 when undetermined.
+
+**Speed** (a check's budget for this is 50 µs): each catalog is compiled once into tables, and a prompt is
+read with lookups in them. The prompt is cut at whitespace and each piece ("invoices,", "INV-1001") is
+looked up in a table of pieces already read, which holds each piece's normalized words with their stems
+and what they may start (filled as prompts arrive, bounded like the word table); then only the flagged
+words are visited. The action terms to try at a word are narrowed by the next word; what an action asks
+for (or, negated, forbids) given the objects its sentence names is computed once per (term, objects) per
+catalog with its reasons written; the reads a task brings along are set unions over per-catalog tables.
+``tests/intent_reference.py`` keeps the plain reading of these rules, and a differential test holds this
+module to it, Intent field by field.
 """
 
 from __future__ import annotations
