@@ -279,6 +279,7 @@ class _CompiledCatalog:
         "safe_reading",
         "safe_tools",
         "single_objects",
+        "summaries",
         "tool_objects",
         "tools",
         "unsafe",
@@ -397,6 +398,8 @@ class _CompiledCatalog:
         #: (id of an action term or None for a question, as an action noun, the objects its sentence
         #: names) -> the tools it asks for with their strengths and reasons, and the term it records
         self.asks: dict[tuple[int, bool, frozenset[str]], _Asks] = {}
+        #: (allowed tools, forbidden tools) -> an intent's summary
+        self.summaries: dict[tuple[frozenset[str], frozenset[str]], str] = {}
         self.read_reasons = {name: f"{name} allowed (reads what the task is about)" for name in infos}
         self.only_reasons = {
             name: f"{name} forbidden (the prompt restricts itself to what it names)" for name in infos
@@ -457,6 +460,18 @@ class _CompiledCatalog:
             self.forbids[key] = value
         return value
 
+    def summary_of(self, allowed: frozenset[str], forbidden: frozenset[str]) -> str:
+        """An intent's summary ("allowed: a, b; forbidden: c"), kept per catalog (see :attr:`summaries`)."""
+        parts = []
+        if allowed:
+            parts.append("allowed: " + ", ".join(sorted(allowed)))
+        if forbidden:
+            parts.append("forbidden: " + ", ".join(sorted(forbidden)))
+        summary = "; ".join(parts)
+        if len(self.summaries) < _MAX_WORDS:
+            self.summaries[(allowed, forbidden)] = summary
+        return summary
+
     def object_terms(self, names: frozenset[str]) -> tuple[str, ...]:
         """The recorded terms of a set of object names ("object:invoice"), formatted once."""
         terms = self._object_terms.get(names)
@@ -510,6 +525,7 @@ class _CompiledCatalog:
 _ActionOption = tuple[ActionTerm, bool, bool, bool, bool, int, str | None]
 _Asks = tuple[tuple[tuple[str, float, str], ...], str | None]
 _NO_OBJECTS: frozenset[str] = frozenset()
+_NO_TOOLS: frozenset[str] = frozenset()
 _NO_CLASSES: frozenset[str] = frozenset()
 _QUESTION_CLASSES = frozenset({"read", "list"})
 
@@ -915,8 +931,11 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         if pos < injection:
             terms.update(recorded)
 
-    forbidden = frozenset(forbidden_d)
-    allowed = frozenset(allowed_d).difference(forbidden) if forbidden else frozenset(allowed_d)
+    if forbidden_d:
+        forbidden = frozenset(forbidden_d)
+        allowed = frozenset(allowed_d).difference(forbidden)
+    else:
+        forbidden, allowed = _NO_TOOLS, frozenset(allowed_d)
     if not allowed and not forbidden:
         return _undetermined(truncated, terms)
     if not allowed:
@@ -941,19 +960,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         rationale = "; ".join(reasons)
     if len(rationale) > _MAX_RATIONALE:
         rationale = rationale[: _MAX_RATIONALE - 1] + "…"
-    if allowed:
-        summary = "allowed: " + ", ".join(sorted(allowed))
-        if forbidden:
-            summary += "; forbidden: " + ", ".join(sorted(forbidden))
-    else:
-        summary = "forbidden: " + ", ".join(sorted(forbidden))
+    summary = catalog.summaries.get((allowed, forbidden))
+    if summary is None:
+        summary = catalog.summary_of(allowed, forbidden)
     rounded = _ROUNDED.get(confidence)
     if rounded is None:
         rounded = round(max(0.05, confidence), 2)
         if len(_ROUNDED) < 256:
             _ROUNDED[confidence] = rounded
     return Intent.trusted(
-        allowed, forbidden, rounded, rationale, "catalog", summary, True, tuple(sorted(terms)[:_MAX_TERMS])
+        allowed, forbidden, rounded, rationale, "catalog", summary, True, tuple(sorted(terms))[:_MAX_TERMS]
     )
 
 
