@@ -257,6 +257,7 @@ class _CompiledCatalog:
     __slots__ = (
         "_object_terms",
         "action_options",
+        "along",
         "asks",
         "by_class",
         "chunks",
@@ -399,6 +400,8 @@ class _CompiledCatalog:
         #: names) -> the tools it asks for with their strengths and reasons, and the term it records
         self.asks: dict[tuple[int, bool, frozenset[str]], _Asks] = {}
         #: (allowed tools, forbidden tools) -> an intent's summary
+        #: tools a prompt asked for -> the safe tools read along (see :meth:`along_of`)
+        self.along: dict[frozenset[str], tuple[tuple[str, str], ...]] = {}
         self.summaries: dict[tuple[frozenset[str], frozenset[str]], str] = {}
         self.read_reasons = {name: f"{name} allowed (reads what the task is about)" for name in infos}
         self.only_reasons = {
@@ -458,6 +461,15 @@ class _CompiledCatalog:
         )
         if len(self.forbids) < _MAX_WORDS:
             self.forbids[key] = value
+        return value
+
+    def along_of(self, asked_for: frozenset[str]) -> tuple[tuple[str, str], ...]:
+        """The safe tools a task asking for ``asked_for`` reads along, not among them, in name order, with
+        their reasons (kept per catalog, see :attr:`along`)."""
+        names = set().union(*map(self.reads_along.__getitem__, asked_for)).difference(asked_for)
+        value = tuple((name, self.read_reasons[name]) for name in sorted(names))
+        if len(self.along) < _MAX_WORDS:
+            self.along[asked_for] = value
         return value
 
     def summary_of(self, allowed: frozenset[str], forbidden: frozenset[str]) -> str:
@@ -911,9 +923,12 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             reasons.append(read_reasons[name])
             allowed_d[name] = 0.6
     if allowed_d:
-        along = set().union(*map(catalog.reads_along.__getitem__, allowed_d))
-        for name in sorted(along.difference(allowed_d)):
-            reasons.append(read_reasons[name])
+        asked_for = frozenset(allowed_d)
+        along = catalog.along.get(asked_for)
+        if along is None:
+            along = catalog.along_of(asked_for)
+        for name, reason in along:
+            reasons.append(reason)
             allowed_d[name] = 0.6
     if not only and seen & _READ_ONLY:
         only = _read_only(
