@@ -32,7 +32,13 @@ def canonical_json(value: Any) -> bytes:
     ``rfc8785`` itself, so errors are the reference's own. ``tests/unit/test_properties.py`` proves
     both paths byte-identical to ``rfc8785`` over the audit event shapes, floats and unicode.
     """
-    if type(value) is dict and _plain(value):
+    kind = type(value)
+    if kind is PlainJSON:
+        try:
+            return orjson.dumps(value, option=_ORJSON_VOUCHED)
+        except orjson.JSONEncodeError:  # an integer past ±(2**53-1), a lone surrogate: the full path
+            value, kind = dict(value), dict
+    if kind is dict and _plain(value):
         try:
             return orjson.dumps(value, option=_ORJSON_OPTIONS)
         except orjson.JSONEncodeError:  # a lone surrogate: let rfc8785 decide
@@ -48,6 +54,24 @@ def canonical_json(value: Any) -> bytes:
 #: Sorted keys; integers past ±(2**53-1) and subclasses of str, int, dict and list refused rather than
 #: encoded (``_plain`` already admits neither; this keeps orjson from ever widening the fast path).
 _ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+#: For a :class:`PlainJSON`, whose builder vouches for the types (the top level is the subclass itself).
+_ORJSON_VOUCHED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+
+
+class PlainJSON(dict):
+    """A dict its builder vouches for: it holds only dicts with ASCII ``str`` keys, lists, ``str``,
+    booleans, null and integers (never a float, tuple or other type), so :func:`canonical_json` encodes
+    it without first walking it to check (for an audit event the walk cost half the encoding).
+
+    Only a builder that knows every value's type may use it (:func:`authz.audit._events.event_from_decision`
+    checks the few values it does not build itself); ``tests/unit/test_properties.py`` holds such events
+    to the reference encoder. Integers past ±(2**53-1) and lone surrogates are still caught (and left to
+    the full path); a float would not be, which is why nothing else may wrap a dict in this.
+    """
+
+    __slots__ = ()
 
 
 class _NotPlain(Exception):
@@ -146,6 +170,11 @@ def stable_json(value: Any) -> bytes:
         return canonical_json(value)
     except Exception:
         return b"~" + json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr).encode()
+
+
+def plain_json(value: Any) -> bool:
+    """True when ``value`` holds only what :class:`PlainJSON` may hold (see :func:`canonical_json`)."""
+    return _plain(value)
 
 
 def _plain(root: Any) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from authz import __version__
 from authz.audit._sanitize import GATEWAY_TENANT, clean_text, json_safe
+from authz.canonical import PlainJSON, plain_json
 
 if TYPE_CHECKING:  # no runtime import: the store imports this package, and must not pull in the pipeline
     from authz.check.models import Decision
@@ -145,6 +146,28 @@ def event_from_decision(decision: Decision, *, time_ms: int) -> dict[str, Any]:
         }
     if d.memory_writers:  # whose memory entries shaped the call (ARCHITECTURE §8)
         event["tessera"]["memory_writers"] = [clean_text(w, 128) for w in d.memory_writers[:32]]
+    return event
+
+
+def vouched_event_from_decision(decision: Decision, *, time_ms: int) -> dict[str, Any]:
+    """:func:`event_from_decision`, as a :class:`~authz.canonical.PlainJSON` when every value is of a
+    type the fast canonical encoding takes as it is (the recorder's events: encoded once, at once).
+
+    Everything the event builds itself is a ``str`` from :func:`clean_text`, an ``int``, a bool, null or
+    a list of those, under literal ASCII keys; the values passed through :func:`json_safe` (which keeps
+    floats) and the denial data (keys from the caller) are checked here.
+    """
+    event = event_from_decision(decision, time_ms=time_ms)
+    tessera = event["tessera"]
+    if (
+        type(decision.decision_id) is str
+        and type(tessera["latency_us"]) is not float
+        and type(tessera["policy_version"]) is not float
+        and type(tessera.get("trace_id")) is not float
+        and type(tessera.get("intent", {}).get("determined", True)) is bool
+        and plain_json(tessera["data"])
+    ):
+        return PlainJSON(event)
     return event
 
 
