@@ -167,17 +167,26 @@ class _Checkpointer(threading.Thread):
         super().__init__(name="tessera-sqlite-checkpoint", daemon=True)
         self._stopped = threading.Event()
         self._write_lock = write_lock
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0.05)
+        # A short busy timeout: a RESTART holds this process's writers while it waits (e.g. for another
+        # process's reader); when busy it gives up and the next pass tries again.
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0.01)
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._pass = threading.Lock()  # one pass at a time: the thread's, or a caller's checkpoint()
 
     def run(self) -> None:
+        failing = False  # logged once per failing streak, not every pass
         while not self._stopped.wait(CHECKPOINT_INTERVAL_S):
             try:
                 self.checkpoint()
             except sqlite3.Error as exc:  # e.g. the disk is full: the WAL keeps the data meanwhile
-                log.warning("SQLite checkpoint failed: %s", exc)
+                if not failing:
+                    log.warning("SQLite checkpoints failing (the WAL grows until they succeed): %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("SQLite checkpoints succeed again")
+                failing = False
 
     def checkpoint(self) -> tuple[int, int]:
         with self._pass:
