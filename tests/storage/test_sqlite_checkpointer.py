@@ -7,6 +7,7 @@ directly (``db.checkpoint()``, what its thread runs every 50 ms), so nothing her
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import threading
 from pathlib import Path
@@ -37,8 +38,8 @@ def _wal_frames(path: Path) -> int:
         conn.close()
 
 
-def _checkpointer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "tessera-sqlite-checkpoint"]
+def _checkpointer(store: SQLiteStore) -> threading.Thread | None:
+    return store.db._checkpointer
 
 
 async def test_commits_leave_checkpoints_to_the_checkpointer_thread(tmp_path: Path):
@@ -46,14 +47,15 @@ async def test_commits_leave_checkpoints_to_the_checkpointer_thread(tmp_path: Pa
     try:
         (autocheckpoint,) = store.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()
         assert autocheckpoint == 0  # the committing connection never checkpoints by itself
-        assert len(_checkpointer_threads()) == 1
+        thread = _checkpointer(store)
+        assert thread is not None and thread.is_alive() and thread in threading.enumerate()
         await store.append_events(_events(50))
         frames, copied = store.db.checkpoint()
         assert frames > 0 and copied == frames  # everything committed is now in the database file
         assert (await verify_chain(store, "acme")).ok
     finally:
         await store.close()
-    assert _checkpointer_threads() == []  # close() stops the thread
+    assert not thread.is_alive()  # close() stops the thread
 
 
 class _Statements:
@@ -98,7 +100,7 @@ async def test_without_the_checkpointer_sqlite_checkpoints_by_itself(tmp_path: P
     store = SQLiteStore(tmp_path / "audit.db", checkpointer=False)
     try:
         (autocheckpoint,) = store.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()
-        assert autocheckpoint == 1000 and _checkpointer_threads() == []
+        assert autocheckpoint == 1000 and _checkpointer(store) is None
         with pytest.raises(StorageError):
             store.db.checkpoint()
     finally:
@@ -113,3 +115,14 @@ async def test_a_checkpoint_inside_a_transaction_is_refused_not_deadlocked(tmp_p
         await store.append_events(_events(1))  # the write lock was released
     finally:
         await store.close()
+
+
+async def test_a_store_dropped_without_close_stops_its_checkpointer(tmp_path: Path):
+    store = SQLiteStore(tmp_path / "audit.db")
+    await store.append_events(_events(1))
+    thread = _checkpointer(store)
+    assert thread is not None and thread.is_alive()
+    del store
+    gc.collect()
+    thread.join(timeout=10)  # it notices within one pass interval
+    assert not thread.is_alive()

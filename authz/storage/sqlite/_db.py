@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -58,6 +59,8 @@ class SQLiteDatabase:
                 self.conn.execute("PRAGMA wal_autocheckpoint=0")
                 self._checkpointer = _Checkpointer(self.path, self._write_lock, sync.upper())
                 self._checkpointer.start()
+                # A store dropped without close() (a short-lived CLI call, a test) stops its thread too.
+                weakref.finalize(self, self._checkpointer.stop_soon)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
 
@@ -176,32 +179,40 @@ class _Checkpointer(threading.Thread):
 
     def run(self) -> None:
         failing = False  # logged once per failing streak, not every pass
-        while not self._stopped.wait(CHECKPOINT_INTERVAL_S):
-            try:
-                self.checkpoint()
-            except sqlite3.Error as exc:  # e.g. the disk is full: the WAL keeps the data meanwhile
-                if not failing:
-                    log.warning("SQLite checkpoints failing (the WAL grows until they succeed): %s", exc)
-                failing = True
-            else:
-                if failing:
-                    log.warning("SQLite checkpoints succeed again")
-                failing = False
+        try:
+            while not self._stopped.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    self.checkpoint()
+                except sqlite3.Error as exc:  # e.g. the disk is full: the WAL keeps the data meanwhile
+                    if not failing:
+                        log.warning("SQLite checkpoints failing (the WAL grows until they succeed): %s", exc)
+                    failing = True
+                else:
+                    if failing:
+                        log.warning("SQLite checkpoints succeed again")
+                    failing = False
+        finally:
+            with self._pass:
+                self._conn.close()
 
     def checkpoint(self) -> tuple[int, int]:
         with self._pass:
+            if self._stopped.is_set():
+                raise sqlite3.ProgrammingError("the checkpointer is stopped")
             _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if frames >= RESTART_FRAMES:
                 with self._write_lock:
                     _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             return frames, copied
 
+    def stop_soon(self) -> None:
+        """Ask the thread to end (it closes its connection on the way out); does not wait."""
+        self._stopped.set()
+
     def stop(self) -> None:
         self._stopped.set()
-        if self.is_alive():
+        if self.is_alive() and threading.current_thread() is not self:
             self.join()
-        with self._pass:
-            self._conn.close()
 
 
 def _split_sql(script: str) -> list[str]:
