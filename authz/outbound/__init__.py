@@ -5,6 +5,8 @@ forwarders, OPA and notifications as they come): one client, one set of rules.
   (``TESSERA_OUTBOUND_ALLOW``) that permits some of them.
 * :class:`OutboundClient` — resolves once, vets every address, connects to the vetted one, vets each
   redirect, bounds time and answer size; raises :class:`authz.errors.OutboundRefused` with the reason.
+* :func:`pin_botocore_client` — the same pinning for a boto3/botocore client (the S3 sink), which
+  opens its own connections: each request is vetted and sent to the vetted address.
 * :func:`policy_from_config` — the policy a process uses, from :class:`authz.config.TesseraConfig`.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from authz.outbound._botocore import PinnedBotocoreSender, pin_botocore_client
 from authz.outbound._client import (
     OutboundClient,
     OutboundResponse,
@@ -36,8 +39,10 @@ __all__ = [
     "OutboundClient",
     "OutboundPolicy",
     "OutboundResponse",
+    "PinnedBotocoreSender",
     "Resolver",
     "parse_allow_entry",
+    "pin_botocore_client",
     "policy_from_config",
     "system_resolver",
     "vet_host_sync",
