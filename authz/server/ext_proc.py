@@ -144,6 +144,7 @@ class ListProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
             outcome=outcome,
             reason=reason,
             time_ms=time.time_ns() // 1_000_000,
+            failed=tally.failed,
         )
         try:
             await self._recorder.record_events([(ctx.tenant, event)])

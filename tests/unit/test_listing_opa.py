@@ -129,3 +129,33 @@ async def test_an_item_whose_opa_evaluation_fails_is_hidden_and_counted(tmp_path
     assert out["result"]["tools"] == []
     assert tally.withheld == {"tool": 5} and tally.failed == {"tool": 5}
     assert any("5 tool(s) hidden" in r.getMessage() for r in caplog.records), caplog.text
+
+
+class Recorder:
+    """Collects the events the list processor commits (the audit recorder's interface)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    async def record_events(self, events) -> None:
+        self.events += [event for _, event in events]
+
+
+async def test_the_list_audit_event_counts_the_items_whose_evaluation_failed(tmp_path, opa):
+    listing, clients = await opa_listing(tmp_path, opa, timeout_ms=300)
+    recorder = Recorder()
+    try:
+        ctx = context(listing, token(), request_id="r-2")
+        body = json.dumps(tools_result(DEMO_TOOLS, request_id="r-2")).encode()
+        await _process(ListProcessor(listing, recorder=recorder), ctx, "application/json", body)
+        opa.fail_with = 500
+        await _process(ListProcessor(listing, recorder=recorder), ctx, "application/json", body)
+    finally:
+        await clients.aclose()
+    ok, failing = (e["tessera"] for e in recorder.events)
+    assert (ok["outcome"], ok["withheld"], "failed" in ok) == ("filtered", {"tool": 1}, False)
+    assert (failing["outcome"], failing["withheld"], failing["failed"]) == (
+        "filtered",
+        {"tool": 5},
+        {"tool": 5},
+    )
