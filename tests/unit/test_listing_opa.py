@@ -8,6 +8,7 @@ tokens and the ext_proc servicer (driven with real protos) are Tessera's own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import replace
@@ -118,7 +119,7 @@ async def test_an_item_whose_opa_evaluation_fails_is_hidden_and_counted(tmp_path
         if fault == "error":
             opa.fail_with = 500
         elif fault == "slow":
-            opa.delay_s = 1.0
+            opa.delay_s = 0.8
         else:
             opa.__exit__()  # the server goes away
         tally = ListTally()
@@ -126,6 +127,8 @@ async def test_an_item_whose_opa_evaluation_fails_is_hidden_and_counted(tmp_path
             out = await listing.filter_message(ctx, tools_result(DEMO_TOOLS), tally=tally)
     finally:
         await clients.aclose()
+        if fault == "slow":  # let the stand-in's delayed handlers finish before it is torn down
+            await asyncio.sleep(opa.delay_s)
     assert out["result"]["tools"] == []
     assert tally.withheld == {"tool": 5} and tally.failed == {"tool": 5}
     assert any("5 tool(s) hidden" in r.getMessage() for r in caplog.records), caplog.text
