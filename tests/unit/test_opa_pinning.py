@@ -9,6 +9,7 @@ listens on afterwards (the rebinding answer); every other name resolves as usual
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
@@ -70,3 +71,22 @@ async def test_the_certificate_is_still_checked_against_the_name(tmp_path, monke
         result = await _evaluate(OpaClients(POLICY), f"https://{NAME}:{opa.port}")
     assert result.outcome == "deny" and result.error, result
     assert not opa.policies  # nothing was pushed over a connection whose certificate names another host
+
+
+async def test_the_name_is_resolved_off_the_event_loop(tmp_path, monkeypatch):
+    """The first evaluation vets the OPA server's name on a worker thread: a slow DNS answer delays that
+    tenant's evaluation only, never the loop every other check runs on."""
+    real = socket.getaddrinfo
+    threads: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == NAME:
+            threads.append(threading.current_thread().name)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port or 0)))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with OpaStandIn() as opa:
+        result = await _evaluate(OpaClients(POLICY), f"http://{NAME}:{opa.port}")
+    assert result.outcome == "allow", result
+    assert len(threads) == 1 and threads[0] != threading.main_thread().name
