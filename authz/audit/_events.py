@@ -255,12 +255,14 @@ def list_event(
     outcome: str,
     reason: str,
     time_ms: int,
+    failed: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The audit event of one list answer the list processor handled (``tools/list``, ``prompts/list``,
     ``resources/list``, ``resources/templates/list``, or list results on a GET stream).
 
     ``outcome`` is ``filtered`` (the caller got the list, ``withheld`` counts the hidden items per kind)
-    or ``withheld`` (the whole answer was replaced by a JSON-RPC error: ``reason`` says why). Only
+    or ``withheld`` (the whole answer was replaced by a JSON-RPC error: ``reason`` says why). ``failed``
+    (only when some were) counts, per kind, the withheld items whose policy evaluation failed. Only
     counts per kind are kept, never item names or anything the caller sent."""
     uid = f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
     agent = clean_text(agent, 256) if agent is not None else None
@@ -292,4 +294,6 @@ def list_event(
         "withheld": hidden,
         "reason": reason,
     }
+    if failed:
+        event["tessera"]["failed"] = {clean_text(k, 32): int(v) for k, v in failed.items()}
     return event
