@@ -356,6 +356,14 @@ class ForwarderStore(Protocol):
         ``max(cursor, seq)``, ``last_success_at`` = now and ``last_error`` is cleared. FailedPrecondition
         when ``holder`` does not hold an unexpired lease on the sink at ``now``."""
 
+    async def advance_forwarder_cursors(
+        self, advances: Sequence[tuple[str, str, str, int]], now: float
+    ) -> list[bool]:
+        """Several :meth:`advance_forwarder_cursor` ``(tenant, sink, holder, seq)`` in ONE write
+        transaction (the sinks of one forwarder process acknowledging in the same cycle). Per advance,
+        whether it was applied: False when ``holder`` does not hold the sink's lease at ``now`` (that one
+        changes nothing; the others still apply)."""
+
     async def record_forwarder_error(self, tenant: str, sink: str, error: str, now: float) -> None:
         """Remember the latest failure (for health); the cursor does not move."""
 

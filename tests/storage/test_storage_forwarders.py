@@ -68,6 +68,34 @@ async def test_cursor_starts_at_zero_moves_forward_only_and_needs_the_lease(stor
     assert (await store.get_forwarder_cursor("acme", "hook")).seq == 5
 
 
+async def test_cursors_advanced_together_apply_each_under_its_own_lease(store: Store):
+    assert await store.acquire_forwarder_lease("hook", "fwd-a", NOW, 10)
+    assert await store.acquire_forwarder_lease("s3", "fwd-b", NOW, 10)
+    await store.record_forwarder_error("acme", "hook", "HTTP 503", NOW)
+    applied = await store.advance_forwarder_cursors(
+        [
+            ("acme", "hook", "fwd-a", 5),
+            ("globex", "hook", "fwd-a", 2),
+            ("acme", "s3", "fwd-a", 7),  # fwd-b holds s3: refused, the others still apply
+            ("acme", "s3", "fwd-b", 4),
+        ],
+        NOW + 1,
+    )
+    assert applied == [True, True, False, True]
+    cursor = await store.get_forwarder_cursor("acme", "hook")
+    assert (cursor.seq, cursor.last_success_at, cursor.last_error) == (5, NOW + 1, None)
+    assert (await store.get_forwarder_cursor("globex", "hook")).seq == 2
+    assert (await store.get_forwarder_cursor("acme", "s3")).seq == 4
+    # Never rewinds; a lease expired by now refuses.
+    assert await store.acquire_forwarder_lease("hook", "fwd-a", NOW + 5, 10)  # renewed; s3's is not
+    assert await store.advance_forwarder_cursors(
+        [("acme", "hook", "fwd-a", 3), ("acme", "s3", "fwd-b", 9)], NOW + 10
+    ) == [True, False]
+    assert (await store.get_forwarder_cursor("acme", "hook")).seq == 5
+    assert (await store.get_forwarder_cursor("acme", "s3")).seq == 4
+    assert await store.advance_forwarder_cursors([], NOW) == []
+
+
 async def test_errors_are_recorded_for_health_and_cleared_by_the_next_success(store: Store):
     await store.record_forwarder_error("acme", "hook", "HTTP 503", NOW)
     cursor = await store.get_forwarder_cursor("acme", "hook")

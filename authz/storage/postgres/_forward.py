@@ -94,6 +94,21 @@ class PostgresForwarderStore:
             await _hold(conn, sink, holder, now)
             await _advance(conn, tenant, sink, seq, now, None)
 
+    async def advance_forwarder_cursors(
+        self, advances: Sequence[tuple[str, str, str, int]], now: float
+    ) -> list[bool]:
+        applied: list[bool] = []
+        async with self._connection() as conn, conn.transaction():
+            for tenant, sink, holder, seq in advances:
+                try:
+                    await _hold(conn, sink, holder, now)
+                except FailedPrecondition:
+                    applied.append(False)
+                    continue
+                await _advance(conn, tenant, sink, seq, now, None)
+                applied.append(True)
+        return applied
+
     async def record_forwarder_error(self, tenant: str, sink: str, error: str, now: float) -> None:
         async with self._connection() as conn:
             await conn.execute(
