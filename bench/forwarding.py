@@ -201,6 +201,7 @@ def forwarder_rounds(
     """``rounds`` pairs of runs, forwarders off then on; the summary the report prints."""
     receiver = StandInReceiver()
     pairs: list[tuple[float, float]] = []
+    live: list[tuple[float, float, int]] = []  # per on run: forwarder CPU s, wall s, decisions
     catch_up = [0.0]
     with moto_s3(workdir) as s3_endpoint:
         config, sink_env = sinks_config(workdir, receiver.url, s3_endpoint)
@@ -222,7 +223,11 @@ def forwarder_rounds(
                     catch_up[0] += wait_caught_up(
                         workdir / "tessera.db", [k["name"] for k in config["sinks"]]
                     )
+                    cpu_before, started = process_cpu_s(forwarder.pid), time.monotonic()
                     on = direct(ROW_ON, check_port, 32)
+                    live.append(
+                        (process_cpu_s(forwarder.pid) - cpu_before, time.monotonic() - started, on["ok"])
+                    )
                 finally:
                     stop_process(forwarder)
                 pairs.append((off["rps"], on["rps"]))
@@ -239,7 +244,15 @@ def forwarder_rounds(
         "requests": receiver.requests,
         "s3": s3,
         "catch_up_s": catch_up[0] / rounds if rounds else 0.0,
+        "live": live,
+        "load": os.getloadavg(),
     }
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_caught_up(database: Path, sinks: list[str], timeout_s: float = 120.0) -> float:
@@ -333,6 +346,15 @@ def report(summary: dict | None) -> list[str]:
             f"each on run the forwarder caught up with the off run's events in {summary['catch_up_s']:.1f} s "
             "(mean)",
         ]
+    live = summary.get("live")
+    if live:
+        cpu_s, wall_s, events = (sum(run[i] for run in live) for i in range(3))
+        lines.append(
+            f"  the forwarder during the on runs: {cpu_s / wall_s * 100:.1f} % of a core, "
+            f"{cpu_s / max(events, 1) * 1e6:.0f} us CPU per decision's event at the live rate "
+            f"(per run: {', '.join(f'{c / w * 100:.1f} %' for c, w, _ in live)}); load average at the end "
+            + " ".join(f"{x:.2f}" for x in summary["load"])
+        )
     cpu = summary.get("cpu")
     if cpu:
         lines.append(
