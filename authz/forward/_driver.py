@@ -140,16 +140,19 @@ class CursorBatcher:
         self._store = store
         self.linger_s = linger_s
         self._expected = expected
-        self._pending: list[tuple[tuple[str, str, str, int], float, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[tuple[str, str, str, int, float], float, asyncio.Future[bool]]] = []
         self._flush: asyncio.Task[None] | None = None
         self._full = asyncio.Event()
         self.transactions = 0
         self.advances = 0
 
-    async def advance(self, tenant: str, sink: str, holder: str, seq: int, now: float) -> None:
-        """As :meth:`Store.advance_forwarder_cursor` (FailedPrecondition without the lease)."""
+    async def advance(
+        self, tenant: str, sink: str, holder: str, seq: int, now: float, lease_ttl_s: float = 0.0
+    ) -> None:
+        """As :meth:`Store.advance_forwarder_cursor` (FailedPrecondition without the lease), renewing
+        the lease for ``lease_ttl_s`` in the same transaction."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append(((tenant, sink, holder, seq), now, future))
+        self._pending.append(((tenant, sink, holder, seq, lease_ttl_s), now, future))
         if self._flush is None:
             self._full.clear()
             self._flush = asyncio.create_task(self._flush_soon(), name="forward:cursors")
@@ -280,8 +283,18 @@ class Forwarder:
             await self._renew()
             now = self._clock()
             if isinstance(outcome, Ack):
-                advance = self._cursors.advance if self._cursors else self.store.advance_forwarder_cursor
-                await self._guarded(advance(tenant, self.sink.name, self.holder, batch[-1].seq, now))
+                if self._cursors is None:
+                    await self._guarded(
+                        self.store.advance_forwarder_cursor(
+                            tenant, self.sink.name, self.holder, batch[-1].seq, now
+                        )
+                    )
+                else:  # the lease renewed with the cursor: no transaction of its own while active
+                    ttl = self.settings.lease_ttl_s
+                    await self._guarded(
+                        self._cursors.advance(tenant, self.sink.name, self.holder, batch[-1].seq, now, ttl)
+                    )
+                    self.lease_held, self._renewed_at = True, now
                 self.delivered += len(batch)
                 if len(batch) < self.settings.batch_size:
                     # The batch reached the chain head: the events committed while it was sent wait for

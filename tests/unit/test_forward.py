@@ -385,9 +385,14 @@ async def test_sinks_acknowledging_in_the_same_cycle_share_one_cursor_transactio
     # Batches 1-4, 5-8, 9-10: each one transaction holding the three sinks' cursors, written as soon as
     # the third sink acknowledged, without waiting out the linger.
     assert [sorted(t) for t in transactions] == [
-        [("acme", f"file-{i}", f.holder, seq) for i, f in enumerate(forwarders)] for seq in (4, 8, 10)
+        [("acme", f"file-{i}", f.holder, seq, FAST.lease_ttl_s) for i, f in enumerate(forwarders)]
+        for seq in (4, 8, 10)
     ]
     assert (cursors.transactions, cursors.advances) == (3, 9)
+    # each advance renewed its sink's lease in the same transaction (no lease transaction of its own)
+    for f in forwarders:
+        holder, expires_at = await store.forwarder_lease(f.sink.name)
+        assert holder == f.holder and expires_at >= f._renewed_at + FAST.lease_ttl_s
     for i in range(3):
         assert (await store.get_forwarder_cursor("acme", f"file-{i}")).seq == 10
         lines = (tmp_path / f"out-{i}.ndjson").read_bytes().splitlines()

@@ -93,17 +93,23 @@ class SQLiteForwarderStore:
             _advance(conn, tenant, sink, seq, now, None)
 
     async def advance_forwarder_cursors(
-        self, advances: Sequence[tuple[str, str, str, int]], now: float
+        self, advances: Sequence[tuple[str, str, str, int, float]], now: float
     ) -> list[bool]:
         applied: list[bool] = []
         with self.db.transaction() as conn:
-            for tenant, sink, holder, seq in advances:
+            for tenant, sink, holder, seq, lease_ttl_s in advances:
                 try:
                     _hold(conn, sink, holder, now)
                 except FailedPrecondition:
                     applied.append(False)
                     continue
                 _advance(conn, tenant, sink, seq, now, None)
+                if lease_ttl_s > 0:
+                    conn.execute(
+                        "UPDATE forwarder_leases SET expires_at = MAX(expires_at, ?) "
+                        "WHERE sink = ? AND holder = ?",
+                        (now + lease_ttl_s, sink, holder),
+                    )
                 applied.append(True)
         return applied
 
