@@ -492,6 +492,14 @@ class Forwarder:
         now = self._clock()
         if not force and now - self._renewed_at < self.settings.lease_ttl_s / 3:
             return True
+        if not self.lease_held:
+            # A standby instance (another holds the lease) looks before it asks: asking is a write
+            # transaction, which on every pass would compete with the decisions' audit appends.
+            current = await self.store.forwarder_lease(self.sink.name)
+            if current is not None and current[0] != self.holder and current[1] > now:
+                if not force:
+                    raise LeaseLost(self.sink.name)
+                return False
         held = await self.store.acquire_forwarder_lease(
             self.sink.name, self.holder, now, self.settings.lease_ttl_s
         )

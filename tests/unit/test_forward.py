@@ -250,7 +250,17 @@ async def test_only_the_lease_holder_sends_and_a_successor_resumes_from_the_curs
         second = Forwarder(store, sink, settings, holder="b", clock=lambda: clock[0])
         assert await first.pass_once()
         await append(store, "acme", 4)
+        asked = []
+        acquire = store.acquire_forwarder_lease
+
+        async def counting(*args):
+            asked.append(args)
+            return await acquire(*args)
+
+        store.acquire_forwarder_lease = counting  # type: ignore[method-assign]
         assert not await second.pass_once()  # a holds the lease (it "crashed" without releasing it)
+        assert not await second.pass_once()
+        assert asked == []  # the standby read the lease: no write transaction while it is held
         assert arrived(receiver) == {"acme": list(range(1, 9))}
         clock[0] += 11  # a's lease expired
         assert await second.pass_once()
