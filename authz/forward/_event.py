@@ -57,8 +57,9 @@ def _structure(prefix: bytes) -> bytes | None:
 
 
 def has_text_member(raw: bytes, name: str) -> bool:
-    """Whether the JSON object ``raw`` has the top-level member ``name`` holding a non-empty string,
-    answered without decoding it (decoding is most of a sink's CPU per event).
+    """Whether the JSON object ``raw`` (unique member names, as the stored canonical events have) has
+    the top-level member ``name`` holding a non-empty string, answered without decoding it (decoding is
+    most of a sink's CPU per event).
 
     Exact when True: a candidate ``"name":"x`` counts only if the text before it, its strings removed,
     leaves no string open (else the candidate is inside a string value) and ends at depth 1 with ``{``
