@@ -332,14 +332,28 @@ def ok_response(
     remove = [name for name in parsed.client_tessera_headers if name not in ours]
     if strip_authorization:
         remove.append("authorization")
-    return external_auth_pb2.CheckResponse(
-        status=status_pb2.Status(code=code_pb2.OK),
-        ok_response=external_auth_pb2.OkHttpResponse(
-            headers=[_header(k, v, overwrite=True) for k, v in ours.items()],
-            headers_to_remove=remove,
-            response_headers_to_add=[_header(DECISION_HEADER, decision.decision_id, overwrite=True)],
-        ),
-    )
+    # Built in place (``add()`` and field assignment): about 3x cheaper than nesting constructor
+    # keyword arguments, which builds each sub-message and then copies it into its parent.
+    reply = external_auth_pb2.CheckResponse()
+    reply.status.code = code_pb2.OK  # present (an empty Status), as Envoy's own OK replies are
+    reply.status.SetInParent()
+    ok = reply.ok_response
+    headers = ok.headers
+    for name, value in ours.items():
+        _add_header(headers, name, value, overwrite=True)
+    ok.headers_to_remove.extend(remove)
+    _add_header(ok.response_headers_to_add, DECISION_HEADER, decision.decision_id, overwrite=True)
+    return reply
+
+
+def _add_header(options: Any, name: str, value: str, *, overwrite: bool = False) -> None:
+    """Append a header option to the repeated ``HeaderValueOption`` field ``options``."""
+    option = options.add()
+    header = option.header
+    header.key = name
+    header.value = value
+    if overwrite:
+        option.append_action = _OVERWRITE
 
 
 def add_receipt(
@@ -366,7 +380,7 @@ def add_receipt(
         audit_hash=chain,
         server=request.attributes.context_extensions.get("server") or None,
     )
-    reply.ok_response.headers.append(_header(RECEIPT_HEADER, receipt, overwrite=True))
+    _add_header(reply.ok_response.headers, RECEIPT_HEADER, receipt, overwrite=True)
 
 
 def mark_list_request(
