@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from authz.errors import AlreadyExists, StorageError, StoreUnavailable
+from authz.storage.sqlite._checkpoint import checkpoint_off_loop
 
 
 def _migrations() -> list[tuple[str, str]]:
@@ -37,6 +38,7 @@ class SQLiteDatabase:
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=5000")
             self._migrate()
+            self._checkpointer = checkpoint_off_loop(self.conn, self.path, self)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
 
@@ -117,6 +119,8 @@ class SQLiteDatabase:
             raise _translate(exc) from exc
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.conn.close()
 
 
