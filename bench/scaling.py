@@ -78,6 +78,7 @@ async def sqlite_pages_per_commit(decision: Any, workdir: Path, commits: int = 2
         await store.append_events(events * 2000)
         conn, wal = store.db.conn, Path(store.db.path + "-wal")
         (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        store.db.stop_checkpoints()  # the store's checkpoint thread would restart the log too
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         before = wal.stat().st_size

@@ -118,9 +118,14 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 
-    def close(self) -> None:
+    def stop_checkpoints(self) -> None:
+        """Stop the WAL checkpoint thread (:mod:`authz.storage.sqlite._checkpoint`); the connection's
+        fallback threshold still bounds the log. For measurements of the log's growth."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
+
+    def close(self) -> None:
+        self.stop_checkpoints()
         self.conn.close()
 
 
