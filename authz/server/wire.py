@@ -175,14 +175,16 @@ def _parse_request(
     attrs = request.attributes
     http = attrs.request.http
     ext = attrs.context_extensions
-    route = ext.get("route") or ("tool-call" if http.path.startswith("/v1/tool-call") else "mcp")
+    # Each read of a protobuf field builds a new Python object: every field is read once.
+    method, path = http.method, http.path
+    route = ext.get("route") or ("tool-call" if path.startswith("/v1/tool-call") else "mcp")
     try:
         headers = _Headers(http)
         spoofed = tuple(name for name in headers.values if name.startswith(TESSERA_HEADER_PREFIX))
         base = {
             "transport": route,
-            "http_method": http.method,
-            "path": http.path,
+            "http_method": method,
+            "path": path,
             "source_ip": attrs.source.address.socket_address.address,
             "token": _bearer(headers),
             "intent_prompt": _prompt(headers),
@@ -192,12 +194,12 @@ def _parse_request(
             "server": ext.get("server") or None,
             "deadline": deadline,
         }
-        body = http.raw_body if http.raw_body else http.body.encode()
-        if http.method != "POST" and (route == "tool-call" or body.strip()):
+        body = http.raw_body or http.body.encode()
+        if method != "POST" and (route == "tool-call" or body.strip()):
             # Only POST carries a call: a tool call sent with GET or DELETE is refused here rather than
             # forwarded after a token-only check (the upstream might act on it).
             raise _ProtocolError(
-                Code.INVALID_REQUEST, f"invalid request: a call must be sent with POST, not {http.method}"
+                Code.INVALID_REQUEST, f"invalid request: a call must be sent with POST, not {method}"
             )
         if (
             authenticates is not None
@@ -210,7 +212,7 @@ def _parse_request(
             return ParsedRequest(
                 route, (_tool_call_message(body, base, limits),), client_tessera_headers=spoofed
             )
-        if http.method != "POST":  # GET opens the SSE stream, DELETE ends a session: token only
+        if method != "POST":  # GET opens the SSE stream, DELETE ends a session: token only
             return ParsedRequest(route, (Message(CheckInput(**base)),), client_tessera_headers=spoofed)
         messages, batch = _mcp_messages(body, base, limits)
         return ParsedRequest(route, messages, batch=batch, client_tessera_headers=spoofed)
