@@ -22,7 +22,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from authz.check.listing import item_of
+from authz.check.listing import LIST_HEADER, METADATA_KEY, ListContextError, item_of, one_context
 from authz.check.models import Check, CheckInput, Code, Decision, Outcome, new_decision_id, unavailable
 from authz.config import BodyLimitsConfig
 from authz.receipts import HEADER as RECEIPT_HEADER
@@ -394,8 +394,6 @@ def mark_list_request(
     :class:`~authz.check.listing.ListContext` as dynamic metadata. Returns a deny reply instead when
     the context cannot be built: a list that cannot be filtered is not forwarded.
     """
-    from authz.check.listing import LIST_HEADER, METADATA_KEY, ListContextError, one_context
-
     contexts = []
     for message, decision in zip(parsed.messages, decisions, strict=False):
         try:
