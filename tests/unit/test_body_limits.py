@@ -137,3 +137,10 @@ def test_what_the_fast_path_cannot_prove_goes_to_the_checked_parse(raw):
 def test_duplicate_keys_are_still_refused():
     with pytest.raises(body.BodyError, match="duplicate key 'method'"):
         body.load_bounded(b'{"jsonrpc":"2.0","method":"ping","method":"tools/call"}', LIMITS)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=20))
+def test_floats_read_by_the_fast_path_are_the_same_doubles(numbers):
+    raw = json.dumps(numbers).encode()  # a long mantissa may go to the checked parse: fine either way
+    assert outcome(body.load_bounded, raw) == outcome(reference, raw)
