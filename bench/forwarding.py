@@ -201,6 +201,7 @@ def forwarder_rounds(
     """``rounds`` pairs of runs, forwarders off then on; the summary the report prints."""
     receiver = StandInReceiver()
     pairs: list[tuple[float, float]] = []
+    live: list[tuple[float, float, int]] = []  # per on run: forwarder CPU s, wall s, decisions
     catch_up = [0.0]
     with moto_s3(workdir) as s3_endpoint:
         config, sink_env = sinks_config(workdir, receiver.url, s3_endpoint)
@@ -222,7 +223,11 @@ def forwarder_rounds(
                     catch_up[0] += wait_caught_up(
                         workdir / "tessera.db", [k["name"] for k in config["sinks"]]
                     )
+                    cpu_before, started = process_cpu_s(forwarder.pid), time.monotonic()
                     on = direct(ROW_ON, check_port, 32)
+                    live.append(
+                        (process_cpu_s(forwarder.pid) - cpu_before, time.monotonic() - started, on["ok"])
+                    )
                 finally:
                     stop_process(forwarder)
                 pairs.append((off["rps"], on["rps"]))
@@ -231,15 +236,25 @@ def forwarder_rounds(
         forwarded = _lines(workdir)
         s3 = s3_objects(s3_endpoint, "audit/")
         cpu = cpu_per_event(workdir, env, s3_endpoint)
+        lock = write_lock_contention(workdir, env, s3_endpoint)
     return {
         "cpu": cpu,
+        "lock": lock,
         "pairs": pairs,
         "ratio": sum(on for _, on in pairs) / sum(off for off, _ in pairs) if pairs else 0.0,
         "forwarded": forwarded,
         "requests": receiver.requests,
         "s3": s3,
         "catch_up_s": catch_up[0] / rounds if rounds else 0.0,
+        "live": live,
+        "load": os.getloadavg(),
     }
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_caught_up(database: Path, sinks: list[str], timeout_s: float = 120.0) -> float:
@@ -318,6 +333,101 @@ def cpu_per_event(workdir: Path, env: dict[str, str], s3_endpoint: str) -> dict:
     }
 
 
+def write_lock_contention(
+    workdir: Path, env: dict[str, str], s3_endpoint: str, *, rate: int = 700, seconds: float = 10.0
+) -> dict:
+    """How often the forwarder's write transactions stand in the way of the decisions' audit appends.
+
+    A STAND-IN for the check service's appends runs in this process: one decision event per write
+    transaction (as the check service writes on SQLite), ``rate`` per second for ``seconds``, on a chain of
+    its own, while ``tessera forward run`` (every sink, its default priority) forwards that chain. Its
+    connection does not wait in SQLite's busy handler: an append that finds the write lock held is
+    counted and retried at once, so the count is exactly the appends the forwarder's writes met, and
+    the time until the retry went through what they waited."""
+    import asyncio
+
+    from authz.audit import event_from_decision
+    from authz.check.models import Decision, Outcome, new_decision_id
+    from authz.errors import StoreUnavailable
+    from authz.storage.sqlite import SQLiteStore
+
+    folder = workdir / "lock"
+    folder.mkdir(exist_ok=True)
+    receiver = StandInReceiver()
+    config, sink_env = sinks_config(folder, receiver.url, s3_endpoint, prefix="lock/")
+    path = folder / "forward.json"
+    path.write_text(json.dumps(config))
+
+    def event(i: int) -> dict:
+        decision = Decision(
+            decision_id=new_decision_id(),
+            outcome=Outcome.ALLOW,
+            check=None,
+            reason="",
+            tenant="acme",
+            agent="agent-7",
+            token_id="t" * 64,
+            jti=f"j{i}",
+            tool="read_invoice",
+            rpc_method="tools/call",
+            arguments_sha256="0" * 64,
+            argument_keys=("invoice_id",),
+        )
+        return event_from_decision(decision, time_ms=time.time_ns() // 1_000_000)
+
+    async def appends(store: SQLiteStore) -> tuple[int, int, float]:
+        store.db.conn.execute("PRAGMA busy_timeout=0")
+        done = conflicts = 0
+        waited = 0.0
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            batch = [("acme", event(done))]
+            blocked_at = None
+            while True:
+                try:
+                    await store.append_events(batch)
+                    break
+                except StoreUnavailable as exc:
+                    if "locked" not in str(exc):
+                        raise
+                    if blocked_at is None:
+                        blocked_at = time.monotonic()
+                        conflicts += 1
+                    await asyncio.sleep(0.0001)
+            if blocked_at is not None:
+                waited += time.monotonic() - blocked_at
+            done += 1
+            delay = started + done / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return done, conflicts, waited
+
+    store = SQLiteStore(folder / "tessera.db")
+    try:
+        asyncio.run(store.append_events([("acme", event(0))]))
+        forwarder = spawn(
+            [sys.executable, "-m", "authz.cli", "forward", "run", "--config", str(path),
+             "--database-url", f"sqlite:///{folder / 'tessera.db'}"],
+            env=env | sink_env,
+            log=folder / "forward.log",
+        )  # fmt: skip
+        try:
+            wait_caught_up(folder / "tessera.db", [k["name"] for k in config["sinks"]])
+            done, conflicts, waited = asyncio.run(appends(store))
+        finally:
+            stop_process(forwarder)
+    finally:
+        receiver.stop()
+        asyncio.run(store.close())
+    return {
+        "appends": done,
+        "conflicts": conflicts,
+        "waited_ms": waited * 1e3,
+        "seconds": seconds,
+        "rate": rate,
+    }
+
+
 def report(summary: dict | None) -> list[str]:
     if not summary:
         return []
@@ -333,6 +443,22 @@ def report(summary: dict | None) -> list[str]:
             f"each on run the forwarder caught up with the off run's events in {summary['catch_up_s']:.1f} s "
             "(mean)",
         ]
+    live = summary.get("live")
+    if live:
+        cpu_s, wall_s, events = (sum(run[i] for run in live) for i in range(3))
+        lines.append(
+            f"  the forwarder during the on runs: {cpu_s / wall_s * 100:.1f} % of a core, "
+            f"{cpu_s / max(events, 1) * 1e6:.0f} us CPU per decision's event at the live rate "
+            f"(per run: {', '.join(f'{c / w * 100:.1f} %' for c, w, _ in live)}); load average at the end "
+            + " ".join(f"{x:.2f}" for x in summary["load"])
+        )
+    lock = summary.get("lock")
+    if lock:
+        lines.append(
+            f"  write lock: a stand-in for the check service's audit appends ({lock['rate']}/s, one event "
+            f"per transaction) found it held by the forwarder {lock['conflicts']} times in {lock['appends']} "
+            f"appends over {lock['seconds']:.0f} s, {lock['waited_ms']:.1f} ms waited in all"
+        )
     cpu = summary.get("cpu")
     if cpu:
         lines.append(

@@ -31,6 +31,45 @@ async def _allows(url: str) -> int:
         await store.close()
 
 
+async def _append_cpu(url: str, rounds: int = 200) -> dict[str, float]:
+    """CPU µs per committed event of the check path's append (the recorder, group commit) on this
+    database, in this process: one record at a time, and 32 records gathered (one statement each)."""
+    import time
+
+    from authz.audit import ChainRecorder
+    from authz.check.models import Decision, Outcome
+
+    decision = Decision(
+        decision_id="0190f0c2a1b2c3d4e5f60718",
+        outcome=Outcome.ALLOW,
+        tenant="bench-append",  # not the "bench" chain the rows' audit check counts
+        agent="bench-agent",
+        tool="read_invoice",
+        rpc_method="tools/call",
+        arguments_sha256="0" * 64,
+        argument_keys=("include_lines", "invoice_id"),
+        policy_version=1,
+        policy_hash="sha256:" + "0" * 64,
+        latency_us=400,
+    )
+    store = open_store(url)
+    recorder = ChainRecorder(store)
+    try:
+        for _ in range(20):
+            await recorder.record([decision])
+        started = time.process_time()
+        for _ in range(rounds):
+            await recorder.record([decision])
+        one = (time.process_time() - started) / rounds * 1e6
+        started = time.process_time()
+        for _ in range(rounds // 8):
+            await asyncio.gather(*(recorder.record([decision]) for _ in range(32)))
+        gathered = (time.process_time() - started) / (rounds // 8 * 32) * 1e6
+    finally:
+        await store.close()
+    return {"1": round(one, 1), "32": round(gathered, 1)}
+
+
 def postgres_rows(workdir: Path, env: dict[str, str], direct: Callable[[str, int, int], dict]) -> dict:
     """Run the PostgreSQL rows through ``direct``; ``{"allows": events, "answered": answers}``, or
     ``{"skipped": why}`` when no PostgreSQL server binaries (or no postgres extra) are here."""
@@ -60,7 +99,8 @@ def postgres_rows(workdir: Path, env: dict[str, str], direct: Callable[[str, int
                 answered = direct(ROW_32, port, 32)["ok"] + direct(ROW_1, port, 1)["ok"]
             finally:
                 check.stop()
-            return {"allows": asyncio.run(_allows(url)), "answered": answered}
+            append_cpu = asyncio.run(_append_cpu(url))
+            return {"allows": asyncio.run(_allows(url)), "answered": answered, "append_cpu_us": append_cpu}
     finally:
         if saved is None:
             with contextlib.suppress(KeyError):
@@ -76,6 +116,7 @@ def figures(summary: dict, rows: dict[str, dict]) -> dict:
         "postgres_ratio": round(rows[ROW_32]["rps"] / noop, 3),
         "postgres_p99_ms_direct_32": round(rows[ROW_32]["p99"], 3),
         "postgres_audited_equals_answered": summary["allows"] >= summary["answered"],
+        "postgres_append_cpu_us": summary["append_cpu_us"],
     }
 
 
@@ -86,7 +127,10 @@ def ok(summary: dict) -> bool:
 def report(summary: dict) -> list[str]:
     if "skipped" in summary:
         return [f"PostgreSQL rows: not measured ({summary['skipped']})"]
+    cpu = summary["append_cpu_us"]
     return [
         f"PostgreSQL audit: {summary['allows']} allow events committed for {summary['answered']} allowed "
-        f"answers ({'OK' if ok(summary) else 'MISSING EVENTS'})"
+        f"answers ({'OK' if ok(summary) else 'MISSING EVENTS'})",
+        f"PostgreSQL audit append, CPU per committed event (in process): {cpu['1']:.0f} µs one at a time, "
+        f"{cpu['32']:.0f} µs with 32 records gathered",
     ]

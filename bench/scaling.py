@@ -72,7 +72,7 @@ async def sqlite_pages_per_commit(decision: Any, workdir: Path, commits: int = 2
     Automatic checkpoints are off while counting, so the WAL only grows; each frame is a page plus its
     24-byte header. The figure includes the occasional B-tree split (hence not a whole number).
     """
-    store = SQLiteStore(workdir / "pages.db")
+    store = SQLiteStore(workdir / "pages.db", checkpointer=False)  # nothing else touches the WAL
     try:
         events = _events(decision, 1)
         await store.append_events(events * 2000)

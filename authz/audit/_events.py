@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from authz import __version__
 from authz.audit._sanitize import GATEWAY_TENANT, clean_text, json_safe
+from authz.canonical import PlainJSON, plain_json
 
 if TYPE_CHECKING:  # no runtime import: the store imports this package, and must not pull in the pipeline
     from authz.check.models import Decision
@@ -148,6 +149,28 @@ def event_from_decision(decision: Decision, *, time_ms: int) -> dict[str, Any]:
     return event
 
 
+def vouched_event_from_decision(decision: Decision, *, time_ms: int) -> dict[str, Any]:
+    """:func:`event_from_decision`, as a :class:`~authz.canonical.PlainJSON` when every value is of a
+    type the fast canonical encoding takes as it is (the recorder's events: encoded once, at once).
+
+    Everything the event builds itself is a ``str`` from :func:`clean_text`, an ``int``, a bool, null or
+    a list of those, under literal ASCII keys; the values passed through :func:`json_safe` (which keeps
+    floats) and the denial data (keys from the caller) are checked here.
+    """
+    event = event_from_decision(decision, time_ms=time_ms)
+    tessera = event["tessera"]
+    if (
+        type(decision.decision_id) is str
+        and type(tessera["latency_us"]) is not float
+        and type(tessera["policy_version"]) is not float
+        and type(tessera.get("trace_id")) is not float
+        and type(tessera.get("intent", {}).get("determined", True)) is bool
+        and plain_json(tessera["data"])
+    ):
+        return PlainJSON(event)
+    return event
+
+
 def _scalar_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """The denial extras, scalars only (nested values are dropped: they have no stable audit meaning)."""
     out: dict[str, Any] = {}
@@ -232,12 +255,14 @@ def list_event(
     outcome: str,
     reason: str,
     time_ms: int,
+    failed: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The audit event of one list answer the list processor handled (``tools/list``, ``prompts/list``,
     ``resources/list``, ``resources/templates/list``, or list results on a GET stream).
 
     ``outcome`` is ``filtered`` (the caller got the list, ``withheld`` counts the hidden items per kind)
-    or ``withheld`` (the whole answer was replaced by a JSON-RPC error: ``reason`` says why). Only
+    or ``withheld`` (the whole answer was replaced by a JSON-RPC error: ``reason`` says why). ``failed``
+    (only when some were) counts, per kind, the withheld items whose policy evaluation failed. Only
     counts per kind are kept, never item names or anything the caller sent."""
     uid = f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
     agent = clean_text(agent, 256) if agent is not None else None
@@ -269,4 +294,6 @@ def list_event(
         "withheld": hidden,
         "reason": reason,
     }
+    if failed:
+        event["tessera"]["failed"] = {clean_text(k, 32): int(v) for k, v in failed.items()}
     return event

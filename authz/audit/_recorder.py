@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from authz.audit._events import chain_tenant, event_from_decision, outage_event
+from authz.audit._events import chain_tenant, event_from_decision, outage_event, vouched_event_from_decision
 from authz.errors import ConfigError, StorageError, StoreUnavailable
 from authz.storage.protocols import AuditStore
 
@@ -182,7 +182,7 @@ class ChainRecorder:
         if self._closed:
             raise StorageError("the audit recorder is closed")
         time_ms = self._clock_ms()
-        events = [(chain_tenant(d), event_from_decision(d, time_ms=time_ms)) for d in decisions]
+        events = [(chain_tenant(d), vouched_event_from_decision(d, time_ms=time_ms)) for d in decisions]
         if self._backlog or self._lost:
             return await self._record_with_backlog(events)
         if self._inline and not self._queue and (self._writer is None or self._writer.done()):

@@ -24,6 +24,11 @@ def json_safe(value: Any, *, max_len: int = 2048, _depth: int = 0) -> Any:
     outside ±(2**53-1) become strings; non-finite floats become null; enums become their value;
     containers are cut at 256 items and 8 levels; anything else becomes its ``str``.
     """
+    kind = type(value)  # the common exact types first: an audit event passes several per decision
+    if kind is str:
+        return clean_text(value, max_len)
+    if kind is int:
+        return value if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else str(value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, Enum):
@@ -49,6 +54,8 @@ def json_safe(value: Any, *, max_len: int = 2048, _depth: int = 0) -> Any:
 
 def clean_text(text: str, max_len: int = 2048) -> str:
     """``text`` as a plain ``str`` that encodes as UTF-8 (lone surrogates → U+FFFD), at most ``max_len``."""
+    if type(text) is str and len(text) <= max_len and text.isascii():  # nothing to cut or replace
+        return text
     text = str.__str__(text) if isinstance(text, str) else str(text)
     if len(text) > max_len:
         text = text[: max_len - 1] + "…"

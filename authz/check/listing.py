@@ -11,7 +11,9 @@ the inputs a ``tools/call`` is decided on, evaluated for each listed tool withou
    ``input.phase == "list"`` (``"call"`` for a call), ``input.arguments == {}``, no intent, provenance
    or approval. ``allow`` or ``escalate`` lists the tool (some call may pass, possibly after a human
    approves); ``deny``, an evaluation error or an undefined decision hides it. A tenant without an
-   active policy lists nothing (every call of it would be denied).
+   active policy lists nothing (every call of it would be denied). With a policy server (a tenant on
+   OPA) the items are evaluated concurrently; one that fails or times out is hidden, counted
+   (:attr:`ListTally.failed`) and logged.
 
 Prompts and resources are hidden by the token's ``prompts`` / ``resources`` caveats and by a policy
 that names them (:meth:`ListFilter.item_verdict`); a get or read of one (:data:`ITEM_METHODS`) is
@@ -28,7 +30,10 @@ filters the upstream's answer with :meth:`ListFilter.filter_message`. No gRPC in
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,6 +45,8 @@ from authz.check.models import CheckInput, Decision
 from authz.intent import CatalogExtractor, catalog_for_settings
 from authz.provenance import NOT_PRESENTED
 from authz.token import AuthenticatedToken, item_violation
+
+log = logging.getLogger("tessera.list")
 
 #: The JSON-RPC methods whose result is filtered, and the result member that holds the items.
 LIST_RESULTS: Mapping[str, str] = {
@@ -255,17 +262,26 @@ class ListFilter:
         return caller_context(token, inp, method, rpc_id_json(request_id))
 
     # -- on the response ------------------------------------------------------------------------------
-    def visible(self, ctx: ListContext, tool: str, kind: str = "tool") -> bool:
+    async def visible(self, ctx: ListContext, tool: str, kind: str = "tool") -> bool:
         """May this caller see the item in a list? For a tool: false unless some call of it could pass.
 
         ``kind`` is ``tool``, ``prompt``, ``resource`` or ``resource_template`` and ``tool`` the
         item's name (a URI or URI template for resources). Prompts and resources are judged by the
-        policy only when it reads ``input.prompt`` (resp. ``input.resource``)."""
+        policy only when it reads ``input.prompt`` (resp. ``input.resource``). A policy server (OPA)
+        is awaited; an evaluation that fails hides the item."""
+        verdict = self._list_verdict(ctx, tool, kind)
+        if inspect.isawaitable(verdict):
+            try:
+                verdict = await verdict
+            except Exception:
+                return False
+        return _listed(verdict)
+
+    def _list_verdict(self, ctx: ListContext, tool: str, kind: str) -> Any:
+        """``True``/``False`` when decided without the policy, else the policy's result (an awaitable
+        with a policy server, which evaluates asynchronously)."""
         if kind != "tool":
-            verdict = self.item_verdict(ctx, tool, kind)
-            if isinstance(verdict, bool):
-                return verdict
-            return verdict.outcome in ("allow", "escalate")
+            return self.item_verdict(ctx, tool, kind)
         tenant = self._directory.get(ctx.tenant)
         if ctx.tools is not None and tool not in ctx.tools:
             return False
@@ -280,8 +296,7 @@ class ListFilter:
         catalog = cached[1]
         if catalog is not None and tool not in catalog:
             return False
-        result = tenant.policy.evaluate(self.policy_input(ctx, tool))
-        return result.outcome in ("allow", "escalate")
+        return tenant.policy.evaluate(self.policy_input(ctx, tool))
 
     def item_verdict(self, ctx: ListContext, name: str, kind: str) -> Any:
         """The list-phase judgement of a prompt, resource or resource template: ``True`` (listed) or
@@ -327,7 +342,7 @@ class ListFilter:
             doc[_POLICY_NAMES[kind]] = name
         return doc
 
-    def filter_message(
+    async def filter_message(
         self, ctx: ListContext, message: Any, *, in_batch: bool = False, tally: ListTally | None = None
     ) -> Any:
         """One JSON-RPC message from the upstream with its list result filtered (others unchanged).
@@ -355,21 +370,45 @@ class ListFilter:
             members = [member]
         filtered = dict(result)
         for member in members:
-            filtered[member] = self._filter_items(ctx, member, result.get(member), tally)
+            filtered[member] = await self._filter_items(ctx, member, result.get(member), tally)
         return {**message, "result": filtered}
 
-    def _filter_items(self, ctx: ListContext, member: str, items: Any, tally: ListTally | None) -> list[Any]:
+    async def _filter_items(
+        self, ctx: ListContext, member: str, items: Any, tally: ListTally | None
+    ) -> list[Any]:
+        """The items the caller may see. A policy server's evaluations run concurrently (each bounded
+        by the policy's own timeout, so a list takes about one evaluation's time, not one per item); an
+        item whose evaluation fails (error, timeout, undefined or badly shaped decision) is hidden,
+        counted in ``tally.failed`` and logged."""
         kind, key = ITEM_KINDS[member]
         if not isinstance(items, list):
             raise ValueError(f"the {member!r} member of a list result is not a list")
-        kept = []
-        for item in items:
+        for item in items:  # the whole shape first: no evaluation starts for a list that is refused
             if not isinstance(item, dict) or not isinstance(item.get(key), str):
                 raise ValueError(f"a listed {kind} has no {key!r}")
-            if self.visible(ctx, item[key], kind):
+        verdicts = [self._list_verdict(ctx, item[key], kind) for item in items]
+        pending = [i for i, v in enumerate(verdicts) if inspect.isawaitable(v)]
+        if pending:
+            answers = await asyncio.gather(*(verdicts[i] for i in pending), return_exceptions=True)
+            for i, answer in zip(pending, answers, strict=True):
+                verdicts[i] = answer
+        kept, failed, why = [], 0, ""
+        for item, verdict in zip(items, verdicts, strict=True):
+            if isinstance(verdict, BaseException) or (not isinstance(verdict, bool) and verdict.error):
+                failed += 1
+                why = why or (_describe(verdict) if isinstance(verdict, BaseException) else verdict.reason)
+            elif _listed(verdict):
                 kept.append(item)
+        if failed:
+            log.warning(
+                "tenant %s: %d %s(s) hidden from a list because their policy evaluation failed: %s",
+                ctx.tenant,
+                failed,
+                kind,
+                why,
+            )
         if tally is not None:
-            tally.add(kind, listed=len(kept), withheld=len(items) - len(kept))
+            tally.add(kind, listed=len(kept), withheld=len(items) - len(kept), failed=failed)
         return kept
 
 
@@ -379,10 +418,14 @@ class ListTally:
 
     listed: dict[str, int] = field(default_factory=dict)
     withheld: dict[str, int] = field(default_factory=dict)
+    #: Of the withheld, those whose policy evaluation failed (error, timeout, undefined decision).
+    failed: dict[str, int] = field(default_factory=dict)
 
-    def add(self, kind: str, *, listed: int, withheld: int) -> None:
+    def add(self, kind: str, *, listed: int, withheld: int, failed: int = 0) -> None:
         self.listed[kind] = self.listed.get(kind, 0) + listed
         self.withheld[kind] = self.withheld.get(kind, 0) + withheld
+        if failed:
+            self.failed[kind] = self.failed.get(kind, 0) + failed
 
     def __bool__(self) -> bool:
         return bool(self.listed or self.withheld)
@@ -394,6 +437,18 @@ def one_context(contexts: list[ListContext]) -> ListContext:
     if len({ctx.method for ctx in contexts}) > 1:
         return replace(first, method=BATCH_METHOD)
     return first
+
+
+def _listed(verdict: Any) -> bool:
+    """A list-phase verdict: ``True``/``False``, or a policy result that lists on allow or escalate."""
+    if isinstance(verdict, bool):
+        return verdict
+    return verdict.outcome in ("allow", "escalate")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def _policy_reads(policy: Any, key: str) -> bool:

@@ -19,13 +19,29 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 TOKEN_PATH = "/v1/oauth/token"
 
 
-def _request(gateway_url: str, access_token: str, tools: Sequence[str] | None) -> tuple[str, dict[str, str]]:
+def _targets(name: str, value: str | Sequence[str] | None) -> list[str]:
+    """``resource`` / ``audience`` as the list of values to send (each repeats in the form)."""
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else list(value)
+    if not values or not all(isinstance(v, str) and v.strip() for v in values):
+        raise ValueError(f"{name} must be a non-empty string or a non-empty sequence of them (None: unbound)")
+    return [v.strip() for v in values]
+
+
+def _request(
+    gateway_url: str,
+    access_token: str,
+    tools: Sequence[str] | None,
+    resource: str | Sequence[str] | None = None,
+    audience: str | Sequence[str] | None = None,
+) -> tuple[str, dict[str, str | list[str]]]:
     if not isinstance(access_token, str) or not access_token.strip():
         raise ValueError("access_token must be the agent's access token from its authorization server")
     if not isinstance(gateway_url, str) or not gateway_url.strip():
         raise ValueError("the gateway URL must be a non-empty string, e.g. https://gw.example.com")
     base = gateway_url.strip().rstrip("/").removesuffix("/v1/mcp")
-    form = {
+    form: dict[str, str | list[str]] = {
         "grant_type": TOKEN_EXCHANGE_GRANT,
         "subject_token": access_token.strip(),
         "subject_token_type": ACCESS_TOKEN_TYPE,
@@ -34,6 +50,12 @@ def _request(gateway_url: str, access_token: str, tools: Sequence[str] | None) -
         if isinstance(tools, str) or not tools:
             raise ValueError("tools must be a non-empty sequence of tool names (None: all allowed)")
         form["scope"] = " ".join(tools)
+    # RFC 8693 §2.1: both may be given several times; the gateway binds the token to every MCP server
+    # they name (and refuses the whole request, invalid_target, if one names a server it does not serve).
+    for name, value in (("resource", resource), ("audience", audience)):
+        values = _targets(name, value)
+        if values:
+            form[name] = values
     return base + TOKEN_PATH, form
 
 
@@ -70,14 +92,26 @@ def _result(url: str, response: httpx.Response) -> str:
 
 
 def exchange_token(
-    gateway_url: str, access_token: str, *, tools: Sequence[str] | None = None, timeout: float = 10.0
+    gateway_url: str,
+    access_token: str,
+    *,
+    tools: Sequence[str] | None = None,
+    resource: str | Sequence[str] | None = None,
+    audience: str | Sequence[str] | None = None,
+    timeout: float = 10.0,
 ) -> str:
     """Trade ``access_token`` (a JWT from an issuer the gateway trusts) for a capability token, at most
-    ``tools`` (None: everything the token's claims and the tenant allow). Raises
-    :class:`CapabilityError` when refused (``e.data["error"]`` is the OAuth error code, e.g.
-    ``invalid_scope`` for tools beyond what is allowed), :class:`UnavailableError` when the gateway
-    cannot check the token now, :class:`GatewayError` when it cannot be reached."""
-    url, form = _request(gateway_url, access_token, tools)
+    ``tools`` (None: everything the token's claims and the tenant allow).
+
+    ``resource`` (absolute URIs, RFC 8707, e.g. ``https://gw.example.com/v1/mcp/billing``) and
+    ``audience`` (server names such as ``billing``, or such URIs), each one value or several (RFC 8693
+    §2.1), bind the token to the MCP servers they name; None leaves it unbound.
+
+    Raises :class:`CapabilityError` when refused (``e.data["error"]`` is the OAuth error code, e.g.
+    ``invalid_scope`` for tools beyond what is allowed, ``invalid_target`` for a resource or audience
+    the gateway does not serve), :class:`UnavailableError` when the gateway cannot check the token now,
+    :class:`GatewayError` when it cannot be reached."""
+    url, form = _request(gateway_url, access_token, tools, resource, audience)
     try:
         response = httpx.post(url, data=form, timeout=timeout)
     except httpx.HTTPError as exc:
@@ -86,10 +120,16 @@ def exchange_token(
 
 
 async def aexchange_token(
-    gateway_url: str, access_token: str, *, tools: Sequence[str] | None = None, timeout: float = 10.0
+    gateway_url: str,
+    access_token: str,
+    *,
+    tools: Sequence[str] | None = None,
+    resource: str | Sequence[str] | None = None,
+    audience: str | Sequence[str] | None = None,
+    timeout: float = 10.0,
 ) -> str:
     """The async twin of :func:`exchange_token`."""
-    url, form = _request(gateway_url, access_token, tools)
+    url, form = _request(gateway_url, access_token, tools, resource, audience)
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
             response = await http.post(url, data=form)

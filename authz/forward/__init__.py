@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from authz.forward._driver import (
     ChainGap,
+    CursorBatcher,
     EventCache,
     Forwarder,
     ForwarderSettings,
@@ -64,6 +65,7 @@ __all__ = [
     "SYSTEM_ACTIONS",
     "Ack",
     "ChainGap",
+    "CursorBatcher",
     "DatadogLogsSink",
     "EventCache",
     "ForwardEvent",

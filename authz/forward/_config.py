@@ -179,7 +179,12 @@ def _s3(spec: SinkSpec, env: Mapping[str, str], policy: Any) -> Sink:
     host, port = endpoint_host(region, endpoint)
     vet = (lambda: vet_host_sync(policy, host, port, f"S3 sink {spec.name}")) if policy is not None else None
     client = s3_client(
-        region=region, endpoint_url=endpoint, access_key_id=access_key, secret_access_key=secret_key
+        region=region,
+        endpoint_url=endpoint,
+        access_key_id=access_key,
+        secret_access_key=secret_key,
+        outbound=policy,
+        purpose=f"S3 sink {spec.name}",
     )
     return S3Sink(
         spec.name, bucket, client, prefix=str(opts.get("prefix", "")), vet=vet, gzip_level=gzip_level

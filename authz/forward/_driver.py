@@ -124,6 +124,67 @@ class EventCache:
             self._events[tenant].pop(seq, None)
 
 
+class CursorBatcher:
+    """The cursor writes of one process's forwarders, in as few write transactions as possible.
+
+    Each write transaction takes the database's write lock, which the check service's audit appends
+    wait for (on SQLite in a busy handler that sleeps in millisecond steps, with the whole event loop
+    of the check process blocked). An acknowledged batch's cursor advance therefore waits until every
+    one of the ``expected()`` forwarders has one pending, or at most ``linger_s``, and all of them go in
+    ONE transaction (:meth:`Store.advance_forwarder_cursors`), each under its own sink's lease. The
+    forwarder continues only once its advance is committed: at-least-once is unchanged, a crash before
+    the commit resends the batch.
+    """
+
+    def __init__(self, store: Store, *, linger_s: float = 0.05, expected: Callable[[], int] = lambda: 1):
+        self._store = store
+        self.linger_s = linger_s
+        self._expected = expected
+        self._pending: list[tuple[tuple[str, str, str, int, float], float, asyncio.Future[bool]]] = []
+        self._flush: asyncio.Task[None] | None = None
+        self._full = asyncio.Event()
+        self.transactions = 0
+        self.advances = 0
+
+    async def advance(
+        self, tenant: str, sink: str, holder: str, seq: int, now: float, lease_ttl_s: float = 0.0
+    ) -> None:
+        """As :meth:`Store.advance_forwarder_cursor` (FailedPrecondition without the lease), renewing
+        the lease for ``lease_ttl_s`` in the same transaction."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append(((tenant, sink, holder, seq, lease_ttl_s), now, future))
+        if self._flush is None:
+            self._full.clear()
+            self._flush = asyncio.create_task(self._flush_soon(), name="forward:cursors")
+        if len(self._pending) >= self._expected():
+            self._full.set()
+        if not await future:
+            raise FailedPrecondition(f"forwarder {holder!r} does not hold the lease on sink {sink!r}")
+
+    async def _flush_soon(self) -> None:
+        try:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self.linger_s)
+        finally:
+            pending, self._pending, self._flush = self._pending, [], None
+            try:
+                applied = await self._store.advance_forwarder_cursors(
+                    [advance for advance, _, _ in pending], max(now for _, now, _ in pending)
+                )
+            except BaseException as exc:
+                for _, _, future in pending:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception) else LeaseLost("stopped"))
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                self.transactions += 1
+                self.advances += len(pending)
+                for (_, _, future), ok in zip(pending, applied, strict=True):
+                    if not future.done():
+                        future.set_result(ok)
+
+
 class Forwarder:
     """Forwards every tenant's committed audit events to one sink.
 
@@ -142,9 +203,11 @@ class Forwarder:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: random.Random | None = None,
         cache: EventCache | None = None,
+        cursors: CursorBatcher | None = None,
     ):
         self.store = store
         self._cache = cache
+        self._cursors = cursors
         self._primed: set[str] = set()
         self.sink = sink
         self.settings = settings or ForwarderSettings()
@@ -170,13 +233,21 @@ class Forwarder:
                 except Exception as exc:  # a store outage: keep trying, never crash the host process
                     log.warning("sink %s: pass failed: %s", self.sink.name, exc)
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.poll_interval_s)
+                    await asyncio.wait_for(stop.wait(), self.until_next_poll())
         finally:
             try:
                 await self.store.release_forwarder_lease(self.sink.name, self.holder)
                 self.lease_held = False
             except Exception as exc:  # the lease then simply expires
                 log.info("sink %s: could not release the lease: %s", self.sink.name, exc)
+
+    def until_next_poll(self) -> float:
+        """Seconds to the next multiple of ``poll_interval_s`` on the monotonic clock: the forwarders of
+        a process with the same interval wake together, so one of them reads the new events from the
+        store and the others take them from the shared cache, and their cursor writes share one
+        transaction (:class:`CursorBatcher`)."""
+        interval = self.settings.poll_interval_s
+        return interval - time.monotonic() % interval
 
     async def pass_once(self) -> bool:
         """Bring every tenant's cursor up to its chain head, if this instance holds (or takes) the lease.
@@ -212,12 +283,26 @@ class Forwarder:
             await self._renew()
             now = self._clock()
             if isinstance(outcome, Ack):
-                await self._guarded(
-                    self.store.advance_forwarder_cursor(
-                        tenant, self.sink.name, self.holder, batch[-1].seq, now
+                if self._cursors is None:
+                    await self._guarded(
+                        self.store.advance_forwarder_cursor(
+                            tenant, self.sink.name, self.holder, batch[-1].seq, now
+                        )
                     )
-                )
+                else:  # the lease renewed with the cursor: no transaction of its own while active
+                    ttl = self.settings.lease_ttl_s
+                    await self._guarded(
+                        self._cursors.advance(tenant, self.sink.name, self.holder, batch[-1].seq, now, ttl)
+                    )
+                    self.lease_held, self._renewed_at = True, now
                 self.delivered += len(batch)
+                if len(batch) < self.settings.batch_size:
+                    # The batch reached the chain head: the events committed while it was sent wait for
+                    # the next pass (``poll_interval_s``) instead of leaving at once as a batch of a few.
+                    # At a live rate that makes one request, one cursor write (a write transaction the
+                    # decisions' audit appends wait for) and one fsync per sink and pass, not one per
+                    # handful of events.
+                    return
             else:
                 first, last = batch[0].seq, batch[-1].seq
                 if all(self._own_dead_letter(e) for e in batch):
@@ -340,10 +425,15 @@ class Forwarder:
         """Events ``first..last`` of the tenant's chain (committed rows only): a contiguous run starting
         at ``first`` (possibly shorter than asked, at the chain head). Anything else raises
         :class:`ChainGap` after recording it as the cursor's ``last_error``."""
+        cursor = first - 1
+        cached: list[ForwardEvent] = []
         if self._cache is not None:
             cached = self._cache.run(tenant, first, last)
-            if cached:
+            if len(cached) == last - first + 1:
                 return cached
+            # Another sink read only part of this range (its cursor was elsewhere): read the rest, so a
+            # batch is cut short only by the chain head.
+            first += len(cached)
         out: list[ForwardEvent] = []
         events = self.store.iter_events(tenant, after_seq=first - 1, batch=last - first + 1)
         async with aclosing(events) as rows:  # type: ignore[type-var]
@@ -354,14 +444,14 @@ class Forwarder:
                 if record.seq != expected:
                     error = (
                         f"chain gap in {tenant}: expected seq {expected}, read {record.seq}; "
-                        f"cursor held at {first - 1}, nothing sent"
+                        f"cursor held at {cursor}, nothing sent"
                     )
                     await self.store.record_forwarder_error(tenant, self.sink.name, error, self._clock())
                     raise ChainGap(error)
                 out.append(forward_event(record))
         if self._cache is not None:
             self._cache.put(out)
-        return out
+        return cached + out if cached else out
 
     async def _deliver(self, batch: Sequence[ForwardEvent], *, renew: bool = True) -> tuple[Outcome, int]:
         """Send until acknowledged, rejected, or ``max_attempts`` sends failed; (outcome, attempts)."""
@@ -402,6 +492,14 @@ class Forwarder:
         now = self._clock()
         if not force and now - self._renewed_at < self.settings.lease_ttl_s / 3:
             return True
+        if not self.lease_held:
+            # A standby instance (another holds the lease) looks before it asks: asking is a write
+            # transaction, which on every pass would compete with the decisions' audit appends.
+            current = await self.store.forwarder_lease(self.sink.name)
+            if current is not None and current[0] != self.holder and current[1] > now:
+                if not force:
+                    raise LeaseLost(self.sink.name)
+                return False
         held = await self.store.acquire_forwarder_lease(
             self.sink.name, self.holder, now, self.settings.lease_ttl_s
         )

@@ -6,9 +6,11 @@ own time (UTC). The key is a function of the events it holds, so resending a bat
 overwrites the same object: S3 itself deduplicates. The Hive-style ``key=value`` folders are what the
 Athena DDL in the query pack projects as partitions.
 
-``boto3`` opens its own connections, so the endpoint host is vetted against the operator's outbound
-rules (:func:`authz.outbound.vet_host_sync`) before every batch; a refused endpoint is retried (and, if it
-stays refused, dead-lettered), never silently skipped.
+``boto3`` would open its own connections by name, so the client is pinned
+(:func:`authz.outbound.pin_botocore_client`): each request's host is vetted against the operator's
+outbound rules and the request goes to the vetted address itself, never to a later DNS answer. The
+endpoint is also vetted before every batch (:func:`authz.outbound.vet_host_sync`); a refused endpoint is
+retried (and, if it stays refused, dead-lettered), never silently skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
+import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from itertools import groupby
@@ -124,12 +127,23 @@ def s3_client(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     timeout_s: float = 10.0,
+    outbound: Any = None,
+    purpose: str = "S3 sink",
+    verify: bool | str | None = None,
 ) -> Any:
     """A boto3 S3 client; without keys, boto3's own chain (instance role, web identity, ...) applies.
     Path-style addressing with a custom endpoint (MinIO, Ceph and other S3-compatible servers), retries
-    left to the forwarder (boto3's own would hide failures from the cursor's health)."""
+    left to the forwarder (boto3's own would hide failures from the cursor's health).
+
+    With ``outbound`` (an :class:`authz.outbound.OutboundPolicy`) every request is vetted and sent to
+    the vetted address itself (:func:`authz.outbound.pin_botocore_client`), so a DNS answer that changes
+    after the vetting cannot move the connection. ``verify``: a CA bundle path, or False; by default
+    ``AWS_CA_BUNDLE`` or botocore's own bundle."""
     import boto3
     from botocore.config import Config
+
+    if verify is None:
+        verify = os.environ.get("AWS_CA_BUNDLE") or True
 
     config = Config(
         connect_timeout=timeout_s,
@@ -137,14 +151,27 @@ def s3_client(
         retries={"max_attempts": 1, "mode": "standard"},
         s3={"addressing_style": "path" if endpoint_url else "auto"},
     )
-    return boto3.client(
+    client = boto3.client(
         "s3",
         region_name=region,
         endpoint_url=endpoint_url,
         aws_access_key_id=access_key_id,
         aws_secret_access_key=secret_access_key,
         config=config,
+        verify=verify,
     )
+    if outbound is not None:
+        from authz.outbound import pin_botocore_client
+
+        pin_botocore_client(
+            client,
+            outbound,
+            purpose=purpose,
+            verify=verify,
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+        )
+    return client
 
 
 def endpoint_host(region: str, endpoint_url: str | None) -> tuple[str, int]:

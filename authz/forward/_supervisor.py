@@ -27,7 +27,7 @@ from typing import Any
 
 from authz.errors import ConfigError
 from authz.forward._config import SinkSpec, build_sink
-from authz.forward._driver import EventCache, Forwarder
+from authz.forward._driver import CursorBatcher, EventCache, Forwarder
 from authz.forward._sink import HttpClient, Sink
 from authz.forward._tenant import TenantSecrets, sink_spec
 from authz.storage.protocols import Store
@@ -78,8 +78,12 @@ class ForwarderSupervisor:
         self._drive = drive
         #: one read and decode of each event serves every sink of this process
         self.cache = EventCache()
+        #: the cursor writes of every sink of this process in one transaction per cycle
+        self.cursors = CursorBatcher(store, expected=lambda: len(self._running))
         self._factory = forwarder_factory or (
-            lambda store, sink, settings: Forwarder(store, sink, settings, cache=self.cache)
+            lambda store, sink, settings: Forwarder(
+                store, sink, settings, cache=self.cache, cursors=self.cursors
+            )
         )
         self._running: dict[str, _Running] = {}
         self._failed: dict[str, tuple[Any, ...]] = {}

@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from authz.forward._event import GZIP_LEVEL, ForwardEvent, json_bytes, json_hex, quoted
+from authz.forward._event import GZIP_LEVEL, ForwardEvent, has_text_member, json_bytes, json_hex, quoted
 from authz.forward._sink import HttpClient, Outcome, Retry, classify_http
 from authz.secrets import Secret
 
@@ -90,6 +91,8 @@ class DatadogLogsSink:
     MAX_ENTRIES = 1000
     #: the members Datadog's entry adds to the document (besides ``message``)
     _ADDED = ("ddsource", "service", "hostname", "ddtags", "tessera_chain")
+    #: absent anywhere in the stored event, they are surely not among its top-level members
+    _ANY_ADDED = re.compile(b"|".join(re.escape(json_bytes(name)) for name in _ADDED))
 
     def __init__(
         self,
@@ -133,10 +136,12 @@ class DatadogLogsSink:
         """:meth:`_entry` as JSON. The usual event already has its ``message`` and none of the members
         Datadog's entry adds: then the entry is the shared document with those members appended (the
         same JSON, without encoding the event again)."""
-        raw = event.event
-        message = raw.get("message")
-        if not (isinstance(message, str) and message) or any(key in raw for key in self._ADDED):
-            return json_bytes(self._entry(event))
+        if self._ANY_ADDED.search(event.raw) or not has_text_member(event.raw, "message"):
+            # Not the usual event (or one this quick look cannot settle): decode it and decide exactly.
+            raw = event.event
+            message = raw.get("message")
+            if not (isinstance(message, str) and message) or any(key in raw for key in self._ADDED):
+                return json_bytes(self._entry(event))
         document = event.document_bytes()
         tags = self._tags_json.get((event.tenant, event.decision))
         if tags is None:

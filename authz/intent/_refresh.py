@@ -23,7 +23,7 @@ from typing import Any
 from authz.errors import ConfigError, DependencyError, InvalidArgument
 from authz.intent._catalog import ToolCatalog
 from authz.intent._derive import MAX_TOOLS, catalog_from_tools_list
-from authz.outbound import OutboundClient
+from authz.outbound import OutboundClient, pinned_request_hook
 from authz.receipts import HEADER as RECEIPT_HEADER
 
 __all__ = ["CatalogRefresher", "catalog_for_settings", "fetch_tools_list", "refresh_catalogs"]
@@ -55,9 +55,9 @@ async def fetch_tools_list(
     session, so a tool server that refuses requests without one (``ReceiptMiddleware``) answers.
 
     The URL is vetted by Tessera's one outbound client (resolved once, loopback/private/metadata
-    addresses refused unless ``TESSERA_OUTBOUND_ALLOW`` permits them). For ``http`` URLs the MCP session
-    then connects to the vetted address itself (``Host`` keeps the name), so a DNS answer that changes
-    after the check cannot redirect it; ``https`` connects by name after the check (TLS pins the name).
+    addresses refused unless ``TESSERA_OUTBOUND_ALLOW`` permits them). The MCP session then connects to
+    the vetted address itself (:func:`authz.outbound.pinned_request_hook`; ``Host``, TLS SNI and the
+    certificate check keep the name), so a DNS answer that changes after the check cannot redirect it.
     Redirects are not followed."""
     # The SDK's first import takes a while: done on a thread, so a check service's event loop keeps
     # answering checks (and its readiness probe) while its first scheduled refresh starts.
@@ -67,27 +67,20 @@ async def fetch_tools_list(
         parsed, _host, address = await outbound.vet(url)
     except InvalidArgument as exc:
         raise DependencyError(f"tools/list URL refused: {exc.message}") from None
-    headers: dict[str, str] = {}
-    target = url
-    if parsed.scheme == "http":
-        target = str(parsed.copy_with(host=address))
-        headers["host"] = parsed.netloc.decode("ascii")
-    hooks: dict[str, list[Any]] = {}
+    hooks: dict[str, list[Any]] = {"request": [pinned_request_hook(parsed, address)]}
     if receipt_for is not None:
 
         async def add_receipt(request: Any) -> None:
             request.headers[RECEIPT_HEADER] = receipt_for(request.content)
 
-        hooks["request"] = [add_receipt]
-    client = httpx2.AsyncClient(
-        headers=headers, timeout=timeout_s, follow_redirects=False, trust_env=False, event_hooks=hooks
-    )
+        hooks["request"].append(add_receipt)
+    client = httpx2.AsyncClient(timeout=timeout_s, follow_redirects=False, trust_env=False, event_hooks=hooks)
     tools: list[dict[str, Any]] = []
     try:
         async with (
             asyncio.timeout(timeout_s),
             client,
-            streamable_http_client(target, http_client=client) as streams,
+            streamable_http_client(url, http_client=client) as streams,
             ClientSession(streams[0], streams[1]) as session,
         ):
             await session.initialize()

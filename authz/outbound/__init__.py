@@ -5,6 +5,10 @@ forwarders, OPA and notifications as they come): one client, one set of rules.
   (``TESSERA_OUTBOUND_ALLOW``) that permits some of them.
 * :class:`OutboundClient` — resolves once, vets every address, connects to the vetted one, vets each
   redirect, bounds time and answer size; raises :class:`authz.errors.OutboundRefused` with the reason.
+* :func:`pinned_request_hook` — the same for an httpx client Tessera hands to another library (the
+  ``mcp`` SDK's client fetching an upstream's tools/list), after :meth:`OutboundClient.vet`.
+* :func:`pin_botocore_client` — the same pinning for a boto3/botocore client (the S3 sink), which
+  opens its own connections: each request is vetted and sent to the vetted address.
 * :func:`policy_from_config` — the policy a process uses, from :class:`authz.config.TesseraConfig`.
 """
 
@@ -12,10 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from authz.outbound._botocore import PinnedBotocoreSender, pin_botocore_client
 from authz.outbound._client import (
     OutboundClient,
     OutboundResponse,
     Resolver,
+    pinned_request_hook,
     system_resolver,
     vet_host_sync,
 )
@@ -36,8 +42,11 @@ __all__ = [
     "OutboundClient",
     "OutboundPolicy",
     "OutboundResponse",
+    "PinnedBotocoreSender",
     "Resolver",
     "parse_allow_entry",
+    "pin_botocore_client",
+    "pinned_request_hook",
     "policy_from_config",
     "system_resolver",
     "vet_host_sync",

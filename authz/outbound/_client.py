@@ -52,6 +52,34 @@ def vet_host_sync(policy: OutboundPolicy, host: str, port: int, purpose: str) ->
     return addresses[0]
 
 
+def pinned_request_hook(url: httpx.URL, address: str) -> Callable[[Any], Awaitable[None]]:
+    """An ``httpx`` / ``httpx2`` request event hook for a client Tessera does not drive request by
+    request (the ``mcp`` SDK's streamable HTTP client): every request goes to ``address``, the address
+    :meth:`OutboundClient.vet` vetted for ``url``'s host, instead of the name being resolved again at
+    connect time (DNS rebinding). ``Host`` (set when the request was built), TLS SNI and the certificate
+    check keep the name. A request for any other host or port is refused
+    (:class:`authz.errors.OutboundRefused`): it was never vetted."""
+    host, scheme = url.host, url.scheme
+    port = url.port or _DEFAULT_PORTS.get(scheme)
+
+    async def pin(request: Any) -> None:
+        target = request.url
+        if (target.scheme, target.host, target.port or _DEFAULT_PORTS.get(target.scheme)) != (
+            scheme,
+            host,
+            port,
+        ):
+            raise OutboundRefused(
+                f"{target.scheme}://{target.host}:{target.port} is not the vetted {scheme}://{host}:{port}",
+                metadata={"host": str(target.host)},
+            )
+        request.url = target.copy_with(host=address)
+        if scheme == "https":
+            request.extensions = {**request.extensions, "sni_hostname": host}
+
+    return pin
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundResponse:
     """A complete answer: status, headers, at most ``max_response_bytes`` of body, and where it came from."""

@@ -165,34 +165,54 @@ class OpaClients:
         self._outbound = outbound
 
     def get(self, url: str) -> Any:
+        """The client of the OPA server at ``url``, created (and its name vetted) on first use."""
         client = self._clients.get(url)
         if client is None:
-            from opa_client.opa_async import AsyncOpaClient  # the ``opa`` extra
+            client = self._build(url, self._vet(url) if self._outbound is not None else None)
+        return client
 
-            parts = urlsplit(url)
-            https = parts.scheme == "https"
-            port = parts.port or (443 if https else 8181)
-            host = parts.hostname or ""
-            pinned: str | None = None
-            if self._outbound is not None:
-                # Resolved and vetted once, and every connection goes to the vetted address, so a later
-                # DNS answer cannot move it (rebinding). Over plain HTTP the client is simply pointed at
-                # the address; over HTTPS the URL keeps the name (SNI and the certificate are checked
-                # against it) and the connector's resolver answers that name with the vetted address.
-                address = vet_host_sync(self._outbound, host, port, "OPA server")
-                if https:
-                    pinned = address
-                else:
-                    host = address
-            client = _pinned_client_class(AsyncOpaClient)(
-                host=host,
-                port=port,
-                ssl=https,
-                retries=0,  # one attempt: the check's deadline leaves no room to retry
-                timeout=_MAX_TIMEOUT_MS / 1000,  # the per-call timeout is ours (asyncio.timeout)
-            )
-            client.pinned_address = pinned
-            self._clients[url] = client
+    async def aget(self, url: str) -> Any:
+        """:meth:`get` for the event loop: the first use resolves the server's name on a thread, so a
+        slow DNS answer delays only this tenant's evaluation, not every check on the loop."""
+        client = self._clients.get(url)
+        if client is None:
+            address = await asyncio.to_thread(self._vet, url) if self._outbound is not None else None
+            client = self._clients.get(url) or self._build(url, address)  # another may have won
+        return client
+
+    def _vet(self, url: str) -> str:
+        """Resolve and vet the server's name once (OutboundRefused / DependencyError): every connection
+        then goes to this address, so a later DNS answer cannot move it (rebinding)."""
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 8181)
+        assert self._outbound is not None
+        return vet_host_sync(self._outbound, parts.hostname or "", port, "OPA server")
+
+    def _build(self, url: str, address: str | None) -> Any:
+        from opa_client.opa_async import AsyncOpaClient  # the ``opa`` extra
+
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        port = parts.port or (443 if https else 8181)
+        host = parts.hostname or ""
+        pinned: str | None = None
+        if address is not None:
+            # Over plain HTTP the client is simply pointed at the vetted address; over HTTPS the URL
+            # keeps the name (SNI and the certificate are checked against it) and the connector's
+            # resolver answers that name with the vetted address.
+            if https:
+                pinned = address
+            else:
+                host = address
+        client = _pinned_client_class(AsyncOpaClient)(
+            host=host,
+            port=port,
+            ssl=https,
+            retries=0,  # one attempt: the check's deadline leaves no room to retry
+            timeout=_MAX_TIMEOUT_MS / 1000,  # the per-call timeout is ours (asyncio.timeout)
+        )
+        client.pinned_address = pinned
+        self._clients[url] = client
         return client
 
     def policy(self, tenant: str, engine: Mapping[str, Any], version: Any) -> OpaPolicy:
@@ -254,7 +274,7 @@ class OpaPolicy:
         return f"tessera-{self.tenant}"
 
     async def _session(self) -> Any:
-        client = self._clients.get(self.settings.url)
+        client = await self._clients.aget(self.settings.url)
         if client._session is None:
             await client._init_session()
         return client

@@ -17,7 +17,10 @@ The limits come from :class:`authz.config.BodyLimitsConfig` (``TESSERA_BODY_*``)
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Protocol
+
+import orjson
 
 
 class Limits(Protocol):
@@ -60,6 +63,56 @@ def load_bounded(body: bytes, limits: Limits) -> Any:
     """
     if len(body) > limits.max_bytes:
         raise BodyError(INVALID_REQUEST, f"request body larger than {limits.max_bytes} bytes")
+    doc = _load_fast(body, limits.max_keys)
+    if doc is _UNDECIDED:
+        doc = _load_checked(body, limits)
+    # A body with fewer brackets than the depth limit and fewer commas than the element limit cannot
+    # exceed either (brackets and commas inside strings only make this estimate larger): the common
+    # small call skips the walk. These counts run at C speed.
+    containers = body.count(b"[") + body.count(b"{")
+    if containers > limits.max_depth or body.count(b",") + containers > limits.max_elements:
+        _check_shape(doc, limits)
+    return doc
+
+
+_UNDECIDED = object()
+#: An integer literal of 19 digits or more may not fit 64 bits, which orjson reads as a float.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _load_fast(body: bytes, max_keys: int) -> Any:
+    """``body`` parsed by orjson when that provably gives what :func:`_load_checked` gives, else
+    ``_UNDECIDED`` (and the checked parse decides, errors included).
+
+    Each object key in JSON text is followed by a colon, so the colons of ``body`` bound its keys: when
+    the parsed document holds as many keys as there are colons, no colon sat inside a string and no
+    key was lost to a duplicate (orjson keeps the last); and no more keys than ``max_keys`` can be
+    there. Whatever orjson refuses (NaN, lone surrogates, UTF-16, a byte-order mark, deep nesting) is
+    left to ``json``, which accepts some of it; an integer that orjson would turn into a float is too.
+    ``tests/unit/test_body_limits.py`` holds the two parses equal on generated bodies.
+    """
+    colons = body.count(b":")
+    if colons > max_keys or _LONG_DIGITS.search(body) is not None:
+        return _UNDECIDED
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _UNDECIDED
+    keys = 0
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            keys += len(value)
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+    return doc if keys == colons else _UNDECIDED
+
+
+def _load_checked(body: bytes, limits: Limits) -> Any:
+    """``json`` with every key counted and duplicates refused (:func:`load_bounded`'s reference)."""
     keys = 0
 
     def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -90,12 +143,6 @@ def load_bounded(body: bytes, limits: Limits) -> Any:
         ) from None
     except (ValueError, UnicodeDecodeError):
         raise BodyError(PARSE_ERROR, "parse error: request body is not valid JSON") from None
-    # A body with fewer brackets than the depth limit and fewer commas than the element limit cannot
-    # exceed either (brackets and commas inside strings only make this estimate larger): the common
-    # small call skips the walk. These counts run at C speed.
-    containers = body.count(b"[") + body.count(b"{")
-    if containers > limits.max_depth or body.count(b",") + containers > limits.max_elements:
-        _check_shape(doc, limits)
     return doc
 
 

@@ -98,9 +98,9 @@ class ListProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
                     if ctx.method == STREAM_METHOD:
                         if stream is None:
                             stream = SseStreamFilter(self._listing, ctx, content_type)
-                        body = stream.feed(chunk.body, end=chunk.end_of_stream, tally=tally)
+                        body = await stream.feed(chunk.body, end=chunk.end_of_stream, tally=tally)
                     else:
-                        body = filter_body(self._listing, ctx, content_type, chunk.body, tally=tally)
+                        body = await filter_body(self._listing, ctx, content_type, chunk.body, tally=tally)
                     if tally:  # a list result was in it (not an error, not a stream's keep-alive)
                         await self._audit(ctx, tally, "filtered", "")
                 except Exception as exc:  # fail closed: never the unfiltered list
@@ -144,6 +144,7 @@ class ListProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
             outcome=outcome,
             reason=reason,
             time_ms=time.time_ns() // 1_000_000,
+            failed=tally.failed,
         )
         try:
             await self._recorder.record_events([(ctx.tenant, event)])
@@ -173,7 +174,7 @@ def _mutation_remove(name: str) -> pb.HeaderMutation:
     return pb.HeaderMutation(remove_headers=[name])
 
 
-def filter_body(
+async def filter_body(
     listing: ListFilter, ctx: ListContext, content_type: str, body: bytes, *, tally: ListTally | None = None
 ) -> bytes:
     """The upstream's list body with the list filtered, in the framing it came in."""
@@ -181,13 +182,13 @@ def filter_body(
     if not body.strip():
         return body  # e.g. 202 for a notification: nothing listed
     if media == "text/event-stream":
-        return _filter_sse(listing, ctx, body, tally)
+        return await _filter_sse(listing, ctx, body, tally)
     if media == "application/json" or media.endswith("+json"):
         doc = json.loads(body)
         if isinstance(doc, list):
-            doc = [listing.filter_message(ctx, m, in_batch=True, tally=tally) for m in doc]
+            doc = [await listing.filter_message(ctx, m, in_batch=True, tally=tally) for m in doc]
         else:
-            doc = listing.filter_message(ctx, doc, tally=tally)
+            doc = await listing.filter_message(ctx, doc, tally=tally)
         return _dumps(doc)
     raise ListWithheld(f"unexpected content type {content_type!r} for a list response")
 
@@ -214,7 +215,7 @@ class SseStreamFilter:
         self._content_type = content_type
         self._pending = b""
 
-    def feed(self, chunk: bytes, *, end: bool, tally: ListTally | None = None) -> bytes:
+    async def feed(self, chunk: bytes, *, end: bool, tally: ListTally | None = None) -> bytes:
         self._pending += chunk
         if len(self._pending) > MAX_STREAM_BUFFER:
             raise ListWithheld("a stream event larger than the processor's buffer")
@@ -222,7 +223,7 @@ class SseStreamFilter:
             if not end:
                 return b""
             body, self._pending = self._pending, b""
-            return filter_body(self._listing, self._ctx, self._content_type, body, tally=tally)
+            return await filter_body(self._listing, self._ctx, self._content_type, body, tally=tally)
         if end:
             ready, self._pending = self._pending, b""
         else:
@@ -230,7 +231,7 @@ class SseStreamFilter:
             if cut == 0:
                 return b""
             ready, self._pending = self._pending[:cut], self._pending[cut:]
-        return _filter_sse(self._listing, self._ctx, ready, tally) if ready else b""
+        return await _filter_sse(self._listing, self._ctx, ready, tally) if ready else b""
 
 
 def _last_event_end(data: bytes) -> int:
@@ -247,7 +248,9 @@ def _last_event_end(data: bytes) -> int:
     return best
 
 
-def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes, tally: ListTally | None = None) -> bytes:
+async def _filter_sse(
+    listing: ListFilter, ctx: ListContext, body: bytes, tally: ListTally | None = None
+) -> bytes:
     """Rewrite each event's data; field lines other than ``data`` and the event boundaries are kept."""
     text = body.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
@@ -257,10 +260,10 @@ def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes, tally: ListT
     event: list[str] = []
     data: list[str] = []
 
-    def flush() -> None:
+    async def flush() -> None:
         payload = "\n".join(data)
         if payload.strip():
-            message = listing.filter_message(ctx, json.loads(payload), tally=tally)
+            message = await listing.filter_message(ctx, json.loads(payload), tally=tally)
             event.append("data: " + _dumps(message).decode())
         elif data:  # an event without a message (the TypeScript SDK's priming event): as it came
             event.extend("data:" + (" " + line if line else "") for line in data)
@@ -270,7 +273,7 @@ def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes, tally: ListT
 
     for line in lines:
         if line == "":  # the end of an event
-            flush()
+            await flush()
             out.append("")
             continue
         name, _, value = line.partition(":")
@@ -278,7 +281,7 @@ def _filter_sse(listing: ListFilter, ctx: ListContext, body: bytes, tally: ListT
             data.append(value[1:] if value.startswith(" ") else value)
         else:
             event.append(line)  # event:, id:, retry: and comments pass unchanged
-    flush()  # a stream that ends without the final blank line
+    await flush()  # a stream that ends without the final blank line
     return "".join(line + "\n" for line in out).encode()
 
 

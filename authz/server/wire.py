@@ -22,7 +22,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from authz.check.listing import item_of
+from authz.check.listing import LIST_HEADER, METADATA_KEY, ListContextError, item_of, one_context
 from authz.check.models import Check, CheckInput, Code, Decision, Outcome, new_decision_id, unavailable
 from authz.config import BodyLimitsConfig
 from authz.receipts import HEADER as RECEIPT_HEADER
@@ -175,14 +175,16 @@ def _parse_request(
     attrs = request.attributes
     http = attrs.request.http
     ext = attrs.context_extensions
-    route = ext.get("route") or ("tool-call" if http.path.startswith("/v1/tool-call") else "mcp")
+    # Each read of a protobuf field builds a new Python object: every field is read once.
+    method, path = http.method, http.path
+    route = ext.get("route") or ("tool-call" if path.startswith("/v1/tool-call") else "mcp")
     try:
         headers = _Headers(http)
         spoofed = tuple(name for name in headers.values if name.startswith(TESSERA_HEADER_PREFIX))
         base = {
             "transport": route,
-            "http_method": http.method,
-            "path": http.path,
+            "http_method": method,
+            "path": path,
             "source_ip": attrs.source.address.socket_address.address,
             "token": _bearer(headers),
             "intent_prompt": _prompt(headers),
@@ -192,12 +194,12 @@ def _parse_request(
             "server": ext.get("server") or None,
             "deadline": deadline,
         }
-        body = http.raw_body if http.raw_body else http.body.encode()
-        if http.method != "POST" and (route == "tool-call" or body.strip()):
+        body = http.raw_body or http.body.encode()
+        if method != "POST" and (route == "tool-call" or body.strip()):
             # Only POST carries a call: a tool call sent with GET or DELETE is refused here rather than
             # forwarded after a token-only check (the upstream might act on it).
             raise _ProtocolError(
-                Code.INVALID_REQUEST, f"invalid request: a call must be sent with POST, not {http.method}"
+                Code.INVALID_REQUEST, f"invalid request: a call must be sent with POST, not {method}"
             )
         if (
             authenticates is not None
@@ -210,7 +212,7 @@ def _parse_request(
             return ParsedRequest(
                 route, (_tool_call_message(body, base, limits),), client_tessera_headers=spoofed
             )
-        if http.method != "POST":  # GET opens the SSE stream, DELETE ends a session: token only
+        if method != "POST":  # GET opens the SSE stream, DELETE ends a session: token only
             return ParsedRequest(route, (Message(CheckInput(**base)),), client_tessera_headers=spoofed)
         messages, batch = _mcp_messages(body, base, limits)
         return ParsedRequest(route, messages, batch=batch, client_tessera_headers=spoofed)
@@ -332,14 +334,28 @@ def ok_response(
     remove = [name for name in parsed.client_tessera_headers if name not in ours]
     if strip_authorization:
         remove.append("authorization")
-    return external_auth_pb2.CheckResponse(
-        status=status_pb2.Status(code=code_pb2.OK),
-        ok_response=external_auth_pb2.OkHttpResponse(
-            headers=[_header(k, v, overwrite=True) for k, v in ours.items()],
-            headers_to_remove=remove,
-            response_headers_to_add=[_header(DECISION_HEADER, decision.decision_id, overwrite=True)],
-        ),
-    )
+    # Built in place (``add()`` and field assignment): about 3x cheaper than nesting constructor
+    # keyword arguments, which builds each sub-message and then copies it into its parent.
+    reply = external_auth_pb2.CheckResponse()
+    reply.status.code = code_pb2.OK  # present (an empty Status), as Envoy's own OK replies are
+    reply.status.SetInParent()
+    ok = reply.ok_response
+    headers = ok.headers
+    for name, value in ours.items():
+        _add_header(headers, name, value, overwrite=True)
+    ok.headers_to_remove.extend(remove)
+    _add_header(ok.response_headers_to_add, DECISION_HEADER, decision.decision_id, overwrite=True)
+    return reply
+
+
+def _add_header(options: Any, name: str, value: str, *, overwrite: bool = False) -> None:
+    """Append a header option to the repeated ``HeaderValueOption`` field ``options``."""
+    option = options.add()
+    header = option.header
+    header.key = name
+    header.value = value
+    if overwrite:
+        option.append_action = _OVERWRITE
 
 
 def add_receipt(
@@ -366,7 +382,7 @@ def add_receipt(
         audit_hash=chain,
         server=request.attributes.context_extensions.get("server") or None,
     )
-    reply.ok_response.headers.append(_header(RECEIPT_HEADER, receipt, overwrite=True))
+    _add_header(reply.ok_response.headers, RECEIPT_HEADER, receipt, overwrite=True)
 
 
 def mark_list_request(
@@ -378,8 +394,6 @@ def mark_list_request(
     :class:`~authz.check.listing.ListContext` as dynamic metadata. Returns a deny reply instead when
     the context cannot be built: a list that cannot be filtered is not forwarded.
     """
-    from authz.check.listing import LIST_HEADER, METADATA_KEY, ListContextError, one_context
-
     contexts = []
     for message, decision in zip(parsed.messages, decisions, strict=False):
         try:

@@ -356,6 +356,16 @@ class ForwarderStore(Protocol):
         ``max(cursor, seq)``, ``last_success_at`` = now and ``last_error`` is cleared. FailedPrecondition
         when ``holder`` does not hold an unexpired lease on the sink at ``now``."""
 
+    async def advance_forwarder_cursors(
+        self, advances: Sequence[tuple[str, str, str, int, float]], now: float
+    ) -> list[bool]:
+        """Several :meth:`advance_forwarder_cursor` ``(tenant, sink, holder, seq, lease_ttl_s)`` in ONE
+        write transaction (the sinks of one forwarder process acknowledging in the same cycle), each
+        applied one also renewing its sink's lease to at least ``now + lease_ttl_s`` (0: not renewed), so
+        an active sink needs no lease transaction of its own. Per advance, whether it was applied: False
+        when ``holder`` does not hold the sink's lease at ``now`` (that one changes nothing; the others
+        still apply)."""
+
     async def record_forwarder_error(self, tenant: str, sink: str, error: str, now: float) -> None:
         """Remember the latest failure (for health); the cursor does not move."""
 

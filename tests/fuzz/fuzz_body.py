@@ -2,7 +2,7 @@
 
 Any input is a request body on both routes: :func:`authz.server.wire.parse_request` must return parsed
 messages or a protocol error, never raise; :func:`authz.server.body.load_bounded` may raise only
-BodyError.
+BodyError, and whatever its orjson fast path accepts, the checked json parse reads the same.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ def one_input(data: bytes) -> None:
         assert (parsed.protocol_error is None) == bool(parsed.messages), parsed
     with contextlib.suppress(body_limits.BodyError):
         body_limits.load_bounded(data, wire.DEFAULT_LIMITS)
+    fast = body_limits._load_fast(data, wire.DEFAULT_LIMITS.max_keys)
+    if fast is not body_limits._UNDECIDED:  # proven by the key count: the checked parse must agree
+        assert repr(fast) == repr(body_limits._load_checked(data, wire.DEFAULT_LIMITS)), data
 
 
 SEEDS = {

@@ -24,6 +24,7 @@ from authz.local.stack import free_port
 from authz.server.ext_proc import withheld_response
 from authz.token import attenuate
 from tests.integration.conftest import Gateway, start_gateway
+from tests.opa_standin import OpaStandIn
 
 DEMO_TOOLS = {"read_invoice", "list_invoices", "transfer_funds", "delete_invoice"}
 
@@ -45,22 +46,36 @@ decision := {"allow": false, "reason": "interns may not delete invoices"} if int
 """
 
 
-def _tenants_file(workdir: Path) -> Path:
+def _tenants_file(workdir: Path, opa_url: str) -> Path:
     demo_dir = Path(demo_init).parent
     (workdir / "listing.rego").write_text(LISTING_POLICY)
     shipped = (demo_dir / "tenants.yaml").read_text()
-    # The shipped demo tenants (paths made absolute) plus a tenant with the listing policy.
+    # The shipped demo tenants (paths made absolute) plus a tenant with the listing policy, and one with
+    # the same policy decided by an OPA server.
     text = shipped.replace("../", f"{demo_dir.parent}/")
     text += f'  listing:\n    intent:\n      mode: "off"\n    policy: {workdir / "listing.rego"}\n'
+    text += (
+        '  listing-opa:\n    intent:\n      mode: "off"\n'
+        f"    policy: {{engine: opa, url: {opa_url}, timeout_ms: 2000, source: {workdir / 'listing.rego'}}}\n"
+    )
     path = workdir / "tenants.yaml"
     path.write_text(text)
     return path
 
 
 @pytest.fixture(scope="module")
-def listing_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def opa_server() -> Iterator[OpaStandIn]:
+    """The OPA server of tenant ``listing-opa``: ``tests.opa_standin.OpaStandIn``, a STAND-IN for OPA
+    (OPA's REST API over the regorus engine; no OPA binary can be installed here)."""
+    with OpaStandIn() as opa:
+        yield opa
+
+
+@pytest.fixture(scope="module")
+def listing_gateway(tmp_path_factory: pytest.TempPathFactory, opa_server: OpaStandIn) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("listing")
-    stack, gw = start_gateway(workdir, env={"TESSERA_TENANTS_FILE": str(_tenants_file(workdir))})
+    tenants = _tenants_file(workdir, opa_server.url)
+    stack, gw = start_gateway(workdir, env={"TESSERA_TENANTS_FILE": str(tenants)})
     try:
         yield gw
     finally:
@@ -99,6 +114,17 @@ async def test_a_policy_that_denies_delete_invoice_to_an_agent_hides_it_from_tha
     )
     # ... and from nobody else.
     assert await _listed(listing_gateway, listing_gateway.token("listing", agent="clerk")) == DEMO_TOOLS
+
+
+async def test_an_opa_tenant_gets_the_list_its_opa_policy_allows(listing_gateway: Gateway, opa_server):
+    """A tenant whose policy is decided by an OPA server gets its tools/list filtered by OPA's list-phase
+    decisions (the same as the embedded tenant above), not an error."""
+    assert await _listed(listing_gateway, listing_gateway.token("listing-opa", agent="intern")) == (
+        DEMO_TOOLS - {"delete_invoice"}
+    )
+    assert await _listed(listing_gateway, listing_gateway.token("listing-opa", agent="clerk")) == DEMO_TOOLS
+    listed_by_opa = {i["tool"] for i in opa_server.inputs if i.get("phase") == "list"}
+    assert listed_by_opa >= DEMO_TOOLS
 
 
 def test_the_demo_policy_lists_what_may_pass_and_hides_what_never_does(listing_gateway: Gateway):

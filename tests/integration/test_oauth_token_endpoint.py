@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from authz.client import CapabilityError, aexchange_token, exchange_token
 from authz.local.envoy_oauth import TokenRateLimit
 from authz.local.stack import StackPorts
 from authz.oauth import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
@@ -205,13 +206,27 @@ def test_a_burst_beyond_the_bucket_gets_429_and_other_routes_and_clients_do_not(
     assert response.status_code == 200, response.text
 
 
+def _events(gw: Gateway) -> list[dict]:
+    """Every event of tenant demo, in small pages: Envoy's REST transcoder buffers a whole answer within
+    the listener's 32 KiB per-connection buffer limit, and these events take up to 2 KiB each."""
+    events: list[dict] = []
+    token = ""
+    while True:
+        page = httpx.get(
+            f"{gw.url}/v1/admin/tenants/demo/audit/events",
+            headers={"authorization": f"Bearer {gw.stack.admin_key}"},
+            params={"page_size": 10, "page_token": token},
+            timeout=10,
+        )
+        assert page.status_code == 200, page.text
+        events += page.json().get("events", [])
+        token = page.json().get("next_page_token") or ""
+        if not token:
+            return events
+
+
 def _exchange_events(gw: Gateway) -> list[dict]:
-    events = httpx.get(
-        f"{gw.url}/v1/admin/tenants/demo/audit/events",
-        headers={"authorization": f"Bearer {gw.stack.admin_key}"},
-        params={"page_size": 1000},
-        timeout=10,
-    ).json()["events"]
+    events = _events(gw)
     return [e["event"] for e in events if e["event"].get("api", {}).get("operation") == "token.exchange"]
 
 
@@ -262,6 +277,35 @@ def test_repeated_resources_bind_the_union_and_one_unserved_refuses_the_request(
     assert "payroll" in one_unserved.json()["error_description"]
 
 
+async def test_the_sdk_sends_repeatable_resource_and_audience(gw, authorization_server):
+    """``authz.client.exchange_token`` / ``aexchange_token`` send RFC 8693 ``resource`` and ``audience``
+    (each one value or several): the token is bound to every server named, and an unserved one is the
+    SDK's CapabilityError with ``invalid_target``. (The SDK speaks from 127.0.0.1, which no other test
+    here uses for the token route, so its rate-limit bucket is its own: three requests.)"""
+    resource = f"{gw.url}/v1/mcp"
+    both = exchange_token(
+        gw.url,
+        authorization_server.issue(AGENT, resource=resource),
+        resource=[resource, f"{resource}/billing"],
+        audience="billing",
+    )
+    assert _exchange_events(gw)[-1]["tessera"]["details"]["servers"] == ["default", "billing"]
+    assert "result" in gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=both).json()
+    billing = await aexchange_token(
+        gw.url + "/v1/mcp", authorization_server.issue(AGENT, resource=resource), audience=["billing"]
+    )
+    assert _exchange_events(gw)[-1]["tessera"]["details"]["servers"] == ["billing"]
+    refused = gw.call("read_invoice", {"invoice_id": "INV-1001"}, token=billing).json()
+    assert refused["error"]["code"] == -32010 and "server" in refused["error"]["data"]["reason"]
+    with pytest.raises(CapabilityError) as unserved:
+        exchange_token(
+            gw.url,
+            authorization_server.issue(AGENT, resource=resource),
+            resource=[f"{resource}/billing", f"{resource}/payroll"],
+        )
+    assert unserved.value.data["error"] == "invalid_target" and "payroll" in unserved.value.reason
+
+
 def test_an_actor_token_delegates_no_wider_than_both_and_is_recorded(gw, authorization_server):
     resource = f"{gw.url}/v1/mcp"
     subject = authorization_server.issue(AGENT, resource=resource)
@@ -295,12 +339,7 @@ def test_a_subject_token_is_exchanged_at_most_the_allowed_times(gw, authorizatio
     assert answers[-1].json()["error"] == "invalid_grant"
     assert f"{MAX_EXCHANGES} times" in answers[-1].json()["error_description"]
     # The refusal is in the tenant's chain; another token of the same agent is counted apart.
-    events = httpx.get(
-        f"{gw.url}/v1/admin/tenants/demo/audit/events",
-        headers={"authorization": f"Bearer {gw.stack.admin_key}"},
-        params={"page_size": 1000},
-        timeout=10,
-    ).json()["events"]
+    events = _events(gw)
     refused = [
         e["event"]["tessera"] for e in events if e["event"]["api"]["operation"] == "token.exchange.refused"
     ]

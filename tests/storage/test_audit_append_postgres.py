@@ -124,3 +124,25 @@ async def test_the_server_hashes_what_authz_chain_hashes(pg_url: str, size: int)
         assert await store.audit_head("acme") == (size, prev)
     finally:
         await store.close()
+
+
+async def test_event_text_with_quotes_and_backslashes_is_stored_and_hashed_byte_exact(pg_url: str):
+    # The append sends the events' JSON as a binary text[]: nothing in the text may be escaped, split or
+    # re-encoded on the way (array delimiters, quotes, backslashes, escaped controls, astral characters).
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        tricky = 'a "quoted" {x, y} \\ back\\\\slash \\" NULL \n\t\x01 naïve ✓ \U0001f600 ,}'
+        events = [("acme", event("acme", n)) for n in (1, 2)]
+        events[0][1]["tessera"]["details"] = {"note": tricky, "NULL": None, '{"k"}': "\\"}
+        events[1][1]["tessera"]["agent"] = tricky
+        written = await store.append_events(events)
+        stored = [record async for record in store.iter_events("acme")]
+        prev = GENESIS_HASH
+        for (_, e), (_, _, digest), record in zip(events, written, stored, strict=True):
+            assert record.event == canonical_event(e).decode()
+            assert digest == record.hash == chain_hash(prev, canonical_event(e))
+            prev = digest
+        assert stored[1].agent == tricky
+    finally:
+        await store.close()

@@ -68,6 +68,38 @@ async def test_cursor_starts_at_zero_moves_forward_only_and_needs_the_lease(stor
     assert (await store.get_forwarder_cursor("acme", "hook")).seq == 5
 
 
+async def test_cursors_advanced_together_apply_each_under_its_own_lease(store: Store):
+    assert await store.acquire_forwarder_lease("hook", "fwd-a", NOW, 10)
+    assert await store.acquire_forwarder_lease("s3", "fwd-b", NOW, 10)
+    await store.record_forwarder_error("acme", "hook", "HTTP 503", NOW)
+    applied = await store.advance_forwarder_cursors(
+        [
+            ("acme", "hook", "fwd-a", 5, 0),
+            ("globex", "hook", "fwd-a", 2, 0),
+            ("acme", "s3", "fwd-a", 7, 60),  # fwd-b holds s3: refused (nor renewed), the others apply
+            ("acme", "s3", "fwd-b", 4, 0),
+        ],
+        NOW + 1,
+    )
+    assert applied == [True, True, False, True]
+    assert await store.forwarder_lease("s3") == ("fwd-b", NOW + 10)
+    cursor = await store.get_forwarder_cursor("acme", "hook")
+    assert (cursor.seq, cursor.last_success_at, cursor.last_error) == (5, NOW + 1, None)
+    assert (await store.get_forwarder_cursor("globex", "hook")).seq == 2
+    assert (await store.get_forwarder_cursor("acme", "s3")).seq == 4
+    # An applied advance renews its lease (never shortening it); never rewinds; an expired lease refuses.
+    assert await store.advance_forwarder_cursors([("acme", "hook", "fwd-a", 6, 10)], NOW + 5) == [True]
+    assert await store.forwarder_lease("hook") == ("fwd-a", NOW + 15)
+    assert await store.advance_forwarder_cursors([("acme", "hook", "fwd-a", 7, 1)], NOW + 6) == [True]
+    assert await store.forwarder_lease("hook") == ("fwd-a", NOW + 15)
+    assert await store.advance_forwarder_cursors(
+        [("acme", "hook", "fwd-a", 3, 0), ("acme", "s3", "fwd-b", 9, 0)], NOW + 10
+    ) == [True, False]
+    assert (await store.get_forwarder_cursor("acme", "hook")).seq == 7
+    assert (await store.get_forwarder_cursor("acme", "s3")).seq == 4
+    assert await store.advance_forwarder_cursors([], NOW) == []
+
+
 async def test_errors_are_recorded_for_health_and_cleared_by_the_next_success(store: Store):
     await store.record_forwarder_error("acme", "hook", "HTTP 503", NOW)
     cursor = await store.get_forwarder_cursor("acme", "hook")

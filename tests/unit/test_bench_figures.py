@@ -35,13 +35,19 @@ def test_postgres_rows_are_a_ratio_to_the_same_runs_no_op_floor_and_check_the_au
         "direct gRPC, no-op servicer, 32 in flight": _row(4000, 7.0, 9.0),
         pgrow.ROW_32: _row(800, 35.0, 60.0),
     }
-    result = pgrow.figures({"allows": 900, "answered": 900}, rows)
+    cpu = {"1": 700.0, "32": 80.0}
+    result = pgrow.figures({"allows": 900, "answered": 900, "append_cpu_us": cpu}, rows)
     assert result == {
         "postgres_ratio": 0.2,
         "postgres_p99_ms_direct_32": 60.0,
         "postgres_audited_equals_answered": True,
+        "postgres_append_cpu_us": cpu,
     }
-    missing = {"allows": 899, "answered": 900}
+    assert (
+        "700 µs one at a time, 80 µs with 32 records gathered"
+        in pgrow.report({"allows": 1, "answered": 1, "append_cpu_us": cpu})[1]
+    )
+    missing = {"allows": 899, "answered": 900, "append_cpu_us": cpu}
     assert pgrow.figures(missing, rows)["postgres_audited_equals_answered"] is False
     assert not pgrow.ok(missing) and "MISSING EVENTS" in pgrow.report(missing)[0]
     skipped = {"skipped": "PostgresNotInstalled: no initdb"}

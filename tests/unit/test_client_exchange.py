@@ -71,6 +71,24 @@ def test_the_request_is_an_rfc_8693_form_and_the_token_comes_back(gateway):
     }
 
 
+async def test_resource_and_audience_are_sent_once_per_value(gateway):
+    url, answers = gateway
+    answers.body = {"access_token": "macaroon", "token_type": "Bearer"}
+    mcp = "https://gw.example.com/v1/mcp"
+    exchange_token(url, "eyJ.jwt.sig", resource=[mcp, mcp + "/billing"], audience="billing")
+    form = answers.requests[-1][2]
+    assert form["resource"] == [mcp, mcp + "/billing"] and form["audience"] == ["billing"]
+    await aexchange_token(url, "eyJ.jwt.sig", audience=("billing", "payroll"))
+    form = answers.requests[-1][2]
+    assert form["audience"] == ["billing", "payroll"] and "resource" not in form
+    exchange_token(url, "eyJ.jwt.sig")
+    assert "resource" not in answers.requests[-1][2] and "audience" not in answers.requests[-1][2]
+    for bad in ([], [""], " ", [mcp, 3]):
+        with pytest.raises(ValueError, match="resource"):
+            exchange_token(url, "eyJ.jwt.sig", resource=bad)
+    assert len(answers.requests) == 3  # nothing sent for a bad value
+
+
 async def test_answers_map_to_the_sdk_errors(gateway):
     url, answers = gateway
     answers.status, answers.body = 400, _refusal("invalid_scope")

@@ -21,9 +21,11 @@ import pytest
 from authz.audit import admin_event
 from authz.forward import (
     ChainGap,
+    CursorBatcher,
     EventCache,
     Forwarder,
     ForwarderSettings,
+    LeaseLost,
     NdjsonFileSink,
     Retry,
     WebhookSink,
@@ -248,7 +250,17 @@ async def test_only_the_lease_holder_sends_and_a_successor_resumes_from_the_curs
         second = Forwarder(store, sink, settings, holder="b", clock=lambda: clock[0])
         assert await first.pass_once()
         await append(store, "acme", 4)
+        asked = []
+        acquire = store.acquire_forwarder_lease
+
+        async def counting(*args):
+            asked.append(args)
+            return await acquire(*args)
+
+        store.acquire_forwarder_lease = counting  # type: ignore[method-assign]
         assert not await second.pass_once()  # a holds the lease (it "crashed" without releasing it)
+        assert not await second.pass_once()
+        assert asked == []  # the standby read the lease: no write transaction while it is held
         assert arrived(receiver) == {"acme": list(range(1, 9))}
         clock[0] += 11  # a's lease expired
         assert await second.pass_once()
@@ -343,10 +355,76 @@ async def test_forwarders_sharing_a_cache_read_and_decode_each_event_once(store,
     for i in range(3):
         lines = (tmp_path / f"out-{i}.ndjson").read_bytes().splitlines()
         assert [json.loads(line)["tessera_chain"]["seq"] for line in lines] == list(range(1, 11))
-    # The first sink read the chain (batches of 4, then the empty read at the head); the others were
-    # served from the cache except what it had evicted (it holds 8) and the reads at the head.
-    assert reads[:4] == [0, 4, 8, 10]
-    assert len(reads) < 3 * 4 and cache.hits > 0
+    # The first sink read the chain in batches of 4 (the short last one reached the head: no further
+    # read); the others were served from the cache except what it had evicted (it holds 8) and the
+    # reads at the head.
+    assert reads[:3] == [0, 4, 8]
+    assert len(reads) < 3 * 3 and cache.hits > 0
+
+
+async def test_sinks_acknowledging_in_the_same_cycle_share_one_cursor_transaction(store, tmp_path: Path):
+    await append(store, "acme", 10)
+    single = store.advance_forwarder_cursor
+
+    async def one_by_one(*args, **kw):
+        raise AssertionError("a cursor written in a transaction of its own")
+
+    store.advance_forwarder_cursor = one_by_one  # type: ignore[method-assign]
+    batched = store.advance_forwarder_cursors
+    transactions: list[list[tuple]] = []
+
+    async def counting(advances, now):
+        transactions.append(list(advances))
+        return await batched(advances, now)
+
+    store.advance_forwarder_cursors = counting  # type: ignore[method-assign]
+    cache = EventCache()
+    cursors = CursorBatcher(store, linger_s=3600, expected=lambda: 3)
+    forwarders = [
+        Forwarder(
+            store,
+            NdjsonFileSink(f"file-{i}", tmp_path / f"out-{i}.ndjson"),
+            FAST,
+            cache=cache,
+            cursors=cursors,
+        )
+        for i in range(3)
+    ]
+    # (the bound only turns a wait for the hour-long linger into a failure instead of a hang)
+    await asyncio.wait_for(asyncio.gather(*(f.pass_once() for f in forwarders)), 60)
+    # Batches 1-4, 5-8, 9-10: each one transaction holding the three sinks' cursors, written as soon as
+    # the third sink acknowledged, without waiting out the linger.
+    assert [sorted(t) for t in transactions] == [
+        [("acme", f"file-{i}", f.holder, seq, FAST.lease_ttl_s) for i, f in enumerate(forwarders)]
+        for seq in (4, 8, 10)
+    ]
+    assert (cursors.transactions, cursors.advances) == (3, 9)
+    # each advance renewed its sink's lease in the same transaction (no lease transaction of its own)
+    for f in forwarders:
+        holder, expires_at = await store.forwarder_lease(f.sink.name)
+        assert holder == f.holder and expires_at >= f._renewed_at + FAST.lease_ttl_s
+    for i in range(3):
+        assert (await store.get_forwarder_cursor("acme", f"file-{i}")).seq == 10
+        lines = (tmp_path / f"out-{i}.ndjson").read_bytes().splitlines()
+        assert [json.loads(line)["tessera_chain"]["seq"] for line in lines] == list(range(1, 11))
+    store.advance_forwarder_cursor = single  # type: ignore[method-assign]
+
+
+async def test_a_batched_cursor_write_without_the_lease_stops_that_sink_only(store, tmp_path: Path):
+    await append(store, "acme", 3)
+    cursors = CursorBatcher(store, linger_s=0.05, expected=lambda: 2)
+    keep = Forwarder(store, NdjsonFileSink("keep", tmp_path / "keep.ndjson"), FAST, cursors=cursors)
+    lose = Forwarder(store, NdjsonFileSink("lose", tmp_path / "lose.ndjson"), FAST, cursors=cursors)
+    assert await lose.pass_once() is True  # takes the lease, forwards 1..3
+    await append(store, "acme", 2)
+    # Another instance took the lease over (say ours stalled past its TTL): our next cursor write fails.
+    await store.release_forwarder_lease("lose", lose.holder)
+    assert await store.acquire_forwarder_lease("lose", "successor", time.time(), 60)
+    lose.lease_held, lose._renewed_at = True, time.time()  # it still believes it holds it
+    results = await asyncio.gather(keep.pass_once(), lose.pass_once(), return_exceptions=True)
+    assert results[0] is True and isinstance(results[1], LeaseLost)
+    assert (await store.get_forwarder_cursor("acme", "keep")).seq == 5
+    assert (await store.get_forwarder_cursor("acme", "lose")).seq == 3  # left to the successor
 
 
 def test_backoff_is_full_jitter_capped_and_honours_retry_after():

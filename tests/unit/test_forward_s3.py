@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,7 +16,7 @@ from authz.forward import Ack, Forwarder, ForwarderSettings, forward_event
 from authz.forward._s3 import S3Sink, endpoint_host, s3_client
 from authz.outbound import OutboundPolicy, vet_host_sync
 from authz.storage.sqlite import SQLiteStore
-from tests.pg import free_port
+from tests.moto_s3 import moto_server
 
 HOUR_MS = 3_600_000
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -28,25 +24,8 @@ T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.1)
+    with moto_server() as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

@@ -279,3 +279,29 @@ def test_a_derived_catalog_binds_tools_list_like_a_hand_written_one():
     assert binding_catalog(view()) is None  # nothing fetched or written yet: no restriction to derive
     # with undetermined: policy, the policy may allow a tool for a prompt nothing of which was understood
     assert binding_catalog(view(upstream_tools=tools, intent_undetermined="policy")) is None
+
+
+async def test_the_mcp_session_connects_to_the_vetted_address_not_a_later_dns_answer(upstream, monkeypatch):
+    """The name is vetted once (the outbound client's resolver: 127.0.0.1); the MCP SDK's session then
+    connects to that address, never resolving the name itself (socket.getaddrinfo, a STAND-IN for DNS,
+    would now answer 192.0.2.1, where nothing listens: the rebinding answer). The name is ``localhost``
+    because the demo server, like any MCP SDK server, refuses other Host headers (its own rebinding
+    guard), and the Host header keeps the name."""
+    real = socket.getaddrinfo
+    connect_lookups: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "localhost":
+            connect_lookups.append(host)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", int(port or 0)))]
+        return real(host, port, *args, **kwargs)
+
+    async def vetting_resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    url = upstream.replace("127.0.0.1", "localhost")
+    async with OutboundClient(LOOPBACK, resolver=vetting_resolver, purpose="intent tools/list") as outbound:
+        listed = await fetch_tools_list(url, outbound=outbound, timeout_s=10)
+    assert {tool["name"] for tool in listed["tools"]} == DEMO_TOOLS
+    assert connect_lookups == []

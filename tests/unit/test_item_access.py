@@ -116,7 +116,7 @@ async def test_what_the_list_withholds_a_get_or_read_denies_and_what_it_shows_pa
     ]
     for method, kind, name in cases:
         decision = await pipeline.check(read(tok, method, kind, name))
-        assert decision.allowed == listing.visible(ctx, name, kind), (method, name)
+        assert decision.allowed == await listing.visible(ctx, name, kind), (method, name)
         assert decision.item == name and decision.rpc_method == method
         if not decision.allowed:
             assert decision.check is Check.POLICY and decision.code == -32012
@@ -129,7 +129,7 @@ async def test_what_the_list_withholds_a_get_or_read_denies_and_what_it_shows_pa
 async def test_a_read_the_policy_would_escalate_is_listed_but_denied(tmp_path):
     pipeline, _ = await make_pipeline(tmp_path, policy=ESCALATING)
     tok = token()
-    assert pipeline._listing.visible(context(pipeline._listing, tok), "review", "prompt")
+    assert await pipeline._listing.visible(context(pipeline._listing, tok), "review", "prompt")
     decision = await pipeline.check(read(tok, "prompts/get", "prompt", "review"))
     assert not decision.allowed and decision.check is Check.POLICY and "approval" in decision.reason
     assert (await pipeline.check(read(tok, "prompts/get", "prompt", "summary"))).allowed

@@ -151,11 +151,13 @@ async def test_lists_withhold_what_the_caveats_exclude(tmp_path):
     ctx = context(listing, tok)
     assert ctx.prompts == {"secret-plan", "other"}
     # caveats and policy both apply: the policy hides secret-plan, the caveat hides summary
-    prompts = listing.filter_message(replace(ctx, method="prompts/list"), PROMPTS)["result"]["prompts"]
+    prompts = (await listing.filter_message(replace(ctx, method="prompts/list"), PROMPTS))["result"][
+        "prompts"
+    ]
     assert prompts == []
-    resources = listing.filter_message(replace(ctx, method="resources/list"), RESOURCES)
+    resources = await listing.filter_message(replace(ctx, method="resources/list"), RESOURCES)
     assert [r["uri"] for r in resources["result"]["resources"]] == ["file:///public/a.txt"]
-    templates = listing.filter_message(replace(ctx, method="resources/templates/list"), TEMPLATES)
+    templates = await listing.filter_message(replace(ctx, method="resources/templates/list"), TEMPLATES)
     assert [t["uriTemplate"] for t in templates["result"]["resourceTemplates"]] == ["file:///public/{p}"]
 
 

@@ -46,23 +46,23 @@ def tools_result(names, request_id=7) -> dict:
     return {"jsonrpc": "2.0", "id": request_id, "result": {"tools": [{"name": n} for n in names]}}
 
 
-def listed(listing: ListFilter, ctx: ListContext, names=DEMO_TOOLS) -> list[str]:
-    return [t["name"] for t in listing.filter_message(ctx, tools_result(names))["result"]["tools"]]
+async def listed(listing: ListFilter, ctx: ListContext, names=DEMO_TOOLS) -> list[str]:
+    return [t["name"] for t in (await listing.filter_message(ctx, tools_result(names)))["result"]["tools"]]
 
 
 async def test_the_demo_policy_in_the_list_phase_hides_only_tools_no_call_can_pass(tmp_path):
     listing = await make_filter(tmp_path)
     ctx = context(listing, token())
     # transfer_funds: a call without an amount is denied, yet some calls pass, so the list shows it.
-    assert listed(listing, ctx) == ["read_invoice", "list_invoices", "transfer_funds"]
+    assert await listed(listing, ctx) == ["read_invoice", "list_invoices", "transfer_funds"]
 
 
 async def test_tools_caveats_intersect_and_narrow_the_list(tmp_path):
     listing = await make_filter(tmp_path)
     wide = token(tools=["read_invoice", "transfer_funds"])
-    assert listed(listing, context(listing, wide)) == ["read_invoice", "transfer_funds"]
+    assert await listed(listing, context(listing, wide)) == ["read_invoice", "transfer_funds"]
     narrow = attenuate(wide, ["tools = read_invoice,delete_invoice"])
-    assert listed(listing, context(listing, narrow)) == ["read_invoice"]
+    assert await listed(listing, context(listing, narrow)) == ["read_invoice"]
 
 
 async def test_a_tool_the_policy_may_escalate_is_listed_and_the_phase_is_visible_to_the_policy(tmp_path):
@@ -77,7 +77,7 @@ decision := {"allow": true} if {
 }
 """
     listing = await make_filter(tmp_path, policy=policy)
-    assert listed(listing, context(listing, token())) == ["read_invoice", "transfer_funds"]
+    assert await listed(listing, context(listing, token())) == ["read_invoice", "transfer_funds"]
 
 
 async def test_a_policy_error_hides_the_tool(tmp_path):
@@ -86,38 +86,42 @@ import rego.v1
 decision := {"allow": 1 / count([])} if input.phase == "list"
 """
     listing = await make_filter(tmp_path, policy=policy)
-    assert listed(listing, context(listing, token())) == []
+    assert await listed(listing, context(listing, token())) == []
 
 
 async def test_a_binding_catalog_hides_uncatalogued_tools(tmp_path):
     catalog = {"tools": {"read_invoice": {"verbs": ["read"], "keywords": ["invoice"]}}}
     binding = TenantSettings(intent_mode="enforce", require_prompt=True, catalog=catalog)
     listing = await make_filter(tmp_path / "a", settings=binding)
-    assert listed(listing, context(listing, token())) == ["read_invoice"]
+    assert await listed(listing, context(listing, token())) == ["read_invoice"]
     # Without require_prompt a call without a prompt skips intent: the catalog does not bind.
     loose = TenantSettings(intent_mode="enforce", require_prompt=False, catalog=catalog)
     listing = await make_filter(tmp_path / "b", settings=loose)
-    assert listed(listing, context(listing, token())) == ["read_invoice", "list_invoices", "transfer_funds"]
+    assert await listed(listing, context(listing, token())) == [
+        "read_invoice",
+        "list_invoices",
+        "transfer_funds",
+    ]
 
 
 async def test_an_unknown_tenant_or_no_policy_lists_nothing(tmp_path):
     listing = await make_filter(tmp_path)
     ctx = context(listing, token())
-    assert listed(listing, replace(ctx, tenant="nobody")) == []
+    assert await listed(listing, replace(ctx, tenant="nobody")) == []
 
 
 async def test_unexpected_result_shapes_are_refused_and_errors_pass(tmp_path):
     listing = await make_filter(tmp_path)
     ctx = context(listing, token())
     error = {"jsonrpc": "2.0", "id": 7, "error": {"code": -1, "message": "x"}}
-    assert listing.filter_message(ctx, error) == error
+    assert await listing.filter_message(ctx, error) == error
     with pytest.raises(ValueError):
-        listing.filter_message(ctx, {"jsonrpc": "2.0", "id": 7, "result": {"prompts": []}})
+        await listing.filter_message(ctx, {"jsonrpc": "2.0", "id": 7, "result": {"prompts": []}})
     with pytest.raises(ValueError):
-        listing.filter_message(ctx, {"jsonrpc": "2.0", "id": 7, "result": {"tools": [{"title": "x"}]}})
+        await listing.filter_message(ctx, {"jsonrpc": "2.0", "id": 7, "result": {"tools": [{"title": "x"}]}})
     # In a batch, the answers to other requests pass.
     other = {"jsonrpc": "2.0", "id": 8, "result": {"content": []}}
-    assert listing.filter_message(ctx, other, in_batch=True) == other
+    assert await listing.filter_message(ctx, other, in_batch=True) == other
 
 
 async def test_context_round_trips_through_metadata_and_refuses_an_incomplete_one(tmp_path):
@@ -136,7 +140,7 @@ async def test_sse_framing_is_filtered_event_by_event(tmp_path):
     ctx = context(listing, token())
     data = json.dumps(tools_result(DEMO_TOOLS))
     body = f"event: message\r\nid: 1\r\ndata: {data}\r\n\r\n".encode()
-    out = filter_body(listing, ctx, "text/event-stream; charset=utf-8", body).decode()
+    out = (await filter_body(listing, ctx, "text/event-stream; charset=utf-8", body)).decode()
     lines = out.split("\n")
     assert lines[:2] == ["event: message", "id: 1"] and out.endswith("\n\n")
     message = json.loads(lines[2].removeprefix("data: "))
@@ -148,11 +152,11 @@ async def test_sse_framing_is_filtered_event_by_event(tmp_path):
     # An event that carries no message (the TypeScript SDK primes each stream with an id and empty
     # data, for resumption) passes as it came.
     primed = f"id: 0\ndata: \n\nevent: message\ndata: {data}\n\n".encode()
-    out = filter_body(listing, ctx, "text/event-stream", primed).decode()
+    out = (await filter_body(listing, ctx, "text/event-stream", primed)).decode()
     assert out.startswith("id: 0\ndata:\n\nevent: message\ndata: {")
     assert "delete_invoice" not in out and "transfer_funds" in out
     with pytest.raises(ListWithheld):
-        filter_body(listing, ctx, "text/plain", b"read_invoice delete_invoice")
+        await filter_body(listing, ctx, "text/plain", b"read_invoice delete_invoice")
 
 
 def _metadata(ctx: ListContext | None) -> base_pb2.Metadata:

@@ -66,18 +66,18 @@ def names(message: dict, member: str, key: str = "name") -> list[str]:
 async def test_prompts_and_resources_pass_unless_the_policy_names_them(tmp_path):
     # The default policy never reads input.prompt or input.resource: it does not judge them.
     listing = await make_filter(tmp_path)
-    assert listing.filter_message(list_context(listing, "prompts/list"), PROMPTS) == PROMPTS
-    assert listing.filter_message(list_context(listing, "resources/list"), RESOURCES) == RESOURCES
+    assert await listing.filter_message(list_context(listing, "prompts/list"), PROMPTS) == PROMPTS
+    assert await listing.filter_message(list_context(listing, "resources/list"), RESOURCES) == RESOURCES
 
 
 async def test_a_policy_that_names_prompts_and_resources_filters_them_in_the_list_phase(tmp_path):
     listing = await make_filter(tmp_path, policy=KINDS_POLICY)
     tally = ListTally()
-    prompts = listing.filter_message(list_context(listing, "prompts/list"), PROMPTS, tally=tally)
+    prompts = await listing.filter_message(list_context(listing, "prompts/list"), PROMPTS, tally=tally)
     assert names(prompts, "prompts") == ["summary"]
-    resources = listing.filter_message(list_context(listing, "resources/list"), RESOURCES, tally=tally)
+    resources = await listing.filter_message(list_context(listing, "resources/list"), RESOURCES, tally=tally)
     assert names(resources, "resources", "uri") == ["file:///public/a.txt"]
-    templates = listing.filter_message(
+    templates = await listing.filter_message(
         list_context(listing, "resources/templates/list"), TEMPLATES, tally=tally
     )
     assert names(templates, "resourceTemplates", "uriTemplate") == ["file:///public/{p}"]
@@ -100,7 +100,7 @@ async def test_a_get_stream_gets_a_stream_context_and_every_list_result_on_it_is
     get = replace(call(token(tools=["read_invoice"]), tool=None), rpc_method=None, http_method="GET")
     ctx = listing.context_for(get, None, None)
     assert ctx is not None and ctx.method == STREAM_METHOD and ctx.rpc_id == "null"
-    replayed = listing.filter_message(ctx, tools_result(DEMO_TOOLS, request_id=2))
+    replayed = await listing.filter_message(ctx, tools_result(DEMO_TOOLS, request_id=2))
     assert names(replayed, "tools") == ["read_invoice"]
     # Other traffic on the stream passes unchanged: notifications, server requests, call results.
     for message in (
@@ -108,7 +108,7 @@ async def test_a_get_stream_gets_a_stream_context_and_every_list_result_on_it_is
         {"jsonrpc": "2.0", "id": 5, "method": "sampling/createMessage", "params": {}},
         {"jsonrpc": "2.0", "id": 6, "result": {"content": [{"type": "text", "text": "delete_invoice"}]}},
     ):
-        assert listing.filter_message(ctx, message) == message
+        assert await listing.filter_message(ctx, message) == message
     # A DELETE is not a stream.
     assert listing.context_for(replace(get, http_method="DELETE"), None, None) is None
 
@@ -121,16 +121,16 @@ async def test_a_stream_is_filtered_chunk_by_chunk_and_never_sends_a_partial_lis
         f": keepalive\n\nid: e1\nevent: message\ndata: {data}\n\n"
         + 'data: {"jsonrpc":"2.0","method":"x"}\n\n'
     ).encode()
-    whole = filter_body(listing, ctx, "text/event-stream", stream)
+    whole = await filter_body(listing, ctx, "text/event-stream", stream)
     for size in (1, 7, 64, len(stream)):
         sse = SseStreamFilter(listing, ctx, "text/event-stream")
         out = b""
         for start in range(0, len(stream), size):
-            piece = sse.feed(stream[start : start + size], end=False)
+            piece = await sse.feed(stream[start : start + size], end=False)
             out += piece
             # Nothing is sent until its event is complete: a prefix of the list never leaks.
             assert b"delete_invoice" not in piece
-        out += sse.feed(b"", end=True)
+        out += await sse.feed(b"", end=True)
         assert out == whole, size
     assert b"delete_invoice" not in whole and b"read_invoice" in whole and b": keepalive" in whole
 
@@ -215,5 +215,5 @@ async def test_a_batch_of_several_list_methods_filters_every_list_in_it(tmp_path
     )
     assert ctx.method == BATCH_METHOD
     body = json.dumps([tools_result(DEMO_TOOLS, request_id=0), {**PROMPTS, "id": 1}]).encode()
-    tools, prompts = json.loads(filter_body(listing, ctx, "application/json", body))
+    tools, prompts = json.loads(await filter_body(listing, ctx, "application/json", body))
     assert names(tools, "tools") == ["read_invoice"] and names(prompts, "prompts") == ["summary"]

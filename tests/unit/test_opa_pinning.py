@@ -8,50 +8,20 @@ listens on afterwards (the rebinding answer); every other name resolves as usual
 
 from __future__ import annotations
 
-import datetime
 import socket
-from pathlib import Path
+import threading
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from authz.outbound import OutboundPolicy
 from authz.policy import OpaClients, policy_hash
 from authz.storage import PolicyVersion
 from tests.opa_standin import OpaStandIn
+from tests.tls import self_signed
 
 NAME = "opa.tessera.test"
 ALLOW_ALL = 'package tessera\n\nimport rego.v1\n\ndecision := {"allow": true, "reason": "ok"}\n'
 POLICY = OutboundPolicy.build(["127.0.0.1", "192.0.2.0/24"])
-
-
-def _self_signed(tmp_path: Path, name: str) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(cert_file), str(key_file)
 
 
 @pytest.fixture
@@ -83,7 +53,7 @@ async def _evaluate(clients: OpaClients, url: str):
 async def test_https_opa_connects_to_the_vetted_address_after_the_name_rebinds(
     tmp_path, monkeypatch, rebinding_dns
 ):
-    cert, key = _self_signed(tmp_path, NAME)
+    cert, key = self_signed(tmp_path, NAME)
     monkeypatch.setenv("SSL_CERT_FILE", cert)  # trust the server's self-signed certificate
     with OpaStandIn(tls=(cert, key)) as opa:
         result = await _evaluate(OpaClients(POLICY), f"https://{NAME}:{opa.port}")
@@ -95,9 +65,28 @@ async def test_https_opa_connects_to_the_vetted_address_after_the_name_rebinds(
 
 
 async def test_the_certificate_is_still_checked_against_the_name(tmp_path, monkeypatch, rebinding_dns):
-    cert, key = _self_signed(tmp_path, "someone-else.test")
+    cert, key = self_signed(tmp_path, "someone-else.test")
     monkeypatch.setenv("SSL_CERT_FILE", cert)
     with OpaStandIn(tls=(cert, key)) as opa:
         result = await _evaluate(OpaClients(POLICY), f"https://{NAME}:{opa.port}")
     assert result.outcome == "deny" and result.error, result
     assert not opa.policies  # nothing was pushed over a connection whose certificate names another host
+
+
+async def test_the_name_is_resolved_off_the_event_loop(tmp_path, monkeypatch):
+    """The first evaluation vets the OPA server's name on a worker thread: a slow DNS answer delays that
+    tenant's evaluation only, never the loop every other check runs on."""
+    real = socket.getaddrinfo
+    threads: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == NAME:
+            threads.append(threading.current_thread().name)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port or 0)))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with OpaStandIn() as opa:
+        result = await _evaluate(OpaClients(POLICY), f"http://{NAME}:{opa.port}")
+    assert result.outcome == "allow", result
+    assert len(threads) == 1 and threads[0] != threading.main_thread().name

@@ -6,18 +6,22 @@ needs a name to resolve to chosen addresses (``Resolver``, a stand-in for DNS: n
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 from authz.config import load
 from authz.errors import ConfigError, DependencyError, InvalidArgument, OutboundRefused
-from authz.outbound import OutboundClient, OutboundPolicy, policy_from_config
+from authz.outbound import OutboundClient, OutboundPolicy, pinned_request_hook, policy_from_config
 from authz.policy import OpaClients
+from tests.opa_standin import OpaStandIn
+from tests.tls import self_signed
 
 STRICT = OutboundPolicy()
 LOOPBACK = OutboundPolicy.build(["127.0.0.0/8", "::1"], refused_ports=[9901])
@@ -225,3 +229,62 @@ async def test_an_opa_tenant_on_a_refused_address_is_denied_with_the_reason():
     policy = OpaClients(STRICT).policy("acme", {"engine": "opa", "url": "http://10.0.0.5:8181"}, version)
     result = await policy.evaluate({"tool": "x"})
     assert result.outcome == "deny" and "10.0.0.5 is a private address" in result.reason
+
+
+# -- pinned_request_hook: an httpx client another library drives (the mcp SDK's) --------------------------
+
+
+@pytest.fixture
+def rebinding_name(monkeypatch) -> list[str]:
+    """``pinned.tessera.test`` resolves (socket.getaddrinfo, a STAND-IN for DNS) to 192.0.2.1 (TEST-NET-1:
+    nothing answers), the answer a rebinding name would give after the vetting; counts the lookups."""
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != "pinned.tessera.test":
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", int(port or 0)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_a_pinned_httpx_client_connects_to_the_vetted_address_and_keeps_the_name(
+    tmp_path, rebinding_name, tls
+):
+    import ssl
+
+    import httpx2
+
+    cert, key = self_signed(tmp_path, "pinned.tessera.test")
+    with OpaStandIn(tls=(cert, key) if tls else None) as server:  # any HTTP(S) server on 127.0.0.1
+        url = httpx.URL(f"{'https' if tls else 'http'}://pinned.tessera.test:{server.port}/health")
+        hook = pinned_request_hook(url, "127.0.0.1")  # what OutboundClient.vet returned for the name
+        context = ssl.create_default_context(cafile=cert)
+        async with httpx2.AsyncClient(
+            verify=context, trust_env=False, event_hooks={"request": [hook]}
+        ) as http:
+            assert (await http.get(str(url))).status_code == 200
+            with pytest.raises(OutboundRefused, match="not the vetted"):
+                await http.get(f"http://other.tessera.test:{server.port}/health")
+    assert server.requests == [("GET", "/health")]
+    assert rebinding_name == []  # the name was never resolved at connect time
+
+
+async def test_a_pinned_httpx_client_still_checks_the_certificate_against_the_name(tmp_path, rebinding_name):
+    import ssl
+
+    import httpx2
+
+    cert, key = self_signed(tmp_path, "someone-else.test")
+    with OpaStandIn(tls=(cert, key)) as server:
+        url = httpx.URL(f"https://pinned.tessera.test:{server.port}/health")
+        context = ssl.create_default_context(cafile=cert)
+        hooks = {"request": [pinned_request_hook(url, "127.0.0.1")]}
+        async with httpx2.AsyncClient(verify=context, trust_env=False, event_hooks=hooks) as http:
+            with pytest.raises(httpx2.ConnectError, match="certificate"):
+                await http.get(str(url))
+    assert server.requests == []

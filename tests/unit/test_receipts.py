@@ -5,12 +5,15 @@ tests/integration/test_receipts.py."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz.receipts import (
     ReceiptError,
@@ -22,7 +25,7 @@ from authz.receipts import (
     derived_keys,
     jwks,
 )
-from authz.receipts._format import b64u, parse
+from authz.receipts._format import b64u, parse, unb64u
 from authz.secrets import Secret
 from authz.token import KeyRing
 
@@ -254,6 +257,72 @@ def test_the_fast_signer_signs_exactly_like_cryptography():
     (key,) = keys("r1")
     message = b"header.claims"
     assert ReceiptSigner(key)._sign(message) == key.private_key.sign(message)
+
+
+_claim_text = st.one_of(st.none(), st.text(max_size=40))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tenant=_claim_text,
+    agent=_claim_text,
+    tool=_claim_text,
+    server=_claim_text,
+    audit_hash=_claim_text,
+    decision_id=st.text(min_size=1, max_size=40),
+    audit_seq=st.one_of(st.none(), st.integers(min_value=-(2**70), max_value=2**70)),
+    body=st.binary(max_size=64),
+    now=st.floats(min_value=0, max_value=4e9),
+)
+def test_issued_claims_are_byte_identical_to_the_generic_json_encoding(
+    tenant, agent, tool, server, audit_hash, decision_id, audit_seq, body, now
+):
+    """The signer writes its claims without the json module; they must be exactly what json writes for
+    the same claims (compact, ASCII-escaped: unicode, quotes, control characters, lone surrogates)."""
+    (key,) = keys("r1")
+    signer = ReceiptSigner(key, ttl_s=60, clock=Clock(now))
+    token = signer.issue(
+        tenant=tenant,
+        agent=agent,
+        tool=tool,
+        body=body,
+        decision_id=decision_id,
+        audit_seq=audit_seq,
+        audit_hash=audit_hash,
+        server=server,
+    )
+    claims = {
+        "iss": "tessera",
+        "tenant": tenant,
+        "agent": agent,
+        "tool": tool,
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "decision_id": decision_id,
+        "audit_seq": audit_seq,
+        "audit_hash": audit_hash,
+        "iat": int(now),
+        "exp": int(now) + 60,
+        "jti": decision_id,
+        "server": server,
+    }
+    expected = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode(claims).encode()
+    head, payload, signature = token.split(".")
+    assert payload == b64u(expected)
+    assert head == b64u(b'{"alg":"EdDSA","kid":"r1","typ":"tessera-receipt"}')
+    assert key.private_key.public_key().verify(unb64u(signature), f"{head}.{payload}".encode()) is None
+
+
+def test_a_claim_of_the_wrong_type_is_refused_not_signed():
+    (key,) = keys("r1")
+    signer = ReceiptSigner(key)
+    with pytest.raises(TypeError):
+        signer.issue(
+            tenant="t", agent="a", tool=None, body=b"{}", decision_id="d", audit_seq=True, audit_hash=None
+        )
+    with pytest.raises(TypeError):
+        signer.issue(
+            tenant=7, agent="a", tool=None, body=b"{}", decision_id="d", audit_seq=1, audit_hash=None
+        )
 
 
 def test_derived_keys_are_stable_per_kid_and_master():

@@ -67,9 +67,9 @@ async def test_the_binding_catalog_of_the_list_filter_is_per_server(tmp_path):
     assert binding_catalog(tenant, "billing") == {"pay_bill"}
     listing = ListFilter(authenticator=pipeline.authenticator, directory=pipeline._directory)
     ctx = context(listing, token())
-    assert listing.visible(ctx, "read_invoice") and not listing.visible(ctx, "pay_bill")
+    assert await listing.visible(ctx, "read_invoice") and not await listing.visible(ctx, "pay_bill")
     on_billing = replace(ctx, server="billing")
-    assert not listing.visible(on_billing, "read_invoice")
+    assert not await listing.visible(on_billing, "read_invoice")
 
 
 def test_the_tenants_file_gives_each_server_its_catalog(tmp_path):

@@ -94,6 +94,27 @@ class PostgresForwarderStore:
             await _hold(conn, sink, holder, now)
             await _advance(conn, tenant, sink, seq, now, None)
 
+    async def advance_forwarder_cursors(
+        self, advances: Sequence[tuple[str, str, str, int, float]], now: float
+    ) -> list[bool]:
+        applied: list[bool] = []
+        async with self._connection() as conn, conn.transaction():
+            for tenant, sink, holder, seq, lease_ttl_s in advances:
+                try:
+                    await _hold(conn, sink, holder, now)
+                except FailedPrecondition:
+                    applied.append(False)
+                    continue
+                await _advance(conn, tenant, sink, seq, now, None)
+                if lease_ttl_s > 0:
+                    await conn.execute(
+                        "UPDATE forwarder_leases SET expires_at = GREATEST(expires_at, %s) "
+                        "WHERE sink = %s AND holder = %s",
+                        (now + lease_ttl_s, sink, holder),
+                    )
+                applied.append(True)
+        return applied
+
     async def record_forwarder_error(self, tenant: str, sink: str, error: str, now: float) -> None:
         async with self._connection() as conn:
             await conn.execute(

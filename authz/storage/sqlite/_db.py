@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
 from authz.errors import AlreadyExists, StorageError, StoreUnavailable
+
+log = logging.getLogger("tessera.storage.sqlite")
+
+#: How often the checkpointer copies committed WAL frames into the database file (seconds).
+CHECKPOINT_INTERVAL_S = 0.05
+#: WAL length (frames) past which the checkpointer restarts the WAL, briefly holding this process's
+#: writers (see :class:`_Checkpointer`); about 16 MiB with 4 KiB pages.
+RESTART_FRAMES = 4096
 
 
 def _migrations() -> list[tuple[str, str]]:
@@ -22,9 +33,13 @@ def _migrations() -> list[tuple[str, str]]:
 class SQLiteDatabase:
     """The connection, its pragmas, migrations and the transaction helper every SQLite store uses."""
 
-    def __init__(self, path: str | Path, *, synchronous: str | None = None):
+    def __init__(self, path: str | Path, *, synchronous: str | None = None, checkpointer: bool = True):
         self.path = str(path)
         self._depth = 0  # open transaction() blocks; only the outermost one begins and commits
+        # Held from BEGIN to COMMIT by this process's writers, and by the checkpointer while it
+        # restarts the WAL: they take turns here instead of in SQLite's busy handler (which sleeps).
+        self._write_lock = threading.Lock()
+        self._checkpointer: _Checkpointer | None = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -37,6 +52,15 @@ class SQLiteDatabase:
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=5000")
             self._migrate()
+            if checkpointer and self.path != ":memory:":
+                # Checkpoints (copying the WAL into the database file, two fsyncs) leave the committing
+                # thread, which is the event loop's: one ran every ~150 one-event appends and held the
+                # loop for its fsyncs. The checkpointer thread does them with the GIL released.
+                self.conn.execute("PRAGMA wal_autocheckpoint=0")
+                self._checkpointer = _Checkpointer(self.path, self._write_lock, sync.upper())
+                self._checkpointer.start()
+                # A store dropped without close() (a short-lived CLI call, a test) stops its thread too.
+                weakref.finalize(self, self._checkpointer.stop_soon)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
 
@@ -92,23 +116,24 @@ class SQLiteDatabase:
             self._depth -= 1
 
     def _outermost(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _translate(exc) from exc
-        try:
-            yield conn
-        except BaseException as exc:
-            conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise _translate(exc) from exc
-            raise
-        else:
+        with self._write_lock:
             try:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
                 raise _translate(exc) from exc
+            try:
+                yield conn
+            except BaseException as exc:
+                conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc) from exc
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK")
+                    raise _translate(exc) from exc
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         try:
@@ -116,8 +141,78 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 
+    def checkpoint(self) -> tuple[int, int]:
+        """One checkpoint pass now (what the checkpointer thread runs every
+        :data:`CHECKPOINT_INTERVAL_S`): ``(frames in the WAL, frames copied)`` after it."""
+        if self._checkpointer is None:
+            raise StorageError("this database has no checkpointer")
+        if self._depth:  # a RESTART waits for the write lock this thread's transaction holds
+            raise StorageError("checkpoint() inside a transaction")
+        return self._checkpointer.checkpoint()
+
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.conn.close()
+
+
+class _Checkpointer(threading.Thread):
+    """Copies the WAL into the database file off the writers' thread (``wal_autocheckpoint`` is off).
+
+    A PASSIVE checkpoint runs beside the writers without blocking them, but under steady appends it
+    never finds the WAL fully copied, and only a fully copied WAL is reused from its start: so once the
+    WAL passes :data:`RESTART_FRAMES`, a RESTART checkpoint runs holding the process's write lock (the
+    frames left to copy are the few written since the last pass). Other processes on the file keep
+    SQLite's automatic checkpoints; a busy checkpoint is simply tried again on the next pass.
+    """
+
+    def __init__(self, path: str, write_lock: threading.Lock, synchronous: str):
+        super().__init__(name="tessera-sqlite-checkpoint", daemon=True)
+        self._stopped = threading.Event()
+        self._write_lock = write_lock
+        # A short busy timeout: a RESTART holds this process's writers while it waits (e.g. for another
+        # process's reader); when busy it gives up and the next pass tries again.
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0.01)
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._pass = threading.Lock()  # one pass at a time: the thread's, or a caller's checkpoint()
+
+    def run(self) -> None:
+        failing = False  # logged once per failing streak, not every pass
+        try:
+            while not self._stopped.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    self.checkpoint()
+                except sqlite3.Error as exc:  # e.g. the disk is full: the WAL keeps the data meanwhile
+                    if not failing:
+                        log.warning("SQLite checkpoints failing (the WAL grows until they succeed): %s", exc)
+                    failing = True
+                else:
+                    if failing:
+                        log.warning("SQLite checkpoints succeed again")
+                    failing = False
+        finally:
+            with self._pass:
+                self._conn.close()
+
+    def checkpoint(self) -> tuple[int, int]:
+        with self._pass:
+            if self._stopped.is_set():
+                raise sqlite3.ProgrammingError("the checkpointer is stopped")
+            _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames >= RESTART_FRAMES:
+                with self._write_lock:
+                    _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            return frames, copied
+
+    def stop_soon(self) -> None:
+        """Ask the thread to end (it closes its connection on the way out); does not wait."""
+        self._stopped.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()
 
 
 def _split_sql(script: str) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from authz.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -90,6 +91,27 @@ class SQLiteForwarderStore:
         with self.db.transaction() as conn:
             _hold(conn, sink, holder, now)
             _advance(conn, tenant, sink, seq, now, None)
+
+    async def advance_forwarder_cursors(
+        self, advances: Sequence[tuple[str, str, str, int, float]], now: float
+    ) -> list[bool]:
+        applied: list[bool] = []
+        with self.db.transaction() as conn:
+            for tenant, sink, holder, seq, lease_ttl_s in advances:
+                try:
+                    _hold(conn, sink, holder, now)
+                except FailedPrecondition:
+                    applied.append(False)
+                    continue
+                _advance(conn, tenant, sink, seq, now, None)
+                if lease_ttl_s > 0:
+                    conn.execute(
+                        "UPDATE forwarder_leases SET expires_at = MAX(expires_at, ?) "
+                        "WHERE sink = ? AND holder = ?",
+                        (now + lease_ttl_s, sink, holder),
+                    )
+                applied.append(True)
+        return applied
 
     async def record_forwarder_error(self, tenant: str, sink: str, error: str, now: float) -> None:
         with self.db.transaction() as conn:

@@ -69,8 +69,9 @@ def _bump(conn: sqlite3.Connection, column: str) -> None:
 class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore, SQLiteForwarderStore, SQLiteMemoryWriterStore):
     """Every store Protocol of :mod:`authz.storage.protocols` on one SQLite database."""
 
-    def __init__(self, path: str | Path, *, synchronous: str | None = None):
-        self.db = SQLiteDatabase(path, synchronous=synchronous)
+    def __init__(self, path: str | Path, *, synchronous: str | None = None, checkpointer: bool = True):
+        # checkpointer=False: SQLite's own automatic checkpoints (in the committing thread) instead.
+        self.db = SQLiteDatabase(path, synchronous=synchronous, checkpointer=checkpointer)
 
     # -- tenants ---------------------------------------------------------------------------------------
     async def put_tenant(self, tenant: str, settings: TenantSettings) -> None:
