@@ -49,7 +49,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_DIR ?= var/fuzz
 fuzz: $(STAMP) ## property tests with many examples, then atheris on the token and body parsers (FUZZ_SECONDS each)
 	$(BIN)/python -m pip install -q -e '.[dev,fuzz]'
-	TESSERA_PROPERTY_EXAMPLES=$${TESSERA_PROPERTY_EXAMPLES:-2000} $(BIN)/pytest -q tests/unit/test_properties.py tests/unit/test_body_limits.py
+	TESSERA_PROPERTY_EXAMPLES=$${TESSERA_PROPERTY_EXAMPLES:-2000} $(BIN)/pytest -q tests/unit/test_properties.py tests/unit/test_body_limits.py tests/unit/test_intent_differential.py
 	mkdir -p $(FUZZ_DIR)/token $(FUZZ_DIR)/body
 	$(BIN)/python tests/fuzz/fuzz_token.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/token
 	$(BIN)/python tests/fuzz/fuzz_body.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_DIR)/ \

@@ -246,6 +246,7 @@ _TOKEN, _STEM, _FLAGS, _STARTS, _CONTEXT = (itemgetter(k) for k in range(5))
 #: state or a report ("the approved invoices", "Tom moved"), computed once per word. Bits 0-3: how the word
 #: reads itself (a participle, an -ed form, an -ing form, a word at all).
 _T_PARTICIPLE, _T_ED, _T_ING, _T_WORD = 1, 2, 4, 8
+_T_BITS = 15
 #: Bits 4-7: which of those bits, in the word after this one, make that word no request.
 _BLOCKS = 4
 #: Bits 8-10: "will", the user themself ("I", "we"), a word after which an action/object word is the action.
@@ -746,7 +747,8 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         before = context[i - 1] if i else 0  # 0: the prompt or a clause starts here
         # a state, a report or the user's own step (see _context), "I will send it myself"
         if before and (
-            before >> _BLOCKS & context[i] or (before & _P_WILL and i > 1 and context[i - 2] & _P_SELF)
+            before >> _BLOCKS & _T_BITS & context[i]
+            or (before & _P_WILL and i > 1 and context[i - 2] & _P_SELF)
         ):
             continue
         by_next, options = action_options[stemmed[i]]

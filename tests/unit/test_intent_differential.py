@@ -237,6 +237,30 @@ def generated_prompt(rnd: random.Random) -> str:
     return text
 
 
+def test_every_pair_of_words_that_tells_a_request_from_a_state_gives_the_reference_intent(extractors):
+    """The words before an action that make it a state, a report or the user's own step ("the approved",
+    "Tom moved", "are closing", "I'll send", "will send") and those after which it is the action ("please
+    email"), each before every kind of action word: the extractor reads these from bits per word."""
+    leads = sorted(
+        intent_reference._STATE_WORDS
+        | intent_reference._REQUEST_LEADS
+        | intent_reference._BE
+        | intent_reference._SELF
+        | intent_reference._VERB_LEADS
+        | {"will", "tom", "it", ",", "invoices"}
+    )
+    actions = sorted(
+        intent_reference._PARTICIPLES
+        | intent_reference._BE
+        | {"approved", "moved", "closing", "send", "email", "reply", "are", "pay", "deleted", "green", "open"}
+    )
+    for lead in leads:
+        for action in actions:
+            for tenant in ("ap", "crm"):
+                assert_same(extractors, tenant, f"{lead} {action} there invoices and contacts")
+                assert_same(extractors, tenant, f"we will {lead} {action} the deal")
+
+
 def test_generated_prompts_give_the_reference_intent(extractors):
     rnd = random.Random(17)
     for _ in range(10 * EXAMPLES):
