@@ -795,3 +795,26 @@ def test_buf_curl_lists_services_and_mints_a_token(admin_gateway: AdminGateway, 
         timeout=60,
     )
     assert refused.returncode != 0 and "unauthenticated" in refused.stderr.lower()
+
+
+def test_a_default_audit_page_larger_than_the_connection_buffer_comes_back_over_rest(
+    admin_gateway: AdminGateway,
+) -> None:
+    """The transcoder buffers a whole answer to print it as JSON; bounded by the listener's 32 KiB
+    per-connection buffer, a default page (100 events) of ordinary events was a 500."""
+    admin_gateway.ok("TenantService/CreateTenant", {"tenant": "pages"})
+    for n in range(110):
+        admin_gateway.ok(
+            "TokenService/MintToken",
+            {"tenant": "pages", "agent": f"agent-{n:03d}-" + "x" * 120, "ttl_seconds": 60},
+        )
+    response = httpx.get(
+        f"{admin_gateway.url}/v1/admin/tenants/pages/audit/events",
+        headers={"authorization": f"Bearer {admin_gateway.root}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.content) > 32 * 1024  # beyond the bound the answer used to be held to
+    events = response.json()["events"]
+    assert len(events) == 100 and response.json()["next_page_token"]
+    assert [int(e["seq"]) for e in events] == list(range(int(events[0]["seq"]), int(events[0]["seq"]) + 100))
