@@ -23,7 +23,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -39,7 +38,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 
 from authz.local.envoy_config import EnvoyProcess, render_envoy_config
-from authz.local.stack import CheckProcess, free_port, free_port_run, spawn, stop_process
+from authz.local.stack import CheckProcess, free_port, free_port_run, spawn, stop_process, wait_listening
 from authz.secrets import Secret
 from authz.storage import open_store
 from authz.token import KeyRing, mint
@@ -103,20 +102,6 @@ def _check_request(token: str) -> bytes:
     http.raw_body = json.dumps(MCP_BODY).encode()
     payload = request.SerializeToString()
     return struct.pack(">BI", 0, len(payload)) + payload
-
-
-def _wait_listening(port: int, timeout: float = 30.0) -> None:
-    """Until something accepts connections on 127.0.0.1:``port`` (a fixed sleep was too short under load,
-    and a run against a server not yet listening measured nothing)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def _percentiles(latencies_us: list[float]) -> tuple[float, float]:
@@ -535,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         tessera.start()
         wait_workers(metrics_port, args.workers, tessera.proc)
         noops = spawn_noops(noop_port, args.workers, workdir)
-        _wait_listening(noop_port)
+        wait_listening(noop_port)
         if not args.forwarder_only:
             direct("direct gRPC, no-op servicer, 32 in flight", noop_port, 32)
             direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from authz.local.stack import free_port, spawn, stop_process
+from authz.local.stack import free_port, spawn, stop_process, wait_listening
 
 ROW_OFF = "direct gRPC, Tessera pipeline (forwarders off), 32 in flight"
 ROW_ON = "direct gRPC, Tessera + all forwarders, 32 in flight"
@@ -97,15 +96,7 @@ def moto_s3(workdir: Path) -> Iterator[str]:
         log=workdir / "moto.log",
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start (see moto.log)") from None
-                time.sleep(0.1)
+        wait_listening(port, 30, proc, "moto_server (see moto.log)")
         endpoint = f"http://127.0.0.1:{port}"
         from authz.forward._s3 import s3_client
 

@@ -22,7 +22,7 @@ import httpx
 import yaml
 
 from authz.local.envoy_config import UPSTREAM_CLUSTER, EnvoyProcess, render_envoy_config
-from authz.local.stack import free_port, spawn, stop_process
+from authz.local.stack import free_port, spawn, stop_process, wait_listening
 from bench.listing import STREAMS_STAT
 
 #: Events per stream; a run repeats streams for the row's duration.
@@ -137,6 +137,7 @@ def stream_rows(workdir: Path, check_port: int, token: str, seconds: float) -> d
         log_path=workdir / "envoy-stream.log",
     )
     try:
+        wait_listening(upstream, 30, server, "the stream upstream")
         envoy.start()
         envoy.wait_ready(30)
         base = f"http://127.0.0.1:{listen}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from authz.local.stack import child_pids, spawn, stop_process, wait_http
+from authz.local.stack import child_pids, spawn, stop_process, wait_http, wait_listening
 
 
 def spawn_noops(port: int, workers: int, workdir: Path) -> list:
@@ -75,7 +75,7 @@ def compare(counts: list[int], seconds: int) -> list[tuple[int, dict, dict]]:
     import tempfile
 
     from authz.local.stack import CheckProcess, free_port, free_port_run
-    from bench.__main__ import MASTER, TENANTS, _check_request, _token, _wait_listening, h2load
+    from bench.__main__ import MASTER, TENANTS, _check_request, _token, h2load
 
     results = []
     for count in counts:
@@ -92,7 +92,7 @@ def compare(counts: list[int], seconds: int) -> list[tuple[int, dict, dict]]:
             tessera.start()
             wait_workers(metrics, count, tessera.proc)
             noops = spawn_noops(noop_port, count, workdir)
-            _wait_listening(noop_port)
+            wait_listening(noop_port)
             kwargs = {"seconds": seconds, "clients": clients, "streams": streams}
             noop_row = h2load(noop_port, body, log=workdir / "noop.log.h2", **kwargs)
             full_row = h2load(port, body, log=workdir / "full.log.h2", **kwargs)

@@ -4,13 +4,12 @@ which cannot run here), optionally serving HTTPS with a given certificate."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from authz.local.stack import wait_listening
 from tests.pg import free_port
 
 
@@ -24,14 +23,7 @@ def moto_server(tls: tuple[str, str] | None = None) -> Iterator[int]:
         args += ["-c", tls[0], "-k", tls[1]]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.1)
+        wait_listening(port, 30, proc, "moto_server")
         yield port
     finally:
         proc.terminate()

@@ -161,6 +161,25 @@ class CheckProcess:
             self.proc.wait()
 
 
+def wait_listening(
+    port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None, what: str = ""
+) -> None:
+    """Until something accepts connections on 127.0.0.1:``port``: a process just spawned is not yet
+    listening, and a request sent then fails (or, through Envoy, comes back 503)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError as exc:
+            if proc is not None and proc.poll() is not None:
+                code = proc.returncode
+                raise RuntimeError(f"{what or port} exited with code {code} before it listened") from exc
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what or port} not listening after {timeout}s") from exc
+            time.sleep(0.1)
+
+
 def wait_grpc_health(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
     """Wait until ``grpc.health.v1`` on 127.0.0.1:``port`` answers SERVING (overall status)."""
     import grpc
