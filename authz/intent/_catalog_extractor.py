@@ -45,12 +45,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress
-from operator import itemgetter
 from types import MappingProxyType
 
 from authz.errors import InvalidArgument
@@ -123,8 +121,9 @@ _MAX_RATIONALE = 600
 _MAX_TERMS = 32
 #: Where a quoted passage may open: double quotes, typographic quotes, and single quotes that are not
 #: apostrophes. A passage ends at its closing quote on the same line, at most _MAX_QUOTED characters on.
-_QUOTE_OPEN = re.compile("[\"“„']")
-_QUOTE_CLOSE = {'"': ('"',), "“": ("”",), "„": ("“", "”"), "'": ("'",)}
+_OPENERS = ('"', "“", "„", "'")
+#: („ closes with ” or with “)
+_CLOSER = {'"': '"', "“": "”", "„": "”", "'": "'"}
 _MAX_QUOTED = 2000
 #: Words after which a participle describes a state ("the approved invoices", "is already paid").
 _STATE_WORDS = frozenset(
@@ -241,7 +240,8 @@ _MAX_WORDS = 50_000
 #: Longer words are classified each time they are read, not kept: the table stays small (50,000 words of
 #: at most 64 characters) whatever prompts arrive.
 _MAX_KEPT_WORD = 64
-_TOKEN, _STEM, _FLAGS, _STARTS, _CONTEXT = (itemgetter(k) for k in range(5))
+#: A word table entry (see :meth:`_CompiledCatalog.learn`).
+_Word = tuple[str, str, int, int, int, int, int, int]
 #: A word's context bits (a word table entry's last field; 0 for punctuation), which tell a request from a
 #: state or a report ("the approved invoices", "Tom moved"), computed once per word. Bits 0-3: how the word
 #: reads itself (a participle, an -ed form, an -ing form, a word at all).
@@ -276,6 +276,7 @@ class _CompiledCatalog:
         "only_reasons",
         "phrases",
         "read_reasons",
+        "reading",
         "reads_along",
         "safe_by_object",
         "safe_reading",
@@ -371,6 +372,9 @@ class _CompiledCatalog:
             name: self.safe_by_object.get(name, ())
             for name in (*known, *(n for options in index.values() for _, names in options for n in names))
         }
+        #: objects named in the sentences that ask for something -> the safe tools with any of them,
+        #: in name order (see :meth:`reading_of`)
+        self.reading: dict[frozenset[str], tuple[str, ...]] = {}
         # The safe tools a task asking for a tool may read: those sharing its objects (and, for a tool
         # that writes, the objects its description mentions).
         self.reads_along = {
@@ -390,12 +394,12 @@ class _CompiledCatalog:
         self.cues = cues
         #: token -> (stem, what it may start): filled as prompts are read, so each distinct word is
         #: stemmed and classified once per catalog (bounded: past the limit, words are not kept).
-        self.words: dict[str, tuple[str, str, int, int, int]] = {}
+        self.words: dict[str, _Word] = {}
         self.compounds: dict[str, frozenset[str]] = {}
         #: whitespace-delimited piece of a prompt ("invoices,", "INV-1001") -> its words' table entries:
         #: a prompt is cut with str.split and read by one lookup per piece instead of a pattern search
         #: over the whole text (bounded like the word table).
-        self.chunks: dict[str, tuple[tuple[str, str, int, int, int], ...]] = {}
+        self.chunks: dict[str, tuple[_Word, ...]] = {}
         self.action_options = _action_options(lexicon, self.object_words)
         #: (id of an action term or None for a question, as an action noun, the objects its sentence
         #: names) -> the tools it asks for with their strengths and reasons, and the term it records
@@ -464,6 +468,13 @@ class _CompiledCatalog:
             self.forbids[key] = value
         return value
 
+    def reading_of(self, objs: frozenset[str]) -> tuple[str, ...]:
+        """The safe tools that read any of ``objs``, in name order (kept per catalog, see :attr:`reading`)."""
+        value = tuple(sorted(set().union(*map(self.safe_reading.__getitem__, objs))))
+        if len(self.reading) < _MAX_WORDS:
+            self.reading[objs] = value
+        return value
+
     def along_of(self, asked_for: frozenset[str]) -> tuple[tuple[str, str], ...]:
         """The safe tools a task asking for ``asked_for`` reads along, not among them, in name order, with
         their reasons (kept per catalog, see :attr:`along`)."""
@@ -493,7 +504,7 @@ class _CompiledCatalog:
             self._object_terms[names] = terms
         return terms
 
-    def learn_chunk(self, chunk: str) -> tuple[tuple[str, str, int, int, int], ...]:
+    def learn_chunk(self, chunk: str) -> tuple[_Word, ...]:
         """The table entries of a piece's words (see :func:`_chunks` for what a piece is)."""
         tokens = _find_tokens(normalize(chunk))
         get, learn = self.words.get, self.learn
@@ -502,7 +513,7 @@ class _CompiledCatalog:
             self.chunks[chunk] = entry
         return entry
 
-    def learn(self, token: str) -> tuple[str, str, int, int, int]:
+    def learn(self, token: str) -> _Word:
         st = _stem(token)
         flags = 0
         if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS:
@@ -528,8 +539,18 @@ class _CompiledCatalog:
             flags |= _POST_NEGATION
         if token == "?":
             flags |= _QUESTION
-        # (token, stem, flags, 1 where a new sentence starts, context bits)
-        word = (token, st, flags, flags & _SENTENCE, _context(token))
+        # (token, stem, flags, 1 where a new sentence starts, context bits, and the flags a prompt's
+        # positions are selected by, each its own field so that itertools.compress selects them)
+        word = (
+            token,
+            st,
+            flags,
+            flags & _SENTENCE,
+            _context(token),
+            flags & _ACTION,
+            flags & _OBJECT,
+            flags & _RARE,
+        )
         if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
             self.words[token] = word
         return word
@@ -708,40 +729,37 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
     n = len(known)
     # (equal lengths by construction; zip without the keyword argument is the faster call)
-    tokens, stemmed, flags, starts, context = zip(*known)  # noqa: B905
+    tokens, stemmed, flags, starts, context, acting, naming, rare = zip(*known)  # noqa: B905
     # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
     sentence_of = list(accumulate(starts))
     sentence = sentence_of[-1]
 
-    # The positions where an action, object, cue … may start: one pass over the flagged words only; the
-    # rarer kinds (markers, read-only phrases) are collected when the prompt has any.
-    action_at: list[int] = []
-    object_at: list[int] = []
+    # The positions where an action, object, cue … may start, selected in C by their own flag columns;
+    # the rarer kinds (cues, markers, read-only phrases, questions) in one pass over the few that have any.
+    every = range(n)
     cue_at: list[int] = []
+    marker_at: list[int] = []
+    read_only_at: list[int] = []
     questions: set[int] = set()
     seen = 0  # the rarer kinds of word the prompt has
-    for i in compress(range(n), flags):
+    for i in compress(every, rare):
         f = flags[i]
-        if f & _ACTION:
-            action_at.append(i)
-        if f & _OBJECT:
-            object_at.append(i)
-        if f & _RARE:
-            seen |= f
-            if f & _CUE:
-                cue_at.append(i)
-            if f & _QUESTION and i:
-                questions.add(sentence_of[i] - 1)
-    if seen & _MARKER:
-        injection = _injection_at(lex, stemmed, [i for i in compress(range(n), flags) if flags[i] & _MARKER])
-    else:
-        injection = n
+        seen |= f
+        if f & _CUE:
+            cue_at.append(i)
+        if f & _MARKER:
+            marker_at.append(i)
+        if f & _READ_ONLY:
+            read_only_at.append(i)
+        if f & _QUESTION and i:
+            questions.add(sentence_of[i] - 1)
+    injection = _injection_at(lex, stemmed, marker_at) if marker_at else n
 
     # Action terms, longest first; a position used by one term is not reused by another.
     actions: list[_Action] = []  # each [term, start, sentence, scope, untrusted, generic]
     taken: set[int] = set()
     action_options = catalog.action_options
-    for i in action_at:
+    for i in compress(every, acting):
         if i in taken:
             continue
         before = context[i - 1] if i else 0  # 0: the prompt or a clause starts here
@@ -784,7 +802,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     objects_at: list[tuple[int, frozenset[str], tuple[str, ...]]] = []
     phrase_hits: list[tuple[int, str, str]] = []
     object_index, phrase_index = catalog.object_index, catalog.phrases
-    for i in object_at:
+    for i in compress(every, naming):
         tok = stemmed[i]
         options = object_index.get(tok)
         if options is not None:
@@ -915,15 +933,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # (Allowing at 0.6, the weakest strength, changes nothing for a tool already allowed.)
     read_reasons = catalog.read_reasons
     if sentence_objects and active:
-        reads: set[str] = set()
-        safe_reading = catalog.safe_reading.__getitem__
-        for s in active:
-            objs = sentence_objects.get(s)
-            if objs:
-                reads.update(*map(safe_reading, objs))
-        for name in sorted(reads.difference(allowed_d)):
-            reasons.append(read_reasons[name])
-            allowed_d[name] = 0.6
+        named = [sentence_objects[s] for s in active if s in sentence_objects]
+        if named:
+            objs = named[0] if len(named) == 1 else frozenset().union(*named)
+            reading = catalog.reading.get(objs)
+            if reading is None:
+                reading = catalog.reading_of(objs)
+            for name in reading:
+                if name not in allowed_d:
+                    reasons.append(read_reasons[name])
+                    allowed_d[name] = 0.6
     if allowed_d:
         asked_for = frozenset(allowed_d)
         along = catalog.along.get(asked_for)
@@ -933,9 +952,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             reasons.append(reason)
             allowed_d[name] = 0.6
     if not only and seen & _READ_ONLY:
-        only = _read_only(
-            lex, stemmed, [i for i in compress(range(n), flags) if flags[i] & _READ_ONLY], injection
-        )
+        only = _read_only(lex, stemmed, read_only_at, injection)
     if only:
         terms.add("only")
         only_reasons = catalog.only_reasons
@@ -1027,35 +1044,40 @@ def _is_word(char: str) -> bool:
 def _strip_quoted(text: str) -> tuple[str, int]:
     """``text`` with each quoted passage replaced by a sentence break, and how many there were.
 
-    One left-to-right pass: each opening quote looks up the next closing quote and line break, and those
-    positions are remembered until the scan passes them, so the work is linear in the prompt (a pattern
-    that searched on from every opening quote took seconds on 20,000 unclosed quotes). A single quote
-    opens only where it is not an apostrophe (no letter before it) and closes only before a non-letter,
-    with at least one character between.
+    One left-to-right pass over the quote characters (found with str.find, which outruns a pattern
+    search over the whole text): each opening quote looks up the next closing quote and line break, and
+    those positions are remembered until the scan passes them, so the work is linear in the prompt (a
+    pattern that searched on from every opening quote took seconds on 20,000 unclosed quotes). A single
+    quote opens only where it is not an apostrophe (no letter before it) and closes only before a
+    non-letter, with at least one character between.
     """
-    nearest: dict[str, int] = {}
-
-    def next_at(char: str, start: int) -> int:  # next index of char at or after start, -1 if none
-        k = nearest.get(char, -2)
-        if k == -2 or (k != -1 and k < start):
-            k = text.find(char, start)
-            nearest[char] = k
-        return k
-
+    find = text.find
+    opens: list[int] = []
+    for quote in _OPENERS:
+        k = find(quote)
+        while k != -1:
+            opens.append(k)
+            k = find(quote, k + 1)
+    opens.sort()
+    # next index at or after the scan of each closing quote and of the line break (-1: none left)
+    nearest: dict[str, int] = {} if "\n" in text else {"\n": -1}
     parts: list[str] = []
     last = 0
     n = len(text)
-    for match in _QUOTE_OPEN.finditer(text):
-        i = match.start()
+    for i in opens:
         if i < last:
             continue  # inside a passage already taken out
         opener = text[i]
-        if opener == "'" and i and _is_word(text[i - 1]):
-            continue
-        closers = _QUOTE_CLOSE[opener]
-        close = next_at(closers[0], i + 1)
-        if len(closers) > 1:  # „ closes with “ or ”
-            other = next_at(closers[1], i + 1)
+        if opener == "'" and i and ((before := text[i - 1]).isalnum() or before == "_"):
+            continue  # an apostrophe
+        closer = _CLOSER[opener]
+        close = nearest.get(closer, -2)
+        if close == -2 or -1 != close <= i:
+            close = nearest[closer] = find(closer, i + 1)
+        if opener == "„":  # „ closes with “ or ”
+            other = nearest.get("“", -2)
+            if other == -2 or -1 != other <= i:
+                other = nearest["“"] = find("“", i + 1)
             if other != -1 and (close == -1 or other < close):
                 close = other
         if close == -1:
@@ -1063,9 +1085,13 @@ def _strip_quoted(text: str) -> tuple[str, int]:
         inner = close - i - 1
         if inner > _MAX_QUOTED:
             continue
-        if opener == "'" and (inner < 1 or (close + 1 < n and _is_word(text[close + 1]))):
+        if opener == "'" and (
+            inner < 1 or (close + 1 < n and ((after := text[close + 1]).isalnum() or after == "_"))
+        ):
             continue
-        line_break = next_at("\n", i + 1)
+        line_break = nearest.get("\n", -2)
+        if line_break == -2 or -1 != line_break <= i:
+            line_break = nearest["\n"] = find("\n", i + 1)
         if line_break != -1 and line_break < close:
             continue
         parts.append(text[last:i])
