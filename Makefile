@@ -47,9 +47,10 @@ proto: $(STAMP) ## regenerate authz/api from proto/ and the Envoy descriptor set
 
 FUZZ_SECONDS ?= 60
 FUZZ_DIR ?= var/fuzz
-fuzz: $(STAMP) ## property tests with many examples, then atheris on the token and body parsers (FUZZ_SECONDS each)
+fuzz: $(STAMP) ## property tests with many examples, the SQLite multi-process soak, then atheris on the token and body parsers (FUZZ_SECONDS each)
 	$(BIN)/python -m pip install -q -e '.[dev,fuzz]'
 	TESSERA_PROPERTY_EXAMPLES=$${TESSERA_PROPERTY_EXAMPLES:-2000} $(BIN)/pytest -q tests/unit/test_properties.py tests/unit/test_body_limits.py tests/unit/test_intent_differential.py
+	TESSERA_SOAK_SECONDS=$${TESSERA_SOAK_SECONDS:-120} $(BIN)/pytest -q tests/storage/test_sqlite_wal_safety.py
 	mkdir -p $(FUZZ_DIR)/token $(FUZZ_DIR)/body
 	$(BIN)/python tests/fuzz/fuzz_token.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/token
 	$(BIN)/python tests/fuzz/fuzz_body.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_DIR)/ \

@@ -251,10 +251,11 @@ def process_cpu_s(pid: int) -> float:
 def wait_caught_up(database: Path, sinks: list[str], timeout_s: float = 120.0) -> float:
     """Wait until every sink's cursor reached every chain's head (read from the store's own tables);
     the seconds it took. Past ``timeout_s`` the run goes ahead (the report shows the mean wait)."""
-    import sqlite3
+    import apsw  # the store's own library: a second SQLite library in one process drops its locks
 
     started = time.monotonic()
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5.0)
+    conn = apsw.Connection(str(database), flags=apsw.SQLITE_OPEN_READONLY)
+    conn.set_busy_timeout(5000)
     try:
         while time.monotonic() - started < timeout_s:
             heads = dict(conn.execute("SELECT tenant, seq FROM audit_heads").fetchall())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.sqlite_raw import raw_sqlite
 
 if TYPE_CHECKING:
     from tests.integration.console_support import ConsoleStack
@@ -185,7 +186,7 @@ def test_a_tampered_audit_row_shows_up_as_a_failed_verification_naming_its_seque
     expect(page.locator("#verify-result")).to_have_text("intact")
     seqs = sorted(int(s) for s in _seqs(console_stack, "northwind"))
     victim = seqs[len(seqs) // 2]
-    with sqlite3.connect(console_stack.workdir / "tessera.db") as conn:
+    with raw_sqlite(console_stack.workdir / "tessera.db") as conn:
         (raw,) = conn.execute(
             "SELECT event FROM audit_events WHERE tenant = 'northwind' AND seq = ?", (victim,)
         ).fetchone()

@@ -9,7 +9,6 @@ they are missing from the lists, and ``prompts/get``, ``resources/read``, ``reso
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from mcp.shared.exceptions import MCPError
 from authz.token import attenuate
 from tests.e2e.test_server_everything import everything_gateway
 from tests.integration.conftest import Gateway
+from tests.sqlite_raw import raw_sqlite
 
 HIDDEN_PROMPT = "args-prompt"
 HIDDEN_RESOURCE = "demo://resource/static/document/architecture.md"
@@ -101,7 +101,7 @@ def test_a_denied_read_is_audited_with_its_item(items: Gateway):
 
 
 def _events(db: Path, tenant: str) -> list[dict]:
-    with sqlite3.connect(db) as conn:
+    with raw_sqlite(db) as conn:
         rows = conn.execute(
             "SELECT event FROM audit_events WHERE tenant = ? ORDER BY seq", (tenant,)
         ).fetchall()

@@ -5,7 +5,6 @@ revocation, settings, and the approval webhook."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from authz.admin.webhook import verify_signature
 from authz.policy import default_policy_source
 from tests.integration.conftest import rpc_error
+from tests.sqlite_raw import raw_sqlite
 
 if TYPE_CHECKING:
     from tests.integration.admin_support import AdminGateway
@@ -175,7 +175,7 @@ async def test_rejected_and_expired_approvals_answer_policy_denials(
     expiring = (await _mcp_call(gw, token, "transfer_funds", {**BIG, "amount": 21000})).error.data[
         "approval_id"
     ]
-    with sqlite3.connect(gw.db_path, timeout=5) as conn:  # let the clock pass the approval's expiry
+    with raw_sqlite(gw.db_path) as conn:  # let the clock pass the approval's expiry
         conn.execute("UPDATE approvals SET expires_at = ? WHERE approval_id = ?", (time.time() - 1, expiring))
     late = {"tenant": "approvals", "approval_id": expiring, "verdict": "VERDICT_APPROVE"}
     refused = gw.rest("ApprovalService/DecideApproval", late, operator)

@@ -175,9 +175,9 @@ def _sse_message(text: str) -> dict:
 
 
 def _events(db: Path, tenant: str) -> list[dict]:
-    import sqlite3
+    from tests.sqlite_raw import raw_sqlite
 
-    with sqlite3.connect(db) as conn:
+    with raw_sqlite(db) as conn:
         rows = conn.execute(
             "SELECT event FROM audit_events WHERE tenant = ? ORDER BY seq", (tenant,)
         ).fetchall()

@@ -8,16 +8,17 @@ directly (``db.checkpoint()``, what its thread runs every 50 ms), so nothing her
 from __future__ import annotations
 
 import gc
-import sqlite3
 import threading
 from pathlib import Path
 
+import apsw
 import pytest
 
 from authz.audit import admin_event, verify_chain
 from authz.errors import StorageError
 from authz.storage.sqlite import SQLiteStore
 from authz.storage.sqlite import _db as sqlite_db
+from tests.sqlite_raw import connect
 
 
 def _events(n: int, start: int = 1) -> list[tuple[str, dict]]:
@@ -30,7 +31,7 @@ def _events(n: int, start: int = 1) -> list[tuple[str, dict]]:
 def _wal_frames(path: Path) -> int:
     """Frames in the WAL as another connection sees them (a PASSIVE checkpoint that copies nothing
     it could not copy anyway, run with automatic checkpoints off)."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = connect(path)
     try:
         conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
@@ -61,7 +62,7 @@ async def test_commits_leave_checkpoints_to_the_checkpointer_thread(tmp_path: Pa
 class _Statements:
     """The checkpointer's connection, recording the statements it runs."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: apsw.Connection):
         self.conn, self.sql = conn, []
 
     def execute(self, sql: str, *args):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from authz.audit import (
 from authz.check.models import Check, Decision, Outcome, new_decision_id
 from authz.errors import FailedPrecondition, InvalidArgument
 from authz.storage.sqlite import SQLiteStore
+from tests.sqlite_raw import raw_sqlite
 
 SEED = bytes(range(32))
 OTHER_SEED = bytes(range(1, 33))
@@ -91,9 +91,9 @@ async def record_all(store: SQLiteStore, decisions: list[Decision]) -> ChainReco
     return recorder
 
 
-def raw(store: SQLiteStore) -> sqlite3.Connection:
-    """A second connection, as an attacker with database access would use."""
-    return sqlite3.connect(store.db.path, isolation_level=None)
+def raw(store: SQLiteStore):
+    """A second connection, as an attacker with database access would use (closed after the block)."""
+    return raw_sqlite(store.db.path)
 
 
 async def verify_all(store: SQLiteStore):

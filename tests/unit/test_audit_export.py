@@ -7,7 +7,6 @@ import csv
 import hashlib
 import io
 import json
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from authz.errors import InvalidArgument
 from authz.secrets import Secret
 from authz.storage.sqlite import SQLiteStore
 from authz.token import KeyRing
+from tests.sqlite_raw import raw_sqlite
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
 
@@ -221,7 +221,7 @@ def test_cli_verify_checkpoint_export(tmp_path: Path, capsys):
     assert tuple(rows[0]) == CSV_COLUMNS and {r[3] for r in rows[1:]} == {"allow"}
 
     # Truncate acme behind the checkpoint and fix the head: only the exported checkpoint notices.
-    with sqlite3.connect(db) as conn:
+    with raw_sqlite(db) as conn:
         conn.execute("DELETE FROM audit_events WHERE tenant = 'acme' AND seq > 10")
         (h,) = conn.execute("SELECT hash FROM audit_events WHERE tenant = 'acme' AND seq = 10").fetchone()
         conn.execute("UPDATE audit_heads SET seq = 10, hash = ? WHERE tenant = 'acme'", (h,))
@@ -231,7 +231,7 @@ def test_cli_verify_checkpoint_export(tmp_path: Path, capsys):
     assert cli(runtime, "audit", "verify", "--checkpoint", str(cp_file)) == 1
     assert "FAILED at seq 11: checkpoint seq 12 not found" in capsys.readouterr().out
 
-    with sqlite3.connect(db) as conn:
+    with raw_sqlite(db) as conn:
         conn.execute("DELETE FROM audit_events WHERE tenant = 'globex' AND seq = 4")
     assert cli(runtime, "audit", "verify") == 1
     out = capsys.readouterr().out

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from authz.audit import ChainRecorder, event_from_decision, make_recorder, verif
 from authz.check.models import Check, Decision, Outcome, new_decision_id
 from authz.errors import StorageError
 from authz.storage.sqlite import SQLiteStore
+from tests.sqlite_raw import connect, raw_sqlite
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,20 +48,21 @@ async def store(tmp_path: Path):
 
 
 class TransactionCounter:
-    """Counts BEGIN statements on the store's real connection (sqlite3's trace hook)."""
+    """Counts BEGIN statements on the store's real connection (APSW's execution tracer)."""
 
     def __init__(self, store: SQLiteStore):
         self.begins = 0
-        store.db.conn.set_trace_callback(self._trace)
+        store.db.conn.exec_trace = self._trace
 
-    def _trace(self, sql: str) -> None:
+    def _trace(self, cursor, sql: str, bindings) -> bool:
         if sql.startswith("BEGIN"):
             self.begins += 1
+        return True  # go on and run it
 
 
 def committed(store: SQLiteStore) -> set[str]:
     """Decision ids visible to a separate connection, i.e. committed."""
-    with sqlite3.connect(store.db.path) as conn:
+    with raw_sqlite(store.db.path) as conn:
         return {
             json.loads(row[0])["metadata"]["uid"] for row in conn.execute("SELECT event FROM audit_events")
         }
@@ -104,7 +105,7 @@ async def test_records_arriving_during_a_write_join_the_next_transaction(store):
 async def test_a_failing_write_fails_every_waiting_record_and_then_recovers(store):
     recorder = ChainRecorder(store, inline=False)
     await recorder.record([decision()])
-    with sqlite3.connect(store.db.path) as conn:  # a real SQLite failure inside the transaction
+    with raw_sqlite(store.db.path) as conn:  # a real SQLite failure inside the transaction
         conn.execute(
             "CREATE TRIGGER audit_fail BEFORE INSERT ON audit_events "
             "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
@@ -116,7 +117,7 @@ async def test_a_failing_write_fails_every_waiting_record_and_then_recovers(stor
     assert "disk on fire" in str(results[0])
     assert recorder.stats.failed_transactions == 1
     assert len({id(r) for r in results}) == 50  # one exception each, not a shared one
-    with sqlite3.connect(store.db.path) as conn:
+    with raw_sqlite(store.db.path) as conn:
         conn.execute("DROP TRIGGER audit_fail")
     await recorder.record([decision()])  # nothing half-written: the chain continues from seq 1
     result = await verify_chain(store, "acme")
@@ -126,7 +127,7 @@ async def test_a_failing_write_fails_every_waiting_record_and_then_recovers(stor
 async def test_a_locked_database_fails_the_waiters(store):
     recorder = ChainRecorder(store, inline=False)
     store.db.conn.execute("PRAGMA busy_timeout=50")
-    blocker = sqlite3.connect(store.db.path, isolation_level=None)
+    blocker = connect(store.db.path)
     try:
         blocker.execute("BEGIN IMMEDIATE")
         results = await asyncio.gather(

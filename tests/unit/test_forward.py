@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import random
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from authz.outbound import OutboundClient, OutboundPolicy
 from authz.secrets import Secret
 from authz.storage.sqlite import SQLiteStore
 from tests.forward_receivers import Answer, Received, Receiver
+from tests.sqlite_raw import raw_sqlite
 
 SECRET = b"webhook-secret-for-tests"
 FAST = ForwarderSettings(
@@ -318,7 +318,7 @@ async def test_ndjson_file_sink_rotates_by_size_and_keeps_every_event(store, tmp
 async def test_a_gap_in_the_chain_is_a_loud_error_and_the_cursor_does_not_pass_it(store, tmp_path: Path):
     await append(store, "acme", 10)
     # Damage the chain behind the store's back: seq 6 disappears.
-    with sqlite3.connect(tmp_path / "tessera.db") as conn:
+    with raw_sqlite(tmp_path / "tessera.db") as conn:
         conn.execute("DELETE FROM audit_events WHERE tenant = 'acme' AND seq = 6")
     path = tmp_path / "events.ndjson"
     forwarder = Forwarder(store, NdjsonFileSink("file", path), FAST)

@@ -7,7 +7,6 @@ verification."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from authz.secrets import Secret
 from authz.storage import Approval, TenantSettings
 from authz.storage.sqlite import SQLiteStore
 from tests.forward_receivers import Receiver
+from tests.sqlite_raw import raw_sqlite
 from tests.unit.test_admin_service import ROOT, admin, auth  # noqa: F401  (admin is a fixture)
 from tests.unit.test_forward_notify import pagerduty_check, slack_check, teams_check
 
@@ -112,7 +112,7 @@ async def test_a_failed_chain_verification_reaches_teams(admin, http) -> None:  
             for i in range(3)
         ]
     )
-    with sqlite3.connect(store.db.path) as conn:  # someone edits a stored event behind Tessera's back
+    with raw_sqlite(store.db.path) as conn:  # someone edits a stored event behind Tessera's back
         conn.execute(
             "UPDATE audit_events SET event = replace(event, 't:1', 't:X') "
             "WHERE tenant = 'tampered' AND seq = 2"

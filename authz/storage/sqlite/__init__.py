@@ -1,4 +1,4 @@
-"""SQLite storage, the embedded default: :class:`SQLiteStore` (stdlib ``sqlite3``, WAL, one file).
+"""SQLite storage, the embedded default: :class:`SQLiteStore` (APSW with its own SQLite build, WAL, one file).
 
 Same shape as :mod:`authz.storage.postgres`: the connection and migrations in ``_db``, the store in
 ``_store`` with its admin and audit halves in ``_admin`` and ``_audit``; schema changes are numbered SQL

@@ -157,8 +157,8 @@ class SQLiteAdminStore:
 
     async def delete_draft(self, tenant: str, name: str) -> bool:
         with self.db.transaction() as conn:
-            cur = conn.execute("DELETE FROM policy_drafts WHERE tenant = ? AND name = ?", (tenant, name))
-            return cur.rowcount == 1
+            conn.execute("DELETE FROM policy_drafts WHERE tenant = ? AND name = ?", (tenant, name))
+            return conn.changes() == 1
 
     # -- approval webhook outbox -----------------------------------------------------------------------
     async def claim_approval_notifications(

@@ -7,10 +7,10 @@ before the lock is taken; only the hashing (which needs the head) happens inside
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import apsw
 import rfc8785
 
 from authz.chain import GENESIS_HASH, canonical_event, chain_hash, event_index
@@ -134,7 +134,7 @@ def prepare_events(events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[s
 
 
 def _append_locked(
-    conn: sqlite3.Connection, prepared: list[tuple[str, bytes, tuple]]
+    conn: apsw.Connection, prepared: list[tuple[str, bytes, tuple]]
 ) -> list[tuple[str, int, str]]:
     """Extend the chains inside the caller's write transaction (which holds the lock on the heads)."""
     rows: list[tuple] = []

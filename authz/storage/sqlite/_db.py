@@ -1,10 +1,18 @@
-"""The SQLite connection every SQLite store half shares: pragmas, migrations, the transaction helper."""
+"""The SQLite connection every SQLite store half shares: pragmas, migrations, the transaction helper.
+
+Tessera talks to SQLite through APSW, whose wheel carries its own SQLite build, not through the
+standard library's ``sqlite3``, which uses whatever SQLite the platform has. SQLite 3.7.0 to 3.51.2
+have the WAL-reset bug (https://sqlite.org/wal.html#walresetbug): when several connections write and
+checkpoint one WAL database (the check service, its checkpointer thread, a forwarder, the CLI), a
+checkpoint can lose frames and the audit chain's pages are corrupted. Debian 12's SQLite is 3.40.1; a
+``make bench`` run corrupted its audit database exactly so. :func:`require_wal_reset_fix` refuses a
+library without the fix rather than risking the audit chain.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 import weakref
@@ -12,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+
+import apsw
 
 from authz.errors import AlreadyExists, StorageError, StoreUnavailable
 
@@ -22,6 +32,30 @@ CHECKPOINT_INTERVAL_S = 0.05
 #: WAL length (frames) past which the checkpointer restarts the WAL, briefly holding this process's
 #: writers (see :class:`_Checkpointer`); about 16 MiB with 4 KiB pages.
 RESTART_FRAMES = 4096
+
+#: The first SQLite release of each line with the WAL-reset fix (3.51.3, and the 3.50.7 and 3.44.6
+#: backports); any later line has it too.
+_WAL_RESET_FIXED = {(3, 44): (3, 44, 6), (3, 50): (3, 50, 7)}
+_WAL_RESET_FIXED_FROM = (3, 51, 3)
+
+
+def has_wal_reset_fix(version: str) -> bool:
+    """Whether SQLite ``version`` (``"3.54.1"``) has the fix for the WAL-reset corruption bug."""
+    parts = tuple(int(part) for part in version.split(".")[:3])
+    if parts >= _WAL_RESET_FIXED_FROM:
+        return True
+    fixed = _WAL_RESET_FIXED.get(parts[:2])
+    return fixed is not None and parts >= fixed
+
+
+def require_wal_reset_fix() -> None:
+    """Raise :class:`StoreUnavailable` when the linked SQLite has the WAL-reset bug."""
+    version = apsw.sqlite_lib_version()
+    if not has_wal_reset_fix(version):
+        raise StoreUnavailable(
+            f"SQLite {version} has the WAL-reset corruption bug (https://sqlite.org/wal.html#walresetbug); "
+            "Tessera needs 3.51.3 or later (the apsw wheel from PyPI carries one)"
+        )
 
 
 def _migrations() -> list[tuple[str, str]]:
@@ -42,15 +76,19 @@ class SQLiteDatabase:
         self._checkpointer: _Checkpointer | None = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.path != ":memory:":
+            require_wal_reset_fix()
         try:
-            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+            # Autocommit unless inside transaction(); one connection, used from the event loop's thread
+            # (SQLite's own mutex serializes the rare call from another thread).
+            self.conn = apsw.Connection(self.path)
+            self.conn.set_busy_timeout(5000)
             self.conn.execute("PRAGMA journal_mode=WAL")
             sync = synchronous or os.environ.get("TESSERA_SQLITE_SYNCHRONOUS", "NORMAL")
             if sync.upper() not in ("NORMAL", "FULL", "EXTRA"):
                 raise StorageError(f"TESSERA_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA, not {sync!r}")
             self.conn.execute(f"PRAGMA synchronous={sync.upper()}")
             self.conn.execute("PRAGMA foreign_keys=ON")
-            self.conn.execute("PRAGMA busy_timeout=5000")
             self._migrate()
             if checkpointer and self.path != ":memory:":
                 # Checkpoints (copying the WAL into the database file, two fsyncs) leave the committing
@@ -61,7 +99,7 @@ class SQLiteDatabase:
                 self._checkpointer.start()
                 # A store dropped without close() (a short-lived CLI call, a test) stops its thread too.
                 weakref.finalize(self, self._checkpointer.stop_soon)
-        except sqlite3.Error as exc:
+        except apsw.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
 
     def _migrate(self) -> None:
@@ -78,8 +116,8 @@ class SQLiteDatabase:
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception; maps sqlite3 errors.
+    def transaction(self) -> Iterator[apsw.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception; maps SQLite errors.
 
         Nested inside another ``transaction()`` (an audited admin mutation, see ``run_audited``) it is a
         savepoint: the inner block's failure undoes only its own writes, and nothing commits before the
@@ -95,7 +133,7 @@ class SQLiteDatabase:
         finally:
             self._depth -= 1
 
-    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+    def _savepoint(self) -> Iterator[apsw.Connection]:
         conn = self.conn
         name = f"tessera_{self._depth}"
         self._depth += 1
@@ -106,39 +144,39 @@ class SQLiteDatabase:
             except BaseException as exc:
                 conn.execute(f"ROLLBACK TO {name}")
                 conn.execute(f"RELEASE {name}")
-                if isinstance(exc, sqlite3.Error):
+                if isinstance(exc, apsw.Error):
                     raise _translate(exc) from exc
                 raise
             conn.execute(f"RELEASE {name}")
-        except sqlite3.Error as exc:
+        except apsw.Error as exc:
             raise _translate(exc) from exc
         finally:
             self._depth -= 1
 
-    def _outermost(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    def _outermost(self, conn: apsw.Connection) -> Iterator[apsw.Connection]:
         with self._write_lock:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+            except apsw.Error as exc:
                 raise _translate(exc) from exc
             try:
                 yield conn
             except BaseException as exc:
                 conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
+                if isinstance(exc, apsw.Error):
                     raise _translate(exc) from exc
                 raise
             else:
                 try:
                     conn.execute("COMMIT")
-                except sqlite3.Error as exc:
+                except apsw.Error as exc:
                     conn.execute("ROLLBACK")
                     raise _translate(exc) from exc
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         try:
             return self.conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+        except apsw.Error as exc:
             raise _translate(exc) from exc
 
     def checkpoint(self) -> tuple[int, int]:
@@ -172,7 +210,8 @@ class _Checkpointer(threading.Thread):
         self._write_lock = write_lock
         # A short busy timeout: a RESTART holds this process's writers while it waits (e.g. for another
         # process's reader); when busy it gives up and the next pass tries again.
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0.01)
+        self._conn = apsw.Connection(path)
+        self._conn.set_busy_timeout(10)
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._pass = threading.Lock()  # one pass at a time: the thread's, or a caller's checkpoint()
@@ -183,7 +222,7 @@ class _Checkpointer(threading.Thread):
             while not self._stopped.wait(CHECKPOINT_INTERVAL_S):
                 try:
                     self.checkpoint()
-                except sqlite3.Error as exc:  # e.g. the disk is full: the WAL keeps the data meanwhile
+                except apsw.Error as exc:  # e.g. the disk is full: the WAL keeps the data meanwhile
                     if not failing:
                         log.warning("SQLite checkpoints failing (the WAL grows until they succeed): %s", exc)
                     failing = True
@@ -198,7 +237,7 @@ class _Checkpointer(threading.Thread):
     def checkpoint(self) -> tuple[int, int]:
         with self._pass:
             if self._stopped.is_set():
-                raise sqlite3.ProgrammingError("the checkpointer is stopped")
+                raise apsw.ConnectionClosedError("the checkpointer is stopped")
             _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if frames >= RESTART_FRAMES:
                 with self._write_lock:
@@ -221,9 +260,26 @@ def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().strip(";")]
 
 
-def _translate(exc: sqlite3.Error) -> StorageError:
-    if isinstance(exc, sqlite3.IntegrityError):
+#: SQLite result codes that say the database cannot serve now (locked, busy, I/O, full, unreadable, a
+#: statement the schema does not support): the caller may retry or fail over.
+_UNAVAILABLE = (
+    apsw.BusyError,
+    apsw.LockedError,
+    apsw.IOError,
+    apsw.FullError,
+    apsw.CantOpenError,
+    apsw.ReadOnlyError,
+    apsw.ProtocolError,
+    apsw.PermissionsError,
+    apsw.InterruptError,
+    apsw.SchemaChangeError,
+    apsw.SQLError,
+)
+
+
+def _translate(exc: apsw.Error) -> StorageError:
+    if isinstance(exc, apsw.ConstraintError):
         return AlreadyExists(f"already exists: {exc}")
-    if isinstance(exc, sqlite3.OperationalError):
+    if isinstance(exc, _UNAVAILABLE):
         return StoreUnavailable(f"SQLite unavailable: {exc}")
     return StorageError(f"SQLite error: {exc}")

@@ -7,9 +7,10 @@ across processes sharing the file (a ``tessera forward`` process beside the admi
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import apsw
 
 from authz.errors import AlreadyExists, FailedPrecondition, NotFound
 from authz.storage.models import Approval, DeadLetter, ForwarderCursor, SinkConfig
@@ -28,7 +29,7 @@ def _sink(row: tuple) -> SinkConfig:
     return SinkConfig(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
 
 
-def _hold(conn: sqlite3.Connection, sink: str, holder: str, now: float) -> None:
+def _hold(conn: apsw.Connection, sink: str, holder: str, now: float) -> None:
     row = conn.execute(
         "SELECT 1 FROM forwarder_leases WHERE sink = ? AND holder = ? AND expires_at > ?", (sink, holder, now)
     ).fetchone()
@@ -36,9 +37,7 @@ def _hold(conn: sqlite3.Connection, sink: str, holder: str, now: float) -> None:
         raise FailedPrecondition(f"forwarder {holder!r} does not hold the lease on sink {sink!r}")
 
 
-def _advance(
-    conn: sqlite3.Connection, tenant: str, sink: str, seq: int, now: float, error: str | None
-) -> None:
+def _advance(conn: apsw.Connection, tenant: str, sink: str, seq: int, now: float, error: str | None) -> None:
     conn.execute(
         f"INSERT INTO forwarder_cursors ({_CURSOR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (tenant, sink) DO UPDATE SET seq = MAX(forwarder_cursors.seq, excluded.seq), "
@@ -135,14 +134,14 @@ class SQLiteForwarderStore:
     ) -> DeadLetter:
         with self.db.transaction() as conn:
             _hold(conn, sink, holder, now)
-            cur = conn.execute(
+            conn.execute(
                 "INSERT INTO forwarder_dead_letters (tenant, sink, from_seq, to_seq, reason, attempts, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (tenant, sink, from_seq, to_seq, reason, attempts, now),
             )
+            dead_id = conn.last_insert_rowid()  # before _advance's own insert replaces it
             _advance(conn, tenant, sink, to_seq, now, reason)
-            dead_id = cur.lastrowid
-        return DeadLetter(int(dead_id or 0), tenant, sink, from_seq, to_seq, reason, attempts, now)
+        return DeadLetter(dead_id, tenant, sink, from_seq, to_seq, reason, attempts, now)
 
     async def list_dead_letters(
         self, tenant: str | None = None, sink: str | None = None, *, include_replayed: bool = False
@@ -240,8 +239,8 @@ class SQLiteForwarderStore:
 
     async def delete_sink_config(self, tenant: str, name: str) -> bool:
         with self.db.transaction() as conn:
-            cur = conn.execute("DELETE FROM forwarder_sinks WHERE tenant = ? AND name = ?", (tenant, name))
-            return cur.rowcount > 0
+            conn.execute("DELETE FROM forwarder_sinks WHERE tenant = ? AND name = ?", (tenant, name))
+            return conn.changes() > 0
 
     # -- approval timeouts (here, beside the notifications they feed) ----------------------------------
     async def expire_approvals(self, now: float, limit: int = 100) -> list[Approval]:

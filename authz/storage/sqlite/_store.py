@@ -11,10 +11,11 @@ transaction; ``TESSERA_SQLITE_SYNCHRONOUS=FULL`` also survives power loss at som
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import apsw
 
 from authz.errors import FailedPrecondition, NotFound
 from authz.storage.approvals import add_decision
@@ -37,13 +38,13 @@ from authz.storage.sqlite._forward import SQLiteForwarderStore
 from authz.storage.sqlite._writers import SQLiteMemoryWriterStore
 
 
-def _consume(conn: sqlite3.Connection, claim: ApprovalClaim) -> bool:
-    cur = conn.execute(
+def _consume(conn: apsw.Connection, claim: ApprovalClaim) -> bool:
+    conn.execute(
         "UPDATE approvals SET status = 'consumed' "
         "WHERE tenant = ? AND approval_id = ? AND status = 'approved' AND expires_at > ?",
         (claim.tenant, claim.approval_id, claim.now),
     )
-    return cur.rowcount == 1
+    return conn.changes() == 1
 
 
 #: One more exchange of a subject token, unless its limit is reached (then no row comes back).
@@ -62,7 +63,7 @@ class _Exhausted(Exception):
         self.result = result
 
 
-def _bump(conn: sqlite3.Connection, column: str) -> None:
+def _bump(conn: apsw.Connection, column: str) -> None:
     conn.execute(f"UPDATE store_versions SET {column} = {column} + 1 WHERE id = 1")
 
 
@@ -144,12 +145,12 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore, SQLiteForwarderStore, SQLi
             raise FailedPrecondition(f"revocation kind must be 'jti' or 'token_id', not {revocation.kind!r}")
         r = revocation
         with self.db.transaction() as conn:
-            cur = conn.execute(
+            conn.execute(
                 "INSERT INTO revocations (tenant, kind, value, reason, revoked_at, revoked_by) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (r.tenant, r.kind, r.value, r.reason, r.revoked_at, r.revoked_by),
             )
-            if cur.rowcount:
+            if conn.changes():
                 _bump(conn, "revocations")
 
     async def is_revoked(self, tenant: str, jti: str, token_ids: Sequence[str]) -> bool:
@@ -197,12 +198,12 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore, SQLiteForwarderStore, SQLi
                         "VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING",
                         (r.key, r.window_start, r.expires_at),
                     )
-                    cur = conn.execute(
+                    conn.execute(
                         "UPDATE budget_counters SET used = used + ? "
                         "WHERE counter_key = ? AND window_start = ? AND used + ? <= ?",
                         (r.amount, r.key, r.window_start, r.amount, r.limit),
                     )
-                    if cur.rowcount == 0:
+                    if conn.changes() == 0:
                         (used,) = conn.execute(
                             "SELECT used FROM budget_counters WHERE counter_key = ? AND window_start = ?",
                             (r.key, r.window_start),
@@ -239,7 +240,8 @@ class SQLiteStore(SQLiteAuditStore, SQLiteAdminStore, SQLiteForwarderStore, SQLi
         total = 0
         while True:
             with self.db.transaction() as conn:
-                deleted = conn.execute(sql, (before, batch)).rowcount
+                conn.execute(sql, (before, batch))
+                deleted = conn.changes()
             total += deleted
             if deleted < batch:
                 return total

@@ -6,9 +6,10 @@ reloads the writers on its next version poll.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from typing import TYPE_CHECKING
+
+import apsw
 
 from authz.errors import AlreadyExists, NotFound
 from authz.storage.memory_writers import (
@@ -29,11 +30,11 @@ _UPDATE = (
 )
 
 
-def _changed(conn: sqlite3.Connection) -> None:
+def _changed(conn: apsw.Connection) -> None:
     conn.execute("UPDATE store_versions SET settings = settings + 1 WHERE id = 1")
 
 
-def _locked(conn: sqlite3.Connection, tenant: str, writer_id: str) -> RegisteredWriter:
+def _locked(conn: apsw.Connection, tenant: str, writer_id: str) -> RegisteredWriter:
     row = conn.execute(
         f"SELECT {WRITER_COLUMNS} FROM memory_writers WHERE tenant = ? AND writer_id = ?", (tenant, writer_id)
     ).fetchone()
@@ -44,7 +45,7 @@ def _locked(conn: sqlite3.Connection, tenant: str, writer_id: str) -> Registered
     return writer_from_row(row)
 
 
-def _write(conn: sqlite3.Connection, writer: RegisteredWriter) -> None:
+def _write(conn: apsw.Connection, writer: RegisteredWriter) -> None:
     row = writer_row(writer)
     conn.execute(_UPDATE, (*row[2:5], *row[7:], writer.tenant, writer.writer_id))
     _changed(conn)
