@@ -843,18 +843,15 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                         break
     sentence_objects: dict[int, frozenset[str]] = {}
     scope_objects: dict[int, frozenset[str]] = {}
-    if objects_at:
-        found: dict[int, set[str]] = {}
-        in_scopes: dict[int, set[str]] = {}
-        for pos, names, _ in objects_at:
-            if scope_of is not None and scope_of[pos] != -1:
-                in_scopes.setdefault(scope_of[pos], set()).update(names)
-            else:
-                found.setdefault(sentence_of[pos], set()).update(names)
-        for s, names in found.items():
-            sentence_objects[s] = frozenset(names)
-        for s, names in in_scopes.items():
-            scope_objects[s] = frozenset(names)
+    # (most sentences name one object: its names are taken as they are, a union only for a second one)
+    for pos, names, _ in objects_at:
+        if scope_of is not None and (scope := scope_of[pos]) != -1:
+            previous = scope_objects.get(scope)
+            scope_objects[scope] = names if previous is None else previous | names
+        else:
+            s = sentence_of[pos]
+            previous = sentence_objects.get(s)
+            sentence_objects[s] = names if previous is None else previous | names
     for s in questions:
         if s < sentence_of[injection] if injection < n else True:
             actions.append([None, -1, s, -1, False, False])
@@ -1206,23 +1203,30 @@ def _named(catalog: _CompiledCatalog, tools: Iterable[str], objs: set[str]) -> t
 
 
 def _term_positions(
-    term: ActionTerm, stemmed: list[str], sentence_of: list[int], i: int, taken: set[int]
+    term: ActionTerm, stemmed: tuple[str, ...], sentence_of: list[int], i: int, taken: set[int]
 ) -> list[int] | None:
+    """The positions of a term with a gap ("shut … down") starting at ``i``: its head there, and its
+    tail at the first place within reach in the same sentence that no other term has taken."""
     words, gap = term.words, term.gap
-    if not gap:
-        end = i + len(words)
-        if tuple(stemmed[i:end]) == words and not taken.intersection(range(i, end)):
-            return list(range(i, end))
+    if stemmed[i : i + gap] != words[:gap]:
         return None
-    head, tail = words[:gap], words[gap:]
-    if tuple(stemmed[i : i + gap]) != head or tail[0] not in stemmed[i + gap : i + gap + GAP_WINDOW]:
-        return None
+    first, tail_len = words[gap], len(words) - gap
     sentence = sentence_of[i]
-    for k in range(i + gap, min(len(stemmed), i + gap + GAP_WINDOW)):
+    k = i + gap
+    stop = min(len(stemmed), k + GAP_WINDOW)
+    index = stemmed.index
+    while k < stop:
+        # (jumping to the tail's next first word: sentences only move on, so a sentence change before
+        # that place shows at it)
+        try:
+            k = index(first, k, stop)
+        except ValueError:
+            return None
         if sentence_of[k] != sentence:
-            break
-        if tuple(stemmed[k : k + len(tail)]) == tail and k not in taken:
-            return [*range(i, i + gap), *range(k, k + len(tail))]
+            return None
+        if (tail_len == 1 or stemmed[k : k + tail_len] == words[gap:]) and k not in taken:
+            return [*range(i, i + gap), *range(k, k + tail_len)]
+        k += 1
     return None
 
 
