@@ -271,6 +271,7 @@ class _CompiledCatalog:
         "lexicon_term",
         "longest_object",
         "mentions",
+        "nothing",
         "object_index",
         "object_words",
         "only_reasons",
@@ -361,6 +362,9 @@ class _CompiledCatalog:
         self.class_tools: dict[frozenset[str], tuple[str, ...]] = {}
         self.unsafe = tuple(sorted(name for name, info in infos.items() if not info.safe))
         self.lexicon_term = f"lexicon:{lexicon.version}"
+        #: the intent of a prompt with no action, object or phrase in it (untruncated, truncated): values,
+        #: built once
+        self.nothing = (_undetermined(False, {self.lexicon_term}), _undetermined(True, {self.lexicon_term}))
         self.safe_tools = tuple((name, info.objects) for name, info in sorted(infos.items()) if info.safe)
         safe_by_object: dict[str, list[str]] = {}
         for name, tool_objects in self.safe_tools:
@@ -819,7 +823,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 if stemmed[i : i + len(words)] == words:
                     phrase_hits.append((i, tool, phrase))
     if not actions and not objects_at and not phrase_hits:
-        return _undetermined(truncated, {catalog.lexicon_term})
+        return catalog.nothing[truncated]
 
     # Negation scopes: forward from a cue, and "nothing/nicht" right after a verb.
     scope_of: list[int] | None = None
@@ -1107,7 +1111,7 @@ _ARTICLES = frozenset(["a", "an", "the", "one", "this", "that", "ein", "eine", "
 _FILLERS = frozenset(stem(w) for w in ["please", "bitte", "mal", "uns", "us", "me", "mir", "quick", "kurz"])
 
 
-def _after_light_verb(lex: Lexicon, stemmed: list[str], start: int) -> bool:
+def _after_light_verb(lex: Lexicon, stemmed: tuple[str, ...], start: int) -> bool:
     k = start - 1
     if k >= 0 and stemmed[k] in _ARTICLES:
         k -= 1
@@ -1118,7 +1122,7 @@ def _after_light_verb(lex: Lexicon, stemmed: list[str], start: int) -> bool:
 
 def _negation_scopes(
     catalog: _CompiledCatalog,
-    tokens: list[str],
+    tokens: tuple[str, ...],
     actions: list[_Action],
     cue_at: list[int],
     scope_of: list[int],
@@ -1135,15 +1139,21 @@ def _negation_scopes(
                 starts.add(start)
             ends.add(start + len(term.words))
     after = 0  # a cue's words are not cues again ("not … no")
+    cues = catalog.cues
     for i in cue_at:
         if i < after:
             continue
-        cue_len = _cue_at(catalog, tokens, i)
+        cue_len = 0
+        for cue in cues.get(tokens[i], ()):  # longest first
+            cue_len = len(cue)
+            if cue_len == 1 or tokens[i : i + cue_len] == cue:
+                break
+            cue_len = 0
         if not cue_len:
             continue
         after = i + cue_len
         scope = len(cue_of)
-        cue_of.append(" ".join(tokens[i : i + cue_len]))
+        cue_of.append(tokens[i] if cue_len == 1 else " ".join(tokens[i : i + cue_len]))
         # A cue right after a verb ("lösche keine Snapshots") has that verb: its scope ends at a comma.
         k, words, covered_action = i + cue_len, 0, i in ends
         if k < n and (tokens[k] in _PARTICIPLES or tokens[k].endswith("ed")):
@@ -1230,30 +1240,31 @@ def _term_positions(
     return None
 
 
-def _injection_at(lex: Lexicon, stemmed: list[str], candidates: list[int]) -> int:
+def _injection_at(lex: Lexicon, stemmed: tuple[str, ...], candidates: list[int]) -> int:
     """Index of the first injection marker (``len(stemmed)`` when there is none)."""
     n = len(stemmed)
     for i in candidates:
         for words, gap in lex.injection_by_first.get(stemmed[i], ()):
             if not gap:
-                if tuple(stemmed[i : i + len(words)]) == words:
+                if stemmed[i : i + len(words)] == words:
                     return i
                 continue
             head, tail = words[:gap], words[gap:]
-            if tuple(stemmed[i : i + gap]) != head:
+            if stemmed[i : i + gap] != head:
                 continue
             for k in range(i + gap, min(n, i + gap + 5)):
-                if tuple(stemmed[k : k + len(tail)]) == tail:
+                if stemmed[k : k + len(tail)] == tail:
                     return i
     return n
 
 
-def _read_only(lex: Lexicon, stemmed: list[str], candidates: list[int], limit: int) -> bool:
+def _read_only(lex: Lexicon, stemmed: tuple[str, ...], candidates: list[int], limit: int) -> bool:
+    by_first = lex.read_only_by_first
     for i in candidates:
         if i >= limit:
             break
-        for words in lex.read_only_phrases:
-            if tuple(stemmed[i : i + len(words)]) == words:
+        for words in by_first.get(stemmed[i], ()):
+            if stemmed[i : i + len(words)] == words:
                 return True
     return False
 
@@ -1266,10 +1277,3 @@ def _compound(catalog: _CompiledCatalog, token: str) -> frozenset[str] | None:
         if names:
             return names
     return None
-
-
-def _cue_at(catalog: _CompiledCatalog, tokens: list[str], i: int) -> int:
-    for cue in catalog.cues.get(tokens[i], ()):
-        if tuple(tokens[i : i + len(cue)]) == cue:
-            return len(cue)
-    return 0

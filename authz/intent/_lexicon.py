@@ -164,6 +164,11 @@ class Lexicon:
         #: the markers by first stem, each list in the order written
         self.injection_by_first = {first: tuple(markers) for first, markers in by_first.items()}
         self.read_only_first = frozenset(words[0] for words in self.read_only_phrases)
+        read_only: dict[str, list[tuple[str, ...]]] = {}
+        for words in self.read_only_phrases:
+            read_only.setdefault(words[0], []).append(words)
+        #: the read-only phrases by first stem
+        self.read_only_by_first = {first: tuple(phrases) for first, phrases in read_only.items()}
         objects: dict[tuple[str, ...], set[str]] = {}
         self.labels: dict[str, str] = {}
         for canonical, synonyms in (data.get("objects") or {}).items():
