@@ -1225,13 +1225,10 @@ def _term_positions(
     k = i + gap
     stop = min(len(stemmed), k + GAP_WINDOW)
     index = stemmed.index
-    while k < stop:
-        # (jumping to the tail's next first word: sentences only move on, so a sentence change before
-        # that place shows at it)
-        try:
-            k = index(first, k, stop)
-        except ValueError:
-            return None
+    # (jumping to the tail's next first word: sentences only move on, so a sentence change before that
+    # place shows at it; membership first, because a raised ValueError costs more than the search)
+    while first in stemmed[k:stop]:
+        k = index(first, k, stop)
         if sentence_of[k] != sentence:
             return None
         if (tail_len == 1 or stemmed[k : k + tail_len] == words[gap:]) and k not in taken:
