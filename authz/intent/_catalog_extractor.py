@@ -830,7 +830,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     cue_of: list[str] = []
     if cue_at:
         scope_of = [-1] * n
-        _negation_scopes(catalog, tokens, actions, cue_at, scope_of, cue_of)
+        _negation_scopes(catalog, tokens, context, actions, cue_at, scope_of, cue_of)
         for action in actions:
             action[_SCOPE] = scope_of[action[_START]]
     if seen & _POST_NEGATION:  # any "nothing/nicht" that may negate the verb before it
@@ -1123,6 +1123,7 @@ def _after_light_verb(lex: Lexicon, stemmed: tuple[str, ...], start: int) -> boo
 def _negation_scopes(
     catalog: _CompiledCatalog,
     tokens: tuple[str, ...],
+    context: tuple[int, ...],
     actions: list[_Action],
     cue_at: list[int],
     scope_of: list[int],
@@ -1130,14 +1131,8 @@ def _negation_scopes(
 ) -> None:
     """Marks the words each negation cue covers in ``scope_of`` (its index in ``cue_of``)."""
     n = len(tokens)
-    # Weak terms ("any", "open") do not count as the action a negation scope has reached.
-    starts: set[int] = set()
+    starts: set[int] | None = None
     ends: set[int] = set()
-    for term, start, *_ in actions:
-        if term is not None:
-            if term.strong or term.noun:
-                starts.add(start)
-            ends.add(start + len(term.words))
     after = 0  # a cue's words are not cues again ("not … no")
     cues = catalog.cues
     for i in cue_at:
@@ -1154,8 +1149,32 @@ def _negation_scopes(
         after = i + cue_len
         scope = len(cue_of)
         cue_of.append(tokens[i] if cue_len == 1 else " ".join(tokens[i : i + cue_len]))
+        k = i + cue_len
+        # The common scope: the next words up to the sentence's end or NEGATION_WINDOW words, with no
+        # comma, colon or clause word among them (punctuation is where the context bits are 0).
+        end = min(n, k + NEGATION_WINDOW)
+        window = context[k:end]
+        cut = window.index(0) if 0 in window else end - k
+        if (k + cut == end or tokens[k + cut] in SENTENCE_TOKENS) and _SCOPE_STOP_WORDS.isdisjoint(
+            tokens[k : k + cut]
+        ):
+            if scope_of[k : k + cut].count(-1) == cut:
+                scope_of[k : k + cut] = [scope] * cut
+            else:
+                for j in range(k, k + cut):
+                    if scope_of[j] == -1:
+                        scope_of[j] = scope
+            continue
+        if starts is None:
+            # Weak terms ("any", "open") do not count as the action a negation scope has reached.
+            starts = set()
+            for term, start, *_ in actions:
+                if term is not None:
+                    if term.strong or term.noun:
+                        starts.add(start)
+                    ends.add(start + len(term.words))
         # A cue right after a verb ("lösche keine Snapshots") has that verb: its scope ends at a comma.
-        k, words, covered_action = i + cue_len, 0, i in ends
+        words, covered_action = 0, i in ends
         if k < n and (tokens[k] in _PARTICIPLES or tokens[k].endswith("ed")):
             covered_action = True  # "never received, push it back": a state; the comma ends the scope
         while k < n and words < NEGATION_WINDOW:
