@@ -49,6 +49,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress
+from operator import itemgetter
 from types import MappingProxyType
 
 from authz.errors import InvalidArgument
@@ -252,6 +253,7 @@ _BLOCKS = 4
 #: Bits 8-10: "will", the user themself ("I", "we"), a word after which an action/object word is the action.
 _P_WILL, _P_SELF, _P_VERB_LEAD = 1 << 8, 1 << 9, 1 << 10
 _find_tokens = TOKEN_PATTERN.findall
+_RECORDED = itemgetter(2)  # an object's recorded terms (in objects_at)
 
 
 class _CompiledCatalog:
@@ -874,13 +876,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         else:
             _allow(allowed_d, reasons, tool, 1.0, f"phrase {phrase!r}")
         terms.add(f"phrase:{phrase}")
-    if sentence_objects:
-        for s in range(1, sentence + 1):  # "... invoice VI-5000 ... . What's the total on it?"
-            if s not in sentence_objects and s - 1 in sentence_objects:
-                sentence_objects[s] = sentence_objects[s - 1]
+    # A sentence that names no object speaks of the last one named before it ("... invoice VI-5000 ... .
+    # What's the total on it?"): looked up for the sentences that ask for something, and kept.
+    first_named = min(sentence_objects) if sentence_objects else sentence + 1
     asks, asks_of, forbids = catalog.asks, catalog.asks_of, catalog.forbids
     for term, start, in_sentence, scope, untrusted, generic in actions:
-        objs = sentence_objects.get(in_sentence, _NO_OBJECTS)
+        objs = sentence_objects.get(in_sentence)
+        if objs is None:
+            objs = _NO_OBJECTS
+            if in_sentence > first_named:
+                objs = _named_before(sentence_objects, in_sentence)
         if untrusted:
             if scope == -1 and term is not None:
                 terms.add("injection")
@@ -962,9 +967,12 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
                 reason = only_reasons[tool]
                 forbidden_d[tool] = reason
                 reasons.append(reason)
-    for pos, _, recorded in objects_at:
-        if pos < injection:
-            terms.update(recorded)
+    if injection == n:
+        terms.update(*map(_RECORDED, objects_at))
+    else:
+        for pos, _, recorded in objects_at:
+            if pos < injection:
+                terms.update(recorded)
 
     if forbidden_d:
         forbidden = frozenset(forbidden_d)
@@ -1190,6 +1198,21 @@ def _negation_scopes(
                 covered_action = covered_action or k in starts
                 words += 1
             k += 1
+
+
+def _named_before(sentence_objects: dict[int, frozenset[str]], s: int) -> frozenset[str]:
+    """The objects of the last sentence before ``s`` that names any (there is one), kept for ``s`` and for
+    the sentences walked past: each sentence is walked past once at most, so the work stays linear."""
+    missing = [s]
+    k = s - 1
+    objs = sentence_objects.get(k)
+    while objs is None:
+        missing.append(k)
+        k -= 1
+        objs = sentence_objects.get(k)
+    for k in missing:
+        sentence_objects[k] = objs
+    return objs
 
 
 def _undetermined(truncated: bool, terms: set[str] | frozenset[str] = frozenset()) -> Intent:
