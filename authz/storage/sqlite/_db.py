@@ -223,6 +223,8 @@ class _Checkpointer(threading.Thread):
                 try:
                     self.checkpoint()
                 except apsw.Error as exc:  # e.g. the disk is full: the WAL keeps the data meanwhile
+                    if self._stopped.is_set():
+                        break  # stopped between the wait and the pass: nothing failed
                     if not failing:
                         log.warning("SQLite checkpoints failing (the WAL grows until they succeed): %s", exc)
                     failing = True
