@@ -242,7 +242,8 @@ _MAX_WORDS = 50_000
 #: at most 64 characters) whatever prompts arrive.
 _MAX_KEPT_WORD = 64
 #: A word table entry (see :meth:`_CompiledCatalog.learn`).
-_Word = tuple[str, str, int, int, int, int, int, int]
+#: (the sixth field: an action word's (terms by next stem, terms anywhere), see _action_options; else 0)
+_Word = tuple[str, str, int, int, int, object, int, int]
 #: A word's context bits (a word table entry's last field; 0 for punctuation), which tell a request from a
 #: state or a report ("the approved invoices", "Tom moved"), computed once per word. Bits 0-3: how the word
 #: reads itself (a participle, an -ed form, an -ing form, a word at all).
@@ -546,14 +547,15 @@ class _CompiledCatalog:
         if token == "?":
             flags |= _QUESTION
         # (token, stem, flags, 1 where a new sentence starts, context bits, and the flags a prompt's
-        # positions are selected by, each its own field so that itertools.compress selects them)
+        # positions are selected by, each its own field so that itertools.compress selects them; for an
+        # action word, the terms it may start instead of its flag)
         word = (
             token,
             st,
             flags,
             flags & _SENTENCE,
             _context(token),
-            flags & _ACTION,
+            self.action_options[st] if flags & _ACTION else 0,
             flags & _OBJECT,
             flags & _RARE,
         )
@@ -764,7 +766,6 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # Action terms, longest first; a position used by one term is not reused by another.
     actions: list[_Action] = []  # each [term, start, sentence, scope, untrusted, generic]
     taken: set[int] = set()
-    action_options = catalog.action_options
     for i in compress(every, acting):
         if i in taken:
             continue
@@ -775,7 +776,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
             or (before & _P_WILL and i > 1 and context[i - 2] & _P_SELF)
         ):
             continue
-        by_next, options = action_options[stemmed[i]]
+        by_next, options = acting[i]
         if by_next and i + 1 < n:
             options = by_next.get(stemmed[i + 1], options)
         for term, object_word, light, single, generic, gap, after_gap in options:
@@ -939,7 +940,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # (Allowing at 0.6, the weakest strength, changes nothing for a tool already allowed.)
     read_reasons = catalog.read_reasons
     if sentence_objects and active:
-        named = [sentence_objects[s] for s in active if s in sentence_objects]
+        named = list(filter(None, map(sentence_objects.get, active)))  # (kept object sets are never empty)
         if named:
             objs = named[0] if len(named) == 1 else frozenset().union(*named)
             reading = catalog.reading.get(objs)
