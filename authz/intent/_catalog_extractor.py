@@ -749,12 +749,15 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     marker_at: list[int] = []
     read_only_at: list[int] = []
     questions: set[int] = set()
+    post_at: set[int] = set()
     seen = 0  # the rarer kinds of word the prompt has
     for i in compress(every, rare):
         f = flags[i]
         seen |= f
         if f & _CUE:
             cue_at.append(i)
+        if f & _POST_NEGATION:
+            post_at.add(i)
         if f & _MARKER:
             marker_at.append(i)
         if f & _READ_ONLY:
@@ -836,18 +839,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         _negation_scopes(catalog, tokens, context, actions, cue_at, scope_of, cue_of)
         for action in actions:
             action[_SCOPE] = scope_of[action[_START]]
-    if seen & _POST_NEGATION:  # any "nothing/nicht" that may negate the verb before it
-        post_negations = lex.post_negations
+    if post_at:  # a "nothing/nicht" right after a verb (or one word on, within the clause) negates it
         for action in actions:
             if action[_SCOPE] == -1:
-                end = action[_START] + len(action[_TERM].words)
-                for k in range(end, min(n, end + 2)):
-                    if tokens[k] in BREAK_TOKENS:
-                        break
-                    if tokens[k] in post_negations:
-                        action[_SCOPE] = len(cue_of)
-                        cue_of.append(tokens[k])
-                        break
+                k = action[_START] + len(action[_TERM].words)
+                if k not in post_at:
+                    k += 1
+                    if k not in post_at or tokens[k - 1] in BREAK_TOKENS:
+                        continue
+                action[_SCOPE] = len(cue_of)
+                cue_of.append(tokens[k])
     sentence_objects: dict[int, frozenset[str]] = {}
     scope_objects: dict[int, frozenset[str]] = {}
     # (most sentences name one object: its names are taken as they are, a union only for a second one)
