@@ -34,9 +34,12 @@ objects from its keywords (plus the lexicon's synonyms of them).
 read with lookups in them. The prompt is cut at whitespace and each piece ("invoices,", "INV-1001") is
 looked up in a table of pieces already read, which holds each piece's normalized words with their stems
 and what they may start (filled as prompts arrive, bounded like the word table); then only the flagged
-words are visited. The action terms to try at a word are narrowed by the next word; what an action asks
-for (or, negated, forbids) given the objects its sentence names is computed once per (term, objects) per
-catalog with its reasons written; the reads a task brings along are set unions over per-catalog tables.
+words are visited, each kind selected by its own column with ``itertools.compress``. The action terms to
+try at a word are in its table entry, narrowed by the next word; what an action asks for (or, negated,
+forbids) given the objects its sentence names is computed once per (term, objects) per catalog with its
+reasons written; the tools that read the objects named, and the reads a task brings along, are kept per
+catalog too. Quotes are found with ``str.find`` (no pattern scan of the prompt), and a negation scope
+without a comma or clause word in reach is marked as one slice.
 ``tests/intent_reference.py`` keeps the plain reading of these rules, and a differential test holds this
 module to it, Intent field by field.
 """
