@@ -245,8 +245,8 @@ _MAX_WORDS = 50_000
 #: at most 64 characters) whatever prompts arrive.
 _MAX_KEPT_WORD = 64
 #: A word table entry (see :meth:`_CompiledCatalog.learn`).
-#: (the sixth field: an action word's (terms by next stem, terms anywhere), see _action_options; else 0)
-_Word = tuple[str, str, int, int, int, object, int, int]
+#: (the fifth field: an action word's (terms by next stem, terms anywhere), see _action_options; else 0)
+_Word = tuple[str, str, int, int, object, int, int]
 #: A word's context bits (a word table entry's last field; 0 for punctuation), which tell a request from a
 #: state or a report ("the approved invoices", "Tom moved"), computed once per word. Bits 0-3: how the word
 #: reads itself (a participle, an -ed form, an -ing form, a word at all).
@@ -549,18 +549,17 @@ class _CompiledCatalog:
             flags |= _POST_NEGATION
         if token == "?":
             flags |= _QUESTION
-        # (token, stem, flags, 1 where a new sentence starts, context bits, and the flags a prompt's
-        # positions are selected by, each its own field so that itertools.compress selects them; for an
-        # action word, the terms it may start instead of its flag)
+        # (token, stem, 1 where a new sentence starts, context bits, and what a prompt's positions are
+        # selected by, each its own field so that itertools.compress selects them: an action word's
+        # terms, the object flag, and the flags of a word of the rarer kinds)
         word = (
             token,
             st,
-            flags,
             flags & _SENTENCE,
             _context(token),
             self.action_options[st] if flags & _ACTION else 0,
             flags & _OBJECT,
-            flags & _RARE,
+            flags if flags & _RARE else 0,
         )
         if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
             self.words[token] = word
@@ -728,7 +727,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     quoted = 0
     if '"' in text or "“" in text or "„" in text or ("'" in text and _may_open_single_quote(text)):
         text, quoted = _strip_quoted(text)
-    # Each word's table entry (token, stem, flags, sentence start, context) by one lookup per
+    # Each word's table entry (token, stem, sentence start, context, selectors) by one lookup per
     # whitespace-delimited piece; only pieces not seen before are tokenized.
     chunks = _chunks(text) if "\n" in text else text.split()  # (the common case inline)
     try:
@@ -740,7 +739,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
     n = len(known)
     # (equal lengths by construction; zip without the keyword argument is the faster call)
-    tokens, stemmed, flags, starts, context, acting, naming, rare = zip(*known)  # noqa: B905
+    tokens, stemmed, starts, context, acting, naming, rare = zip(*known)  # noqa: B905
     # the sentence a token is in: sentence tokens start the next one ("?" belongs to it)
     sentence_of = list(accumulate(starts))
     sentence = sentence_of[-1]
@@ -755,7 +754,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     post_at: set[int] = set()
     seen = 0  # the rarer kinds of word the prompt has
     for i in compress(every, rare):
-        f = flags[i]
+        f = rare[i]
         seen |= f
         if f & _CUE:
             cue_at.append(i)
