@@ -245,7 +245,8 @@ _MAX_WORDS = 50_000
 #: at most 64 characters) whatever prompts arrive.
 _MAX_KEPT_WORD = 64
 #: A word table entry (see :meth:`_CompiledCatalog.learn`).
-#: (the fifth field: an action word's (terms by next stem, terms anywhere), see _action_options; else 0)
+#: (the fifth field: an action word's (terms by next stem, terms anywhere), see _action_options, the sixth
+#: an object word's objects; else 0)
 _Word = tuple[str, str, int, int, object, int, int]
 #: A word's context bits (a word table entry's last field; 0 for punctuation), which tell a request from a
 #: state or a report ("the approved invoices", "Tom moved"), computed once per word. Bits 0-3: how the word
@@ -549,16 +550,22 @@ class _CompiledCatalog:
             flags |= _POST_NEGATION
         if token == "?":
             flags |= _QUESTION
+        objects: object = 0
+        if flags & _OBJECT:  # the objects the word may start (words, names, recorded terms), longest first
+            objects = self.object_index.get(st)
+            if objects is None:  # a compound kept in the table, or the first word of a phrase only
+                names = self.compounds.get(st)
+                objects = [((st,), names, self.object_terms(names))] if names else _PHRASE_ONLY
         # (token, stem, 1 where a new sentence starts, context bits, and what a prompt's positions are
         # selected by, each its own field so that itertools.compress selects them: an action word's
-        # terms, the object flag, and the flags of a word of the rarer kinds)
+        # terms, an object word's objects, and the flags of a word of the rarer kinds)
         word = (
             token,
             st,
             flags & _SENTENCE,
             _context(token),
             self.action_options[st] if flags & _ACTION else 0,
-            flags & _OBJECT,
+            objects,
             flags if flags & _RARE else 0,
         )
         if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
@@ -567,6 +574,8 @@ class _CompiledCatalog:
 
 
 _ActionOption = tuple[ActionTerm, bool, bool, bool, bool, int, str | None]
+#: The objects entry of a word that only starts a tool phrase (a truthy value, told apart by identity).
+_PHRASE_ONLY: list = [None]
 _Asks = tuple[tuple[tuple[str, float, str], ...], str | None]
 _NO_OBJECTS: frozenset[str] = frozenset()
 _NO_TOOLS: frozenset[str] = frozenset()
@@ -813,21 +822,16 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # Objects the prompt names (catalog keywords and their lexicon synonyms), and tool phrases.
     objects_at: list[tuple[int, frozenset[str], tuple[str, ...]]] = []
     phrase_hits: list[tuple[int, str, str]] = []
-    object_index, phrase_index = catalog.object_index, catalog.phrases
+    phrase_index = catalog.phrases
     for i in compress(every, naming):
-        tok = stemmed[i]
-        options = object_index.get(tok)
-        if options is not None:
+        options = naming[i]  # (a German compound, "Lieferantenrechnungen", was split when first seen)
+        if options is not _PHRASE_ONLY:
             for words, names, recorded in options:
                 if len(words) == 1 or stemmed[i : i + len(words)] == words:
                     objects_at.append((i, names, recorded))
                     break
-        else:  # a German compound ("Lieferantenrechnungen"), split when the word was first seen
-            names = catalog.compounds.get(tok)
-            if names:
-                objects_at.append((i, names, catalog.object_terms(names)))
         if phrase_index:
-            for words, tool, phrase in phrase_index.get(tok, ()):
+            for words, tool, phrase in phrase_index.get(stemmed[i], ()):
                 if stemmed[i : i + len(words)] == words:
                     phrase_hits.append((i, tool, phrase))
     if not actions and not objects_at and not phrase_hits:
