@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.request
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -97,6 +97,8 @@ class ReceiptVerifier:
     ``keys``: a JWK Set (mapping or JSON) or ``{kid: raw 32-byte public key}``; ``jwks_url``: where
     Tessera publishes them (``<gateway>/v1/admin/receipt-keys``), fetched on first use and again when a
     receipt names an unknown key id (at most every ``min_refetch_s``), so a key rotation needs no restart.
+    After a failed fetch the next one is due within ``FAILED_REFETCH_S``: a receipt with an unknown key
+    waits for it rather than being refused (a tool server that starts before Tessera).
     Receipts under a previous key verify as long as Tessera still publishes that key and they have not
     expired. Optional expectations refuse receipts issued for someone else: ``tenant``, and ``server``
     (a tool server behind ``/v1/mcp/<name>`` gives its name; the default server leaves it None and then
@@ -116,6 +118,7 @@ class ReceiptVerifier:
         min_refetch_s: float = MIN_REFETCH_S,
         fetch_timeout_s: float = 2.0,
         fetch: Callable[[str, float], bytes] = _fetch_url,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
         if keys is None and jwks_url is None:
             raise ValueError("give the receipt keys or the URL Tessera publishes them at")
@@ -131,6 +134,7 @@ class ReceiptVerifier:
         self._min_refetch_s = min_refetch_s
         self._fetch_timeout_s = fetch_timeout_s
         self._fetch = fetch
+        self._sleep = sleep
         self._fetched_at: float | None = None
         self._fetch_failed = False
         self._fetch_lock = asyncio.Lock()
@@ -166,6 +170,16 @@ class ReceiptVerifier:
             self._fetched_at is None or self._clock() - self._fetched_at >= interval
         )
 
+    async def _retry_due(self) -> None:
+        """Wait until the retry after a failed fetch is due (at most ``FAILED_REFETCH_S``). Requests
+        queue on the fetch lock meanwhile, so a Tessera that is down still sees at most one fetch per
+        ``FAILED_REFETCH_S``, and the request that waited is served by that fetch, not refused."""
+        if self._fetched_at is None:
+            return
+        remaining = self._fetched_at + min(self._min_refetch_s, FAILED_REFETCH_S) - self._clock()
+        if remaining > 0:
+            await self._sleep(min(remaining, FAILED_REFETCH_S))
+
     def verify(self, token: str | None, body: bytes) -> Receipt:
         """The receipt's claims when it holds for ``body``; ReceiptError otherwise. Never fetches keys
         (use :meth:`averify` for that) and claims the receipt id in the replay cache."""
@@ -179,6 +193,8 @@ class ReceiptVerifier:
             # Through the lock even when no fetch is due: requests that arrive while the first fetch is
             # under way wait for its keys instead of being refused for a key it is about to bring.
             async with self._fetch_lock:
+                if receipt.kid not in self._keys and self._fetch_failed:
+                    await self._retry_due()
                 if receipt.kid not in self._keys and self._may_refetch():
                     try:
                         await self.arefresh()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from authz.receipts import (
     jwks,
 )
 from authz.receipts._format import b64u, parse, unb64u
+from authz.receipts._verify import FAILED_REFETCH_S
 from authz.secrets import Secret
 from authz.token import KeyRing
 
@@ -186,13 +188,15 @@ def test_an_unknown_key_id_refetches_the_published_keys_at_most_so_often():
 
 
 def test_a_failed_key_fetch_is_retried_soon_not_after_the_full_interval():
-    """A tool server that starts before Tessera: its first fetch fails; a call once Tessera is up must
-    not be refused for the whole refetch interval."""
+    """A tool server that starts before Tessera: its first fetch fails; a call once Tessera is up waits
+    out the short retry (FAILED_REFETCH_S) and is served by it, neither refused for the whole refetch
+    interval nor for having come too soon after the failure."""
     clock = Clock()
     (r1,) = keys("r1")
     signer = ReceiptSigner(r1, clock=clock)
     up = [False]
     fetched: list[float] = []
+    slept: list[float] = []
 
     def fetch(url: str, timeout: float) -> bytes:
         fetched.append(clock.now)
@@ -200,22 +204,49 @@ def test_a_failed_key_fetch_is_retried_soon_not_after_the_full_interval():
             raise ConnectionRefusedError("Tessera is not up yet")
         return json.dumps(jwks([r1])).encode()
 
-    verifier = ReceiptVerifier(jwks_url="http://gw/keys", clock=clock, fetch=fetch, min_refetch_s=10)
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    verifier = ReceiptVerifier(
+        jwks_url="http://gw/keys", clock=clock, fetch=fetch, min_refetch_s=10, sleep=sleep
+    )
     with pytest.raises(ReceiptError) as refused:
         asyncio.run(verifier.averify(issue(signer, decision_id="early"), BODY))
     assert refused.value.reason == "keys_unavailable"
     up[0] = True
-    with pytest.raises(ReceiptError, match="unknown key"):  # right after the failure: not yet again
-        asyncio.run(verifier.averify(issue(signer, decision_id="too-soon"), BODY))
-    clock.now += 0.3  # well inside min_refetch_s, past the short retry after a failure
-    assert asyncio.run(verifier.averify(issue(signer, decision_id="later"), BODY)).kid == "r1"
-    assert len(fetched) == 2
+    clock.now += 0.1  # right after the failure: the request waits for the retry, then is served
+    assert asyncio.run(verifier.averify(issue(signer, decision_id="soon"), BODY)).kid == "r1"
+    assert slept == [pytest.approx(FAILED_REFETCH_S - 0.1)]
+    assert len(fetched) == 2 and fetched[1] - fetched[0] == pytest.approx(FAILED_REFETCH_S)
     # after a successful fetch the full interval holds again for an unknown key id
     (stranger,) = keys("r9")
     clock.now += 1
     with pytest.raises(ReceiptError, match="unknown key"):
         asyncio.run(verifier.averify(issue(ReceiptSigner(stranger, clock=clock), decision_id="x"), BODY))
     assert len(fetched) == 2
+
+
+def test_a_tessera_that_stays_down_sees_one_key_fetch_per_retry_interval():
+    clock = Clock()
+    (r1,) = keys("r1")
+    signer = ReceiptSigner(r1, clock=clock)
+    fetched: list[float] = []
+
+    def fetch(url: str, timeout: float) -> bytes:
+        fetched.append(clock.now)
+        raise ConnectionRefusedError("Tessera is down")
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    verifier = ReceiptVerifier(jwks_url="http://gw/keys", clock=clock, fetch=fetch, sleep=sleep)
+    for i in range(4):  # back to back: each waits for the next retry, and each is refused honestly
+        with pytest.raises(ReceiptError) as refused:
+            asyncio.run(verifier.averify(issue(signer, decision_id=f"d{i}"), BODY))
+        assert refused.value.reason == "keys_unavailable"
+    gaps = [later - earlier for earlier, later in itertools.pairwise(fetched)]
+    assert gaps == [pytest.approx(FAILED_REFETCH_S)] * 3
 
 
 def test_requests_arriving_during_the_first_key_fetch_wait_for_it():
