@@ -59,6 +59,9 @@ fuzz: $(STAMP) ## property tests with many examples, the SQLite multi-process so
 bench: $(STAMP) ## run the benchmark (starts its own stack) and print one table
 	$(BIN)/python -m bench
 
+profile: $(STAMP) ## a check process's CPU per request next to the no-op floor's, by thread (and by library with perf)
+	$(BIN)/python -m bench.cpu_profile --perf
+
 INTENT_DATA := tests/data/intent
 eval-intent: $(STAMP) ## measure the intent extractor on the labelled corpus (EXTRACTOR=URL for an HTTP one)
 	@for set in demo ap cloud crm; do for part in cases holdout holdout2 holdout3; do \
@@ -67,4 +70,4 @@ eval-intent: $(STAMP) ## measure the intent extractor on the labelled corpus (EX
 	    --cases $(INTENT_DATA)/$${set}_$${part}.jsonl $(if $(EXTRACTOR),--extractor $(EXTRACTOR)) || exit 1; \
 	done; done
 
-.PHONY: help install helm run test lint fmt proto bench fuzz eval-intent
+.PHONY: help install helm run test lint fmt proto bench profile fuzz eval-intent

@@ -56,6 +56,17 @@ tenants:
     intent: {{mode: "off"}}
     policy: {ROOT / "authz/policy/examples/demo.rego"}
 """
+# The same pipeline with intent enforced on the demo catalog (the workdir's copy, under this tenant's
+# name); every call carries one prompt that asks for read_invoice, so after the first call the
+# extractor's per-prompt cache answers (a new prompt's cost is the in-process intent rows).
+INTENT_TENANT = """
+  bench-intent:
+    intent: {{mode: enforce}}
+    catalog: {catalog}
+    policy: {policy}
+"""
+INTENT_PROMPT = "Please show me invoice INV-1001 with its lines and totals."
+
 MCP_BODY = {
     "jsonrpc": "2.0",
     "id": 42,
@@ -68,18 +79,19 @@ MCP_BODY = {
 }
 
 
-def _token() -> str:
+def _token(tenant: str = "bench") -> str:
     return mint(
         KeyRing(Secret(MASTER)),
-        tenant="bench",
+        tenant=tenant,
         agent="bench-agent",
         tools=["read_invoice", "list_invoices"],
         expires=datetime.now(UTC) + timedelta(hours=2),
     )
 
 
-def _check_request(token: str) -> bytes:
-    """A CheckRequest as Envoy sends it for an MCP tools/call, framed for gRPC (5-byte prefix)."""
+def _check_request(token: str, prompt: str | None = None) -> bytes:
+    """A CheckRequest as Envoy sends it for an MCP tools/call, framed for gRPC (5-byte prefix);
+    ``prompt`` goes in ``x-intent-prompt``."""
     request = external_auth_pb2.CheckRequest()
     attrs = request.attributes
     attrs.source.address.socket_address.address = "127.0.0.1"
@@ -97,6 +109,8 @@ def _check_request(token: str) -> bytes:
         "x-request-id": "5f0b2c9e-2d1c-4c7e-9a51-1f6a4f6c1b2a",
         "mcp-protocol-version": "2025-06-18",
     }
+    if prompt is not None:
+        headers["x-intent-prompt"] = prompt
     for key, value in headers.items():
         http.header_map.headers.append(base_pb2.HeaderValue(key=key, raw_value=value.encode()))
     http.raw_body = json.dumps(MCP_BODY).encode()
@@ -226,9 +240,10 @@ async def _audited(db: Path) -> tuple[int, int]:
     store = open_store(f"sqlite:///{db}")
     try:
         allows = total = 0
-        async for record in store.iter_events("bench"):
-            total += 1
-            allows += record.decision == "allow"
+        for tenant in ("bench", "bench-intent"):
+            async for record in store.iter_events(tenant):
+                total += 1
+                allows += record.decision == "allow"
         return allows, total
     finally:
         await store.close()
@@ -397,6 +412,9 @@ def _tracing_rows(workdir: Path, env: dict[str, str], direct) -> None:
         stop_process(sink)
 
 
+INTENT_ROWS = {n: f"direct gRPC, Tessera + intent catalog, {n} in flight" for n in (32, 1)}
+
+
 def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], audit: str) -> None:
     by = dict(rows)
     print()
@@ -413,6 +431,14 @@ def _report(rows: list[tuple[str, dict]], breakdown: list[tuple[str, float]], au
     ratio = full["rps"] / noop["rps"]
     added = tessera["p50"] - alone["p50"]
     print(f"pipeline / no-op throughput, direct, 32 in flight:  {ratio:.2f}x  (target >= 0.6x)")
+    if INTENT_ROWS[32] in by:
+        intent, intent_1 = by[INTENT_ROWS[32]], by[INTENT_ROWS[1]]
+        untraced_1 = by["direct gRPC, Tessera pipeline, 1 in flight"]
+        on_off, added_1 = intent["rps"] / full["rps"], intent_1["p50"] - untraced_1["p50"]
+        print(
+            f"intent catalog on (enforce, one prompt: cached):   {intent['rps'] / noop['rps']:.2f}x the "
+            f"no-op, {on_off:.2f}x intent off at 32; {added_1:+.2f} ms p50 at 1"
+        )
     traced = by.get("direct gRPC, Tessera + tracing, 32 in flight")
     if traced is not None:
         traced_1 = by["direct gRPC, Tessera + tracing, 1 in flight"]
@@ -460,6 +486,11 @@ def figures(rows: list[tuple[str, dict]], allows: int, answered: int) -> dict:
         "added_p50_ms": round(tessera["p50"] - alone["p50"], 3),
         "p99_ms": round(envoy_full["p99"], 3),
         "p99_ms_direct_32": round(full["p99"], 3),
+        **(
+            {"intent_ratio": round(by[INTENT_ROWS[32]]["rps"] / noop["rps"], 3)}
+            if INTENT_ROWS[32] in by
+            else {}
+        ),
         "errors": sum(r["errors"] for _, r in rows),
         "audited_equals_answered": allows >= answered,
         "rows": {name: r for name, r in rows},
@@ -492,10 +523,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench needs {tool}: apt-get install nghttp2-client wrk", file=sys.stderr)
             return 2
     workdir = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
-    (workdir / "tenants.yaml").write_text(TENANTS)
+    catalog = yaml.safe_load((ROOT / "authz/intent/examples/demo_catalog.yaml").read_text())
+    catalog["tenants"] = {"bench-intent": catalog["tenants"]["demo"]}
+    (workdir / "intent_catalog.yaml").write_text(yaml.safe_dump(catalog))
+    intent_tenant = INTENT_TENANT.format(
+        catalog=workdir / "intent_catalog.yaml", policy=ROOT / "authz/policy/examples/demo.rego"
+    )
+    (workdir / "tenants.yaml").write_text(TENANTS + intent_tenant)
     token = _token()
     body = workdir / "check.bin"
     body.write_bytes(_check_request(token))
+    intent_body = workdir / "check-intent.bin"
+    intent_body.write_bytes(_check_request(_token("bench-intent"), INTENT_PROMPT))
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT.format(body=json.dumps(MCP_BODY), token=token))
     list_script = workdir / "list.lua"
@@ -510,11 +549,12 @@ def main(argv: list[str] | None = None) -> int:
     forwarding_summary: dict | None = None
     pg_summary: dict = {"skipped": "not run"}
 
-    def direct(name: str, port: int, streams: int) -> dict:
+    def direct(name: str, port: int, streams: int, request: Path = body) -> dict:
         log = workdir / f"h2load-{len(rows)}.log"
         clients, per_client = connections(streams, args.workers)
-        rows.append((name, h2load(port, body, seconds=seconds, clients=clients, streams=per_client, log=log)))
-        return rows[-1][1]
+        run = h2load(port, request, seconds=seconds, clients=clients, streams=per_client, log=log)
+        rows.append((name, run))
+        return run
 
     try:
         tessera.start()
@@ -526,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
             direct("direct gRPC, Tessera pipeline, 32 in flight", check_port, 32)
             direct("direct gRPC, no-op servicer, 1 in flight", noop_port, 1)
             direct("direct gRPC, Tessera pipeline, 1 in flight", check_port, 1)
+            direct(INTENT_ROWS[32], check_port, 32, intent_body)
+            direct(INTENT_ROWS[1], check_port, 1, intent_body)
             pg_summary = pgrow.postgres_rows(workdir, env, direct)
         forwarding_summary = forwarding.forwarder_rounds(
             workdir, env, check_port, direct, args.forwarder_rounds

@@ -31,8 +31,9 @@ _PACKAGE_RE = re.compile(r"^[ \t]*package[ \t]+([A-Za-z0-9_.]+)", re.MULTILINE)
 
 
 class OpaStandIn:
-    def __init__(self, tls: tuple[str, str] | None = None) -> None:
-        """``tls``: (certificate file, key file) to serve HTTPS instead of HTTP."""
+    def __init__(self, tls: tuple[str, str] | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        """``tls``: (certificate file, key file) to serve HTTPS instead of HTTP; ``host``/``port``: where
+        to listen (another loopback address stands for an OPA server that moved)."""
         self.policies: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
         self.inputs: list[Any] = []
@@ -41,7 +42,7 @@ class OpaStandIn:
         self._dir = tempfile.TemporaryDirectory(prefix="opa-standin-")
         self._evaluators: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._scheme = "http"
         if tls is not None:
@@ -55,7 +56,8 @@ class OpaStandIn:
 
     @property
     def url(self) -> str:
-        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
+        host, port = self._server.server_address[:2]
+        return f"{self._scheme}://{host}:{port}"
 
     @property
     def port(self) -> int:

@@ -23,13 +23,14 @@ import ipaddress
 import re
 import socket
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from authz.echo import echo
-from authz.errors import InvalidArgument
+from authz.errors import DependencyError, InvalidArgument
 from authz.outbound import OutboundPolicy, vet_host_sync
 from authz.policy._engine import EngineResult
 from authz.policy._result import PolicyResult, result_from_engine
@@ -153,6 +154,13 @@ def _pinned_client_class(base: type) -> type:
 
 _PINNED_CLASSES: dict[type, type] = {}
 
+#: How long a vetted OPA address is used before the server's name is resolved (and vetted) again: an
+#: OPA pod that comes back at a new address (a headless Service, a new node) is reached within this.
+REVET_AFTER_S = 30.0
+#: After an undefined answer, the policy is pushed again at most this often: an OPA server that
+#: restarted has lost what Tessera pushed, and answers every query "undefined" until it is back.
+REPUSH_AFTER_UNDEFINED_S = 5.0
+
 
 class OpaClients:
     """One ``opa_client.AsyncOpaClient`` per OPA server, shared by every tenant and policy version that
@@ -160,6 +168,8 @@ class OpaClients:
 
     def __init__(self, outbound: OutboundPolicy | None = None) -> None:
         self._clients: dict[str, Any] = {}
+        self._vetted_at: dict[str, float] = {}  # url -> when its address was last vetted (monotonic)
+        self._retired: list[Any] = []  # clients replaced after a re-vet, closed by aclose()
         # The operator's outbound rules (authz.outbound): a tenant's OPA URL may not name loopback,
         # private or metadata addresses or Tessera's own ports unless TESSERA_OUTBOUND_ALLOW says so.
         self._outbound = outbound
@@ -172,13 +182,31 @@ class OpaClients:
         return client
 
     async def aget(self, url: str) -> Any:
-        """:meth:`get` for the event loop: the first use resolves the server's name on a thread, so a
-        slow DNS answer delays only this tenant's evaluation, not every check on the loop."""
+        """:meth:`get` for the event loop: the name is resolved on a thread, so a slow DNS answer delays
+        only this tenant's evaluation, not every check on the loop. With outbound rules the vetted
+        address is pinned, and resolved and vetted again every :data:`REVET_AFTER_S`."""
         client = self._clients.get(url)
-        if client is None:
-            address = await asyncio.to_thread(self._vet, url) if self._outbound is not None else None
-            client = self._clients.get(url) or self._build(url, address)  # another may have won
-        return client
+        if client is not None and (
+            self._outbound is None or time.monotonic() - self._vetted_at.get(url, 0.0) < REVET_AFTER_S
+        ):
+            return client
+        if self._outbound is None:
+            return self._build(url, None)
+        self._vetted_at[url] = time.monotonic()  # one re-vet at a time per server, not one per check
+        try:
+            address = await asyncio.to_thread(self._vet, url)
+        except DependencyError:
+            if client is None:
+                raise
+            # The name does not resolve now, or resolves to an address the rules refuse: the address
+            # vetted before still serves (nothing unvetted is ever connected to).
+            return client
+        current = self._clients.get(url)
+        if current is not None and getattr(current, "vetted_address", None) == address:
+            return current
+        if current is not None:
+            self._retired.append(current)  # in-flight queries may still use it; closed by aclose()
+        return self._build(url, address)
 
     def _vet(self, url: str) -> str:
         """Resolve and vet the server's name once (OutboundRefused / DependencyError): every connection
@@ -212,7 +240,9 @@ class OpaClients:
             timeout=_MAX_TIMEOUT_MS / 1000,  # the per-call timeout is ours (asyncio.timeout)
         )
         client.pinned_address = pinned
+        client.vetted_address = address
         self._clients[url] = client
+        self._vetted_at.setdefault(url, time.monotonic())
         return client
 
     def policy(self, tenant: str, engine: Mapping[str, Any], version: Any) -> OpaPolicy:
@@ -230,7 +260,8 @@ class OpaClients:
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}
-        for client in clients.values():
+        retired, self._retired = self._retired, []
+        for client in [*clients.values(), *retired]:
             await client.close_connection()
 
 
@@ -256,6 +287,7 @@ class OpaPolicy:
         self._content_hash = content_hash
         self._pushed = not settings.push
         self._push_lock = asyncio.Lock()
+        self._repushed_at = float("-inf")
 
     @property
     def version(self) -> int:
@@ -296,9 +328,16 @@ class OpaPolicy:
                     await self.push()
                 client = await self._session()
                 response = await client.query_rule(dict(input), self.settings.path)
+                if self._lost_policy(response):
+                    # OPA restarted and lost the pushed module: push it again and ask once more.
+                    self._pushed = False
+                    await self.push()
+                    response = await client.query_rule(dict(input), self.settings.path)
         except TimeoutError:
             return PolicyResult.deny(f"OPA did not answer within {self.settings.timeout_ms} ms", error=True)
         except Exception as exc:
+            if self.settings.push and isinstance(exc, OSError | _client_errors()):
+                self._pushed = False  # the server may have restarted: push before the next query
             return PolicyResult.deny(f"OPA policy evaluation failed: {_describe(exc)}", error=True)
         if not isinstance(response, dict):
             return PolicyResult.deny("OPA answered something other than a JSON object", error=True)
@@ -306,8 +345,25 @@ class OpaPolicy:
             return result_from_engine(EngineResult("undefined"))
         return result_from_engine(EngineResult("value", (response["result"],)))
 
+    def _lost_policy(self, response: Any) -> bool:
+        """An undefined answer while Tessera pushes the policy, at most once per
+        :data:`REPUSH_AFTER_UNDEFINED_S` (a policy may also be undefined for some inputs by design)."""
+        if not self.settings.push or not isinstance(response, dict) or "result" in response:
+            return False
+        now = time.monotonic()
+        if now - self._repushed_at < REPUSH_AFTER_UNDEFINED_S:
+            return False
+        self._repushed_at = now
+        return True
+
     def __repr__(self) -> str:
         return f"OpaPolicy(tenant={self.tenant!r}, url={self.settings.url!r}, version={self._version})"
+
+
+def _client_errors() -> type[BaseException]:
+    import aiohttp  # with the ``opa`` extra, as opa_client is
+
+    return aiohttp.ClientConnectionError
 
 
 def _describe(exc: BaseException) -> str:

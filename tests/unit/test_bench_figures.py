@@ -53,3 +53,40 @@ def test_postgres_rows_are_a_ratio_to_the_same_runs_no_op_floor_and_check_the_au
     skipped = {"skipped": "PostgresNotInstalled: no initdb"}
     assert pgrow.ok(skipped) and "not measured" in pgrow.report(skipped)[0]
     assert "Tessera" not in pgrow.ROW_32 + pgrow.ROW_1  # kept out of the SQLite rows' audit count
+
+
+def test_the_cpu_profile_reads_each_threads_cpu_and_reports_the_difference_per_request():
+    import os
+    import threading
+    import time
+
+    from bench.cpu_profile import report, thread_cpu_s
+
+    pid, stop = os.getpid(), threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            sum(range(1000))
+
+    worker = threading.Thread(target=busy)
+    before = thread_cpu_s(pid)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # this thread works too, until both show a clock tick
+            sum(range(100_000))
+            after = thread_cpu_s(pid)
+            if after[pid][1] > before[pid][1] and after.get(worker.native_id, ("", 0.0))[1] > 0:
+                break
+    finally:
+        stop.set()
+        worker.join()
+    assert after[pid][1] > before[pid][1]  # the calling thread's CPU grew
+    assert after[worker.native_id][1] > 0  # and the worker's is read from its own task entry
+    lines = report(
+        {"rps": 2000.0, "us": {"event loop thread": 300.0, "other python threads": 80.0}, "dso": {}},
+        {"rps": 800.0, "us": {"event loop thread": 1000.0, "other python threads": 140.0}, "dso": {}},
+    )
+    assert lines[2].split() == ["event", "loop", "thread", "300", "1000", "+700"]
+    assert lines[-1].split()[:5] == ["whole", "process", "380", "1140", "+760"]
+    assert "(CPU ratio 0.33)" in lines[-1]
