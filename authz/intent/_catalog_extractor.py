@@ -517,7 +517,9 @@ class _CompiledCatalog:
 
     def learn_chunk(self, chunk: str) -> tuple[_Word, ...]:
         """The table entries of a piece's words (see :func:`_chunks` for what a piece is)."""
-        tokens = _find_tokens(normalize(chunk))
+        tokens = _PIECE_TOKENS.get(chunk)
+        if tokens is None:
+            tokens = _piece_tokens(chunk)
         get, learn = self.words.get, self.learn
         entry = tuple([get(tok) or learn(tok) for tok in tokens])
         if len(self.chunks) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
@@ -563,7 +565,7 @@ class _CompiledCatalog:
             token,
             st,
             flags & _SENTENCE,
-            _context(token),
+            _CONTEXTS.get(token) or _context_of(token),
             self.action_options[st] if flags & _ACTION else 0,
             objects,
             flags if flags & _RARE else 0,
@@ -618,6 +620,27 @@ def _action_options(
         }
         compiled[first] = (by_next, tuple(o for o in options if anywhere(o)))
     return compiled
+
+
+#: A piece's tokens and a token's context bits depend on no catalog: each is worked out once per process,
+#: not once per catalog (bounded like the catalogs' tables: a hostile stream of new words adds nothing
+#: beyond _MAX_WORDS entries of at most _MAX_KEPT_WORD characters).
+_PIECE_TOKENS: dict[str, tuple[str, ...]] = {}
+_CONTEXTS: dict[str, int] = {}
+
+
+def _piece_tokens(chunk: str) -> tuple[str, ...]:
+    tokens = tuple(_find_tokens(normalize(chunk)))
+    if len(_PIECE_TOKENS) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
+        _PIECE_TOKENS[chunk] = tokens
+    return tokens
+
+
+def _context_of(token: str) -> int:
+    bits = _context(token)
+    if len(_CONTEXTS) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
+        _CONTEXTS[token] = bits
+    return bits
 
 
 def _context(token: str) -> int:
