@@ -89,9 +89,9 @@ def _token(tenant: str = "bench") -> str:
     )
 
 
-def _check_request(token: str, prompt: str | None = None, *, invoice: str | None = None) -> bytes:
+def _check_request(token: str, prompt: str | None = None, *, arguments: dict | None = None) -> bytes:
     """A CheckRequest as Envoy sends it for an MCP tools/call, framed for gRPC (5-byte prefix);
-    ``prompt`` goes in ``x-intent-prompt``; ``invoice`` replaces the invoice id the call reads."""
+    ``prompt`` goes in ``x-intent-prompt``; ``arguments`` are added to (or replace) the call's."""
     request = external_auth_pb2.CheckRequest()
     attrs = request.attributes
     attrs.source.address.socket_address.address = "127.0.0.1"
@@ -114,9 +114,9 @@ def _check_request(token: str, prompt: str | None = None, *, invoice: str | None
     for key, value in headers.items():
         http.header_map.headers.append(base_pb2.HeaderValue(key=key, raw_value=value.encode()))
     body = MCP_BODY
-    if invoice is not None:
+    if arguments is not None:
         params = body["params"]
-        body = {**body, "params": {**params, "arguments": {**params["arguments"], "invoice_id": invoice}}}
+        body = {**body, "params": {**params, "arguments": {**params["arguments"], **arguments}}}
     http.raw_body = json.dumps(body).encode()
     payload = request.SerializeToString()
     return struct.pack(">BI", 0, len(payload)) + payload
@@ -353,11 +353,15 @@ async def _breakdown(workdir: Path, check_bin: Path) -> tuple[list[tuple[str, fl
         ("whole Check handler, 32 in flight", await timed(lambda: service.Check(request, context), batch=32)),
         (
             "whole Check handler, same call, a new message each time (as served)",
-            await _fresh_messages(service, context, n, vary=False),
+            await _fresh_messages(service, context, n, vary=None),
         ),
         (
-            "whole Check handler, new arguments each call (policy memo misses)",
-            await _fresh_messages(service, context, n, vary=True),
+            "whole Check handler, new invoice_id each call (unread by the policy: memo hit)",
+            await _fresh_messages(service, context, n, vary="invoice_id"),
+        ),
+        (
+            "whole Check handler, new amount each call (read by the policy: memo miss)",
+            await _fresh_messages(service, context, n, vary="amount"),
         ),
         ("metrics of one check (stages, decision, audit)", await timed(count)),
         ("whole Check handler, tracing on, 1 in flight", await timed(traced)),
@@ -370,15 +374,15 @@ async def _breakdown(workdir: Path, check_bin: Path) -> tuple[list[tuple[str, fl
     return rows, decision
 
 
-async def _fresh_messages(service, context, n: int, *, vary: bool) -> float:
+async def _fresh_messages(service, context, n: int, *, vary: str | None) -> float:
     """µs per check over ``n`` CheckRequest messages decoded beforehand, one per call as the server
     hands them over (the other rows reuse one decoded message, whose fields protobuf has already
-    wrapped). ``vary``: every call names another invoice, what real traffic pays, since the policy
-    reads the arguments and so memoizes nothing across such calls."""
+    wrapped). ``vary``: the argument that takes a new value in every call, as in real traffic; the
+    demo policy reads ``amount`` (so its memo cannot answer) but not ``invoice_id``."""
     token = _token()
     requests = [
         external_auth_pb2.CheckRequest.FromString(
-            _check_request(token, invoice=f"INV-{i:06d}" if vary else None)[5:]
+            _check_request(token, arguments=None if vary is None else {vary: i + 1})[5:]
         )
         for i in range(n)
     ]
