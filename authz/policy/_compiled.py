@@ -119,7 +119,8 @@ class CompiledPolicy:
         if result is not None:
             self.memo_hits += 1
             return result
-        result = self._evaluate(narrowed, narrowed=True)
+        # The engine is given only what the policy can read: every value costs a native call to pass.
+        result = self._evaluate(narrowed if paths is None else keep_paths(narrowed, paths), narrowed=True)
         if not result.error and len(key) <= MEMO_MAX_KEY_CHARS:
             if len(memo) >= MEMO_ENTRIES:
                 with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # raced a thread
@@ -203,6 +204,28 @@ def read_paths(input: Mapping[str, Any], paths: tuple[tuple[str, ...], ...]) -> 
         else:
             seen.append([1, value])
     return seen
+
+
+def keep_paths(input: Mapping[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """``input`` with only what lies on ``paths`` (no path under another, as
+    :func:`~authz.policy._engine.referenced_input_paths` gives them): objects on the way keep just the
+    keys that lead on, the value at a path is kept whole, and a value on the way that is not an object
+    is kept as it is. A policy reading only ``paths`` decides the result as it decides ``input``."""
+    kept: dict[str, Any] = {}
+    for path in paths:
+        source: Any = input
+        target = kept
+        last = len(path) - 1
+        for depth, key in enumerate(path):
+            if key not in source:
+                break
+            value = source[key]
+            if depth == last or not isinstance(value, Mapping):
+                target[key] = value
+                break
+            source = value
+            target = target.setdefault(key, {})
+    return kept
 
 
 def policy_hash(source: str) -> str:
