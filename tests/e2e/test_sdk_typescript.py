@@ -21,16 +21,21 @@ import struct
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from authz.client import AsyncGateway, MemoryWriter, ProvenanceError
 from authz.client._tokens import _integral_floats_as_ints
-from authz.local.stack import free_port
+from authz.local.envoy_oauth import TokenRateLimit
+from authz.local.stack import StackPorts, free_port
 from authz.storage import open_store
 from authz.storage.memory_writers import RegisteredWriter
 from tests.e2e.conftest import unique_agent
+from tests.integration.conftest import Gateway as Stack
+from tests.integration.conftest import start_gateway
+from tests.oauth_server import OAuthServer
 
 # npm ci fetches the MCP SDK's dependency tree (the adapter's tests use the real SDK): on a loaded
 # machine that alone can outlast the suite's default 120 s per test.
@@ -41,6 +46,10 @@ READ = ("read_invoice", {"invoice_id": "INV-1001"})
 # The oldest Node the package supports (package.json engines: >=18), from npm's `node` package, which
 # installs the official binary for this platform; kept in the npm cache the server-everything tests use.
 NODE_18 = "node@18.20.8"
+#: The token exchange's stack: the agent its authorization server knows, and the token route's rate limit
+#: (a burst of 10, then one every 30 s), which test/e2e/exchange.test.mjs uses up to see Envoy's 429.
+EXCHANGE_AGENT = "agent-7"
+EXCHANGE_RATE = TokenRateLimit(burst=10, window_s=300)
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
@@ -240,7 +249,7 @@ def test_npm_pack_produces_an_installable_tarball(built, tmp_path):
         ".createRequire(import.meta.url)('tessera-authz');"
         "if (typeof esm.attenuate !== 'function' || typeof cjs.Gateway !== 'function') process.exit(1);"
         "const names = ['BudgetError', 'MemoryWriter', 'withTesseraErrors', 'tesseraTransportOptions',"
-        " 'errorFromMcp', 'waitForApproval', 'pythonJson'];"
+        " 'errorFromMcp', 'waitForApproval', 'pythonJson', 'exchangeToken'];"
         "const missing = names.filter((n) => typeof esm[n] !== 'function' || typeof cjs[n] !== 'function');"
         "console.log(missing.length ? `missing ${missing}` : 'ok');"
     )
@@ -256,3 +265,55 @@ def test_npm_pack_produces_an_installable_tarball(built, tmp_path):
     paths = {f["path"] for f in files}
     assert {"dist/esm/index.js", "dist/cjs/index.js", "dist/esm/index.d.ts", "package.json"} <= paths
     assert not any(p.startswith(("src/", "test/", "node_modules/")) for p in paths)
+
+
+@pytest.fixture(scope="module")
+def exchange_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, OAuthServer]]:
+    """A stack that trusts a real authorization server (oidc-provider-mock, tests/oauth_server.py) for
+    token exchange, as tests/integration/test_oauth_token_endpoint.py sets one up: tenant demo serves
+    /v1/mcp and the named server billing."""
+    idp = OAuthServer(users=[(EXCHANGE_AGENT, {"tools": ["read_invoice", "list_invoices"]})])
+    try:
+        workdir = tmp_path_factory.mktemp("sdk-ts-exchange")
+        ports = StackPorts.free()
+        issuers = workdir / "issuers.yaml"
+        issuers.write_text(
+            "issuers:\n"
+            f"  - issuer: {idp.issuer}\n"
+            f"    jwks_uri: {idp.jwks_uri}\n"
+            f"    audience: http://127.0.0.1:{ports.listen}/v1/mcp\n"
+            "    tenant: demo\n"
+            "    tools_claim: tools\n"
+            "    exchange:\n"
+            "      tools: [read_invoice, list_invoices]\n"
+            "      servers: [billing]\n"
+        )
+        running, gw = start_gateway(
+            workdir,
+            ports=ports,
+            env={"TESSERA_OAUTH_ISSUERS_FILE": str(issuers)},
+            oauth_token_rate_limit=EXCHANGE_RATE,
+        )
+        try:
+            yield gw, idp
+        finally:
+            running.stop()
+    finally:
+        idp.close()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # authlib's own internals, under the IdP
+def test_exchange_token_against_the_real_token_endpoint(built, exchange_stack):
+    """exchangeToken trades the real issuer's access token at the real endpoint; the token it returns is
+    accepted by real tool calls through Envoy (within its tools and servers only), and refusals (widened
+    scope, expired subject, unserved resource) and Envoy's rate limit reject with the right class."""
+    gw, idp = exchange_stack
+    resource = f"{gw.url}/v1/mcp"
+    env = {
+        "TESSERA_E2E_URL": gw.url,
+        "TESSERA_E2E_SUBJECT_TOKEN": idp.issue(EXCHANGE_AGENT, resource=resource),
+        "TESSERA_E2E_EXPIRED_SUBJECT_TOKEN": idp.issue(EXCHANGE_AGENT, resource=resource, lifetime_s=-60),
+        "TESSERA_E2E_RETRY_AFTER": str(EXCHANGE_RATE.retry_after_s),
+    }
+    out = run(["node", "--test", "test/e2e/exchange.test.mjs"], built, env=env)
+    assert "# fail 0" in out and "# skipped 0" in out and "# pass 5" in out, out

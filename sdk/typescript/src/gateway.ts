@@ -10,6 +10,7 @@ import {
   errorFromRpc,
   isRecord,
 } from "./errors.js";
+import { retryAfter, transportError } from "./http.js";
 
 export const MCP_PATH = "/v1/mcp";
 export const TOOL_CALL_PATH = "/v1/tool-call";
@@ -236,8 +237,7 @@ export class Gateway {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (exc) {
-      const detail = exc instanceof Error ? `${exc.name}: ${exc.message}` : String(exc);
-      throw new GatewayError(`cannot reach the gateway at ${url}: ${detail}`, { cause: exc });
+      throw transportError(exc, url);
     }
   }
 
@@ -283,13 +283,6 @@ function toolResult(result: unknown, decisionId: string | null, requestId: unkno
     requestId,
     raw: result,
   };
-}
-
-function retryAfter(headers: Headers): number | null {
-  const value = headers.get("retry-after");
-  if (value === null) return null;
-  const seconds = Number(value);
-  return Number.isFinite(seconds) && seconds >= 0 ? seconds : null;
 }
 
 function excerpt(body: string): string {

@@ -4,3 +4,4 @@ export * from "./approval.js";
 export * from "./gateway.js";
 export * from "./mcp.js";
 export * from "./memory.js";
+export * from "./exchange.js";
