@@ -113,7 +113,11 @@ function exchangeResult(url: string, status: number, headers: Headers, text: str
       retryAfter: retryAfter(headers),
     });
   }
-  throw new GatewayError(`token exchange at ${url} failed`, { httpStatus: status, body: text.slice(0, BODY_EXCERPT) });
+  throw new GatewayError(`token exchange at ${url} failed`, {
+    httpStatus: status,
+    body: text.slice(0, BODY_EXCERPT),
+    retryAfter: retryAfter(headers),
+  });
 }
 
 /**
@@ -128,10 +132,15 @@ function exchangeResult(url: string, status: number, headers: Headers, text: str
  * `invalid_scope` for tools beyond what is allowed, `invalid_target` for a resource or audience the
  * gateway does not serve, `invalid_grant` for a subject token that does not verify),
  * `UnavailableError` when the gateway cannot check the token now (`retryAfter` seconds when it said),
- * `GatewayError` when it cannot be reached or answers something else. Throws `Error` for a bad argument
+ * `GatewayError` when it cannot be reached or answers something else; with a plain `Error` for a bad argument,
  * before any request is sent.
  */
-export async function exchangeToken(gatewayUrl: string, accessToken: string, options: ExchangeOptions = {}): Promise<string> {
+export async function exchangeToken(
+  gatewayUrl: string,
+  accessToken: string,
+  options: ExchangeOptions | null = {},
+): Promise<string> {
+  options ??= {};
   const timeoutMs = options.timeoutMs ?? 10_000;
   if (typeof timeoutMs !== "number" || !(timeoutMs > 0) || !Number.isFinite(timeoutMs)) {
     throw new Error("timeoutMs must be a positive number of milliseconds");

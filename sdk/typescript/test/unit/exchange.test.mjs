@@ -181,9 +181,11 @@ test("unexpected answers are a GatewayError with the status and the body", async
     assert.equal(err.message, `token exchange at ${url}/v1/oauth/token failed`);
     assert.equal(err.body, typeof answer.body === "string" ? answer.body : JSON.stringify(answer.body));
   }
-  reply = () => ({ status: 502, body: "x".repeat(5000) });
-  const err = await exchangeToken(url, "eyJ.jwt.sig").catch((e) => e);
+  reply = () => ({ status: 502, body: "x".repeat(5000), headers: { "retry-after": "5" } });
+  const err = await exchangeToken(url, "eyJ.jwt.sig", null).catch((e) => e);
+  assert.ok(err instanceof GatewayError, String(err));
   assert.equal(err.body.length, 2000);
+  assert.equal(err.retryAfter, 5, "Retry-After is kept, as on the SDK's other calls");
 });
 
 test("a gateway that cannot be reached or does not answer in time is a GatewayError", async () => {
