@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ._errors import CAPABILITY, UNAVAILABLE, CapabilityError, GatewayError, UnavailableError
-from ._protocol import transport_error
+from ._protocol import _MCP_ENDPOINT, transport_error
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -40,7 +40,8 @@ def _request(
         raise ValueError("access_token must be the agent's access token from its authorization server")
     if not isinstance(gateway_url, str) or not gateway_url.strip():
         raise ValueError("the gateway URL must be a non-empty string, e.g. https://gw.example.com")
-    base = gateway_url.strip().rstrip("/").removesuffix("/v1/mcp")
+    # The gateway's root: a URL naming its MCP endpoint, or a named server's, posts to the same place.
+    base = _MCP_ENDPOINT.sub("", gateway_url.strip().rstrip("/"))
     form: dict[str, str | list[str]] = {
         "grant_type": TOKEN_EXCHANGE_GRANT,
         "subject_token": access_token.strip(),

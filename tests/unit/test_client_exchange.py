@@ -71,6 +71,14 @@ def test_the_request_is_an_rfc_8693_form_and_the_token_comes_back(gateway):
     }
 
 
+@pytest.mark.parametrize("suffix", ["", "/", "/v1/mcp", "/v1/mcp/", "/v1/mcp/billing"])
+def test_any_of_the_gateways_mcp_endpoints_posts_to_its_token_endpoint(gateway, suffix):
+    url, answers = gateway
+    answers.body = {"access_token": "macaroon", "token_type": "Bearer"}
+    assert exchange_token(url + suffix, "eyJ.jwt.sig") == "macaroon"
+    assert answers.requests[-1][0] == "/v1/oauth/token"
+
+
 async def test_resource_and_audience_are_sent_once_per_value(gateway):
     url, answers = gateway
     answers.body = {"access_token": "macaroon", "token_type": "Bearer"}
