@@ -50,6 +50,9 @@ def _request(
     if tools is not None:
         if isinstance(tools, str) or not tools:
             raise ValueError("tools must be a non-empty sequence of tool names (None: all allowed)")
+        # `scope` is space-separated (RFC 6749 §3.3): a name with whitespace in it would ask for others.
+        if not all(isinstance(t, str) and t and not any(c.isspace() for c in t) for t in tools):
+            raise ValueError("tools must be tool names: non-empty strings without whitespace")
         form["scope"] = " ".join(tools)
     # RFC 8693 §2.1: both may be given several times; the gateway binds the token to every MCP server
     # they name (and refuses the whole request, invalid_target, if one names a server it does not serve).

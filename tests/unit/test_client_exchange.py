@@ -119,3 +119,11 @@ async def test_answers_map_to_the_sdk_errors(gateway):
     assert broken.value.http_status == 502
     with pytest.raises(ValueError):
         exchange_token(url, "eyJ.jwt.sig", tools="a")
+
+
+@pytest.mark.parametrize("tools", [["read invoice"], ["a", ""], ["a\tb"], [None], ["ok", 3]])
+def test_a_tool_name_scope_cannot_carry_is_refused_before_any_request(gateway, tools):
+    url, answers = gateway
+    with pytest.raises(ValueError, match="tool names"):
+        exchange_token(url, "eyJ.jwt.sig", tools=tools)
+    assert answers.requests == []
