@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -282,6 +283,7 @@ class _CompiledCatalog:
         "object_index",
         "object_words",
         "only_reasons",
+        "own",
         "phrases",
         "read_reasons",
         "reading",
@@ -289,7 +291,9 @@ class _CompiledCatalog:
         "safe_by_object",
         "safe_reading",
         "safe_tools",
+        "shared",
         "single_objects",
+        "suffixes",
         "summaries",
         "tool_objects",
         "tools",
@@ -360,6 +364,13 @@ class _CompiledCatalog:
         }
         self.single_objects = single
         self.longest_object = max(map(len, single), default=0)
+        # A long word names an object when an object word ends it (see _compound): per last four letters,
+        # the lengths of the object words ending so, longest first, so a word is a lookup or two.
+        suffixes: dict[str, set[int]] = {}
+        for word in single:
+            if len(word) >= 4:
+                suffixes.setdefault(word[-4:], set()).add(len(word))
+        self.suffixes = {end: tuple(sorted(lengths, reverse=True)) for end, lengths in suffixes.items()}
         self.phrases = phrases
         by_class: dict[str, list[str]] = {}
         for info in infos.values():
@@ -403,6 +414,10 @@ class _CompiledCatalog:
         for options in cues.values():
             options.sort(key=len, reverse=True)
         self.cues = cues
+        self.shared = _shared_words(lexicon)
+        #: the tokens and stems that mean something in this catalog and not in every one: its object and
+        #: phrase words and its own negation cues (see learn_chunk)
+        self.own = frozenset(index).union(phrases, frozenset(cues).difference(self.shared.cues))
         #: token -> (stem, what it may start): filled as prompts are read, so each distinct word is
         #: stemmed and classified once per catalog (bounded: past the limit, words are not kept).
         self.words: dict[str, _Word] = {}
@@ -516,63 +531,132 @@ class _CompiledCatalog:
         return terms
 
     def learn_chunk(self, chunk: str) -> tuple[_Word, ...]:
-        """The table entries of a piece's words (see :func:`_chunks` for what a piece is)."""
-        tokens = _PIECE_TOKENS.get(chunk)
-        if tokens is None:
-            tokens = _piece_tokens(chunk)
-        get, learn = self.words.get, self.learn
-        entry = tuple([get(tok) or learn(tok) for tok in tokens])
+        """The table entries of a piece's words (see :func:`_chunks` for what a piece is).
+
+        The process-wide reading of the piece (:class:`_SharedWords`) is taken as it is unless one of its
+        words means something in this catalog: an action word (whose terms depend on the catalog's
+        object words), an object or phrase word, a tenant's negation cue, or a long word a catalog object
+        ends (a German compound). A word the catalog has no use for reads the same in every catalog.
+        """
+        shared = self.shared.chunks.get(chunk) or self.shared.learn_chunk(chunk)
+        entry, keys, acting, long_stems = shared
+        if acting or not self.own.isdisjoint(keys) or (long_stems and any(map(self.compound_of, long_stems))):
+            get, learn = self.words.get, self.learn
+            entry = tuple([get(word[0]) or learn(word) for word in entry])
         if len(self.chunks) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
             self.chunks[chunk] = entry
         return entry
 
-    def learn(self, token: str) -> _Word:
-        st = _stem(token)
-        flags = 0
-        if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS:
-            flags |= _SENTENCE
-        if st in self.lexicon.actions:
+    def compound_of(self, st: str) -> frozenset[str] | None:
+        """The objects a long word names as the end of a compound ("Lieferantenrechnungen"), or None."""
+        names = self.compounds.get(st)
+        if names is None:
+            names = _compound(self, st)
+            if names and len(self.compounds) < _MAX_WORDS and len(st) <= _MAX_KEPT_WORD:
+                self.compounds[st] = names
+        return names
+
+    def learn(self, shared: _Word) -> _Word:
+        """A word's entry in this catalog, from its process-wide entry (whose flags this catalog's actions,
+        objects and negation cues complete)."""
+        token, st, sentence, context, _, _, flags = shared
+        flags |= sentence
+        action: object = self.action_options.get(st, 0)
+        if action:
             flags |= _ACTION
-        if st in self.object_index or st in self.phrases:
+        objects: object = 0
+        # the objects the word may start (words, names, recorded terms), longest first
+        if st in self.object_index:
             flags |= _OBJECT
+            objects = self.object_index[st]
+        elif st in self.phrases:
+            flags |= _OBJECT
+            objects = _PHRASE_ONLY  # the first word of a phrase only
         elif len(st) >= 9 and st.isalpha():
             # German compounds ("Lieferantenrechnungen"): split once per word, here, not per prompt.
-            names = self.compounds.get(st) or _compound(self, st)
+            names = self.compound_of(st)
             if names:
                 flags |= _OBJECT
-                if len(self.compounds) < _MAX_WORDS and len(st) <= _MAX_KEPT_WORD:
-                    self.compounds[st] = names
+                objects = [((st,), names, self.object_terms(names))]
         if token in self.cues:
             flags |= _CUE
-        if st in self.lexicon.injection_first:
-            flags |= _MARKER
-        if st in self.lexicon.read_only_first:
-            flags |= _READ_ONLY
-        if token in self.lexicon.post_negations:
-            flags |= _POST_NEGATION
-        if token == "?":
-            flags |= _QUESTION
-        objects: object = 0
-        if flags & _OBJECT:  # the objects the word may start (words, names, recorded terms), longest first
-            objects = self.object_index.get(st)
-            if objects is None:  # a compound kept in the table, or the first word of a phrase only
-                names = self.compounds.get(st)
-                objects = [((st,), names, self.object_terms(names))] if names else _PHRASE_ONLY
         # (token, stem, 1 where a new sentence starts, context bits, and what a prompt's positions are
         # selected by, each its own field so that itertools.compress selects them: an action word's
         # terms, an object word's objects, and the flags of a word of the rarer kinds)
-        word = (
-            token,
-            st,
-            flags & _SENTENCE,
-            _CONTEXTS.get(token) or _context_of(token),
-            self.action_options[st] if flags & _ACTION else 0,
-            objects,
-            flags if flags & _RARE else 0,
-        )
+        word = (token, st, sentence, context, action, objects, flags if flags & _RARE else 0)
         if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
             self.words[token] = word
         return word
+
+
+class _SharedWords:
+    """A lexicon's reading of words and pieces that no catalog changes, kept once per process.
+
+    A piece ("invoices,") -> (its words' entries as a catalog with no use for them reads them, every
+    token and stem in it, whether one is an action word, the stems long enough to be compounds); a token
+    -> its entry: stem, sentence start, context bits and the lexicon's flags (cues, injection markers,
+    read-only phrases, "nothing" after a verb, a question mark). Each catalog adds what only it knows in
+    :meth:`_CompiledCatalog.learn_chunk`, so a catalog's first reading of a word is a few lookups.
+    Bounded like the catalogs' tables: a hostile stream of new words adds nothing beyond _MAX_WORDS
+    entries of at most _MAX_KEPT_WORD characters to either table.
+    """
+
+    __slots__ = ("actions", "chunks", "cues", "lexicon", "words")
+
+    def __init__(self, lexicon: Lexicon):
+        self.lexicon = lexicon
+        self.actions = lexicon.actions
+        self.cues = frozenset(
+            words[0]
+            for cue in (*DEFAULT_NEGATIONS, *lexicon.negations)
+            if (words := [t for t in tokenize(cue) if t not in BREAK_TOKENS])
+        )
+        self.words: dict[str, _Word] = {}
+        self.chunks: dict[str, _SharedPiece] = {}
+
+    def learn_chunk(self, chunk: str) -> _SharedPiece:
+        get, learn = self.words.get, self.learn
+        entry = tuple([get(tok) or learn(tok) for tok in _find_tokens(normalize(chunk))])
+        keys = frozenset(chain.from_iterable(word[:2] for word in entry))
+        acting = any(word[1] in self.actions for word in entry)
+        long_stems = tuple(word[1] for word in entry if len(word[1]) >= 9 and word[1].isalpha())
+        shared = (entry, keys, acting, long_stems)
+        if len(self.chunks) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
+            self.chunks[chunk] = shared
+        return shared
+
+    def learn(self, token: str) -> _Word:
+        st = _stem(token)
+        lex = self.lexicon
+        flags = 0
+        if token in self.cues:
+            flags |= _CUE
+        if st in lex.injection_first:
+            flags |= _MARKER
+        if st in lex.read_only_first:
+            flags |= _READ_ONLY
+        if token in lex.post_negations:
+            flags |= _POST_NEGATION
+        if token == "?":
+            flags |= _QUESTION
+        sentence = _SENTENCE if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS else 0
+        word = (token, st, sentence, _context(token), 0, 0, flags | sentence if flags else 0)
+        if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
+            self.words[token] = word
+        return word
+
+
+#: (entries, tokens and stems, has an action word, long stems) of a piece, see :class:`_SharedWords`
+_SharedPiece = tuple[tuple[_Word, ...], frozenset[str], bool, tuple[str, ...]]
+#: each lexicon's shared reading (one lexicon per process in practice; a dropped lexicon takes its own)
+_SHARED: weakref.WeakKeyDictionary[Lexicon, _SharedWords] = weakref.WeakKeyDictionary()
+
+
+def _shared_words(lexicon: Lexicon) -> _SharedWords:
+    shared = _SHARED.get(lexicon)
+    if shared is None:
+        shared = _SHARED[lexicon] = _SharedWords(lexicon)
+    return shared
 
 
 _ActionOption = tuple[ActionTerm, bool, bool, bool, bool, int, str | None]
@@ -620,27 +704,6 @@ def _action_options(
         }
         compiled[first] = (by_next, tuple(o for o in options if anywhere(o)))
     return compiled
-
-
-#: A piece's tokens and a token's context bits depend on no catalog: each is worked out once per process,
-#: not once per catalog (bounded like the catalogs' tables: a hostile stream of new words adds nothing
-#: beyond _MAX_WORDS entries of at most _MAX_KEPT_WORD characters).
-_PIECE_TOKENS: dict[str, tuple[str, ...]] = {}
-_CONTEXTS: dict[str, int] = {}
-
-
-def _piece_tokens(chunk: str) -> tuple[str, ...]:
-    tokens = tuple(_find_tokens(normalize(chunk)))
-    if len(_PIECE_TOKENS) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
-        _PIECE_TOKENS[chunk] = tokens
-    return tokens
-
-
-def _context_of(token: str) -> int:
-    bits = _context(token)
-    if len(_CONTEXTS) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
-        _CONTEXTS[token] = bits
-    return bits
 
 
 def _context(token: str) -> int:
@@ -1340,10 +1403,14 @@ def _read_only(lex: Lexicon, stemmed: tuple[str, ...], candidates: list[int], li
 
 
 def _compound(catalog: _CompiledCatalog, token: str) -> frozenset[str] | None:
-    # The longest suffix that names an object wins; suffixes longer than any object word cannot, so a
-    # 20,000-letter word costs as much as a short one (trying them all was quadratic: 60 ms).
-    for k in range(max(3, len(token) - catalog.longest_object), len(token) - 3):
-        names = catalog.single_objects.get(token[k:])
-        if names:
-            return names
+    # The longest suffix that names an object wins, of at least 4 letters and leaving at least 3 before it.
+    # Only the lengths of object words with the same last four letters are tried, so a 20,000-letter
+    # word costs as much as a short one (trying every suffix was quadratic: 60 ms).
+    limit = len(token) - 3
+    single = catalog.single_objects
+    for length in catalog.suffixes.get(token[-4:], ()):
+        if length <= limit:
+            names = single.get(token[-length:])
+            if names:
+                return names
     return None
