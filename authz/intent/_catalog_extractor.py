@@ -291,6 +291,7 @@ class _CompiledCatalog:
         "safe_by_object",
         "safe_reading",
         "safe_tools",
+        "selected",
         "shared",
         "single_objects",
         "suffixes",
@@ -430,6 +431,8 @@ class _CompiledCatalog:
         #: (id of an action term or None for a question, as an action noun, the objects its sentence
         #: names) -> the tools it asks for with their strengths and reasons, and the term it records
         self.asks: dict[tuple[int, bool, frozenset[str]], _Asks] = {}
+        #: (strong classes, weak classes, the objects named) -> the tools asked for (see :meth:`select`)
+        self.selected: dict[tuple[frozenset[str], frozenset[str], frozenset[str]], tuple] = {}
         #: (allowed tools, forbidden tools) -> an intent's summary
         #: tools a prompt asked for -> the safe tools read along (see :meth:`along_of`)
         self.along: dict[frozenset[str], tuple[tuple[str, str], ...]] = {}
@@ -451,24 +454,43 @@ class _CompiledCatalog:
             strong, weak, label = _NO_CLASSES, _QUESTION_CLASSES, "question"
         else:
             strong, weak, label = term.noun if noun else term.strong, term.weak, term.text
-        allows: list[tuple[str, float, str]] = []
+        selected = self.selected.get((strong, weak, objs))
+        if selected is None:
+            selected = self.select(strong, weak, objs)
+        tools, asked = selected
+        get = _ALLOW_REASONS.get
+        allows = tuple(
+            [
+                (tool, strength, get((tool, label, named)) or _allow_reason(tool, label, named))
+                for tool, strength, named in tools
+            ]
+        )
+        value = (allows, "question" if term is None else term.label if asked else None)
+        if len(self.asks) < _MAX_WORDS:
+            self.asks[key] = value
+        return value
+
+    def select(
+        self, strong: frozenset[str], weak: frozenset[str], objs: frozenset[str]
+    ) -> tuple[tuple[tuple[str, float, bool], ...], bool]:
+        """The tools an action of these classes asks for given the objects ``objs`` (with its strength and
+        whether the tool's object was named), and whether it asks for any: kept per catalog by classes, so
+        the many terms of one class share it (see :meth:`asks_of`)."""
+        tools: list[tuple[str, float, bool]] = []
         asked = False
         for tool in _targets(self, strong, objs, require_object=False):
             asked = True
             named = not self.tool_objects[tool].isdisjoint(objs)
-            why = f"{label!r}" + (" with its object" if named else "")
-            allows.append((tool, 0.9 if named else 0.75, f"{tool} allowed ({why})"))
+            tools.append((tool, 0.9 if named else 0.75, named))
         for tool in _targets(self, weak - strong, objs, require_object=True):
             asked = True
-            allows.append((tool, 0.6, f"{tool} allowed ({label!r} with its object)"))
+            tools.append((tool, 0.6, True))
         if DIAGNOSE in strong:  # finding out what is wrong reads whatever can be read
             asked = True
-            for name, _objects in self.safe_tools:
-                allows.append((name, 0.6, f"{name} allowed ({label!r})"))
-        recorded = "question" if term is None else term.label if asked else None
-        value = (tuple(allows), recorded)
-        if len(self.asks) < _MAX_WORDS:
-            self.asks[key] = value
+            tools += [(name, 0.6, False) for name, _objects in self.safe_tools]
+        value = (tuple(tools), asked)
+        if len(self.selected) < _MAX_WORDS:
+            self.selected[(strong, weak, objs)] = value
         return value
 
     def forbids_of(
@@ -486,9 +508,10 @@ class _CompiledCatalog:
         else:
             # Weak terms ("any", "open", "who") negate nothing: only actions and action nouns do.
             tools = _targets(self, term.strong | term.noun, in_scope, require_object=bool(in_scope))
+        get, text = _FORBID_REASONS.get, term.text
         value = (
-            tuple((tool, f"{tool} forbidden ({cue!r} before {term.text!r})") for tool in tools),
-            f"negated:{term.text}",
+            tuple([(tool, get((tool, cue, text)) or _forbid_reason(tool, cue, text)) for tool in tools]),
+            f"negated:{text}",
         )
         if len(self.forbids) < _MAX_WORDS:
             self.forbids[key] = value
@@ -511,13 +534,18 @@ class _CompiledCatalog:
         return value
 
     def summary_of(self, allowed: frozenset[str], forbidden: frozenset[str]) -> str:
-        """An intent's summary ("allowed: a, b; forbidden: c"), kept per catalog (see :attr:`summaries`)."""
-        parts = []
-        if allowed:
-            parts.append("allowed: " + ", ".join(sorted(allowed)))
-        if forbidden:
-            parts.append("forbidden: " + ", ".join(sorted(forbidden)))
-        summary = "; ".join(parts)
+        """An intent's summary ("allowed: a, b; forbidden: c"), kept per catalog (see :attr:`summaries`)
+        and per process (it depends on the tool names only)."""
+        summary = _SUMMARIES.get((allowed, forbidden))
+        if summary is None:
+            parts = []
+            if allowed:
+                parts.append("allowed: " + ", ".join(sorted(allowed)))
+            if forbidden:
+                parts.append("forbidden: " + ", ".join(sorted(forbidden)))
+            summary = "; ".join(parts)
+            if len(_SUMMARIES) < _MAX_WORDS:
+                _SUMMARIES[(allowed, forbidden)] = summary
         if len(self.summaries) < _MAX_WORDS:
             self.summaries[(allowed, forbidden)] = summary
         return summary
@@ -587,6 +615,28 @@ class _CompiledCatalog:
         if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
             self.words[token] = word
         return word
+
+
+#: The reasons an intent gives, which depend on names only (a tool's, a term's, a cue's), formatted once per
+#: process: (tool, term, its object named) -> "tool allowed ('term' with its object)", (tool, cue, term) ->
+#: "tool forbidden ('cue' before 'term')", (allowed, forbidden) -> the summary. Bounded like the word tables.
+_ALLOW_REASONS: dict[tuple[str, str, bool], str] = {}
+_FORBID_REASONS: dict[tuple[str, str, str], str] = {}
+_SUMMARIES: dict[tuple[frozenset[str], frozenset[str]], str] = {}
+
+
+def _allow_reason(tool: str, label: str, named: bool) -> str:
+    reason = f"{tool} allowed ({label!r} with its object)" if named else f"{tool} allowed ({label!r})"
+    if len(_ALLOW_REASONS) < _MAX_WORDS:
+        _ALLOW_REASONS[(tool, label, named)] = reason
+    return reason
+
+
+def _forbid_reason(tool: str, cue: str, text: str) -> str:
+    reason = f"{tool} forbidden ({cue!r} before {text!r})"
+    if len(_FORBID_REASONS) < _MAX_WORDS:
+        _FORBID_REASONS[(tool, cue, text)] = reason
+    return reason
 
 
 class _SharedWords:
