@@ -415,10 +415,6 @@ class _CompiledCatalog:
         for options in cues.values():
             options.sort(key=len, reverse=True)
         self.cues = cues
-        self.shared = _shared_words(lexicon)
-        #: the tokens and stems that mean something in this catalog and not in every one: its object and
-        #: phrase words and its own negation cues (see learn_chunk)
-        self.own = frozenset(index).union(phrases, frozenset(cues).difference(self.shared.cues))
         #: token -> (stem, what it may start): filled as prompts are read, so each distinct word is
         #: stemmed and classified once per catalog (bounded: past the limit, words are not kept).
         self.words: dict[str, _Word] = {}
@@ -427,7 +423,19 @@ class _CompiledCatalog:
         #: a prompt is cut with str.split and read by one lookup per piece instead of a pattern search
         #: over the whole text (bounded like the word table).
         self.chunks: dict[str, tuple[_Word, ...]] = {}
-        self.action_options = _action_options(lexicon, self.object_words)
+        self.shared = _shared_words(lexicon)
+        # A term's options differ from the lexicon's (shared) only where a catalog keyword is also the
+        # term's words ("email", "reply"): those first stems are compiled for this catalog.
+        own_actions = {
+            words[0] for words in self.object_words.difference(lexicon.objects) if words[0] in lexicon.actions
+        }
+        self.action_options = {
+            **self.shared.action_options,
+            **_action_options(lexicon, self.object_words, own_actions),
+        }
+        #: the tokens and stems that mean something in this catalog and not in every one: its object and
+        #: phrase words, the action words it compiles itself and its own negation cues (see learn_chunk)
+        self.own = frozenset(index).union(phrases, own_actions, frozenset(cues).difference(self.shared.cues))
         #: (id of an action term or None for a question, as an action noun, the objects its sentence
         #: names) -> the tools it asks for with their strengths and reasons, and the term it records
         self.asks: dict[tuple[int, bool, frozenset[str]], _Asks] = {}
@@ -562,13 +570,13 @@ class _CompiledCatalog:
         """The table entries of a piece's words (see :func:`_chunks` for what a piece is).
 
         The process-wide reading of the piece (:class:`_SharedWords`) is taken as it is unless one of its
-        words means something in this catalog: an action word (whose terms depend on the catalog's
-        object words), an object or phrase word, a tenant's negation cue, or a long word a catalog object
-        ends (a German compound). A word the catalog has no use for reads the same in every catalog.
+        words means something in this catalog: an object or phrase word, an action word that is also one
+        of its object words, a tenant's negation cue, or a long word a catalog object ends (a German
+        compound). Any other word reads the same in every catalog.
         """
         shared = self.shared.chunks.get(chunk) or self.shared.learn_chunk(chunk)
-        entry, keys, acting, long_stems = shared
-        if acting or not self.own.isdisjoint(keys) or (long_stems and any(map(self.compound_of, long_stems))):
+        entry, keys, long_stems = shared
+        if not self.own.isdisjoint(keys) or (long_stems and any(map(self.compound_of, long_stems))):
             get, learn = self.words.get, self.learn
             entry = tuple([get(word[0]) or learn(word) for word in entry])
         if len(self.chunks) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
@@ -643,19 +651,20 @@ class _SharedWords:
     """A lexicon's reading of words and pieces that no catalog changes, kept once per process.
 
     A piece ("invoices,") -> (its words' entries as a catalog with no use for them reads them, every
-    token and stem in it, whether one is an action word, the stems long enough to be compounds); a token
-    -> its entry: stem, sentence start, context bits and the lexicon's flags (cues, injection markers,
+    token and stem in it, the stems long enough to be compounds); a token -> its entry: stem, sentence
+    start, context bits, the action terms it may start and the lexicon's flags (cues, injection markers,
     read-only phrases, "nothing" after a verb, a question mark). Each catalog adds what only it knows in
     :meth:`_CompiledCatalog.learn_chunk`, so a catalog's first reading of a word is a few lookups.
     Bounded like the catalogs' tables: a hostile stream of new words adds nothing beyond _MAX_WORDS
     entries of at most _MAX_KEPT_WORD characters to either table.
     """
 
-    __slots__ = ("actions", "chunks", "cues", "lexicon", "words")
+    __slots__ = ("action_options", "chunks", "cues", "lexicon", "words")
 
     def __init__(self, lexicon: Lexicon):
         self.lexicon = lexicon
-        self.actions = lexicon.actions
+        #: an action word's terms as a catalog without their words among its object words tries them
+        self.action_options = _action_options(lexicon, frozenset(lexicon.objects))
         self.cues = frozenset(
             words[0]
             for cue in (*DEFAULT_NEGATIONS, *lexicon.negations)
@@ -668,9 +677,8 @@ class _SharedWords:
         get, learn = self.words.get, self.learn
         entry = tuple([get(tok) or learn(tok) for tok in _find_tokens(normalize(chunk))])
         keys = frozenset(chain.from_iterable(word[:2] for word in entry))
-        acting = any(word[1] in self.actions for word in entry)
         long_stems = tuple(word[1] for word in entry if len(word[1]) >= 9 and word[1].isalpha())
-        shared = (entry, keys, acting, long_stems)
+        shared = (entry, keys, long_stems)
         if len(self.chunks) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
             self.chunks[chunk] = shared
         return shared
@@ -690,14 +698,16 @@ class _SharedWords:
         if token == "?":
             flags |= _QUESTION
         sentence = _SENTENCE if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS else 0
-        word = (token, st, sentence, _context(token), 0, 0, flags | sentence if flags else 0)
+        action = self.action_options.get(st, 0)
+        full = flags | sentence | (_ACTION if action else 0)
+        word = (token, st, sentence, _context(token), action, 0, full if flags else 0)
         if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
             self.words[token] = word
         return word
 
 
-#: (entries, tokens and stems, has an action word, long stems) of a piece, see :class:`_SharedWords`
-_SharedPiece = tuple[tuple[_Word, ...], frozenset[str], bool, tuple[str, ...]]
+#: (entries, tokens and stems, long stems) of a piece, see :class:`_SharedWords`
+_SharedPiece = tuple[tuple[_Word, ...], frozenset[str], tuple[str, ...]]
 #: each lexicon's shared reading (one lexicon per process in practice; a dropped lexicon takes its own)
 _SHARED: weakref.WeakKeyDictionary[Lexicon, _SharedWords] = weakref.WeakKeyDictionary()
 
@@ -720,7 +730,7 @@ _QUESTION_CLASSES = frozenset({"read", "list"})
 
 
 def _action_options(
-    lexicon: Lexicon, object_words: frozenset[tuple[str, ...]]
+    lexicon: Lexicon, object_words: frozenset[tuple[str, ...]], firsts: Iterable[str] | None = None
 ) -> dict[str, tuple[dict[str, tuple[_ActionOption, ...]], tuple[_ActionOption, ...]]]:
     """Per first stem: the action terms to try, longest first, as (term, is also an object's words, may
     follow a light verb, one word, a generic change, the gap and the first word after it for a term with
@@ -728,10 +738,12 @@ def _action_options(
 
     A term of several words without a gap right after its first word ("go through"; "shut … down" has
     one) can only match where the next stem is its second: per next stem the terms that may match
-    there, in the lexicon's order; and the terms that may match whatever follows.
+    there, in the lexicon's order; and the terms that may match whatever follows. (``firsts``: only
+    those first stems.)
     """
     compiled = {}
-    for first, terms in lexicon.actions.items():
+    for first in lexicon.actions if firsts is None else firsts:
+        terms = lexicon.actions[first]
         options = [
             (
                 term,
