@@ -6,7 +6,8 @@ a ratio to its smallest one (in process, on this machine, µs per operation).
 - tenants: the committed audit append of one decision when 1 vs 1,000 tenants have chains;
 - attenuation depth: verifying (uncached) a token attenuated 1 vs 10 times;
 - audit chain length: ``verify_chain`` time per event over 10k vs 100k events (1M with ``--long``);
-- budget counters: one ``reserve`` when 1k vs 100k live counters exist (1M with ``--long``).
+- budget counters: one ``reserve`` when 1k vs 100k live counters exist (1M with ``--long``);
+- revocations: one check's revocation lookup when its tenant has revoked 10 vs 10,000 tokens.
 
 The long cases take minutes (1M events hashed and inserted), so ``make bench`` runs the bounded ones
 and ``python -m bench --long`` the full ones.
@@ -216,6 +217,28 @@ async def budget_rows(workdir: Path, *, long: bool) -> dict[str, float]:
             await store.close()
 
 
+async def revocation_rows(workdir: Path) -> dict[str, float]:
+    stores, cases = [], {}
+    try:
+        for size in (10, 10_000):
+            store = SQLiteStore(workdir / f"growth-revocations-{size}.db")
+            stores.append(store)
+            with store.db.transaction() as conn:
+                conn.executemany(
+                    "INSERT INTO revocations (tenant, kind, value, reason, revoked_at, revoked_by) "
+                    "VALUES ('bench', ?, ?, 'rotated', 0, 'bench')",
+                    ((kind, f"{kind}-{i}") for i in range(size // 2) for kind in ("jti", "token_id")),
+                )
+            ids = ["token_id-unrevoked-1", "token_id-unrevoked-2"]  # a live token: both seeks miss
+            cases[f"revocation lookup, {size:,} revocations"] = lambda s=store, i=ids: _per_call_async(
+                lambda: s.is_revoked("bench", "jti-unrevoked", i), 500
+            )
+        return await _fastest(cases)
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def growth_rows(decision: Any, *, long: bool = False) -> list[tuple[str, float, float]]:
     """``(name, µs, ratio to the smallest case of its kind)`` for every cost-growth row."""
     with tempfile.TemporaryDirectory(prefix="tessera-growth-") as tmp:
@@ -227,6 +250,7 @@ async def growth_rows(decision: Any, *, long: bool = False) -> list[tuple[str, f
             await token_rows(),
             await chain_rows(decision, workdir, long=long),
             await budget_rows(workdir, long=long),
+            await revocation_rows(workdir),
         ]
     rows = []
     for group in groups:
