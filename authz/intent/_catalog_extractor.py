@@ -887,11 +887,13 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # Each word's table entry (token, stem, sentence start, context, selectors) by one lookup per
     # whitespace-delimited piece; only pieces not seen before are tokenized.
     chunks = _chunks(text) if "\n" in text else text.split()  # (the common case inline)
-    try:
-        known = list(chain.from_iterable(map(catalog.chunks.get, chunks)))
-    except TypeError:  # a piece not seen before (its lookup gave None)
-        get, learn_chunk = catalog.chunks.get, catalog.learn_chunk
-        known = [word for chunk in chunks for word in (get(chunk) or learn_chunk(chunk))]
+    entries = list(map(catalog.chunks.get, chunks))
+    if None in entries:  # pieces not seen before: learned in place
+        learn_chunk = catalog.learn_chunk
+        for k, entry in enumerate(entries):
+            if entry is None:
+                entries[k] = learn_chunk(chunks[k])
+    known = list(chain.from_iterable(entries))
     if not known:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
     n = len(known)
