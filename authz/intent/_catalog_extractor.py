@@ -467,12 +467,10 @@ class _CompiledCatalog:
             selected = self.select(strong, weak, objs)
         tools, asked = selected
         get = _ALLOW_REASONS.get
-        allows = tuple(
-            [
-                (tool, strength, get((tool, label, named)) or _allow_reason(tool, label, named))
-                for tool, strength, named in tools
-            ]
-        )
+        allows = []
+        for tool, strength, named in tools:  # (a loop: no comprehension frame for one or two tools)
+            allows.append((tool, strength, get((tool, label, named)) or _allow_reason(tool, label, named)))
+        allows = tuple(allows)
         value = (allows, "question" if term is None else term.label if asked else None)
         if len(self.asks) < _MAX_WORDS:
             self.asks[key] = value
@@ -484,18 +482,38 @@ class _CompiledCatalog:
         """The tools an action of these classes asks for given the objects ``objs`` (with its strength and
         whether the tool's object was named), and whether it asks for any: kept per catalog by classes, so
         the many terms of one class share it (see :meth:`asks_of`)."""
+        # (_targets and _named written out: this runs once per new (classes, objects) per catalog, on a
+        # prompt's first reading, where each Python frame counts)
+        tool_objects = self.tool_objects
         tools: list[tuple[str, float, bool]] = []
         asked = False
-        for tool in _targets(self, strong, objs, require_object=False):
-            asked = True
-            named = not self.tool_objects[tool].isdisjoint(objs)
-            tools.append((tool, 0.9 if named else 0.75, named))
-        for tool in _targets(self, weak - strong, objs, require_object=True):
-            asked = True
-            tools.append((tool, 0.6, True))
+        if strong:
+            of_class = self.class_tools.get(strong)
+            if of_class is None:
+                of_class = _class_tools(self, strong)
+            if of_class:
+                asked = True
+                if objs:
+                    for tool in of_class:
+                        if not tool_objects[tool].isdisjoint(objs):
+                            tools.append((tool, 0.9, True))
+                if not tools:
+                    for tool in of_class:
+                        tools.append((tool, 0.75, False))
+        if weak and objs:
+            if not weak.isdisjoint(strong):
+                weak = weak - strong
+            of_class = self.class_tools.get(weak)
+            if of_class is None:
+                of_class = _class_tools(self, weak)
+            for tool in of_class:
+                if not tool_objects[tool].isdisjoint(objs):
+                    asked = True
+                    tools.append((tool, 0.6, True))
         if DIAGNOSE in strong:  # finding out what is wrong reads whatever can be read
             asked = True
-            tools += [(name, 0.6, False) for name, _objects in self.safe_tools]
+            for name, _objects in self.safe_tools:
+                tools.append((name, 0.6, False))
         value = (tuple(tools), asked)
         if len(self.selected) < _MAX_WORDS:
             self.selected[(strong, weak, objs)] = value
@@ -1396,12 +1414,18 @@ def _targets(
     if not classes:
         return ()
     tools = catalog.class_tools.get(classes)
-    if tools is None:  # a handful of class sets per catalog: computed once
-        tools = tuple(sorted({t for cls in classes for t in catalog.by_class.get(cls, ())}))
-        catalog.class_tools[classes] = tools
+    if tools is None:
+        tools = _class_tools(catalog, classes)
     named = _named(catalog, tools, objs)
     if named or require_object:
         return named
+    return tools
+
+
+def _class_tools(catalog: _CompiledCatalog, classes: frozenset[str]) -> tuple[str, ...]:
+    """The tools of ``classes`` in name order (a handful of class sets per catalog: computed once)."""
+    tools = tuple(sorted({t for cls in classes for t in catalog.by_class.get(cls, ())}))
+    catalog.class_tools[classes] = tools
     return tools
 
 
