@@ -89,9 +89,9 @@ def _token(tenant: str = "bench") -> str:
     )
 
 
-def _check_request(token: str, prompt: str | None = None) -> bytes:
+def _check_request(token: str, prompt: str | None = None, *, arguments: dict | None = None) -> bytes:
     """A CheckRequest as Envoy sends it for an MCP tools/call, framed for gRPC (5-byte prefix);
-    ``prompt`` goes in ``x-intent-prompt``."""
+    ``prompt`` goes in ``x-intent-prompt``; ``arguments`` are added to (or replace) the call's."""
     request = external_auth_pb2.CheckRequest()
     attrs = request.attributes
     attrs.source.address.socket_address.address = "127.0.0.1"
@@ -113,7 +113,11 @@ def _check_request(token: str, prompt: str | None = None) -> bytes:
         headers["x-intent-prompt"] = prompt
     for key, value in headers.items():
         http.header_map.headers.append(base_pb2.HeaderValue(key=key, raw_value=value.encode()))
-    http.raw_body = json.dumps(MCP_BODY).encode()
+    body = MCP_BODY
+    if arguments is not None:
+        params = body["params"]
+        body = {**body, "params": {**params, "arguments": {**params["arguments"], **arguments}}}
+    http.raw_body = json.dumps(body).encode()
     payload = request.SerializeToString()
     return struct.pack(">BI", 0, len(payload)) + payload
 
@@ -347,6 +351,18 @@ async def _breakdown(workdir: Path, check_bin: Path) -> tuple[list[tuple[str, fl
         ("OK response with its signed receipt (Ed25519)", await timed(receipt)),
         ("whole Check handler, 1 in flight", await timed(lambda: service.Check(request, context))),
         ("whole Check handler, 32 in flight", await timed(lambda: service.Check(request, context), batch=32)),
+        (
+            "whole Check handler, same call, a new message each time (as served)",
+            await _fresh_messages(service, context, n, vary=None),
+        ),
+        (
+            "whole Check handler, new invoice_id each call (unread by the policy: memo hit)",
+            await _fresh_messages(service, context, n, vary="invoice_id"),
+        ),
+        (
+            "whole Check handler, new amount each call (read by the policy: memo miss)",
+            await _fresh_messages(service, context, n, vary="amount"),
+        ),
         ("metrics of one check (stages, decision, audit)", await timed(count)),
         ("whole Check handler, tracing on, 1 in flight", await timed(traced)),
     ]
@@ -356,6 +372,24 @@ async def _breakdown(workdir: Path, check_bin: Path) -> tuple[list[tuple[str, fl
     rows += await intent_rows(timed)
     await runtime.store.close()
     return rows, decision
+
+
+async def _fresh_messages(service, context, n: int, *, vary: str | None) -> float:
+    """µs per check over ``n`` CheckRequest messages decoded beforehand, one per call as the server
+    hands them over (the other rows reuse one decoded message, whose fields protobuf has already
+    wrapped). ``vary``: the argument that takes a new value in every call, as in real traffic; the
+    demo policy reads ``amount`` (so its memo cannot answer) but not ``invoice_id``."""
+    token = _token()
+    requests = [
+        external_auth_pb2.CheckRequest.FromString(
+            _check_request(token, arguments=None if vary is None else {vary: i + 1})[5:]
+        )
+        for i in range(n)
+    ]
+    started = time.perf_counter()
+    for request in requests:
+        await service.Check(request, context)
+    return (time.perf_counter() - started) / n * 1e6
 
 
 def _traced_service(runtime):

@@ -29,12 +29,20 @@ def stop_noops(procs: list) -> None:
         stop_process(proc)
 
 
+#: h2load connections per check process when several share the port. The kernel hashes each connection
+#: to one process: with one connection per process, two connections landed on the same process about
+#: every other run (measured: one worker served everything, the other idled), so the row measured one
+#: process. Four per process make an idle worker rare (2 in 256 runs for two processes).
+CONNECTIONS_PER_PROCESS = 4
+
+
 def connections(streams: int, workers: int) -> tuple[int, int]:
-    """h2load ``(-c, -m)`` for ``streams`` in flight: one connection per process when there are enough
-    streams to go round, so the kernel can hand each process its share."""
+    """h2load ``(-c, -m)`` for ``streams`` in flight: several connections per process when there are
+    enough streams to go round, so the kernel can hand each process its share."""
     if workers <= 1 or streams < workers:
         return 1, streams
-    return workers, streams // workers
+    clients = min(streams, workers * CONNECTIONS_PER_PROCESS)
+    return clients, streams // clients
 
 
 def wait_workers(metrics_port: int, workers: int, proc, timeout: float = 60.0) -> None:

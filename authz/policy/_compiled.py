@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from authz.errors import CompileDiagnostic, InvalidArgument, PolicyCompileError
-from authz.policy._engine import RegoProgram, compile_error_from, line_column
+from authz.policy._engine import RegoProgram, compile_error_from, line_column, referenced_input_paths
 from authz.policy._regorus import RegorusProgram
 from authz.policy._result import PolicyResult, result_from_engine
 
@@ -63,7 +63,7 @@ class CompiledPolicy:
     :meth:`PolicySet.activate` clears it anyway. Errors are never remembered.
     """
 
-    __slots__ = ("_content_hash", "_memo", "_program", "_source", "_version", "memo_hits")
+    __slots__ = ("_content_hash", "_memo", "_memo_paths", "_program", "_source", "_version", "memo_hits")
 
     def __init__(self, source: str, version: int, content_hash: str, program: RegoProgram | RegorusProgram):
         self._source = source
@@ -71,6 +71,11 @@ class CompiledPolicy:
         self._content_hash = content_hash
         self._program = program
         self._memo: dict[str, PolicyResult] | None = {} if program.deterministic else None
+        # The memo keys on the values at the paths the source reads, not on everything under the keys
+        # it names: a policy reading input.arguments.amount decides calls that differ only in another
+        # argument once (real calls differ in their arguments; the pipeline repeats few inputs whole).
+        paths = referenced_input_paths(source) if program.deterministic else None
+        self._memo_paths = None if paths is None else tuple(sorted(paths))
         self.memo_hits = 0
 
     @property
@@ -106,14 +111,16 @@ class CompiledPolicy:
             return self._evaluate(input, narrowed=False)
         try:
             narrowed = self._program.engine_input(input)
-            key = _memo_key(narrowed)
+            paths = self._memo_paths
+            key = _memo_key(narrowed if paths is None else read_paths(narrowed, paths))
         except Exception:  # not JSON-representable: the engine decides (and reports it)
             return self._evaluate(input, narrowed=False)
         result = memo.get(key)
         if result is not None:
             self.memo_hits += 1
             return result
-        result = self._evaluate(narrowed, narrowed=True)
+        # The engine is given only what the policy can read: every value costs a native call to pass.
+        result = self._evaluate(narrowed if paths is None else keep_paths(narrowed, paths), narrowed=True)
         if not result.error and len(key) <= MEMO_MAX_KEY_CHARS:
             if len(memo) >= MEMO_ENTRIES:
                 with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # raced a thread
@@ -176,6 +183,49 @@ def compile_policy(source: str, *, version: int = 0, engine: str | None = None) 
         _check_shape(source, raw)  # first: the shape diagnostics point at their line, the v1 check cannot
         program = RegorusProgram(source)
     return CompiledPolicy(source, version, policy_hash(source), program)
+
+
+def read_paths(input: Mapping[str, Any], paths: tuple[tuple[str, ...], ...]) -> list[list[Any]]:
+    """What a policy reading exactly ``paths`` can see of ``input``, one entry per path in order: the
+    value at the path (``[1, value]``), the depth where the path found no such key (``[0, depth]``), or,
+    where a value on the way is not an object, that whole value (``[2, depth, value]``), so inputs the
+    engine could tell apart never share an entry."""
+    seen: list[list[Any]] = []
+    for path in paths:
+        value: Any = input
+        for depth, key in enumerate(path):
+            if not isinstance(value, Mapping):
+                seen.append([2, depth, value])
+                break
+            if key not in value:
+                seen.append([0, depth])
+                break
+            value = value[key]
+        else:
+            seen.append([1, value])
+    return seen
+
+
+def keep_paths(input: Mapping[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """``input`` with only what lies on ``paths`` (no path under another, as
+    :func:`~authz.policy._engine.referenced_input_paths` gives them): objects on the way keep just the
+    keys that lead on, the value at a path is kept whole, and a value on the way that is not an object
+    is kept as it is. A policy reading only ``paths`` decides the result as it decides ``input``."""
+    kept: dict[str, Any] = {}
+    for path in paths:
+        source: Any = input
+        target = kept
+        last = len(path) - 1
+        for depth, key in enumerate(path):
+            if key not in source:
+                break
+            value = source[key]
+            if depth == last or not isinstance(value, Mapping):
+                target[key] = value
+                break
+            source = value
+            target = target.setdefault(key, {})
+    return kept
 
 
 def policy_hash(source: str) -> str:

@@ -206,6 +206,58 @@ def referenced_input_keys(source: str) -> frozenset[str] | None:
     return frozenset(keys)
 
 
+#: One more segment of a reference already begun (``.name`` or ``["name"]``), directly adjacent: where
+#: a reference might continue past whitespace, stopping there only widens what counts as read.
+_NEXT_DOT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
+_NEXT_BRACKET = re.compile(r'\[\s*(?:"((?:[^"\\\n]|\\.)*)"|`([^`]*)`)\s*\]')
+
+
+def referenced_input_paths(source: str) -> frozenset[tuple[str, ...]] | None:
+    """Every path into ``input`` that ``source`` can read, or ``None`` when it may read any part.
+
+    Each occurrence of the word ``input`` contributes the longest chain of literal segments after it
+    (``input.arguments.amount``, ``input["arguments"].amount``): the policy reads the value at that path,
+    and only below it. A chain that stops early (``input.arguments[k]``, ``args := input.arguments``,
+    ``object.get(input.arguments, ...)``) reads the whole value where it stops. As conservative as
+    :func:`referenced_input_keys` (comments and strings count too); paths under another path are
+    dropped, since the shorter one already covers them. Decisions are a function of the values at these
+    paths, which is what the decision memo keys on.
+    """
+    if referenced_input_keys(source) is None:
+        return None
+    paths: set[tuple[str, ...]] = set()
+    for match in _INPUT_REF.finditer(source):
+        position = match.end()
+        path: list[str] = []
+        first = True
+        while True:
+            segment = _segment(source, position, first=first)
+            if segment is None:
+                break
+            key, position = segment
+            path.append(key)
+            first = False
+        paths.add(tuple(path))  # never empty: referenced_input_keys accepted every occurrence
+    return frozenset(p for p in paths if not any(q != p and p[: len(q)] == q for q in paths))
+
+
+def _segment(source: str, position: int, *, first: bool) -> tuple[str, int] | None:
+    """The key of the reference segment at ``position`` and where it ends; None when there is none.
+    The first segment after ``input`` is read exactly as :func:`referenced_input_keys` reads it."""
+    dot = (_DOT_KEY if first else _NEXT_DOT).match(source, position)
+    if dot is not None:
+        return dot.group(1), dot.end()
+    bracket = (_BRACKET_KEY if first else _NEXT_BRACKET).match(source, position)
+    if bracket is None:
+        return None
+    if bracket.group(2) is not None:
+        return bracket.group(2), bracket.end()
+    try:
+        return json.loads(f'"{bracket.group(1)}"'), bracket.end()
+    except ValueError:
+        return None
+
+
 #: Built-ins whose result depends on something besides their arguments (``time.now_ns``, ``http.send``,
 #: ``opa.runtime``, ``rand.intn``, ``uuid.rfc4122``, ``net.lookup_ip_addr``, ``io.jwt.decode_verify``,
 #: ``crypto.x509.parse_and_verify_*``, ``providers.aws.sign_req``), matched by their last name as a word

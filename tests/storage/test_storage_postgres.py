@@ -193,6 +193,126 @@ async def test_directory_reloads_on_notify_not_on_poll(stores):
             await runner
 
 
+# -- the revocation answers a replica remembers ----------------------------------------------------------
+def count_queries(store: PostgresStore) -> list[int]:
+    """How many revocation lookups reached the database (a spy around the real query)."""
+    calls = [0]
+    query = store._query_revoked
+
+    async def counted(*args):
+        calls[0] += 1
+        return await query(*args)
+
+    store._query_revoked = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def listening(store: PostgresStore) -> asyncio.Task:
+    """What a check replica's tenant directory runs: wait_for_change in a loop (the first call only
+    connects the listener); returns once the store is inside a listening window."""
+
+    async def loop() -> None:
+        while True:
+            await store.wait_for_change(30)
+
+    task = asyncio.create_task(loop())
+    deadline = time.monotonic() + 5
+    while not store._listening:
+        assert time.monotonic() < deadline, "the listener never started listening"
+        await asyncio.sleep(0.01)
+    return task
+
+
+async def stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def revoked_within(store: PostgresStore, seconds: float, *args) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await store.is_revoked(*args):
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_a_listening_replica_answers_revocation_lookups_from_memory_until_any_replica_revokes(stores):
+    replica, admin = await stores(), await stores()
+    queries = count_queries(replica)
+    task = await listening(replica)
+    try:
+        for _ in range(5):
+            assert not await replica.is_revoked("acme", "j1", ["t1", "t2"])
+        assert queries[0] == 1  # remembered after the first lookup
+        await admin.revoke(Revocation("acme", "token_id", "t2", "leaked", 1.0, "alice"))
+        start = time.monotonic()
+        assert await revoked_within(replica, 2.0, "acme", "j1", ["t1", "t2"])  # the NOTIFY ended it
+        assert time.monotonic() - start < 1.0
+        assert queries[0] >= 2
+    finally:
+        await stop(task)
+
+
+async def test_a_replica_not_listening_asks_the_database_every_time(stores):
+    replica, admin = await stores(), await stores()
+    queries = count_queries(replica)
+    task = await listening(replica)
+    assert not await replica.is_revoked("acme", "j1", [])
+    await stop(task)  # the directory stopped (or is reloading): nothing is pushed to this replica now
+    assert not replica._listening
+    await admin.revoke(Revocation("acme", "jti", "j1", "leaked", 1.0, "alice"))
+    assert await replica.is_revoked("acme", "j1", [])  # seen at once, without any notification
+    assert not await replica.is_revoked("acme", "j2", [])
+    assert not await replica.is_revoked("acme", "j2", [])
+    assert queries[0] == 4
+
+
+async def test_a_killed_listener_forgets_and_a_revocation_made_meanwhile_is_seen(
+    stores, pg_cluster: PostgresCluster
+):
+    replica, admin = await stores(), await stores()
+    task = await listening(replica)
+    try:
+        assert not await replica.is_revoked("acme", "j1", [])
+        pid = replica._listener.info.backend_pid  # type: ignore[union-attr]
+        pg_cluster.execute(f"SELECT pg_terminate_backend({pid})")
+        # Revoked while this replica's listener is down: no notification will ever reach it.
+        await admin.revoke(Revocation("acme", "jti", "j1", "leaked", 1.0, "alice"))
+        assert await revoked_within(replica, 3.0, "acme", "j1", [])
+    finally:
+        await stop(task)
+
+
+async def test_an_answer_read_before_a_change_is_not_remembered_after_it(stores):
+    replica, admin = await stores(), await stores()
+    task = await listening(replica)
+    try:
+        gate = asyncio.Event()
+        query = replica._query_revoked
+
+        async def slow(*args):  # the lookup's answer was read; the reply is slow to arrive
+            answer = await query(*args)
+            await gate.wait()
+            return answer
+
+        replica._query_revoked = slow  # type: ignore[method-assign]
+        lookup = asyncio.create_task(replica.is_revoked("acme", "j1", []))
+        await asyncio.sleep(0.05)
+        await admin.revoke(Revocation("acme", "jti", "j1", "leaked", 1.0, "alice"))
+        deadline = time.monotonic() + 2
+        while not replica._listening or replica._revocations_epoch < 3:  # the window ended and reopened
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        gate.set()
+        assert await lookup is False  # read before the revocation committed
+        replica._query_revoked = query  # type: ignore[method-assign]
+        assert await replica.is_revoked("acme", "j1", [])  # not the stale answer
+    finally:
+        await stop(task)
+
+
 # -- errors, timeouts, outages -------------------------------------------------------------------------
 def test_driver_errors_are_translated():
     assert isinstance(_translate(pg_errors.UniqueViolation("dup")), AlreadyExists)

@@ -90,3 +90,14 @@ def test_the_cpu_profile_reads_each_threads_cpu_and_reports_the_difference_per_r
     assert lines[2].split() == ["event", "loop", "thread", "300", "1000", "+700"]
     assert lines[-1].split()[:5] == ["whole", "process", "380", "1140", "+760"]
     assert "(CPU ratio 0.33)" in lines[-1]
+
+
+def test_worker_rows_open_several_connections_per_process_and_keep_the_in_flight_total():
+    from bench.workers import CONNECTIONS_PER_PROCESS, connections
+
+    assert connections(32, 1) == (1, 32)
+    for workers in (2, 4):
+        clients, streams = connections(32, workers)
+        assert clients == workers * CONNECTIONS_PER_PROCESS  # each process likely gets some
+        assert clients * streams == 32
+    assert connections(1, 2) == (1, 1)  # fewer streams than processes: one connection

@@ -274,8 +274,18 @@ def test_regorus_denies_an_integer_it_cannot_hold_exactly() -> None:
 )
 def test_regorus_denies_unusable_input_with_a_clear_reason(value, reason) -> None:
     policy = compile_policy(SHIPPED["authz/policy/examples/demo.rego"], engine="regorus")
-    result = policy.evaluate(policy_input("transfer_funds", {"amount": 5, "x": value}))
+    result = policy.evaluate(policy_input("transfer_funds", {"amount": 5, "iban": value}))  # a read path
     assert result.outcome == "deny" and result.error and reason in result.reason, result
+
+
+@pytest.mark.parametrize("engine", ["regopy", "regorus"])
+def test_values_off_the_paths_a_policy_reads_never_reach_the_engine(engine) -> None:
+    # The demo policy reads arguments.amount and .iban: an argument beside them, even one the engine
+    # could not take, is not passed, and the call is decided on what the policy reads.
+    policy = compile_policy(SHIPPED["authz/policy/examples/demo.rego"], engine=engine)
+    for unread in ({1, 2}, float("nan"), b"bytes", 2**70, "unpaired \ud800 surrogate"):
+        result = policy.evaluate(policy_input("transfer_funds", {"amount": 5, "x": unread}))
+        assert (result.outcome, result.error) == ("allow", False), (unread, result)
 
 
 def test_regorus_denies_input_nested_too_deep() -> None:

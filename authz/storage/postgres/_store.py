@@ -70,6 +70,9 @@ log = logging.getLogger("tessera.storage.postgres")
 # enough for the pool to replace a killed connection, short enough to fail fast during an outage.
 _DOWN_TIMEOUT = 0.25
 
+#: Revocation answers remembered during one listening window (all forgotten when it fills up).
+REVOCATION_ANSWERS = 65_536
+
 # First int4 of the two-key advisory lock space for per-tenant policy locks ("tsra").
 _POLICY_LOCK_CLASS = 0x74737261
 
@@ -173,6 +176,13 @@ class PostgresStore(
         self._reachable = True  # False after a connection-level failure, until a call succeeds again
         self._listener: psycopg.AsyncConnection | None = None
         self._listen_lock = asyncio.Lock()
+        # Revocation answers, kept only while a reader is parked on the change listener (a listening
+        # window, see wait_for_change): a revocation committed by any replica NOTIFYs, which ends the
+        # window here and with it everything remembered. The epoch moves at every window's start and end
+        # so that an answer read from the database before a change is not remembered after it.
+        self._listening = False
+        self._revocations_epoch = 0
+        self._revoked: dict[tuple[str, str, tuple[str, ...]], bool] = {}
 
     def __repr__(self) -> str:
         params = conninfo_to_dict(self._url)
@@ -212,6 +222,7 @@ class PostgresStore(
     async def close(self) -> None:
         """Close the listener and the pool. Idempotent; later calls raise StorageError."""
         self._closed = True
+        self._forget_revocations()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
@@ -369,6 +380,27 @@ class PostgresStore(
                 await _bump(conn, "revocations")
 
     async def is_revoked(self, tenant: str, jti: str, token_ids: Sequence[str]) -> bool:
+        """Asked on every check (a query costs ~300 µs of CPU here): answered from memory during a
+        listening window, from the database otherwise (ARCHITECTURE §3: revocation state is cached
+        only with push invalidation). A revocation on another replica is seen once its NOTIFY arrives."""
+        key = (tenant, jti, tuple(token_ids))
+        if self._listening:
+            known = self._revoked.get(key)
+            if known is not None:
+                return known
+        epoch = self._revocations_epoch
+        revoked = await self._query_revoked(tenant, jti, token_ids)
+        if self._listening and epoch == self._revocations_epoch:  # no change could have been missed
+            if len(self._revoked) >= REVOCATION_ANSWERS:
+                self._revoked.clear()
+            self._revoked[key] = revoked
+        return revoked
+
+    def _forget_revocations(self) -> None:
+        self._revocations_epoch += 1
+        self._revoked.clear()
+
+    async def _query_revoked(self, tenant: str, jti: str, token_ids: Sequence[str]) -> bool:
         # Two index seeks on the (tenant, kind, value) key, whatever plan the OR would have got.
         rows = await self._fetch(
             "SELECT 1 FROM revocations WHERE tenant = %s AND kind = 'jti' AND value = %s UNION ALL "
@@ -595,10 +627,18 @@ class PostgresStore(
                 return True
             try:
                 notifies = listener.notifies(timeout=max(0.0, deadline - time.monotonic()), stop_after=1)
-                async with aclosing(notifies) as received:
-                    async for _ in received:
-                        return True
-                return False
+                # A listening window: from here until a notification, the timeout or an error, every
+                # change committed anywhere ends it (nothing is remembered across windows).
+                self._forget_revocations()
+                self._listening = True
+                try:
+                    async with aclosing(notifies) as received:
+                        async for _ in received:
+                            return True
+                    return False
+                finally:
+                    self._listening = False
+                    self._forget_revocations()
             except (psycopg.Error, OSError) as exc:
                 log.info("lost the change listener (%s); reconnecting", exc)
                 if self._listener is listener:
