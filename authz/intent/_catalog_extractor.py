@@ -907,10 +907,7 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     chunks = _chunks(text) if "\n" in text else text.split()  # (the common case inline)
     entries = list(map(catalog.chunks.get, chunks))
     if None in entries:  # pieces not seen before: learned in place
-        learn_chunk = catalog.learn_chunk
-        for k, entry in enumerate(entries):
-            if entry is None:
-                entries[k] = learn_chunk(chunks[k])
+        _learn_pieces(catalog, chunks, entries)
     known = list(chain.from_iterable(entries))
     if not known:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
@@ -1190,6 +1187,24 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     return Intent.trusted(
         allowed, forbidden, rounded, rationale, "catalog", summary, True, tuple(sorted(terms))[:_MAX_TERMS]
     )
+
+
+def _learn_pieces(catalog: _CompiledCatalog, chunks: list[str], entries: list) -> None:
+    """Fills in the entries of the pieces this catalog has not read before (None in ``entries``). A piece
+    the process has read whose words mean nothing in this catalog (most) is taken as it is, here, in one
+    frame; :meth:`_CompiledCatalog.learn_chunk` reads the others."""
+    shared_get, own, table = catalog.shared.chunks.get, catalog.own, catalog.chunks
+    for k, entry in enumerate(entries):
+        if entry is None:
+            chunk = chunks[k]
+            shared = shared_get(chunk)
+            if shared is not None and not shared[2] and own.isdisjoint(shared[1]):
+                entry = shared[0]
+                if len(table) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
+                    table[chunk] = entry
+            else:
+                entry = catalog.learn_chunk(chunk)
+            entries[k] = entry
 
 
 def _chunks(text: str) -> list[str]:
