@@ -38,8 +38,13 @@ words are visited, each kind selected by its own column with ``itertools.compres
 try at a word are in its table entry, narrowed by the next word; what an action asks for (or, negated,
 forbids) given the objects its sentence names is computed once per (term, objects) per catalog with its
 reasons written; the tools that read the objects named, and the reads a task brings along, are kept per
-catalog too. Quotes are found with ``str.find`` (no pattern scan of the prompt), and a negation scope
-without a comma or clause word in reach is marked as one slice.
+catalog too. What depends on no catalog is worked out once per process (per lexicon) and shared: a
+piece's words with their stems, context bits, lexicon flags and action terms (:class:`_SharedWords`), the
+reasons and summaries (names only); a catalog takes a shared piece as it is unless one of its words is
+one of the catalog's own (objects, phrases, its negation cues, an action word that is also its object
+word, a compound an object word ends), so its first reading of a word is mostly a lookup or two. Quotes
+are found with ``str.find`` (no pattern scan of the prompt), and a negation scope without a comma or
+clause word in reach is marked as one slice.
 ``tests/intent_reference.py`` keeps the plain reading of these rules, and a differential test holds this
 module to it, Intent field by field.
 """
@@ -606,8 +611,11 @@ class _CompiledCatalog:
         names = self.compounds.get(st)
         if names is None:
             names = _compound(self, st)
-            if names and len(self.compounds) < _MAX_WORDS and len(st) <= _MAX_KEPT_WORD:
-                self.compounds[st] = names
+            if names:
+                if len(self.compounds) < _MAX_WORDS and len(st) <= _MAX_KEPT_WORD:
+                    self.compounds[st] = names
+                else:  # a compound the table does not keep (a word over 64 letters) names nothing
+                    return None
         return names
 
     def learn(self, shared: _Word) -> _Word:
