@@ -700,10 +700,19 @@ class _SharedWords:
         self.chunks: dict[str, _SharedPiece] = {}
 
     def learn_chunk(self, chunk: str) -> _SharedPiece:
-        get, learn = self.words.get, self.learn
-        entry = tuple([get(tok) or learn(tok) for tok in _find_tokens(normalize(chunk))])
-        keys = frozenset(chain.from_iterable(word[:2] for word in entry))
-        long_stems = tuple(word[1] for word in entry if len(word[1]) >= 9 and word[1].isalpha())
+        tokens = _find_tokens(normalize(chunk))
+        if len(tokens) == 1:  # most pieces are one word (written out: this runs for every new piece)
+            token = tokens[0]
+            word = self.words.get(token) or self.learn(token)
+            st = word[1]
+            entry: tuple[_Word, ...] = (word,)
+            keys = frozenset((token, st))
+            long_stems: tuple[str, ...] = (st,) if len(st) >= 9 and st.isalpha() else ()
+        else:
+            get, learn = self.words.get, self.learn
+            entry = tuple([get(tok) or learn(tok) for tok in tokens])
+            keys = frozenset(chain.from_iterable(word[:2] for word in entry))
+            long_stems = tuple(word[1] for word in entry if len(word[1]) >= 9 and word[1].isalpha())
         shared = (entry, keys, long_stems)
         if len(self.chunks) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
             self.chunks[chunk] = shared
