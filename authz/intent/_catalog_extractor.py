@@ -923,7 +923,9 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # whitespace-delimited piece; only pieces not seen before are tokenized.
     chunks = _chunks(text) if "\n" in text else text.split()  # (the common case inline)
     entries = list(map(catalog.chunks.get, chunks))
-    if None in entries:  # pieces not seen before: learned in place
+    # (all(): a truth test per entry in C; a piece without words, "-", has an empty entry and is only
+    # looked at again; comparing each entry with None costs more)
+    if not all(entries):  # pieces not seen before (None): learned in place
         _learn_pieces(catalog, chunks, entries)
     known = list(chain.from_iterable(entries))
     if not known:
@@ -1215,6 +1217,7 @@ def _learn_pieces(catalog: _CompiledCatalog, chunks: list[str], entries: list) -
         if entry is None:
             chunk = chunks[k]
             shared = shared_get(chunk)
+            # (a piece with a long word goes to learn_chunk, which tries it as a compound)
             if shared is not None and not shared[2] and own.isdisjoint(shared[1]):
                 entry = shared[0]
                 if len(table) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
