@@ -57,6 +57,8 @@ class CallState:
     #: :meth:`Pipeline.check_batch` charges every element's plan in one reservation.
     charge: bool = True
     planned: tuple[list[Reservation], ApprovalClaim | None] | None = None
+    #: The running stage's span when tracing is on (spans opened inside a stage nest under it).
+    span: Any = None
 
 
 Stage = Callable[[CallState], Awaitable[Decision | None]]
@@ -80,7 +82,10 @@ class PipelineTracer(Protocol):
 
     def call(self, inp: CheckInput) -> contextlib.AbstractContextManager[Any]: ...
 
-    def stage(self, name: str) -> contextlib.AbstractContextManager[Any]: ...
+    def stage(self, name: str, within: Any = None) -> contextlib.AbstractContextManager[Any]:
+        """The span of one stage, a child of ``within`` (a stage's span) or else of the call's span;
+        entering it gives the span (what a nested span names as ``within``)."""
+        ...
 
     def finish(self, span: Any, decision: Decision) -> None: ...
 
@@ -290,8 +295,8 @@ class Pipeline:
             tracer.finish(span, decision)
         return decision, state
 
-    def _span(self, name: str) -> contextlib.AbstractContextManager[Any]:
-        return _NO_SPAN if self._tracer is None else self._tracer.stage(name)
+    def _span(self, name: str, state: CallState) -> contextlib.AbstractContextManager[Any]:
+        return _NO_SPAN if self._tracer is None else self._tracer.stage(name, state.span)
 
     async def _run(self, state: CallState) -> Decision:
         inp = state.input
@@ -308,8 +313,9 @@ class Pipeline:
             if tracer is None:
                 denial = await stage(state)
             else:
-                with tracer.stage(name):
+                with tracer.stage(name) as state.span:
                     denial = await stage(state)
+                state.span = None
             if marks is not None:
                 marks.append(time.perf_counter())
             if denial is not None:
@@ -439,7 +445,7 @@ class Pipeline:
         tenant, inp, token = state.tenant, state.input, state.token
         assert tenant is not None and inp.tool is not None
         if inp.approval_id:
-            with self._span("approval"):
+            with self._span("approval", state):
                 denial = await self._load_approval(state)
             if denial is not None:
                 return denial
@@ -467,7 +473,7 @@ class Pipeline:
                 expires_at=self._clock() + self._approval_ttl_s,
                 decision_id=state.decision_id,
             )
-            with self._span("approval"):
+            with self._span("approval", state):
                 await self._store.create_approval(approval)
             state.approval = approval
             return self._escalation(state, approval)

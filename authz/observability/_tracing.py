@@ -176,8 +176,11 @@ class PipelineTracer:
             name, kind=SpanKind.INTERNAL, attributes=attributes, record_exception=False
         )
 
-    def stage(self, name: str) -> Any:
-        return self._tracer.start_as_current_span(f"tessera.{name}", attributes={"tessera.stage": name})
+    def stage(self, name: str, within: Any = None) -> Any:
+        """A stage's span, started and ended around the stage without becoming the current span: what
+        makes a span current (context attach and detach) cost as much again as the span itself, five
+        times per check. Spans a stage opens name it as ``within``; logs in a stage carry the call's."""
+        return _StageSpan(self._tracer, name, within)
 
     def finish(self, span: Any, decision: Any) -> None:
         check = decision.check
@@ -197,3 +200,28 @@ class PipelineTracer:
         span.set_attributes(attributes)
         if check is not None and check.value == "unavailable":
             span.set_status(Status(StatusCode.ERROR, "authorization unavailable (fail closed)"))
+
+
+class _StageSpan:
+    """The context manager of :meth:`PipelineTracer.stage` (an exception leaving the stage is recorded
+    on its span and marks it as an error, as ``start_as_current_span`` does)."""
+
+    __slots__ = ("_attributes", "_context", "_name", "_span", "_tracer")
+
+    def __init__(self, tracer: trace.Tracer, name: str, within: Any):
+        self._tracer = tracer
+        self._name = f"tessera.{name}"
+        self._attributes = {"tessera.stage": name}
+        self._context = None if within is None else trace.set_span_in_context(within)
+        self._span: Any = None
+
+    def __enter__(self) -> Any:
+        self._span = self._tracer.start_span(self._name, context=self._context, attributes=self._attributes)
+        return self._span
+
+    def __exit__(self, kind: Any, exc: Any, traceback: Any) -> None:
+        span = self._span
+        if exc is not None and isinstance(exc, Exception):
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
