@@ -10,7 +10,9 @@ a few calls (the best, so that the spread shows what long prompts cost, not when
 work), in µs. The extractor keeps per-catalog tables of the words and whitespace-delimited pieces it has
 read (bounded); those rows read each prompt once before timing it. The "first reading" rows time that
 first call instead (each prompt's words and pieces not seen before are learned in it), the best of a few
-fresh extractors.
+fresh extractors. What depends on no catalog (a piece's words, stems and lexicon flags, reasons) is kept
+once per process, so these fresh catalogs find it already read by the rows before: the rows measure a
+catalog's first reading in a running process, not a process's first sight of a word.
 """
 
 from __future__ import annotations

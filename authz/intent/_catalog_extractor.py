@@ -38,8 +38,13 @@ words are visited, each kind selected by its own column with ``itertools.compres
 try at a word are in its table entry, narrowed by the next word; what an action asks for (or, negated,
 forbids) given the objects its sentence names is computed once per (term, objects) per catalog with its
 reasons written; the tools that read the objects named, and the reads a task brings along, are kept per
-catalog too. Quotes are found with ``str.find`` (no pattern scan of the prompt), and a negation scope
-without a comma or clause word in reach is marked as one slice.
+catalog too. What depends on no catalog is worked out once per process (per lexicon) and shared: a
+piece's words with their stems, context bits, lexicon flags and action terms (:class:`_SharedWords`), the
+reasons and summaries (names only); a catalog takes a shared piece as it is unless one of its words is
+one of the catalog's own (objects, phrases, its negation cues, an action word that is also its object
+word, a compound an object word ends), so its first reading of a word is mostly a lookup or two. Quotes
+are found with ``str.find`` (no pattern scan of the prompt), and a negation scope without a comma or
+clause word in reach is marked as one slice.
 ``tests/intent_reference.py`` keeps the plain reading of these rules, and a differential test holds this
 module to it, Intent field by field.
 """
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -282,6 +288,7 @@ class _CompiledCatalog:
         "object_index",
         "object_words",
         "only_reasons",
+        "own",
         "phrases",
         "read_reasons",
         "reading",
@@ -289,7 +296,10 @@ class _CompiledCatalog:
         "safe_by_object",
         "safe_reading",
         "safe_tools",
+        "selected",
+        "shared",
         "single_objects",
+        "suffixes",
         "summaries",
         "tool_objects",
         "tools",
@@ -360,6 +370,13 @@ class _CompiledCatalog:
         }
         self.single_objects = single
         self.longest_object = max(map(len, single), default=0)
+        # A long word names an object when an object word ends it (see _compound): per last four letters,
+        # the lengths of the object words ending so, longest first, so a word is a lookup or two.
+        suffixes: dict[str, set[int]] = {}
+        for word in single:
+            if len(word) >= 4:
+                suffixes.setdefault(word[-4:], set()).add(len(word))
+        self.suffixes = {end: tuple(sorted(lengths, reverse=True)) for end, lengths in suffixes.items()}
         self.phrases = phrases
         by_class: dict[str, list[str]] = {}
         for info in infos.values():
@@ -411,10 +428,24 @@ class _CompiledCatalog:
         #: a prompt is cut with str.split and read by one lookup per piece instead of a pattern search
         #: over the whole text (bounded like the word table).
         self.chunks: dict[str, tuple[_Word, ...]] = {}
-        self.action_options = _action_options(lexicon, self.object_words)
+        self.shared = _shared_words(lexicon)
+        # A term's options differ from the lexicon's (shared) only where a catalog keyword is also the
+        # term's words ("email", "reply"): those first stems are compiled for this catalog.
+        own_actions = {
+            words[0] for words in self.object_words.difference(lexicon.objects) if words[0] in lexicon.actions
+        }
+        self.action_options = {
+            **self.shared.action_options,
+            **_action_options(lexicon, self.object_words, own_actions),
+        }
+        #: the tokens and stems that mean something in this catalog and not in every one: its object and
+        #: phrase words, the action words it compiles itself and its own negation cues (see learn_chunk)
+        self.own = frozenset(index).union(phrases, own_actions, frozenset(cues).difference(self.shared.cues))
         #: (id of an action term or None for a question, as an action noun, the objects its sentence
         #: names) -> the tools it asks for with their strengths and reasons, and the term it records
         self.asks: dict[tuple[int, bool, frozenset[str]], _Asks] = {}
+        #: (strong classes, weak classes, the objects named) -> the tools asked for (see :meth:`select`)
+        self.selected: dict[tuple[frozenset[str], frozenset[str], frozenset[str]], tuple] = {}
         #: (allowed tools, forbidden tools) -> an intent's summary
         #: tools a prompt asked for -> the safe tools read along (see :meth:`along_of`)
         self.along: dict[frozenset[str], tuple[tuple[str, str], ...]] = {}
@@ -436,24 +467,61 @@ class _CompiledCatalog:
             strong, weak, label = _NO_CLASSES, _QUESTION_CLASSES, "question"
         else:
             strong, weak, label = term.noun if noun else term.strong, term.weak, term.text
-        allows: list[tuple[str, float, str]] = []
+        selected = self.selected.get((strong, weak, objs))
+        if selected is None:
+            selected = self.select(strong, weak, objs)
+        tools, asked = selected
+        get = _ALLOW_REASONS.get
+        allows = []
+        for tool, strength, named in tools:  # (a loop: no comprehension frame for one or two tools)
+            allows.append((tool, strength, get((tool, label, named)) or _allow_reason(tool, label, named)))
+        allows = tuple(allows)
+        value = (allows, "question" if term is None else term.label if asked else None)
+        if len(self.asks) < _MAX_WORDS:
+            self.asks[key] = value
+        return value
+
+    def select(
+        self, strong: frozenset[str], weak: frozenset[str], objs: frozenset[str]
+    ) -> tuple[tuple[tuple[str, float, bool], ...], bool]:
+        """The tools an action of these classes asks for given the objects ``objs`` (with its strength and
+        whether the tool's object was named), and whether it asks for any: kept per catalog by classes, so
+        the many terms of one class share it (see :meth:`asks_of`)."""
+        # (_targets and _named written out: this runs once per new (classes, objects) per catalog, on a
+        # prompt's first reading, where each Python frame counts)
+        tool_objects = self.tool_objects
+        tools: list[tuple[str, float, bool]] = []
         asked = False
-        for tool in _targets(self, strong, objs, require_object=False):
-            asked = True
-            named = not self.tool_objects[tool].isdisjoint(objs)
-            why = f"{label!r}" + (" with its object" if named else "")
-            allows.append((tool, 0.9 if named else 0.75, f"{tool} allowed ({why})"))
-        for tool in _targets(self, weak - strong, objs, require_object=True):
-            asked = True
-            allows.append((tool, 0.6, f"{tool} allowed ({label!r} with its object)"))
+        if strong:
+            of_class = self.class_tools.get(strong)
+            if of_class is None:
+                of_class = _class_tools(self, strong)
+            if of_class:
+                asked = True
+                if objs:
+                    for tool in of_class:
+                        if not tool_objects[tool].isdisjoint(objs):
+                            tools.append((tool, 0.9, True))
+                if not tools:
+                    for tool in of_class:
+                        tools.append((tool, 0.75, False))
+        if weak and objs:
+            if not weak.isdisjoint(strong):
+                weak = weak - strong
+            of_class = self.class_tools.get(weak)
+            if of_class is None:
+                of_class = _class_tools(self, weak)
+            for tool in of_class:
+                if not tool_objects[tool].isdisjoint(objs):
+                    asked = True
+                    tools.append((tool, 0.6, True))
         if DIAGNOSE in strong:  # finding out what is wrong reads whatever can be read
             asked = True
             for name, _objects in self.safe_tools:
-                allows.append((name, 0.6, f"{name} allowed ({label!r})"))
-        recorded = "question" if term is None else term.label if asked else None
-        value = (tuple(allows), recorded)
-        if len(self.asks) < _MAX_WORDS:
-            self.asks[key] = value
+                tools.append((name, 0.6, False))
+        value = (tuple(tools), asked)
+        if len(self.selected) < _MAX_WORDS:
+            self.selected[(strong, weak, objs)] = value
         return value
 
     def forbids_of(
@@ -471,9 +539,10 @@ class _CompiledCatalog:
         else:
             # Weak terms ("any", "open", "who") negate nothing: only actions and action nouns do.
             tools = _targets(self, term.strong | term.noun, in_scope, require_object=bool(in_scope))
+        get, text = _FORBID_REASONS.get, term.text
         value = (
-            tuple((tool, f"{tool} forbidden ({cue!r} before {term.text!r})") for tool in tools),
-            f"negated:{term.text}",
+            tuple([(tool, get((tool, cue, text)) or _forbid_reason(tool, cue, text)) for tool in tools]),
+            f"negated:{text}",
         )
         if len(self.forbids) < _MAX_WORDS:
             self.forbids[key] = value
@@ -496,13 +565,18 @@ class _CompiledCatalog:
         return value
 
     def summary_of(self, allowed: frozenset[str], forbidden: frozenset[str]) -> str:
-        """An intent's summary ("allowed: a, b; forbidden: c"), kept per catalog (see :attr:`summaries`)."""
-        parts = []
-        if allowed:
-            parts.append("allowed: " + ", ".join(sorted(allowed)))
-        if forbidden:
-            parts.append("forbidden: " + ", ".join(sorted(forbidden)))
-        summary = "; ".join(parts)
+        """An intent's summary ("allowed: a, b; forbidden: c"), kept per catalog (see :attr:`summaries`)
+        and per process (it depends on the tool names only)."""
+        summary = _SUMMARIES.get((allowed, forbidden))
+        if summary is None:
+            parts = []
+            if allowed:
+                parts.append("allowed: " + ", ".join(sorted(allowed)))
+            if forbidden:
+                parts.append("forbidden: " + ", ".join(sorted(forbidden)))
+            summary = "; ".join(parts)
+            if len(_SUMMARIES) < _MAX_WORDS:
+                _SUMMARIES[(allowed, forbidden)] = summary
         if len(self.summaries) < _MAX_WORDS:
             self.summaries[(allowed, forbidden)] = summary
         return summary
@@ -516,63 +590,168 @@ class _CompiledCatalog:
         return terms
 
     def learn_chunk(self, chunk: str) -> tuple[_Word, ...]:
-        """The table entries of a piece's words (see :func:`_chunks` for what a piece is)."""
-        tokens = _PIECE_TOKENS.get(chunk)
-        if tokens is None:
-            tokens = _piece_tokens(chunk)
-        get, learn = self.words.get, self.learn
-        entry = tuple([get(tok) or learn(tok) for tok in tokens])
+        """The table entries of a piece's words (see :func:`_chunks` for what a piece is).
+
+        The process-wide reading of the piece (:class:`_SharedWords`) is taken as it is unless one of its
+        words means something in this catalog: an object or phrase word, an action word that is also one
+        of its object words, a tenant's negation cue, or a long word a catalog object ends (a German
+        compound). Any other word reads the same in every catalog.
+        """
+        shared = self.shared.chunks.get(chunk) or self.shared.learn_chunk(chunk)
+        entry, keys, long_stems = shared
+        if not self.own.isdisjoint(keys) or (long_stems and any(map(self.compound_of, long_stems))):
+            get, learn = self.words.get, self.learn
+            entry = tuple([get(word[0]) or learn(word) for word in entry])
         if len(self.chunks) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
             self.chunks[chunk] = entry
         return entry
 
-    def learn(self, token: str) -> _Word:
-        st = _stem(token)
-        flags = 0
-        if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS:
-            flags |= _SENTENCE
-        if st in self.lexicon.actions:
-            flags |= _ACTION
-        if st in self.object_index or st in self.phrases:
-            flags |= _OBJECT
-        elif len(st) >= 9 and st.isalpha():
-            # German compounds ("Lieferantenrechnungen"): split once per word, here, not per prompt.
-            names = self.compounds.get(st) or _compound(self, st)
+    def compound_of(self, st: str) -> frozenset[str] | None:
+        """The objects a long word names as the end of a compound ("Lieferantenrechnungen"), or None."""
+        names = self.compounds.get(st)
+        if names is None:
+            names = _compound(self, st)
             if names:
-                flags |= _OBJECT
                 if len(self.compounds) < _MAX_WORDS and len(st) <= _MAX_KEPT_WORD:
                     self.compounds[st] = names
+                else:  # a compound the table does not keep (a word over 64 letters) names nothing
+                    return None
+        return names
+
+    def learn(self, shared: _Word) -> _Word:
+        """A word's entry in this catalog, from its process-wide entry (whose flags this catalog's actions,
+        objects and negation cues complete)."""
+        token, st, sentence, context, _, _, flags = shared
+        flags |= sentence
+        action: object = self.action_options.get(st, 0)
+        if action:
+            flags |= _ACTION
+        objects: object = 0
+        # the objects the word may start (words, names, recorded terms), longest first
+        if st in self.object_index:
+            flags |= _OBJECT
+            objects = self.object_index[st]
+        elif st in self.phrases:
+            flags |= _OBJECT
+            objects = _PHRASE_ONLY  # the first word of a phrase only
+        elif len(st) >= 9 and st.isalpha():
+            # German compounds ("Lieferantenrechnungen"): split once per word, here, not per prompt.
+            names = self.compound_of(st)
+            if names:
+                flags |= _OBJECT
+                objects = [((st,), names, self.object_terms(names))]
         if token in self.cues:
             flags |= _CUE
-        if st in self.lexicon.injection_first:
-            flags |= _MARKER
-        if st in self.lexicon.read_only_first:
-            flags |= _READ_ONLY
-        if token in self.lexicon.post_negations:
-            flags |= _POST_NEGATION
-        if token == "?":
-            flags |= _QUESTION
-        objects: object = 0
-        if flags & _OBJECT:  # the objects the word may start (words, names, recorded terms), longest first
-            objects = self.object_index.get(st)
-            if objects is None:  # a compound kept in the table, or the first word of a phrase only
-                names = self.compounds.get(st)
-                objects = [((st,), names, self.object_terms(names))] if names else _PHRASE_ONLY
         # (token, stem, 1 where a new sentence starts, context bits, and what a prompt's positions are
         # selected by, each its own field so that itertools.compress selects them: an action word's
         # terms, an object word's objects, and the flags of a word of the rarer kinds)
-        word = (
-            token,
-            st,
-            flags & _SENTENCE,
-            _CONTEXTS.get(token) or _context_of(token),
-            self.action_options[st] if flags & _ACTION else 0,
-            objects,
-            flags if flags & _RARE else 0,
-        )
+        word = (token, st, sentence, context, action, objects, flags if flags & _RARE else 0)
         if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
             self.words[token] = word
         return word
+
+
+#: The reasons an intent gives, which depend on names only (a tool's, a term's, a cue's), formatted once per
+#: process: (tool, term, its object named) -> "tool allowed ('term' with its object)", (tool, cue, term) ->
+#: "tool forbidden ('cue' before 'term')", (allowed, forbidden) -> the summary. Bounded like the word tables.
+_ALLOW_REASONS: dict[tuple[str, str, bool], str] = {}
+_FORBID_REASONS: dict[tuple[str, str, str], str] = {}
+_SUMMARIES: dict[tuple[frozenset[str], frozenset[str]], str] = {}
+
+
+def _allow_reason(tool: str, label: str, named: bool) -> str:
+    reason = f"{tool} allowed ({label!r} with its object)" if named else f"{tool} allowed ({label!r})"
+    if len(_ALLOW_REASONS) < _MAX_WORDS:
+        _ALLOW_REASONS[(tool, label, named)] = reason
+    return reason
+
+
+def _forbid_reason(tool: str, cue: str, text: str) -> str:
+    reason = f"{tool} forbidden ({cue!r} before {text!r})"
+    if len(_FORBID_REASONS) < _MAX_WORDS:
+        _FORBID_REASONS[(tool, cue, text)] = reason
+    return reason
+
+
+class _SharedWords:
+    """A lexicon's reading of words and pieces that no catalog changes, kept once per process.
+
+    A piece ("invoices,") -> (its words' entries as a catalog with no use for them reads them, every
+    token and stem in it, the stems long enough to be compounds); a token -> its entry: stem, sentence
+    start, context bits, the action terms it may start and the lexicon's flags (cues, injection markers,
+    read-only phrases, "nothing" after a verb, a question mark). Each catalog adds what only it knows in
+    :meth:`_CompiledCatalog.learn_chunk`, so a catalog's first reading of a word is a few lookups.
+    Bounded like the catalogs' tables: a hostile stream of new words adds nothing beyond _MAX_WORDS
+    entries of at most _MAX_KEPT_WORD characters to either table.
+    """
+
+    __slots__ = ("action_options", "chunks", "cues", "lexicon", "words")
+
+    def __init__(self, lexicon: Lexicon):
+        self.lexicon = lexicon
+        #: an action word's terms as a catalog without their words among its object words tries them
+        self.action_options = _action_options(lexicon, frozenset(lexicon.objects))
+        self.cues = frozenset(
+            words[0]
+            for cue in (*DEFAULT_NEGATIONS, *lexicon.negations)
+            if (words := [t for t in tokenize(cue) if t not in BREAK_TOKENS])
+        )
+        self.words: dict[str, _Word] = {}
+        self.chunks: dict[str, _SharedPiece] = {}
+
+    def learn_chunk(self, chunk: str) -> _SharedPiece:
+        tokens = _find_tokens(normalize(chunk))
+        if len(tokens) == 1:  # most pieces are one word (written out: this runs for every new piece)
+            token = tokens[0]
+            word = self.words.get(token) or self.learn(token)
+            st = word[1]
+            entry: tuple[_Word, ...] = (word,)
+            keys = frozenset((token, st))
+            long_stems: tuple[str, ...] = (st,) if len(st) >= 9 and st.isalpha() else ()
+        else:
+            get, learn = self.words.get, self.learn
+            entry = tuple([get(tok) or learn(tok) for tok in tokens])
+            keys = frozenset(chain.from_iterable(word[:2] for word in entry))
+            long_stems = tuple(word[1] for word in entry if len(word[1]) >= 9 and word[1].isalpha())
+        shared = (entry, keys, long_stems)
+        if len(self.chunks) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
+            self.chunks[chunk] = shared
+        return shared
+
+    def learn(self, token: str) -> _Word:
+        st = _stem(token)
+        lex = self.lexicon
+        flags = 0
+        if token in self.cues:
+            flags |= _CUE
+        if st in lex.injection_first:
+            flags |= _MARKER
+        if st in lex.read_only_first:
+            flags |= _READ_ONLY
+        if token in lex.post_negations:
+            flags |= _POST_NEGATION
+        if token == "?":
+            flags |= _QUESTION
+        sentence = _SENTENCE if token in SENTENCE_TOKENS or token in _SENTENCE_WORDS else 0
+        action = self.action_options.get(st, 0)
+        full = flags | sentence | (_ACTION if action else 0)
+        word = (token, st, sentence, _context(token), action, 0, full if flags else 0)
+        if len(self.words) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
+            self.words[token] = word
+        return word
+
+
+#: (entries, tokens and stems, long stems) of a piece, see :class:`_SharedWords`
+_SharedPiece = tuple[tuple[_Word, ...], frozenset[str], tuple[str, ...]]
+#: each lexicon's shared reading (one lexicon per process in practice; a dropped lexicon takes its own)
+_SHARED: weakref.WeakKeyDictionary[Lexicon, _SharedWords] = weakref.WeakKeyDictionary()
+
+
+def _shared_words(lexicon: Lexicon) -> _SharedWords:
+    shared = _SHARED.get(lexicon)
+    if shared is None:
+        shared = _SHARED[lexicon] = _SharedWords(lexicon)
+    return shared
 
 
 _ActionOption = tuple[ActionTerm, bool, bool, bool, bool, int, str | None]
@@ -586,7 +765,7 @@ _QUESTION_CLASSES = frozenset({"read", "list"})
 
 
 def _action_options(
-    lexicon: Lexicon, object_words: frozenset[tuple[str, ...]]
+    lexicon: Lexicon, object_words: frozenset[tuple[str, ...]], firsts: Iterable[str] | None = None
 ) -> dict[str, tuple[dict[str, tuple[_ActionOption, ...]], tuple[_ActionOption, ...]]]:
     """Per first stem: the action terms to try, longest first, as (term, is also an object's words, may
     follow a light verb, one word, a generic change, the gap and the first word after it for a term with
@@ -594,10 +773,12 @@ def _action_options(
 
     A term of several words without a gap right after its first word ("go through"; "shut … down" has
     one) can only match where the next stem is its second: per next stem the terms that may match
-    there, in the lexicon's order; and the terms that may match whatever follows.
+    there, in the lexicon's order; and the terms that may match whatever follows. (``firsts``: only
+    those first stems.)
     """
     compiled = {}
-    for first, terms in lexicon.actions.items():
+    for first in lexicon.actions if firsts is None else firsts:
+        terms = lexicon.actions[first]
         options = [
             (
                 term,
@@ -620,27 +801,6 @@ def _action_options(
         }
         compiled[first] = (by_next, tuple(o for o in options if anywhere(o)))
     return compiled
-
-
-#: A piece's tokens and a token's context bits depend on no catalog: each is worked out once per process,
-#: not once per catalog (bounded like the catalogs' tables: a hostile stream of new words adds nothing
-#: beyond _MAX_WORDS entries of at most _MAX_KEPT_WORD characters).
-_PIECE_TOKENS: dict[str, tuple[str, ...]] = {}
-_CONTEXTS: dict[str, int] = {}
-
-
-def _piece_tokens(chunk: str) -> tuple[str, ...]:
-    tokens = tuple(_find_tokens(normalize(chunk)))
-    if len(_PIECE_TOKENS) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
-        _PIECE_TOKENS[chunk] = tokens
-    return tokens
-
-
-def _context_of(token: str) -> int:
-    bits = _context(token)
-    if len(_CONTEXTS) < _MAX_WORDS and len(token) <= _MAX_KEPT_WORD:
-        _CONTEXTS[token] = bits
-    return bits
 
 
 def _context(token: str) -> int:
@@ -762,11 +922,12 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     # Each word's table entry (token, stem, sentence start, context, selectors) by one lookup per
     # whitespace-delimited piece; only pieces not seen before are tokenized.
     chunks = _chunks(text) if "\n" in text else text.split()  # (the common case inline)
-    try:
-        known = list(chain.from_iterable(map(catalog.chunks.get, chunks)))
-    except TypeError:  # a piece not seen before (its lookup gave None)
-        get, learn_chunk = catalog.chunks.get, catalog.learn_chunk
-        known = [word for chunk in chunks for word in (get(chunk) or learn_chunk(chunk))]
+    entries = list(map(catalog.chunks.get, chunks))
+    # (all(): a truth test per entry in C; a piece without words, "-", has an empty entry and is only
+    # looked at again; comparing each entry with None costs more)
+    if not all(entries):  # pieces not seen before (None): learned in place
+        _learn_pieces(catalog, chunks, entries)
+    known = list(chain.from_iterable(entries))
     if not known:
         return Intent.empty("catalog", "the prompt contains no words", "empty prompt")
     n = len(known)
@@ -1047,6 +1208,25 @@ def _match(catalog: _CompiledCatalog, prompt: str) -> Intent:
     )
 
 
+def _learn_pieces(catalog: _CompiledCatalog, chunks: list[str], entries: list) -> None:
+    """Fills in the entries of the pieces this catalog has not read before (None in ``entries``). A piece
+    the process has read whose words mean nothing in this catalog (most) is taken as it is, here, in one
+    frame; :meth:`_CompiledCatalog.learn_chunk` reads the others."""
+    shared_get, own, table = catalog.shared.chunks.get, catalog.own, catalog.chunks
+    for k, entry in enumerate(entries):
+        if entry is None:
+            chunk = chunks[k]
+            shared = shared_get(chunk)
+            # (a piece with a long word goes to learn_chunk, which tries it as a compound)
+            if shared is not None and not shared[2] and own.isdisjoint(shared[1]):
+                entry = shared[0]
+                if len(table) < _MAX_WORDS and len(chunk) <= _MAX_KEPT_WORD:
+                    table[chunk] = entry
+            else:
+                entry = catalog.learn_chunk(chunk)
+            entries[k] = entry
+
+
 def _chunks(text: str) -> list[str]:
     """``text`` cut at whitespace into the pieces the chunk table is keyed by, line breaks kept as pieces.
 
@@ -1269,12 +1449,18 @@ def _targets(
     if not classes:
         return ()
     tools = catalog.class_tools.get(classes)
-    if tools is None:  # a handful of class sets per catalog: computed once
-        tools = tuple(sorted({t for cls in classes for t in catalog.by_class.get(cls, ())}))
-        catalog.class_tools[classes] = tools
+    if tools is None:
+        tools = _class_tools(catalog, classes)
     named = _named(catalog, tools, objs)
     if named or require_object:
         return named
+    return tools
+
+
+def _class_tools(catalog: _CompiledCatalog, classes: frozenset[str]) -> tuple[str, ...]:
+    """The tools of ``classes`` in name order (a handful of class sets per catalog: computed once)."""
+    tools = tuple(sorted({t for cls in classes for t in catalog.by_class.get(cls, ())}))
+    catalog.class_tools[classes] = tools
     return tools
 
 
@@ -1340,10 +1526,14 @@ def _read_only(lex: Lexicon, stemmed: tuple[str, ...], candidates: list[int], li
 
 
 def _compound(catalog: _CompiledCatalog, token: str) -> frozenset[str] | None:
-    # The longest suffix that names an object wins; suffixes longer than any object word cannot, so a
-    # 20,000-letter word costs as much as a short one (trying them all was quadratic: 60 ms).
-    for k in range(max(3, len(token) - catalog.longest_object), len(token) - 3):
-        names = catalog.single_objects.get(token[k:])
-        if names:
-            return names
+    # The longest suffix that names an object wins, of at least 4 letters and leaving at least 3 before it.
+    # Only the lengths of object words with the same last four letters are tried, so a 20,000-letter
+    # word costs as much as a short one (trying every suffix was quadratic: 60 ms).
+    limit = len(token) - 3
+    single = catalog.single_objects
+    for length in catalog.suffixes.get(token[-4:], ()):
+        if length <= limit:
+            names = single.get(token[-length:])
+            if names:
+                return names
     return None

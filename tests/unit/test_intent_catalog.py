@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import weakref
 
 import pytest
 
@@ -381,9 +382,10 @@ async def test_the_per_catalog_word_table_keeps_only_ordinary_words(extractor):
 
 
 def test_a_long_word_is_split_for_compounds_only_where_an_object_word_can_end_it():
-    """A German compound is split by trying its suffixes as object words: only suffixes no longer than the
-    longest object word are tried, so a 20,000-letter word is a bounded number of lookups (trying every
-    suffix was quadratic, 60 ms for one prompt)."""
+    """A German compound is split by trying its suffixes as object words: only the lengths of the object
+    words that end in its last four letters are tried, so a 20,000-letter word is at most a few lookups
+    (trying every suffix was quadratic, 60 ms for one prompt; every suffix up to the longest object word,
+    a dozen or more lookups per new long word)."""
 
     class CountingDict(dict):
         lookups = 0
@@ -397,24 +399,45 @@ def test_a_long_word_is_split_for_compounds_only_where_an_object_word_can_end_it
     table.single_objects = CountingDict(table.single_objects)
     result = extractor.extract_now("demo", "Zeig mir die Lieferantenrechnungen und " + "q" * 20_000)
     assert "read_invoice" in result.allowed_tools  # the compound still names invoices
-    assert 0 < CountingDict.lookups <= 2 * table.longest_object
+    assert 0 < CountingDict.lookups <= max(map(len, table.suffixes.values()))  # "…ngen": 2 lengths
+    assert max(map(len, table.suffixes.values())) < table.longest_object
 
 
-def test_the_per_catalog_tables_stop_growing_at_their_bound(monkeypatch):
-    """Prompts of ever new words and pieces fill the word and piece tables, per catalog and per process,
-    only up to their bound; past it a piece is still read (the same intent), just not kept."""
-    prompt = "Pay invoice INV-77 now, don't delete anything. unseen-piece"
+def test_the_word_and_piece_tables_stop_growing_at_their_bound(monkeypatch):
+    """Prompts of ever new words and pieces fill the process-wide tables and the catalog's own (its pieces,
+    and the words that mean something in it: here compounds an object word ends) only up to their bound;
+    past it a piece is still read (the same intent), just not kept."""
+    prompt = "Pay invoice INV-77 now, don't delete anything. unseen-piece Zahlungsrechnungen"
     expected = CatalogExtractor(load_catalogs(demo_catalog_path()), cache_size=0).extract_now("demo", prompt)
     monkeypatch.setattr(catalog_extractor, "_MAX_WORDS", 300)
-    monkeypatch.setattr(catalog_extractor, "_PIECE_TOKENS", {})
-    monkeypatch.setattr(catalog_extractor, "_CONTEXTS", {})
+    monkeypatch.setattr(catalog_extractor, "_SHARED", weakref.WeakKeyDictionary())
     extractor = CatalogExtractor(load_catalogs(demo_catalog_path()), cache_size=0)
     table = extractor._catalogs["demo"]
+    shared = table.shared
+    assert not shared.words and not shared.chunks
+
+    def letters(n: int) -> str:
+        return "".join(chr(ord("a") + int(digit)) for digit in str(n))
+
     for k in range(100):
-        extractor.extract_now("demo", " ".join(f"w{k}x{j} p{k}y{j}," for j in range(10)))
-    assert len(table.words) == 300 and len(table.chunks) == 300
-    assert len(catalog_extractor._PIECE_TOKENS) == 300 and len(catalog_extractor._CONTEXTS) == 300
+        extractor.extract_now(
+            "demo", " ".join(f"w{k}x{j} p{k}y{j}, {letters(10 * k + j)}rechnungen" for j in range(10))
+        )
+    assert len(table.words) == 300 and len(table.chunks) == 300 and len(table.compounds) == 300
+    assert all(word.endswith("rechnungen") for word in table.compounds)
+    assert len(shared.words) == 300 and len(shared.chunks) == 300
     assert extractor.extract_now("demo", prompt) == expected
     assert expected.allowed_tools and expected.forbidden_tools
     assert "unseen-piece" not in table.chunks and len(table.chunks) == 300
-    assert "unseen-piece" not in catalog_extractor._PIECE_TOKENS and len(catalog_extractor._CONTEXTS) == 300
+    assert "unseen-piece" not in shared.chunks and "zahlungsrechnungen" not in table.compounds
+    assert len(shared.words) == 300 and len(table.words) == 300 and len(table.compounds) == 300
+
+
+def test_a_word_too_long_to_keep_is_not_read_as_a_compound():
+    """A compound is kept in the catalog's table once split; a word over 64 letters is not kept, and names
+    no object (as tests/intent_reference.py reads it), on the first reading and on every later one."""
+    extractor = CatalogExtractor(load_catalogs(demo_catalog_path()), cache_size=0)
+    short, long = "zeig mir die " + "x" * 8 + "rechnungen", "zeig mir die " + "x" * 70 + "rechnungen"
+    for _ in range(2):
+        assert "object:invoice" in extractor.extract_now("demo", short).terms
+        assert "object:invoice" not in extractor.extract_now("demo", long).terms
