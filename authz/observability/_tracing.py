@@ -127,8 +127,20 @@ def setup_tracing(service_name: str, env: Mapping[str, str] | None = None) -> Tr
     name = env.get("OTEL_SERVICE_NAME") or service_name
     resource = Resource.create({SERVICE_NAME: name, SERVICE_VERSION: version})
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
+    provider.add_span_processor(BatchSpanProcessor(_exporter(env), max_export_batch_size=_batch_size(env)))
     return Tracing(provider, provider.get_tracer("tessera", version))
+
+
+#: Spans per export when ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` is unset (the SDK's default is 512). The
+#: export thread encodes a batch holding the GIL, and the checks wait meanwhile: measured at one check in
+#: flight with every span exported, batches of 512 put the p99 at ~31 ms, of 64 at ~14 ms, at the same
+#: throughput with 32 in flight (16 cost a third of it).
+EXPORT_BATCH_SIZE = 64
+
+
+def _batch_size(env: Mapping[str, str]) -> int | None:
+    """Tessera's batch size, unless the operator set the SDK's own variable (None: the SDK reads it)."""
+    return None if env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "").strip() else EXPORT_BATCH_SIZE
 
 
 def current_trace_id() -> str | None:

@@ -503,3 +503,57 @@ def test_build_info_names_the_package_version():
 
     [sample] = build_info_metric("check").samples
     assert sample.labels["version"] == __version__ and __version__ != "unknown"
+
+
+@pytest.mark.parametrize(("setting", "largest"), [(None, 64), ("10", 10)])
+def test_spans_are_exported_in_batches_of_64_unless_the_sdk_variable_says_otherwise(
+    monkeypatch, setting, largest
+):
+    """Each export holds the GIL while it encodes its batch (see EXPORT_BATCH_SIZE): a real OTLP/HTTP
+    receiver on 127.0.0.1 counts the spans of every export request."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    from authz.observability import setup_tracing
+
+    batches: list[int] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = trace_service_pb2.ExportTraceServiceRequest.FromString(
+                self.rfile.read(int(self.headers["content-length"]))
+            )
+            batches.append(sum(len(s.spans) for r in body.resource_spans for s in r.scope_spans))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.end_headers()
+            self.wfile.write(trace_service_pb2.ExportTraceServiceResponse().SerializeToString())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",  # only full batches go out before the shutdown
+        }
+        if setting is not None:
+            env["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] = setting
+        monkeypatch.delenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", raising=False)
+        for name, value in env.items():  # the SDK reads OTEL_BSP_* from the process environment
+            monkeypatch.setenv(name, value)
+        tracing = setup_tracing("tessera-check", env)
+        assert tracing is not None
+        for _ in range(300):
+            with tracing.span("tessera.audit"):
+                pass
+        tracing.shutdown()
+    finally:
+        server.shutdown()
+    assert sum(batches) == 300
+    assert max(batches) == largest
