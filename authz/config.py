@@ -118,6 +118,9 @@ class ObservabilityConfig:
     metrics_tenant_label: bool = False
     #: Whether the standard OTEL_* variables turn tracing on (off by default; the SDK reads the rest).
     tracing: bool = False
+    #: TESSERA_TRACE_STAGES: with tracing on, a span per pipeline stage (and per approval lookup) under
+    #: each call's span; off leaves the call, gRPC server and audit spans (the stage histograms remain).
+    trace_stages: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +386,7 @@ def _observability(env: Mapping[str, str]) -> ObservabilityConfig:
         log_format=fmt,
         metrics_tenant_label=_bool(env, "TESSERA_METRICS_TENANT_LABEL", False),
         tracing=tracing_requested(env),
+        trace_stages=_bool(env, "TESSERA_TRACE_STAGES", True),
     )
 
 

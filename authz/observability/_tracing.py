@@ -18,7 +18,8 @@ Spans of one check, as Envoy → Tessera → stages:
 - one span per authorized message, named ``{mcp.method.name} {gen_ai.tool.name}`` (MCP semantic
   conventions), with ``tessera.decision``, ``tessera.check``, ``tessera.code``, ``tessera.tenant``,
   ``tessera.agent``, ``tessera.decision_id`` and ``error.type`` for a JSON-RPC error;
-- under it one span per stage: ``tessera.capability``, ``tessera.intent``, ``tessera.provenance``,
+- under it (unless ``TESSERA_TRACE_STAGES=off``) one span per stage: ``tessera.capability``,
+  ``tessera.intent``, ``tessera.provenance``,
   ``tessera.policy`` (with ``tessera.approval`` inside when an approval is looked up or created),
   ``tessera.budget``; and ``tessera.audit`` for the durable audit commit.
 
@@ -27,6 +28,7 @@ Attributes never carry a token, a prompt or an argument value (tool and argument
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,8 +104,9 @@ class Tracing:
 
         return [aio_server_interceptor(tracer_provider=self.provider)]
 
-    def pipeline_tracer(self) -> PipelineTracer:
-        return PipelineTracer(self.tracer)
+    def pipeline_tracer(self, *, stages: bool = True) -> PipelineTracer:
+        """The pipeline's spans; ``stages=False`` (``TESSERA_TRACE_STAGES=off``): the call's span only."""
+        return PipelineTracer(self.tracer, stages=stages)
 
     def span(self, name: str, **attributes: Any) -> Any:
         return self.tracer.start_as_current_span(name, attributes=attributes or None)
@@ -170,10 +173,11 @@ def annotate_check_span(request: Any) -> None:
 class PipelineTracer:
     """The pipeline's tracing seam (see :class:`authz.check.pipeline.Pipeline`), on OpenTelemetry."""
 
-    __slots__ = ("_tracer",)
+    __slots__ = ("_stages", "_tracer")
 
-    def __init__(self, tracer: trace.Tracer):
+    def __init__(self, tracer: trace.Tracer, *, stages: bool = True):
         self._tracer = tracer
+        self._stages = stages
 
     def call(self, inp: Any) -> Any:
         """The span of one authorized message (its name and attributes follow the MCP conventions)."""
@@ -191,7 +195,11 @@ class PipelineTracer:
     def stage(self, name: str, within: Any = None) -> Any:
         """A stage's span, started and ended around the stage without becoming the current span: what
         makes a span current (context attach and detach) cost as much again as the span itself, five
-        times per check. Spans a stage opens name it as ``within``; logs in a stage carry the call's."""
+        times per check. Spans a stage opens name it as ``within``; logs in a stage carry the call's.
+        With stage spans off, none is made: with every span exported, the five stage spans per check cost
+        a third of the traced throughput (616 against 419 checks/s at 32 in flight)."""
+        if not self._stages:
+            return _NO_STAGE_SPAN
         return _StageSpan(self._tracer, name, within)
 
     def finish(self, span: Any, decision: Any) -> None:
@@ -212,6 +220,9 @@ class PipelineTracer:
         span.set_attributes(attributes)
         if check is not None and check.value == "unavailable":
             span.set_status(Status(StatusCode.ERROR, "authorization unavailable (fail closed)"))
+
+
+_NO_STAGE_SPAN = contextlib.nullcontext()
 
 
 class _StageSpan:

@@ -159,7 +159,9 @@ async def build_runtime(config: TesseraConfig) -> CheckRuntime:
         approval_quorum=config.check.approval_quorum,
         default_deadline_s=config.check.deadline_ms / 1000,
         observer=metrics,
-        tracer=tracing.pipeline_tracer() if tracing is not None else None,
+        tracer=(
+            tracing.pipeline_tracer(stages=config.observability.trace_stages) if tracing is not None else None
+        ),
     )
     recorder = make_recorder(config, store)
     receipts = None

@@ -557,3 +557,53 @@ def test_spans_are_exported_in_batches_of_64_unless_the_sdk_variable_says_otherw
         server.shutdown()
     assert sum(batches) == 300
     assert max(batches) == largest
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+async def test_tessera_trace_stages_decides_whether_each_stage_of_a_check_has_its_span(
+    tmp_path, monkeypatch, setting
+):
+    """A real check through the runtime `tessera serve` builds (SQLite, the demo policy), with the
+    runtime's own tracer provider recording into memory instead of exporting."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from authz import config
+    from authz.server.app import build_runtime
+    from bench.__main__ import MASTER, TENANTS, _check_request, _token
+
+    (tmp_path / "tenants.yaml").write_text(TENANTS)
+    env = {
+        "TESSERA_MASTER_KEY": MASTER,
+        "TESSERA_VAR_DIR": str(tmp_path / "var"),
+        "TESSERA_TENANTS_FILE": str(tmp_path / "tenants.yaml"),
+        "OTEL_TRACES_EXPORTER": "console",  # turns tracing on; the spans go to memory below
+        "TESSERA_TRACE_STAGES": setting,
+    }
+    for name, value in env.items():  # setup_tracing reads the process environment, as the SDK does
+        monkeypatch.setenv(name, value)
+    runtime = await build_runtime(config.load())
+    try:
+        assert runtime.tracing is not None
+        recorded = InMemorySpanExporter()
+        runtime.tracing.provider._active_span_processor._span_processors = (SimpleSpanProcessor(recorded),)
+        from envoy.service.auth.v3 import external_auth_pb2
+
+        from authz.server import wire
+
+        request = external_auth_pb2.CheckRequest.FromString(_check_request(_token())[5:])
+        call = wire.parse_request(request, deadline=None).messages[0].input
+        decision = await runtime.pipeline.check(call)
+        assert decision.allowed, decision
+        names = [span.name for span in recorded.get_finished_spans()]
+        stages = [n for n in names if n.startswith("tessera.")]
+        assert names[-1] == "tools/call read_invoice"  # the call's span, in both settings
+        if setting == "on":
+            order = ("capability", "intent", "provenance", "policy", "budget")
+            assert stages == [f"tessera.{s}" for s in order]
+        else:
+            assert stages == []
+    finally:
+        if runtime.tracing is not None:
+            runtime.tracing.shutdown()
+        await runtime.store.close()
