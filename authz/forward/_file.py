@@ -3,6 +3,11 @@
 Rotation keeps ``path``, ``path.1`` (newest) … ``path.<keep>``; the oldest is deleted. A batch is never
 split across files, so a batch resent after a crash can duplicate lines but never lose one (each line
 carries its chain hash for deduplication).
+
+A forwarder killed in the middle of a write can leave the file ending in part of a line (the kernel stops
+a write between pages when the process is killed). The next write first cuts that fragment off, back to
+the last complete line: appended to, it would have merged with the next event into one line no reader
+can parse. Its events were never acknowledged, so they are sent again.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class NdjsonFileSink:
 
     def _write(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_line(self.path)
         try:
             size = self.path.stat().st_size
         except FileNotFoundError:
@@ -58,3 +64,32 @@ class NdjsonFileSink:
 
     async def aclose(self) -> None:
         return None
+
+
+#: How much of the file's end is read at a time looking for the last complete line.
+_TAIL_CHUNK = 64 * 1024
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut ``path`` back to its last newline when it does not end with one (see the module docstring)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        end = size
+        keep = 0
+        while end > 0:
+            start = max(0, end - _TAIL_CHUNK)
+            newline = os.pread(fd, end - start, start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

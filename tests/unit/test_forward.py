@@ -315,6 +315,36 @@ async def test_ndjson_file_sink_rotates_by_size_and_keeps_every_event(store, tmp
     await assert_caught_up(store, "file", {"acme": 30})
 
 
+@pytest.mark.parametrize("torn_bytes", [1, 700, 70_000, 200_000])
+async def test_a_line_torn_by_a_killed_writer_is_cut_off_before_the_next_batch(
+    store, tmp_path: Path, torn_bytes
+):
+    # A forwarder killed mid-write leaves part of a line (the test writes what it would have left);
+    # every line the next batch adds must parse, and every event must still arrive whole.
+    await append(store, "acme", 12)
+    path = tmp_path / "events.ndjson"
+    forwarder = Forwarder(store, NdjsonFileSink("file", path), FAST)
+    await forwarder.pass_once()
+    complete = path.read_bytes()
+    torn = (b'{"activity_id":3,"message":"' + b"x" * torn_bytes)[:torn_bytes]
+    with path.open("ab") as file:
+        file.write(torn)
+    await append(store, "acme", 3)
+    await forwarder.pass_once()
+    data = path.read_bytes()
+    assert data.startswith(complete) and data.endswith(b"\n")
+    seqs = [json.loads(line)["tessera_chain"]["seq"] for line in data.splitlines()]
+    assert seqs == list(range(1, 16))
+
+
+async def test_a_file_holding_only_a_torn_line_starts_over(tmp_path: Path):
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b'{"activity_id":3,"mess')
+    sink = NdjsonFileSink("file", path)
+    sink._write(b'{"a":1}\n')
+    assert path.read_bytes() == b'{"a":1}\n'
+
+
 async def test_a_gap_in_the_chain_is_a_loud_error_and_the_cursor_does_not_pass_it(store, tmp_path: Path):
     await append(store, "acme", 10)
     # Damage the chain behind the store's back: seq 6 disappears.
