@@ -255,6 +255,20 @@ async def test_a_listening_replica_answers_revocation_lookups_from_memory_until_
         await stop(task)
 
 
+async def test_a_replica_that_revokes_forgets_its_answers_before_its_own_notification(stores):
+    replica = await stores()
+    # A listening window whose reader has not yet been handed the revocation's NOTIFY (it arrives a few
+    # milliseconds after the commit): held open by hand, so nothing but revoke() itself can end it.
+    replica._listening = True
+    try:
+        assert not await replica.is_revoked("acme", "j1", [])
+        assert replica._revoked  # remembered
+        await replica.revoke(Revocation("acme", "jti", "j1", "leaked", 1.0, "alice"))
+        assert await replica.is_revoked("acme", "j1", [])
+    finally:
+        replica._listening = False
+
+
 async def test_a_replica_not_listening_asks_the_database_every_time(stores):
     replica, admin = await stores(), await stores()
     queries = count_queries(replica)
