@@ -186,24 +186,8 @@ def referenced_input_keys(source: str) -> frozenset[str] | None:
     strings) must be followed by ``.name`` or ``["name"]``; anything else (``input`` alone, ``input[x]``,
     ``with input as``, ``object.get(input, ...)``) means the whole input.
     """
-    keys: set[str] = set()
-    for match in _INPUT_REF.finditer(source):
-        rest = match.end()
-        dot = _DOT_KEY.match(source, rest)
-        if dot is not None:
-            keys.add(dot.group(1))
-            continue
-        bracket = _BRACKET_KEY.match(source, rest)
-        if bracket is None:
-            return None
-        if bracket.group(2) is not None:
-            keys.add(bracket.group(2))
-            continue
-        try:
-            keys.add(json.loads(f'"{bracket.group(1)}"'))
-        except ValueError:
-            return None
-    return frozenset(keys)
+    paths = referenced_input_paths(source)
+    return None if paths is None else frozenset(path[0] for path in paths)
 
 
 #: One more segment of a reference already begun (``.name`` or ``["name"]``), directly adjacent: where
@@ -218,32 +202,27 @@ def referenced_input_paths(source: str) -> frozenset[tuple[str, ...]] | None:
     Each occurrence of the word ``input`` contributes the longest chain of literal segments after it
     (``input.arguments.amount``, ``input["arguments"].amount``): the policy reads the value at that path,
     and only below it. A chain that stops early (``input.arguments[k]``, ``args := input.arguments``,
-    ``object.get(input.arguments, ...)``) reads the whole value where it stops. As conservative as
-    :func:`referenced_input_keys` (comments and strings count too); paths under another path are
-    dropped, since the shorter one already covers them. Decisions are a function of the values at these
-    paths, which is what the decision memo keys on.
+    ``object.get(input.arguments, ...)``) reads the whole value where it stops; an occurrence with no
+    literal segment at all (see :func:`referenced_input_keys`) may read anything. Comments and strings
+    count too; paths under another path are dropped, since the shorter one already covers them.
+    Decisions are a function of the values at these paths, which is what the decision memo keys on.
     """
-    if referenced_input_keys(source) is None:
-        return None
     paths: set[tuple[str, ...]] = set()
     for match in _INPUT_REF.finditer(source):
         position = match.end()
         path: list[str] = []
-        first = True
-        while True:
-            segment = _segment(source, position, first=first)
-            if segment is None:
-                break
+        while (segment := _segment(source, position, first=not path)) is not None:
             key, position = segment
             path.append(key)
-            first = False
-        paths.add(tuple(path))  # never empty: referenced_input_keys accepted every occurrence
+        if not path:
+            return None
+        paths.add(tuple(path))
     return frozenset(p for p in paths if not any(q != p and p[: len(q)] == q for q in paths))
 
 
 def _segment(source: str, position: int, *, first: bool) -> tuple[str, int] | None:
     """The key of the reference segment at ``position`` and where it ends; None when there is none.
-    The first segment after ``input`` is read exactly as :func:`referenced_input_keys` reads it."""
+    The first segment after ``input`` may follow whitespace; later ones must be adjacent."""
     dot = (_DOT_KEY if first else _NEXT_DOT).match(source, position)
     if dot is not None:
         return dot.group(1), dot.end()
