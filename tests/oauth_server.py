@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -68,6 +69,23 @@ class OAuthServer:
         self.jwks_uri = f"{self.issuer}/jwks"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), daemon=True)
         self._thread.start()
+
+    def write_issuers(self, path: Path, *, listen_port: int, exchange: Sequence[str]) -> Path:
+        """A ``TESSERA_OAUTH_ISSUERS_FILE`` trusting this server for tenant ``demo``: tokens for the
+        gateway's ``/v1/mcp`` on ``listen_port``, tools from the user's ``tools`` claim (not the OIDC
+        scopes), and ``exchange``: YAML lines of the tenant's allowance for exchanged tokens."""
+        lines = [
+            "issuers:",
+            f"  - issuer: {self.issuer}",
+            f"    jwks_uri: {self.jwks_uri}",
+            f"    audience: http://127.0.0.1:{listen_port}/v1/mcp",
+            "    tenant: demo",
+            "    tools_claim: tools",
+            "    exchange:",
+            *(f"      {line}" for line in exchange),
+        ]
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     async def log_in(self, authorization_url: str, sub: str) -> tuple[str, str | None]:
         """What the user's browser does at the authorization endpoint: submit the login form as ``sub``.

@@ -276,17 +276,10 @@ def exchange_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     try:
         workdir = tmp_path_factory.mktemp("sdk-ts-exchange")
         ports = StackPorts.free()
-        issuers = workdir / "issuers.yaml"
-        issuers.write_text(
-            "issuers:\n"
-            f"  - issuer: {idp.issuer}\n"
-            f"    jwks_uri: {idp.jwks_uri}\n"
-            f"    audience: http://127.0.0.1:{ports.listen}/v1/mcp\n"
-            "    tenant: demo\n"
-            "    tools_claim: tools\n"
-            "    exchange:\n"
-            "      tools: [read_invoice, list_invoices]\n"
-            "      servers: [billing]\n"
+        issuers = idp.write_issuers(
+            workdir / "issuers.yaml",
+            listen_port=ports.listen,
+            exchange=["tools: [read_invoice, list_invoices]", "servers: [billing]"],
         )
         running, gw = start_gateway(
             workdir,

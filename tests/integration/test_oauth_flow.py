@@ -68,18 +68,10 @@ def flow_gateway(
 ) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("oauth-flow")
     ports = StackPorts.free()
-    issuers = workdir / "issuers.yaml"
-    issuers.write_text(
-        "issuers:\n"
-        f"  - issuer: {authorization_server.issuer}\n"
-        f"    jwks_uri: {authorization_server.jwks_uri}\n"
-        f"    audience: http://127.0.0.1:{ports.listen}/v1/mcp\n"
-        "    tenant: demo\n"
-        "    tools_claim: tools\n"  # the user's `tools` claim, not the OIDC scopes
-        "    exchange:\n"  # the tenant's allowance for exchanged tokens
-        "      tools: [read_invoice, list_invoices, transfer_funds]\n"
-        "      max_ttl_s: 600\n"
-        "      max_calls: 20\n"
+    issuers = authorization_server.write_issuers(
+        workdir / "issuers.yaml",
+        listen_port=ports.listen,
+        exchange=["tools: [read_invoice, list_invoices, transfer_funds]", "max_ttl_s: 600", "max_calls: 20"],
     )
     stack, gw = start_gateway(
         workdir,

@@ -45,18 +45,15 @@ def authorization_server() -> Iterator[OAuthServer]:
 def gw(tmp_path_factory: pytest.TempPathFactory, authorization_server: OAuthServer) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("oauth-token-endpoint")
     ports = StackPorts.free()
-    issuers = workdir / "issuers.yaml"
-    issuers.write_text(
-        "issuers:\n"
-        f"  - issuer: {authorization_server.issuer}\n"
-        f"    jwks_uri: {authorization_server.jwks_uri}\n"
-        f"    audience: http://127.0.0.1:{ports.listen}/v1/mcp\n"
-        "    tenant: demo\n"
-        "    tools_claim: tools\n"
-        "    exchange:\n"
-        "      tools: [read_invoice, list_invoices]\n"
-        "      servers: [billing]\n"  # /v1/mcp/billing, beside /v1/mcp
-        f"      max_exchanges_per_jti: {MAX_EXCHANGES}\n"
+    issuers = authorization_server.write_issuers(
+        workdir / "issuers.yaml",
+        listen_port=ports.listen,
+        # servers: /v1/mcp/billing, beside /v1/mcp
+        exchange=[
+            "tools: [read_invoice, list_invoices]",
+            "servers: [billing]",
+            f"max_exchanges_per_jti: {MAX_EXCHANGES}",
+        ],
     )
     stack, gateway = start_gateway(
         workdir,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -403,15 +405,14 @@ def test_tessera_run_points_envoy_at_the_otlp_grpc_collector(monkeypatch, env, e
     assert _otlp_endpoint() == endpoint
 
 
-def test_otlp_http_export_reaches_a_receiver(monkeypatch):
-    """OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf: spans arrive as an OTLP ExportTraceServiceRequest over
-    HTTP (a real HTTP server on 127.0.0.1 decoding the body with opentelemetry-proto)."""
+@contextlib.contextmanager
+def otlp_http_receiver() -> Iterator[tuple[str, list]]:
+    """A real OTLP/HTTP receiver on 127.0.0.1: yields its endpoint and the ``(path,
+    ExportTraceServiceRequest)`` of every export it received (decoded with opentelemetry-proto)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-
-    from authz.observability import setup_tracing
 
     received: list = []
 
@@ -430,8 +431,19 @@ def test_otlp_http_export_reaches_a_receiver(monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
+        yield f"http://127.0.0.1:{server.server_port}", received
+    finally:
+        server.shutdown()
+
+
+def test_otlp_http_export_reaches_a_receiver(monkeypatch):
+    """OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf: spans arrive as an OTLP ExportTraceServiceRequest over
+    HTTP (a real HTTP server on 127.0.0.1 decoding the body with opentelemetry-proto)."""
+    from authz.observability import setup_tracing
+
+    with otlp_http_receiver() as (endpoint, received):
         env = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_SERVICE_NAME": "tessera-check-test",
         }
@@ -442,8 +454,6 @@ def test_otlp_http_export_reaches_a_receiver(monkeypatch):
         with tracing.span("tessera.audit", **{"tessera.stage": "audit"}):
             pass
         tracing.shutdown()
-    finally:
-        server.shutdown()
     (path, request), *_ = received
     assert path == "/v1/traces"
     resource = request.resource_spans[0]
@@ -511,34 +521,11 @@ def test_spans_are_exported_in_batches_of_64_unless_the_sdk_variable_says_otherw
 ):
     """Each export holds the GIL while it encodes its batch (see EXPORT_BATCH_SIZE): a real OTLP/HTTP
     receiver on 127.0.0.1 counts the spans of every export request."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-
     from authz.observability import setup_tracing
 
-    batches: list[int] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = trace_service_pb2.ExportTraceServiceRequest.FromString(
-                self.rfile.read(int(self.headers["content-length"]))
-            )
-            batches.append(sum(len(s.spans) for r in body.resource_spans for s in r.scope_spans))
-            self.send_response(200)
-            self.send_header("content-type", "application/x-protobuf")
-            self.end_headers()
-            self.wfile.write(trace_service_pb2.ExportTraceServiceResponse().SerializeToString())
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with otlp_http_receiver() as (endpoint, received):
         env = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_BSP_SCHEDULE_DELAY": "60000",  # only full batches go out before the shutdown
         }
@@ -553,8 +540,7 @@ def test_spans_are_exported_in_batches_of_64_unless_the_sdk_variable_says_otherw
             with tracing.span("tessera.audit"):
                 pass
         tracing.shutdown()
-    finally:
-        server.shutdown()
+    batches = [sum(len(s.spans) for r in body.resource_spans for s in r.scope_spans) for _, body in received]
     assert sum(batches) == 300
     assert max(batches) == largest
 
